@@ -1,0 +1,120 @@
+//! The admin queue pair and its synchronous command path (NVMe Base
+//! Specification 1.4, section 5 "Admin Command Set").
+//!
+//! Admin commands are rare and slow; they run one at a time under the
+//! controller's admin lock and wait for their completion against a deadline.
+
+use crate::dma::DmaMemory;
+use crate::error::{Error, Result};
+use crate::queue::{CompletionQueue, SubmissionQueue};
+use crate::spec::command::{CompletionEntry, SubmissionEntry};
+use crate::spec::registers::{offset, Csts};
+use core::time::Duration;
+use hal_traits::Hal;
+
+/// Entries in each admin queue.
+pub(crate) const ADMIN_QUEUE_ENTRIES: u16 = 32;
+
+/// The admin queue pair plus a page of DMA memory for command data (identify
+/// structures and similar), all owned by the controller.
+pub(crate) struct AdminQueue {
+    pub(crate) sq: SubmissionQueue,
+    pub(crate) cq: CompletionQueue,
+    pub(crate) data: DmaMemory,
+    next_cid: u16,
+    /// Set when a command timed out: the controller may still complete it, so
+    /// the queue is not used again until a reset.
+    pub(crate) failed: bool,
+    /// Completions that named no outstanding admin command.
+    pub(crate) bogus_completions: u64,
+}
+
+impl AdminQueue {
+    pub(crate) fn new(sq: SubmissionQueue, cq: CompletionQueue, data: DmaMemory) -> Self {
+        AdminQueue {
+            sq,
+            cq,
+            data,
+            next_cid: 0,
+            failed: false,
+            bogus_completions: 0,
+        }
+    }
+
+    /// Frees the queue memory and the data page.
+    ///
+    /// # Safety
+    ///
+    /// The controller is disabled, so it no longer accesses this memory.
+    pub(crate) unsafe fn free<H: Hal>(&mut self, hal: &H) {
+        self.failed = true;
+        // SAFETY: the caller guarantees the device is done with the memory.
+        unsafe {
+            self.sq.mem.free(hal);
+            self.cq.mem.free(hal);
+            self.data.free(hal);
+        }
+    }
+
+    /// Submits `cmd` and waits up to `timeout` for its completion. A completion
+    /// with an error status is returned as `Error::Command`.
+    pub(crate) fn execute<H: Hal>(
+        &mut self,
+        hal: &H,
+        mut cmd: SubmissionEntry,
+        timeout: Duration,
+    ) -> Result<CompletionEntry> {
+        if self.failed {
+            return Err(Error::ControllerFailed);
+        }
+        let cid = self.next_cid;
+        self.next_cid = self.next_cid.wrapping_add(1) % 0xffff;
+        cmd.set_cid(cid);
+        if !self.sq.push(&cmd) {
+            // One command at a time: the ring can only be full if the device
+            // never consumed earlier entries.
+            self.failed = true;
+            return Err(Error::MalformedDevice(
+                "admin submission queue never drained",
+            ));
+        }
+        self.sq.ring(hal);
+
+        let deadline = hal.now() + timeout;
+        let mut spins: u32 = 0;
+        loop {
+            while let Some(entry) = self.cq.peek(hal) {
+                self.cq.advance();
+                self.cq.ring(hal);
+                let sq_ok = entry.sqid == 0 && self.sq.update_head(entry.sqhd);
+                if entry.cid != cid || !sq_ok {
+                    self.bogus_completions += 1;
+                    continue;
+                }
+                let status = entry.status();
+                return if status.is_success() {
+                    Ok(entry)
+                } else {
+                    Err(Error::Command(status))
+                };
+            }
+            spins = spins.wrapping_add(1);
+            if spins % 64 == 0 {
+                let raw = hal.read32(offset::CSTS);
+                if raw == u32::MAX {
+                    self.failed = true;
+                    return Err(Error::DeviceRemoved);
+                }
+                if Csts::from_bits(raw).cfs() {
+                    self.failed = true;
+                    return Err(Error::ControllerFatal);
+                }
+                if hal.now() >= deadline {
+                    self.failed = true;
+                    return Err(Error::Timeout("admin command"));
+                }
+                hal.delay(Duration::from_micros(10));
+            }
+        }
+    }
+}

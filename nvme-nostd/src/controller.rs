@@ -1,0 +1,400 @@
+//! Controller bring-up, the admin commands, and orderly shutdown (NVMe Base
+//! Specification 1.4, section 7.6.1 "Initialization" and 7.6.2 "Shutdown").
+
+use crate::admin::{AdminQueue, ADMIN_QUEUE_ENTRIES};
+use crate::dma::DmaMemory;
+use crate::error::{Error, Result};
+use crate::namespace::Namespace;
+use crate::queue::{CompletionQueue, SubmissionQueue};
+use crate::spec::command::{cns, feature, AdminOpcode, CompletionEntry, SubmissionEntry};
+use crate::spec::identify::{ActiveNamespaceList, IdentifyController, IdentifyNamespace};
+use crate::spec::registers::{offset, shn, shst, Aqa, Cap, Cc, Csts, Vs};
+use core::time::Duration;
+use hal_traits::{Hal, PAGE_SIZE};
+
+/// What the caller asks of a controller at attach time. What the controller
+/// grants is reported by [`Controller`]'s accessors.
+#[derive(Clone, Copy, Debug)]
+pub struct ControllerOptions {
+    /// I/O queue pairs to ask for with Set Features / Number of Queues (1 to 64;
+    /// the driver numbers queues 1..=64).
+    pub io_queues: u16,
+    /// How long an admin command may take.
+    pub admin_timeout: Duration,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        ControllerOptions {
+            io_queues: 8,
+            admin_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The highest I/O queue identifier the driver hands out.
+pub const MAX_IO_QUEUES: u16 = 64;
+
+/// An NVMe controller, enabled and identified, with its admin queue.
+///
+/// I/O queue pairs borrow it ([`Controller::create_io_qpair`](crate::Controller::create_io_qpair)),
+/// so it outlives them. Dropping it shuts the controller down (CC.SHN) and
+/// disables it before its queue memory is freed.
+pub struct Controller<H: Hal> {
+    pub(crate) hal: H,
+    cap: Cap,
+    vs: Vs,
+    identify: IdentifyController,
+    pub(crate) admin: spin::Mutex<AdminQueue>,
+    admin_timeout: Duration,
+    io_queues: u16,
+    /// Bit `q` set: I/O queue identifier `q` is in use.
+    qids: spin::Mutex<u128>,
+}
+
+/// CAP.TO in 500 ms units, at least one unit.
+fn ready_timeout(cap: Cap) -> Duration {
+    Duration::from_millis(500 * (cap.to().max(1) as u64))
+}
+
+fn read_csts<H: Hal>(hal: &H) -> Result<Csts> {
+    let raw = hal.read32(offset::CSTS);
+    if raw == u32::MAX {
+        return Err(Error::DeviceRemoved);
+    }
+    Ok(Csts::from_bits(raw))
+}
+
+/// Waits until CSTS.RDY equals `ready`, bounded by `timeout`.
+fn wait_ready<H: Hal>(hal: &H, ready: bool, timeout: Duration) -> Result {
+    let deadline = hal.now() + timeout;
+    loop {
+        let csts = read_csts(hal)?;
+        if csts.rdy() == ready {
+            return Ok(());
+        }
+        // A fatal controller may never become ready; while disabling, CFS is
+        // expected to clear with the reset, so keep waiting for RDY=0.
+        if ready && csts.cfs() {
+            return Err(Error::ControllerFatal);
+        }
+        if hal.now() >= deadline {
+            return Err(Error::Timeout(if ready {
+                "CSTS.RDY=1 after enable"
+            } else {
+                "CSTS.RDY=0 after disable"
+            }));
+        }
+        hal.delay(Duration::from_micros(100));
+    }
+}
+
+/// Clears CC.EN and waits for CSTS.RDY=0 (section 7.6.1 step 1, 3.1.5).
+fn disable<H: Hal>(hal: &H, cap: Cap) -> Result {
+    let timeout = ready_timeout(cap);
+    let raw = hal.read32(offset::CC);
+    if raw == u32::MAX {
+        return Err(Error::DeviceRemoved);
+    }
+    let cc = Cc::from_bits(raw);
+    let csts = read_csts(hal)?;
+    if cc.en() && !csts.rdy() && !csts.cfs() {
+        // Enabling is in progress: the specification asks hosts to wait for it
+        // to finish before clearing EN.
+        let _ = wait_ready(hal, true, timeout);
+    }
+    if cc.en() {
+        hal.write32(offset::CC, cc.with_en(false).into_bits());
+    }
+    wait_ready(hal, false, timeout)
+}
+
+impl<H: Hal> Controller<H> {
+    /// Brings up the controller behind `hal`: disable, admin queue, enable,
+    /// Identify Controller, Set Features / Number of Queues.
+    pub fn new(hal: H, options: ControllerOptions) -> Result<Self> {
+        let raw_cap = hal.read64(offset::CAP);
+        if raw_cap == u64::MAX {
+            return Err(Error::DeviceRemoved);
+        }
+        let cap = Cap::from_bits(raw_cap);
+        let vs = Vs::from_bits(hal.read32(offset::VS));
+        if cap.mqes() == 0 {
+            return Err(Error::MalformedDevice("CAP.MQES is 0"));
+        }
+        if cap.css() & 1 == 0 {
+            return Err(Error::Unsupported(
+                "controller lacks the NVM command set (CAP.CSS)",
+            ));
+        }
+        if cap.mpsmin() != 0 {
+            return Err(Error::Unsupported(
+                "controller's minimum page size is above 4 KiB (CAP.MPSMIN)",
+            ));
+        }
+        if options.io_queues == 0 || options.io_queues > MAX_IO_QUEUES {
+            return Err(Error::InvalidArgument("io_queues must be 1 to 64"));
+        }
+
+        disable(&hal, cap)?;
+
+        let entries = ADMIN_QUEUE_ENTRIES.min(cap.mqes().saturating_add(1));
+        let sq_mem = DmaMemory::alloc(&hal, 1)?;
+        let mut sq_mem = sq_mem;
+        let cq_mem = match DmaMemory::alloc(&hal, 1) {
+            Ok(m) => m,
+            Err(e) => {
+                // SAFETY: the controller is disabled and never saw this memory.
+                unsafe { sq_mem.free(&hal) };
+                return Err(e.into());
+            }
+        };
+        let mut cq_mem = cq_mem;
+        let data = match DmaMemory::alloc(&hal, 1) {
+            Ok(m) => m,
+            Err(e) => {
+                // SAFETY: as above.
+                unsafe {
+                    sq_mem.free(&hal);
+                    cq_mem.free(&hal);
+                }
+                return Err(e.into());
+            }
+        };
+        let sq = SubmissionQueue::new(sq_mem, entries, 0, cap.dstrd());
+        let cq = CompletionQueue::new(cq_mem, entries, 0, cap.dstrd());
+
+        hal.write32(
+            offset::AQA,
+            Aqa::new()
+                .with_asqs(entries - 1)
+                .with_acqs(entries - 1)
+                .into_bits(),
+        );
+        hal.write64(offset::ASQ, sq.daddr().0);
+        hal.write64(offset::ACQ, cq.daddr().0);
+        let cc = Cc::new()
+            .with_css(0)
+            .with_mps(0)
+            .with_ams(0)
+            .with_shn(shn::NONE)
+            .with_iosqes(6)
+            .with_iocqes(4)
+            .with_en(true);
+        hal.write32(offset::CC, cc.into_bits());
+
+        let mut ctrlr = Controller {
+            hal,
+            cap,
+            vs,
+            identify: IdentifyController::default(),
+            admin: spin::Mutex::new(AdminQueue::new(sq, cq, data)),
+            admin_timeout: options.admin_timeout,
+            io_queues: 0,
+            qids: spin::Mutex::new(0),
+        };
+        // From here on, Drop disables the controller before freeing memory.
+        wait_ready(&ctrlr.hal, true, ready_timeout(cap))?;
+
+        let mut page = [0u8; 4096];
+        ctrlr.identify_raw(cns::CONTROLLER, 0, &mut page)?;
+        ctrlr.identify = IdentifyController::from_bytes(&page);
+        let id = &ctrlr.identify;
+        if id.sqes & 0xf > 6 || id.sqes >> 4 < 6 || id.cqes & 0xf > 4 || id.cqes >> 4 < 4 {
+            return Err(Error::MalformedDevice(
+                "SQES/CQES do not allow 64/16-byte entries",
+            ));
+        }
+
+        ctrlr.io_queues = ctrlr.set_number_of_queues(options.io_queues)?;
+        Ok(ctrlr)
+    }
+
+    /// The HAL this controller was attached with.
+    pub fn hal(&self) -> &H {
+        &self.hal
+    }
+
+    /// CAP: Controller Capabilities.
+    pub fn cap(&self) -> Cap {
+        self.cap
+    }
+
+    /// VS: the NVMe version the controller implements.
+    pub fn version(&self) -> Vs {
+        self.vs
+    }
+
+    /// CSTS as it reads now.
+    pub fn csts(&self) -> Result<Csts> {
+        read_csts(&self.hal)
+    }
+
+    /// The Identify Controller data read at attach.
+    pub fn identify(&self) -> &IdentifyController {
+        &self.identify
+    }
+
+    /// The number of I/O queue pairs granted by the controller (and available to
+    /// [`create_io_qpair`](crate::Controller::create_io_qpair)).
+    pub fn io_queues(&self) -> u16 {
+        self.io_queues
+    }
+
+    /// The largest transfer the controller accepts, in bytes (MDTS, in units of
+    /// CAP.MPSMIN), or `None` when it states no limit.
+    pub fn max_transfer_bytes(&self) -> Option<usize> {
+        let mdts = self.identify.mdts;
+        if mdts == 0 {
+            return None;
+        }
+        let shift = 12 + self.cap.mpsmin() as u32 + mdts as u32;
+        // A huge MDTS is as good as no limit.
+        Some(if shift >= usize::BITS {
+            usize::MAX
+        } else {
+            1usize << shift
+        })
+    }
+
+    /// How long an admin command may take.
+    pub fn admin_timeout(&self) -> Duration {
+        self.admin_timeout
+    }
+
+    /// Runs an admin command that moves no data and returns its completion.
+    pub fn admin_command(&self, cmd: SubmissionEntry) -> Result<CompletionEntry> {
+        if cmd.prp1 != 0 || cmd.prp2 != 0 || cmd.mptr != 0 || cmd.psdt() != 0 || cmd.fuse() != 0 {
+            return Err(Error::InvalidArgument(
+                "raw admin commands may not carry data pointers",
+            ));
+        }
+        self.admin
+            .lock()
+            .execute(&self.hal, cmd, self.admin_timeout)
+    }
+
+    /// Runs an admin command whose data (up to one page) the controller writes
+    /// into the admin data page, and copies it into `out`.
+    fn admin_read_page(
+        &self,
+        mut cmd: SubmissionEntry,
+        out: &mut [u8; PAGE_SIZE],
+    ) -> Result<CompletionEntry> {
+        let mut admin = self.admin.lock();
+        admin.data.zero();
+        cmd.prp1 = admin.data.daddr(0).0;
+        let done = admin.execute(&self.hal, cmd, self.admin_timeout)?;
+        admin.data.read_bytes(0, out);
+        Ok(done)
+    }
+
+    fn identify_raw(&self, cns: u8, nsid: u32, out: &mut [u8; PAGE_SIZE]) -> Result {
+        let mut cmd = SubmissionEntry::new(AdminOpcode::IDENTIFY.0, nsid);
+        cmd.cdw10 = cns as u32;
+        self.admin_read_page(cmd, out).map(|_| ())
+    }
+
+    /// Identify Namespace (CNS 00h) for `nsid`.
+    pub fn identify_namespace(&self, nsid: u32) -> Result<IdentifyNamespace> {
+        if nsid == 0 || nsid == u32::MAX {
+            return Err(Error::InvalidArgument("namespace id"));
+        }
+        let mut page = [0u8; PAGE_SIZE];
+        self.identify_raw(cns::NAMESPACE, nsid, &mut page)?;
+        Ok(IdentifyNamespace::from_bytes(&page))
+    }
+
+    /// The active namespace identifiers above `after` (CNS 02h), up to 1024.
+    /// Use 0 for the first page; pass the last identifier to get the next one.
+    pub fn active_namespaces(&self, after: u32) -> Result<ActiveNamespaceList> {
+        let mut page = [0u8; PAGE_SIZE];
+        self.identify_raw(cns::ACTIVE_NAMESPACES, after, &mut page)?;
+        Ok(ActiveNamespaceList::from_bytes(&page))
+    }
+
+    /// A handle to active namespace `nsid`, built from its Identify Namespace
+    /// data, which is checked before the driver relies on it.
+    pub fn namespace(&self, nsid: u32) -> Result<Namespace> {
+        let id = self.identify_namespace(nsid)?;
+        Namespace::from_identify(nsid, &id, self.max_transfer_bytes())
+    }
+
+    fn set_number_of_queues(&self, wanted: u16) -> Result<u16> {
+        let mut cmd = SubmissionEntry::new(AdminOpcode::SET_FEATURES.0, 0);
+        cmd.cdw10 = feature::NUMBER_OF_QUEUES as u32;
+        let n = (wanted - 1) as u32;
+        cmd.cdw11 = n | (n << 16);
+        let done = self
+            .admin
+            .lock()
+            .execute(&self.hal, cmd, self.admin_timeout)?;
+        // DW0: NSQA (15:0) and NCQA (31:16), both 0-based.
+        let nsqa = (done.dw0 & 0xffff) as u16;
+        let ncqa = (done.dw0 >> 16) as u16;
+        Ok(nsqa.min(ncqa).saturating_add(1).min(wanted))
+    }
+
+    /// Reserves an I/O queue identifier.
+    pub(crate) fn alloc_qid(&self) -> Result<u16> {
+        let mut qids = self.qids.lock();
+        for q in 1..=self.io_queues {
+            if *qids & (1u128 << q) == 0 {
+                *qids |= 1u128 << q;
+                return Ok(q);
+            }
+        }
+        Err(Error::NoQueueAvailable)
+    }
+
+    /// Returns an I/O queue identifier whose queues are deleted.
+    pub(crate) fn free_qid(&self, qid: u16) {
+        *self.qids.lock() &= !(1u128 << qid);
+    }
+
+    /// Disables the controller (CC.EN = 0): the controller stops all DMA and
+    /// forgets every queue. Used when queues cannot be deleted cleanly.
+    pub(crate) fn disable(&self) -> Result {
+        disable(&self.hal, self.cap)
+    }
+
+    /// Orderly shutdown (section 7.6.2): CC.SHN = normal, wait for
+    /// CSTS.SHST = complete, then disable.
+    fn shutdown(&self) -> Result {
+        let raw = self.hal.read32(offset::CC);
+        if raw == u32::MAX {
+            return Err(Error::DeviceRemoved);
+        }
+        let cc = Cc::from_bits(raw);
+        if cc.en() {
+            self.hal
+                .write32(offset::CC, cc.with_shn(shn::NORMAL).into_bits());
+            let deadline = self.hal.now() + ready_timeout(self.cap);
+            loop {
+                let csts = read_csts(&self.hal)?;
+                if csts.shst() == shst::COMPLETE || csts.cfs() {
+                    break;
+                }
+                if self.hal.now() >= deadline {
+                    break;
+                }
+                self.hal.delay(Duration::from_micros(100));
+            }
+        }
+        self.disable()
+    }
+}
+
+impl<H: Hal> Drop for Controller<H> {
+    fn drop(&mut self) {
+        // Queue pairs borrow the controller, so none is alive here (one that was
+        // leaked with mem::forget keeps its memory forever, which is safe).
+        if self.shutdown().is_ok() {
+            let admin = self.admin.get_mut();
+            // SAFETY: the controller is disabled (CSTS.RDY = 0), so it no longer
+            // reads or writes the admin queues or the data page.
+            unsafe { admin.free(&self.hal) };
+        }
+        // Otherwise the controller may still write the admin memory: leak it.
+    }
+}

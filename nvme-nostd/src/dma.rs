@@ -1,0 +1,115 @@
+//! Typed, bounds-checked access to DMA memory: the one place where the core
+//! reads and writes memory that the device shares.
+
+use core::ptr::NonNull;
+use hal_traits::{DeviceAddr, DmaRegion, Hal, HalError};
+
+/// DMA memory owned by the driver (queue rings, PRP lists, identify pages).
+///
+/// It has no `Drop`: the owner returns it with [`DmaMemory::free`] once the device
+/// can no longer reach it, or leaks it when that cannot be proven. Freeing memory
+/// that a live queue still names would let the device write freed memory.
+#[derive(Debug)]
+pub(crate) struct DmaMemory {
+    region: DmaRegion,
+}
+
+impl DmaMemory {
+    /// Allocates `pages` zeroed pages.
+    pub(crate) fn alloc<H: Hal>(hal: &H, pages: usize) -> Result<Self, HalError> {
+        let region = hal.dma_alloc(pages)?;
+        Ok(DmaMemory { region })
+    }
+
+    /// Returns the memory to the HAL; afterwards `self` is empty (length 0) and
+    /// a second call does nothing.
+    ///
+    /// # Safety
+    ///
+    /// The device can no longer access the memory (its queue is deleted or the
+    /// controller is disabled), the CPU no longer uses it, and it came from `hal`.
+    pub(crate) unsafe fn free<H: Hal>(&mut self, hal: &H) {
+        if self.region.pages == 0 {
+            return;
+        }
+        // SAFETY: the caller guarantees the device is done with the memory; it
+        // came from `hal.dma_alloc`, and emptying the region below makes sure it
+        // is freed once.
+        unsafe { hal.dma_free(self.region) };
+        self.region.pages = 0;
+    }
+
+    /// The device address of byte `offset`.
+    pub(crate) fn daddr(&self, offset: usize) -> DeviceAddr {
+        self.region.daddr.offset(offset as u64)
+    }
+
+    /// Length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.region.len()
+    }
+
+    fn ptr<T: Copy>(&self, offset: usize) -> Option<NonNull<T>> {
+        let size = core::mem::size_of::<T>();
+        if offset % core::mem::align_of::<T>() != 0 || offset.checked_add(size)? > self.len() {
+            return None;
+        }
+        // SAFETY: offset + size <= len, inside the allocation.
+        Some(unsafe { self.region.vaddr.add(offset) }.cast())
+    }
+
+    /// Volatile write of `value` at `offset` (a submission entry, a PRP entry).
+    /// Out of bounds or misaligned offsets are a driver bug and are ignored in
+    /// release builds.
+    pub(crate) fn write<T: Copy>(&self, offset: usize, value: T) {
+        match self.ptr::<T>(offset) {
+            // SAFETY: the pointer is in bounds and aligned (checked by `ptr`); the
+            // memory is valid DMA memory owned by `self`; volatile because the
+            // device reads it concurrently.
+            Some(p) => unsafe { p.as_ptr().write_volatile(value) },
+            None => debug_assert!(false, "DMA write out of bounds"),
+        }
+    }
+
+    /// Volatile read of a `T` at `offset` (a completion entry). `T` must be
+    /// valid for every bit pattern (plain integers and structs of them).
+    pub(crate) fn read<T: Copy + Default>(&self, offset: usize) -> T {
+        match self.ptr::<T>(offset) {
+            // SAFETY: in bounds and aligned (checked by `ptr`); the callers use
+            // only integer types and `CompletionEntry`, for which any bit
+            // pattern is valid; volatile because the device writes concurrently.
+            Some(p) => unsafe { p.as_ptr().read_volatile() },
+            None => {
+                debug_assert!(false, "DMA read out of bounds");
+                T::default()
+            }
+        }
+    }
+
+    /// Copies `out.len()` bytes from `offset` into `out`.
+    pub(crate) fn read_bytes(&self, offset: usize, out: &mut [u8]) {
+        let Some(end) = offset.checked_add(out.len()) else {
+            return;
+        };
+        if end > self.len() {
+            debug_assert!(false, "DMA read out of bounds");
+            return;
+        }
+        // SAFETY: offset..end lies inside the allocation; `out` is a distinct
+        // Rust buffer; the device does not write this memory while the caller
+        // reads it (the command that filled it has completed).
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                self.region.vaddr.add(offset).as_ptr(),
+                out.as_mut_ptr(),
+                out.len(),
+            )
+        }
+    }
+
+    /// Fills the whole region with zero.
+    pub(crate) fn zero(&self) {
+        // SAFETY: the whole allocation is writable and owned by `self`.
+        unsafe { core::ptr::write_bytes(self.region.vaddr.as_ptr(), 0, self.len()) }
+    }
+}

@@ -1,0 +1,44 @@
+//! `nvme-nostd`: an NVMe host driver for kernels, unikernels and firmware.
+//!
+//! `#![no_std]`, no heap. The driver is generic over a [`Hal`] (from
+//! `hal-traits`) that gives it register access, DMA memory and a clock; it never
+//! names an operating system or an architecture.
+//!
+//! ```text
+//! Controller::new(hal, options)        bring-up: disable, admin queue, enable, identify
+//!   .namespace(nsid)                   a checked Namespace handle
+//!   .create_io_qpair::<B, C, N>(opts)  an IoQueuePair with N request slots
+//!       .read / .write / .flush / .submit_raw (buffer, context)  -> Cid
+//!       .poll(max, |completion| ...)   hands buffer and context back
+//! ```
+//!
+//! Layout: [`spec`] holds the wire formats of the NVMe specification (no logic);
+//! the other modules hold one concept each: queue rings, request slots, PRP
+//! lists, the admin queue, the controller, namespaces, I/O queue pairs.
+#![cfg_attr(not(test), no_std)]
+#![deny(
+    missing_docs,
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks
+)]
+
+mod admin;
+mod buffer;
+mod controller;
+mod dma;
+mod error;
+mod namespace;
+mod prp;
+mod qpair;
+mod queue;
+mod slots;
+pub mod spec;
+
+pub use buffer::{DmaBuffer, IoBuffer};
+pub use controller::{Controller, ControllerOptions, MAX_IO_QUEUES};
+pub use error::{Error, Result};
+pub use hal_traits::{self, Hal};
+pub use namespace::Namespace;
+pub use qpair::{Completion, IoQueuePair, QpairOptions, QueueStats, SubmitError};
+pub use slots::Cid;
+pub use spec::status::Status;

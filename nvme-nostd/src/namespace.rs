@@ -1,0 +1,117 @@
+//! Namespaces of the NVM command set: what the driver needs to know to address
+//! blocks, checked before it is believed.
+
+use crate::error::{Error, Result};
+use crate::spec::identify::IdentifyNamespace;
+
+/// An active namespace as the driver uses it: validated geometry from Identify
+/// Namespace (NVMe Base Specification 1.4, section 5.15.2.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Namespace {
+    nsid: u32,
+    block_size: u32,
+    blocks: u64,
+    metadata_size: u16,
+    extended_lba: bool,
+    pi_type: u8,
+    max_transfer: Option<usize>,
+}
+
+impl Namespace {
+    /// Builds the handle from identify data, refusing data that cannot be right.
+    pub(crate) fn from_identify(
+        nsid: u32,
+        id: &IdentifyNamespace,
+        max_transfer: Option<usize>,
+    ) -> Result<Self> {
+        if id.nsze == 0 {
+            return Err(Error::InvalidArgument(
+                "namespace is not active (NSZE is 0)",
+            ));
+        }
+        let format = id.current_lba_format().ok_or(Error::MalformedDevice(
+            "FLBAS names an LBA format beyond NLBAF",
+        ))?;
+        let block_size = format.data_size().ok_or(Error::MalformedDevice(
+            "LBA data size outside 512 B to 64 KiB",
+        ))?;
+        Ok(Namespace {
+            nsid,
+            block_size,
+            blocks: id.nsze,
+            metadata_size: format.ms,
+            extended_lba: id.flbas_extended(),
+            pi_type: id.dps_pi_type(),
+            max_transfer,
+        })
+    }
+
+    /// NSID: the namespace identifier.
+    pub fn id(&self) -> u32 {
+        self.nsid
+    }
+
+    /// Bytes of data per logical block (without metadata).
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    /// NSZE: the size in logical blocks.
+    pub fn blocks(&self) -> u64 {
+        self.blocks
+    }
+
+    /// Size in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.blocks.saturating_mul(self.block_size as u64)
+    }
+
+    /// Metadata bytes per logical block (0 for none).
+    pub fn metadata_size(&self) -> u16 {
+        self.metadata_size
+    }
+
+    /// True when metadata is transferred inline with the data (FLBAS bit 4).
+    pub fn extended_lba(&self) -> bool {
+        self.extended_lba
+    }
+
+    /// The protection information type (DPS bits 2:0; 0 = none).
+    pub fn pi_type(&self) -> u8 {
+        self.pi_type
+    }
+
+    /// The controller's transfer limit (MDTS) in bytes; `None` when unlimited.
+    pub fn max_transfer_bytes(&self) -> Option<usize> {
+        self.max_transfer
+    }
+
+    /// Why plain read and write cannot be used on this namespace yet, if they
+    /// cannot: metadata and protection information need their own buffers.
+    pub fn unsupported_reason(&self) -> Option<&'static str> {
+        if self.pi_type != 0 {
+            Some("protection information is not supported yet")
+        } else if self.metadata_size != 0 {
+            Some("metadata is not supported yet")
+        } else {
+            None
+        }
+    }
+
+    /// Checks a block range and returns its length in bytes.
+    pub(crate) fn check_range(&self, lba: u64, blocks: u32) -> Result<usize> {
+        if blocks == 0 {
+            return Err(Error::InvalidArgument("zero blocks"));
+        }
+        if blocks > 0x1_0000 {
+            return Err(Error::InvalidArgument(
+                "more than 65536 blocks in one command",
+            ));
+        }
+        let end = lba.checked_add(blocks as u64).ok_or(Error::LbaOutOfRange)?;
+        if end > self.blocks {
+            return Err(Error::LbaOutOfRange);
+        }
+        Ok(blocks as usize * self.block_size as usize)
+    }
+}

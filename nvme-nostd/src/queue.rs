@@ -1,0 +1,192 @@
+//! Submission and completion queue rings (NVMe Base Specification 1.4, section
+//! 4.1 "Submission Queue & Completion Queue Definition").
+//!
+//! The rings know indices, phase tags and doorbells; which command sits in which
+//! slot is the business of [`crate::slots`].
+
+use crate::dma::DmaMemory;
+use crate::spec::command::{CompletionEntry, SubmissionEntry};
+use crate::spec::registers::doorbell_offset;
+use hal_traits::{DeviceAddr, Hal};
+
+const SQ_ENTRY_SIZE: usize = 64;
+const CQ_ENTRY_SIZE: usize = 16;
+
+/// A doorbell register (sections 3.1.24, 3.1.25). Every doorbell write of the
+/// driver goes through [`Doorbell::ring`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Doorbell {
+    offset: usize,
+}
+
+impl Doorbell {
+    pub(crate) const fn new(qid: u16, completion: bool, dstrd: u8) -> Self {
+        Doorbell {
+            offset: doorbell_offset(qid, completion, dstrd),
+        }
+    }
+
+    /// Publishes `value` (a new SQ tail or CQ head) to the controller, after a
+    /// barrier that makes earlier writes to DMA memory visible to the device.
+    #[inline]
+    pub(crate) fn ring<H: Hal>(&self, hal: &H, value: u16) {
+        hal.wmb();
+        hal.write32(self.offset, value as u32);
+    }
+}
+
+/// Ring arithmetic: the number of steps from `from` to `to` in a ring of
+/// `size` entries.
+#[inline]
+pub(crate) const fn ring_distance(from: u16, to: u16, size: u16) -> u16 {
+    if to >= from {
+        to - from
+    } else {
+        size - from + to
+    }
+}
+
+/// A submission queue: the host writes entries at the tail, the controller
+/// consumes them from the head (which it reports in each completion's SQHD).
+#[derive(Debug)]
+pub(crate) struct SubmissionQueue {
+    pub(crate) mem: DmaMemory,
+    size: u16,
+    tail: u16,
+    head: u16,
+    doorbell: Doorbell,
+}
+
+impl SubmissionQueue {
+    /// A ring of `size` entries over `mem` (at least `size * 64` bytes).
+    pub(crate) fn new(mem: DmaMemory, size: u16, qid: u16, dstrd: u8) -> Self {
+        debug_assert!(mem.len() >= size as usize * SQ_ENTRY_SIZE);
+        SubmissionQueue {
+            mem,
+            size,
+            tail: 0,
+            head: 0,
+            doorbell: Doorbell::new(qid, false, dstrd),
+        }
+    }
+
+    pub(crate) fn daddr(&self) -> DeviceAddr {
+        self.mem.daddr(0)
+    }
+
+    pub(crate) const fn size(&self) -> u16 {
+        self.size
+    }
+
+    /// True when one more entry would make tail meet head.
+    pub(crate) fn is_full(&self) -> bool {
+        (self.tail + 1) % self.size == self.head
+    }
+
+    /// Number of entries written and not yet consumed as far as we know.
+    pub(crate) fn occupied(&self) -> u16 {
+        ring_distance(self.head, self.tail, self.size)
+    }
+
+    /// Writes `entry` at the tail and advances it; the doorbell is rung
+    /// separately so that a batch costs one MMIO write. Returns false when full.
+    pub(crate) fn push(&mut self, entry: &SubmissionEntry) -> bool {
+        if self.is_full() {
+            return false;
+        }
+        self.mem.write(self.tail as usize * SQ_ENTRY_SIZE, *entry);
+        self.tail = (self.tail + 1) % self.size;
+        true
+    }
+
+    /// Tells the controller about every entry pushed so far.
+    pub(crate) fn ring<H: Hal>(&self, hal: &H) {
+        self.doorbell.ring(hal, self.tail);
+    }
+
+    /// Accepts a head reported by the controller (SQHD) if it lies between the
+    /// known head and the tail, the only places it can be. Returns false, and
+    /// changes nothing, for an impossible value.
+    pub(crate) fn update_head(&mut self, sqhd: u16) -> bool {
+        if !self.head_plausible(sqhd) {
+            return false;
+        }
+        self.head = sqhd;
+        true
+    }
+
+    /// True when `sqhd` lies between the known head and the tail.
+    pub(crate) fn head_plausible(&self, sqhd: u16) -> bool {
+        sqhd < self.size && ring_distance(self.head, sqhd, self.size) <= self.occupied()
+    }
+}
+
+/// A completion queue: the controller posts entries, the host finds new ones by
+/// their phase tag, which flips each time the ring wraps (section 4.6).
+#[derive(Debug)]
+pub(crate) struct CompletionQueue {
+    pub(crate) mem: DmaMemory,
+    size: u16,
+    head: u16,
+    phase: bool,
+    doorbell: Doorbell,
+}
+
+impl CompletionQueue {
+    /// A ring of `size` entries over zeroed `mem` (at least `size * 16` bytes).
+    pub(crate) fn new(mem: DmaMemory, size: u16, qid: u16, dstrd: u8) -> Self {
+        debug_assert!(mem.len() >= size as usize * CQ_ENTRY_SIZE);
+        // The controller posts the first pass with phase 1 over zeroed memory.
+        CompletionQueue {
+            mem,
+            size,
+            head: 0,
+            phase: true,
+            doorbell: Doorbell::new(qid, true, dstrd),
+        }
+    }
+
+    pub(crate) fn daddr(&self) -> DeviceAddr {
+        self.mem.daddr(0)
+    }
+
+    /// The entry at the head, if the controller has posted one there.
+    pub(crate) fn peek<H: Hal>(&self, hal: &H) -> Option<CompletionEntry> {
+        let offset = self.head as usize * CQ_ENTRY_SIZE;
+        // The status half-word carries the phase tag; read it first, then the
+        // rest of the entry after a barrier, so no part of it is stale.
+        let status: u16 = self.mem.read(offset + 14);
+        if (status & 1 == 1) != self.phase {
+            return None;
+        }
+        hal.rmb();
+        Some(self.mem.read::<CompletionEntry>(offset))
+    }
+
+    /// Consumes the head entry.
+    pub(crate) fn advance(&mut self) {
+        self.head += 1;
+        if self.head == self.size {
+            self.head = 0;
+            self.phase = !self.phase;
+        }
+    }
+
+    /// Tells the controller which entries it may reuse.
+    pub(crate) fn ring<H: Hal>(&self, hal: &H) {
+        self.doorbell.ring(hal, self.head);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distance_wraps() {
+        assert_eq!(ring_distance(0, 0, 8), 0);
+        assert_eq!(ring_distance(2, 5, 8), 3);
+        assert_eq!(ring_distance(6, 1, 8), 3);
+        assert_eq!(ring_distance(7, 6, 8), 7);
+    }
+}

@@ -1,0 +1,263 @@
+//! Submission and completion queue entries (NVMe Base Specification 1.4,
+//! sections 4.2 "Submission Queue Entry - Command Format" and 4.6 "Completion
+//! Queue Entry") and the opcodes of the admin and NVM command sets.
+
+use super::status::Status;
+
+/// A 64-byte submission queue entry (section 4.2, figure 105).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubmissionEntry {
+    /// CDW0: OPC (bits 7:0), FUSE (9:8), PSDT (15:14), CID (31:16).
+    pub cdw0: u32,
+    /// NSID: Namespace Identifier.
+    pub nsid: u32,
+    /// CDW2: command specific.
+    pub cdw2: u32,
+    /// CDW3: command specific.
+    pub cdw3: u32,
+    /// MPTR: Metadata Pointer.
+    pub mptr: u64,
+    /// PRP1 (DPTR bytes 7:0): PRP Entry 1, or the first half of an SGL descriptor.
+    pub prp1: u64,
+    /// PRP2 (DPTR bytes 15:8): PRP Entry 2 or a PRP list pointer.
+    pub prp2: u64,
+    /// CDW10: command specific.
+    pub cdw10: u32,
+    /// CDW11: command specific.
+    pub cdw11: u32,
+    /// CDW12: command specific.
+    pub cdw12: u32,
+    /// CDW13: command specific.
+    pub cdw13: u32,
+    /// CDW14: command specific.
+    pub cdw14: u32,
+    /// CDW15: command specific.
+    pub cdw15: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<SubmissionEntry>() == 64);
+
+impl SubmissionEntry {
+    /// A command with opcode `opc` for namespace `nsid`, everything else zero.
+    pub const fn new(opc: u8, nsid: u32) -> Self {
+        SubmissionEntry {
+            cdw0: opc as u32,
+            nsid,
+            cdw2: 0,
+            cdw3: 0,
+            mptr: 0,
+            prp1: 0,
+            prp2: 0,
+            cdw10: 0,
+            cdw11: 0,
+            cdw12: 0,
+            cdw13: 0,
+            cdw14: 0,
+            cdw15: 0,
+        }
+    }
+
+    /// OPC: the opcode.
+    pub const fn opc(&self) -> u8 {
+        self.cdw0 as u8
+    }
+
+    /// CID: the command identifier.
+    pub const fn cid(&self) -> u16 {
+        (self.cdw0 >> 16) as u16
+    }
+
+    /// Sets CID.
+    pub fn set_cid(&mut self, cid: u16) {
+        self.cdw0 = (self.cdw0 & 0xffff) | ((cid as u32) << 16);
+    }
+
+    /// PSDT: PRP or SGL for Data Transfer (0 = PRPs).
+    pub const fn psdt(&self) -> u8 {
+        ((self.cdw0 >> 14) & 3) as u8
+    }
+
+    /// FUSE: fused operation (0 = normal).
+    pub const fn fuse(&self) -> u8 {
+        ((self.cdw0 >> 8) & 3) as u8
+    }
+}
+
+/// A 16-byte completion queue entry (section 4.6, figure 121).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompletionEntry {
+    /// DW0: command specific.
+    pub dw0: u32,
+    /// DW1: command specific.
+    pub dw1: u32,
+    /// SQHD: SQ Head Pointer.
+    pub sqhd: u16,
+    /// SQID: SQ Identifier.
+    pub sqid: u16,
+    /// CID: Command Identifier.
+    pub cid: u16,
+    /// P (bit 0): Phase Tag; Status Field (bits 15:1).
+    pub status: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<CompletionEntry>() == 16);
+
+impl CompletionEntry {
+    /// P: the phase tag.
+    pub const fn phase(&self) -> bool {
+        self.status & 1 == 1
+    }
+
+    /// The decoded status field.
+    pub fn status(&self) -> Status {
+        Status::from_dw3_upper(self.status)
+    }
+}
+
+/// An admin command opcode (section 5, figure 139). Open: any `u8` is a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AdminOpcode(pub u8);
+
+impl AdminOpcode {
+    /// Delete I/O Submission Queue.
+    pub const DELETE_IO_SQ: Self = Self(0x00);
+    /// Create I/O Submission Queue.
+    pub const CREATE_IO_SQ: Self = Self(0x01);
+    /// Get Log Page.
+    pub const GET_LOG_PAGE: Self = Self(0x02);
+    /// Delete I/O Completion Queue.
+    pub const DELETE_IO_CQ: Self = Self(0x04);
+    /// Create I/O Completion Queue.
+    pub const CREATE_IO_CQ: Self = Self(0x05);
+    /// Identify.
+    pub const IDENTIFY: Self = Self(0x06);
+    /// Abort.
+    pub const ABORT: Self = Self(0x08);
+    /// Set Features.
+    pub const SET_FEATURES: Self = Self(0x09);
+    /// Get Features.
+    pub const GET_FEATURES: Self = Self(0x0a);
+    /// Asynchronous Event Request.
+    pub const ASYNC_EVENT_REQUEST: Self = Self(0x0c);
+    /// Namespace Management.
+    pub const NAMESPACE_MANAGEMENT: Self = Self(0x0d);
+    /// Firmware Commit.
+    pub const FIRMWARE_COMMIT: Self = Self(0x10);
+    /// Firmware Image Download.
+    pub const FIRMWARE_IMAGE_DOWNLOAD: Self = Self(0x11);
+    /// Namespace Attachment.
+    pub const NAMESPACE_ATTACHMENT: Self = Self(0x15);
+    /// Keep Alive.
+    pub const KEEP_ALIVE: Self = Self(0x18);
+    /// Doorbell Buffer Config.
+    pub const DOORBELL_BUFFER_CONFIG: Self = Self(0x7c);
+    /// Format NVM.
+    pub const FORMAT_NVM: Self = Self(0x80);
+}
+
+/// An NVM command set I/O opcode (NVM Command Set specification, figure 18 in
+/// 1.0; base specification 1.4 section 6). Open: any `u8` is a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IoOpcode(pub u8);
+
+impl IoOpcode {
+    /// Flush.
+    pub const FLUSH: Self = Self(0x00);
+    /// Write.
+    pub const WRITE: Self = Self(0x01);
+    /// Read.
+    pub const READ: Self = Self(0x02);
+    /// Write Uncorrectable.
+    pub const WRITE_UNCORRECTABLE: Self = Self(0x04);
+    /// Compare.
+    pub const COMPARE: Self = Self(0x05);
+    /// Write Zeroes.
+    pub const WRITE_ZEROES: Self = Self(0x08);
+    /// Dataset Management.
+    pub const DATASET_MANAGEMENT: Self = Self(0x09);
+    /// Verify.
+    pub const VERIFY: Self = Self(0x0c);
+    /// Reservation Register.
+    pub const RESERVATION_REGISTER: Self = Self(0x0d);
+    /// Reservation Report.
+    pub const RESERVATION_REPORT: Self = Self(0x0e);
+    /// Reservation Acquire.
+    pub const RESERVATION_ACQUIRE: Self = Self(0x11);
+    /// Reservation Release.
+    pub const RESERVATION_RELEASE: Self = Self(0x15);
+
+    /// Bits 1:0 of an opcode give its data transfer direction (section 4.2,
+    /// figure 104 note): 01b host to controller, 10b controller to host.
+    pub const fn transfer_bits(self) -> u8 {
+        self.0 & 3
+    }
+}
+
+/// Identify CNS values (section 5.15.1, figure 244).
+pub mod cns {
+    /// Identify Namespace data structure for the NSID.
+    pub const NAMESPACE: u8 = 0x00;
+    /// Identify Controller data structure.
+    pub const CONTROLLER: u8 = 0x01;
+    /// Active Namespace ID list (NSIDs greater than the given NSID).
+    pub const ACTIVE_NAMESPACES: u8 = 0x02;
+}
+
+/// Feature identifiers (section 5.21.1, figure 271).
+pub mod feature {
+    /// Arbitration.
+    pub const ARBITRATION: u8 = 0x01;
+    /// Number of Queues.
+    pub const NUMBER_OF_QUEUES: u8 = 0x07;
+    /// Volatile Write Cache.
+    pub const VOLATILE_WRITE_CACHE: u8 = 0x06;
+    /// Asynchronous Event Configuration.
+    pub const ASYNC_EVENT_CONFIG: u8 = 0x0b;
+    /// Keep Alive Timer.
+    pub const KEEP_ALIVE_TIMER: u8 = 0x0f;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cdw0_fields() {
+        let mut c = SubmissionEntry::new(IoOpcode::READ.0, 1);
+        c.set_cid(0xbeef);
+        assert_eq!(c.opc(), 0x02);
+        assert_eq!(c.cid(), 0xbeef);
+        assert_eq!(c.cdw0, 0xbeef_0002);
+        c.set_cid(1);
+        assert_eq!(c.cdw0, 0x0001_0002);
+        assert_eq!(c.psdt(), 0);
+        assert_eq!(c.fuse(), 0);
+    }
+
+    #[test]
+    fn completion_phase_and_status() {
+        let e = CompletionEntry {
+            status: 0x0001,
+            ..Default::default()
+        };
+        assert!(e.phase());
+        assert!(e.status().is_success());
+        // SC 0x02 (invalid field), DNR, phase 0.
+        let e = CompletionEntry {
+            status: (0x02 << 1) | (1 << 15),
+            ..Default::default()
+        };
+        assert!(!e.phase());
+        assert!(e.status().dnr());
+        assert!(!e.status().is_success());
+    }
+
+    #[test]
+    fn directions() {
+        assert_eq!(IoOpcode::WRITE.transfer_bits(), 1);
+        assert_eq!(IoOpcode::READ.transfer_bits(), 2);
+        assert_eq!(IoOpcode::FLUSH.transfer_bits(), 0);
+    }
+}
