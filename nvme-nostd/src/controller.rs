@@ -289,7 +289,9 @@ impl<H: Hal> Controller<H> {
         Ok(done)
     }
 
-    fn identify_raw(&self, cns: u8, nsid: u32, out: &mut [u8; PAGE_SIZE]) -> Result {
+    /// Identify with any CNS value (section 5.15), copying the 4096-byte data
+    /// structure into `out` unparsed.
+    pub fn identify_raw(&self, cns: u8, nsid: u32, out: &mut [u8; PAGE_SIZE]) -> Result {
         let mut cmd = SubmissionEntry::new(AdminOpcode::IDENTIFY.0, nsid);
         cmd.cdw10 = cns as u32;
         self.admin_read_page(cmd, out).map(|_| ())

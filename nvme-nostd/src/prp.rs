@@ -251,7 +251,9 @@ mod tests {
         // 512 entries fit one list page: 513 pages touched, no chain.
         assert_eq!(list_pages_for(513, 512), 1);
         assert_eq!(list_pages_for(514, 512), 2);
-        assert_eq!(list_pages_for(1024, 512), 3);
+        // Two pages hold 511 + 512 entries.
+        assert_eq!(list_pages_for(1024, 512), 2);
+        assert_eq!(list_pages_for(1025, 512), 3);
         check(0x20_0000, 512 * PAGE);
         check(0x20_0000, 513 * PAGE);
         check(0x20_0004, 512 * PAGE);

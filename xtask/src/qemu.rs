@@ -1,0 +1,402 @@
+//! Building the kernel, making disk images and running QEMU configurations.
+
+use crate::setup::{self, root};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// QEMU's exit status when the kernel reports success (`isa-debug-exit`, value 0x10).
+const PASS_STATUS: i32 = 33;
+/// QEMU's exit status when the kernel reports failure or panics (value 0x11).
+const FAIL_STATUS: i32 = 35;
+/// The longest one boot may take.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+const QBOOT: &str = "/usr/share/qemu/qboot.rom";
+
+/// Builds the kernel (release) and returns the ELF's path.
+pub fn build_kernel() -> Option<PathBuf> {
+    let ok = crate::run(crate::cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "nvme-qemu-kernel",
+        "--target",
+        "x86_64-unknown-none",
+    ]));
+    let elf = root().join("target/x86_64-unknown-none/release/nvme-qemu-kernel");
+    (ok && elf.exists()).then_some(elf)
+}
+
+/// Firmware QEMU starts the kernel with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Bios {
+    /// QEMU's default: assigns BARs and enables the devices.
+    SeaBios,
+    /// Leaves BARs unassigned; the kernel assigns them.
+    Qboot,
+}
+
+/// A namespace: its NSID and block size (16 MiB each).
+pub struct Ns {
+    nsid: u32,
+    block: u32,
+}
+
+/// A controller: extra `-device nvme` properties and its namespaces. With
+/// `legacy_drive`, the single namespace is attached the old way (`drive=` on
+/// the controller) instead of as an `nvme-ns` device.
+pub struct Ctrl {
+    props: &'static str,
+    namespaces: Vec<Ns>,
+    legacy_drive: bool,
+}
+
+/// One QEMU run of the test matrix.
+pub struct Config {
+    /// Its name in the output.
+    pub name: String,
+    bios: Bios,
+    append: &'static str,
+    expect_pass: bool,
+    controllers: Vec<Ctrl>,
+}
+
+fn simple(props: &'static str) -> Ctrl {
+    Ctrl {
+        props,
+        namespaces: vec![Ns {
+            nsid: 1,
+            block: 512,
+        }],
+        legacy_drive: true,
+    }
+}
+
+fn config(name: &str, bios: Bios, controllers: Vec<Ctrl>) -> Config {
+    let fw = if bios == Bios::Qboot {
+        "qboot"
+    } else {
+        "SeaBIOS"
+    };
+    Config {
+        name: format!("{name} ({fw})"),
+        bios,
+        append: "",
+        expect_pass: true,
+        controllers,
+    }
+}
+
+/// The configurations `cargo xtask test` boots.
+pub fn test_configs() -> Vec<Config> {
+    let two_ns = || Ctrl {
+        props: "",
+        namespaces: vec![
+            Ns {
+                nsid: 2,
+                block: 4096,
+            },
+            Ns {
+                nsid: 5,
+                block: 4096,
+            },
+        ],
+        legacy_drive: false,
+    };
+    let eight_ns = || Ctrl {
+        props: "",
+        namespaces: [1, 2, 3, 5, 8, 13, 21, 34]
+            .iter()
+            .enumerate()
+            .map(|(i, &nsid)| Ns {
+                nsid,
+                block: if i % 2 == 0 { 512 } else { 4096 },
+            })
+            .collect(),
+        legacy_drive: false,
+    };
+    let mut planted = config(
+        "planted verify mismatch must fail",
+        Bios::SeaBios,
+        vec![simple("")],
+    );
+    planted.append = "plant-mismatch";
+    planted.expect_pass = false;
+    vec![
+        config("default", Bios::SeaBios, vec![simple("")]),
+        config("default", Bios::Qboot, vec![simple("")]),
+        config(
+            "two controllers",
+            Bios::SeaBios,
+            vec![simple(""), simple("")],
+        ),
+        config("two controllers", Bios::Qboot, vec![simple(""), simple("")]),
+        config(
+            "two namespaces, 4096-byte blocks, NSIDs 2 and 5",
+            Bios::SeaBios,
+            vec![two_ns()],
+        ),
+        config(
+            "two namespaces, 4096-byte blocks, NSIDs 2 and 5",
+            Bios::Qboot,
+            vec![two_ns()],
+        ),
+        config("mdts=1", Bios::SeaBios, vec![simple("mdts=1")]),
+        config("mdts=1", Bios::Qboot, vec![simple("mdts=1")]),
+        config(
+            "max_ioqpairs=1 with a CMB",
+            Bios::Qboot,
+            vec![simple("max_ioqpairs=1,cmb_size_mb=4")],
+        ),
+        config(
+            "four controllers, eight namespaces on one, mdts=2, CMB, max_ioqpairs=2",
+            Bios::SeaBios,
+            vec![
+                eight_ns(),
+                simple("mdts=2"),
+                simple("cmb_size_mb=4"),
+                simple("max_ioqpairs=2,mdts=0"),
+            ],
+        ),
+        planted,
+    ]
+}
+
+/// The directory for disk images and logs.
+fn work_dir() -> PathBuf {
+    let dir = root().join("target/xtask");
+    let _ = fs::create_dir_all(dir.join("disks"));
+    let _ = fs::create_dir_all(dir.join("logs"));
+    dir
+}
+
+fn slug(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// A fresh zero-filled (sparse) raw image.
+fn disk(path: &Path, bytes: u64) -> std::io::Result<()> {
+    let f = fs::File::create(path)?;
+    f.set_len(bytes)
+}
+
+/// The QEMU command line of `config`, creating its disk images.
+fn command(kernel: &Path, config: &Config, kvm: bool) -> std::io::Result<Command> {
+    let disks = work_dir().join("disks");
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args([
+        "-machine",
+        "q35",
+        "-m",
+        "256M",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
+    cmd.args(["-accel", if kvm { "kvm" } else { "tcg" }]);
+    cmd.args([
+        "-serial",
+        "stdio",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=0x04",
+    ]);
+    cmd.arg("-kernel").arg(kernel);
+    if config.bios == Bios::Qboot {
+        cmd.args(["-bios", QBOOT]);
+    }
+    if !config.append.is_empty() {
+        cmd.args(["-append", config.append]);
+    }
+    let tag = slug(&config.name);
+    for (i, ctrl) in config.controllers.iter().enumerate() {
+        let mut dev = format!("nvme,id=nvme{i},serial=xtask{i}");
+        if !ctrl.props.is_empty() {
+            dev.push(',');
+            dev.push_str(ctrl.props);
+        }
+        for j in 0..ctrl.namespaces.len() {
+            let img = disks.join(format!("{tag}-{i}-{j}.img"));
+            disk(&img, 16 << 20)?;
+            let id = format!("d{i}n{j}");
+            cmd.arg("-drive")
+                .arg(format!("file={},if=none,id={id},format=raw", img.display()));
+            if ctrl.legacy_drive {
+                dev.push_str(&format!(",drive={id}"));
+            }
+        }
+        cmd.args(["-device", &dev]);
+        if !ctrl.legacy_drive {
+            for (j, ns) in ctrl.namespaces.iter().enumerate() {
+                cmd.args([
+                    "-device",
+                    &format!(
+                        "nvme-ns,drive=d{i}n{j},bus=nvme{i},nsid={},logical_block_size={b},physical_block_size={b}",
+                        ns.nsid,
+                        b = ns.block
+                    ),
+                ]);
+            }
+        }
+    }
+    Ok(cmd)
+}
+
+/// Waits for `child` up to the boot timeout; kills it after that.
+fn wait(child: &mut std::process::Child) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.code(),
+            Ok(None) if start.elapsed() > BOOT_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                eprintln!("xtask: QEMU timed out after {BOOT_TIMEOUT:?}");
+                return None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// True when KVM was asked for and a quick boot under it works.
+fn use_kvm(kernel: &Path, asked: bool) -> bool {
+    if !asked {
+        return false;
+    }
+    let probe = Command::new("qemu-system-x86_64")
+        .args([
+            "-machine",
+            "q35",
+            "-m",
+            "64M",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-accel",
+            "kvm",
+        ])
+        .args([
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-kernel",
+        ])
+        .arg(kernel)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    // Without NVMe the kernel reports failure (35): that still proves it ran.
+    let ran = match probe {
+        Ok(mut child) => matches!(wait(&mut child), Some(PASS_STATUS) | Some(FAIL_STATUS)),
+        Err(_) => false,
+    };
+    if !ran {
+        eprintln!("xtask: KVM does not work here; using TCG");
+    }
+    ran
+}
+
+/// Boots one configuration with output captured to a log; true when the
+/// verdict is the expected one.
+pub fn run_config(kernel: &Path, config: &Config, kvm: bool) -> bool {
+    let log = work_dir()
+        .join("logs")
+        .join(format!("{}.log", slug(&config.name)));
+    let mut cmd = match command(kernel, config, use_kvm(kernel, kvm)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("xtask: disk images: {e}");
+            return false;
+        }
+    };
+    eprintln!("xtask: booting '{}' (log: {})", config.name, log.display());
+    let Ok(file) = fs::File::create(&log) else {
+        return false;
+    };
+    let err = file.try_clone().ok();
+    cmd.stdout(file);
+    if let Some(e) = err {
+        cmd.stderr(e);
+    }
+    let status = match cmd.spawn() {
+        Ok(mut child) => wait(&mut child),
+        Err(e) => {
+            eprintln!("xtask: cannot start QEMU: {e}");
+            return false;
+        }
+    };
+    let mut text = String::new();
+    let _ = fs::File::open(&log).and_then(|mut f| f.read_to_string(&mut text));
+    for line in text
+        .lines()
+        .filter(|l| l.contains("FAILED") || l.contains("PANIC") || l.contains(" passed, "))
+    {
+        eprintln!("    {line}");
+    }
+    let summary_clean = text.lines().any(|l| l.contains(" passed, 0 failed"));
+    let ok = if config.expect_pass {
+        status == Some(PASS_STATUS) && summary_clean
+    } else {
+        status == Some(FAIL_STATUS) && text.contains("FAILED")
+    };
+    if !ok {
+        eprintln!(
+            "xtask: QEMU exit status {status:?}; expected {}",
+            if config.expect_pass {
+                PASS_STATUS
+            } else {
+                FAIL_STATUS
+            }
+        );
+    }
+    ok
+}
+
+/// `cargo xtask demo`: one controller, output live on the terminal.
+pub fn demo(kvm: bool, extra: &[String]) -> bool {
+    if !setup::ensure_tools() {
+        return false;
+    }
+    let Some(kernel) = build_kernel() else {
+        return false;
+    };
+    let config = config("demo", Bios::SeaBios, vec![simple("")]);
+    let mut cmd = match command(&kernel, &config, use_kvm(&kernel, kvm)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("xtask: disk image: {e}");
+            return false;
+        }
+    };
+    cmd.args(extra);
+    eprintln!("$ {}", crate::show(&cmd));
+    let status = match cmd.spawn() {
+        Ok(mut child) => wait(&mut child),
+        Err(e) => {
+            eprintln!("xtask: cannot start QEMU: {e}");
+            return false;
+        }
+    };
+    match status {
+        Some(PASS_STATUS) => {
+            eprintln!("xtask: demo passed (QEMU exit status {PASS_STATUS})");
+            true
+        }
+        other => {
+            eprintln!("xtask: demo FAILED (QEMU exit status {other:?}; {PASS_STATUS} means pass)");
+            false
+        }
+    }
+}
