@@ -47,7 +47,7 @@ impl MmioRegion {
 
     fn ptr<T>(&self, offset: usize) -> Option<NonNull<T>> {
         let size = core::mem::size_of::<T>();
-        if offset % size != 0 || offset.checked_add(size)? > self.len {
+        if !offset.is_multiple_of(size) || offset.checked_add(size)? > self.len {
             return None;
         }
         // SAFETY: offset + size <= len, so the pointer stays inside the window

@@ -99,7 +99,7 @@ impl AdminQueue {
                 };
             }
             spins = spins.wrapping_add(1);
-            if spins % 64 == 0 {
+            if spins.is_multiple_of(64) {
                 let raw = hal.read32(offset::CSTS);
                 if raw == u32::MAX {
                     self.failed = true;

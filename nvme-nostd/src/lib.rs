@@ -33,6 +33,8 @@ mod qpair;
 mod queue;
 mod slots;
 pub mod spec;
+#[cfg(test)]
+mod test_hal;
 
 pub use buffer::{DmaBuffer, IoBuffer};
 pub use controller::{Controller, ControllerOptions, MAX_IO_QUEUES};

@@ -64,7 +64,7 @@ pub(crate) fn build(
     if len == 0 {
         return Err(Error::InvalidArgument("zero-length transfer"));
     }
-    if addr % 4 != 0 {
+    if !addr.is_multiple_of(4) {
         return Err(Error::BufferMisaligned);
     }
     let page = page_size as u64;

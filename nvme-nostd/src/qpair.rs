@@ -480,7 +480,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
                 requested: len,
                 max: self.max_transfer,
             })
-        } else if buf.as_ptr() as usize % 4 != 0 {
+        } else if !(buf.as_ptr() as usize).is_multiple_of(4) {
             Err(Error::BufferMisaligned)
         } else {
             Ok(())

@@ -181,6 +181,8 @@ impl CompletionQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::command::CompletionEntry;
+    use crate::test_hal::TestHal;
 
     #[test]
     fn distance_wraps() {
@@ -188,5 +190,73 @@ mod tests {
         assert_eq!(ring_distance(2, 5, 8), 3);
         assert_eq!(ring_distance(6, 1, 8), 3);
         assert_eq!(ring_distance(7, 6, 8), 7);
+    }
+
+    fn post(cq: &CompletionQueue, index: u16, cid: u16, phase: bool) {
+        let e = CompletionEntry {
+            cid,
+            status: phase as u16,
+            ..Default::default()
+        };
+        cq.mem.write(index as usize * CQ_ENTRY_SIZE, e);
+    }
+
+    #[test]
+    fn completion_phase_flips_on_every_wrap() {
+        let hal = TestHal::default();
+        let mut cq = CompletionQueue::new(DmaMemory::alloc(&hal, 1).unwrap(), 4, 1, 0);
+        assert!(cq.peek(&hal).is_none(), "zeroed memory holds no completion");
+        let mut cid = 0;
+        for pass in 0..5 {
+            let phase = pass % 2 == 0;
+            for i in 0..4 {
+                // Before the device posts, the old entry (other phase) is stale.
+                assert!(cq.peek(&hal).is_none(), "pass {pass} entry {i}");
+                post(&cq, i, cid, phase);
+                assert_eq!(cq.peek(&hal).map(|e| e.cid), Some(cid));
+                cq.advance();
+                cid += 1;
+            }
+            assert_eq!(cq.head, 0);
+        }
+        cq.ring(&hal);
+        assert_eq!(
+            hal.writes.borrow().last(),
+            Some(&(0x1000 + 3 * 4, 0)),
+            "CQ 1 head doorbell"
+        );
+        // SAFETY: nothing else uses the memory.
+        unsafe { cq.mem.free(&hal) };
+        assert_eq!(hal.live_pages.get(), 0);
+    }
+
+    #[test]
+    fn submission_ring_fills_at_size_minus_one_and_tracks_head() {
+        let hal = TestHal::default();
+        let mut sq = SubmissionQueue::new(DmaMemory::alloc(&hal, 1).unwrap(), 4, 2, 1);
+        let cmd = SubmissionEntry::new(2, 1);
+        for _ in 0..3 {
+            assert!(sq.push(&cmd));
+        }
+        assert!(sq.is_full());
+        assert!(!sq.push(&cmd));
+        sq.ring(&hal);
+        // Stride 8 bytes (DSTRD 1): SQ 2 tail doorbell at 0x1000 + 4 * 8.
+        assert_eq!(hal.writes.borrow().last(), Some(&(0x1000 + 4 * 8, 3)));
+        // Heads beyond the tail or outside the ring are impossible.
+        assert!(!sq.update_head(4));
+        assert!(!sq.head_plausible(0xffff));
+        assert!(sq.update_head(2));
+        assert!(!sq.update_head(1), "head never moves backwards");
+        assert!(sq.push(&cmd) && sq.push(&cmd), "two entries freed");
+        assert!(sq.is_full());
+        // The tail wrapped to 1 with the head at 2: three entries outstanding,
+        // and only the head's forward path (2, 3, 0, 1) is plausible.
+        assert_eq!(sq.occupied(), 3);
+        assert!(sq.update_head(0));
+        assert!(!sq.head_plausible(3), "3 lies behind the head now");
+        assert!(sq.head_plausible(1));
+        // SAFETY: nothing else uses the memory.
+        unsafe { sq.mem.free(&hal) };
     }
 }

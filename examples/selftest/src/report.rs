@@ -16,7 +16,7 @@ impl<W: fmt::Write> Report for W {
 }
 
 /// A failure reason, formatted without a heap.
-pub type Reason = heapless::String<200>;
+pub type Reason = heapless::String<112>;
 
 /// Formats a [`Reason`]; text beyond its capacity is cut.
 #[macro_export]
