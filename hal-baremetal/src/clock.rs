@@ -51,10 +51,7 @@ impl TscClock {
             }
             rdtsc().wrapping_sub(t0)
         };
-        TscClock {
-            start: rdtsc(),
-            ticks_per_ms: (ticks / MS).max(1),
-        }
+        TscClock { start: rdtsc(), ticks_per_ms: (ticks / MS).max(1) }
     }
 
     /// TSC ticks per millisecond, as measured.

@@ -52,14 +52,7 @@ impl DmaPool {
     /// An empty pool; call [`DmaPool::init`] before use. `const` so it can be a
     /// `static`.
     pub const fn empty() -> Self {
-        DmaPool {
-            virt: 0,
-            phys: 0,
-            map: Mutex::new(Bitmap {
-                used: [0; MAX_PAGES / 64],
-                pages: 0,
-            }),
-        }
+        DmaPool { virt: 0, phys: 0, map: Mutex::new(Bitmap { used: [0; MAX_PAGES / 64], pages: 0 }) }
     }
 
     /// A pool over `pages` pages at virtual address `virt`, which the device
@@ -100,9 +93,7 @@ impl DmaPool {
             return Err(HalError::new(HalErrorKind::NoMemory, "zero pages asked"));
         }
         let mut map = self.map.lock();
-        let start = map
-            .find_run(count)
-            .ok_or(HalError::new(HalErrorKind::NoMemory, "DMA pool exhausted"))?;
+        let start = map.find_run(count).ok_or(HalError::new(HalErrorKind::NoMemory, "DMA pool exhausted"))?;
         for p in start..start + count {
             map.set(p, true);
         }

@@ -23,13 +23,7 @@ pub fn exit_qemu(success: bool) -> ! {
     let mut port: Port<u32> = Port::new(DEBUG_EXIT_PORT);
     // SAFETY: a write to the isa-debug-exit port ends the virtual machine; on
     // a machine without that device, port 0xf4 is unused.
-    unsafe {
-        port.write(if success {
-            SUCCESS_VALUE
-        } else {
-            FAILURE_VALUE
-        })
-    };
+    unsafe { port.write(if success { SUCCESS_VALUE } else { FAILURE_VALUE }) };
     loop {
         x86_64::instructions::interrupts::disable();
         x86_64::instructions::hlt();

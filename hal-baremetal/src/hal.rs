@@ -34,12 +34,7 @@ impl BareMetalHal {
         clock: &'static TscClock,
         phys_offset: usize,
     ) -> Self {
-        BareMetalHal {
-            bar0,
-            pool,
-            clock,
-            phys_offset,
-        }
+        BareMetalHal { bar0, pool, clock, phys_offset }
     }
 }
 
@@ -80,20 +75,11 @@ unsafe impl Hal for BareMetalHal {
         let v = vaddr.as_ptr() as usize;
         match v.checked_sub(self.phys_offset) {
             Some(p) => Ok(DeviceAddr(p as u64)),
-            None => Err(HalError::new(
-                HalErrorKind::MapFailed,
-                "buffer below the linear map",
-            )),
+            None => Err(HalError::new(HalErrorKind::MapFailed, "buffer below the linear map")),
         }
     }
 
-    unsafe fn unshare(
-        &self,
-        _vaddr: NonNull<u8>,
-        _len: usize,
-        _daddr: DeviceAddr,
-        _direction: Direction,
-    ) {
+    unsafe fn unshare(&self, _vaddr: NonNull<u8>, _len: usize, _daddr: DeviceAddr, _direction: Direction) {
         // Nothing to undo: x86 DMA is cache coherent and no mapping was made.
     }
 

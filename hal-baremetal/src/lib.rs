@@ -7,11 +7,7 @@
 //! [`BareMetalHal::new`]), interrupts not needed (the driver polls), and the
 //! controller's BAR inside the mapped range.
 #![no_std]
-#![deny(
-    missing_docs,
-    unsafe_op_in_unsafe_fn,
-    clippy::undocumented_unsafe_blocks
-)]
+#![deny(missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod clock;
 pub mod dma;

@@ -27,9 +27,7 @@ impl PortConfigAccess {
     ///
     /// The caller owns ports 0xCF8-0xCFF; there is one such value per system.
     pub const unsafe fn new() -> Self {
-        PortConfigAccess {
-            lock: Mutex::new(()),
-        }
+        PortConfigAccess { lock: Mutex::new(()) }
     }
 
     fn address(address: PciAddress, offset: u16) -> u32 {
@@ -76,9 +74,7 @@ pub struct NvmeFunction {
 }
 
 /// Every NVMe function on buses 0 to 255 (at most `M`).
-pub fn find_nvme<const M: usize>(
-    access: &impl ConfigRegionAccess,
-) -> heapless::Vec<NvmeFunction, M> {
+pub fn find_nvme<const M: usize>(access: &impl ConfigRegionAccess) -> heapless::Vec<NvmeFunction, M> {
     let mut found = heapless::Vec::new();
     for bus in 0..=255u8 {
         for device in 0..32u8 {
@@ -86,11 +82,7 @@ pub fn find_nvme<const M: usize>(
             if header.id(access).0 == 0xffff {
                 continue;
             }
-            let functions = if header.has_multiple_functions(access) {
-                8
-            } else {
-                1
-            };
+            let functions = if header.has_multiple_functions(access) { 8 } else { 1 };
             for function in 0..functions {
                 let header = PciHeader::new(PciAddress::new(0, bus, device, function));
                 let (vendor, device_id) = header.id(access);
@@ -99,10 +91,7 @@ pub fn find_nvme<const M: usize>(
                 }
                 let (_, class, subclass, prog_if) = header.revision_and_class(access);
                 if (class, subclass, prog_if) == (CLASS_STORAGE, SUBCLASS_NVM, PROG_IF_NVME) {
-                    let _ = found.push(NvmeFunction {
-                        address: header.address(),
-                        id: (vendor, device_id),
-                    });
+                    let _ = found.push(NvmeFunction { address: header.address(), id: (vendor, device_id) });
                 }
             }
         }
@@ -167,9 +156,8 @@ pub fn enable(
         return Err(PciError::NoMemoryBar0);
     };
     // Decoding off while BARs are sized (sizing writes all ones to them).
-    endpoint.update_command(access, |c| {
-        c - CommandRegister::MEMORY_ENABLE - CommandRegister::BUS_MASTER_ENABLE
-    });
+    endpoint
+        .update_command(access, |c| c - CommandRegister::MEMORY_ENABLE - CommandRegister::BUS_MASTER_ENABLE);
 
     let mut bar0 = None;
     let mut slot = 0u8;

@@ -32,10 +32,7 @@ impl Serial {
         reg(3, 0x03); // 8N1, DLAB off
         reg(2, 0xc7); // FIFO on, cleared, 14-byte threshold
         reg(4, 0x03); // DTR, RTS
-        Serial {
-            data: Port::new(COM1),
-            line_status: Port::new(COM1 + 5),
-        }
+        Serial { data: Port::new(COM1), line_status: Port::new(COM1 + 5) }
     }
 
     /// Sends one byte, waiting for room in the transmitter.

@@ -10,11 +10,7 @@
 //! *Implementation safety* is what the back-end must guarantee, *Safety* is what
 //! the driver (the caller) guarantees.
 #![no_std]
-#![deny(
-    missing_docs,
-    unsafe_op_in_unsafe_fn,
-    clippy::undocumented_unsafe_blocks
-)]
+#![deny(missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod mmio;
 
@@ -223,13 +219,7 @@ pub unsafe trait Hal {
     ///
     /// The arguments are those of one earlier successful `share` (and its result),
     /// not yet unshared, and the device no longer accesses the buffer.
-    unsafe fn unshare(
-        &self,
-        vaddr: NonNull<u8>,
-        len: usize,
-        daddr: DeviceAddr,
-        direction: Direction,
-    );
+    unsafe fn unshare(&self, vaddr: NonNull<u8>, len: usize, daddr: DeviceAddr, direction: Direction);
 
     /// Monotonic time since an arbitrary fixed point.
     ///

@@ -31,14 +31,7 @@ pub(crate) struct AdminQueue {
 
 impl AdminQueue {
     pub(crate) fn new(sq: SubmissionQueue, cq: CompletionQueue, data: DmaMemory) -> Self {
-        AdminQueue {
-            sq,
-            cq,
-            data,
-            next_cid: 0,
-            failed: false,
-            bogus_completions: 0,
-        }
+        AdminQueue { sq, cq, data, next_cid: 0, failed: false, bogus_completions: 0 }
     }
 
     /// Frees the queue memory and the data page.
@@ -74,9 +67,7 @@ impl AdminQueue {
             // One command at a time: the ring can only be full if the device
             // never consumed earlier entries.
             self.failed = true;
-            return Err(Error::MalformedDevice(
-                "admin submission queue never drained",
-            ));
+            return Err(Error::MalformedDevice("admin submission queue never drained"));
         }
         self.sq.ring(hal);
 
@@ -92,11 +83,7 @@ impl AdminQueue {
                     continue;
                 }
                 let status = entry.status();
-                return if status.is_success() {
-                    Ok(entry)
-                } else {
-                    Err(Error::Command(status))
-                };
+                return if status.is_success() { Ok(entry) } else { Err(Error::Command(status)) };
             }
             spins = spins.wrapping_add(1);
             if spins.is_multiple_of(64) {

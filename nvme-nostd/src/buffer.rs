@@ -56,12 +56,7 @@ impl<'h, H: Hal> DmaBuffer<'h, H> {
     pub fn new(hal: &'h H, len: usize) -> Result<Self, HalError> {
         let pages = len.div_ceil(PAGE_SIZE).max(1);
         let region = hal.dma_alloc(pages)?;
-        Ok(DmaBuffer {
-            hal,
-            region,
-            offset: 0,
-            len,
-        })
+        Ok(DmaBuffer { hal, region, offset: 0, len })
     }
 
     /// Bytes allocated (whole pages).

@@ -4,7 +4,7 @@
 use crate::admin::{AdminQueue, ADMIN_QUEUE_ENTRIES};
 use crate::dma::DmaMemory;
 use crate::error::{Error, Result};
-use crate::namespace::Namespace;
+use crate::namespace::{csi_from_descriptors, Namespace, CSI_NVM};
 use crate::queue::{CompletionQueue, SubmissionQueue};
 use crate::spec::command::{cns, feature, AdminOpcode, CompletionEntry, SubmissionEntry};
 use crate::spec::identify::{ActiveNamespaceList, IdentifyController, IdentifyNamespace};
@@ -25,10 +25,7 @@ pub struct ControllerOptions {
 
 impl Default for ControllerOptions {
     fn default() -> Self {
-        ControllerOptions {
-            io_queues: 8,
-            admin_timeout: Duration::from_secs(30),
-        }
+        ControllerOptions { io_queues: 8, admin_timeout: Duration::from_secs(30) }
     }
 }
 
@@ -123,14 +120,10 @@ impl<H: Hal> Controller<H> {
             return Err(Error::MalformedDevice("CAP.MQES is 0"));
         }
         if cap.css() & 1 == 0 {
-            return Err(Error::Unsupported(
-                "controller lacks the NVM command set (CAP.CSS)",
-            ));
+            return Err(Error::Unsupported("controller lacks the NVM command set (CAP.CSS)"));
         }
         if cap.mpsmin() != 0 {
-            return Err(Error::Unsupported(
-                "controller's minimum page size is above 4 KiB (CAP.MPSMIN)",
-            ));
+            return Err(Error::Unsupported("controller's minimum page size is above 4 KiB (CAP.MPSMIN)"));
         }
         if options.io_queues == 0 || options.io_queues > MAX_IO_QUEUES {
             return Err(Error::InvalidArgument("io_queues must be 1 to 64"));
@@ -164,13 +157,7 @@ impl<H: Hal> Controller<H> {
         let sq = SubmissionQueue::new(sq_mem, entries, 0, cap.dstrd());
         let cq = CompletionQueue::new(cq_mem, entries, 0, cap.dstrd());
 
-        hal.write32(
-            offset::AQA,
-            Aqa::new()
-                .with_asqs(entries - 1)
-                .with_acqs(entries - 1)
-                .into_bits(),
-        );
+        hal.write32(offset::AQA, Aqa::new().with_asqs(entries - 1).with_acqs(entries - 1).into_bits());
         hal.write64(offset::ASQ, sq.daddr().0);
         hal.write64(offset::ACQ, cq.daddr().0);
         let cc = Cc::new()
@@ -201,9 +188,7 @@ impl<H: Hal> Controller<H> {
         ctrlr.identify = IdentifyController::from_bytes(&page);
         let id = &ctrlr.identify;
         if id.sqes & 0xf > 6 || id.sqes >> 4 < 6 || id.cqes & 0xf > 4 || id.cqes >> 4 < 4 {
-            return Err(Error::MalformedDevice(
-                "SQES/CQES do not allow 64/16-byte entries",
-            ));
+            return Err(Error::MalformedDevice("SQES/CQES do not allow 64/16-byte entries"));
         }
 
         ctrlr.io_queues = ctrlr.set_number_of_queues(options.io_queues)?;
@@ -250,11 +235,7 @@ impl<H: Hal> Controller<H> {
         }
         let shift = 12 + self.cap.mpsmin() as u32 + mdts as u32;
         // A huge MDTS is as good as no limit.
-        Some(if shift >= usize::BITS {
-            usize::MAX
-        } else {
-            1usize << shift
-        })
+        Some(if shift >= usize::BITS { usize::MAX } else { 1usize << shift })
     }
 
     /// How long an admin command may take.
@@ -265,13 +246,9 @@ impl<H: Hal> Controller<H> {
     /// Runs an admin command that moves no data and returns its completion.
     pub fn admin_command(&self, cmd: SubmissionEntry) -> Result<CompletionEntry> {
         if cmd.prp1 != 0 || cmd.prp2 != 0 || cmd.mptr != 0 || cmd.psdt() != 0 || cmd.fuse() != 0 {
-            return Err(Error::InvalidArgument(
-                "raw admin commands may not carry data pointers",
-            ));
+            return Err(Error::InvalidArgument("raw admin commands may not carry data pointers"));
         }
-        self.admin
-            .lock()
-            .execute(&self.hal, cmd, self.admin_timeout)
+        self.admin.lock().execute(&self.hal, cmd, self.admin_timeout)
     }
 
     /// Runs an admin command whose data (up to one page) the controller writes
@@ -319,7 +296,23 @@ impl<H: Hal> Controller<H> {
     /// data, which is checked before the driver relies on it.
     pub fn namespace(&self, nsid: u32) -> Result<Namespace> {
         let id = self.identify_namespace(nsid)?;
-        Namespace::from_identify(nsid, &id, self.max_transfer_bytes())
+        Namespace::from_identify(nsid, &id, self.namespace_csi(nsid)?, self.max_transfer_bytes())
+    }
+
+    /// The namespace's Command Set Identifier from its identification
+    /// descriptors (CNS 03h). Controllers before NVMe 1.3 lack the list: their
+    /// namespaces are NVM.
+    fn namespace_csi(&self, nsid: u32) -> Result<u8> {
+        let (major, minor) = (self.vs.mjr(), self.vs.mnr());
+        if (major, minor) < (1, 3) {
+            return Ok(CSI_NVM);
+        }
+        let mut page = [0u8; PAGE_SIZE];
+        match self.identify_raw(cns::NAMESPACE_ID_DESCRIPTORS, nsid, &mut page) {
+            Ok(()) => Ok(csi_from_descriptors(&page).unwrap_or(CSI_NVM)),
+            Err(Error::Command(_)) => Ok(CSI_NVM),
+            Err(e) => Err(e),
+        }
     }
 
     fn set_number_of_queues(&self, wanted: u16) -> Result<u16> {
@@ -327,10 +320,7 @@ impl<H: Hal> Controller<H> {
         cmd.cdw10 = feature::NUMBER_OF_QUEUES as u32;
         let n = (wanted - 1) as u32;
         cmd.cdw11 = n | (n << 16);
-        let done = self
-            .admin
-            .lock()
-            .execute(&self.hal, cmd, self.admin_timeout)?;
+        let done = self.admin.lock().execute(&self.hal, cmd, self.admin_timeout)?;
         // DW0: NSQA (15:0) and NCQA (31:16), both 0-based.
         let nsqa = (done.dw0 & 0xffff) as u16;
         let ncqa = (done.dw0 >> 16) as u16;
@@ -357,6 +347,9 @@ impl<H: Hal> Controller<H> {
     /// Disables the controller (CC.EN = 0): the controller stops all DMA and
     /// forgets every queue. Used when queues cannot be deleted cleanly.
     pub(crate) fn disable(&self) -> Result {
+        // The admin queue dies with the controller's state: no more commands
+        // until a reset brings it back.
+        self.admin.lock().failed = true;
         disable(&self.hal, self.cap)
     }
 
@@ -369,8 +362,7 @@ impl<H: Hal> Controller<H> {
         }
         let cc = Cc::from_bits(raw);
         if cc.en() {
-            self.hal
-                .write32(offset::CC, cc.with_shn(shn::NORMAL).into_bits());
+            self.hal.write32(offset::CC, cc.with_shn(shn::NORMAL).into_bits());
             let deadline = self.hal.now() + ready_timeout(self.cap);
             loop {
                 let csts = read_csts(&self.hal)?;

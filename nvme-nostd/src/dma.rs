@@ -51,9 +51,7 @@ impl DmaMemory {
 
     fn ptr<T: Copy>(&self, offset: usize) -> Option<NonNull<T>> {
         let size = core::mem::size_of::<T>();
-        if !offset.is_multiple_of(core::mem::align_of::<T>())
-            || offset.checked_add(size)? > self.len()
-        {
+        if !offset.is_multiple_of(core::mem::align_of::<T>()) || offset.checked_add(size)? > self.len() {
             return None;
         }
         // SAFETY: offset + size <= len, inside the allocation.

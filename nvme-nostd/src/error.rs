@@ -73,10 +73,7 @@ impl fmt::Display for Error {
             Error::BufferMisaligned => write!(f, "buffer not 4-byte aligned"),
             Error::LbaOutOfRange => write!(f, "LBA range beyond the namespace"),
             Error::TransferTooLarge { requested, max } => {
-                write!(
-                    f,
-                    "transfer of {requested} bytes exceeds the maximum of {max}"
-                )
+                write!(f, "transfer of {requested} bytes exceeds the maximum of {max}")
             }
             Error::QueueFull => write!(f, "no free request slot"),
             Error::NoQueueAvailable => write!(f, "no I/O queue identifier left"),

@@ -16,11 +16,7 @@
 //! the other modules hold one concept each: queue rings, request slots, PRP
 //! lists, the admin queue, the controller, namespaces, I/O queue pairs.
 #![cfg_attr(not(test), no_std)]
-#![deny(
-    missing_docs,
-    unsafe_op_in_unsafe_fn,
-    clippy::undocumented_unsafe_blocks
-)]
+#![deny(missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod admin;
 mod buffer;

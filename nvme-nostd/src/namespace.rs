@@ -2,7 +2,32 @@
 //! blocks, checked before it is believed.
 
 use crate::error::{Error, Result};
+use crate::spec::command::nidt;
 use crate::spec::identify::IdentifyNamespace;
+
+/// The Command Set Identifier of the NVM command set.
+pub const CSI_NVM: u8 = 0;
+/// The Command Set Identifier of the zoned namespace command set.
+pub const CSI_ZONED: u8 = 2;
+
+/// Finds the Command Set Identifier in a Namespace Identification Descriptor
+/// list (NVMe 1.4 section 5.15.2.3, figure 249). Walks untrusted data with
+/// bounds checks; `None` when there is no CSI descriptor.
+pub fn csi_from_descriptors(list: &[u8]) -> Option<u8> {
+    let mut at = 0;
+    while at + 4 <= list.len() {
+        let (kind, len) = (list[at], list[at + 1] as usize);
+        if kind == 0 || len == 0 {
+            return None;
+        }
+        let value = list.get(at + 4..at + 4 + len)?;
+        if kind == nidt::CSI {
+            return value.first().copied();
+        }
+        at += 4 + len;
+    }
+    None
+}
 
 /// An active namespace as the driver uses it: validated geometry from Identify
 /// Namespace (NVMe Base Specification 1.4, section 5.15.2.1).
@@ -14,6 +39,7 @@ pub struct Namespace {
     metadata_size: u16,
     extended_lba: bool,
     pi_type: u8,
+    csi: u8,
     max_transfer: Option<usize>,
 }
 
@@ -22,19 +48,17 @@ impl Namespace {
     pub(crate) fn from_identify(
         nsid: u32,
         id: &IdentifyNamespace,
+        csi: u8,
         max_transfer: Option<usize>,
     ) -> Result<Self> {
         if id.nsze == 0 {
-            return Err(Error::InvalidArgument(
-                "namespace is not active (NSZE is 0)",
-            ));
+            return Err(Error::InvalidArgument("namespace is not active (NSZE is 0)"));
         }
-        let format = id.current_lba_format().ok_or(Error::MalformedDevice(
-            "FLBAS names an LBA format beyond NLBAF",
-        ))?;
-        let block_size = format.data_size().ok_or(Error::MalformedDevice(
-            "LBA data size outside 512 B to 64 KiB",
-        ))?;
+        let format = id
+            .current_lba_format()
+            .ok_or(Error::MalformedDevice("FLBAS names an LBA format beyond NLBAF"))?;
+        let block_size =
+            format.data_size().ok_or(Error::MalformedDevice("LBA data size outside 512 B to 64 KiB"))?;
         Ok(Namespace {
             nsid,
             block_size,
@@ -42,6 +66,7 @@ impl Namespace {
             metadata_size: format.ms,
             extended_lba: id.flbas_extended(),
             pi_type: id.dps_pi_type(),
+            csi,
             max_transfer,
         })
     }
@@ -81,6 +106,11 @@ impl Namespace {
         self.pi_type
     }
 
+    /// The I/O Command Set the namespace belongs to (CSI: 0 NVM, 2 zoned).
+    pub fn csi(&self) -> u8 {
+        self.csi
+    }
+
     /// The controller's transfer limit (MDTS) in bytes; `None` when unlimited.
     pub fn max_transfer_bytes(&self) -> Option<usize> {
         self.max_transfer
@@ -89,7 +119,11 @@ impl Namespace {
     /// Why plain read and write cannot be used on this namespace yet, if they
     /// cannot: metadata and protection information need their own buffers.
     pub fn unsupported_reason(&self) -> Option<&'static str> {
-        if self.pi_type != 0 {
+        if self.csi == CSI_ZONED {
+            Some("zoned namespaces are not supported yet")
+        } else if self.csi != CSI_NVM {
+            Some("namespace of a command set other than NVM")
+        } else if self.pi_type != 0 {
             Some("protection information is not supported yet")
         } else if self.metadata_size != 0 {
             Some("metadata is not supported yet")
@@ -104,14 +138,44 @@ impl Namespace {
             return Err(Error::InvalidArgument("zero blocks"));
         }
         if blocks > 0x1_0000 {
-            return Err(Error::InvalidArgument(
-                "more than 65536 blocks in one command",
-            ));
+            return Err(Error::InvalidArgument("more than 65536 blocks in one command"));
         }
         let end = lba.checked_add(blocks as u64).ok_or(Error::LbaOutOfRange)?;
         if end > self.blocks {
             return Err(Error::LbaOutOfRange);
         }
         Ok(blocks as usize * self.block_size as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csi_descriptor_is_found_among_others() {
+        let mut list = [0u8; 64];
+        // EUI64 descriptor, then a CSI descriptor saying "zoned".
+        list[0] = nidt::EUI64;
+        list[1] = 8;
+        list[12] = nidt::CSI;
+        list[13] = 1;
+        list[16] = CSI_ZONED;
+        assert_eq!(csi_from_descriptors(&list), Some(CSI_ZONED));
+        assert_eq!(csi_from_descriptors(&[0u8; 64]), None);
+    }
+
+    #[test]
+    fn malformed_descriptors_do_not_panic() {
+        // A length running past the end, at the end of the page.
+        let mut list = [0u8; 16];
+        list[0] = nidt::NGUID;
+        list[1] = 200;
+        assert_eq!(csi_from_descriptors(&list), None);
+        for len in 0..8 {
+            let mut l = [0xffu8; 8];
+            l[1] = len;
+            let _ = csi_from_descriptors(&l);
+        }
     }
 }

@@ -54,12 +54,7 @@ pub(crate) const fn pages_touched(addr: u64, len: usize, page_size: usize) -> us
 /// Builds PRP1/PRP2 for `len` bytes at device address `addr`, writing a PRP list
 /// into `sink` when one is needed. `page_size` is CC.MPS's page size, a power
 /// of two of at least 4096.
-pub(crate) fn build(
-    addr: u64,
-    len: usize,
-    page_size: usize,
-    sink: &mut impl PrpListSink,
-) -> Result<Prp> {
+pub(crate) fn build(addr: u64, len: usize, page_size: usize, sink: &mut impl PrpListSink) -> Result<Prp> {
     debug_assert!(page_size.is_power_of_two() && page_size >= 4096);
     if len == 0 {
         return Err(Error::InvalidArgument("zero-length transfer"));
@@ -73,22 +68,13 @@ pub(crate) fn build(
     // Page k of the transfer (k >= 1) starts at first_page + k * page.
     let page_n = |k: usize| first_page + k as u64 * page;
     match touched {
-        1 => Ok(Prp {
-            prp1: addr,
-            prp2: 0,
-        }),
-        2 => Ok(Prp {
-            prp1: addr,
-            prp2: page_n(1),
-        }),
+        1 => Ok(Prp { prp1: addr, prp2: 0 }),
+        2 => Ok(Prp { prp1: addr, prp2: page_n(1) }),
         _ => {
             let per_page = page_size / 8;
             let needed = list_pages_for(touched, per_page);
             if needed > sink.pages() {
-                return Err(Error::TransferTooLarge {
-                    requested: len,
-                    max: 0,
-                });
+                return Err(Error::TransferTooLarge { requested: len, max: 0 });
             }
             let mut list_page = 0;
             let mut index = 0;
@@ -104,10 +90,7 @@ pub(crate) fn build(
                 sink.write(list_page, index, page_n(k));
                 index += 1;
             }
-            Ok(Prp {
-                prp1: addr,
-                prp2: sink.page_addr(0),
-            })
+            Ok(Prp { prp1: addr, prp2: sink.page_addr(0) })
         }
     }
 }
@@ -126,10 +109,7 @@ mod tests {
     impl VecSink {
         fn new(pages: usize) -> Self {
             // Poison: an entry the builder did not write shows up as this.
-            VecSink {
-                base: 0x7700_0000,
-                pages: vec![vec![0xdead_beef_dead_beef; PAGE / 8]; pages],
-            }
+            VecSink { base: 0x7700_0000, pages: vec![vec![0xdead_beef_dead_beef; PAGE / 8]; pages] }
         }
     }
 
@@ -219,31 +199,10 @@ mod tests {
     #[test]
     fn one_and_two_pages_need_no_list() {
         let mut sink = VecSink::new(0);
-        assert_eq!(
-            build(0x1000, 4096, PAGE, &mut sink).unwrap(),
-            Prp {
-                prp1: 0x1000,
-                prp2: 0
-            }
-        );
-        assert_eq!(
-            build(0x1800, 4096, PAGE, &mut sink).unwrap(),
-            Prp {
-                prp1: 0x1800,
-                prp2: 0x2000
-            }
-        );
-        assert_eq!(
-            build(0x1000, 8192, PAGE, &mut sink).unwrap(),
-            Prp {
-                prp1: 0x1000,
-                prp2: 0x2000
-            }
-        );
-        assert!(
-            build(0x1000, 8193, PAGE, &mut sink).is_err(),
-            "a list page is needed"
-        );
+        assert_eq!(build(0x1000, 4096, PAGE, &mut sink).unwrap(), Prp { prp1: 0x1000, prp2: 0 });
+        assert_eq!(build(0x1800, 4096, PAGE, &mut sink).unwrap(), Prp { prp1: 0x1800, prp2: 0x2000 });
+        assert_eq!(build(0x1000, 8192, PAGE, &mut sink).unwrap(), Prp { prp1: 0x1000, prp2: 0x2000 });
+        assert!(build(0x1000, 8193, PAGE, &mut sink).is_err(), "a list page is needed");
     }
 
     #[test]
@@ -262,10 +221,7 @@ mod tests {
     #[test]
     fn bad_input() {
         let mut sink = VecSink::new(1);
-        assert_eq!(
-            build(0x1002, 16, PAGE, &mut sink),
-            Err(Error::BufferMisaligned)
-        );
+        assert_eq!(build(0x1002, 16, PAGE, &mut sink), Err(Error::BufferMisaligned));
         assert!(build(0x1000, 0, PAGE, &mut sink).is_err());
         assert!(build(0x1000, 600 * PAGE, PAGE, &mut sink).is_err());
     }

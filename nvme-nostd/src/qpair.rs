@@ -31,11 +31,7 @@ pub struct QpairOptions {
 
 impl Default for QpairOptions {
     fn default() -> Self {
-        QpairOptions {
-            entries: 256,
-            max_transfer_bytes: 4 << 20,
-            priority: 0,
-        }
+        QpairOptions { entries: 256, max_transfer_bytes: 4 << 20, priority: 0 }
     }
 }
 
@@ -137,8 +133,7 @@ impl PrpListSink for SlotPrpSink<'_> {
         self.pages
     }
     fn page_addr(&self, page: usize) -> u64 {
-        self.mem
-            .map_or(0, |m| m.daddr((self.first + page) * PAGE_SIZE).0)
+        self.mem.map_or(0, |m| m.daddr((self.first + page) * PAGE_SIZE).0)
     }
     fn write(&mut self, page: usize, index: usize, entry: u64) {
         if let Some(m) = self.mem {
@@ -156,9 +151,7 @@ impl<H: Hal> Controller<H> {
     ) -> Result<IoQueuePair<'_, H, B, C, N>> {
         let entries = options.entries.min(self.cap().mqes().saturating_add(1));
         if entries < 2 || (entries as usize) < N + 1 {
-            return Err(Error::InvalidArgument(
-                "queue needs at least N + 1 entries (capped by CAP.MQES)",
-            ));
+            return Err(Error::InvalidArgument("queue needs at least N + 1 entries (capped by CAP.MQES)"));
         }
         if options.priority > 3 {
             return Err(Error::InvalidArgument("priority is 0 to 3"));
@@ -247,11 +240,7 @@ impl<H: Hal> Controller<H> {
         cmd.prp1 = cq_mem.daddr(0).0;
         cmd.cdw10 = ((entries as u32 - 1) << 16) | qid as u32;
         cmd.cdw11 = 1; // PC: physically contiguous; IEN clear: polled.
-        match self
-            .admin
-            .lock()
-            .execute(&self.hal, cmd, self.admin_timeout())
-        {
+        match self.admin.lock().execute(&self.hal, cmd, self.admin_timeout()) {
             Ok(_) => {}
             Err(e @ Error::Command(_)) => {
                 free_all(sq_mem, cq_mem, prp);
@@ -264,11 +253,7 @@ impl<H: Hal> Controller<H> {
         cmd.prp1 = sq_mem.daddr(0).0;
         cmd.cdw10 = ((entries as u32 - 1) << 16) | qid as u32;
         cmd.cdw11 = ((qid as u32) << 16) | ((priority as u32) << 1) | 1;
-        match self
-            .admin
-            .lock()
-            .execute(&self.hal, cmd, self.admin_timeout())
-        {
+        match self.admin.lock().execute(&self.hal, cmd, self.admin_timeout()) {
             Ok(_) => {}
             Err(e @ Error::Command(_)) => {
                 if self.delete_queue(AdminOpcode::DELETE_IO_CQ, qid).is_ok() {
@@ -289,10 +274,7 @@ impl<H: Hal> Controller<H> {
     fn delete_queue(&self, opcode: AdminOpcode, qid: u16) -> Result {
         let mut cmd = SubmissionEntry::new(opcode.0, 0);
         cmd.cdw10 = qid as u32;
-        self.admin
-            .lock()
-            .execute(&self.hal, cmd, self.admin_timeout())
-            .map(|_| ())
+        self.admin.lock().execute(&self.hal, cmd, self.admin_timeout()).map(|_| ())
     }
 }
 
@@ -373,35 +355,20 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         };
         let len = match checked {
             Ok(len) => len,
-            Err(error) => {
-                return Err(SubmitError {
-                    error,
-                    buffer,
-                    context,
-                })
-            }
+            Err(error) => return Err(SubmitError { error, buffer, context }),
         };
         let mut cmd = SubmissionEntry::new(opcode.0, ns.id());
         cmd.cdw10 = lba as u32;
         cmd.cdw11 = (lba >> 32) as u32;
         cmd.cdw12 = blocks - 1; // NLB, 0-based
-        let direction = if opcode == IoOpcode::READ {
-            Direction::FromDevice
-        } else {
-            Direction::ToDevice
-        };
+        let direction = if opcode == IoOpcode::READ { Direction::FromDevice } else { Direction::ToDevice };
         self.submit_data(cmd, buffer, len, direction, context)
     }
 
     /// Flushes the volatile write cache of `ns` (NVM command set, Flush).
     pub fn flush(&mut self, ns: &Namespace, context: C) -> Result<Cid, SubmitError<(), C>> {
         let cmd = SubmissionEntry::new(IoOpcode::FLUSH.0, ns.id());
-        self.submit_entry(cmd, context)
-            .map_err(|(error, context)| SubmitError {
-                error,
-                buffer: (),
-                context,
-            })
+        self.submit_entry(cmd, context).map_err(|(error, context)| SubmitError { error, buffer: (), context })
     }
 
     /// Submits any I/O command. The driver sets CID, PRP1 and PRP2; the data
@@ -420,41 +387,31 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             _ => Some(Direction::Bidirectional),
         };
         let bad = if cmd.psdt() != 0 || cmd.fuse() != 0 || cmd.mptr != 0 {
-            Some(Error::InvalidArgument(
-                "raw commands may not set PSDT, FUSE or MPTR yet",
-            ))
+            Some(Error::InvalidArgument("raw commands may not set PSDT, FUSE or MPTR yet"))
         } else if direction.is_none() && buffer.is_some() {
             Some(Error::InvalidArgument("this opcode transfers no data"))
         } else {
             None
         };
         if let Some(error) = bad {
-            return Err(SubmitError {
-                error,
-                buffer,
-                context,
-            });
+            return Err(SubmitError { error, buffer, context });
         }
         cmd.prp1 = 0;
         cmd.prp2 = 0;
         match (buffer, direction) {
             (Some(buf), Some(dir)) => {
                 let len = buf.len();
-                self.submit_data(cmd, buf, len, dir, context)
-                    .map_err(|e| SubmitError {
-                        error: e.error,
-                        buffer: Some(e.buffer),
-                        context: e.context,
-                    })
+                self.submit_data(cmd, buf, len, dir, context).map_err(|e| SubmitError {
+                    error: e.error,
+                    buffer: Some(e.buffer),
+                    context: e.context,
+                })
             }
-            (buffer, _) => {
-                self.submit_entry(cmd, context)
-                    .map_err(|(error, context)| SubmitError {
-                        error,
-                        buffer,
-                        context,
-                    })
-            }
+            (buffer, _) => self.submit_entry(cmd, context).map_err(|(error, context)| SubmitError {
+                error,
+                buffer,
+                context,
+            }),
         }
     }
 
@@ -471,70 +428,36 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         let check = if len == 0 {
             Err(Error::InvalidArgument("zero-length transfer"))
         } else if len > buf.len() {
-            Err(Error::BufferTooSmall {
-                needed: len,
-                actual: buf.len(),
-            })
+            Err(Error::BufferTooSmall { needed: len, actual: buf.len() })
         } else if len > self.max_transfer {
-            Err(Error::TransferTooLarge {
-                requested: len,
-                max: self.max_transfer,
-            })
+            Err(Error::TransferTooLarge { requested: len, max: self.max_transfer })
         } else if !(buf.as_ptr() as usize).is_multiple_of(4) {
             Err(Error::BufferMisaligned)
         } else {
             Ok(())
         };
         if let Err(error) = check {
-            return Err(SubmitError {
-                error,
-                buffer: buf,
-                context,
-            });
+            return Err(SubmitError { error, buffer: buf, context });
         }
         let Some(slot) = self.reserve() else {
-            return Err(SubmitError {
-                error: Error::QueueFull,
-                buffer: buf,
-                context,
-            });
+            return Err(SubmitError { error: Error::QueueFull, buffer: buf, context });
         };
         let Some(vaddr) = NonNull::new(buf.as_mut_ptr()) else {
             self.slots.cancel(slot);
-            return Err(SubmitError {
-                error: Error::InvalidArgument("null buffer"),
-                buffer: buf,
-                context,
-            });
+            return Err(SubmitError { error: Error::InvalidArgument("null buffer"), buffer: buf, context });
         };
         let hal = &self.ctrlr.hal;
         let shared = match buf.device_addr() {
-            Some(daddr) => Shared {
-                vaddr,
-                len,
-                daddr,
-                direction,
-                by_hal: false,
-            },
+            Some(daddr) => Shared { vaddr, len, daddr, direction, by_hal: false },
             // SAFETY: `buf` is an IoBuffer, so its bytes stay in place and
             // exclusive while the request owns it; `unshare` is called once the
             // device is done (in `poll`, or in `Drop` after the queue is
             // quiesced), or just below if the submission fails.
             None => match unsafe { hal.share(vaddr, len, direction) } {
-                Ok(daddr) => Shared {
-                    vaddr,
-                    len,
-                    daddr,
-                    direction,
-                    by_hal: true,
-                },
+                Ok(daddr) => Shared { vaddr, len, daddr, direction, by_hal: true },
                 Err(e) => {
                     self.slots.cancel(slot);
-                    return Err(SubmitError {
-                        error: Error::Hal(e),
-                        buffer: buf,
-                        context,
-                    });
+                    return Err(SubmitError { error: Error::Hal(e), buffer: buf, context });
                 }
             },
         };
@@ -553,27 +476,15 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
                 unsafe { unshare(hal, &shared) };
                 self.slots.cancel(slot);
                 let error = match error {
-                    Error::TransferTooLarge { requested, .. } => Error::TransferTooLarge {
-                        requested,
-                        max: self.max_transfer,
-                    },
+                    Error::TransferTooLarge { requested, .. } => {
+                        Error::TransferTooLarge { requested, max: self.max_transfer }
+                    }
                     other => other,
                 };
-                return Err(SubmitError {
-                    error,
-                    buffer: buf,
-                    context,
-                });
+                return Err(SubmitError { error, buffer: buf, context });
             }
         }
-        let cid = self.slots.fill(
-            slot,
-            Request {
-                buffer: Some(buf),
-                context,
-                shared: Some(shared),
-            },
-        );
+        let cid = self.slots.fill(slot, Request { buffer: Some(buf), context, shared: Some(shared) });
         self.push(cmd, cid);
         Ok(cid)
     }
@@ -583,14 +494,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         let Some(slot) = self.reserve() else {
             return Err((Error::QueueFull, context));
         };
-        let cid = self.slots.fill(
-            slot,
-            Request {
-                buffer: None,
-                context,
-                shared: None,
-            },
-        );
+        let cid = self.slots.fill(slot, Request { buffer: None, context, shared: None });
         self.push(cmd, cid);
         Ok(cid)
     }
@@ -629,9 +533,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             self.cq.advance();
             consumed = true;
             let cid = Cid(entry.cid);
-            if entry.sqid != self.qid
-                || !self.sq.head_plausible(entry.sqhd)
-                || self.slots.get(cid).is_none()
+            if entry.sqid != self.qid || !self.sq.head_plausible(entry.sqhd) || self.slots.get(cid).is_none()
             {
                 self.stats.bogus_completions += 1;
                 continue;
@@ -666,8 +568,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     /// abandons every command of the queue before Delete I/O Submission Queue
     /// completes, so afterwards it no longer touches any request's buffer.
     fn delete_queues(&self) -> Result {
-        self.ctrlr
-            .delete_queue(AdminOpcode::DELETE_IO_SQ, self.qid)?;
+        self.ctrlr.delete_queue(AdminOpcode::DELETE_IO_SQ, self.qid)?;
         self.ctrlr.delete_queue(AdminOpcode::DELETE_IO_CQ, self.qid)
     }
 }

@@ -21,9 +21,7 @@ pub(crate) struct Doorbell {
 
 impl Doorbell {
     pub(crate) const fn new(qid: u16, completion: bool, dstrd: u8) -> Self {
-        Doorbell {
-            offset: doorbell_offset(qid, completion, dstrd),
-        }
+        Doorbell { offset: doorbell_offset(qid, completion, dstrd) }
     }
 
     /// Publishes `value` (a new SQ tail or CQ head) to the controller, after a
@@ -61,13 +59,7 @@ impl SubmissionQueue {
     /// A ring of `size` entries over `mem` (at least `size * 64` bytes).
     pub(crate) fn new(mem: DmaMemory, size: u16, qid: u16, dstrd: u8) -> Self {
         debug_assert!(mem.len() >= size as usize * SQ_ENTRY_SIZE);
-        SubmissionQueue {
-            mem,
-            size,
-            tail: 0,
-            head: 0,
-            doorbell: Doorbell::new(qid, false, dstrd),
-        }
+        SubmissionQueue { mem, size, tail: 0, head: 0, doorbell: Doorbell::new(qid, false, dstrd) }
     }
 
     pub(crate) fn daddr(&self) -> DeviceAddr {
@@ -137,13 +129,7 @@ impl CompletionQueue {
     pub(crate) fn new(mem: DmaMemory, size: u16, qid: u16, dstrd: u8) -> Self {
         debug_assert!(mem.len() >= size as usize * CQ_ENTRY_SIZE);
         // The controller posts the first pass with phase 1 over zeroed memory.
-        CompletionQueue {
-            mem,
-            size,
-            head: 0,
-            phase: true,
-            doorbell: Doorbell::new(qid, true, dstrd),
-        }
+        CompletionQueue { mem, size, head: 0, phase: true, doorbell: Doorbell::new(qid, true, dstrd) }
     }
 
     pub(crate) fn daddr(&self) -> DeviceAddr {
@@ -193,11 +179,7 @@ mod tests {
     }
 
     fn post(cq: &CompletionQueue, index: u16, cid: u16, phase: bool) {
-        let e = CompletionEntry {
-            cid,
-            status: phase as u16,
-            ..Default::default()
-        };
+        let e = CompletionEntry { cid, status: phase as u16, ..Default::default() };
         cq.mem.write(index as usize * CQ_ENTRY_SIZE, e);
     }
 
@@ -220,11 +202,7 @@ mod tests {
             assert_eq!(cq.head, 0);
         }
         cq.ring(&hal);
-        assert_eq!(
-            hal.writes.borrow().last(),
-            Some(&(0x1000 + 3 * 4, 0)),
-            "CQ 1 head doorbell"
-        );
+        assert_eq!(hal.writes.borrow().last(), Some(&(0x1000 + 3 * 4, 0)), "CQ 1 head doorbell");
         // SAFETY: nothing else uses the memory.
         unsafe { cq.mem.free(&hal) };
         assert_eq!(hal.live_pages.get(), 0);

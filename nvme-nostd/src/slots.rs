@@ -64,11 +64,7 @@ impl<T, const N: usize> SlotPool<T, N> {
             let _ = free.push(i);
         }
         let _ = Self::INDEX_BITS;
-        SlotPool {
-            slots: core::array::from_fn(|_| None),
-            generation: [0; N],
-            free,
-        }
+        SlotPool { slots: core::array::from_fn(|_| None), generation: [0; N], free }
     }
 
     /// The number of requests in flight.

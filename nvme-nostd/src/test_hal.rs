@@ -32,23 +32,14 @@ unsafe impl Hal for TestHal {
         // SAFETY: non-zero size (pages >= 1 in every caller here).
         let p = unsafe { alloc_zeroed(layout(pages)) };
         self.live_pages.set(self.live_pages.get() + pages);
-        Ok(DmaRegion {
-            vaddr: NonNull::new(p).unwrap(),
-            daddr: DeviceAddr(p as u64),
-            pages,
-        })
+        Ok(DmaRegion { vaddr: NonNull::new(p).unwrap(), daddr: DeviceAddr(p as u64), pages })
     }
     unsafe fn dma_free(&self, region: DmaRegion) {
         self.live_pages.set(self.live_pages.get() - region.pages);
         // SAFETY: allocated above with the same layout.
         unsafe { dealloc(region.vaddr.as_ptr(), layout(region.pages)) }
     }
-    unsafe fn share(
-        &self,
-        vaddr: NonNull<u8>,
-        _len: usize,
-        _d: Direction,
-    ) -> Result<DeviceAddr, HalError> {
+    unsafe fn share(&self, vaddr: NonNull<u8>, _len: usize, _d: Direction) -> Result<DeviceAddr, HalError> {
         Ok(DeviceAddr(vaddr.as_ptr() as u64))
     }
     unsafe fn unshare(&self, _v: NonNull<u8>, _len: usize, _d: DeviceAddr, _dir: Direction) {}

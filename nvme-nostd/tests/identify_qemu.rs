@@ -45,8 +45,7 @@ fn qemu_identify_namespace() {
     assert_eq!((f.data_size(), f.ms), (Some(512), 0));
     // QEMU offers 512 and 4096-byte formats, with 0, 8, 16 and 64 bytes of
     // metadata.
-    let sizes: Vec<(Option<u32>, u16)> =
-        ns.lbaf[..8].iter().map(|f| (f.data_size(), f.ms)).collect();
+    let sizes: Vec<(Option<u32>, u16)> = ns.lbaf[..8].iter().map(|f| (f.data_size(), f.ms)).collect();
     assert!(sizes.contains(&(Some(4096), 0)));
     assert!(sizes.contains(&(Some(512), 8)));
 }

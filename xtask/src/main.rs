@@ -72,21 +72,16 @@ pub fn cargo() -> Command {
 }
 
 /// The core must build with no std for these (proves `no_std` and no heap).
-pub const CORE_TARGETS: [&str; 3] = [
-    "x86_64-unknown-none",
-    "aarch64-unknown-none",
-    "riscv64gc-unknown-none-elf",
-];
+pub const CORE_TARGETS: [&str; 3] =
+    ["x86_64-unknown-none", "aarch64-unknown-none", "riscv64gc-unknown-none-elf"];
 
 fn test(kvm: bool) -> bool {
     if !setup::ensure_tools() {
         return false;
     }
     let mut tally = Tally::default();
-    tally.step(
-        "host unit tests",
-        run(cargo().args(["test", "--workspace", "--exclude", "nvme-qemu-kernel"])),
-    );
+    tally
+        .step("host unit tests", run(cargo().args(["test", "--workspace", "--exclude", "nvme-qemu-kernel"])));
     for t in CORE_TARGETS {
         tally.step(
             &format!("nvme-nostd builds for {t}"),
@@ -110,10 +105,7 @@ fn lint() -> bool {
         return false;
     }
     let mut tally = Tally::default();
-    tally.step(
-        "rustfmt",
-        run(cargo().args(["fmt", "--all", "--", "--check"])),
-    );
+    tally.step("rustfmt", run(cargo().args(["fmt", "--all", "--", "--check"])));
     tally.step(
         "clippy (host)",
         run(cargo().args([
@@ -147,13 +139,7 @@ fn lint() -> bool {
     tally.step(
         "rustdoc",
         run(cargo()
-            .args([
-                "doc",
-                "--workspace",
-                "--exclude",
-                "nvme-qemu-kernel",
-                "--no-deps",
-            ])
+            .args(["doc", "--workspace", "--exclude", "nvme-qemu-kernel", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings")),
     );
     tally.finish()

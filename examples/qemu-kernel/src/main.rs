@@ -10,6 +10,7 @@
 //! The verdict leaves through `isa-debug-exit`: status 33 passed, 35 failed.
 #![no_std]
 #![no_main]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod boot;
 mod start_info;
@@ -83,36 +84,19 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     let access = unsafe { PortConfigAccess::new() };
     let functions = pci::find_nvme::<8>(&access);
     let mut totals = Totals::default();
-    let options = Options {
-        plant_mismatch,
-        ..Default::default()
-    };
+    let options = Options { plant_mismatch, ..Default::default() };
     let found = if functions.is_empty() {
-        Outcome::Failed(
-            "no NVMe controller on the PCI bus"
-                .try_into()
-                .unwrap_or_default(),
-        )
+        Outcome::Failed("no NVMe controller on the PCI bus".try_into().unwrap_or_default())
     } else {
         Outcome::Ok
     };
-    totals.record(
-        &mut out,
-        format_args!("find NVMe controllers ({} found)", functions.len()),
-        found,
-    );
+    totals.record(&mut out, format_args!("find NVMe controllers ({} found)", functions.len()), found);
 
     let mut window = BarWindow::new(BAR_WINDOW.0, BAR_WINDOW.1);
     for (i, f) in functions.iter().enumerate() {
         let a = f.address;
         let mut label: heapless::String<32> = heapless::String::new();
-        let _ = write!(
-            label,
-            "nvme{i} ({:02x}:{:02x}.{})",
-            a.bus(),
-            a.device(),
-            a.function()
-        );
+        let _ = write!(label, "nvme{i} ({:02x}:{:02x}.{})", a.bus(), a.device(), a.function());
         let _ = writeln!(out, "{label}: PCI {:04x}:{:04x}", f.id.0, f.id.1);
         let bar0 = match pci::enable(&access, f, &mut window) {
             Ok(bar) if bar.address + bar.size <= MAPPED_LIMIT && bar.size >= 0x2000 => bar,
@@ -122,11 +106,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                     bar.address,
                     bar.size
                 );
-                totals.record(
-                    &mut out,
-                    format_args!("{label} PCI setup"),
-                    Outcome::Failed(why),
-                );
+                totals.record(&mut out, format_args!("{label} PCI setup"), Outcome::Failed(why));
                 continue;
             }
             Err(e) => {
@@ -138,20 +118,11 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                 continue;
             }
         };
-        let _ = writeln!(
-            out,
-            "{label}: BAR0 at {:#x}, {} KiB",
-            bar0.address,
-            bar0.size / 1024
-        );
+        let _ = writeln!(out, "{label}: BAR0 at {:#x}, {} KiB", bar0.address, bar0.size / 1024);
         // SAFETY: BAR0 was just assigned or found enabled, lies below 4 GiB in
         // the uncached part of the identity map, and nothing else maps it.
-        let mmio = unsafe {
-            MmioRegion::new(
-                NonNull::new_unchecked(bar0.address as *mut u8),
-                bar0.size as usize,
-            )
-        };
+        let mmio =
+            unsafe { MmioRegion::new(NonNull::new_unchecked(bar0.address as *mut u8), bar0.size as usize) };
         // SAFETY: memory is identity mapped (offset 0), no IOMMU is set up.
         let hal = unsafe { BareMetalHal::new(mmio, pool, clock, 0) };
         if dump_identify && i == 0 {
@@ -160,12 +131,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         nvme_selftest::run_controller(hal, &label, &options, &mut out, &mut totals);
     }
     totals.summary(&mut out);
-    let _ = writeln!(
-        out,
-        "DMA pool: {} of {} pages free",
-        pool.free_pages(),
-        DMA_PAGES
-    );
+    let _ = writeln!(out, "DMA pool: {} of {} pages free", pool.free_pages(), DMA_PAGES);
     exit_qemu(totals.success())
 }
 

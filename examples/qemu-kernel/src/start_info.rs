@@ -16,12 +16,8 @@ pub unsafe fn command_line(paddr: u32) -> &'static str {
     let base = paddr as usize as *const u8;
     // SAFETY: the structure is at least 56 bytes; magic at 0 and the command
     // line address at 24 (caller's promise). Unaligned reads cost nothing here.
-    let (magic, cmdline) = unsafe {
-        (
-            (base as *const u32).read_unaligned(),
-            (base.add(24) as *const u64).read_unaligned(),
-        )
-    };
+    let (magic, cmdline) =
+        unsafe { ((base as *const u32).read_unaligned(), (base.add(24) as *const u64).read_unaligned()) };
     if magic != MAGIC || cmdline == 0 || cmdline >= 1 << 32 {
         return "";
     }

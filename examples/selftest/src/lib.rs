@@ -21,9 +21,7 @@ pub mod report;
 use core::time::Duration;
 use nvme_nostd::hal_traits::Hal;
 use nvme_nostd::spec::identify::as_str;
-use nvme_nostd::{
-    Controller, ControllerOptions, DmaBuffer, Error, IoQueuePair, Namespace, QpairOptions,
-};
+use nvme_nostd::{Controller, ControllerOptions, DmaBuffer, Error, IoQueuePair, Namespace, QpairOptions};
 pub use report::{Outcome, Reason, Report, Totals};
 
 /// What to run.
@@ -40,11 +38,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            plant_mismatch: false,
-            max_transfer: 4 << 20,
-            io_timeout: Duration::from_secs(30),
-        }
+        Options { plant_mismatch: false, max_transfer: 4 << 20, io_timeout: Duration::from_secs(30) }
     }
 }
 
@@ -67,23 +61,13 @@ pub fn run_controller<H: Hal>(
     out: &mut dyn Report,
     totals: &mut Totals,
 ) {
-    let ctrlr = match Controller::new(
-        hal,
-        ControllerOptions {
-            io_queues: 4,
-            ..Default::default()
-        },
-    ) {
+    let ctrlr = match Controller::new(hal, ControllerOptions { io_queues: 4, ..Default::default() }) {
         Ok(c) => {
             totals.record(out, format_args!("{label} attach"), Outcome::Ok);
             c
         }
         Err(e) => {
-            totals.record(
-                out,
-                format_args!("{label} attach"),
-                Outcome::Failed(reason!("{e}")),
-            );
+            totals.record(out, format_args!("{label} attach"), Outcome::Failed(reason!("{e}")));
             return;
         }
     };
@@ -113,19 +97,11 @@ pub fn run_controller<H: Hal>(
         ctrlr.cap().to() as u32 * 500
     ));
 
-    totals.record(
-        out,
-        format_args!("{label} admin queue phase wrap"),
-        check_admin_wrap(&ctrlr).into(),
-    );
+    totals.record(out, format_args!("{label} admin queue phase wrap"), check_admin_wrap(&ctrlr).into());
 
     let mut nsids: heapless::Vec<u32, MAX_NAMESPACES> = heapless::Vec::new();
     let listed = list_namespaces(&ctrlr, &mut nsids);
-    totals.record(
-        out,
-        format_args!("{label} active namespace list"),
-        listed.into(),
-    );
+    totals.record(out, format_args!("{label} active namespace list"), listed.into());
     for nsid in nsids {
         run_namespace(&ctrlr, nsid, label, options, out, totals);
     }
@@ -133,13 +109,9 @@ pub fn run_controller<H: Hal>(
 
 fn check_admin_wrap<H: Hal>(ctrlr: &Controller<H>) -> Result<(), Reason> {
     // 100 commands through a 32-entry admin queue wrap its phase three times.
-    let first = ctrlr
-        .active_namespaces(0)
-        .map_err(|e| reason!("identify: {e}"))?;
+    let first = ctrlr.active_namespaces(0).map_err(|e| reason!("identify: {e}"))?;
     for i in 0..100 {
-        let again = ctrlr
-            .active_namespaces(0)
-            .map_err(|e| reason!("identify #{i}: {e}"))?;
+        let again = ctrlr.active_namespaces(0).map_err(|e| reason!("identify #{i}: {e}"))?;
         if again.0 != first.0 {
             return Err(reason!("active namespace list changed at #{i}"));
         }
@@ -181,8 +153,7 @@ struct Ctx<'a, H: Hal> {
 
 impl<'a, H: Hal> Ctx<'a, H> {
     fn buffer(&self, len: usize) -> Result<Buf<'a, H>, Reason> {
-        DmaBuffer::new(self.ctrlr.hal(), len)
-            .map_err(|e| reason!("DMA allocation of {len} bytes: {e}"))
+        DmaBuffer::new(self.ctrlr.hal(), len).map_err(|e| reason!("DMA allocation of {len} bytes: {e}"))
     }
 
     fn blocks(&self, bytes: usize) -> u32 {
@@ -213,18 +184,12 @@ impl<'a, H: Hal> Ctx<'a, H> {
                 }
             });
             if done.is_none() && self.ctrlr.hal().now() > deadline {
-                return Err(reason!(
-                    "{} lba {lba}: no completion within {:?}",
-                    op(write),
-                    self.timeout
-                ));
+                return Err(reason!("{} lba {lba}: no completion within {:?}", op(write), self.timeout));
             }
         }
         let c = done.ok_or_else(|| reason!("lost completion"))?;
-        c.result()
-            .map_err(|e| reason!("{} lba {lba}: {e}", op(write)))?;
-        c.buffer
-            .ok_or_else(|| reason!("completion without its buffer"))
+        c.result().map_err(|e| reason!("{} lba {lba}: {e}", op(write)))?;
+        c.buffer.ok_or_else(|| reason!("completion without its buffer"))
     }
 
     /// Reads or writes `buf` (any length) in chunks of at most `chunk` bytes.
@@ -301,11 +266,7 @@ fn run_namespace<H: Hal>(
             ns
         }
         Err(e) => {
-            t.record(
-                out,
-                format_args!("{label} ns{nsid} identify"),
-                Outcome::Failed(reason!("{e}")),
-            );
+            t.record(out, format_args!("{label} ns{nsid} identify"), Outcome::Failed(reason!("{e}")));
             return;
         }
     };
@@ -318,32 +279,18 @@ fn run_namespace<H: Hal>(
         ns.pi_type()
     ));
     if let Some(why) = ns.unsupported_reason() {
-        t.record(
-            out,
-            format_args!("{label} ns{nsid} I/O"),
-            Outcome::Skipped(reason!("{why}")),
-        );
+        t.record(out, format_args!("{label} ns{nsid} I/O"), Outcome::Skipped(reason!("{why}")));
         return;
     }
-    let cx = Ctx {
-        ctrlr,
-        bs: ns.block_size() as usize,
-        ns,
-        timeout: options.io_timeout,
-    };
+    let cx = Ctx { ctrlr, bs: ns.block_size() as usize, ns, timeout: options.io_timeout };
     let name = |check: &str| -> Reason { reason!("{label} ns{nsid} {check}") };
 
-    let mut qp: Qp<'_, H, SLOTS> = match ctrlr.create_io_qpair(QpairOptions {
-        max_transfer_bytes: options.max_transfer,
-        ..Default::default()
-    }) {
+    let mut qp: Qp<'_, H, SLOTS> = match ctrlr
+        .create_io_qpair(QpairOptions { max_transfer_bytes: options.max_transfer, ..Default::default() })
+    {
         Ok(q) => q,
         Err(e) => {
-            t.record(
-                out,
-                format_args!("{}", name("create I/O queue pair")),
-                Outcome::Failed(reason!("{e}")),
-            );
+            t.record(out, format_args!("{}", name("create I/O queue pair")), Outcome::Failed(reason!("{e}")));
             return;
         }
     };
@@ -355,25 +302,15 @@ fn run_namespace<H: Hal>(
     let window = (largest / cx.bs).max(SLOTS + 1).min(ns.blocks() as usize);
     let window_bytes = window * cx.bs;
 
-    let saved = cx
-        .buffer(window_bytes)
-        .and_then(|b| cx.chunked(&mut qp, false, 0, b, largest));
+    let saved = cx.buffer(window_bytes).and_then(|b| cx.chunked(&mut qp, false, 0, b, largest));
     let saved = match saved {
         Ok(b) => {
-            t.record(
-                out,
-                format_args!("{} ({} blocks)", name("save blocks"), window),
-                Outcome::Ok,
-            );
+            t.record(out, format_args!("{} ({} blocks)", name("save blocks"), window), Outcome::Ok);
             b
         }
         Err(why) => {
             // Without a copy, writing would destroy data: stop here.
-            t.record(
-                out,
-                format_args!("{}", name("save blocks")),
-                Outcome::Failed(why),
-            );
+            t.record(out, format_args!("{}", name("save blocks")), Outcome::Failed(why));
             return;
         }
     };
@@ -386,55 +323,33 @@ fn run_namespace<H: Hal>(
 
     // One block, with the planted mismatch when asked.
     let r = cx.write_read_verify(&mut qp, 0, cx.bs, 0, next_seed(), options.plant_mismatch);
-    t.record(
-        out,
-        format_args!("{}", name("write/read/verify 1 block")),
-        r.into(),
-    );
+    t.record(out, format_args!("{}", name("write/read/verify 1 block")), r.into());
 
     // Several pages: 16 KiB.
     let len = (16 << 10).max(cx.bs);
     let outcome = if len <= largest {
-        cx.write_read_verify(&mut qp, 1, len, 0, next_seed(), false)
-            .into()
+        cx.write_read_verify(&mut qp, 1, len, 0, next_seed(), false).into()
     } else {
         Outcome::Skipped(reason!("largest transfer is {largest} bytes"))
     };
-    t.record(
-        out,
-        format_args!("{} ({len} bytes)", name("write/read/verify several pages")),
-        outcome,
-    );
+    t.record(out, format_args!("{} ({len} bytes)", name("write/read/verify several pages")), outcome);
 
     // A PRP list: an unaligned buffer that spans three pages or more.
     let len = largest.min(64 << 10) / cx.bs * cx.bs;
     let outcome = if len >= 8192 {
-        cx.write_read_verify(&mut qp, 2, len, 512, next_seed(), false)
-            .into()
+        cx.write_read_verify(&mut qp, 2, len, 512, next_seed(), false).into()
     } else {
-        Outcome::Skipped(reason!(
-            "largest transfer ({largest} bytes) cannot span three pages"
-        ))
+        Outcome::Skipped(reason!("largest transfer ({largest} bytes) cannot span three pages"))
     };
     t.record(
         out,
-        format_args!(
-            "{} ({len} bytes at page offset 512)",
-            name("write/read/verify PRP list")
-        ),
+        format_args!("{} ({len} bytes at page offset 512)", name("write/read/verify PRP list")),
         outcome,
     );
 
     // The largest transfer allowed.
     let r = cx.write_read_verify(&mut qp, 0, largest, 0, next_seed(), false);
-    t.record(
-        out,
-        format_args!(
-            "{} ({largest} bytes)",
-            name("write/read/verify largest transfer")
-        ),
-        r.into(),
-    );
+    t.record(out, format_args!("{} ({largest} bytes)", name("write/read/verify largest transfer")), r.into());
 
     t.record(
         out,
@@ -452,53 +367,33 @@ fn run_namespace<H: Hal>(
     } else {
         Outcome::Skipped(reason!("namespace has only {window} blocks"))
     };
-    t.record(
-        out,
-        format_args!(
-            "{} ({} commands)",
-            name("commands in flight"),
-            SLOTS.min(window)
-        ),
-        outcome,
-    );
+    t.record(out, format_args!("{} ({} commands)", name("commands in flight"), SLOTS.min(window)), outcome);
 
     t.record(
         out,
-        format_args!(
-            "{} ({SLOTS} slots)",
-            name("request pool exhausted and refilled")
-        ),
+        format_args!("{} ({SLOTS} slots)", name("request pool exhausted and refilled")),
         check_exhaustion(&cx, &mut qp).into(),
     );
     drop(qp);
 
-    t.record(
-        out,
-        format_args!("{}", name("I/O queue phase wrap")),
-        check_wrap(&cx, next_seed()).into(),
-    );
+    t.record(out, format_args!("{}", name("I/O queue phase wrap")), check_wrap(&cx, next_seed()).into());
 
     let outcome = if ctrlr.io_queues() < 2 {
-        Outcome::Skipped(reason!(
-            "controller grants {} I/O queue pair",
-            ctrlr.io_queues()
-        ))
+        Outcome::Skipped(reason!("controller grants {} I/O queue pair", ctrlr.io_queues()))
     } else if window < 32 {
         Outcome::Skipped(reason!("namespace has only {window} blocks"))
     } else {
         check_two_queues(&cx, next_seed()).into()
     };
-    t.record(
-        out,
-        format_args!("{}", name("two I/O queue pairs together")),
-        outcome,
-    );
+    t.record(out, format_args!("{}", name("two I/O queue pairs together")), outcome);
 
     t.record(
         out,
-        format_args!("{}", name("restore saved blocks")),
-        restore(&cx, saved, largest).into(),
+        format_args!("{}", name("queue pair dropped with requests in flight")),
+        check_drop_in_flight(&cx).into(),
     );
+
+    t.record(out, format_args!("{}", name("restore saved blocks")), restore(&cx, saved, largest).into());
 }
 
 /// A transfer over the limit is refused with `TransferTooLarge` and nothing is
@@ -512,9 +407,7 @@ fn check_oversize<'a, H: Hal>(cx: &Ctx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Res
     let buf = cx.buffer(len)?;
     let before = qp.stats().submitted;
     match qp.read(&cx.ns, 0, cx.blocks(len), buf, 0) {
-        Ok(_) => Err(reason!(
-            "a {len}-byte read was accepted over the {max}-byte limit"
-        )),
+        Ok(_) => Err(reason!("a {len}-byte read was accepted over the {max}-byte limit")),
         Err(e) if matches!(e.error, Error::TransferTooLarge { .. }) && e.buffer.len() == len => {
             if qp.stats().submitted != before || qp.in_flight() != 0 {
                 Err(reason!("rejected request reached the queue"))
@@ -527,32 +420,21 @@ fn check_oversize<'a, H: Hal>(cx: &Ctx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Res
 }
 
 /// Bad input from the caller gets a clear error and nothing is submitted.
-fn check_caller_errors<'a, H: Hal>(
-    cx: &Ctx<'a, H>,
-    qp: &mut Qp<'a, H, SLOTS>,
-) -> Result<(), Reason> {
+fn check_caller_errors<'a, H: Hal>(cx: &Ctx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Result<(), Reason> {
     let before = qp.stats().submitted;
     let blocks = cx.ns.blocks();
     // One block plus room to start it 2 bytes in.
     let buf = cx.buffer(cx.bs + 4)?;
-    let e = qp
-        .read(&cx.ns, blocks, 1, buf, 0)
-        .err()
-        .ok_or_else(|| reason!("read beyond the end accepted"))?;
+    let e =
+        qp.read(&cx.ns, blocks, 1, buf, 0).err().ok_or_else(|| reason!("read beyond the end accepted"))?;
     if e.error != Error::LbaOutOfRange {
         return Err(reason!("beyond the end: {}", e.error));
     }
-    let e = qp
-        .read(&cx.ns, 0, 2, e.buffer, 0)
-        .err()
-        .ok_or_else(|| reason!("short buffer accepted"))?;
+    let e = qp.read(&cx.ns, 0, 2, e.buffer, 0).err().ok_or_else(|| reason!("short buffer accepted"))?;
     if !matches!(e.error, Error::BufferTooSmall { .. }) {
         return Err(reason!("short buffer: {}", e.error));
     }
-    let e = qp
-        .write(&cx.ns, 0, 0, e.buffer, 0)
-        .err()
-        .ok_or_else(|| reason!("zero blocks accepted"))?;
+    let e = qp.write(&cx.ns, 0, 0, e.buffer, 0).err().ok_or_else(|| reason!("zero blocks accepted"))?;
     if !matches!(e.error, Error::InvalidArgument(_)) {
         return Err(reason!("zero blocks: {}", e.error));
     }
@@ -560,10 +442,7 @@ fn check_caller_errors<'a, H: Hal>(
     if !buf.set_window(2, cx.bs) {
         return Err(reason!("cannot place a buffer at offset 2"));
     }
-    let e = qp
-        .read(&cx.ns, 0, 1, buf, 0)
-        .err()
-        .ok_or_else(|| reason!("misaligned buffer accepted"))?;
+    let e = qp.read(&cx.ns, 0, 1, buf, 0).err().ok_or_else(|| reason!("misaligned buffer accepted"))?;
     if e.error != Error::BufferMisaligned {
         return Err(reason!("misaligned buffer: {}", e.error));
     }
@@ -596,11 +475,7 @@ fn drain<'a, H: Hal, const N: usize>(
 }
 
 /// At least 32 writes, then as many reads, outstanding at once; each verified.
-fn check_in_flight<'a, H: Hal>(
-    cx: &Ctx<'a, H>,
-    qp: &mut Qp<'a, H, SLOTS>,
-    seed: u64,
-) -> Result<(), Reason> {
+fn check_in_flight<'a, H: Hal>(cx: &Ctx<'a, H>, qp: &mut Qp<'a, H, SLOTS>, seed: u64) -> Result<(), Reason> {
     let count = SLOTS.min(cx.ns.blocks() as usize);
     let mut bufs: heapless::Vec<Buf<'a, H>, SLOTS> = heapless::Vec::new();
     for lba in 0..count as u64 {
@@ -611,13 +486,11 @@ fn check_in_flight<'a, H: Hal>(
     let mut peak = 0;
     while let Some(b) = bufs.pop() {
         let lba = bufs.len() as u64;
-        qp.write(&cx.ns, lba, 1, b, lba)
-            .map_err(|e| reason!("write {lba}: {}", e.error))?;
+        qp.write(&cx.ns, lba, 1, b, lba).map_err(|e| reason!("write {lba}: {}", e.error))?;
         peak = peak.max(qp.in_flight());
     }
     drain(cx, qp, |c| {
-        c.result()
-            .map_err(|e| reason!("write {}: {e}", c.context))?;
+        c.result().map_err(|e| reason!("write {}: {e}", c.context))?;
         if let Some(mut b) = c.buffer {
             b.fill(0xa5);
             let _ = bufs.push(b);
@@ -626,8 +499,7 @@ fn check_in_flight<'a, H: Hal>(
     })?;
     let mut lba = 0u64;
     while let Some(b) = bufs.pop() {
-        qp.read(&cx.ns, lba, 1, b, lba)
-            .map_err(|e| reason!("read {lba}: {}", e.error))?;
+        qp.read(&cx.ns, lba, 1, b, lba).map_err(|e| reason!("read {lba}: {}", e.error))?;
         lba += 1;
         peak = peak.max(qp.in_flight());
     }
@@ -741,19 +613,9 @@ fn check_two_queues<H: Hal>(cx: &Ctx<'_, H>, seed: u64) -> Result<(), Reason> {
     const ENTRIES: u16 = 32;
     const N: usize = ENTRIES as usize - 1;
     const HALF: u64 = 16;
-    let options = QpairOptions {
-        entries: ENTRIES,
-        max_transfer_bytes: 64 << 10,
-        ..Default::default()
-    };
-    let mut a: Qp<'_, H, N> = cx
-        .ctrlr
-        .create_io_qpair(options)
-        .map_err(|e| reason!("create first: {e}"))?;
-    let mut b: Qp<'_, H, N> = cx
-        .ctrlr
-        .create_io_qpair(options)
-        .map_err(|e| reason!("create second: {e}"))?;
+    let options = QpairOptions { entries: ENTRIES, max_transfer_bytes: 64 << 10, ..Default::default() };
+    let mut a: Qp<'_, H, N> = cx.ctrlr.create_io_qpair(options).map_err(|e| reason!("create first: {e}"))?;
+    let mut b: Qp<'_, H, N> = cx.ctrlr.create_io_qpair(options).map_err(|e| reason!("create second: {e}"))?;
     if a.qid() == b.qid() {
         return Err(reason!("both queue pairs have qid {}", a.qid()));
     }
@@ -770,12 +632,10 @@ fn check_two_queues<H: Hal>(cx: &Ctx<'_, H>, seed: u64) -> Result<(), Reason> {
         for i in 0..HALF {
             let mut ba = pool_a.pop().ok_or_else(|| reason!("buffer lost"))?;
             pattern::fill(&mut ba, s, i, bs);
-            a.write(&cx.ns, i, 1, ba, i)
-                .map_err(|e| reason!("a write: {}", e.error))?;
+            a.write(&cx.ns, i, 1, ba, i).map_err(|e| reason!("a write: {}", e.error))?;
             let mut bb = pool_b.pop().ok_or_else(|| reason!("buffer lost"))?;
             pattern::fill(&mut bb, s, HALF + i, bs);
-            b.write(&cx.ns, HALF + i, 1, bb, HALF + i)
-                .map_err(|e| reason!("b write: {}", e.error))?;
+            b.write(&cx.ns, HALF + i, 1, bb, HALF + i).map_err(|e| reason!("b write: {}", e.error))?;
         }
         if a.in_flight() == 0 && b.in_flight() == 0 {
             return Err(reason!("nothing in flight"));
@@ -785,11 +645,9 @@ fn check_two_queues<H: Hal>(cx: &Ctx<'_, H>, seed: u64) -> Result<(), Reason> {
         // Each reads back the other's half.
         for i in 0..HALF {
             let ba = pool_a.pop().ok_or_else(|| reason!("buffer lost"))?;
-            a.read(&cx.ns, HALF + i, 1, ba, HALF + i)
-                .map_err(|e| reason!("a read: {}", e.error))?;
+            a.read(&cx.ns, HALF + i, 1, ba, HALF + i).map_err(|e| reason!("a read: {}", e.error))?;
             let bb = pool_b.pop().ok_or_else(|| reason!("buffer lost"))?;
-            b.read(&cx.ns, i, 1, bb, i)
-                .map_err(|e| reason!("b read: {}", e.error))?;
+            b.read(&cx.ns, i, 1, bb, i).map_err(|e| reason!("b read: {}", e.error))?;
         }
         drain_into(cx, &mut a, &mut pool_a, s, true)?;
         drain_into(cx, &mut b, &mut pool_b, s, true)?;
@@ -808,11 +666,7 @@ fn drain_into<'a, H: Hal, const N: usize>(
     drain(cx, qp, |c| {
         c.result().map_err(|e| reason!("lba {}: {e}", c.context))?;
         let b = c.buffer.ok_or_else(|| reason!("no buffer"))?;
-        let bad = if verify {
-            pattern::first_mismatch(&b, seed, c.context, bs)
-        } else {
-            None
-        };
+        let bad = if verify { pattern::first_mismatch(&b, seed, c.context, bs) } else { None };
         let _ = pool.push(b);
         match bad {
             Some(at) => Err(reason!("lba {} mismatch at byte {at}", c.context)),
@@ -821,14 +675,33 @@ fn drain_into<'a, H: Hal, const N: usize>(
     })
 }
 
+/// Dropping a queue pair with reads in flight deletes its queues before the
+/// buffers are freed; the controller then serves a new queue pair normally.
+fn check_drop_in_flight<H: Hal>(cx: &Ctx<'_, H>) -> Result<(), Reason> {
+    {
+        let mut qp: Qp<'_, H, 16> = cx
+            .ctrlr
+            .create_io_qpair(QpairOptions { entries: 32, max_transfer_bytes: 64 << 10, ..Default::default() })
+            .map_err(|e| reason!("create: {e}"))?;
+        for i in 0..16u64 {
+            let b = cx.buffer(cx.bs)?;
+            qp.read(&cx.ns, i % cx.ns.blocks(), 1, b, i).map_err(|e| reason!("read {i}: {}", e.error))?;
+        }
+        // Dropped here, without polling: Delete I/O SQ / CQ, then the buffers.
+    }
+    let mut qp: Qp<'_, H, 4> = cx
+        .ctrlr
+        .create_io_qpair(QpairOptions { entries: 8, max_transfer_bytes: 64 << 10, ..Default::default() })
+        .map_err(|e| reason!("create after drop: {e}"))?;
+    let b = cx.buffer(cx.bs)?;
+    cx.sync(&mut qp, false, 0, b).map(|_| ())
+}
+
 /// Writes the saved blocks back and checks them by reading them again.
 fn restore<'a, H: Hal>(cx: &Ctx<'a, H>, saved: Buf<'a, H>, chunk: usize) -> Result<(), Reason> {
     let mut qp: Qp<'a, H, 4> = cx
         .ctrlr
-        .create_io_qpair(QpairOptions {
-            max_transfer_bytes: chunk,
-            ..Default::default()
-        })
+        .create_io_qpair(QpairOptions { max_transfer_bytes: chunk, ..Default::default() })
         .map_err(|e| reason!("create: {e}"))?;
     let saved = cx.chunked(&mut qp, true, 0, saved, chunk)?;
     let check = cx.buffer(saved.len())?;

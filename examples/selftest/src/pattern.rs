@@ -29,11 +29,7 @@ pub fn first_mismatch(buf: &[u8], seed: u64, lba: u64, block_size: usize) -> Opt
     for (i, chunk) in buf.chunks(8).enumerate() {
         let bytes = word_at(seed, lba, block_size, i * 8).to_le_bytes();
         if chunk != &bytes[..chunk.len()] {
-            let j = chunk
-                .iter()
-                .zip(bytes.iter())
-                .position(|(a, b)| a != b)
-                .unwrap_or(0);
+            let j = chunk.iter().zip(bytes.iter()).position(|(a, b)| a != b).unwrap_or(0);
             return Some(i * 8 + j);
         }
     }

@@ -79,10 +79,7 @@ impl Totals {
 
     /// Prints the closing `N passed, N failed, N skipped` line.
     pub fn summary(&self, out: &mut dyn Report) {
-        out.line(format_args!(
-            "{} passed, {} failed, {} skipped",
-            self.passed, self.failed, self.skipped
-        ));
+        out.line(format_args!("{} passed, {} failed, {} skipped", self.passed, self.failed, self.skipped));
     }
 
     /// True when nothing failed and something passed.

@@ -203,6 +203,21 @@ pub mod cns {
     pub const CONTROLLER: u8 = 0x01;
     /// Active Namespace ID list (NSIDs greater than the given NSID).
     pub const ACTIVE_NAMESPACES: u8 = 0x02;
+    /// Namespace Identification Descriptor list (section 5.15.2.3).
+    pub const NAMESPACE_ID_DESCRIPTORS: u8 = 0x03;
+}
+
+/// Namespace Identifier Types of a Namespace Identification Descriptor (NVMe
+/// 2.0 figure 274).
+pub mod nidt {
+    /// IEEE Extended Unique Identifier (8 bytes).
+    pub const EUI64: u8 = 1;
+    /// Namespace Globally Unique Identifier (16 bytes).
+    pub const NGUID: u8 = 2;
+    /// Namespace UUID (16 bytes).
+    pub const UUID: u8 = 3;
+    /// Command Set Identifier (1 byte): 0 NVM, 1 key value, 2 zoned.
+    pub const CSI: u8 = 4;
 }
 
 /// Feature identifiers (section 5.21.1, figure 271).
@@ -238,17 +253,11 @@ mod tests {
 
     #[test]
     fn completion_phase_and_status() {
-        let e = CompletionEntry {
-            status: 0x0001,
-            ..Default::default()
-        };
+        let e = CompletionEntry { status: 0x0001, ..Default::default() };
         assert!(e.phase());
         assert!(e.status().is_success());
         // SC 0x02 (invalid field), DNR, phase 0.
-        let e = CompletionEntry {
-            status: (0x02 << 1) | (1 << 15),
-            ..Default::default()
-        };
+        let e = CompletionEntry { status: (0x02 << 1) | (1 << 15), ..Default::default() };
         assert!(!e.phase());
         assert!(e.status().dnr());
         assert!(!e.status().is_success());

@@ -37,12 +37,7 @@ pub(crate) unsafe trait Pod: Sized {}
 
 /// Reads a `T` out of exactly `size_of::<T>()` bytes.
 const fn read_pod<T: Pod, const N: usize>(bytes: &[u8; N]) -> T {
-    const {
-        assert!(
-            size_of::<T>() == N,
-            "buffer length must equal the type size"
-        )
-    };
+    const { assert!(size_of::<T>() == N, "buffer length must equal the type size") };
     // SAFETY: `T: Pod` promises a `#[repr(C)]` type made only of integers and
     // byte arrays without padding, so every bit pattern is a valid `T`. The
     // const assertion above guarantees the source holds exactly
@@ -479,11 +474,7 @@ impl IdentifyController {
 
     /// VER split into (major, minor, tertiary) version numbers.
     pub const fn version(&self) -> (u16, u8, u8) {
-        (
-            (self.ver >> 16) as u16,
-            (self.ver >> 8) as u8,
-            self.ver as u8,
-        )
+        ((self.ver >> 16) as u16, (self.ver >> 8) as u8, self.ver as u8)
     }
 
     /// MDTS in bytes given the controller's minimum memory page size
@@ -1192,10 +1183,7 @@ mod tests {
         assert_eq!(cur.relative_performance(), 2);
 
         let ns0 = IdentifyNamespace::from_bytes(&namespace_bytes(1, 0x00));
-        assert_eq!(
-            ns0.current_lba_format().and_then(|f| f.data_size()),
-            Some(512)
-        );
+        assert_eq!(ns0.current_lba_format().and_then(|f| f.data_size()), Some(512));
         assert!(!ns0.flbas_extended());
     }
 
@@ -1215,10 +1203,7 @@ mod tests {
         b[128 + 63 * 4 + 2] = 13;
         let ns = IdentifyNamespace::from_bytes(&b);
         assert_eq!(ns.flbas_index(), 63);
-        assert_eq!(
-            ns.current_lba_format().and_then(|f| f.data_size()),
-            Some(8192)
-        );
+        assert_eq!(ns.current_lba_format().and_then(|f| f.data_size()), Some(8192));
         let ns = IdentifyNamespace::from_bytes(&namespace_bytes(40, 0x6f));
         assert_eq!(ns.current_lba_format(), None);
 
@@ -1242,11 +1227,7 @@ mod tests {
 
     #[test]
     fn lba_format_data_size_bounds() {
-        let f = |lbads| LbaFormat {
-            ms: 0,
-            lbads,
-            rp: 0,
-        };
+        let f = |lbads| LbaFormat { ms: 0, lbads, rp: 0 };
         assert_eq!(f(8).data_size(), None);
         assert_eq!(f(9).data_size(), Some(512));
         assert_eq!(f(16).data_size(), Some(65536));

@@ -265,10 +265,7 @@ mod tests {
         assert_eq!(cc.into_bits(), 0x0046_0001);
         let cc = cc.with_shn(shn::NORMAL);
         assert_eq!(cc.into_bits(), 0x0046_4001);
-        assert_eq!(
-            Cc::new().with_mps(4).with_ams(1).into_bits(),
-            (4 << 7) | (1 << 11)
-        );
+        assert_eq!(Cc::new().with_mps(4).with_ams(1).into_bits(), (4 << 7) | (1 << 11));
     }
 
     #[test]

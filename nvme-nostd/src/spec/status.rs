@@ -322,13 +322,7 @@ impl Default for Status {
 impl fmt::Display for Status {
     /// Formats as e.g. `invalid field in command (sct 0x0, sc 0x02, dnr)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} (sct {:#x}, sc {:#04x}",
-            self.name(),
-            self.sct().0,
-            self.sc().0
-        )?;
+        write!(f, "{} (sct {:#x}, sc {:#04x}", self.name(), self.sct().0, self.sc().0)?;
         if self.crd() != 0 {
             write!(f, ", crd {}", self.crd())?;
         }
@@ -365,10 +359,7 @@ mod tests {
 
     impl Buf {
         fn new() -> Self {
-            Self {
-                bytes: [0; 160],
-                len: 0,
-            }
+            Self { bytes: [0; 160], len: 0 }
         }
 
         fn as_str(&self) -> &str {
@@ -400,10 +391,7 @@ mod tests {
             assert!(!s.is_retryable());
             assert_eq!(s, Status::SUCCESS);
             assert_eq!(s.name(), "successful completion");
-            assert_eq!(
-                display(s).as_str(),
-                "successful completion (sct 0x0, sc 0x00)"
-            );
+            assert_eq!(display(s).as_str(), "successful completion (sct 0x0, sc 0x00)");
         }
         assert_eq!(Status::default(), Status::SUCCESS);
     }
@@ -419,16 +407,10 @@ mod tests {
         assert!(!s.is_success());
         assert!(!s.is_retryable());
         assert_eq!(s.name(), "invalid field in command");
-        assert_eq!(
-            display(s).as_str(),
-            "invalid field in command (sct 0x0, sc 0x02, dnr)"
-        );
+        assert_eq!(display(s).as_str(), "invalid field in command (sct 0x0, sc 0x02, dnr)");
         let mut dbg = Buf::new();
         write!(dbg, "{s:?}").unwrap();
-        assert_eq!(
-            dbg.as_str(),
-            "Status(invalid field in command (sct 0x0, sc 0x02, dnr))"
-        );
+        assert_eq!(dbg.as_str(), "Status(invalid field in command (sct 0x0, sc 0x02, dnr))");
     }
 
     #[test]
@@ -440,10 +422,7 @@ mod tests {
         assert!(s.more());
         assert!(s.is_retryable());
         assert_eq!(s.name(), "compare failure");
-        assert_eq!(
-            display(s).as_str(),
-            "compare failure (sct 0x2, sc 0x85, crd 2, more)"
-        );
+        assert_eq!(display(s).as_str(), "compare failure (sct 0x2, sc 0x85, crd 2, more)");
     }
 
     #[test]
@@ -453,10 +432,8 @@ mod tests {
         assert_eq!(s.sc(), command_specific::INVALID_QUEUE_IDENTIFIER);
         assert_eq!(s.name(), "invalid queue identifier");
         assert_eq!(s, Status::from_dw3_upper(s.raw()));
-        let mut built = Status::new(
-            StatusCodeType::COMMAND_SPECIFIC,
-            command_specific::INVALID_QUEUE_IDENTIFIER,
-        );
+        let mut built =
+            Status::new(StatusCodeType::COMMAND_SPECIFIC, command_specific::INVALID_QUEUE_IDENTIFIER);
         assert_eq!(built.name(), s.name());
         built = Status::from_dw3_upper(built.raw() | (1 << 15));
         assert_eq!(built, s);
@@ -485,10 +462,7 @@ mod tests {
         assert_eq!(s.sc(), StatusCode(0xff));
         assert_eq!(s.name(), "unknown status");
         assert_eq!(s.sct().name(), "unknown");
-        assert_eq!(
-            display(s).as_str(),
-            "unknown status (sct 0x5, sc 0xff, crd 3, more, dnr)"
-        );
+        assert_eq!(display(s).as_str(), "unknown status (sct 0x5, sc 0xff, crd 3, more, dnr)");
         // Reserved code within a known type.
         let s = Status::from_dw3_upper(raw(0, 0x17, 0, false, false));
         assert_eq!(s.name(), "unknown status");
