@@ -34,6 +34,18 @@ impl AdminQueue {
         AdminQueue { sq, cq, data, next_cid: 0, failed: false, bogus_completions: 0 }
     }
 
+    /// The CID of the last command submitted.
+    pub(crate) fn last_cid(&self) -> u16 {
+        self.next_cid.wrapping_sub(1)
+    }
+
+    /// Starts over after the controller was disabled: empty rings, phase 1.
+    pub(crate) fn restart(&mut self) {
+        self.sq.restart();
+        self.cq.restart();
+        self.failed = false;
+    }
+
     /// Frees the queue memory and the data page.
     ///
     /// # Safety

@@ -6,9 +6,11 @@ use crate::dma::DmaMemory;
 use crate::error::{Error, Result};
 use crate::namespace::{csi_from_descriptors, Namespace, CSI_NVM};
 use crate::queue::{CompletionQueue, SubmissionQueue};
+use crate::slots::Cid;
 use crate::spec::command::{cns, feature, AdminOpcode, CompletionEntry, SubmissionEntry};
 use crate::spec::identify::{ActiveNamespaceList, IdentifyController, IdentifyNamespace};
 use crate::spec::registers::{offset, shn, shst, Aqa, Cap, Cc, Csts, Vs};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use core::time::Duration;
 use hal_traits::{Hal, PAGE_SIZE};
 
@@ -19,14 +21,41 @@ pub struct ControllerOptions {
     /// I/O queue pairs to ask for with Set Features / Number of Queues (1 to 64;
     /// the driver numbers queues 1..=64).
     pub io_queues: u16,
-    /// How long an admin command may take.
+    /// How long an admin command may take. An admin command that times out
+    /// resets the controller.
     pub admin_timeout: Duration,
+    /// How long an I/O command may be outstanding before the driver aborts it
+    /// (and resets the controller if the abort does not work); `None` turns
+    /// I/O timeouts off and spares the clock read per submission.
+    pub io_timeout: Option<Duration>,
+    /// How many times a command that fails with the Do Not Retry bit clear is
+    /// submitted again before its error reaches its owner.
+    pub retry_count: u8,
+    /// Told about every command that times out, before the driver acts on it.
+    pub timeout_callback: Option<fn(TimeoutEvent)>,
 }
 
 impl Default for ControllerOptions {
     fn default() -> Self {
-        ControllerOptions { io_queues: 8, admin_timeout: Duration::from_secs(30) }
+        ControllerOptions {
+            io_queues: 8,
+            admin_timeout: Duration::from_secs(30),
+            io_timeout: Some(Duration::from_secs(30)),
+            retry_count: 4,
+            timeout_callback: None,
+        }
     }
+}
+
+/// A command that did not complete in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeoutEvent {
+    /// The queue it was submitted to (0 for the admin queue).
+    pub qid: u16,
+    /// Its command identifier.
+    pub cid: Cid,
+    /// Its opcode.
+    pub opcode: u8,
 }
 
 /// The highest I/O queue identifier the driver hands out.
@@ -43,8 +72,13 @@ pub struct Controller<H: Hal> {
     vs: Vs,
     identify: IdentifyController,
     pub(crate) admin: spin::Mutex<AdminQueue>,
-    admin_timeout: Duration,
+    options: ControllerOptions,
     io_queues: u16,
+    /// Moves on each time a reset has quiesced the controller; queue pairs that
+    /// see it move fail their outstanding requests and re-create their queues.
+    epoch: AtomicU32,
+    /// Set once the registers read all ones.
+    removed: AtomicBool,
     /// Bit `q` set: I/O queue identifier `q` is in use.
     qids: spin::Mutex<u128>,
 }
@@ -84,6 +118,24 @@ fn wait_ready<H: Hal>(hal: &H, ready: bool, timeout: Duration) -> Result {
         }
         hal.delay(Duration::from_micros(100));
     }
+}
+
+/// Programs AQA, ASQ and ACQ for `admin` and sets CC.EN (section 7.6.1 steps
+/// 3 to 6); the caller waits for CSTS.RDY.
+fn start_admin<H: Hal>(hal: &H, admin: &AdminQueue) {
+    let entries = admin.sq.size();
+    hal.write32(offset::AQA, Aqa::new().with_asqs(entries - 1).with_acqs(entries - 1).into_bits());
+    hal.write64(offset::ASQ, admin.sq.daddr().0);
+    hal.write64(offset::ACQ, admin.cq.daddr().0);
+    let cc = Cc::new()
+        .with_css(0)
+        .with_mps(0)
+        .with_ams(0)
+        .with_shn(shn::NONE)
+        .with_iosqes(6)
+        .with_iocqes(4)
+        .with_en(true);
+    hal.write32(offset::CC, cc.into_bits());
 }
 
 /// Clears CC.EN and waits for CSTS.RDY=0 (section 7.6.1 step 1, 3.1.5).
@@ -156,28 +208,19 @@ impl<H: Hal> Controller<H> {
         };
         let sq = SubmissionQueue::new(sq_mem, entries, 0, cap.dstrd());
         let cq = CompletionQueue::new(cq_mem, entries, 0, cap.dstrd());
-
-        hal.write32(offset::AQA, Aqa::new().with_asqs(entries - 1).with_acqs(entries - 1).into_bits());
-        hal.write64(offset::ASQ, sq.daddr().0);
-        hal.write64(offset::ACQ, cq.daddr().0);
-        let cc = Cc::new()
-            .with_css(0)
-            .with_mps(0)
-            .with_ams(0)
-            .with_shn(shn::NONE)
-            .with_iosqes(6)
-            .with_iocqes(4)
-            .with_en(true);
-        hal.write32(offset::CC, cc.into_bits());
+        let admin = AdminQueue::new(sq, cq, data);
+        start_admin(&hal, &admin);
 
         let mut ctrlr = Controller {
             hal,
             cap,
             vs,
             identify: IdentifyController::default(),
-            admin: spin::Mutex::new(AdminQueue::new(sq, cq, data)),
-            admin_timeout: options.admin_timeout,
+            admin: spin::Mutex::new(admin),
+            options,
             io_queues: 0,
+            epoch: AtomicU32::new(0),
+            removed: AtomicBool::new(false),
             qids: spin::Mutex::new(0),
         };
         // From here on, Drop disables the controller before freeing memory.
@@ -238,9 +281,24 @@ impl<H: Hal> Controller<H> {
         Some(if shift >= usize::BITS { usize::MAX } else { 1usize << shift })
     }
 
-    /// How long an admin command may take.
-    pub fn admin_timeout(&self) -> Duration {
-        self.admin_timeout
+    /// The options the controller was attached with.
+    pub fn options(&self) -> &ControllerOptions {
+        &self.options
+    }
+
+    /// True once the controller's registers have read all ones: it is gone, and
+    /// every operation fails with [`Error::DeviceRemoved`].
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_removed(&self) {
+        self.removed.store(true, Ordering::Release);
+    }
+
+    /// The reset epoch: it moves on each time a reset quiesced the controller.
+    pub(crate) fn epoch(&self) -> u32 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// Runs an admin command that moves no data and returns its completion.
@@ -248,22 +306,88 @@ impl<H: Hal> Controller<H> {
         if cmd.prp1 != 0 || cmd.prp2 != 0 || cmd.mptr != 0 || cmd.psdt() != 0 || cmd.fuse() != 0 {
             return Err(Error::InvalidArgument("raw admin commands may not carry data pointers"));
         }
-        self.admin.lock().execute(&self.hal, cmd, self.admin_timeout)
+        self.admin_exec(cmd, None)
     }
 
-    /// Runs an admin command whose data (up to one page) the controller writes
-    /// into the admin data page, and copies it into `out`.
-    fn admin_read_page(
+    /// The one admin path: runs `cmd` (with the admin data page as its data
+    /// when `out` is given, copied out afterwards) and answers failures of the
+    /// device: a timeout or fatal status resets the controller, all-ones
+    /// registers mark it removed. The command's own error goes to the caller.
+    pub(crate) fn admin_exec(
         &self,
         mut cmd: SubmissionEntry,
-        out: &mut [u8; PAGE_SIZE],
+        out: Option<&mut [u8; PAGE_SIZE]>,
     ) -> Result<CompletionEntry> {
+        if self.is_removed() {
+            return Err(Error::DeviceRemoved);
+        }
+        let result = {
+            let mut admin = self.admin.lock();
+            if out.is_some() {
+                admin.data.zero();
+                cmd.prp1 = admin.data.daddr(0).0;
+            }
+            let r = admin.execute(&self.hal, cmd, self.options.admin_timeout);
+            if let (Ok(_), Some(out)) = (&r, out) {
+                admin.data.read_bytes(0, out);
+            }
+            if let Err(Error::Timeout(_)) = r {
+                if let Some(cb) = self.options.timeout_callback {
+                    cb(TimeoutEvent { qid: 0, cid: Cid(admin.last_cid()), opcode: cmd.opc() });
+                }
+            }
+            r
+        };
+        match result {
+            Err(Error::Timeout(_)) | Err(Error::ControllerFatal) => {
+                let _ = self.reset();
+            }
+            Err(Error::DeviceRemoved) => self.mark_removed(),
+            _ => {}
+        }
+        result
+    }
+
+    /// Abort (section 5.1) of command `cid` on submission queue `sqid`. Returns
+    /// true when the controller says it aborted the command (which then
+    /// completes with an abort status), false for "not aborted".
+    pub fn abort(&self, sqid: u16, cid: Cid) -> Result<bool> {
+        let mut cmd = SubmissionEntry::new(AdminOpcode::ABORT.0, 0);
+        cmd.cdw10 = sqid as u32 | ((cid.0 as u32) << 16);
+        let done = self.admin_exec(cmd, None)?;
+        // DW0 bit 0: 0 = aborted, 1 = not aborted.
+        Ok(done.dw0 & 1 == 0)
+    }
+
+    /// Resets the controller (section 7.3.2): disables it, which ends every
+    /// command in flight on every queue, then brings it up again with the same
+    /// admin queue memory and number of queues. Queue pairs notice on their
+    /// next `poll` or submission: their outstanding requests complete with
+    /// [`Error::Reset`] and their queues are created again.
+    pub fn reset(&self) -> Result {
+        if self.is_removed() {
+            return Err(Error::DeviceRemoved);
+        }
         let mut admin = self.admin.lock();
-        admin.data.zero();
-        cmd.prp1 = admin.data.daddr(0).0;
-        let done = admin.execute(&self.hal, cmd, self.admin_timeout)?;
-        admin.data.read_bytes(0, out);
-        Ok(done)
+        admin.failed = true;
+        if let Err(e) = disable(&self.hal, self.cap) {
+            if e == Error::DeviceRemoved {
+                self.mark_removed();
+            }
+            return Err(e);
+        }
+        // Quiesced: no command of any queue can complete or touch memory any
+        // more, so queue pairs may hand their requests back.
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        admin.restart();
+        start_admin(&self.hal, &admin);
+        wait_ready(&self.hal, true, ready_timeout(self.cap))?;
+        let n = (self.io_queues.max(1) - 1) as u32;
+        let mut cmd = SubmissionEntry::new(AdminOpcode::SET_FEATURES.0, 0);
+        cmd.cdw10 = feature::NUMBER_OF_QUEUES as u32;
+        cmd.cdw11 = n | (n << 16);
+        admin.execute(&self.hal, cmd, self.options.admin_timeout)?;
+        Ok(())
     }
 
     /// Identify with any CNS value (section 5.15), copying the 4096-byte data
@@ -271,7 +395,7 @@ impl<H: Hal> Controller<H> {
     pub fn identify_raw(&self, cns: u8, nsid: u32, out: &mut [u8; PAGE_SIZE]) -> Result {
         let mut cmd = SubmissionEntry::new(AdminOpcode::IDENTIFY.0, nsid);
         cmd.cdw10 = cns as u32;
-        self.admin_read_page(cmd, out).map(|_| ())
+        self.admin_exec(cmd, Some(out)).map(|_| ())
     }
 
     /// Identify Namespace (CNS 00h) for `nsid`.
@@ -320,7 +444,7 @@ impl<H: Hal> Controller<H> {
         cmd.cdw10 = feature::NUMBER_OF_QUEUES as u32;
         let n = (wanted - 1) as u32;
         cmd.cdw11 = n | (n << 16);
-        let done = self.admin.lock().execute(&self.hal, cmd, self.admin_timeout)?;
+        let done = self.admin_exec(cmd, None)?;
         // DW0: NSQA (15:0) and NCQA (31:16), both 0-based.
         let nsqa = (done.dw0 & 0xffff) as u16;
         let ncqa = (done.dw0 >> 16) as u16;

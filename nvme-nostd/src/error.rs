@@ -51,6 +51,9 @@ pub enum Error {
     MalformedDevice(&'static str),
     /// An earlier failure left the controller unusable until it is reset.
     ControllerFailed,
+    /// The controller was reset while the command was outstanding; the
+    /// command may or may not have been carried out.
+    Reset,
 
     // --- the back-end ---
     /// The HAL could not allocate or map memory.
@@ -84,6 +87,7 @@ impl fmt::Display for Error {
             Error::Command(status) => write!(f, "command failed: {status}"),
             Error::MalformedDevice(what) => write!(f, "malformed device data: {what}"),
             Error::ControllerFailed => write!(f, "controller failed; reset required"),
+            Error::Reset => write!(f, "controller reset while the command was outstanding"),
             Error::Hal(e) => write!(f, "HAL: {e}"),
         }
     }

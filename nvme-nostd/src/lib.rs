@@ -33,7 +33,7 @@ pub mod spec;
 mod test_hal;
 
 pub use buffer::{DmaBuffer, IoBuffer};
-pub use controller::{Controller, ControllerOptions, MAX_IO_QUEUES};
+pub use controller::{Controller, ControllerOptions, TimeoutEvent, MAX_IO_QUEUES};
 pub use error::{Error, Result};
 pub use hal_traits::{self, Hal};
 pub use namespace::Namespace;

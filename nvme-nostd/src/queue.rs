@@ -70,6 +70,12 @@ impl SubmissionQueue {
         self.size
     }
 
+    /// Starts over with an empty ring, as a newly created queue does.
+    pub(crate) fn restart(&mut self) {
+        self.head = 0;
+        self.tail = 0;
+    }
+
     /// True when one more entry would make tail meet head.
     pub(crate) fn is_full(&self) -> bool {
         (self.tail + 1) % self.size == self.head
@@ -134,6 +140,14 @@ impl CompletionQueue {
 
     pub(crate) fn daddr(&self) -> DeviceAddr {
         self.mem.daddr(0)
+    }
+
+    /// Starts over with zeroed memory, head 0 and phase 1, as a newly created
+    /// queue does.
+    pub(crate) fn restart(&mut self) {
+        self.mem.zero();
+        self.head = 0;
+        self.phase = true;
     }
 
     /// The entry at the head, if the controller has posted one there.

@@ -123,6 +123,60 @@ impl<T, const N: usize> SlotPool<T, N> {
         self.slots[index].as_ref()
     }
 
+    /// Mutable access to the request that `cid` names, if it is in flight now.
+    pub(crate) fn get_mut(&mut self, cid: Cid) -> Option<&mut T> {
+        let index = self.check(cid)?;
+        self.slots[index].as_mut()
+    }
+
+    /// Gives the in-flight request `cid` a new generation, for a command that is
+    /// submitted again: completions for the old CID no longer match. Returns
+    /// the new CID.
+    pub(crate) fn renew(&mut self, cid: Cid) -> Option<Cid> {
+        let index = self.check(cid)? as u16;
+        let i = index as usize;
+        let mut generation = (self.generation[i] + 1) & Self::GENERATION_MASK;
+        if (generation << Self::INDEX_BITS) | index == RESERVED_CID {
+            generation = (generation + 1) & Self::GENERATION_MASK;
+        }
+        self.generation[i] = generation;
+        Some(self.cid_of(index))
+    }
+
+    /// Every request in flight, with its CID.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (Cid, &mut T)> + '_ {
+        let generation = &self.generation;
+        self.slots.iter_mut().enumerate().filter_map(move |(i, slot)| {
+            let cid = Cid((generation[i] << Self::INDEX_BITS) | i as u16);
+            slot.as_mut().map(|t| (cid, t))
+        })
+    }
+
+    /// Takes out up to `limit` requests for which `pick` is true, handing each
+    /// to `take`.
+    pub(crate) fn take_where(
+        &mut self,
+        mut pick: impl FnMut(&T) -> bool,
+        limit: usize,
+        mut take: impl FnMut(Cid, T),
+    ) {
+        let mut taken = 0;
+        for i in 0..N {
+            if taken == limit {
+                break;
+            }
+            if !self.slots[i].as_ref().is_some_and(&mut pick) {
+                continue;
+            }
+            let cid = self.cid_of(i as u16);
+            if let Some(value) = self.slots[i].take() {
+                let _ = self.free.push(i as u16);
+                taken += 1;
+                take(cid, value);
+            }
+        }
+    }
+
     /// Takes the request that `cid` names out of its slot, if `cid` is in flight
     /// now; `None` for an index out of range, a free slot, or an old generation.
     pub(crate) fn remove(&mut self, cid: Cid) -> Option<T> {
@@ -209,6 +263,32 @@ mod tests {
             assert_eq!(pool.remove(cid), Some(i));
         }
         assert!(seen.len() > 30_000 / 2);
+    }
+
+    #[test]
+    fn renewed_cids_retire_the_old_one() {
+        let mut pool: SlotPool<u32, 8> = SlotPool::new();
+        let a = pool.insert(5).unwrap();
+        let b = pool.renew(a).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(pool.get(a), None, "the old CID is stale now");
+        assert_eq!(pool.remove(b), Some(5));
+        assert_eq!(pool.renew(b), None, "nothing to renew once completed");
+    }
+
+    #[test]
+    fn take_where_respects_the_limit() {
+        let mut pool: SlotPool<u32, 8> = SlotPool::new();
+        for v in 0..6 {
+            pool.insert(v).unwrap();
+        }
+        let mut got = Vec::new();
+        pool.take_where(|v| v % 2 == 0, 2, |_, v| got.push(v));
+        assert_eq!(got, vec![0, 2]);
+        pool.take_where(|v| v % 2 == 0, usize::MAX, |_, v| got.push(v));
+        assert_eq!(got, vec![0, 2, 4]);
+        assert_eq!(pool.in_flight(), 3);
+        assert_eq!(pool.iter_mut().count(), 3);
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! I/O queue pairs: many commands in flight, no lock and no allocation on the
 //! submit and completion paths (NVMe Base Specification 1.4, sections 4.1, 5.3,
 //! 5.4 and 6).
+//!
+//! `mod.rs` holds the submit and completion paths; `setup.rs` creating and
+//! deleting queues; `recovery.rs` timeouts, abort, reset and removal.
+
+mod recovery;
+mod setup;
 
 use crate::buffer::IoBuffer;
 use crate::controller::Controller;
@@ -10,9 +16,10 @@ use crate::namespace::Namespace;
 use crate::prp::{self, PrpListSink};
 use crate::queue::{CompletionQueue, SubmissionQueue};
 use crate::slots::{Cid, SlotPool};
-use crate::spec::command::{AdminOpcode, IoOpcode, SubmissionEntry};
-use crate::spec::status::Status;
+use crate::spec::command::{IoOpcode, SubmissionEntry};
+use crate::spec::status::{path, Status, StatusCodeType};
 use core::ptr::NonNull;
+use core::time::Duration;
 use hal_traits::{DeviceAddr, Direction, Hal, PAGE_SIZE};
 
 /// The shape of an I/O queue pair, asked for at creation.
@@ -45,6 +52,16 @@ pub struct QueueStats {
     /// Completion entries rejected: unknown or stale CID, wrong SQ identifier,
     /// or an impossible SQ head.
     pub bogus_completions: u64,
+    /// Commands submitted again after a retryable error status.
+    pub retries: u64,
+    /// Commands that timed out.
+    pub timeouts: u64,
+    /// Timed-out commands the controller agreed to abort.
+    pub aborts: u64,
+    /// Controller resets this queue pair asked for.
+    pub resets: u64,
+    /// Requests failed by the driver (reset, removal) rather than the device.
+    pub failed_by_driver: u64,
 }
 
 /// A rejected submission: nothing was submitted, and the buffer and context
@@ -64,8 +81,14 @@ pub struct SubmitError<T, C> {
 pub struct Completion<B, C> {
     /// The command identifier the submission returned.
     pub cid: Cid,
-    /// The completion status.
+    /// The completion status the device posted. For a request the driver
+    /// ended itself (reset, removal) it is "command aborted by host" (SCT 3h,
+    /// SC 71h) and [`error`](Completion::error) says why.
     pub status: Status,
+    /// The driver's reason, when the request did not end with the device's
+    /// own status: [`Error::Timeout`], [`Error::Reset`] or
+    /// [`Error::DeviceRemoved`].
+    pub error: Option<Error>,
     /// Dword 0 of the completion entry (command specific).
     pub dw0: u32,
     /// The request's buffer, now the caller's again.
@@ -75,9 +98,12 @@ pub struct Completion<B, C> {
 }
 
 impl<B, C> Completion<B, C> {
-    /// `Ok` for a successful status, else [`Error::Command`].
+    /// `Ok` for a successful status; the driver's error, or else
+    /// [`Error::Command`] with the device's status.
     pub fn result(&self) -> Result {
-        if self.status.is_success() {
+        if let Some(e) = self.error {
+            Err(e)
+        } else if self.status.is_success() {
             Ok(())
         } else {
             Err(Error::Command(self.status))
@@ -99,7 +125,22 @@ struct Request<B, C> {
     buffer: Option<B>,
     context: C,
     shared: Option<Shared>,
+    /// The command as submitted (for retries, aborts and reports).
+    cmd: SubmissionEntry,
+    /// When it times out (meaningful only when timeouts are on).
+    deadline: Duration,
+    /// Times it was submitted again after a retryable error.
+    retries: u8,
+    /// It timed out (whatever happens next, its owner hears `Timeout`).
+    timed_out: bool,
+    /// An Abort for it was accepted; a second deadline escalates to a reset.
+    aborted: bool,
+    /// Ended by the driver (reset, removal): delivered by the next `poll`.
+    done: Option<Error>,
 }
+
+/// The status given to requests that the driver ends itself.
+const HOST_ABORTED: Status = Status::new(StatusCodeType::PATH_RELATED, path::COMMAND_ABORTED_BY_HOST);
 
 /// An I/O submission queue and its completion queue, with a pool of `N` request
 /// slots. Each request owns a buffer of type `B` and a caller context `C` until
@@ -120,6 +161,19 @@ pub struct IoQueuePair<'c, H: Hal, B: IoBuffer, C, const N: usize> {
     prp_pages_per_slot: usize,
     max_transfer: usize,
     stats: QueueStats,
+    /// The controller's reset epoch these queues belong to.
+    epoch: u32,
+    /// Why the queue pair cannot take requests (its queues could not be
+    /// created again after a reset, or the device is gone).
+    failed: Option<Error>,
+    /// Requests ended by the driver and not yet delivered.
+    pending_done: usize,
+    /// `ControllerOptions::io_timeout`.
+    timeout: Option<Duration>,
+    /// When to look for timed-out requests next.
+    next_timeout_check: Duration,
+    /// QPRIO, kept to create the queues again after a reset.
+    priority: u8,
 }
 
 struct SlotPrpSink<'a> {
@@ -139,142 +193,6 @@ impl PrpListSink for SlotPrpSink<'_> {
         if let Some(m) = self.mem {
             m.write((self.first + page) * PAGE_SIZE + index * 8, entry);
         }
-    }
-}
-
-impl<H: Hal> Controller<H> {
-    /// Creates an I/O queue pair with `N` request slots: Create I/O Completion
-    /// Queue, then Create I/O Submission Queue (sections 5.3 and 5.4).
-    pub fn create_io_qpair<B: IoBuffer, C, const N: usize>(
-        &self,
-        options: QpairOptions,
-    ) -> Result<IoQueuePair<'_, H, B, C, N>> {
-        let entries = options.entries.min(self.cap().mqes().saturating_add(1));
-        if entries < 2 || (entries as usize) < N + 1 {
-            return Err(Error::InvalidArgument("queue needs at least N + 1 entries (capped by CAP.MQES)"));
-        }
-        if options.priority > 3 {
-            return Err(Error::InvalidArgument("priority is 0 to 3"));
-        }
-        let max_transfer = match self.max_transfer_bytes() {
-            Some(mdts) => options.max_transfer_bytes.min(mdts),
-            None => options.max_transfer_bytes,
-        };
-        if max_transfer < PAGE_SIZE {
-            return Err(Error::InvalidArgument("max_transfer_bytes below one page"));
-        }
-        // A transfer of max_transfer bytes at any dword offset touches this many
-        // pages; its PRP list pages are reserved per slot.
-        let touched = max_transfer / PAGE_SIZE + 1;
-        let prp_pages_per_slot = prp::list_pages_for(touched, PAGE_SIZE / 8);
-
-        let qid = self.alloc_qid()?;
-        match self.create_queues::<N>(qid, entries, prp_pages_per_slot, options.priority) {
-            Ok((sq, cq, prp)) => Ok(IoQueuePair {
-                ctrlr: self,
-                qid,
-                sq,
-                cq,
-                slots: SlotPool::new(),
-                prp,
-                prp_pages_per_slot,
-                max_transfer,
-                stats: QueueStats::default(),
-            }),
-            Err(e) => {
-                self.free_qid(qid);
-                Err(e)
-            }
-        }
-    }
-
-    /// Allocates the rings and PRP pages and creates the queues. On failure,
-    /// memory the controller may have seen (a command timed out) is leaked.
-    fn create_queues<const N: usize>(
-        &self,
-        qid: u16,
-        entries: u16,
-        prp_pages_per_slot: usize,
-        priority: u8,
-    ) -> Result<(SubmissionQueue, CompletionQueue, Option<DmaMemory>)> {
-        let dstrd = self.cap().dstrd();
-        let sq_pages = (entries as usize * 64).div_ceil(PAGE_SIZE);
-        let cq_pages = (entries as usize * 16).div_ceil(PAGE_SIZE);
-        let mut sq_mem = DmaMemory::alloc(&self.hal, sq_pages)?;
-        let mut cq_mem = match DmaMemory::alloc(&self.hal, cq_pages) {
-            Ok(m) => m,
-            Err(e) => {
-                // SAFETY: the controller has never been told about this memory.
-                unsafe { sq_mem.free(&self.hal) };
-                return Err(e.into());
-            }
-        };
-        let prp = if prp_pages_per_slot > 0 {
-            match DmaMemory::alloc(&self.hal, prp_pages_per_slot * N) {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    // SAFETY: as above.
-                    unsafe {
-                        sq_mem.free(&self.hal);
-                        cq_mem.free(&self.hal);
-                    }
-                    return Err(e.into());
-                }
-            }
-        } else {
-            None
-        };
-        let free_all = |mut sq_mem: DmaMemory, mut cq_mem: DmaMemory, prp: Option<DmaMemory>| {
-            // SAFETY: called only when the controller refused to create the
-            // queues (or deleted them), so it does not use this memory.
-            unsafe {
-                sq_mem.free(&self.hal);
-                cq_mem.free(&self.hal);
-                if let Some(mut p) = prp {
-                    p.free(&self.hal);
-                }
-            }
-        };
-
-        let mut cmd = SubmissionEntry::new(AdminOpcode::CREATE_IO_CQ.0, 0);
-        cmd.prp1 = cq_mem.daddr(0).0;
-        cmd.cdw10 = ((entries as u32 - 1) << 16) | qid as u32;
-        cmd.cdw11 = 1; // PC: physically contiguous; IEN clear: polled.
-        match self.admin.lock().execute(&self.hal, cmd, self.admin_timeout()) {
-            Ok(_) => {}
-            Err(e @ Error::Command(_)) => {
-                free_all(sq_mem, cq_mem, prp);
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        }
-
-        let mut cmd = SubmissionEntry::new(AdminOpcode::CREATE_IO_SQ.0, 0);
-        cmd.prp1 = sq_mem.daddr(0).0;
-        cmd.cdw10 = ((entries as u32 - 1) << 16) | qid as u32;
-        cmd.cdw11 = ((qid as u32) << 16) | ((priority as u32) << 1) | 1;
-        match self.admin.lock().execute(&self.hal, cmd, self.admin_timeout()) {
-            Ok(_) => {}
-            Err(e @ Error::Command(_)) => {
-                if self.delete_queue(AdminOpcode::DELETE_IO_CQ, qid).is_ok() {
-                    free_all(sq_mem, cq_mem, prp);
-                }
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        }
-        Ok((
-            SubmissionQueue::new(sq_mem, entries, qid, dstrd),
-            CompletionQueue::new(cq_mem, entries, qid, dstrd),
-            prp,
-        ))
-    }
-
-    /// Delete I/O Submission or Completion Queue (sections 5.6, 5.5).
-    fn delete_queue(&self, opcode: AdminOpcode, qid: u16) -> Result {
-        let mut cmd = SubmissionEntry::new(opcode.0, 0);
-        cmd.cdw10 = qid as u32;
-        self.admin.lock().execute(&self.hal, cmd, self.admin_timeout()).map(|_| ())
     }
 }
 
@@ -307,6 +225,11 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     /// The counters.
     pub fn stats(&self) -> QueueStats {
         self.stats
+    }
+
+    /// Why the queue pair takes no requests now, if it does not.
+    pub fn failure(&self) -> Option<Error> {
+        self.failed
     }
 
     /// The controller this queue pair belongs to.
@@ -425,7 +348,9 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         direction: Direction,
         context: C,
     ) -> Result<Cid, SubmitError<B, C>> {
-        let check = if len == 0 {
+        let check = if let Err(e) = self.ready() {
+            Err(e)
+        } else if len == 0 {
             Err(Error::InvalidArgument("zero-length transfer"))
         } else if len > buf.len() {
             Err(Error::BufferTooSmall { needed: len, actual: buf.len() })
@@ -484,19 +409,49 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
                 return Err(SubmitError { error, buffer: buf, context });
             }
         }
-        let cid = self.slots.fill(slot, Request { buffer: Some(buf), context, shared: Some(shared) });
+        let request = self.request(cmd, Some(buf), context, Some(shared));
+        let cid = self.slots.fill(slot, request);
         self.push(cmd, cid);
         Ok(cid)
     }
 
     /// Submits a command that moves no data.
     fn submit_entry(&mut self, cmd: SubmissionEntry, context: C) -> Result<Cid, (Error, C)> {
+        if let Err(e) = self.ready() {
+            return Err((e, context));
+        }
         let Some(slot) = self.reserve() else {
             return Err((Error::QueueFull, context));
         };
-        let cid = self.slots.fill(slot, Request { buffer: None, context, shared: None });
+        let request = self.request(cmd, None, context, None);
+        let cid = self.slots.fill(slot, request);
         self.push(cmd, cid);
         Ok(cid)
+    }
+
+    /// A new request; reads the clock only when timeouts are on.
+    fn request(
+        &self,
+        cmd: SubmissionEntry,
+        buffer: Option<B>,
+        context: C,
+        shared: Option<Shared>,
+    ) -> Request<B, C> {
+        let deadline = match self.timeout {
+            Some(t) => self.ctrlr.hal.now() + t,
+            None => Duration::MAX,
+        };
+        Request {
+            buffer,
+            context,
+            shared,
+            cmd,
+            deadline,
+            retries: 0,
+            timed_out: false,
+            aborted: false,
+            done: None,
+        }
     }
 
     /// A free request slot, if the submission queue has room too.
@@ -519,12 +474,21 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
 
     /// Processes up to `max` completions (all available if `max` is 0), handing
     /// each request's buffer and context to `on_complete`. Returns the number
-    /// delivered. Entries that name no request in flight (a stale, repeated or
+    /// delivered.
+    ///
+    /// Entries that name no request in flight (a stale, repeated or
     /// out-of-range CID, a wrong SQID, an impossible SQ head) are consumed,
-    /// counted in [`QueueStats::bogus_completions`], and otherwise ignored.
+    /// counted in [`QueueStats::bogus_completions`], and otherwise ignored. A
+    /// retryable error status (DNR clear) submits the command again, up to
+    /// `ControllerOptions::retry_count` times. With I/O timeouts on, `poll`
+    /// also finds timed-out requests and aborts them, or resets the controller;
+    /// requests ended by a reset or a removal are delivered here too, each
+    /// exactly once.
     pub fn poll(&mut self, max: usize, mut on_complete: impl FnMut(Completion<B, C>)) -> usize {
+        let _ = self.ready();
+        let mut delivered = self.deliver_done(max, &mut on_complete);
         let hal = &self.ctrlr.hal;
-        let mut delivered = 0;
+        let retry_count = self.ctrlr.options().retry_count;
         let mut consumed = false;
         while max == 0 || delivered < max {
             let Some(entry) = self.cq.peek(hal) else {
@@ -533,26 +497,36 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             self.cq.advance();
             consumed = true;
             let cid = Cid(entry.cid);
-            if entry.sqid != self.qid || !self.sq.head_plausible(entry.sqhd) || self.slots.get(cid).is_none()
-            {
+            let valid = entry.sqid == self.qid
+                && self.sq.head_plausible(entry.sqhd)
+                && self.slots.get(cid).is_some_and(|r| r.done.is_none());
+            if !valid {
                 self.stats.bogus_completions += 1;
                 continue;
             }
             self.sq.update_head(entry.sqhd);
-            let Some(req) = self.slots.remove(cid) else {
+            let status = entry.status();
+            if !status.is_success() && !status.dnr() && self.failed.is_none() {
+                if self.retry(cid, retry_count).is_some() {
+                    continue;
+                }
+            }
+            let Some(mut req) = self.slots.remove(cid) else {
                 self.stats.bogus_completions += 1;
                 continue;
             };
-            if let Some(s) = &req.shared {
+            if let Some(s) = req.shared.take() {
                 // SAFETY: the command completed, so the device is done with
                 // the buffer.
-                unsafe { unshare(hal, s) };
+                unsafe { unshare(hal, &s) };
             }
+            let error = (req.timed_out && !status.is_success()).then_some(Error::Timeout("I/O command"));
             self.stats.completed += 1;
             delivered += 1;
             on_complete(Completion {
                 cid,
-                status: entry.status(),
+                status,
+                error,
                 dw0: entry.dw0,
                 buffer: req.buffer,
                 context: req.context,
@@ -561,15 +535,65 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         if consumed {
             self.cq.ring(hal);
         }
+        if self.timeout.is_some() {
+            self.check_timeouts();
+            if self.pending_done > 0 && (max == 0 || delivered < max) {
+                let left = if max == 0 { 0 } else { max - delivered };
+                delivered += self.deliver_done(left, &mut on_complete);
+            }
+        }
         delivered
     }
 
-    /// Deletes the queues (section 5.6, then 5.5). The controller completes or
-    /// abandons every command of the queue before Delete I/O Submission Queue
-    /// completes, so afterwards it no longer touches any request's buffer.
-    fn delete_queues(&self) -> Result {
-        self.ctrlr.delete_queue(AdminOpcode::DELETE_IO_SQ, self.qid)?;
-        self.ctrlr.delete_queue(AdminOpcode::DELETE_IO_CQ, self.qid)
+    /// Submits the command of request `cid` again under a new CID, if it has
+    /// retries left and was not aborted. Returns the new CID.
+    fn retry(&mut self, cid: Cid, retry_count: u8) -> Option<Cid> {
+        let req = self.slots.get(cid)?;
+        if req.retries >= retry_count || req.timed_out || self.sq.is_full() {
+            return None;
+        }
+        let new_cid = self.slots.renew(cid)?;
+        let deadline = match self.timeout {
+            Some(t) => self.ctrlr.hal.now() + t,
+            None => Duration::MAX,
+        };
+        let req = self.slots.get_mut(new_cid)?;
+        req.retries += 1;
+        req.deadline = deadline;
+        let cmd = req.cmd;
+        self.stats.retries += 1;
+        self.push(cmd, new_cid);
+        Some(new_cid)
+    }
+
+    /// Delivers up to `max` (0: all) requests that the driver ended.
+    fn deliver_done(&mut self, max: usize, on_complete: &mut impl FnMut(Completion<B, C>)) -> usize {
+        if self.pending_done == 0 {
+            return 0;
+        }
+        let mut delivered = 0;
+        let limit = if max == 0 { usize::MAX } else { max };
+        let stats = &mut self.stats;
+        let pending = &mut self.pending_done;
+        self.slots.take_where(
+            |r| r.done.is_some(),
+            limit,
+            |cid, req| {
+                *pending -= 1;
+                stats.completed += 1;
+                stats.failed_by_driver += 1;
+                delivered += 1;
+                on_complete(Completion {
+                    cid,
+                    status: HOST_ABORTED,
+                    error: req.done,
+                    dw0: 0,
+                    buffer: req.buffer,
+                    context: req.context,
+                });
+            },
+        );
+        delivered
     }
 }
 
@@ -583,36 +607,5 @@ unsafe fn unshare<H: Hal>(hal: &H, s: &Shared) {
         // SAFETY: these are the arguments and the result of the `share` call
         // that made `s`, and the caller guarantees the device is done.
         unsafe { hal.unshare(s.vaddr, s.len, s.daddr, s.direction) }
-    }
-}
-
-impl<H: Hal, B: IoBuffer, C, const N: usize> Drop for IoQueuePair<'_, H, B, C, N> {
-    fn drop(&mut self) {
-        let quiesced = self.delete_queues().is_ok() || self.ctrlr.disable().is_ok();
-        let hal = &self.ctrlr.hal;
-        if !quiesced {
-            // The device may still write any of this memory: leak all of it.
-            for (_, req) in self.slots.drain() {
-                core::mem::forget(req);
-            }
-            return;
-        }
-        for (_, req) in self.slots.drain() {
-            if let Some(s) = &req.shared {
-                // SAFETY: the queues are deleted or the controller is disabled;
-                // the device no longer accesses the buffer.
-                unsafe { unshare(hal, s) };
-            }
-            drop(req);
-        }
-        // SAFETY: as above, the device no longer uses the rings or PRP lists.
-        unsafe {
-            self.sq.mem.free(hal);
-            self.cq.mem.free(hal);
-            if let Some(p) = &mut self.prp {
-                p.free(hal);
-            }
-        }
-        self.ctrlr.free_qid(self.qid);
     }
 }

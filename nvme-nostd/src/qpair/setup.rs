@@ -1,0 +1,222 @@
+//! Creating and deleting the queues of a queue pair (NVMe Base Specification
+//! 1.4, sections 5.3 to 5.6).
+
+use super::{unshare, IoQueuePair, QpairOptions, QueueStats};
+use crate::buffer::IoBuffer;
+use crate::controller::Controller;
+use crate::dma::DmaMemory;
+use crate::error::{Error, Result};
+use crate::prp;
+use crate::queue::{CompletionQueue, SubmissionQueue};
+use crate::slots::SlotPool;
+use crate::spec::command::{AdminOpcode, SubmissionEntry};
+use core::time::Duration;
+use hal_traits::{Hal, PAGE_SIZE};
+
+impl<H: Hal> Controller<H> {
+    /// Creates an I/O queue pair with `N` request slots: Create I/O Completion
+    /// Queue, then Create I/O Submission Queue (sections 5.3 and 5.4).
+    pub fn create_io_qpair<B: IoBuffer, C, const N: usize>(
+        &self,
+        options: QpairOptions,
+    ) -> Result<IoQueuePair<'_, H, B, C, N>> {
+        let entries = options.entries.min(self.cap().mqes().saturating_add(1));
+        if entries < 2 || (entries as usize) < N + 1 {
+            return Err(Error::InvalidArgument("queue needs at least N + 1 entries (capped by CAP.MQES)"));
+        }
+        if options.priority > 3 {
+            return Err(Error::InvalidArgument("priority is 0 to 3"));
+        }
+        let max_transfer = match self.max_transfer_bytes() {
+            Some(mdts) => options.max_transfer_bytes.min(mdts),
+            None => options.max_transfer_bytes,
+        };
+        if max_transfer < PAGE_SIZE {
+            return Err(Error::InvalidArgument("max_transfer_bytes below one page"));
+        }
+        // A transfer of max_transfer bytes at any dword offset touches this many
+        // pages; its PRP list pages are reserved per slot.
+        let touched = max_transfer / PAGE_SIZE + 1;
+        let prp_pages_per_slot = prp::list_pages_for(touched, PAGE_SIZE / 8);
+
+        let qid = self.alloc_qid()?;
+        match self.create_queues::<N>(qid, entries, prp_pages_per_slot, options.priority) {
+            Ok((sq, cq, prp)) => Ok(IoQueuePair {
+                epoch: self.epoch(),
+                failed: None,
+                pending_done: 0,
+                timeout: self.options().io_timeout,
+                next_timeout_check: Duration::ZERO,
+                priority: options.priority,
+                ctrlr: self,
+                qid,
+                sq,
+                cq,
+                slots: SlotPool::new(),
+                prp,
+                prp_pages_per_slot,
+                max_transfer,
+                stats: QueueStats::default(),
+            }),
+            Err(e) => {
+                self.free_qid(qid);
+                Err(e)
+            }
+        }
+    }
+
+    /// Allocates the rings and PRP pages and creates the queues. On failure,
+    /// memory the controller may have seen (a command timed out) is leaked.
+    pub(super) fn create_queues<const N: usize>(
+        &self,
+        qid: u16,
+        entries: u16,
+        prp_pages_per_slot: usize,
+        priority: u8,
+    ) -> Result<(SubmissionQueue, CompletionQueue, Option<DmaMemory>)> {
+        let dstrd = self.cap().dstrd();
+        let sq_pages = (entries as usize * 64).div_ceil(PAGE_SIZE);
+        let cq_pages = (entries as usize * 16).div_ceil(PAGE_SIZE);
+        let mut sq_mem = DmaMemory::alloc(&self.hal, sq_pages)?;
+        let mut cq_mem = match DmaMemory::alloc(&self.hal, cq_pages) {
+            Ok(m) => m,
+            Err(e) => {
+                // SAFETY: the controller has never been told about this memory.
+                unsafe { sq_mem.free(&self.hal) };
+                return Err(e.into());
+            }
+        };
+        let prp = if prp_pages_per_slot > 0 {
+            match DmaMemory::alloc(&self.hal, prp_pages_per_slot * N) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    // SAFETY: as above.
+                    unsafe {
+                        sq_mem.free(&self.hal);
+                        cq_mem.free(&self.hal);
+                    }
+                    return Err(e.into());
+                }
+            }
+        } else {
+            None
+        };
+        let free_all = |mut sq_mem: DmaMemory, mut cq_mem: DmaMemory, prp: Option<DmaMemory>| {
+            // SAFETY: called only when the controller refused to create the
+            // queues (or deleted them), so it does not use this memory.
+            unsafe {
+                sq_mem.free(&self.hal);
+                cq_mem.free(&self.hal);
+                if let Some(mut p) = prp {
+                    p.free(&self.hal);
+                }
+            }
+        };
+
+        let mut cmd = SubmissionEntry::new(AdminOpcode::CREATE_IO_CQ.0, 0);
+        cmd.prp1 = cq_mem.daddr(0).0;
+        cmd.cdw10 = ((entries as u32 - 1) << 16) | qid as u32;
+        cmd.cdw11 = 1; // PC: physically contiguous; IEN clear: polled.
+        match self.admin_exec(cmd, None) {
+            Ok(_) => {}
+            Err(e @ Error::Command(_)) => {
+                free_all(sq_mem, cq_mem, prp);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
+
+        let mut cmd = SubmissionEntry::new(AdminOpcode::CREATE_IO_SQ.0, 0);
+        cmd.prp1 = sq_mem.daddr(0).0;
+        cmd.cdw10 = ((entries as u32 - 1) << 16) | qid as u32;
+        cmd.cdw11 = ((qid as u32) << 16) | ((priority as u32) << 1) | 1;
+        match self.admin_exec(cmd, None) {
+            Ok(_) => {}
+            Err(e @ Error::Command(_)) => {
+                if self.delete_queue(AdminOpcode::DELETE_IO_CQ, qid).is_ok() {
+                    free_all(sq_mem, cq_mem, prp);
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
+        Ok((
+            SubmissionQueue::new(sq_mem, entries, qid, dstrd),
+            CompletionQueue::new(cq_mem, entries, qid, dstrd),
+            prp,
+        ))
+    }
+
+    /// Delete I/O Submission or Completion Queue (sections 5.6, 5.5).
+    pub(super) fn delete_queue(&self, opcode: AdminOpcode, qid: u16) -> Result {
+        let mut cmd = SubmissionEntry::new(opcode.0, 0);
+        cmd.cdw10 = qid as u32;
+        self.admin_exec(cmd, None).map(|_| ())
+    }
+}
+
+impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
+    /// Deletes the queues (section 5.6, then 5.5). The controller completes or
+    /// abandons every command of the queue before Delete I/O Submission Queue
+    /// completes, so afterwards it no longer touches any request's buffer.
+    pub(super) fn delete_queues(&self) -> Result {
+        self.ctrlr.delete_queue(AdminOpcode::DELETE_IO_SQ, self.qid)?;
+        self.ctrlr.delete_queue(AdminOpcode::DELETE_IO_CQ, self.qid)
+    }
+
+    /// Creates the queues again on the same memory after a reset: the
+    /// controller forgot them, and they start empty with phase 1.
+    pub(super) fn recreate(&mut self) -> Result {
+        self.sq.restart();
+        self.cq.restart();
+        let entries = self.sq.size() as u32;
+        let mut cmd = SubmissionEntry::new(AdminOpcode::CREATE_IO_CQ.0, 0);
+        cmd.prp1 = self.cq.daddr().0;
+        cmd.cdw10 = ((entries - 1) << 16) | self.qid as u32;
+        cmd.cdw11 = 1;
+        self.ctrlr.admin_exec(cmd, None)?;
+        let mut cmd = SubmissionEntry::new(AdminOpcode::CREATE_IO_SQ.0, 0);
+        cmd.prp1 = self.sq.daddr().0;
+        cmd.cdw10 = ((entries - 1) << 16) | self.qid as u32;
+        cmd.cdw11 = ((self.qid as u32) << 16) | ((self.priority as u32) << 1) | 1;
+        self.ctrlr.admin_exec(cmd, None)?;
+        Ok(())
+    }
+}
+
+impl<H: Hal, B: IoBuffer, C, const N: usize> Drop for IoQueuePair<'_, H, B, C, N> {
+    fn drop(&mut self) {
+        // After a reset or a removal the controller has no queues of ours left
+        // that could touch memory; otherwise delete them, or disable it all.
+        let quiesced = self.ctrlr.epoch() != self.epoch
+            || self.ctrlr.is_removed()
+            || self.failed.is_some()
+            || self.delete_queues().is_ok()
+            || self.ctrlr.disable().is_ok();
+        let hal = &self.ctrlr.hal;
+        if !quiesced {
+            // The device may still write any of this memory: leak all of it.
+            for (_, req) in self.slots.drain() {
+                core::mem::forget(req);
+            }
+            return;
+        }
+        for (_, req) in self.slots.drain() {
+            if let Some(s) = &req.shared {
+                // SAFETY: the queues are deleted or the controller is disabled;
+                // the device no longer accesses the buffer.
+                unsafe { unshare(hal, s) };
+            }
+            drop(req);
+        }
+        // SAFETY: as above, the device no longer uses the rings or PRP lists.
+        unsafe {
+            self.sq.mem.free(hal);
+            self.cq.mem.free(hal);
+            if let Some(p) = &mut self.prp {
+                p.free(hal);
+            }
+        }
+        self.ctrlr.free_qid(self.qid);
+    }
+}
