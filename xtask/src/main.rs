@@ -2,6 +2,7 @@
 //! run wherever cargo does. See `README.md`.
 
 mod qemu;
+mod reliability;
 mod setup;
 
 use std::process::{Command, ExitCode};
@@ -19,6 +20,12 @@ tasks:
         kernel under every QEMU configuration; ends with 'N passed, N failed'
   lint  rustfmt check, clippy -D warnings (host crates and the kernel on its
         target), rustdoc -D warnings
+  soak [--schedules N] [--seed S]
+        the fault-injection property suite on the simulator, N schedules
+        (default 100000) from seed S
+  miri  the core's unit tests and a simulator subset under Miri (nightly)
+  fuzz [--seconds N]
+        each cargo-fuzz target for N seconds (default 60), two at a time
 
 --kvm uses KVM if a quick probe shows it works (TCG otherwise).";
 
@@ -29,10 +36,29 @@ fn main() -> ExitCode {
         Some(i) => args[i + 1..].to_vec(),
         None => Vec::new(),
     };
+    let number = |flag: &str, default: u64| -> u64 {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
     let ok = match args.first().map(String::as_str) {
         Some("demo") => qemu::demo(kvm, &extra),
         Some("test") => test(kvm),
         Some("lint") => lint(),
+        Some("soak") => {
+            let mut tally = Tally::default();
+            let seed = number("--seed", reliability::DEFAULT_SEED);
+            tally.step("property schedules", reliability::schedules(number("--schedules", 100_000), seed));
+            tally.finish()
+        }
+        Some("miri") => {
+            let mut tally = Tally::default();
+            reliability::miri(&mut tally);
+            tally.finish()
+        }
+        Some("fuzz") => reliability::fuzz(number("--seconds", 60)),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -88,6 +114,11 @@ fn test(kvm: bool) -> bool {
             run(cargo().args(["build", "-p", "nvme-nostd", "--target", t])),
         );
     }
+    tally.step(
+        "property schedules (10000, fixed seed)",
+        reliability::schedules(10_000, reliability::DEFAULT_SEED),
+    );
+    reliability::miri(&mut tally);
     match qemu::build_kernel() {
         Some(kernel) => {
             for config in qemu::test_configs() {
@@ -147,13 +178,22 @@ fn lint() -> bool {
 
 /// Counts steps and prints the closing line.
 #[derive(Default)]
-struct Tally {
+pub struct Tally {
     passed: u32,
     failed: Vec<String>,
+    skipped: Vec<String>,
 }
 
 impl Tally {
-    fn step(&mut self, name: &str, ok: bool) {
+    /// Records a step that could not run here, visibly.
+    pub fn skip(&mut self, name: &str, why: &str) {
+        eprintln!("xtask: {name} ... skipped: {why}");
+        println!("skipped: {name} ({why})");
+        self.skipped.push(name.to_string());
+    }
+
+    /// Records a step's outcome.
+    pub fn step(&mut self, name: &str, ok: bool) {
         if ok {
             self.passed += 1;
             eprintln!("xtask: {name} ... ok");
@@ -167,7 +207,11 @@ impl Tally {
         for f in &self.failed {
             println!("failed: {f}");
         }
-        println!("{} passed, {} failed", self.passed, self.failed.len());
+        if self.skipped.is_empty() {
+            println!("{} passed, {} failed", self.passed, self.failed.len());
+        } else {
+            println!("{} passed, {} failed, {} skipped", self.passed, self.failed.len(), self.skipped.len());
+        }
         self.failed.is_empty()
     }
 }

@@ -506,10 +506,9 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             }
             self.sq.update_head(entry.sqhd);
             let status = entry.status();
-            if !status.is_success() && !status.dnr() && self.failed.is_none() {
-                if self.retry(cid, retry_count).is_some() {
-                    continue;
-                }
+            let retryable = !status.is_success() && !status.dnr() && self.failed.is_none();
+            if retryable && self.retry(cid, retry_count).is_some() {
+                continue;
             }
             let Some(mut req) = self.slots.remove(cid) else {
                 self.stats.bogus_completions += 1;

@@ -1211,9 +1211,10 @@ mod tests {
         let ns = IdentifyNamespace::from_bytes(&namespace_bytes(255, 0));
         assert_eq!(ns.lba_formats().len(), 64);
 
-        // Every FLBAS / NLBAF combination is total.
-        for nlbaf in 0..=255u8 {
-            for flbas in 0..=255u8 {
+        // Every FLBAS / NLBAF combination is total (a sample under Miri).
+        let step = if cfg!(miri) { 17 } else { 1 };
+        for nlbaf in (0..=255u8).step_by(step) {
+            for flbas in (0..=255u8).step_by(step) {
                 let mut ns = IdentifyNamespace::zeroed();
                 ns.nlbaf = nlbaf;
                 ns.flbas = flbas;

@@ -470,7 +470,9 @@ mod tests {
 
     #[test]
     fn exhaustive_total() {
-        for raw in 0..=u16::MAX {
+        // Every value natively; a spread sample under Miri, which is slow.
+        let step = if cfg!(miri) { 251 } else { 1 };
+        for raw in (0..=u16::MAX).step_by(step) {
             let s = Status::from_dw3_upper(raw);
             assert_eq!(s.raw(), raw & !1);
             assert_eq!(u16::from(s.sc().0) << 1, raw & 0x01fe);

@@ -1,0 +1,94 @@
+//! What the simulated controller looks like: capabilities, namespaces, memory,
+//! timing, and identify data that lies.
+
+use core::time::Duration;
+
+/// The shape and behaviour of a simulated controller, fixed at [`Sim::new`](crate::Sim::new)
+/// (a few fields can be changed later through [`Sim`](crate::Sim) setters).
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// CAP.MQES: maximum queue entries supported, 0-based. Default 1023.
+    /// (A queue of 65536 entries, QSIZE 0xFFFF, is refused with Invalid Queue
+    /// Size even when MQES allows it.)
+    pub mqes: u16,
+    /// CAP.DSTRD: doorbell stride, `4 << dstrd` bytes. Default 0. At most 15.
+    pub dstrd: u8,
+    /// CAP.TO: worst-case time for CSTS.RDY to follow CC.EN, in 500 ms units.
+    /// Default 20.
+    pub timeout_500ms: u8,
+    /// Identify Controller MDTS: largest transfer as a power of two of 4 KiB
+    /// pages; 0 = no limit. Default 5 (128 KiB). The device enforces it.
+    pub mdts: u8,
+    /// I/O queue pairs the controller grants (Set Features / Number of
+    /// Queues) and the highest I/O queue identifier it accepts. Default 8.
+    pub max_io_queues: u16,
+    /// The namespaces; default one: NSID 1, 512-byte blocks, 2048 blocks.
+    pub namespaces: Vec<SimNamespace>,
+    /// Size of the DMA arena (all `dma_alloc` and bounce memory), in bytes;
+    /// rounded up to whole pages. Default 16 MiB.
+    pub memory_bytes: usize,
+    /// Time from fetching a command to completing it. Default 10 µs.
+    pub latency: Duration,
+    /// Time for CSTS.RDY to follow CC.EN, and for CSTS.SHST to report a
+    /// finished shutdown. Default 100 µs.
+    pub ready_delay: Duration,
+    /// How far each call of `Hal::now` moves virtual time, so that a host
+    /// busy-polling against a `now()` deadline sees the device make progress.
+    /// Default 1 µs. Zero makes `now` a pure read.
+    pub now_tick: Duration,
+    /// CSTS.RDY never becomes 1 after CC.EN is set.
+    pub rdy_never: bool,
+    /// Abort really aborts a pending command (default true). QEMU's controller
+    /// never does: it always answers "not aborted".
+    pub abort_works: bool,
+    /// Identify data that lies (all `None` by default).
+    pub lies: IdentifyLies,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            mqes: 1023,
+            dstrd: 0,
+            timeout_500ms: 20,
+            mdts: 5,
+            max_io_queues: 8,
+            namespaces: vec![SimNamespace { nsid: 1, block_size: 512, blocks: 2048 }],
+            memory_bytes: 16 << 20,
+            latency: Duration::from_micros(10),
+            ready_delay: Duration::from_micros(100),
+            now_tick: Duration::from_micros(1),
+            rdy_never: false,
+            abort_works: true,
+            lies: IdentifyLies::default(),
+        }
+    }
+}
+
+/// One namespace of the simulated controller, backed by host memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimNamespace {
+    /// NSID: 1 to 0xFFFF_FFFE, unique.
+    pub nsid: u32,
+    /// Bytes per logical block: a power of two from 512 to 65536.
+    pub block_size: u32,
+    /// Number of logical blocks (NSZE), at least 1.
+    pub blocks: u64,
+}
+
+/// Identify data fields the controller misreports. The device itself keeps
+/// behaving by its real configuration (a lying MDTS does not lift the real
+/// limit, a lying NN does not create namespaces).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdentifyLies {
+    /// Identify Controller NN (number of namespaces).
+    pub nn: Option<u32>,
+    /// Identify Controller MDTS.
+    pub mdts: Option<u8>,
+    /// LBADS of LBA format 0 of every namespace.
+    pub lbads: Option<u8>,
+    /// Identify Namespace NLBAF (0-based number of LBA formats).
+    pub nlbaf: Option<u8>,
+    /// Identify Namespace FLBAS (formatted LBA size, format index in bits 3:0).
+    pub flbas: Option<u8>,
+}

@@ -1,0 +1,227 @@
+//! `nvme-sim`: a simulated NVMe controller behind [`hal_traits::Hal`], so that
+//! the real `nvme-nostd` driver runs against it in host tests and benches,
+//! with deterministic virtual time and fault injection. Never used by the core.
+//!
+//! ```
+//! use nvme_nostd::{Controller, ControllerOptions};
+//! use nvme_sim::{Sim, SimConfig};
+//!
+//! let sim = Sim::new(SimConfig::default());
+//! let ctrlr = Controller::new(sim.hal(), ControllerOptions::default()).unwrap();
+//! let ns = ctrlr.namespace(1).unwrap();
+//! assert_eq!(ns.block_size(), 512);
+//! assert_eq!(sim.stats().bad_frees, 0);
+//! ```
+//!
+//! # The device
+//!
+//! An NVMe 1.4 controller over PCIe-style registers (CAP, VS, CC, CSTS, AQA,
+//! ASQ, ACQ, doorbells at `0x1000 + ((2 * qid + is_cq) << (2 + DSTRD))`),
+//! one admin queue and up to [`SimConfig::max_io_queues`] I/O queue pairs, the
+//! admin commands a host driver needs (Identify CNS 00h to 03h, Set/Get
+//! Features, Create/Delete I/O SQ/CQ, Abort, Keep Alive, Get Log Page,
+//! Asynchronous Event Request) and the NVM commands Read, Write, Flush, Write
+//! Zeroes and Dataset Management, with data moved through PRP1/PRP2 and
+//! chained PRP lists. Everything the host writes is untrusted: a bad address
+//! fails the command with Data Transfer Error, never a panic.
+//!
+//! # Time
+//!
+//! Time is virtual and moves only when the host waits ([`Hal::delay`](hal_traits::Hal::delay)), when
+//! the test calls [`Sim::advance`], or by [`SimConfig::now_tick`] on each
+//! [`Hal::now`](hal_traits::Hal::now) call (so that hosts busy-polling against a `now()` deadline
+//! make progress). The device does everything due up to the new time, in a
+//! deterministic order: the same configuration, rules, seed and host actions
+//! give the same results.
+//!
+//! # Memory
+//!
+//! All DMA memory comes from one arena; device addresses are
+//! [`IOVA_BASE`]` + offset`, and the device may only touch pages that are
+//! currently allocated (like an IOMMU). [`Hal::share`](hal_traits::Hal::share) copies the caller's
+//! buffer into bounce pages (and [`Hal::unshare`](hal_traits::Hal::unshare) copies it back), so a
+//! missing unshare or a wrong direction shows up as wrong data.
+//! [`SimStats`] counts bad frees and unshares instead of panicking.
+#![deny(missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+mod config;
+mod device;
+mod fault;
+mod hal;
+mod memory;
+
+pub use config::{IdentifyLies, SimConfig, SimNamespace};
+pub use device::SimStats;
+pub use fault::{Fault, FaultKind, FaultRule, QueueFilter, RandomFaults, SplitMix64};
+pub use hal::SimHal;
+pub use memory::{IOVA_BASE, POISON_BOUNCE, POISON_FREED};
+
+use core::time::Duration;
+use device::State;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// A simulated NVMe controller. Clones share the same controller; so do the
+/// [`SimHal`] handles from [`Sim::hal`].
+#[derive(Clone)]
+pub struct Sim {
+    state: Rc<RefCell<State>>,
+}
+
+impl core::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Sim").field("now", &self.now()).finish_non_exhaustive()
+    }
+}
+
+impl Sim {
+    /// A controller as `config` describes it, disabled, at virtual time 0.
+    ///
+    /// # Panics
+    ///
+    /// When the configuration describes no valid controller: DSTRD above 15,
+    /// `max_io_queues` 0, an NSID of 0 or above 0xFFFF_FFFD or given twice, a
+    /// block size that is not a power of two from 512 to 65536, an empty
+    /// namespace, or memory that cannot be allocated.
+    pub fn new(config: SimConfig) -> Sim {
+        Sim { state: Rc::new(RefCell::new(State::new(config))) }
+    }
+
+    /// A [`Hal`](hal_traits::Hal) for this controller, to hand to the driver.
+    pub fn hal(&self) -> SimHal {
+        SimHal { state: self.state.clone() }
+    }
+
+    /// The virtual time (does not move it).
+    pub fn now(&self) -> Duration {
+        self.state.borrow().now()
+    }
+
+    /// Moves virtual time on by `d`; the device processes everything due up to
+    /// then (controller state changes, then commands by due time and fetch
+    /// order).
+    pub fn advance(&self, d: Duration) {
+        self.state.borrow_mut().advance(d)
+    }
+
+    /// Adds a fault rule (see [`FaultRule`]).
+    pub fn inject(&self, rule: FaultRule) {
+        self.state.borrow_mut().inject(rule)
+    }
+
+    /// Random faults on every queue: each fetched command that no rule claims
+    /// gets, with `probability_per_command`, a fault of one of `kinds`, drawn
+    /// from a generator seeded with `seed`. Replaces earlier random injection.
+    pub fn inject_random(&self, seed: u64, probability_per_command: f64, kinds: &[FaultKind]) {
+        self.inject_random_with(RandomFaults {
+            seed,
+            probability_per_command,
+            kinds: kinds.to_vec(),
+            queues: QueueFilter::All,
+        })
+    }
+
+    /// Random faults as `random` says (for instance on I/O queues only).
+    pub fn inject_random_with(&self, random: RandomFaults) {
+        self.state.borrow_mut().inject_random(random)
+    }
+
+    /// Removes every rule and random injection, and undoes a removal. A fatal
+    /// status (CSTS.CFS) stays until the host resets the controller (the next
+    /// CC.EN 1 -> 0), as on real hardware.
+    pub fn clear_faults(&self) {
+        self.state.borrow_mut().clear_faults()
+    }
+
+    /// Removes (or brings back) the device: while removed, registers read all
+    /// ones, writes are ignored and nothing is processed.
+    pub fn set_removed(&self, removed: bool) {
+        self.state.borrow_mut().set_removed(removed)
+    }
+
+    /// Sets CSTS.CFS now: the device stops processing commands until the host
+    /// resets it (CC.EN 1 -> 0).
+    pub fn set_fatal(&self) {
+        self.state.borrow_mut().set_fatal()
+    }
+
+    /// The namespace disappears: Identify Namespace returns zeros, it leaves
+    /// the active list, and I/O to it fails with Invalid Namespace or Format.
+    /// Its data stays readable through [`Sim::read_blocks`].
+    pub fn remove_namespace(&self, nsid: u32) {
+        self.state.borrow_mut().remove_namespace(nsid)
+    }
+
+    /// Changes CAP.MQES (0 is invalid, and drivers must refuse it).
+    pub fn set_mqes(&self, mqes: u16) {
+        self.state.borrow_mut().cfg.mqes = mqes;
+    }
+
+    /// Makes CSTS.RDY never (or again) follow CC.EN from the next enable on.
+    pub fn set_rdy_never(&self, never: bool) {
+        self.state.borrow_mut().cfg.rdy_never = never;
+    }
+
+    /// Changes the identify lies.
+    pub fn set_lies(&self, lies: IdentifyLies) {
+        self.state.borrow_mut().cfg.lies = lies;
+    }
+
+    /// Makes Abort work or not (QEMU's never does).
+    pub fn set_abort_works(&self, works: bool) {
+        self.state.borrow_mut().cfg.abort_works = works;
+    }
+
+    /// Changes the per-command latency, for commands fetched from now on.
+    pub fn set_latency(&self, latency: Duration) {
+        self.state.borrow_mut().cfg.latency = latency;
+    }
+
+    /// Commands fetched and not yet completed, dropped ones included.
+    pub fn outstanding(&self) -> usize {
+        self.state.borrow().outstanding()
+    }
+
+    /// `count` blocks from `lba` of namespace `nsid`, straight from the
+    /// backing store (removed namespaces included), for invariant checks.
+    ///
+    /// # Panics
+    ///
+    /// When the namespace does not exist or the range is beyond its end.
+    pub fn read_blocks(&self, nsid: u32, lba: u64, count: u64) -> Vec<u8> {
+        let state = self.state.borrow();
+        let (data, bs) = state.namespace_data(nsid).expect("no such namespace");
+        let (start, len) = byte_range(lba, count, bs, data.len());
+        data[start..start + len].to_vec()
+    }
+
+    /// Writes whole blocks straight into the backing store, from `lba` of
+    /// namespace `nsid` (`data` is padded with zeros to a whole block).
+    ///
+    /// # Panics
+    ///
+    /// When the namespace does not exist or the range is beyond its end.
+    pub fn write_blocks(&self, nsid: u32, lba: u64, data: &[u8]) {
+        let mut state = self.state.borrow_mut();
+        let (store, bs) = state.namespace_data_mut(nsid).expect("no such namespace");
+        let count = (data.len() as u64).div_ceil(bs as u64);
+        let (start, len) = byte_range(lba, count, bs, store.len());
+        store[start..start + len].fill(0);
+        store[start..start + data.len()].copy_from_slice(data);
+    }
+
+    /// Counters and invariants.
+    pub fn stats(&self) -> SimStats {
+        self.state.borrow().stats()
+    }
+}
+
+/// The byte range of `count` blocks at `lba`, checked against `total` bytes.
+fn byte_range(lba: u64, count: u64, bs: u32, total: usize) -> (usize, usize) {
+    let start = lba.checked_mul(bs as u64).and_then(|s| usize::try_from(s).ok());
+    let len = count.checked_mul(bs as u64).and_then(|l| usize::try_from(l).ok());
+    match (start, len) {
+        (Some(s), Some(l)) if s.checked_add(l).is_some_and(|end| end <= total) => (s, l),
+        _ => panic!("blocks {lba}..+{count} are beyond the namespace"),
+    }
+}

@@ -1,0 +1,505 @@
+//! Property tests: random schedules of I/O across two queue pairs with injected
+//! faults, run against the simulated controller; after each, the invariants of
+//! RELIABILITY.md are checked.
+//!
+//! `cargo xtask test` runs 10,000 schedules from a fixed seed (release build);
+//! `cargo xtask soak --schedules N --seed S` runs more. The counts are printed:
+//! schedules, commands, faults injected per kind, lost, doubled, panics.
+//!
+//! Environment: `NVME_SCHEDULES` (default 10000), `NVME_SEED` (default fixed).
+
+mod common;
+
+use nvme_nostd::{Controller, ControllerOptions, Error, IoQueuePair, Namespace, QpairOptions};
+use nvme_sim::{Fault, FaultKind, FaultRule, Sim, SimConfig, SimNamespace};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+const BLOCKS: u64 = 64;
+const BLOCK: usize = 512;
+const SLOTS: usize = 8;
+const IO_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// One step of a schedule.
+#[derive(Clone, Debug)]
+enum Op {
+    Write { q: usize, lba: u64, blocks: u32 },
+    Read { q: usize, lba: u64, blocks: u32 },
+    Flush { q: usize },
+    Poll { q: usize },
+    Advance { us: u64 },
+}
+
+/// A fault and the command (counted per queue) it hits.
+#[derive(Clone, Debug)]
+struct Injection {
+    q: usize,
+    nth: u64,
+    kind: FaultKind,
+}
+
+#[derive(Clone, Debug)]
+struct Schedule {
+    ops: Vec<Op>,
+    faults: Vec<Injection>,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let io = (0..2usize, 0..BLOCKS, 1..=4u32);
+    prop_oneof![
+        4 => io.clone().prop_map(|(q, lba, blocks)| Op::Write { q, lba, blocks }),
+        4 => io.prop_map(|(q, lba, blocks)| Op::Read { q, lba, blocks }),
+        1 => (0..2usize).prop_map(|q| Op::Flush { q }),
+        3 => (0..2usize).prop_map(|q| Op::Poll { q }),
+        1 => (1..200u64).prop_map(|us| Op::Advance { us }),
+    ]
+}
+
+/// Every kind but removal, which ends all device activity: it comes at most
+/// once per schedule, after the others.
+fn recoverable_kind() -> impl Strategy<Value = FaultKind> {
+    proptest::sample::select(
+        FaultKind::ALL.iter().copied().filter(|k| *k != FaultKind::Removal).collect::<Vec<_>>(),
+    )
+}
+
+fn schedule() -> impl Strategy<Value = Schedule> {
+    (
+        proptest::collection::vec(op(), 80..140),
+        // 3 to 5 faults on distinct command numbers among the first 12 of a
+        // queue, so that each is reached (every queue runs at least 25).
+        proptest::sample::subsequence((0..12u64).collect::<Vec<_>>(), 3..6),
+        proptest::collection::vec((0..2usize, recoverable_kind()), 5),
+        proptest::option::weighted(0.25, (0..2usize, 20..24u64)),
+    )
+        .prop_map(|(ops, nths, kinds, removal)| {
+            let mut faults: Vec<Injection> =
+                nths.into_iter().zip(kinds).map(|(nth, (q, kind))| Injection { q, nth, kind }).collect();
+            if let Some((q, nth)) = removal {
+                faults.push(Injection { q, nth, kind: FaultKind::Removal });
+            }
+            Schedule { ops, faults }
+        })
+}
+
+fn fault_of(kind: FaultKind) -> Fault {
+    match kind {
+        FaultKind::Status => Fault::Status { sct: 0, sc: 0x06, dnr: false },
+        FaultKind::StatusDnr => Fault::Status { sct: 0, sc: 0x06, dnr: true },
+        FaultKind::Drop => Fault::Drop,
+        FaultKind::Delay => Fault::Delay(IO_TIMEOUT * 3),
+        FaultKind::Fatal => Fault::Fatal,
+        FaultKind::Removal => Fault::Removal,
+        FaultKind::CidOutOfRange => Fault::CidOutOfRange,
+        FaultKind::CidNotOutstanding => Fault::CidNotOutstanding,
+        FaultKind::CidRepeated => Fault::CidRepeated,
+        FaultKind::WrongPhase => Fault::WrongPhase,
+        FaultKind::ImpossibleSqHead => Fault::ImpossibleSqHead,
+    }
+}
+
+/// Totals over all schedules.
+#[derive(Default, Debug)]
+struct Totals {
+    schedules: u64,
+    commands: u64,
+    lost: u64,
+    doubled: u64,
+    panics: u64,
+    violations: u64,
+    not_recovered: u64,
+    reattached: u64,
+    injected_per_schedule_min: u64,
+    faults: BTreeMap<&'static str, u64>,
+    first_failure: Option<String>,
+}
+
+/// The pattern of write `id` for block `lba`: 8-byte words of (id, lba, word).
+fn fill(buf: &mut [u8], id: u64, lba: u64) {
+    for (b, block) in buf.chunks_mut(BLOCK).enumerate() {
+        for (w, word) in block.chunks_mut(8).enumerate() {
+            let v = id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ ((lba + b as u64) << 20) ^ w as u64;
+            word.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
+/// Which write (0 = never written, zeros) a block's bytes came from, if any.
+fn which(block: &[u8], lba: u64, candidates: &BTreeSet<u64>) -> Option<u64> {
+    candidates.iter().copied().find(|&id| {
+        if id == 0 {
+            return block.iter().all(|b| *b == 0);
+        }
+        let mut expect = vec![0u8; BLOCK];
+        fill(&mut expect, id, lba);
+        expect == block
+    })
+}
+
+type Qp<'a> = IoQueuePair<'a, nvme_sim::SimHal, Vec<u8>, u64, SLOTS>;
+
+/// What the checker knows of each request and block.
+struct Model {
+    /// Blocks: the set of write ids the block may hold now.
+    blocks: Vec<BTreeSet<u64>>,
+    /// Requests in flight: id -> (is write, lba, blocks).
+    in_flight: BTreeMap<u64, (bool, u64, u32)>,
+    /// Completions seen per request id.
+    seen: BTreeMap<u64, u32>,
+    next_id: u64,
+    violations: Vec<String>,
+}
+
+impl Model {
+    fn new() -> Self {
+        Model {
+            blocks: vec![BTreeSet::from([0]); BLOCKS as usize],
+            in_flight: BTreeMap::new(),
+            seen: BTreeMap::new(),
+            next_id: 1,
+            violations: Vec::new(),
+        }
+    }
+
+    /// True if `lba..lba+blocks` overlaps a write in flight (or, for a write,
+    /// any request in flight): the executor keeps such commands apart so that
+    /// each block's possible values stay well defined.
+    fn conflicts(&self, write: bool, lba: u64, blocks: u32) -> bool {
+        self.in_flight
+            .values()
+            .any(|&(w, l, n)| (write || w) && lba < l + n as u64 && l < lba + blocks as u64)
+    }
+
+    fn complete(&mut self, id: u64, result: Result<(), Error>, data: Option<&[u8]>) {
+        *self.seen.entry(id).or_insert(0) += 1;
+        let Some((write, lba, n)) = self.in_flight.remove(&id) else {
+            return; // doubled: counted from `seen`
+        };
+        for b in lba..lba + n as u64 {
+            let set = &mut self.blocks[b as usize];
+            if write {
+                if result.is_ok() {
+                    *set = BTreeSet::from([id]);
+                } else {
+                    // A failed or timed-out write may or may not have landed.
+                    set.insert(id);
+                }
+            } else if let (Ok(()), Some(data)) = (result, data) {
+                let off = (b - lba) as usize * BLOCK;
+                if which(&data[off..off + BLOCK], b, set).is_none() {
+                    self.violations.push(format!("read of block {b} returned data of no write in {set:?}"));
+                }
+            }
+        }
+    }
+}
+
+fn trace() -> bool {
+    std::env::var("NVME_TRACE").is_ok()
+}
+
+fn poll_into(qp: &mut Qp<'_>, model: &mut Model) {
+    let qid = qp.qid();
+    qp.poll(0, |c| {
+        if trace() {
+            let first = c.buffer.as_ref().map(|b| b[..8].to_vec());
+            eprintln!(
+                "complete q{qid} id {} {:?} {:?} {:?}",
+                c.context,
+                c.result(),
+                model.in_flight.get(&c.context),
+                first
+            );
+        }
+        let data = c.buffer.as_deref();
+        model.complete(c.context, c.result(), data);
+    });
+}
+
+fn sim_removed(ctrlr: &Controller<nvme_sim::SimHal>) -> bool {
+    ctrlr.is_removed()
+}
+
+/// Runs one schedule; returns the number of commands submitted.
+fn run(s: &Schedule, totals: &mut Totals) -> Result<u64, String> {
+    let sim = Sim::new(SimConfig {
+        namespaces: vec![SimNamespace { nsid: 1, block_size: BLOCK as u32, blocks: BLOCKS }],
+        memory_bytes: 2 << 20,
+        ..SimConfig::default()
+    });
+    let options = ControllerOptions {
+        io_timeout: Some(IO_TIMEOUT),
+        admin_timeout: IO_TIMEOUT * 4,
+        ..Default::default()
+    };
+    let ctrlr = Controller::new(sim.hal(), options).map_err(|e| format!("attach: {e}"))?;
+    let ns = ctrlr.namespace(1).map_err(|e| format!("namespace: {e}"))?;
+    let qopts = QpairOptions { entries: 16, max_transfer_bytes: 64 << 10, ..Default::default() };
+    let mut qps: Vec<Qp<'_>> = Vec::new();
+    for _ in 0..2 {
+        qps.push(ctrlr.create_io_qpair(qopts).map_err(|e| format!("create qpair: {e}"))?);
+    }
+    for f in &s.faults {
+        sim.inject(FaultRule {
+            queue: Some(qps[f.q].qid()),
+            opcode: None,
+            skip: f.nth,
+            count: 1,
+            fault: fault_of(f.kind),
+        });
+    }
+
+    let mut model = Model::new();
+    let mut commands = 0u64;
+    for op in &s.ops {
+        match *op {
+            Op::Write { q, lba, blocks } | Op::Read { q, lba, blocks } => {
+                let write = matches!(op, Op::Write { .. });
+                let blocks = blocks.min((BLOCKS - lba) as u32);
+                if model.conflicts(write, lba, blocks) {
+                    poll_into(&mut qps[q], &mut model);
+                    continue;
+                }
+                let id = model.next_id;
+                model.next_id += 1;
+                let mut buf = vec![0u8; blocks as usize * BLOCK];
+                if write {
+                    fill(&mut buf, id, lba);
+                }
+                let r = if write {
+                    qps[q].write(&ns, lba, blocks, buf, id)
+                } else {
+                    qps[q].read(&ns, lba, blocks, buf, id)
+                };
+                match r {
+                    Ok(cid) => {
+                        if trace() {
+                            eprintln!("submit q{q} id {id} {cid:?} write {write} lba {lba} n {blocks}");
+                        }
+                        model.in_flight.insert(id, (write, lba, blocks));
+                        commands += 1;
+                    }
+                    // Refused submissions never reach the device: nothing to track.
+                    Err(e) if matches!(e.error, Error::QueueFull) => poll_into(&mut qps[q], &mut model),
+                    Err(_) => {}
+                }
+            }
+            Op::Flush { q } => {
+                let id = model.next_id;
+                model.next_id += 1;
+                if qps[q].flush(&ns, id).is_ok() {
+                    model.in_flight.insert(id, (false, 0, 0));
+                    commands += 1;
+                }
+            }
+            Op::Poll { q } => poll_into(&mut qps[q], &mut model),
+            Op::Advance { us } => sim.advance(Duration::from_micros(us)),
+        }
+    }
+
+    // Every schedule carries at least 25 commands per queue (50 in all), so the
+    // faults aimed at the first 20 commands of a queue are reached.
+    let mut per_queue = [0u64; 2];
+    for (q, qp) in qps.iter().enumerate() {
+        per_queue[q] = qp.stats().submitted;
+    }
+    let injected = |sim: &Sim| FaultKind::ALL.iter().map(|k| sim.stats().faults_of(*k)).sum::<u64>();
+    let mut attempts = 0;
+    // Commands ended by a reset never reached the device: keep going until
+    // every planned fault has struck (or the device is gone).
+    while (per_queue.iter().any(|&n| n < 25) || injected(&sim) < s.faults.len() as u64)
+        && !sim_removed(&ctrlr)
+        && attempts < 4_000
+    {
+        attempts += 1;
+        let q = if per_queue[0] < 25 {
+            0
+        } else if per_queue[1] < 25 {
+            1
+        } else {
+            attempts % 2
+        };
+        let lba = BLOCKS - 1 - (attempts % 8) as u64;
+        if model.conflicts(false, lba, 1) {
+            poll_into(&mut qps[q], &mut model);
+            sim.advance(Duration::from_micros(50));
+            continue;
+        }
+        let id = model.next_id;
+        model.next_id += 1;
+        match qps[q].read(&ns, lba, 1, vec![0u8; BLOCK], id) {
+            Ok(_) => {
+                model.in_flight.insert(id, (false, lba, 1));
+                commands += 1;
+                per_queue[q] += 1;
+            }
+            Err(_) => {
+                poll_into(&mut qps[q], &mut model);
+                sim.advance(Duration::from_micros(50));
+            }
+        }
+    }
+
+    // Drain: time passes until every request has its completion (timeouts,
+    // aborts and resets do their work), bounded in virtual time.
+    let mut rounds = 0;
+    while !model.in_flight.is_empty() && rounds < 20_000 {
+        for qp in qps.iter_mut() {
+            poll_into(qp, &mut model);
+        }
+        sim.advance(Duration::from_micros(500));
+        rounds += 1;
+    }
+    let lost = model.in_flight.len() as u64;
+    let doubled = model.seen.values().filter(|&&n| n > 1).count() as u64;
+    totals.lost += lost;
+    totals.doubled += doubled;
+    totals.violations += model.violations.len() as u64;
+    let stats = sim.stats();
+    let mut injected = 0;
+    for kind in FaultKind::ALL {
+        let n = stats.faults_of(kind);
+        injected += n;
+        *totals.faults.entry(kind.name()).or_insert(0) += n;
+    }
+    totals.injected_per_schedule_min = totals.injected_per_schedule_min.min(injected);
+    if lost > 0 || doubled > 0 || !model.violations.is_empty() {
+        return Err(format!("lost {lost}, doubled {doubled}, {:?}", model.violations.first()));
+    }
+
+    // The faults stop; the driver recovers and new I/O succeeds, and every
+    // block holds one of the values it may hold.
+    sim.clear_faults();
+    sim.set_removed(false);
+    let removed = ctrlr.is_removed();
+    let mut recovered = true;
+    if !removed {
+        for qp in qps.iter_mut() {
+            if check_blocks(qp, &ns, &sim, &mut model).is_err() {
+                recovered = false;
+            }
+        }
+    }
+    drop(qps);
+    drop(ctrlr);
+    if removed || !recovered {
+        // Re-attach: a new controller on the same (now healthy) device.
+        totals.reattached += 1;
+        let ctrlr = Controller::new(sim.hal(), options).map_err(|e| format!("re-attach: {e}"))?;
+        let ns = ctrlr.namespace(1).map_err(|e| format!("namespace after re-attach: {e}"))?;
+        let mut qp: Qp<'_> =
+            ctrlr.create_io_qpair(qopts).map_err(|e| format!("qpair after re-attach: {e}"))?;
+        check_blocks(&mut qp, &ns, &sim, &mut model).map_err(|e| format!("after re-attach: {e}"))?;
+    }
+    if !model.violations.is_empty() {
+        return Err(model.violations[0].clone());
+    }
+    let s = sim.stats();
+    if s.bad_frees != 0 || s.bad_unshares != 0 {
+        return Err(format!("HAL misuse: {} bad frees, {} bad unshares", s.bad_frees, s.bad_unshares));
+    }
+    Ok(commands)
+}
+
+/// Reads every block through `qp` and checks it against the model; then one
+/// write and read-back proves new I/O works.
+fn check_blocks(qp: &mut Qp<'_>, ns: &Namespace, sim: &Sim, model: &mut Model) -> Result<(), String> {
+    let sync = |qp: &mut Qp<'_>, write: bool, lba: u64, buf: Vec<u8>| -> Result<Vec<u8>, String> {
+        let n = (buf.len() / BLOCK) as u32;
+        let r = if write { qp.write(ns, lba, n, buf, 0) } else { qp.read(ns, lba, n, buf, 0) };
+        r.map_err(|e| format!("submit: {}", e.error))?;
+        for _ in 0..10_000 {
+            let mut out = None;
+            qp.poll(0, |c| out = Some((c.result(), c.buffer)));
+            if let Some((res, buf)) = out {
+                res.map_err(|e| format!("{e}"))?;
+                return buf.ok_or_else(|| "no buffer".to_string());
+            }
+            sim.advance(Duration::from_micros(100));
+        }
+        Err("no completion".into())
+    };
+    let data = sync(qp, false, 0, vec![0u8; BLOCKS as usize * BLOCK])?;
+    for b in 0..BLOCKS {
+        let block = &data[b as usize * BLOCK..(b as usize + 1) * BLOCK];
+        if which(block, b, &model.blocks[b as usize]).is_none() {
+            model
+                .violations
+                .push(format!("block {b} holds data of no write in {:?}", model.blocks[b as usize]));
+        }
+    }
+    let mut buf = vec![0u8; BLOCK];
+    fill(&mut buf, u64::MAX, 7);
+    sync(qp, true, 7, buf.clone())?;
+    let back = sync(qp, false, 7, vec![0u8; BLOCK])?;
+    if back != buf {
+        return Err("new I/O after recovery read back wrong data".into());
+    }
+    model.blocks[7] = BTreeSet::from([u64::MAX]);
+    Ok(())
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[test]
+fn random_schedules_with_faults_keep_every_request() {
+    // A quick run by default (debug builds in `cargo test`); xtask asks for
+    // 10,000 in a release build.
+    let schedules = env_u64("NVME_SCHEDULES", 200);
+    let seed = env_u64("NVME_SEED", 0x6e76_6d65_2d73_696d);
+    let mut seed_bytes = [0u8; 32];
+    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let config = Config { cases: schedules as u32, failure_persistence: None, ..Config::default() };
+    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes));
+    let mut totals = Totals { injected_per_schedule_min: u64::MAX, ..Totals::default() };
+    let strategy = schedule();
+    // NVME_ONLY=i runs schedule i alone (the failure report names it).
+    let only = std::env::var("NVME_ONLY").ok().and_then(|v| v.parse::<u64>().ok());
+    for i in 0..schedules {
+        let s = strategy.new_tree(&mut runner).expect("schedule").current();
+        if only.is_some_and(|o| o != i) {
+            continue;
+        }
+        totals.schedules += 1;
+        match catch_unwind(AssertUnwindSafe(|| run(&s, &mut totals))) {
+            Ok(Ok(n)) => totals.commands += n,
+            Ok(Err(why)) => {
+                totals.not_recovered += 1;
+                totals
+                    .first_failure
+                    .get_or_insert_with(|| format!("schedule {i} (NVME_ONLY={i}): {why}\n{s:?}"));
+            }
+            Err(_) => {
+                totals.panics += 1;
+                totals
+                    .first_failure
+                    .get_or_insert_with(|| format!("schedule {i} (NVME_ONLY={i}): panic\n{s:?}"));
+            }
+        }
+    }
+    println!(
+        "schedules {}, commands {}, lost {}, doubled {}, panics {}, read/data violations {}, failed schedules {}, re-attached {}, fewest faults in a schedule {}",
+        totals.schedules,
+        totals.commands,
+        totals.lost,
+        totals.doubled,
+        totals.panics,
+        totals.violations,
+        totals.not_recovered,
+        totals.reattached,
+        totals.injected_per_schedule_min
+    );
+    println!("faults injected: {:?}", totals.faults);
+    if let Some(f) = &totals.first_failure {
+        println!("first failure: {f}");
+    }
+    assert_eq!((totals.lost, totals.doubled, totals.panics, totals.not_recovered), (0, 0, 0, 0));
+    assert!(totals.injected_per_schedule_min >= 3, "a schedule had fewer than 3 faults injected");
+    assert!(totals.commands >= 50 * totals.schedules / 2, "schedules too short: {totals:?}");
+}
