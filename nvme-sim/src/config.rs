@@ -41,6 +41,9 @@ pub struct SimConfig {
     /// Abort really aborts a pending command (default true). QEMU's controller
     /// never does: it always answers "not aborted".
     pub abort_works: bool,
+    /// Abort answers "aborted" (DW0 bit 0 clear) but leaves the command as it
+    /// is: a device whose abort lies. Overrides `abort_works`.
+    pub abort_lies: bool,
     /// Identify data that lies (all `None` by default).
     pub lies: IdentifyLies,
 }
@@ -60,6 +63,7 @@ impl Default for SimConfig {
             now_tick: Duration::from_micros(1),
             rdy_never: false,
             abort_works: true,
+            abort_lies: false,
             lies: IdentifyLies::default(),
         }
     }

@@ -1117,6 +1117,9 @@ impl State {
     fn abort(&mut self, cmd: &SubmissionEntry) -> u32 {
         let sqid = cmd.cdw10 as u16;
         let cid = (cmd.cdw10 >> 16) as u16;
+        if self.cfg.abort_lies {
+            return 0;
+        }
         if !self.cfg.abort_works {
             return 1;
         }

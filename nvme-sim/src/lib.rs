@@ -167,6 +167,11 @@ impl Sim {
         self.state.borrow_mut().cfg.lies = lies;
     }
 
+    /// Makes Abort answer "aborted" without aborting anything (or stop that).
+    pub fn set_abort_lies(&self, lies: bool) {
+        self.state.borrow_mut().cfg.abort_lies = lies;
+    }
+
     /// Makes Abort work or not (QEMU's never does).
     pub fn set_abort_works(&self, works: bool) {
         self.state.borrow_mut().cfg.abort_works = works;
