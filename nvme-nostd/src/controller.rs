@@ -321,7 +321,7 @@ impl<H: Hal> Controller<H> {
         if self.is_removed() {
             return Err(Error::DeviceRemoved);
         }
-        let result = {
+        let (result, cid) = {
             let mut admin = self.admin.lock();
             if out.is_some() {
                 admin.data.zero();
@@ -331,13 +331,12 @@ impl<H: Hal> Controller<H> {
             if let (Ok(_), Some(out)) = (&r, out) {
                 admin.data.read_bytes(0, out);
             }
-            if let Err(Error::Timeout(_)) = r {
-                if let Some(cb) = self.options.timeout_callback {
-                    cb(TimeoutEvent { qid: 0, cid: Cid(admin.last_cid()), opcode: cmd.opc() });
-                }
-            }
-            r
+            (r, Cid(admin.last_cid()))
         };
+        // The callback runs without the admin lock, so it may use the driver.
+        if let (Err(Error::Timeout(_)), Some(cb)) = (&result, self.options.timeout_callback) {
+            cb(TimeoutEvent { qid: 0, cid, opcode: cmd.opc() });
+        }
         match result {
             Err(Error::Timeout(_)) | Err(Error::ControllerFatal) => {
                 let _ = self.reset();

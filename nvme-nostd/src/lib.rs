@@ -40,3 +40,22 @@ pub use namespace::Namespace;
 pub use qpair::{Completion, IoQueuePair, QpairOptions, QueueStats, SubmitError};
 pub use slots::Cid;
 pub use spec::status::Status;
+
+/// Internals for the fuzz targets in `fuzz/` (feature `fuzzing`); not a stable
+/// API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::namespace::csi_from_descriptors;
+    pub use crate::prp::{build as prp_build, list_pages_for, pages_touched, Prp, PrpListSink};
+
+    /// [`crate::Namespace`]'s checks of identify data.
+    pub fn namespace(
+        nsid: u32,
+        id: &crate::spec::identify::IdentifyNamespace,
+        csi: u8,
+        max_transfer: Option<usize>,
+    ) -> crate::Result<crate::Namespace> {
+        crate::Namespace::from_identify(nsid, id, csi, max_transfer)
+    }
+}

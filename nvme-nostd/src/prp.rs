@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 /// Where the entries of a PRP list go: pages of memory whose device addresses are
 /// known. Implemented over the DMA memory of a request slot, and over plain
 /// vectors in tests.
-pub(crate) trait PrpListSink {
+pub trait PrpListSink {
     /// The number of list pages available.
     fn pages(&self) -> usize;
     /// The device address of list page `page`.
@@ -23,14 +23,16 @@ pub(crate) trait PrpListSink {
 
 /// PRP1 and PRP2 of a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Prp {
+pub struct Prp {
+    /// PRP Entry 1.
     pub prp1: u64,
+    /// PRP Entry 2, or the PRP list pointer.
     pub prp2: u64,
 }
 
 /// The number of list pages needed for a transfer touching `touched` pages,
 /// each list page holding `per_page` entries.
-pub(crate) const fn list_pages_for(touched: usize, per_page: usize) -> usize {
+pub const fn list_pages_for(touched: usize, per_page: usize) -> usize {
     if touched <= 2 {
         0
     } else {
@@ -46,15 +48,15 @@ pub(crate) const fn list_pages_for(touched: usize, per_page: usize) -> usize {
 }
 
 /// The number of memory pages that `len` bytes at `addr` touch.
-pub(crate) const fn pages_touched(addr: u64, len: usize, page_size: usize) -> usize {
+pub const fn pages_touched(addr: u64, len: usize, page_size: usize) -> usize {
     let offset = (addr % page_size as u64) as usize;
-    (offset + len).div_ceil(page_size)
+    offset.saturating_add(len).div_ceil(page_size)
 }
 
 /// Builds PRP1/PRP2 for `len` bytes at device address `addr`, writing a PRP list
 /// into `sink` when one is needed. `page_size` is CC.MPS's page size, a power
 /// of two of at least 4096.
-pub(crate) fn build(addr: u64, len: usize, page_size: usize, sink: &mut impl PrpListSink) -> Result<Prp> {
+pub fn build(addr: u64, len: usize, page_size: usize, sink: &mut impl PrpListSink) -> Result<Prp> {
     debug_assert!(page_size.is_power_of_two() && page_size >= 4096);
     if len == 0 {
         return Err(Error::InvalidArgument("zero-length transfer"));
@@ -66,7 +68,7 @@ pub(crate) fn build(addr: u64, len: usize, page_size: usize, sink: &mut impl Prp
     let first_page = addr & !(page - 1);
     let touched = pages_touched(addr, len, page_size);
     // Page k of the transfer (k >= 1) starts at first_page + k * page.
-    let page_n = |k: usize| first_page + k as u64 * page;
+    let page_n = |k: usize| first_page.wrapping_add((k as u64).wrapping_mul(page));
     match touched {
         1 => Ok(Prp { prp1: addr, prp2: 0 }),
         2 => Ok(Prp { prp1: addr, prp2: page_n(1) }),

@@ -1113,6 +1113,13 @@ impl State {
         SUCCESS
     }
 
+    /// See [`crate::Sim::scribble_cq`].
+    pub(crate) fn scribble_cq(&mut self, cqid: u16, bytes: &[u8]) -> bool {
+        let Some(cq) = self.cqs.get(&cqid) else { return false };
+        let len = bytes.len().min(cq.size as usize * 16);
+        self.mem.device_write(cq.base, &bytes[..len])
+    }
+
     /// Abort (section 5.1): DW0 bit 0 is 0 when the command was aborted.
     fn abort(&mut self, cmd: &SubmissionEntry) -> u32 {
         let sqid = cmd.cdw10 as u16;

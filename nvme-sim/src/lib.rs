@@ -215,6 +215,14 @@ impl Sim {
         store[start..start + data.len()].copy_from_slice(data);
     }
 
+    /// Overwrites the memory of completion queue `cqid` with `bytes` (from
+    /// its first entry on, at most the whole ring), as a device gone mad would:
+    /// for fuzzing the host's completion processing. Returns false when the
+    /// queue does not exist.
+    pub fn scribble_cq(&self, cqid: u16, bytes: &[u8]) -> bool {
+        self.state.borrow_mut().scribble_cq(cqid, bytes)
+    }
+
     /// Counters and invariants.
     pub fn stats(&self) -> SimStats {
         self.state.borrow().stats()
