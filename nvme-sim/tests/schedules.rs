@@ -114,6 +114,8 @@ struct Totals {
     not_recovered: u64,
     reattached: u64,
     injected_per_schedule_min: u64,
+    fewest_faults_at: u64,
+    current: u64,
     faults: BTreeMap<&'static str, u64>,
     first_failure: Option<String>,
 }
@@ -243,7 +245,14 @@ fn run(s: &Schedule, totals: &mut Totals) -> Result<u64, String> {
     for _ in 0..2 {
         qps.push(ctrlr.create_io_qpair(qopts).map_err(|e| format!("create qpair: {e}"))?);
     }
+    // A removal ends all device activity: it is armed only once every other
+    // planned fault has struck (in the top-up phase below).
+    let mut removal = None;
     for f in &s.faults {
+        if f.kind == FaultKind::Removal {
+            removal = Some(f.q);
+            continue;
+        }
         sim.inject(FaultRule {
             queue: Some(qps[f.q].qid()),
             opcode: None,
@@ -316,6 +325,18 @@ fn run(s: &Schedule, totals: &mut Totals) -> Result<u64, String> {
         && attempts < 4_000
     {
         attempts += 1;
+        if let Some(q) = removal {
+            if injected(&sim) + 1 >= s.faults.len() as u64 {
+                sim.inject(FaultRule {
+                    queue: Some(qps[q].qid()),
+                    opcode: None,
+                    skip: 0,
+                    count: 1,
+                    fault: Fault::Removal,
+                });
+                removal = None;
+            }
+        }
         let q = if per_queue[0] < 25 {
             0
         } else if per_queue[1] < 25 {
@@ -325,7 +346,10 @@ fn run(s: &Schedule, totals: &mut Totals) -> Result<u64, String> {
         };
         let lba = BLOCKS - 1 - (attempts % 8) as u64;
         if model.conflicts(false, lba, 1) {
-            poll_into(&mut qps[q], &mut model);
+            // The conflicting request may be on the other queue: poll both.
+            for qp in qps.iter_mut() {
+                poll_into(qp, &mut model);
+            }
             sim.advance(Duration::from_micros(50));
             continue;
         }
@@ -337,11 +361,24 @@ fn run(s: &Schedule, totals: &mut Totals) -> Result<u64, String> {
                 commands += 1;
                 per_queue[q] += 1;
             }
-            Err(_) => {
-                poll_into(&mut qps[q], &mut model);
+            Err(e) => {
+                if trace() {
+                    eprintln!("top-up submit on q{q} refused: {}", e.error);
+                }
+                for qp in qps.iter_mut() {
+                    poll_into(qp, &mut model);
+                }
                 sim.advance(Duration::from_micros(50));
             }
         }
+    }
+
+    if trace() {
+        eprintln!(
+            "top-up done after {attempts} attempts: per queue {per_queue:?}, injected {}, removed {}",
+            injected(&sim),
+            ctrlr.is_removed()
+        );
     }
 
     // Drain: time passes until every request has its completion (timeouts,
@@ -366,7 +403,10 @@ fn run(s: &Schedule, totals: &mut Totals) -> Result<u64, String> {
         injected += n;
         *totals.faults.entry(kind.name()).or_insert(0) += n;
     }
-    totals.injected_per_schedule_min = totals.injected_per_schedule_min.min(injected);
+    if injected < totals.injected_per_schedule_min {
+        totals.injected_per_schedule_min = injected;
+        totals.fewest_faults_at = totals.current;
+    }
     if lost > 0 || doubled > 0 || !model.violations.is_empty() {
         return Err(format!("lost {lost}, doubled {doubled}, {:?}", model.violations.first()));
     }
@@ -467,6 +507,7 @@ fn random_schedules_with_faults_keep_every_request() {
             continue;
         }
         totals.schedules += 1;
+        totals.current = i;
         match catch_unwind(AssertUnwindSafe(|| run(&s, &mut totals))) {
             Ok(Ok(n)) => totals.commands += n,
             Ok(Err(why)) => {
@@ -500,6 +541,10 @@ fn random_schedules_with_faults_keep_every_request() {
         println!("first failure: {f}");
     }
     assert_eq!((totals.lost, totals.doubled, totals.panics, totals.not_recovered), (0, 0, 0, 0));
-    assert!(totals.injected_per_schedule_min >= 3, "a schedule had fewer than 3 faults injected");
+    assert!(
+        totals.injected_per_schedule_min >= 3,
+        "schedule {} had fewer than 3 faults injected",
+        totals.fewest_faults_at
+    );
     assert!(totals.commands >= 50 * totals.schedules / 2, "schedules too short: {totals:?}");
 }
