@@ -295,7 +295,7 @@ fn out_of_range_repeated_and_stale_cids_are_ignored() {
             qp.read(&ns, i, 1, vec![0; 512], 10 + i as u32).map_err(|e| e.error).unwrap();
         }
         collect(&sim, &mut qp, 3);
-        sim.inject(once(qp.qid(), IoOpcode::READ, fault.clone()));
+        sim.inject(once(qp.qid(), IoOpcode::READ, fault));
         qp.read(&ns, 0, 1, vec![0; 512], 1).map_err(|e| e.error).unwrap();
         let done = collect(&sim, &mut qp, 1);
         assert_eq!(done.len(), 1, "{fault:?}");
