@@ -66,6 +66,8 @@ pub struct Config {
     bios: Bios,
     append: &'static str,
     expect_pass: bool,
+    /// For a run that must fail: text its output must contain.
+    failure_text: &'static str,
     controllers: Vec<Ctrl>,
 }
 
@@ -75,7 +77,14 @@ fn simple(props: &'static str) -> Ctrl {
 
 fn config(name: &str, bios: Bios, controllers: Vec<Ctrl>) -> Config {
     let fw = if bios == Bios::Qboot { "qboot" } else { "SeaBIOS" };
-    Config { name: format!("{name} ({fw})"), bios, append: "", expect_pass: true, controllers }
+    Config {
+        name: format!("{name} ({fw})"),
+        bios,
+        append: "",
+        expect_pass: true,
+        failure_text: "",
+        controllers,
+    }
 }
 
 /// The configurations `cargo xtask test` boots.
@@ -105,6 +114,11 @@ pub fn test_configs() -> Vec<Config> {
     let mut planted = config("planted verify mismatch must fail", Bios::SeaBios, vec![simple("")]);
     planted.append = "plant-mismatch";
     planted.expect_pass = false;
+    planted.failure_text = "FAILED: verify mismatch";
+    let mut exception = config("CPU exception must fail", Bios::SeaBios, vec![simple("")]);
+    exception.append = "raise-exception";
+    exception.expect_pass = false;
+    exception.failure_text = "CPU EXCEPTION: invalid opcode";
     vec![
         config("default", Bios::SeaBios, vec![simple("")]),
         config("default", Bios::Qboot, vec![simple("")]),
@@ -126,6 +140,7 @@ pub fn test_configs() -> Vec<Config> {
             vec![untestable()],
         ),
         planted,
+        exception,
     ]
 }
 
@@ -276,8 +291,9 @@ pub fn run_config(kernel: &Path, config: &Config, kvm: bool) -> bool {
     };
     let mut text = String::new();
     let _ = fs::File::open(&log).and_then(|mut f| f.read_to_string(&mut text));
-    for line in
-        text.lines().filter(|l| l.contains("FAILED") || l.contains("PANIC") || l.contains(" passed, "))
+    for line in text
+        .lines()
+        .filter(|l| ["FAILED", "PANIC", "CPU EXCEPTION", " passed, "].iter().any(|w| l.contains(w)))
     {
         eprintln!("    {line}");
     }
@@ -285,7 +301,7 @@ pub fn run_config(kernel: &Path, config: &Config, kvm: bool) -> bool {
     let ok = if config.expect_pass {
         status == Some(PASS_STATUS) && summary_clean
     } else {
-        status == Some(FAIL_STATUS) && text.contains("FAILED")
+        status == Some(FAIL_STATUS) && text.contains(config.failure_text)
     };
     if !ok {
         eprintln!(

@@ -5,7 +5,9 @@
 //! `boot.rs`). Kernel command line switches (`-append`):
 //! - `plant-mismatch`: corrupt the first read-back, to prove a failure fails;
 //! - `dump-identify`: print the first controller's Identify Controller and
-//!   Identify Namespace (NSID 1) data in hex, for test fixtures.
+//!   Identify Namespace (NSID 1) data in hex, for test fixtures;
+//! - `raise-exception`: execute UD2, to prove a CPU exception fails the run
+//!   (with a message) instead of triple-faulting.
 //!
 //! The verdict leaves through `isa-debug-exit`: status 33 passed, 35 failed.
 #![no_std]
@@ -13,6 +15,7 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod boot;
+mod exceptions;
 mod start_info;
 
 use core::fmt::Write;
@@ -38,14 +41,40 @@ static DMA_POOL: spin::Once<DmaPool> = spin::Once::new();
 static CLOCK: spin::Once<TscClock> = spin::Once::new();
 static SERIAL: spin::Mutex<Option<Serial>> = spin::Mutex::new(None);
 
-/// Writes to COM1 (used by the panic handler too).
+/// Writes to COM1 (used by the panic and exception handlers too).
 struct Console;
+
+impl Console {
+    /// A console for a handler that may have interrupted a writer holding the
+    /// serial lock: it skips the lock rather than deadlock.
+    fn emergency() -> EmergencyConsole {
+        EmergencyConsole
+    }
+}
 
 impl Write for Console {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
         match SERIAL.lock().as_mut() {
             Some(serial) => serial.write_str(s),
             None => Ok(()),
+        }
+    }
+}
+
+/// See [`Console::emergency`].
+struct EmergencyConsole;
+
+impl Write for EmergencyConsole {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        match SERIAL.try_lock() {
+            Some(mut guard) => match guard.as_mut() {
+                Some(serial) => serial.write_str(s),
+                None => Ok(()),
+            },
+            // SAFETY: the lock holder was interrupted and never runs again
+            // (the handler exits QEMU); a fresh handle to COM1 is the only way
+            // to get the message out.
+            None => unsafe { Serial::init() }.write_str(s),
         }
     }
 }
@@ -60,12 +89,18 @@ const MAPPED_LIMIT: u64 = 1 << 32;
 extern "C" fn kernel_main(start_info: u32) -> ! {
     // SAFETY: the kernel is the only user of COM1.
     *SERIAL.lock() = Some(unsafe { Serial::init() });
+    exceptions::install();
     let mut out = Console;
     // SAFETY: `start_info` is the physical address QEMU's PVH loader passed,
     // identity mapped by the boot code.
     let cmdline = unsafe { start_info::command_line(start_info) };
     let plant_mismatch = cmdline.split(' ').any(|w| w == "plant-mismatch");
     let dump_identify = cmdline.split(' ').any(|w| w == "dump-identify");
+    if cmdline.split(' ').any(|w| w == "raise-exception") {
+        let _ = writeln!(out, "raising an invalid-opcode exception on purpose");
+        // SAFETY: UD2 raises #UD, whose handler reports it and exits QEMU.
+        unsafe { core::arch::asm!("ud2") };
+    }
     let _ = writeln!(out, "nvme-nostd QEMU demo; command line: \"{cmdline}\"");
 
     // SAFETY: the kernel owns the PIT.
