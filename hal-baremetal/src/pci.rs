@@ -181,10 +181,14 @@ pub fn enable(
         let mut address = address;
         if size > 0 && address == 0 {
             address = window.take(size).ok_or(PciError::WindowFull(size))?;
+            if width == 1 && address + size > 1 << 32 {
+                return Err(PciError::WindowFull(size));
+            }
             // SAFETY: a naturally aligned address in a window that the caller
-            // says is free, of the BAR's own width (checked: 32-bit BARs get
-            // addresses below 4 GiB only if the window is there).
-            let _ = unsafe { endpoint.write_bar(slot, access, address as usize) };
+            // says is free; a 32-bit BAR gets one below 4 GiB (checked above).
+            if unsafe { endpoint.write_bar(slot, access, address as usize) }.is_err() {
+                return Err(PciError::NoMemoryBar0);
+            }
         }
         if slot == 0 && size > 0 {
             bar0 = Some(MemoryBar { address, size });

@@ -83,7 +83,7 @@ impl AdminQueue {
         }
         self.sq.ring(hal);
 
-        let deadline = hal.now() + timeout;
+        let deadline = hal.now().saturating_add(timeout);
         let mut spins: u32 = 0;
         loop {
             while let Some(entry) = self.cq.peek(hal) {

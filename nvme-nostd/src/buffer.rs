@@ -6,34 +6,28 @@
 
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
-use hal_traits::{DeviceAddr, DmaRegion, Hal, HalError, PAGE_SIZE};
+use hal_traits::{DmaRegion, Hal, HalError, PAGE_SIZE};
 
 /// A buffer a request can own.
+///
+/// Every buffer reaches the device through [`Hal::share`], which gives the
+/// HAL the chance to check or map it (a buffer from another device's DMA
+/// domain is not trusted).
 ///
 /// # Safety
 ///
 /// Implementations guarantee that the bytes behind `deref_mut()` stay at the same
 /// address, valid and not reachable through any other path, for as long as the
 /// value lives, even when the value itself is moved: the device writes them
-/// while the request holds the value. `Box<[u8]>`, `Vec<u8>`, `&'static mut
-/// [u8]` and [`DmaBuffer`] qualify; an array held by value does not.
-pub unsafe trait IoBuffer: DerefMut<Target = [u8]> {
-    /// The device address of the first byte, if the buffer is already DMA
-    /// memory; the driver then skips [`Hal::share`].
-    fn device_addr(&self) -> Option<DeviceAddr> {
-        None
-    }
-}
-
-// SAFETY: a `&'static mut [u8]` is exclusive for ever and does not move.
-unsafe impl IoBuffer for &'static mut [u8] {}
+/// while the request holds the value. Moving the value must not assert
+/// uniqueness over the bytes either (Rust's aliasing model treats a moved
+/// `Box` or `&mut` as a fresh unique pointer, which would invalidate the
+/// pointer the device was given), so `Box<[u8]>` and `&'static mut [u8]` do
+/// not qualify; `Vec<u8>` and [`DmaBuffer`] do.
+pub unsafe trait IoBuffer: DerefMut<Target = [u8]> {}
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
-
-// SAFETY: the heap allocation of a Box does not move when the Box does.
-#[cfg(feature = "alloc")]
-unsafe impl IoBuffer for alloc::boxed::Box<[u8]> {}
 
 // SAFETY: the heap allocation of a Vec does not move when the Vec does, and
 // only `&mut Vec` could grow it, which the request does not hand out.
@@ -100,13 +94,10 @@ impl<H: Hal> DerefMut for DmaBuffer<'_, H> {
     }
 }
 
-// SAFETY: the allocation does not move with the value and is exclusively owned
-// by it until `drop`.
-unsafe impl<H: Hal> IoBuffer for DmaBuffer<'_, H> {
-    fn device_addr(&self) -> Option<DeviceAddr> {
-        Some(self.region.daddr.offset(self.offset as u64))
-    }
-}
+// SAFETY: the allocation does not move with the value, is reached only through
+// a raw pointer (no unique reference is asserted on a move), and is exclusively
+// owned by the value until `drop`.
+unsafe impl<H: Hal> IoBuffer for DmaBuffer<'_, H> {}
 
 impl<H: Hal> Drop for DmaBuffer<'_, H> {
     fn drop(&mut self) {

@@ -98,7 +98,7 @@ fn read_csts<H: Hal>(hal: &H) -> Result<Csts> {
 
 /// Waits until CSTS.RDY equals `ready`, bounded by `timeout`.
 fn wait_ready<H: Hal>(hal: &H, ready: bool, timeout: Duration) -> Result {
-    let deadline = hal.now() + timeout;
+    let deadline = hal.now().saturating_add(timeout);
     loop {
         let csts = read_csts(hal)?;
         if csts.rdy() == ready {
@@ -380,7 +380,11 @@ impl<H: Hal> Controller<H> {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         admin.restart();
         start_admin(&self.hal, &admin);
+        // Until the controller is ready again, the admin queue stays failed:
+        // no command goes to a controller with CSTS.RDY = 0.
+        admin.failed = true;
         wait_ready(&self.hal, true, ready_timeout(self.cap))?;
+        admin.failed = false;
         let n = (self.io_queues.max(1) - 1) as u32;
         let mut cmd = SubmissionEntry::new(AdminOpcode::SET_FEATURES.0, 0);
         cmd.cdw10 = feature::NUMBER_OF_QUEUES as u32;
@@ -486,7 +490,7 @@ impl<H: Hal> Controller<H> {
         let cc = Cc::from_bits(raw);
         if cc.en() {
             self.hal.write32(offset::CC, cc.with_shn(shn::NORMAL).into_bits());
-            let deadline = self.hal.now() + ready_timeout(self.cap);
+            let deadline = self.hal.now().saturating_add(ready_timeout(self.cap));
             loop {
                 let csts = read_csts(&self.hal)?;
                 if csts.shst() == shst::COMPLETE || csts.cfs() {

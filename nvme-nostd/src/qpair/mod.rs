@@ -372,19 +372,16 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             return Err(SubmitError { error: Error::InvalidArgument("null buffer"), buffer: buf, context });
         };
         let hal = &self.ctrlr.hal;
-        let shared = match buf.device_addr() {
-            Some(daddr) => Shared { vaddr, len, daddr, direction, by_hal: false },
-            // SAFETY: `buf` is an IoBuffer, so its bytes stay in place and
-            // exclusive while the request owns it; `unshare` is called once the
-            // device is done (in `poll`, or in `Drop` after the queue is
-            // quiesced), or just below if the submission fails.
-            None => match unsafe { hal.share(vaddr, len, direction) } {
-                Ok(daddr) => Shared { vaddr, len, daddr, direction, by_hal: true },
-                Err(e) => {
-                    self.slots.cancel(slot);
-                    return Err(SubmitError { error: Error::Hal(e), buffer: buf, context });
-                }
-            },
+        // SAFETY: `buf` is an IoBuffer, so its bytes stay in place and
+        // exclusive while the request owns it; `unshare` is called once the
+        // device is done (in `poll`, or in `Drop` after the queue is quiesced),
+        // or just below if the submission fails.
+        let shared = match unsafe { hal.share(vaddr, len, direction) } {
+            Ok(daddr) => Shared { vaddr, len, daddr, direction, by_hal: true },
+            Err(e) => {
+                self.slots.cancel(slot);
+                return Err(SubmitError { error: Error::Hal(e), buffer: buf, context });
+            }
         };
         let mut sink = SlotPrpSink {
             mem: self.prp.as_ref(),
@@ -438,7 +435,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         shared: Option<Shared>,
     ) -> Request<B, C> {
         let deadline = match self.timeout {
-            Some(t) => self.ctrlr.hal.now() + t,
+            Some(t) => self.ctrlr.hal.now().saturating_add(t),
             None => Duration::MAX,
         };
         Request {
@@ -534,7 +531,9 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         if consumed {
             self.cq.ring(hal);
         }
-        if self.timeout.is_some() {
+        // Look for timeouts only once every posted completion has been taken:
+        // a request whose completion waits in the queue is not late.
+        if self.timeout.is_some() && self.cq.peek(hal).is_none() {
             self.check_timeouts();
             if self.pending_done > 0 && (max == 0 || delivered < max) {
                 let left = if max == 0 { 0 } else { max - delivered };
@@ -553,7 +552,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         }
         let new_cid = self.slots.renew(cid)?;
         let deadline = match self.timeout {
-            Some(t) => self.ctrlr.hal.now() + t,
+            Some(t) => self.ctrlr.hal.now().saturating_add(t),
             None => Duration::MAX,
         };
         let req = self.slots.get_mut(new_cid)?;

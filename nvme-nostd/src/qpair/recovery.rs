@@ -66,7 +66,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         if now < self.next_timeout_check || self.slots.in_flight() == 0 {
             return;
         }
-        self.next_timeout_check = now + (timeout / 8).max(Duration::from_micros(100));
+        self.next_timeout_check = now.saturating_add((timeout / 8).max(Duration::from_micros(100)));
 
         let mut expired: heapless::Vec<Cid, N> = heapless::Vec::new();
         let mut reset = false;
@@ -74,10 +74,12 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             if req.done.is_some() || now < req.deadline {
                 continue;
             }
-            if req.aborted {
-                // Aborted, yet still not completed: only a reset ends it.
+            if req.aborted || req.timed_out {
+                // Aborted yet still not completed, or a reset that should
+                // have ended it failed: only a (new) reset ends it.
                 reset = true;
-            } else if !req.timed_out {
+                req.deadline = now.saturating_add(timeout);
+            } else {
                 let _ = expired.push(cid);
             }
         }
@@ -108,7 +110,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
                         self.stats.aborts += 1;
                         if let Some(req) = self.slots.get_mut(*cid) {
                             req.aborted = true;
-                            req.deadline = now + timeout;
+                            req.deadline = now.saturating_add(timeout);
                         }
                     }
                     // "Not aborted", an abort that failed or timed out (which
@@ -130,9 +132,11 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
     }
 
     fn mark_timed_out(&mut self, cids: &[Cid]) {
+        let again = self.ctrlr.hal.now().saturating_add(self.timeout.unwrap_or(Duration::MAX));
         for cid in cids {
             if let Some(req) = self.slots.get_mut(*cid) {
                 req.timed_out = true;
+                req.deadline = again;
                 self.stats.timeouts += 1;
             }
         }

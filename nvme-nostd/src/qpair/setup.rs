@@ -36,7 +36,7 @@ impl<H: Hal> Controller<H> {
         }
         // A transfer of max_transfer bytes at any dword offset touches this many
         // pages; its PRP list pages are reserved per slot.
-        let touched = max_transfer / PAGE_SIZE + 1;
+        let touched = max_transfer.div_ceil(PAGE_SIZE) + 1;
         let prp_pages_per_slot = prp::list_pages_for(touched, PAGE_SIZE / 8);
 
         let qid = self.alloc_qid()?;
