@@ -292,8 +292,19 @@ impl<H: Hal> Controller<H> {
         self.removed.load(Ordering::Acquire)
     }
 
-    pub(crate) fn mark_removed(&self) {
+    /// Called when a register read all ones: reads CSTS a few more times,
+    /// 1 ms apart, and marks the controller removed only if every read is all
+    /// ones (one bad read is not proof that the device is gone). Returns
+    /// whether it is.
+    pub(crate) fn confirm_removed(&self) -> bool {
+        for _ in 0..3 {
+            if self.hal.read32(offset::CSTS) != u32::MAX {
+                return false;
+            }
+            self.hal.delay(Duration::from_millis(1));
+        }
         self.removed.store(true, Ordering::Release);
+        true
     }
 
     /// The reset epoch: it moves on each time a reset quiesced the controller.
@@ -341,7 +352,13 @@ impl<H: Hal> Controller<H> {
             Err(Error::Timeout(_)) | Err(Error::ControllerFatal) => {
                 let _ = self.reset();
             }
-            Err(Error::DeviceRemoved) => self.mark_removed(),
+            Err(Error::DeviceRemoved) => {
+                if !self.confirm_removed() {
+                    // A transient all-ones read: the admin queue is in an
+                    // unknown state, so reset.
+                    let _ = self.reset();
+                }
+            }
             _ => {}
         }
         result
@@ -371,7 +388,7 @@ impl<H: Hal> Controller<H> {
         admin.failed = true;
         if let Err(e) = disable(&self.hal, self.cap) {
             if e == Error::DeviceRemoved {
-                self.mark_removed();
+                self.confirm_removed();
             }
             return Err(e);
         }

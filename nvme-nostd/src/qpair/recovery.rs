@@ -40,9 +40,17 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             if req.done.is_some() {
                 continue;
             }
-            if let Some(s) = req.shared.take() {
-                // SAFETY: the controller is disabled by the reset, or gone; the
-                // device no longer accesses the buffer.
+            if removed {
+                // A removed device cannot be proven stopped: its registers
+                // read all ones, so it cannot be disabled. The request still
+                // ends (without its buffer), and the buffer and its mapping
+                // are leaked rather than handed back for reuse.
+                core::mem::forget(req.shared.take());
+                core::mem::forget(req.buffer.take());
+            } else if let Some(s) = req.shared.take() {
+                // SAFETY: the reset disabled the controller (the epoch moved
+                // only after CSTS.RDY read 0): the device no longer accesses
+                // the buffer.
                 unsafe { unshare(hal, &s) };
             }
             req.done = Some(if req.timed_out { Error::Timeout("I/O command") } else { reason });
@@ -87,13 +95,15 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             return;
         }
         match self.ctrlr.csts() {
-            Err(_) => {
-                // All ones: the device is gone.
-                self.ctrlr.mark_removed();
+            Err(_) if self.ctrlr.confirm_removed() => {
+                // All ones, again and again: the device is gone.
                 self.mark_timed_out(&expired);
                 self.recover();
                 return;
             }
+            // One all-ones read that did not repeat: treat it as a sick
+            // controller.
+            Err(_) => reset = true,
             Ok(csts) if csts.cfs() => reset = true,
             Ok(_) => {}
         }

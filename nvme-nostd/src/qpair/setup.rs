@@ -179,20 +179,28 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         cmd.prp1 = self.sq.daddr().0;
         cmd.cdw10 = ((entries - 1) << 16) | self.qid as u32;
         cmd.cdw11 = ((self.qid as u32) << 16) | ((self.priority as u32) << 1) | 1;
-        self.ctrlr.admin_exec(cmd, None)?;
+        if let Err(e) = self.ctrlr.admin_exec(cmd, None) {
+            // Leave no completion queue behind on the device.
+            let _ = self.ctrlr.delete_queue(AdminOpcode::DELETE_IO_CQ, self.qid);
+            return Err(e);
+        }
         Ok(())
     }
 }
 
 impl<H: Hal, B: IoBuffer, C, const N: usize> Drop for IoQueuePair<'_, H, B, C, N> {
     fn drop(&mut self) {
-        // After a reset or a removal the controller has no queues of ours left
-        // that could touch memory; otherwise delete them, or disable it all.
-        let quiesced = self.ctrlr.epoch() != self.epoch
-            || self.ctrlr.is_removed()
-            || self.failed.is_some()
-            || self.delete_queues().is_ok()
-            || self.ctrlr.disable().is_ok();
+        // A removed device cannot be proven stopped (its registers read all
+        // ones), so nothing it may write is released. Otherwise the queues are
+        // gone after a reset since our epoch, or after a failed re-creation;
+        // else delete them, and if that fails reset the controller (other
+        // queue pairs notice the epoch and recover).
+        let quiesced = !self.ctrlr.is_removed()
+            && (self.ctrlr.epoch() != self.epoch
+                || self.failed.is_some()
+                || self.delete_queues().is_ok()
+                || self.ctrlr.reset().is_ok()
+                || self.ctrlr.epoch() != self.epoch);
         let hal = &self.ctrlr.hal;
         if !quiesced {
             // The device may still write any of this memory: leak all of it.
