@@ -46,16 +46,18 @@ unsafe impl Hal for BareMetalHal {
         self.bar0.read32(offset)
     }
 
-    fn write32(&self, offset: usize, value: u32) {
-        self.bar0.write32(offset, value)
+    unsafe fn write32(&self, offset: usize, value: u32) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.bar0.write32(offset, value) }
     }
 
     fn read64(&self, offset: usize) -> u64 {
         self.bar0.read64(offset)
     }
 
-    fn write64(&self, offset: usize, value: u64) {
-        self.bar0.write64(offset, value)
+    unsafe fn write64(&self, offset: usize, value: u64) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.bar0.write64(offset, value) }
     }
 
     fn dma_alloc(&self, pages: usize) -> Result<DmaRegion, HalError> {

@@ -145,10 +145,17 @@ pub unsafe trait Hal {
 
     /// Writes the 32-bit register at byte `offset` of BAR0.
     ///
+    /// # Safety
+    ///
+    /// A register write can start DMA (a doorbell, CC.EN, ASQ/ACQ): the caller
+    /// guarantees that every memory address the write makes the device use
+    /// (queue entries, PRPs) is memory lent to the device. The driver is the
+    /// only caller that can guarantee this for a controller it drives.
+    ///
     /// # Implementation safety
     ///
     /// One volatile 32-bit write; an offset outside the BAR is ignored.
-    fn write32(&self, offset: usize, value: u32);
+    unsafe fn write32(&self, offset: usize, value: u32);
 
     /// Reads the 64-bit register at byte `offset` of BAR0 (CAP, ASQ, ACQ).
     ///
@@ -163,9 +170,16 @@ pub unsafe trait Hal {
     /// Writes the 64-bit register at byte `offset` of BAR0 (ASQ, ACQ).
     ///
     /// The default writes the low half and then the high half.
-    fn write64(&self, offset: usize, value: u64) {
-        self.write32(offset, value as u32);
-        self.write32(offset + 4, (value >> 32) as u32);
+    ///
+    /// # Safety
+    ///
+    /// As for [`write32`](Hal::write32).
+    unsafe fn write64(&self, offset: usize, value: u64) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            self.write32(offset, value as u32);
+            self.write32(offset + 4, (value >> 32) as u32);
+        }
     }
 
     /// Allocates `pages` pages of zeroed DMA memory, contiguous for the CPU and

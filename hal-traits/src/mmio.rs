@@ -65,7 +65,12 @@ impl MmioRegion {
     }
 
     /// Volatile 32-bit write at `offset`.
-    pub fn write32(&self, offset: usize, value: u32) {
+    ///
+    /// # Safety
+    ///
+    /// The write may make the device access memory (a doorbell, a queue base
+    /// address): every address it makes the device use is lent to the device.
+    pub unsafe fn write32(&self, offset: usize, value: u32) {
         if let Some(p) = self.ptr::<u32>(offset) {
             // SAFETY: inside the mapped window and aligned (checked by `ptr`).
             unsafe { VolatilePtr::new(p) }.write(value)
@@ -82,7 +87,11 @@ impl MmioRegion {
     }
 
     /// Volatile 64-bit write at `offset`.
-    pub fn write64(&self, offset: usize, value: u64) {
+    ///
+    /// # Safety
+    ///
+    /// As for [`write32`](MmioRegion::write32).
+    pub unsafe fn write64(&self, offset: usize, value: u64) {
         if let Some(p) = self.ptr::<u64>(offset) {
             // SAFETY: inside the mapped window and aligned (checked by `ptr`).
             unsafe { VolatilePtr::new(p) }.write(value)

@@ -58,6 +58,9 @@ pub struct TimeoutEvent {
     pub opcode: u8,
 }
 
+/// Identities for `Controller::id`.
+static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+
 /// The highest I/O queue identifier the driver hands out.
 pub const MAX_IO_QUEUES: u16 = 64;
 
@@ -79,6 +82,9 @@ pub struct Controller<H: Hal> {
     epoch: AtomicU32,
     /// Set once the registers read all ones.
     removed: AtomicBool,
+    /// Unique among the controllers of this program: ties `Namespace`
+    /// handles to the controller that identified them.
+    id: u32,
     /// Bit `q` set: I/O queue identifier `q` is in use.
     qids: spin::Mutex<u128>,
 }
@@ -124,9 +130,13 @@ fn wait_ready<H: Hal>(hal: &H, ready: bool, timeout: Duration) -> Result {
 /// 3 to 6); the caller waits for CSTS.RDY.
 fn start_admin<H: Hal>(hal: &H, admin: &AdminQueue) {
     let entries = admin.sq.size();
-    hal.write32(offset::AQA, Aqa::new().with_asqs(entries - 1).with_acqs(entries - 1).into_bits());
-    hal.write64(offset::ASQ, admin.sq.daddr().0);
-    hal.write64(offset::ACQ, admin.cq.daddr().0);
+    // SAFETY: the admin queues are DMA memory owned by the driver for as long
+    // as the controller may use them (freed only after a disable).
+    unsafe {
+        hal.write32(offset::AQA, Aqa::new().with_asqs(entries - 1).with_acqs(entries - 1).into_bits());
+        hal.write64(offset::ASQ, admin.sq.daddr().0);
+        hal.write64(offset::ACQ, admin.cq.daddr().0);
+    }
     let cc = Cc::new()
         .with_css(0)
         .with_mps(0)
@@ -135,7 +145,8 @@ fn start_admin<H: Hal>(hal: &H, admin: &AdminQueue) {
         .with_iosqes(6)
         .with_iocqes(4)
         .with_en(true);
-    hal.write32(offset::CC, cc.into_bits());
+    // SAFETY: enabling makes the controller use the admin queues just set.
+    unsafe { hal.write32(offset::CC, cc.into_bits()) };
 }
 
 /// Clears CC.EN and waits for CSTS.RDY=0 (section 7.6.1 step 1, 3.1.5).
@@ -153,7 +164,8 @@ fn disable<H: Hal>(hal: &H, cap: Cap) -> Result {
         let _ = wait_ready(hal, true, timeout);
     }
     if cc.en() {
-        hal.write32(offset::CC, cc.with_en(false).into_bits());
+        // SAFETY: disabling stops all DMA; it starts none.
+        unsafe { hal.write32(offset::CC, cc.with_en(false).into_bits()) };
     }
     wait_ready(hal, false, timeout)
 }
@@ -221,6 +233,7 @@ impl<H: Hal> Controller<H> {
             io_queues: 0,
             epoch: AtomicU32::new(0),
             removed: AtomicBool::new(false),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             qids: spin::Mutex::new(0),
         };
         // From here on, Drop disables the controller before freeing memory.
@@ -281,6 +294,11 @@ impl<H: Hal> Controller<H> {
         Some(if shift >= usize::BITS { usize::MAX } else { 1usize << shift })
     }
 
+    /// This controller's identity (unique within the program).
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
     /// The options the controller was attached with.
     pub fn options(&self) -> &ControllerOptions {
         &self.options
@@ -313,7 +331,19 @@ impl<H: Hal> Controller<H> {
     }
 
     /// Runs an admin command that moves no data and returns its completion.
-    pub fn admin_command(&self, cmd: SubmissionEntry) -> Result<CompletionEntry> {
+    ///
+    /// Commands with data pointers (PRP1, PRP2, MPTR, PSDT, FUSE) are refused.
+    ///
+    /// # Safety
+    ///
+    /// The command must make the device access no memory: some opcodes carry
+    /// addresses outside the data pointer (Create I/O SQ/CQ, Doorbell Buffer
+    /// Config, Set Features / Host Memory Buffer), and an opcode that moves
+    /// data would use the address 0. It must not change what the driver relies
+    /// on either: deleting the driver's queues, or a Format NVM that changes a
+    /// namespace's block size under existing [`Namespace`] handles (get new
+    /// ones afterwards).
+    pub unsafe fn admin_command(&self, cmd: SubmissionEntry) -> Result<CompletionEntry> {
         if cmd.prp1 != 0 || cmd.prp2 != 0 || cmd.mptr != 0 || cmd.psdt() != 0 || cmd.fuse() != 0 {
             return Err(Error::InvalidArgument("raw admin commands may not carry data pointers"));
         }
@@ -352,12 +382,10 @@ impl<H: Hal> Controller<H> {
             Err(Error::Timeout(_)) | Err(Error::ControllerFatal) => {
                 let _ = self.reset();
             }
-            Err(Error::DeviceRemoved) => {
-                if !self.confirm_removed() {
-                    // A transient all-ones read: the admin queue is in an
-                    // unknown state, so reset.
-                    let _ = self.reset();
-                }
+            // A transient all-ones read: the admin queue is in an unknown
+            // state, so reset.
+            Err(Error::DeviceRemoved) if !self.confirm_removed() => {
+                let _ = self.reset();
             }
             _ => {}
         }
@@ -440,7 +468,7 @@ impl<H: Hal> Controller<H> {
     /// data, which is checked before the driver relies on it.
     pub fn namespace(&self, nsid: u32) -> Result<Namespace> {
         let id = self.identify_namespace(nsid)?;
-        Namespace::from_identify(nsid, &id, self.namespace_csi(nsid)?, self.max_transfer_bytes())
+        Namespace::from_identify(nsid, &id, self.namespace_csi(nsid)?, self.max_transfer_bytes(), self.id)
     }
 
     /// The namespace's Command Set Identifier from its identification
@@ -506,7 +534,8 @@ impl<H: Hal> Controller<H> {
         }
         let cc = Cc::from_bits(raw);
         if cc.en() {
-            self.hal.write32(offset::CC, cc.with_shn(shn::NORMAL).into_bits());
+            // SAFETY: a shutdown notification starts no DMA to new memory.
+            unsafe { self.hal.write32(offset::CC, cc.with_shn(shn::NORMAL).into_bits()) };
             let deadline = self.hal.now().saturating_add(ready_timeout(self.cap));
             loop {
                 let csts = read_csts(&self.hal)?;

@@ -56,6 +56,6 @@ pub mod fuzzing {
         csi: u8,
         max_transfer: Option<usize>,
     ) -> crate::Result<crate::Namespace> {
-        crate::Namespace::from_identify(nsid, id, csi, max_transfer)
+        crate::Namespace::from_identify(nsid, id, csi, max_transfer, 0)
     }
 }

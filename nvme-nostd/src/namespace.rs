@@ -41,6 +41,10 @@ pub struct Namespace {
     pi_type: u8,
     csi: u8,
     max_transfer: Option<usize>,
+    /// The controller it was identified on (`Controller::id`): a handle is
+    /// refused by the queue pairs of any other controller, whose namespace of
+    /// the same NSID may have another block size.
+    controller: u32,
 }
 
 impl Namespace {
@@ -50,6 +54,7 @@ impl Namespace {
         id: &IdentifyNamespace,
         csi: u8,
         max_transfer: Option<usize>,
+        controller: u32,
     ) -> Result<Self> {
         if id.nsze == 0 {
             return Err(Error::InvalidArgument("namespace is not active (NSZE is 0)"));
@@ -68,6 +73,7 @@ impl Namespace {
             pi_type: id.dps_pi_type(),
             csi,
             max_transfer,
+            controller,
         })
     }
 
@@ -130,6 +136,11 @@ impl Namespace {
         } else {
             None
         }
+    }
+
+    /// The identity of the controller the handle belongs to.
+    pub(crate) fn controller(&self) -> u32 {
+        self.controller
     }
 
     /// Checks a block range and returns its length in bytes.

@@ -25,7 +25,7 @@ unsafe impl Hal for TestHal {
     fn read32(&self, _offset: usize) -> u32 {
         0
     }
-    fn write32(&self, offset: usize, value: u32) {
+    unsafe fn write32(&self, offset: usize, value: u32) {
         self.writes.borrow_mut().push((offset, value));
     }
     fn dma_alloc(&self, pages: usize) -> Result<DmaRegion, HalError> {

@@ -48,7 +48,7 @@ unsafe impl Hal for SimHal {
         self.state.borrow_mut().read32(offset)
     }
 
-    fn write32(&self, offset: usize, value: u32) {
+    unsafe fn write32(&self, offset: usize, value: u32) {
         self.state.borrow_mut().write32(offset, value)
     }
 
@@ -56,7 +56,7 @@ unsafe impl Hal for SimHal {
         self.state.borrow_mut().read64(offset)
     }
 
-    fn write64(&self, offset: usize, value: u64) {
+    unsafe fn write64(&self, offset: usize, value: u64) {
         self.state.borrow_mut().write64(offset, value)
     }
 
@@ -92,5 +92,19 @@ unsafe impl Hal for SimHal {
 
     fn delay(&self, duration: Duration) {
         self.state.borrow_mut().advance(duration)
+    }
+}
+
+impl SimHal {
+    /// Writes a register. Safe here, unlike [`Hal::write32`]: the simulated
+    /// device checks every address a write makes it use, so no value can
+    /// corrupt memory. For tests that drive the registers by hand.
+    pub fn write_reg32(&self, offset: usize, value: u32) {
+        self.state.borrow_mut().write32(offset, value)
+    }
+
+    /// Writes a 64-bit register; see [`SimHal::write_reg32`].
+    pub fn write_reg64(&self, offset: usize, value: u64) {
+        self.state.borrow_mut().write64(offset, value)
     }
 }

@@ -104,22 +104,22 @@ impl Host {
                 let off = (self.rng.below(0x1100) as usize) & !if self.rng.below(8) == 0 { 0 } else { 3 };
                 let v = self.rng.next_u64() as u32;
                 if off != offset::CC {
-                    hal.write32(off, v);
+                    hal.write_reg32(off, v);
                 }
             }
             4 => {
                 if self.rng.below(3) == 0 {
-                    hal.write32(offset::CC, 0);
+                    hal.write_reg32(offset::CC, 0);
                 } else if let (Some(sq), Some(cq)) = (self.pick_region(), self.pick_region()) {
                     let sizes = self.rng.below(64) as u32 | ((self.rng.below(64) as u32) << 16);
-                    hal.write32(offset::AQA, sizes);
-                    hal.write64(offset::ASQ, sq.daddr.0);
-                    hal.write64(offset::ACQ, cq.daddr.0);
+                    hal.write_reg32(offset::AQA, sizes);
+                    hal.write_reg64(offset::ASQ, sq.daddr.0);
+                    hal.write_reg64(offset::ACQ, cq.daddr.0);
                     let mut cc = Cc::new().with_en(true).with_iosqes(6).with_iocqes(4);
                     if self.rng.below(6) == 0 {
                         cc = cc.with_shn(1 + self.rng.below(2) as u8);
                     }
-                    hal.write32(offset::CC, cc.into_bits());
+                    hal.write_reg32(offset::CC, cc.into_bits());
                 }
             }
             5..=7 => {
@@ -141,7 +141,7 @@ impl Host {
                 } else {
                     self.rng.below(64) as u32
                 };
-                hal.write32(doorbell_offset(qid, cq, 0), v);
+                hal.write_reg32(doorbell_offset(qid, cq, 0), v);
             }
             11 => self.sim.advance(Duration::from_micros(self.rng.below(2000))),
             12 => {

@@ -86,7 +86,7 @@ impl Ring {
     }
 
     fn ring(&self, hal: &SimHal) {
-        hal.write32(doorbell_offset(self.qid, false, 0), self.tail as u32);
+        hal.write_reg32(doorbell_offset(self.qid, false, 0), self.tail as u32);
     }
 
     fn reap(&mut self) -> Option<CompletionEntry> {
@@ -114,7 +114,7 @@ impl Ring {
     }
 
     fn release(&self, hal: &SimHal) {
-        hal.write32(doorbell_offset(self.qid, true, 0), self.head as u32);
+        hal.write_reg32(doorbell_offset(self.qid, true, 0), self.head as u32);
     }
 
     /// Submits and waits for the completion (advancing 1 ms at most).
@@ -134,10 +134,10 @@ fn cmd_with_cid(cmd: &mut SubmissionEntry, cid: u16) -> SubmissionEntry {
 }
 
 fn enable(sim: &Sim, hal: &SimHal, admin: &Ring) {
-    hal.write32(offset::AQA, ((admin.cq_size as u32 - 1) << 16) | (admin.sq_size as u32 - 1));
-    hal.write64(offset::ASQ, admin.sq.daddr.0);
-    hal.write64(offset::ACQ, admin.cq.daddr.0);
-    hal.write32(offset::CC, Cc::new().with_en(true).with_iosqes(6).with_iocqes(4).into_bits());
+    hal.write_reg32(offset::AQA, ((admin.cq_size as u32 - 1) << 16) | (admin.sq_size as u32 - 1));
+    hal.write_reg64(offset::ASQ, admin.sq.daddr.0);
+    hal.write_reg64(offset::ACQ, admin.cq.daddr.0);
+    hal.write_reg32(offset::CC, Cc::new().with_en(true).with_iosqes(6).with_iocqes(4).into_bits());
     sim.advance(MS);
     assert!(Csts::from_bits(hal.read32(offset::CSTS)).rdy());
 }
@@ -160,24 +160,24 @@ fn registers() {
     assert_eq!(hal.read32(offset::VS), 0x0001_0400);
     assert_eq!(hal.read32(offset::CMBLOC), 0);
     assert_eq!(hal.read32(offset::CMBSZ), 0);
-    hal.write64(offset::ASQ, 0x1234_5678_9abc_d000);
+    hal.write_reg64(offset::ASQ, 0x1234_5678_9abc_d000);
     assert_eq!(hal.read32(offset::ASQ), 0x9abc_d000);
     assert_eq!(hal.read32(offset::ASQ + 4), 0x1234_5678);
-    hal.write32(offset::ACQ, 0xffff_ffff);
-    hal.write32(offset::ACQ + 4, 7);
+    hal.write_reg32(offset::ACQ, 0xffff_ffff);
+    hal.write_reg32(offset::ACQ + 4, 7);
     assert_eq!(hal.read64(offset::ACQ), 0x7_ffff_f000, "low 12 bits reserved");
-    hal.write32(offset::INTMS, 0b101);
-    hal.write32(offset::INTMC, 0b001);
+    hal.write_reg32(offset::INTMS, 0b101);
+    hal.write_reg32(offset::INTMC, 0b001);
     assert_eq!(hal.read32(offset::INTMS), 0b100);
     assert_eq!(hal.read32(1 << 20), u32::MAX, "beyond the BAR");
     assert_eq!(hal.read32(offset::CAP + 1), 0, "misaligned");
-    hal.write32(offset::CSTS, u32::MAX);
+    hal.write_reg32(offset::CSTS, u32::MAX);
     assert_eq!(hal.read32(offset::CSTS), 0, "read-only");
     // Removed: all ones, writes ignored.
     sim.set_removed(true);
     assert_eq!(hal.read32(offset::VS), u32::MAX);
     assert_eq!(hal.read64(offset::CAP), u64::MAX);
-    hal.write32(offset::AQA, 0x001f_001f);
+    hal.write_reg32(offset::AQA, 0x001f_001f);
     sim.set_removed(false);
     assert_eq!(hal.read32(offset::AQA), 0);
 }
@@ -187,25 +187,25 @@ fn enable_disable_and_shutdown_follow_the_ready_delay() {
     let sim = Sim::new(SimConfig { ready_delay: Duration::from_micros(500), ..SimConfig::default() });
     let hal = sim.hal();
     let admin = Ring::new(&hal, 0, 4, 4);
-    hal.write32(offset::AQA, 0x0003_0003);
-    hal.write64(offset::ASQ, admin.sq.daddr.0);
-    hal.write64(offset::ACQ, admin.cq.daddr.0);
+    hal.write_reg32(offset::AQA, 0x0003_0003);
+    hal.write_reg64(offset::ASQ, admin.sq.daddr.0);
+    hal.write_reg64(offset::ACQ, admin.cq.daddr.0);
     let cc = Cc::new().with_en(true).with_iosqes(6).with_iocqes(4);
-    hal.write32(offset::CC, cc.into_bits());
+    hal.write_reg32(offset::CC, cc.into_bits());
     let csts = |h: &SimHal| Csts::from_bits(h.read32(offset::CSTS));
     sim.advance(Duration::from_micros(499));
     assert!(!csts(&hal).rdy());
     sim.advance(Duration::from_micros(1));
     assert!(csts(&hal).rdy());
     // Shutdown: occurring, then complete.
-    hal.write32(offset::CC, cc.with_shn(1).into_bits());
+    hal.write_reg32(offset::CC, cc.with_shn(1).into_bits());
     assert_eq!(csts(&hal).shst(), 1);
     sim.advance(Duration::from_micros(500));
     assert_eq!(csts(&hal).shst(), 2);
     // Fatal, then disable: CFS and SHST clear at once, RDY after the delay.
     sim.set_fatal();
     assert!(csts(&hal).cfs());
-    hal.write32(offset::CC, 0);
+    hal.write_reg32(offset::CC, 0);
     assert!(!csts(&hal).cfs());
     assert_eq!(csts(&hal).shst(), 0);
     assert!(csts(&hal).rdy());
@@ -219,8 +219,8 @@ fn bad_enable_never_becomes_ready() {
     let sim = Sim::new(SimConfig::default());
     let hal = sim.hal();
     let admin = Ring::new(&hal, 0, 4, 4);
-    hal.write64(offset::ASQ, admin.sq.daddr.0);
-    hal.write64(offset::ACQ, admin.cq.daddr.0);
+    hal.write_reg64(offset::ASQ, admin.sq.daddr.0);
+    hal.write_reg64(offset::ACQ, admin.cq.daddr.0);
     let good = Cc::new().with_en(true).with_iosqes(6).with_iocqes(4);
     for (aqa, cc) in [
         (0x0003_0003, good.with_mps(1)),
@@ -229,11 +229,11 @@ fn bad_enable_never_becomes_ready() {
         (0x0003_0000, good), // one-entry admin SQ
         (0x0fff_0003, good), // admin CQ runs past its page
     ] {
-        hal.write32(offset::AQA, aqa);
-        hal.write32(offset::CC, cc.into_bits());
+        hal.write_reg32(offset::AQA, aqa);
+        hal.write_reg32(offset::CC, cc.into_bits());
         sim.advance(Duration::from_millis(10));
         assert!(!Csts::from_bits(hal.read32(offset::CSTS)).rdy(), "{aqa:#x} {cc:?}");
-        hal.write32(offset::CC, 0);
+        hal.write_reg32(offset::CC, 0);
     }
     assert_eq!(sim.stats().enable_failures, 5);
 }
@@ -263,10 +263,10 @@ fn full_completion_queue_holds_completions_back() {
     assert_eq!(sim.stats().completions_posted, 6);
     // A head beyond the tail, a tail beyond the ring, a queue that does not exist.
     let before = sim.stats().ignored_doorbells;
-    hal.write32(doorbell_offset(0, true, 0), 3);
-    hal.write32(doorbell_offset(0, false, 0), 8);
-    hal.write32(doorbell_offset(5, false, 0), 1);
-    hal.write32(doorbell_offset(0, false, 0) + 2, 1);
+    hal.write_reg32(doorbell_offset(0, true, 0), 3);
+    hal.write_reg32(doorbell_offset(0, false, 0), 8);
+    hal.write_reg32(doorbell_offset(5, false, 0), 1);
+    hal.write_reg32(doorbell_offset(0, false, 0) + 2, 1);
     assert_eq!(sim.stats().ignored_doorbells, before + 4);
 }
 

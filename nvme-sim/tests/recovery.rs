@@ -350,3 +350,14 @@ fn reset_by_hand_ends_outstanding_requests_once() {
     drop(ctrlr);
     assert_clean(&sim);
 }
+
+#[test]
+fn a_namespace_handle_of_another_controller_is_refused() {
+    let (_sim_a, ctrlr_a, ns_a) = setup();
+    let (_sim_b, ctrlr_b, _ns_b) = setup();
+    let mut qp = qpair(&ctrlr_b);
+    let e = qp.read(&ns_a, 0, 1, vec![0; 512], 1).map_err(|e| e.error).unwrap_err();
+    assert_eq!(e, Error::InvalidArgument("namespace handle of another controller"));
+    assert_eq!(qp.stats().submitted, 0, "nothing reached the device");
+    drop(ctrlr_a);
+}

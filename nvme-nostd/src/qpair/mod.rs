@@ -272,9 +272,13 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         buffer: B,
         context: C,
     ) -> Result<Cid, SubmitError<B, C>> {
-        let checked = match ns.unsupported_reason() {
-            Some(why) => Err(Error::Unsupported(why)),
-            None => ns.check_range(lba, blocks),
+        let checked = if ns.controller() != self.ctrlr.id() {
+            Err(Error::InvalidArgument("namespace handle of another controller"))
+        } else {
+            match ns.unsupported_reason() {
+                Some(why) => Err(Error::Unsupported(why)),
+                None => ns.check_range(lba, blocks),
+            }
         };
         let len = match checked {
             Ok(len) => len,
@@ -290,6 +294,10 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
 
     /// Flushes the volatile write cache of `ns` (NVM command set, Flush).
     pub fn flush(&mut self, ns: &Namespace, context: C) -> Result<Cid, SubmitError<(), C>> {
+        if ns.controller() != self.ctrlr.id() {
+            let error = Error::InvalidArgument("namespace handle of another controller");
+            return Err(SubmitError { error, buffer: (), context });
+        }
         let cmd = SubmissionEntry::new(IoOpcode::FLUSH.0, ns.id());
         self.submit_entry(cmd, context).map_err(|(error, context)| SubmitError { error, buffer: (), context })
     }
@@ -297,7 +305,14 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     /// Submits any I/O command. The driver sets CID, PRP1 and PRP2; the data
     /// direction comes from the opcode's bits 1:0 (NVMe 1.4 figure 104), and
     /// the whole buffer is the transfer.
-    pub fn submit_raw(
+    ///
+    /// # Safety
+    ///
+    /// The driver cannot know how many bytes an arbitrary command transfers:
+    /// the caller guarantees that the command moves at most `buffer.len()`
+    /// bytes (for example NLB × block size for a read), none when `buffer` is
+    /// `None`, and carries no memory address in other fields.
+    pub unsafe fn submit_raw(
         &mut self,
         mut cmd: SubmissionEntry,
         buffer: Option<B>,

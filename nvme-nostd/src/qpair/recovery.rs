@@ -45,7 +45,9 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
                 // read all ones, so it cannot be disabled. The request still
                 // ends (without its buffer), and the buffer and its mapping
                 // are leaked rather than handed back for reuse.
-                core::mem::forget(req.shared.take());
+                // (`Shared` owns nothing: dropping the record without an
+                // unshare keeps the mapping.)
+                req.shared = None;
                 core::mem::forget(req.buffer.take());
             } else if let Some(s) = req.shared.take() {
                 // SAFETY: the reset disabled the controller (the epoch moved
