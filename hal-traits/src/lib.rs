@@ -64,6 +64,13 @@ pub struct DmaRegion {
     pub pages: usize,
 }
 
+// SAFETY: a DmaRegion only describes memory (addresses and a length); it
+// gives no access by itself, so moving or sharing the description between
+// threads is harmless. Whoever dereferences `vaddr` must own the memory.
+unsafe impl Send for DmaRegion {}
+// SAFETY: as above.
+unsafe impl Sync for DmaRegion {}
+
 impl DmaRegion {
     /// Length in bytes.
     pub const fn len(&self) -> usize {

@@ -45,6 +45,11 @@ pub struct DmaBuffer<'h, H: Hal> {
     len: usize,
 }
 
+// SAFETY: the buffer owns its pages exclusively; moving it to another thread
+// moves that ownership. It frees them through `&H`, which is sound from
+// another thread when `H: Sync`.
+unsafe impl<H: Hal + Sync> Send for DmaBuffer<'_, H> {}
+
 impl<'h, H: Hal> DmaBuffer<'h, H> {
     /// Allocates a zeroed buffer of at least `len` bytes (whole pages).
     pub fn new(hal: &'h H, len: usize) -> Result<Self, HalError> {

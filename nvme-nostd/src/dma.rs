@@ -14,6 +14,11 @@ pub(crate) struct DmaMemory {
     region: DmaRegion,
 }
 
+// SAFETY: DmaMemory owns its region exclusively (it is not Clone and is
+// reached through `&mut` or a lock by its owner), so handing it to another
+// thread moves that ownership; it is deliberately not Sync.
+unsafe impl Send for DmaMemory {}
+
 impl DmaMemory {
     /// Allocates `pages` zeroed pages.
     pub(crate) fn alloc<H: Hal>(hal: &H, pages: usize) -> Result<Self, HalError> {

@@ -121,6 +121,10 @@ struct Shared {
     by_hal: bool,
 }
 
+// SAFETY: a Shared records where the request's own buffer lives; the request
+// (and so the buffer, which is Send when the queue pair is) moves with it.
+unsafe impl Send for Shared {}
+
 struct Request<B, C> {
     buffer: Option<B>,
     context: C,
@@ -620,5 +624,53 @@ unsafe fn unshare<H: Hal>(hal: &H, s: &Shared) {
         // SAFETY: these are the arguments and the result of the `share` call
         // that made `s`, and the caller guarantees the device is done.
         unsafe { hal.unshare(s.vaddr, s.len, s.daddr, s.direction) }
+    }
+}
+
+#[cfg(test)]
+mod threads {
+    use super::*;
+    use hal_traits::{DeviceAddr, DmaRegion, HalError};
+
+    /// A HAL that can be shared between threads (never called).
+    struct SharedHal;
+
+    // SAFETY: never used at run time; only its type is checked.
+    unsafe impl Hal for SharedHal {
+        fn read32(&self, _: usize) -> u32 {
+            u32::MAX
+        }
+        unsafe fn write32(&self, _: usize, _: u32) {}
+        fn dma_alloc(&self, _: usize) -> core::result::Result<DmaRegion, HalError> {
+            Err(HalError::new(hal_traits::HalErrorKind::Unsupported, "none"))
+        }
+        unsafe fn dma_free(&self, _: DmaRegion) {}
+        unsafe fn share(
+            &self,
+            _: NonNull<u8>,
+            _: usize,
+            _: Direction,
+        ) -> core::result::Result<DeviceAddr, HalError> {
+            Err(HalError::new(hal_traits::HalErrorKind::Unsupported, "none"))
+        }
+        unsafe fn unshare(&self, _: NonNull<u8>, _: usize, _: DeviceAddr, _: Direction) {}
+        fn now(&self) -> Duration {
+            Duration::ZERO
+        }
+        fn delay(&self, _: Duration) {}
+    }
+
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+
+    /// One queue pair per thread: the controller is shared, each queue pair
+    /// (with its buffers) moves to its own thread.
+    #[test]
+    fn controller_is_shared_and_queue_pairs_move_between_threads() {
+        sync::<Controller<SharedHal>>();
+        send::<Controller<SharedHal>>();
+        send::<IoQueuePair<'static, SharedHal, crate::DmaBuffer<'static, SharedHal>, u64, 8>>();
+        #[cfg(feature = "alloc")]
+        send::<IoQueuePair<'static, SharedHal, Vec<u8>, u64, 8>>();
     }
 }

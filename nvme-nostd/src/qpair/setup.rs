@@ -58,8 +58,10 @@ impl<H: Hal> Controller<H> {
                 max_transfer,
                 stats: QueueStats::default(),
             }),
-            Err(e) => {
-                self.free_qid(qid);
+            Err((e, held)) => {
+                if !held {
+                    self.free_qid(qid);
+                }
                 Err(e)
             }
         }
@@ -73,17 +75,17 @@ impl<H: Hal> Controller<H> {
         entries: u16,
         prp_pages_per_slot: usize,
         priority: u8,
-    ) -> Result<(SubmissionQueue, CompletionQueue, Option<DmaMemory>)> {
+    ) -> core::result::Result<(SubmissionQueue, CompletionQueue, Option<DmaMemory>), (Error, bool)> {
         let dstrd = self.cap().dstrd();
         let sq_pages = (entries as usize * 64).div_ceil(PAGE_SIZE);
         let cq_pages = (entries as usize * 16).div_ceil(PAGE_SIZE);
-        let mut sq_mem = DmaMemory::alloc(&self.hal, sq_pages)?;
+        let mut sq_mem = DmaMemory::alloc(&self.hal, sq_pages).map_err(|e| (e.into(), false))?;
         let mut cq_mem = match DmaMemory::alloc(&self.hal, cq_pages) {
             Ok(m) => m,
             Err(e) => {
                 // SAFETY: the controller has never been told about this memory.
                 unsafe { sq_mem.free(&self.hal) };
-                return Err(e.into());
+                return Err((e.into(), false));
             }
         };
         let prp = if prp_pages_per_slot > 0 {
@@ -95,7 +97,7 @@ impl<H: Hal> Controller<H> {
                         sq_mem.free(&self.hal);
                         cq_mem.free(&self.hal);
                     }
-                    return Err(e.into());
+                    return Err((e.into(), false));
                 }
             }
         } else {
@@ -121,9 +123,11 @@ impl<H: Hal> Controller<H> {
             Ok(_) => {}
             Err(e @ Error::Command(_)) => {
                 free_all(sq_mem, cq_mem, prp);
-                return Err(e);
+                return Err((e, false));
             }
-            Err(e) => return Err(e),
+            // A timeout reset the controller (which forgot the queue), or the
+            // device is gone: the memory is leaked, the identifier reusable.
+            Err(e) => return Err((e, false)),
         }
 
         let mut cmd = SubmissionEntry::new(AdminOpcode::CREATE_IO_SQ.0, 0);
@@ -135,10 +139,13 @@ impl<H: Hal> Controller<H> {
             Err(e @ Error::Command(_)) => {
                 if self.delete_queue(AdminOpcode::DELETE_IO_CQ, qid).is_ok() {
                     free_all(sq_mem, cq_mem, prp);
+                    return Err((e, false));
                 }
-                return Err(e);
+                // The completion queue may still exist on the device: keep
+                // its memory and its identifier out of use.
+                return Err((e, true));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err((e, false)),
         }
         Ok((
             SubmissionQueue::new(sq_mem, entries, qid, dstrd),
