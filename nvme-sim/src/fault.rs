@@ -123,6 +123,26 @@ impl FaultKind {
         *self as usize
     }
 
+    /// A fault of this kind: for the status kinds, `status` (SCT, SC) with
+    /// DNR clear or set; for `Delay`, `delay`; the other kinds have no
+    /// parameters.
+    pub fn fault(self, status: (u8, u8), delay: Duration) -> Fault {
+        let (sct, sc) = status;
+        match self {
+            FaultKind::Status => Fault::Status { sct, sc, dnr: false },
+            FaultKind::StatusDnr => Fault::Status { sct, sc, dnr: true },
+            FaultKind::Drop => Fault::Drop,
+            FaultKind::Delay => Fault::Delay(delay),
+            FaultKind::Fatal => Fault::Fatal,
+            FaultKind::Removal => Fault::Removal,
+            FaultKind::CidOutOfRange => Fault::CidOutOfRange,
+            FaultKind::CidNotOutstanding => Fault::CidNotOutstanding,
+            FaultKind::CidRepeated => Fault::CidRepeated,
+            FaultKind::WrongPhase => Fault::WrongPhase,
+            FaultKind::ImpossibleSqHead => Fault::ImpossibleSqHead,
+        }
+    }
+
     /// The kind of a fault.
     pub fn of(fault: &Fault) -> FaultKind {
         match fault {
@@ -258,23 +278,15 @@ const FINAL: [(u8, u8); 4] = [(0, 0x02), (0, 0x06), (2, 0x80), (2, 0x81)];
 
 /// Makes a fault of `kind`, drawing its parameters from `rng`.
 pub(crate) fn random_fault(kind: FaultKind, rng: &mut SplitMix64) -> Fault {
-    match kind {
-        FaultKind::Status | FaultKind::StatusDnr => {
-            let dnr = kind == FaultKind::StatusDnr;
-            let table = if dnr { &FINAL } else { &RETRYABLE };
-            let (sct, sc) = table[rng.below(table.len() as u64) as usize];
-            Fault::Status { sct, sc, dnr }
-        }
-        FaultKind::Drop => Fault::Drop,
-        FaultKind::Delay => Fault::Delay(Duration::from_micros(1 + rng.below(10_000))),
-        FaultKind::Fatal => Fault::Fatal,
-        FaultKind::Removal => Fault::Removal,
-        FaultKind::CidOutOfRange => Fault::CidOutOfRange,
-        FaultKind::CidNotOutstanding => Fault::CidNotOutstanding,
-        FaultKind::CidRepeated => Fault::CidRepeated,
-        FaultKind::WrongPhase => Fault::WrongPhase,
-        FaultKind::ImpossibleSqHead => Fault::ImpossibleSqHead,
-    }
+    // Draw only what the kind uses, so each kind consumes the same randomness.
+    let status = match kind {
+        FaultKind::Status => RETRYABLE[rng.below(RETRYABLE.len() as u64) as usize],
+        FaultKind::StatusDnr => FINAL[rng.below(FINAL.len() as u64) as usize],
+        _ => (0, 0),
+    };
+    let delay =
+        if kind == FaultKind::Delay { Duration::from_micros(1 + rng.below(10_000)) } else { Duration::ZERO };
+    kind.fault(status, delay)
 }
 
 #[cfg(test)]

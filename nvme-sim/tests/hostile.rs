@@ -156,19 +156,11 @@ impl Host {
                 3 => self.sim.remove_namespace(1 + self.rng.below(2) as u32),
                 _ => {
                     let kind = FaultKind::ALL[self.rng.below(FaultKind::ALL.len() as u64) as usize];
-                    let fault = match kind {
-                        FaultKind::Status | FaultKind::StatusDnr => {
-                            Fault::Status { sct: 7, sc: 0xff, dnr: true }
-                        }
-                        FaultKind::Drop => Fault::Drop,
-                        FaultKind::Delay => Fault::Delay(Duration::from_micros(self.rng.below(5000))),
-                        FaultKind::Fatal => Fault::Fatal,
-                        FaultKind::Removal => Fault::Removal,
-                        FaultKind::CidOutOfRange => Fault::CidOutOfRange,
-                        FaultKind::CidNotOutstanding => Fault::CidNotOutstanding,
-                        FaultKind::CidRepeated => Fault::CidRepeated,
-                        FaultKind::WrongPhase => Fault::WrongPhase,
-                        FaultKind::ImpossibleSqHead => Fault::ImpossibleSqHead,
+                    let delay = Duration::from_micros(self.rng.below(5000));
+                    let fault = kind.fault((7, 0xff), delay);
+                    let fault = match fault {
+                        Fault::Status { sct, sc, .. } => Fault::Status { sct, sc, dnr: true },
+                        other => other,
                     };
                     self.sim.inject(FaultRule { queue: None, opcode: None, skip: 3, count: 2, fault });
                 }

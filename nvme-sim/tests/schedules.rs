@@ -87,19 +87,8 @@ fn schedule() -> impl Strategy<Value = Schedule> {
 }
 
 fn fault_of(kind: FaultKind) -> Fault {
-    match kind {
-        FaultKind::Status => Fault::Status { sct: 0, sc: 0x06, dnr: false },
-        FaultKind::StatusDnr => Fault::Status { sct: 0, sc: 0x06, dnr: true },
-        FaultKind::Drop => Fault::Drop,
-        FaultKind::Delay => Fault::Delay(IO_TIMEOUT * 3),
-        FaultKind::Fatal => Fault::Fatal,
-        FaultKind::Removal => Fault::Removal,
-        FaultKind::CidOutOfRange => Fault::CidOutOfRange,
-        FaultKind::CidNotOutstanding => Fault::CidNotOutstanding,
-        FaultKind::CidRepeated => Fault::CidRepeated,
-        FaultKind::WrongPhase => Fault::WrongPhase,
-        FaultKind::ImpossibleSqHead => Fault::ImpossibleSqHead,
-    }
+    // Internal error for the status kinds; a delay well past the timeout.
+    kind.fault((0, 0x06), IO_TIMEOUT * 3)
 }
 
 /// Totals over all schedules.
