@@ -6,6 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use nvme_nostd::fuzzing::{csi_from_descriptors, namespace};
 use nvme_nostd::spec::identify::{as_str, ActiveNamespaceList, IdentifyController, IdentifyNamespace};
+use nvme_nostd::spec::ids::Csi;
 
 fuzz_target!(|data: &[u8]| {
     let mut page = [0u8; 4096];
@@ -15,11 +16,11 @@ fuzz_target!(|data: &[u8]| {
     let c = IdentifyController::from_bytes(&page);
     let _ = (as_str(c.serial()), as_str(c.model()), as_str(c.firmware()), as_str(c.subnqn()));
     let _ = (c.version(), c.max_data_transfer_bytes(4096), c.tnvmcap(), c.power_states().len());
-    let _ = (c.sq_entry_size_min(), c.sq_entry_size_max(), c.cq_entry_size_min(), c.cq_entry_size_max());
+    let _ = (c.sqes.required(), c.sqes.maximum(), c.cqes.required(), c.cqes.maximum(), c.oncs.copy());
 
     let id = IdentifyNamespace::from_bytes(&page);
     let _ = id.lba_formats().len();
-    let csi = data.get(4096).copied().unwrap_or(0);
+    let csi = Csi(data.get(4096).copied().unwrap_or(0));
     let mdts = data.get(4097).map(|m| 4096usize.checked_shl(*m as u32).unwrap_or(usize::MAX));
     if let Ok(ns) = namespace(1, &id, csi, mdts) {
         // Accepted geometry must be sane.

@@ -74,7 +74,7 @@ impl AdminQueue {
         }
         let cid = self.next_cid;
         self.next_cid = self.next_cid.wrapping_add(1) % 0xffff;
-        cmd.set_cid(cid);
+        cmd.cdw0.set_cid(cid);
         if !self.sq.push(&cmd) {
             // One command at a time: the ring can only be full if the device
             // never consumed earlier entries.
@@ -94,7 +94,7 @@ impl AdminQueue {
                     self.bogus_completions += 1;
                     continue;
                 }
-                let status = entry.status();
+                let status = entry.status.without_phase();
                 return if status.is_success() { Ok(entry) } else { Err(Error::Command(status)) };
             }
             spins = spins.wrapping_add(1);

@@ -4,11 +4,13 @@
 use crate::admin::{AdminQueue, ADMIN_QUEUE_ENTRIES};
 use crate::dma::DmaMemory;
 use crate::error::{Error, Result};
-use crate::namespace::{csi_from_descriptors, Namespace, CSI_NVM};
+use crate::namespace::{csi_from_descriptors, Namespace};
 use crate::queue::{CompletionQueue, SubmissionQueue};
 use crate::slots::Cid;
-use crate::spec::command::{cns, feature, AdminOpcode, CompletionEntry, SubmissionEntry};
+use crate::spec::command::{AdminOpcode, CompletionEntry, SubmissionEntry};
+use crate::spec::dwords::{AbortCdw10, AbortResult, FeaturesCdw10, IdentifyCdw10, NumberOfQueues};
 use crate::spec::identify::{ActiveNamespaceList, IdentifyController, IdentifyNamespace};
+use crate::spec::ids::{Cns, Csi, Fid};
 use crate::spec::registers::{offset, shn, shst, Aqa, Cap, Cc, Csts, Vs};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use core::time::Duration;
@@ -240,10 +242,11 @@ impl<H: Hal> Controller<H> {
         wait_ready(&ctrlr.hal, true, ready_timeout(cap))?;
 
         let mut page = [0u8; 4096];
-        ctrlr.identify_raw(cns::CONTROLLER, 0, &mut page)?;
+        ctrlr.identify_raw(Cns::CONTROLLER, 0, &mut page)?;
         ctrlr.identify = IdentifyController::from_bytes(&page);
         let id = &ctrlr.identify;
-        if id.sqes & 0xf > 6 || id.sqes >> 4 < 6 || id.cqes & 0xf > 4 || id.cqes >> 4 < 4 {
+        if id.sqes.required() > 6 || id.sqes.maximum() < 6 || id.cqes.required() > 4 || id.cqes.maximum() < 4
+        {
             return Err(Error::MalformedDevice("SQES/CQES do not allow 64/16-byte entries"));
         }
 
@@ -344,7 +347,7 @@ impl<H: Hal> Controller<H> {
     /// namespace's block size under existing [`Namespace`] handles (get new
     /// ones afterwards).
     pub unsafe fn admin_command(&self, cmd: SubmissionEntry) -> Result<CompletionEntry> {
-        if cmd.prp1 != 0 || cmd.prp2 != 0 || cmd.mptr != 0 || cmd.psdt() != 0 || cmd.fuse() != 0 {
+        if cmd.prp1 != 0 || cmd.prp2 != 0 || cmd.mptr != 0 || cmd.cdw0.psdt() != 0 || cmd.cdw0.fuse() != 0 {
             return Err(Error::InvalidArgument("raw admin commands may not carry data pointers"));
         }
         self.admin_exec(cmd, None)
@@ -376,7 +379,7 @@ impl<H: Hal> Controller<H> {
         };
         // The callback runs without the admin lock, so it may use the driver.
         if let (Err(Error::Timeout(_)), Some(cb)) = (&result, self.options.timeout_callback) {
-            cb(TimeoutEvent { qid: 0, cid, opcode: cmd.opc() });
+            cb(TimeoutEvent { qid: 0, cid, opcode: cmd.cdw0.opc() });
         }
         match result {
             Err(Error::Timeout(_)) | Err(Error::ControllerFatal) => {
@@ -397,10 +400,10 @@ impl<H: Hal> Controller<H> {
     /// completes with an abort status), false for "not aborted".
     pub fn abort(&self, sqid: u16, cid: Cid) -> Result<bool> {
         let mut cmd = SubmissionEntry::new(AdminOpcode::ABORT.0, 0);
-        cmd.cdw10 = sqid as u32 | ((cid.0 as u32) << 16);
+        cmd.cdw10 = AbortCdw10::new().with_sqid(sqid).with_cid(cid.0).into_bits();
         let done = self.admin_exec(cmd, None)?;
         // DW0 bit 0: 0 = aborted, 1 = not aborted.
-        Ok(done.dw0 & 1 == 0)
+        Ok(!AbortResult::from_bits(done.dw0).not_aborted())
     }
 
     /// Resets the controller (section 7.3.2): disables it, which ends every
@@ -430,19 +433,19 @@ impl<H: Hal> Controller<H> {
         admin.failed = true;
         wait_ready(&self.hal, true, ready_timeout(self.cap))?;
         admin.failed = false;
-        let n = (self.io_queues.max(1) - 1) as u32;
+        let n = self.io_queues.max(1) - 1;
         let mut cmd = SubmissionEntry::new(AdminOpcode::SET_FEATURES.0, 0);
-        cmd.cdw10 = feature::NUMBER_OF_QUEUES as u32;
-        cmd.cdw11 = n | (n << 16);
+        cmd.cdw10 = FeaturesCdw10::new().with_fid(Fid::NUMBER_OF_QUEUES).into_bits();
+        cmd.cdw11 = NumberOfQueues::new().with_nsq(n).with_ncq(n).into_bits();
         admin.execute(&self.hal, cmd, self.options.admin_timeout)?;
         Ok(())
     }
 
     /// Identify with any CNS value (section 5.15), copying the 4096-byte data
     /// structure into `out` unparsed.
-    pub fn identify_raw(&self, cns: u8, nsid: u32, out: &mut [u8; PAGE_SIZE]) -> Result {
+    pub fn identify_raw(&self, cns: Cns, nsid: u32, out: &mut [u8; PAGE_SIZE]) -> Result {
         let mut cmd = SubmissionEntry::new(AdminOpcode::IDENTIFY.0, nsid);
-        cmd.cdw10 = cns as u32;
+        cmd.cdw10 = IdentifyCdw10::new().with_cns(cns).into_bits();
         self.admin_exec(cmd, Some(out)).map(|_| ())
     }
 
@@ -452,7 +455,7 @@ impl<H: Hal> Controller<H> {
             return Err(Error::InvalidArgument("namespace id"));
         }
         let mut page = [0u8; PAGE_SIZE];
-        self.identify_raw(cns::NAMESPACE, nsid, &mut page)?;
+        self.identify_raw(Cns::NAMESPACE, nsid, &mut page)?;
         Ok(IdentifyNamespace::from_bytes(&page))
     }
 
@@ -460,7 +463,7 @@ impl<H: Hal> Controller<H> {
     /// Use 0 for the first page; pass the last identifier to get the next one.
     pub fn active_namespaces(&self, after: u32) -> Result<ActiveNamespaceList> {
         let mut page = [0u8; PAGE_SIZE];
-        self.identify_raw(cns::ACTIVE_NAMESPACES, after, &mut page)?;
+        self.identify_raw(Cns::ACTIVE_NAMESPACES, after, &mut page)?;
         Ok(ActiveNamespaceList::from_bytes(&page))
     }
 
@@ -474,29 +477,28 @@ impl<H: Hal> Controller<H> {
     /// The namespace's Command Set Identifier from its identification
     /// descriptors (CNS 03h). Controllers before NVMe 1.3 lack the list: their
     /// namespaces are NVM.
-    fn namespace_csi(&self, nsid: u32) -> Result<u8> {
+    fn namespace_csi(&self, nsid: u32) -> Result<Csi> {
         let (major, minor) = (self.vs.mjr(), self.vs.mnr());
         if (major, minor) < (1, 3) {
-            return Ok(CSI_NVM);
+            return Ok(Csi::NVM);
         }
         let mut page = [0u8; PAGE_SIZE];
-        match self.identify_raw(cns::NAMESPACE_ID_DESCRIPTORS, nsid, &mut page) {
-            Ok(()) => Ok(csi_from_descriptors(&page).unwrap_or(CSI_NVM)),
-            Err(Error::Command(_)) => Ok(CSI_NVM),
+        match self.identify_raw(Cns::NAMESPACE_ID_DESCRIPTORS, nsid, &mut page) {
+            Ok(()) => Ok(csi_from_descriptors(&page).unwrap_or(Csi::NVM)),
+            Err(Error::Command(_)) => Ok(Csi::NVM),
             Err(e) => Err(e),
         }
     }
 
     fn set_number_of_queues(&self, wanted: u16) -> Result<u16> {
         let mut cmd = SubmissionEntry::new(AdminOpcode::SET_FEATURES.0, 0);
-        cmd.cdw10 = feature::NUMBER_OF_QUEUES as u32;
-        let n = (wanted - 1) as u32;
-        cmd.cdw11 = n | (n << 16);
+        cmd.cdw10 = FeaturesCdw10::new().with_fid(Fid::NUMBER_OF_QUEUES).into_bits();
+        let n = wanted - 1;
+        cmd.cdw11 = NumberOfQueues::new().with_nsq(n).with_ncq(n).into_bits();
         let done = self.admin_exec(cmd, None)?;
-        // DW0: NSQA (15:0) and NCQA (31:16), both 0-based.
-        let nsqa = (done.dw0 & 0xffff) as u16;
-        let ncqa = (done.dw0 >> 16) as u16;
-        Ok(nsqa.min(ncqa).saturating_add(1).min(wanted))
+        // DW0: NSQA and NCQA, both 0-based.
+        let granted = NumberOfQueues::from_bits(done.dw0);
+        Ok(granted.nsq().min(granted.ncq()).saturating_add(1).min(wanted))
     }
 
     /// Reserves an I/O queue identifier.

@@ -28,7 +28,6 @@ mod prp;
 mod qpair;
 mod queue;
 mod slots;
-pub mod spec;
 #[cfg(test)]
 mod test_hal;
 
@@ -37,9 +36,11 @@ pub use controller::{Controller, ControllerOptions, TimeoutEvent, MAX_IO_QUEUES}
 pub use error::{Error, Result};
 pub use hal_traits::{self, Hal};
 pub use namespace::Namespace;
+/// The wire formats of the specification (the `nvme-spec` crate).
+pub use nvme_spec as spec;
+pub use nvme_spec::status::Status;
 pub use qpair::{Completion, IoQueuePair, QpairOptions, QueueStats, SubmitError};
 pub use slots::Cid;
-pub use spec::status::Status;
 
 /// Internals for the fuzz targets in `fuzz/` (feature `fuzzing`); not a stable
 /// API.
@@ -53,7 +54,7 @@ pub mod fuzzing {
     pub fn namespace(
         nsid: u32,
         id: &crate::spec::identify::IdentifyNamespace,
-        csi: u8,
+        csi: crate::spec::ids::Csi,
         max_transfer: Option<usize>,
     ) -> crate::Result<crate::Namespace> {
         crate::Namespace::from_identify(nsid, id, csi, max_transfer, 0)

@@ -2,27 +2,22 @@
 //! blocks, checked before it is believed.
 
 use crate::error::{Error, Result};
-use crate::spec::command::nidt;
 use crate::spec::identify::IdentifyNamespace;
-
-/// The Command Set Identifier of the NVM command set.
-pub const CSI_NVM: u8 = 0;
-/// The Command Set Identifier of the zoned namespace command set.
-pub const CSI_ZONED: u8 = 2;
+use crate::spec::ids::{Csi, Nidt};
 
 /// Finds the Command Set Identifier in a Namespace Identification Descriptor
 /// list (NVMe 1.4 section 5.15.2.3, figure 249). Walks untrusted data with
 /// bounds checks; `None` when there is no CSI descriptor.
-pub fn csi_from_descriptors(list: &[u8]) -> Option<u8> {
+pub fn csi_from_descriptors(list: &[u8]) -> Option<Csi> {
     let mut at = 0;
     while at + 4 <= list.len() {
-        let (kind, len) = (list[at], list[at + 1] as usize);
-        if kind == 0 || len == 0 {
+        let (kind, len) = (Nidt(list[at]), list[at + 1] as usize);
+        if kind.0 == 0 || len == 0 {
             return None;
         }
         let value = list.get(at + 4..at + 4 + len)?;
-        if kind == nidt::CSI {
-            return value.first().copied();
+        if kind == Nidt::CSI {
+            return value.first().copied().map(Csi);
         }
         at += 4 + len;
     }
@@ -39,7 +34,7 @@ pub struct Namespace {
     metadata_size: u16,
     extended_lba: bool,
     pi_type: u8,
-    csi: u8,
+    csi: Csi,
     max_transfer: Option<usize>,
     /// The controller it was identified on (`Controller::id`): a handle is
     /// refused by the queue pairs of any other controller, whose namespace of
@@ -52,7 +47,7 @@ impl Namespace {
     pub(crate) fn from_identify(
         nsid: u32,
         id: &IdentifyNamespace,
-        csi: u8,
+        csi: Csi,
         max_transfer: Option<usize>,
         controller: u32,
     ) -> Result<Self> {
@@ -68,9 +63,9 @@ impl Namespace {
             nsid,
             block_size,
             blocks: id.nsze,
-            metadata_size: format.ms,
-            extended_lba: id.flbas_extended(),
-            pi_type: id.dps_pi_type(),
+            metadata_size: format.ms(),
+            extended_lba: id.flbas.extended(),
+            pi_type: id.dps.pit(),
             csi,
             max_transfer,
             controller,
@@ -113,7 +108,7 @@ impl Namespace {
     }
 
     /// The I/O Command Set the namespace belongs to (CSI: 0 NVM, 2 zoned).
-    pub fn csi(&self) -> u8 {
+    pub fn csi(&self) -> Csi {
         self.csi
     }
 
@@ -125,9 +120,9 @@ impl Namespace {
     /// Why plain read and write cannot be used on this namespace yet, if they
     /// cannot: metadata and protection information need their own buffers.
     pub fn unsupported_reason(&self) -> Option<&'static str> {
-        if self.csi == CSI_ZONED {
+        if self.csi == Csi::ZONED {
             Some("zoned namespaces are not supported yet")
-        } else if self.csi != CSI_NVM {
+        } else if self.csi != Csi::NVM {
             Some("namespace of a command set other than NVM")
         } else if self.pi_type != 0 {
             Some("protection information is not supported yet")
@@ -167,12 +162,12 @@ mod tests {
     fn csi_descriptor_is_found_among_others() {
         let mut list = [0u8; 64];
         // EUI64 descriptor, then a CSI descriptor saying "zoned".
-        list[0] = nidt::EUI64;
+        list[0] = Nidt::EUI64.0;
         list[1] = 8;
-        list[12] = nidt::CSI;
+        list[12] = Nidt::CSI.0;
         list[13] = 1;
-        list[16] = CSI_ZONED;
-        assert_eq!(csi_from_descriptors(&list), Some(CSI_ZONED));
+        list[16] = Csi::ZONED.0;
+        assert_eq!(csi_from_descriptors(&list), Some(Csi::ZONED));
         assert_eq!(csi_from_descriptors(&[0u8; 64]), None);
     }
 
@@ -180,7 +175,7 @@ mod tests {
     fn malformed_descriptors_do_not_panic() {
         // A length running past the end, at the end of the page.
         let mut list = [0u8; 16];
-        list[0] = nidt::NGUID;
+        list[0] = Nidt::NGUID.0;
         list[1] = 200;
         assert_eq!(csi_from_descriptors(&list), None);
         for len in 0..8 {

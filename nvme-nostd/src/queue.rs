@@ -185,6 +185,7 @@ impl CompletionQueue {
 mod tests {
     use super::*;
     use crate::spec::command::CompletionEntry;
+    use crate::spec::status::Status;
     use crate::test_hal::TestHal;
 
     #[test]
@@ -196,7 +197,7 @@ mod tests {
     }
 
     fn post(cq: &CompletionQueue, index: u16, cid: u16, phase: bool) {
-        let e = CompletionEntry { cid, status: phase as u16, ..Default::default() };
+        let e = CompletionEntry { cid, status: Status::new().with_p(phase), ..Default::default() };
         cq.mem.write(index as usize * CQ_ENTRY_SIZE, e);
     }
 

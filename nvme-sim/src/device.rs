@@ -10,11 +10,14 @@ use crate::fault::{random_fault, Fault, FaultKind, FaultRule, RandomFaults, Spli
 use crate::memory::Arena;
 use core::time::Duration;
 use hal_traits::PAGE_SIZE;
-use nvme_nostd::spec::command::{
-    cns, feature, nidt, AdminOpcode, CompletionEntry, IoOpcode, SubmissionEntry,
+use nvme_spec::command::{AdminOpcode, CompletionEntry, IoOpcode, SubmissionEntry};
+use nvme_spec::dwords::{
+    AbortCdw10, CreateIoCqCdw11, CreateIoQueueCdw10, CreateIoSqCdw11, DeleteIoQueueCdw10, FeaturesCdw10,
+    GetLogPageCdw10, GetLogPageCdw11, IdentifyCdw10, NumberOfQueues, ReadWriteCdw12,
 };
-use nvme_nostd::spec::registers::{offset, Aqa, Cap, Cc, Csts};
-use nvme_nostd::spec::status::{command_specific as cs, generic, Status, StatusCode, StatusCodeType};
+use nvme_spec::ids::{Cns, Fid, Lid, Nidt};
+use nvme_spec::registers::{offset, Aqa, Cap, Cc, Csts};
+use nvme_spec::status::{command_specific as cs, generic, Status, StatusCode, StatusCodeType};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// VS: NVMe 1.4.0.
@@ -30,7 +33,7 @@ const MAX_LOG_BYTES: usize = 64 << 10;
 const DNR: u16 = 1 << 15;
 
 const fn st(sct: StatusCodeType, sc: StatusCode, dnr: bool) -> u16 {
-    Status::new(sct, sc).raw() | if dnr { DNR } else { 0 }
+    Status::of(sct, sc).raw() | if dnr { DNR } else { 0 }
 }
 const fn gen(sc: StatusCode, dnr: bool) -> u16 {
     st(StatusCodeType::GENERIC, sc, dnr)
@@ -234,34 +237,11 @@ fn ring_distance(from: u16, to: u16, size: u16) -> u16 {
 }
 
 fn parse_sqe(b: &[u8; 64]) -> SubmissionEntry {
-    let d = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-    let q = |i: usize| d(i) as u64 | ((d(i + 4) as u64) << 32);
-    SubmissionEntry {
-        cdw0: d(0),
-        nsid: d(4),
-        cdw2: d(8),
-        cdw3: d(12),
-        mptr: q(16),
-        prp1: q(24),
-        prp2: q(32),
-        cdw10: d(40),
-        cdw11: d(44),
-        cdw12: d(48),
-        cdw13: d(52),
-        cdw14: d(56),
-        cdw15: d(60),
-    }
+    zerocopy::transmute!(*b)
 }
 
 fn cqe_bytes(e: &CompletionEntry) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    b[0..4].copy_from_slice(&e.dw0.to_le_bytes());
-    b[4..8].copy_from_slice(&e.dw1.to_le_bytes());
-    b[8..10].copy_from_slice(&e.sqhd.to_le_bytes());
-    b[10..12].copy_from_slice(&e.sqid.to_le_bytes());
-    b[12..14].copy_from_slice(&e.cid.to_le_bytes());
-    b[14..16].copy_from_slice(&e.status.to_le_bytes());
-    b
+    zerocopy::transmute!(*e)
 }
 
 fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
@@ -735,9 +715,9 @@ impl State {
             self.stats.admin_commands += 1;
         }
         if let Some(sq) = self.sqs.get_mut(&sqid) {
-            sq.issued.insert(cmd.cid());
+            sq.issued.insert(cmd.cdw0.cid());
         }
-        let fault = self.draw_fault(sqid, cmd.opc());
+        let fault = self.draw_fault(sqid, cmd.cdw0.opc());
         if let Some(f) = &fault {
             self.stats.faults[FaultKind::of(f).index()] += 1;
         }
@@ -758,9 +738,10 @@ impl State {
             }
             _ => {}
         }
-        let is_aer = sqid == 0 && cmd.opc() == AdminOpcode::ASYNC_EVENT_REQUEST.0;
+        let is_aer = sqid == 0 && cmd.cdw0.opc() == AdminOpcode::ASYNC_EVENT_REQUEST.0;
         if fault.is_none() && is_aer {
-            let held = self.stuck.values().filter(|s| s.sqid == 0 && s.cmd.opc() == cmd.opc()).count();
+            let held =
+                self.stuck.values().filter(|s| s.sqid == 0 && s.cmd.cdw0.opc() == cmd.cdw0.opc()).count();
             if held < AER_LIMIT {
                 // Held until an event (none ever happens), an Abort or a reset.
                 self.stuck.insert(p.seq, p);
@@ -787,9 +768,9 @@ impl State {
         if !self.sqs.contains_key(&p.sqid) {
             return;
         }
-        let cid = p.cmd.cid();
+        let cid = p.cmd.cdw0.cid();
         if let Some(Fault::Status { sct, sc, dnr }) = p.fault {
-            let status = Status::new(StatusCodeType(sct), StatusCode(sc)).raw() | if dnr { DNR } else { 0 };
+            let status = Status::of(StatusCodeType(sct), StatusCode(sc)).raw() | if dnr { DNR } else { 0 };
             self.post(p.sqid, cid, status, 0, PostKind::Real);
             return;
         }
@@ -816,7 +797,7 @@ impl State {
     }
 
     fn is_outstanding(&self, sqid: u16, cid: u16) -> bool {
-        let hit = |p: &Pending| p.sqid == sqid && p.cmd.cid() == cid;
+        let hit = |p: &Pending| p.sqid == sqid && p.cmd.cdw0.cid() == cid;
         self.pending.values().any(hit) || self.stuck.values().any(hit)
     }
 
@@ -862,7 +843,7 @@ impl State {
         }
         let cqid = sq.cqid;
         let track = (kind == PostKind::Real || kind == PostKind::WrongPhase).then_some((sqid, sqhd));
-        let entry = CompletionEntry { dw0, dw1: 0, sqhd, sqid, cid, status: status & !1 };
+        let entry = CompletionEntry { dw0, dw1: 0, sqhd, sqid, cid, status: Status::from_bits(status & !1) };
         let Some(cq) = self.cqs.get_mut(&cqid) else { return };
         cq.waiting.push_back(Post { entry, wrong_phase: kind == PostKind::WrongPhase, track });
         self.flush_cq(cqid);
@@ -877,7 +858,7 @@ impl State {
             }
             let Some(post) = cq.waiting.pop_front() else { return };
             let mut entry = post.entry;
-            entry.status = (entry.status & !1) | (cq.phase ^ post.wrong_phase) as u16;
+            entry.status.set_p(cq.phase ^ post.wrong_phase);
             let addr = cq.base + cq.tail as u64 * CQ_ENTRY;
             if let Some(slot) = cq.slots.get_mut(cq.tail as usize) {
                 *slot = post.track;
@@ -986,10 +967,10 @@ impl State {
     // ----- admin commands -----
 
     fn execute_admin(&mut self, cmd: &SubmissionEntry) -> (u16, u32) {
-        if cmd.fuse() != 0 || cmd.psdt() != 0 {
+        if cmd.cdw0.fuse() != 0 || cmd.cdw0.psdt() != 0 {
             return (INVALID_FIELD, 0);
         }
-        match AdminOpcode(cmd.opc()) {
+        match AdminOpcode(cmd.cdw0.opc()) {
             AdminOpcode::DELETE_IO_SQ => (self.delete_sq(cmd), 0),
             AdminOpcode::CREATE_IO_SQ => (self.create_sq(cmd), 0),
             AdminOpcode::GET_LOG_PAGE => (self.get_log_page(cmd), 0),
@@ -1012,11 +993,10 @@ impl State {
 
     /// Create I/O Completion Queue (section 5.3).
     fn create_cq(&mut self, cmd: &SubmissionEntry) -> u16 {
-        let qid = cmd.cdw10 as u16;
-        let qsize = (cmd.cdw10 >> 16) as u16;
-        let pc = cmd.cdw11 & 1 != 0;
-        let ien = cmd.cdw11 & 2 != 0;
-        let vector = (cmd.cdw11 >> 16) as u16;
+        let cdw10 = CreateIoQueueCdw10::from_bits(cmd.cdw10);
+        let (qid, qsize) = (cdw10.qid(), cdw10.qsize());
+        let cdw11 = CreateIoCqCdw11::from_bits(cmd.cdw11);
+        let (pc, ien, vector) = (cdw11.pc(), cdw11.ien(), cdw11.iv());
         if qid == 0 || qid > self.io_queue_limit(true) || self.cqs.contains_key(&qid) {
             return INVALID_QID;
         }
@@ -1043,10 +1023,10 @@ impl State {
 
     /// Create I/O Submission Queue (section 5.4).
     fn create_sq(&mut self, cmd: &SubmissionEntry) -> u16 {
-        let qid = cmd.cdw10 as u16;
-        let qsize = (cmd.cdw10 >> 16) as u16;
-        let pc = cmd.cdw11 & 1 != 0;
-        let cqid = (cmd.cdw11 >> 16) as u16;
+        let cdw10 = CreateIoQueueCdw10::from_bits(cmd.cdw10);
+        let (qid, qsize) = (cdw10.qid(), cdw10.qsize());
+        let cdw11 = CreateIoSqCdw11::from_bits(cmd.cdw11);
+        let (pc, cqid) = (cdw11.pc(), cdw11.cqid());
         if cqid == 0 || !self.cqs.contains_key(&cqid) {
             return CQ_INVALID;
         }
@@ -1074,7 +1054,7 @@ impl State {
     /// still inside the device completes with "aborted due to SQ deletion"
     /// first.
     fn delete_sq(&mut self, cmd: &SubmissionEntry) -> u16 {
-        let qid = cmd.cdw10 as u16;
+        let qid = DeleteIoQueueCdw10::from_bits(cmd.cdw10).qid();
         if qid == 0 || !self.sqs.contains_key(&qid) {
             return INVALID_QID;
         }
@@ -1084,7 +1064,7 @@ impl State {
         self.pending.retain(|_, p| p.sqid != qid);
         self.stuck.retain(|_, p| p.sqid != qid);
         for p in victims {
-            self.post(qid, p.cmd.cid(), ABORTED_SQ_DELETION, 0, PostKind::Real);
+            self.post(qid, p.cmd.cdw0.cid(), ABORTED_SQ_DELETION, 0, PostKind::Real);
         }
         self.sqs.remove(&qid);
         // A new SQ with this identifier must not inherit what the host
@@ -1102,7 +1082,7 @@ impl State {
 
     /// Delete I/O Completion Queue (section 5.5).
     fn delete_cq(&mut self, cmd: &SubmissionEntry) -> u16 {
-        let qid = cmd.cdw10 as u16;
+        let qid = DeleteIoQueueCdw10::from_bits(cmd.cdw10).qid();
         if qid == 0 || !self.cqs.contains_key(&qid) {
             return INVALID_QID;
         }
@@ -1122,15 +1102,15 @@ impl State {
 
     /// Abort (section 5.1): DW0 bit 0 is 0 when the command was aborted.
     fn abort(&mut self, cmd: &SubmissionEntry) -> u32 {
-        let sqid = cmd.cdw10 as u16;
-        let cid = (cmd.cdw10 >> 16) as u16;
+        let cdw10 = AbortCdw10::from_bits(cmd.cdw10);
+        let (sqid, cid) = (cdw10.sqid(), cdw10.cid());
         if self.cfg.abort_lies {
             return 0;
         }
         if !self.cfg.abort_works {
             return 1;
         }
-        let hit = |p: &Pending| p.sqid == sqid && p.cmd.cid() == cid;
+        let hit = |p: &Pending| p.sqid == sqid && p.cmd.cdw0.cid() == cid;
         let victim = if let Some(key) = self.pending.iter().find(|(_, p)| hit(p)).map(|(k, _)| *k) {
             self.pending.remove(&key)
         } else if let Some(key) = self.stuck.iter().find(|(_, p)| hit(p)).map(|(k, _)| *k) {
@@ -1148,14 +1128,15 @@ impl State {
     }
 
     fn set_features(&mut self, cmd: &SubmissionEntry) -> (u16, u32) {
-        let fid = cmd.cdw10 as u8;
-        if cmd.cdw10 & (1 << 31) != 0 {
+        let cdw10 = FeaturesCdw10::from_bits(cmd.cdw10);
+        if cdw10.sv() {
             return (NOT_SAVEABLE, 0);
         }
+        let fid = cdw10.fid();
         match fid {
-            feature::NUMBER_OF_QUEUES => {
-                let nsqr = cmd.cdw11 as u16;
-                let ncqr = (cmd.cdw11 >> 16) as u16;
+            Fid::NUMBER_OF_QUEUES => {
+                let requested = NumberOfQueues::from_bits(cmd.cdw11);
+                let (nsqr, ncqr) = (requested.nsq(), requested.ncq());
                 if nsqr == u16::MAX || ncqr == u16::MAX {
                     return (INVALID_FIELD, 0);
                 }
@@ -1165,10 +1146,10 @@ impl State {
                 let max = self.cfg.max_io_queues - 1;
                 self.nsqa = nsqr.min(max);
                 self.ncqa = ncqr.min(max);
-                (SUCCESS, self.nsqa as u32 | ((self.ncqa as u32) << 16))
+                (SUCCESS, self.queues_allocated())
             }
-            0x01..=0x06 | 0x08..=0x0b | feature::KEEP_ALIVE_TIMER => {
-                self.features.insert(fid, cmd.cdw11);
+            Fid(0x01..=0x06 | 0x08..=0x0b) | Fid::KEEP_ALIVE_TIMER => {
+                self.features.insert(fid.0, cmd.cdw11);
                 (SUCCESS, 0)
             }
             _ => (INVALID_FIELD, 0),
@@ -1176,29 +1157,35 @@ impl State {
     }
 
     fn get_features(&mut self, cmd: &SubmissionEntry) -> (u16, u32) {
-        let fid = cmd.cdw10 as u8;
+        let fid = FeaturesCdw10::from_bits(cmd.cdw10).fid();
         match fid {
-            feature::NUMBER_OF_QUEUES => (SUCCESS, self.nsqa as u32 | ((self.ncqa as u32) << 16)),
-            0x01..=0x06 | 0x08..=0x0b | feature::KEEP_ALIVE_TIMER => {
-                (SUCCESS, self.features.get(&fid).copied().unwrap_or(0))
+            Fid::NUMBER_OF_QUEUES => (SUCCESS, self.queues_allocated()),
+            Fid(0x01..=0x06 | 0x08..=0x0b) | Fid::KEEP_ALIVE_TIMER => {
+                (SUCCESS, self.features.get(&fid.0).copied().unwrap_or(0))
             }
             _ => (INVALID_FIELD, 0),
         }
     }
 
+    /// Number of Queues DW0: NSQA and NCQA, 0-based.
+    fn queues_allocated(&self) -> u32 {
+        NumberOfQueues::new().with_nsq(self.nsqa).with_ncq(self.ncqa).into_bits()
+    }
+
     /// Get Log Page (section 5.14): error information, SMART / health and
     /// firmware slot pages, all zeros (a temperature of 313 K in SMART).
     fn get_log_page(&mut self, cmd: &SubmissionEntry) -> u16 {
-        let lid = cmd.cdw10 as u8;
-        let numd = (((cmd.cdw11 & 0xffff) << 16) | (cmd.cdw10 >> 16)) as usize + 1;
+        let cdw10 = GetLogPageCdw10::from_bits(cmd.cdw10);
+        let numd =
+            ((GetLogPageCdw11::from_bits(cmd.cdw11).numdu() as usize) << 16) + cdw10.numdl() as usize + 1;
         let len = numd * 4;
         if len > MAX_LOG_BYTES {
             return INVALID_FIELD;
         }
         let mut page = vec![0u8; len];
-        match lid {
-            0x01 | 0x03 => {}
-            0x02 => {
+        match cdw10.lid() {
+            Lid::ERROR_INFORMATION | Lid::FIRMWARE_SLOT => {}
+            Lid::SMART_HEALTH => {
                 if len >= 3 {
                     put(&mut page, 1, &313u16.to_le_bytes());
                 }
@@ -1209,18 +1196,18 @@ impl State {
     }
 
     fn identify(&mut self, cmd: &SubmissionEntry) -> u16 {
-        let cns = cmd.cdw10 as u8;
+        let cns = IdentifyCdw10::from_bits(cmd.cdw10).cns();
         let nsid = cmd.nsid;
         let mut page = vec![0u8; PAGE_SIZE];
         match cns {
-            cns::NAMESPACE => {
+            Cns::NAMESPACE => {
                 if nsid == 0 || nsid > self.nn {
                     return INVALID_NAMESPACE;
                 }
                 self.identify_namespace(nsid, &mut page);
             }
-            cns::CONTROLLER => self.identify_controller(&mut page),
-            cns::ACTIVE_NAMESPACES => {
+            Cns::CONTROLLER => self.identify_controller(&mut page),
+            Cns::ACTIVE_NAMESPACES => {
                 if nsid >= 0xffff_fffe {
                     return INVALID_NAMESPACE;
                 }
@@ -1229,16 +1216,16 @@ impl State {
                     put(&mut page, i * 4, &ns.cfg.nsid.to_le_bytes());
                 }
             }
-            cns::NAMESPACE_ID_DESCRIPTORS => {
+            Cns::NAMESPACE_ID_DESCRIPTORS => {
                 if !self.namespaces.iter().any(|n| n.active && n.cfg.nsid == nsid) {
                     return INVALID_NAMESPACE;
                 }
                 // An NGUID descriptor (NIDT 2, 16 bytes), then the CSI (NIDT 4, 1 byte: NVM).
-                page[0] = nidt::NGUID;
+                page[0] = Nidt::NGUID.0;
                 page[1] = 16;
                 put(&mut page, 4, b"nvme-sim");
                 put(&mut page, 12, &nsid.to_be_bytes());
-                page[20] = nidt::CSI;
+                page[20] = Nidt::CSI.0;
                 page[21] = 1;
                 page[24] = 0;
             }
@@ -1302,10 +1289,10 @@ impl State {
     }
 
     fn execute_io(&mut self, cmd: &SubmissionEntry) -> (u16, u32) {
-        if cmd.fuse() != 0 {
+        if cmd.cdw0.fuse() != 0 {
             return (INVALID_FIELD, 0);
         }
-        let status = match IoOpcode(cmd.opc()) {
+        let status = match IoOpcode(cmd.cdw0.opc()) {
             IoOpcode::FLUSH => {
                 if cmd.nsid == u32::MAX || self.active_namespace(cmd.nsid).is_some() {
                     SUCCESS
@@ -1336,11 +1323,11 @@ impl State {
 
     fn read_write(&mut self, cmd: &SubmissionEntry) -> u16 {
         let Some(index) = self.active_namespace(cmd.nsid) else { return INVALID_NAMESPACE };
-        if cmd.psdt() != 0 {
+        if cmd.cdw0.psdt() != 0 {
             return INVALID_FIELD;
         }
         let slba = cmd.cdw10 as u64 | ((cmd.cdw11 as u64) << 32);
-        let nlb = (cmd.cdw12 & 0xffff) as u64 + 1;
+        let nlb = ReadWriteCdw12::from_bits(cmd.cdw12).nlb() as u64 + 1;
         let bytes = nlb * self.namespaces[index].cfg.block_size as u64;
         if self.cfg.mdts != 0 && bytes > PAGE << self.cfg.mdts.min(40) {
             return INVALID_FIELD;
@@ -1349,7 +1336,7 @@ impl State {
             Ok(r) => r,
             Err(s) => return s,
         };
-        if IoOpcode(cmd.opc()) == IoOpcode::WRITE {
+        if IoOpcode(cmd.cdw0.opc()) == IoOpcode::WRITE {
             match self.read_from_host(cmd, len) {
                 Ok(data) => {
                     self.namespaces[index].data[start..start + len].copy_from_slice(&data);
@@ -1365,7 +1352,7 @@ impl State {
 
     fn write_zeroes(&mut self, cmd: &SubmissionEntry) -> u16 {
         let slba = cmd.cdw10 as u64 | ((cmd.cdw11 as u64) << 32);
-        let nlb = (cmd.cdw12 & 0xffff) as u64 + 1;
+        let nlb = ReadWriteCdw12::from_bits(cmd.cdw12).nlb() as u64 + 1;
         match self.lba_range(cmd.nsid, slba, nlb) {
             Ok((index, start, len)) => {
                 self.namespaces[index].data[start..start + len].fill(0);
@@ -1381,7 +1368,7 @@ impl State {
         if self.active_namespace(cmd.nsid).is_none() {
             return INVALID_NAMESPACE;
         }
-        if cmd.psdt() != 0 {
+        if cmd.cdw0.psdt() != 0 {
             return INVALID_FIELD;
         }
         let ranges = (cmd.cdw10 & 0xff) as usize + 1;

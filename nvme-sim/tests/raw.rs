@@ -6,14 +6,14 @@ use core::time::Duration;
 use nvme_nostd::hal_traits::{DmaRegion, Hal, PAGE_SIZE};
 use nvme_nostd::spec::command::{AdminOpcode, CompletionEntry, IoOpcode, SubmissionEntry};
 use nvme_nostd::spec::registers::{doorbell_offset, offset, Cap, Cc, Csts};
-use nvme_nostd::spec::status::{command_specific, generic, StatusCode};
+use nvme_nostd::spec::status::{command_specific, generic, Status, StatusCode};
 use nvme_sim::{Sim, SimConfig, SimHal, SimNamespace, IOVA_BASE};
 
 const MS: Duration = Duration::from_millis(1);
 
 fn sqe_bytes(c: &SubmissionEntry) -> [u8; 64] {
     let mut b = [0u8; 64];
-    let dwords = [c.cdw0, c.nsid, c.cdw2, c.cdw3];
+    let dwords = [c.cdw0.into_bits(), c.nsid, c.cdw2, c.cdw3];
     for (i, d) in dwords.iter().enumerate() {
         b[i * 4..i * 4 + 4].copy_from_slice(&d.to_le_bytes());
     }
@@ -82,7 +82,7 @@ impl Ring {
     fn push(&mut self, cmd: SubmissionEntry) -> u16 {
         poke(&self.sq, self.tail as usize * 64, &sqe_bytes(&cmd));
         self.tail = (self.tail + 1) % self.sq_size;
-        cmd.cid()
+        cmd.cdw0.cid()
     }
 
     fn ring(&self, hal: &SimHal) {
@@ -100,7 +100,7 @@ impl Ring {
             sqhd: le16(8),
             sqid: le16(10),
             cid: le16(12),
-            status: le16(14),
+            status: Status::from_bits(le16(14)),
         };
         if e.phase() != self.phase {
             return None;
@@ -129,7 +129,7 @@ impl Ring {
 }
 
 fn cmd_with_cid(cmd: &mut SubmissionEntry, cid: u16) -> SubmissionEntry {
-    cmd.set_cid(cid);
+    cmd.cdw0.set_cid(cid);
     *cmd
 }
 
@@ -143,7 +143,7 @@ fn enable(sim: &Sim, hal: &SimHal, admin: &Ring) {
 }
 
 fn sc_of(e: &CompletionEntry) -> (u8, StatusCode) {
-    let s = e.status();
+    let s = e.status;
     (s.sct().0, s.sc())
 }
 
@@ -254,7 +254,7 @@ fn full_completion_queue_holds_completions_back() {
     // Three fit (a ring of 4 holds 3); the rest wait for the host.
     let first: Vec<_> = std::iter::from_fn(|| admin.reap()).collect();
     assert_eq!(first.iter().map(|e| e.cid).collect::<Vec<_>>(), [0, 1, 2]);
-    assert!(first.iter().all(|e| e.sqhd == 6 && e.sqid == 0 && e.status().is_success()));
+    assert!(first.iter().all(|e| e.sqhd == 6 && e.sqid == 0 && e.status.is_success()));
     assert_eq!(sim.stats().completions_posted, 3);
     admin.release(&hal);
     let rest: Vec<_> = std::iter::from_fn(|| admin.reap()).collect();
@@ -282,7 +282,7 @@ fn identify_lands_across_a_page_boundary_and_bad_pointers_fail() {
     id.cdw10 = 1;
     id.prp1 = base + 2048;
     id.prp2 = base + 4096;
-    assert!(admin.run(&sim, &hal, id).status().is_success());
+    assert!(admin.run(&sim, &hal, id).status.is_success());
     let mut b = [0u8; 2];
     peek(&data, 2048, &mut b);
     assert_eq!(u16::from_le_bytes(b), 0x1b36, "VID at the start");
@@ -326,12 +326,12 @@ fn io_ring(sim: &Sim, hal: &SimHal, admin: &mut Ring) -> Ring {
     c.prp1 = io.cq.daddr.0;
     c.cdw10 = (15 << 16) | 1;
     c.cdw11 = 1;
-    assert!(admin.run(sim, hal, c).status().is_success());
+    assert!(admin.run(sim, hal, c).status.is_success());
     let mut c = SubmissionEntry::new(AdminOpcode::CREATE_IO_SQ.0, 0);
     c.prp1 = io.sq.daddr.0;
     c.cdw10 = (15 << 16) | 1;
     c.cdw11 = (1 << 16) | 1;
-    assert!(admin.run(sim, hal, c).status().is_success());
+    assert!(admin.run(sim, hal, c).status.is_success());
     io
 }
 
@@ -370,7 +370,7 @@ fn chained_prp_lists_are_followed_in_order() {
     w.prp2 = lists.daddr.0;
     w.cdw12 = blocks as u32 - 1;
     let e = io.run(&sim, &hal, w);
-    assert!(e.status().is_success(), "{}", e.status());
+    assert!(e.status.is_success(), "{}", e.status);
     let stored = sim.read_blocks(1, 0, blocks as u64);
     for k in 0..PAGES {
         let want = (perm(k) % 251) as u8;
@@ -381,8 +381,8 @@ fn chained_prp_lists_are_followed_in_order() {
         poke(&data, p * PAGE_SIZE, &[0; PAGE_SIZE]);
     }
     let mut r = w;
-    r.cdw0 = IoOpcode::READ.0 as u32;
-    assert!(io.run(&sim, &hal, r).status().is_success());
+    r.cdw0 = r.cdw0.with_opc(IoOpcode::READ.0);
+    assert!(io.run(&sim, &hal, r).status.is_success());
     let mut page = vec![0u8; PAGE_SIZE];
     for k in [0, 1, 2, 510, 511, 512, 513] {
         peek(&data, perm(k) * PAGE_SIZE, &mut page);
@@ -402,7 +402,7 @@ fn chained_prp_lists_are_followed_in_order() {
     assert_eq!(sc_of(&io.run(&sim, &hal, r)), (0, generic::PRP_OFFSET_INVALID));
     // SGLs are not supported.
     let mut sgl = w;
-    sgl.cdw0 |= 1 << 14;
+    sgl.cdw0.set_psdt(1);
     assert_eq!(sc_of(&io.run(&sim, &hal, sgl)), (0, generic::INVALID_FIELD));
     // Deleting the CQ before its SQ is refused.
     let mut c = SubmissionEntry::new(AdminOpcode::DELETE_IO_CQ.0, 0);
@@ -434,7 +434,7 @@ fn a_list_that_starts_mid_page_chains_at_the_page_end() {
     w.prp1 = page(0);
     w.prp2 = lists.daddr.0 + 4080;
     w.cdw12 = 4 * 8 - 1; // 16 KiB
-    assert!(io.run(&sim, &hal, w).status().is_success());
+    assert!(io.run(&sim, &hal, w).status.is_success());
     let stored = sim.read_blocks(1, 0, 32);
     for k in 0..4 {
         assert!(stored[k * PAGE_SIZE..(k + 1) * PAGE_SIZE].iter().all(|&b| b == k as u8 + 1), "page {k}");
@@ -491,6 +491,6 @@ fn a_recreated_queue_starts_afresh() {
     let mut r = SubmissionEntry::new(IoOpcode::READ.0, 1);
     r.prp1 = data.daddr.0;
     let e = io.run(&sim, &hal, r);
-    assert!(e.status().is_success());
+    assert!(e.status.is_success());
     assert!(e.sqhd >= 2, "head 0, tail 1: SQHD {} is possible", e.sqhd);
 }

@@ -25,6 +25,7 @@ use hal_baremetal::pci::{self, BarWindow, PortConfigAccess};
 use hal_baremetal::serial::Serial;
 use hal_baremetal::{BareMetalHal, DmaPool, TscClock};
 use hal_traits::MmioRegion;
+use nvme_nostd::spec::ids::Cns;
 use nvme_selftest::{Options, Outcome, Totals};
 
 /// Pages of DMA memory for the driver: 48 MiB, enough for the largest transfers
@@ -180,7 +181,7 @@ fn dump(hal: BareMetalHal, out: &mut Console) {
         }
     };
     let mut page = [0u8; 4096];
-    for (name, cns, nsid) in [("controller", 1u8, 0u32), ("namespace-1", 0, 1)] {
+    for (name, cns, nsid) in [("controller", Cns::CONTROLLER, 0u32), ("namespace-1", Cns::NAMESPACE, 1)] {
         if ctrlr.identify_raw(cns, nsid, &mut page).is_err() {
             continue;
         }

@@ -17,6 +17,7 @@ use crate::prp::{self, PrpListSink};
 use crate::queue::{CompletionQueue, SubmissionQueue};
 use crate::slots::{Cid, SlotPool};
 use crate::spec::command::{IoOpcode, SubmissionEntry};
+use crate::spec::dwords::ReadWriteCdw12;
 use crate::spec::status::{path, Status, StatusCodeType};
 use core::ptr::NonNull;
 use core::time::Duration;
@@ -144,7 +145,7 @@ struct Request<B, C> {
 }
 
 /// The status given to requests that the driver ends itself.
-const HOST_ABORTED: Status = Status::new(StatusCodeType::PATH_RELATED, path::COMMAND_ABORTED_BY_HOST);
+const HOST_ABORTED: Status = Status::of(StatusCodeType::PATH_RELATED, path::COMMAND_ABORTED_BY_HOST);
 
 /// An I/O submission queue and its completion queue, with a pool of `N` request
 /// slots. Each request owns a buffer of type `B` and a caller context `C` until
@@ -289,9 +290,11 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             Err(error) => return Err(SubmitError { error, buffer, context }),
         };
         let mut cmd = SubmissionEntry::new(opcode.0, ns.id());
+        // SLBA in CDW10 (low) and CDW11 (high); NLB is 0-based (check_range
+        // allows at most 65536 blocks).
         cmd.cdw10 = lba as u32;
         cmd.cdw11 = (lba >> 32) as u32;
-        cmd.cdw12 = blocks - 1; // NLB, 0-based
+        cmd.cdw12 = ReadWriteCdw12::new().with_nlb((blocks - 1) as u16).into_bits();
         let direction = if opcode == IoOpcode::READ { Direction::FromDevice } else { Direction::ToDevice };
         self.submit_data(cmd, buffer, len, direction, context)
     }
@@ -322,13 +325,13 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         buffer: Option<B>,
         context: C,
     ) -> Result<Cid, SubmitError<Option<B>, C>> {
-        let direction = match IoOpcode(cmd.opc()).transfer_bits() {
+        let direction = match IoOpcode(cmd.cdw0.opc()).transfer_bits() {
             0 => None,
             1 => Some(Direction::ToDevice),
             2 => Some(Direction::FromDevice),
             _ => Some(Direction::Bidirectional),
         };
-        let bad = if cmd.psdt() != 0 || cmd.fuse() != 0 || cmd.mptr != 0 {
+        let bad = if cmd.cdw0.psdt() != 0 || cmd.cdw0.fuse() != 0 || cmd.mptr != 0 {
             Some(Error::InvalidArgument("raw commands may not set PSDT, FUSE or MPTR yet"))
         } else if direction.is_none() && buffer.is_some() {
             Some(Error::InvalidArgument("this opcode transfers no data"))
@@ -480,7 +483,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
 
     /// Writes the entry and rings the doorbell.
     fn push(&mut self, mut cmd: SubmissionEntry, cid: Cid) {
-        cmd.set_cid(cid.0);
+        cmd.cdw0.set_cid(cid.0);
         // Cannot fail: `reserve` checked that the ring has room and nothing was
         // pushed since.
         let _ = self.sq.push(&cmd);
@@ -521,7 +524,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
                 continue;
             }
             self.sq.update_head(entry.sqhd);
-            let status = entry.status();
+            let status = entry.status.without_phase();
             let retryable = !status.is_success() && !status.dnr() && self.failed.is_none();
             if retryable && self.retry(cid, retry_count).is_some() {
                 continue;

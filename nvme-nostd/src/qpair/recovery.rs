@@ -111,7 +111,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         }
         for cid in &expired {
             if let (Some(cb), Some(req)) = (self.ctrlr.options().timeout_callback, self.slots.get(*cid)) {
-                cb(TimeoutEvent { qid: self.qid, cid: *cid, opcode: req.cmd.opc() });
+                cb(TimeoutEvent { qid: self.qid, cid: *cid, opcode: req.cmd.cdw0.opc() });
             }
         }
         self.mark_timed_out(&expired);

@@ -10,8 +10,29 @@ use crate::prp;
 use crate::queue::{CompletionQueue, SubmissionQueue};
 use crate::slots::SlotPool;
 use crate::spec::command::{AdminOpcode, SubmissionEntry};
+use crate::spec::dwords::{CreateIoCqCdw11, CreateIoQueueCdw10, CreateIoSqCdw11, DeleteIoQueueCdw10};
 use core::time::Duration;
-use hal_traits::{Hal, PAGE_SIZE};
+use hal_traits::{DeviceAddr, Hal, PAGE_SIZE};
+
+/// Create I/O Completion Queue (section 5.3) for a physically contiguous
+/// ring at `daddr`, polled (no interrupt).
+fn create_cq_command(qid: u16, entries: u16, daddr: DeviceAddr) -> SubmissionEntry {
+    let mut cmd = SubmissionEntry::new(AdminOpcode::CREATE_IO_CQ.0, 0);
+    cmd.prp1 = daddr.0;
+    cmd.cdw10 = CreateIoQueueCdw10::new().with_qid(qid).with_qsize(entries - 1).into_bits();
+    cmd.cdw11 = CreateIoCqCdw11::new().with_pc(true).into_bits();
+    cmd
+}
+
+/// Create I/O Submission Queue (section 5.4) for a physically contiguous
+/// ring at `daddr`, posting to the completion queue of the same identifier.
+fn create_sq_command(qid: u16, entries: u16, daddr: DeviceAddr, priority: u8) -> SubmissionEntry {
+    let mut cmd = SubmissionEntry::new(AdminOpcode::CREATE_IO_SQ.0, 0);
+    cmd.prp1 = daddr.0;
+    cmd.cdw10 = CreateIoQueueCdw10::new().with_qid(qid).with_qsize(entries - 1).into_bits();
+    cmd.cdw11 = CreateIoSqCdw11::new().with_pc(true).with_qprio(priority).with_cqid(qid).into_bits();
+    cmd
+}
 
 impl<H: Hal> Controller<H> {
     /// Creates an I/O queue pair with `N` request slots: Create I/O Completion
@@ -115,11 +136,7 @@ impl<H: Hal> Controller<H> {
             }
         };
 
-        let mut cmd = SubmissionEntry::new(AdminOpcode::CREATE_IO_CQ.0, 0);
-        cmd.prp1 = cq_mem.daddr(0).0;
-        cmd.cdw10 = ((entries as u32 - 1) << 16) | qid as u32;
-        cmd.cdw11 = 1; // PC: physically contiguous; IEN clear: polled.
-        match self.admin_exec(cmd, None) {
+        match self.admin_exec(create_cq_command(qid, entries, cq_mem.daddr(0)), None) {
             Ok(_) => {}
             Err(e @ Error::Command(_)) => {
                 free_all(sq_mem, cq_mem, prp);
@@ -130,11 +147,7 @@ impl<H: Hal> Controller<H> {
             Err(e) => return Err((e, false)),
         }
 
-        let mut cmd = SubmissionEntry::new(AdminOpcode::CREATE_IO_SQ.0, 0);
-        cmd.prp1 = sq_mem.daddr(0).0;
-        cmd.cdw10 = ((entries as u32 - 1) << 16) | qid as u32;
-        cmd.cdw11 = ((qid as u32) << 16) | ((priority as u32) << 1) | 1;
-        match self.admin_exec(cmd, None) {
+        match self.admin_exec(create_sq_command(qid, entries, sq_mem.daddr(0), priority), None) {
             Ok(_) => {}
             Err(e @ Error::Command(_)) => {
                 if self.delete_queue(AdminOpcode::DELETE_IO_CQ, qid).is_ok() {
@@ -157,7 +170,7 @@ impl<H: Hal> Controller<H> {
     /// Delete I/O Submission or Completion Queue (sections 5.6, 5.5).
     pub(super) fn delete_queue(&self, opcode: AdminOpcode, qid: u16) -> Result {
         let mut cmd = SubmissionEntry::new(opcode.0, 0);
-        cmd.cdw10 = qid as u32;
+        cmd.cdw10 = DeleteIoQueueCdw10::new().with_qid(qid).into_bits();
         self.admin_exec(cmd, None).map(|_| ())
     }
 }
@@ -176,16 +189,9 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
     pub(super) fn recreate(&mut self) -> Result {
         self.sq.restart();
         self.cq.restart();
-        let entries = self.sq.size() as u32;
-        let mut cmd = SubmissionEntry::new(AdminOpcode::CREATE_IO_CQ.0, 0);
-        cmd.prp1 = self.cq.daddr().0;
-        cmd.cdw10 = ((entries - 1) << 16) | self.qid as u32;
-        cmd.cdw11 = 1;
-        self.ctrlr.admin_exec(cmd, None)?;
-        let mut cmd = SubmissionEntry::new(AdminOpcode::CREATE_IO_SQ.0, 0);
-        cmd.prp1 = self.sq.daddr().0;
-        cmd.cdw10 = ((entries - 1) << 16) | self.qid as u32;
-        cmd.cdw11 = ((self.qid as u32) << 16) | ((self.priority as u32) << 1) | 1;
+        let entries = self.sq.size();
+        self.ctrlr.admin_exec(create_cq_command(self.qid, entries, self.cq.daddr()), None)?;
+        let cmd = create_sq_command(self.qid, entries, self.sq.daddr(), self.priority);
         if let Err(e) = self.ctrlr.admin_exec(cmd, None) {
             // Leave no completion queue behind on the device.
             let _ = self.ctrlr.delete_queue(AdminOpcode::DELETE_IO_CQ, self.qid);

@@ -2,14 +2,37 @@
 //! sections 4.2 "Submission Queue Entry - Command Format" and 4.6 "Completion
 //! Queue Entry") and the opcodes of the admin and NVM command sets.
 
-use super::status::Status;
+use crate::status::Status;
+use bitfield_struct::bitfield;
+use core::mem::size_of;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// CDW0 of every command (section 4.2, figure 104).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct Cdw0 {
+    /// OPC: the opcode (an admin or I/O opcode, by queue).
+    pub opc: u8,
+    /// FUSE: fused operation (0 normal, 1 first, 2 second command).
+    #[bits(2)]
+    pub fuse: u8,
+    #[bits(4)]
+    __: u8,
+    /// PSDT: PRP or SGL for Data Transfer (0 PRPs, 1 SGL with a physically
+    /// contiguous MPTR, 2 SGL with an SGL segment as metadata).
+    #[bits(2)]
+    pub psdt: u8,
+    /// CID: the command identifier, unique among the commands outstanding on
+    /// the submission queue.
+    pub cid: u16,
+}
 
 /// A 64-byte submission queue entry (section 4.2, figure 105).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct SubmissionEntry {
-    /// CDW0: OPC (bits 7:0), FUSE (9:8), PSDT (15:14), CID (31:16).
-    pub cdw0: u32,
+    /// CDW0: opcode, fused operation, PSDT and CID.
+    pub cdw0: Cdw0,
     /// NSID: Namespace Identifier.
     pub nsid: u32,
     /// CDW2: command specific.
@@ -36,13 +59,13 @@ pub struct SubmissionEntry {
     pub cdw15: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<SubmissionEntry>() == 64);
+const _: () = assert!(size_of::<SubmissionEntry>() == 64);
 
 impl SubmissionEntry {
     /// A command with opcode `opc` for namespace `nsid`, everything else zero.
     pub const fn new(opc: u8, nsid: u32) -> Self {
         SubmissionEntry {
-            cdw0: opc as u32,
+            cdw0: Cdw0::new().with_opc(opc),
             nsid,
             cdw2: 0,
             cdw3: 0,
@@ -57,36 +80,11 @@ impl SubmissionEntry {
             cdw15: 0,
         }
     }
-
-    /// OPC: the opcode.
-    pub const fn opc(&self) -> u8 {
-        self.cdw0 as u8
-    }
-
-    /// CID: the command identifier.
-    pub const fn cid(&self) -> u16 {
-        (self.cdw0 >> 16) as u16
-    }
-
-    /// Sets CID.
-    pub fn set_cid(&mut self, cid: u16) {
-        self.cdw0 = (self.cdw0 & 0xffff) | ((cid as u32) << 16);
-    }
-
-    /// PSDT: PRP or SGL for Data Transfer (0 = PRPs).
-    pub const fn psdt(&self) -> u8 {
-        ((self.cdw0 >> 14) & 3) as u8
-    }
-
-    /// FUSE: fused operation (0 = normal).
-    pub const fn fuse(&self) -> u8 {
-        ((self.cdw0 >> 8) & 3) as u8
-    }
 }
 
 /// A 16-byte completion queue entry (section 4.6, figure 121).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct CompletionEntry {
     /// DW0: command specific.
     pub dw0: u32,
@@ -98,21 +96,21 @@ pub struct CompletionEntry {
     pub sqid: u16,
     /// CID: Command Identifier.
     pub cid: u16,
-    /// P (bit 0): Phase Tag; Status Field (bits 15:1).
-    pub status: u16,
+    /// DW3 bits 31:16: the phase tag P (bit 16) and the Status Field (bits
+    /// 31:17). [`Status`] leaves P out of everything but [`Status::p`].
+    pub status: Status,
 }
 
-const _: () = assert!(core::mem::size_of::<CompletionEntry>() == 16);
+const _: () = assert!(size_of::<CompletionEntry>() == 16);
+/// The byte offset of the status half-word (with the phase tag) in a
+/// completion entry: read it first to see whether the entry is new.
+pub const COMPLETION_STATUS_OFFSET: usize = core::mem::offset_of!(CompletionEntry, status);
+const _: () = assert!(COMPLETION_STATUS_OFFSET == 14);
 
 impl CompletionEntry {
     /// P: the phase tag.
     pub const fn phase(&self) -> bool {
-        self.status & 1 == 1
-    }
-
-    /// The decoded status field.
-    pub fn status(&self) -> Status {
-        Status::from_dw3_upper(self.status)
+        self.status.p()
     }
 }
 
@@ -195,45 +193,6 @@ impl IoOpcode {
     }
 }
 
-/// Identify CNS values (section 5.15.1, figure 244).
-pub mod cns {
-    /// Identify Namespace data structure for the NSID.
-    pub const NAMESPACE: u8 = 0x00;
-    /// Identify Controller data structure.
-    pub const CONTROLLER: u8 = 0x01;
-    /// Active Namespace ID list (NSIDs greater than the given NSID).
-    pub const ACTIVE_NAMESPACES: u8 = 0x02;
-    /// Namespace Identification Descriptor list (section 5.15.2.3).
-    pub const NAMESPACE_ID_DESCRIPTORS: u8 = 0x03;
-}
-
-/// Namespace Identifier Types of a Namespace Identification Descriptor (NVMe
-/// 2.0 figure 274).
-pub mod nidt {
-    /// IEEE Extended Unique Identifier (8 bytes).
-    pub const EUI64: u8 = 1;
-    /// Namespace Globally Unique Identifier (16 bytes).
-    pub const NGUID: u8 = 2;
-    /// Namespace UUID (16 bytes).
-    pub const UUID: u8 = 3;
-    /// Command Set Identifier (1 byte): 0 NVM, 1 key value, 2 zoned.
-    pub const CSI: u8 = 4;
-}
-
-/// Feature identifiers (section 5.21.1, figure 271).
-pub mod feature {
-    /// Arbitration.
-    pub const ARBITRATION: u8 = 0x01;
-    /// Number of Queues.
-    pub const NUMBER_OF_QUEUES: u8 = 0x07;
-    /// Volatile Write Cache.
-    pub const VOLATILE_WRITE_CACHE: u8 = 0x06;
-    /// Asynchronous Event Configuration.
-    pub const ASYNC_EVENT_CONFIG: u8 = 0x0b;
-    /// Keep Alive Timer.
-    pub const KEEP_ALIVE_TIMER: u8 = 0x0f;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,26 +200,38 @@ mod tests {
     #[test]
     fn cdw0_fields() {
         let mut c = SubmissionEntry::new(IoOpcode::READ.0, 1);
-        c.set_cid(0xbeef);
-        assert_eq!(c.opc(), 0x02);
-        assert_eq!(c.cid(), 0xbeef);
-        assert_eq!(c.cdw0, 0xbeef_0002);
-        c.set_cid(1);
-        assert_eq!(c.cdw0, 0x0001_0002);
-        assert_eq!(c.psdt(), 0);
-        assert_eq!(c.fuse(), 0);
+        c.cdw0.set_cid(0xbeef);
+        assert_eq!(c.cdw0.opc(), 0x02);
+        assert_eq!(c.cdw0.cid(), 0xbeef);
+        assert_eq!(c.cdw0.into_bits(), 0xbeef_0002);
+        c.cdw0.set_cid(1);
+        assert_eq!(c.cdw0.into_bits(), 0x0001_0002);
+        assert_eq!(Cdw0::from_bits(0xc000).psdt(), 3);
+        assert_eq!(Cdw0::from_bits(0x0300).fuse(), 3);
+    }
+
+    #[test]
+    fn entries_from_bytes() {
+        let mut bytes = [0u8; 64];
+        bytes[0] = 0x02;
+        bytes[2..4].copy_from_slice(&0x1234u16.to_le_bytes());
+        bytes[4] = 7;
+        bytes[24..32].copy_from_slice(&0xdead_b000u64.to_le_bytes());
+        let e = SubmissionEntry::read_from_bytes(&bytes[..]).expect("64 bytes");
+        assert_eq!((e.cdw0.opc(), e.cdw0.cid(), e.nsid, e.prp1), (2, 0x1234, 7, 0xdead_b000));
+        assert_eq!(e.as_bytes(), &bytes[..]);
     }
 
     #[test]
     fn completion_phase_and_status() {
-        let e = CompletionEntry { status: 0x0001, ..Default::default() };
+        let e = CompletionEntry { status: Status::from_bits(0x0001), ..Default::default() };
         assert!(e.phase());
-        assert!(e.status().is_success());
+        assert!(e.status.is_success());
         // SC 0x02 (invalid field), DNR, phase 0.
-        let e = CompletionEntry { status: (0x02 << 1) | (1 << 15), ..Default::default() };
+        let e = CompletionEntry { status: Status::from_bits((0x02 << 1) | (1 << 15)), ..Default::default() };
         assert!(!e.phase());
-        assert!(e.status().dnr());
-        assert!(!e.status().is_success());
+        assert!(e.status.dnr());
+        assert!(!e.status.is_success());
     }
 
     #[test]

@@ -21,13 +21,25 @@
 //! The value comes from the device; every decoding here is total and cannot
 //! panic.
 
+use bitfield_struct::bitfield;
 use core::fmt;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Status Code Type (SCT), a 3-bit field. Open: any value may appear.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StatusCodeType(pub u8);
 
 impl StatusCodeType {
+    /// From the 3-bit field (for `bitfield-struct`).
+    pub const fn from_bits(bits: u8) -> Self {
+        Self(bits)
+    }
+
+    /// The raw value (for `bitfield-struct`).
+    pub const fn into_bits(self) -> u8 {
+        self.0
+    }
+
     /// 0h: Generic Command Status.
     pub const GENERIC: Self = Self(0);
     /// 1h: Command Specific Status.
@@ -59,6 +71,18 @@ impl StatusCodeType {
 /// [`path`] modules because the numbering restarts for every type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StatusCode(pub u8);
+
+impl StatusCode {
+    /// From the 8-bit field (for `bitfield-struct`).
+    pub const fn from_bits(bits: u8) -> Self {
+        Self(bits)
+    }
+
+    /// The raw value (for `bitfield-struct`).
+    pub const fn into_bits(self) -> u8 {
+        self.0
+    }
+}
 
 /// Defines a module of named [`StatusCode`] constants and a lookup function
 /// from code to lowercase description, from a single table.
@@ -218,69 +242,72 @@ status_codes! {
     }
 }
 
-/// The status field of a completion queue entry (DW3 bits 31:17).
+/// The status field of a completion queue entry (DW3 bits 31:17), with the
+/// phase tag (DW3 bit 16) in bit 0.
 ///
-/// Stored as DW3 bits 31:16 with the phase tag (bit 0) cleared, so two
-/// statuses compare equal exactly when SC, SCT, CRD, M and DNR all match.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+/// Equality and hashing ignore the phase tag: two statuses compare equal
+/// exactly when SC, SCT, CRD, M and DNR all match.
+#[bitfield(u16, debug = false)]
+#[derive(FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct Status {
-    raw: u16,
+    /// P: the phase tag (meaningful only inside a completion entry).
+    pub p: bool,
+    /// SC: Status Code.
+    #[bits(8)]
+    pub sc: StatusCode,
+    /// SCT: Status Code Type.
+    #[bits(3)]
+    pub sct: StatusCodeType,
+    /// CRD: Command Retry Delay; 0 means retry at once, 1 to 3 select CRDT1 to
+    /// CRDT3 of Identify Controller.
+    #[bits(2)]
+    pub crd: u8,
+    /// M: More; more status information is in the Error Information log.
+    pub more: bool,
+    /// DNR: Do Not Retry; the command is expected to fail again if submitted
+    /// again.
+    pub dnr: bool,
+}
+
+impl PartialEq for Status {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw() == other.raw()
+    }
+}
+
+impl Eq for Status {}
+
+impl core::hash::Hash for Status {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.raw().hash(state)
+    }
 }
 
 impl Status {
     /// Successful completion (SCT 0h, SC 00h, no flags).
-    pub const SUCCESS: Self = Self { raw: 0 };
-
-    const SC_SHIFT: u32 = 1;
-    const SCT_SHIFT: u32 = 9;
-    const CRD_SHIFT: u32 = 12;
-    const MORE_BIT: u16 = 1 << 14;
-    const DNR_BIT: u16 = 1 << 15;
+    pub const SUCCESS: Self = Self::new();
 
     /// Decodes DW3 bits 31:16 of a completion entry (`(dw3 >> 16) as u16`);
-    /// the phase tag in bit 0 is ignored. Accepts any value.
+    /// the phase tag in bit 0 is cleared. Accepts any value.
     pub const fn from_dw3_upper(raw: u16) -> Self {
-        Self { raw: raw & !1 }
+        Self::from_bits(raw & !1)
     }
 
     /// A status with the given type and code and no CRD, M or DNR flags.
     /// SCT values above 7 are truncated to 3 bits.
-    pub const fn new(sct: StatusCodeType, sc: StatusCode) -> Self {
-        let sct = (sct.0 as u16 & 0x7) << Self::SCT_SHIFT;
-        let sc = (sc.0 as u16) << Self::SC_SHIFT;
-        Self { raw: sct | sc }
+    pub const fn of(sct: StatusCodeType, sc: StatusCode) -> Self {
+        Self::new().with_sct(StatusCodeType(sct.0 & 7)).with_sc(sc)
     }
 
     /// The status as DW3 bits 31:16 with the phase tag bit clear.
     pub const fn raw(self) -> u16 {
-        self.raw
+        self.into_bits() & !1
     }
 
-    /// SC: Status Code (bits 8:1).
-    pub const fn sc(self) -> StatusCode {
-        StatusCode((self.raw >> Self::SC_SHIFT) as u8)
-    }
-
-    /// SCT: Status Code Type (bits 11:9).
-    pub const fn sct(self) -> StatusCodeType {
-        StatusCodeType(((self.raw >> Self::SCT_SHIFT) & 0x7) as u8)
-    }
-
-    /// CRD: Command Retry Delay (bits 13:12); 0 means retry immediately,
-    /// 1..=3 select CRDT1..CRDT3 of Identify Controller.
-    pub const fn crd(self) -> u8 {
-        ((self.raw >> Self::CRD_SHIFT) & 0x3) as u8
-    }
-
-    /// M: More (bit 14); more status information is in the Error Information log.
-    pub const fn more(self) -> bool {
-        self.raw & Self::MORE_BIT != 0
-    }
-
-    /// DNR: Do Not Retry (bit 15); the command is expected to fail again if
-    /// resubmitted.
-    pub const fn dnr(self) -> bool {
-        self.raw & Self::DNR_BIT != 0
+    /// The same status with the phase tag clear (as handed to a command's
+    /// owner).
+    pub const fn without_phase(self) -> Self {
+        self.with_p(false)
     }
 
     /// SCT is Generic and SC is Successful Completion.
@@ -310,12 +337,6 @@ impl Status {
             Some(name) => name,
             None => "unknown status",
         }
-    }
-}
-
-impl Default for Status {
-    fn default() -> Self {
-        Self::SUCCESS
     }
 }
 
@@ -433,7 +454,7 @@ mod tests {
         assert_eq!(s.name(), "invalid queue identifier");
         assert_eq!(s, Status::from_dw3_upper(s.raw()));
         let mut built =
-            Status::new(StatusCodeType::COMMAND_SPECIFIC, command_specific::INVALID_QUEUE_IDENTIFIER);
+            Status::of(StatusCodeType::COMMAND_SPECIFIC, command_specific::INVALID_QUEUE_IDENTIFIER);
         assert_eq!(built.name(), s.name());
         built = Status::from_dw3_upper(built.raw() | (1 << 15));
         assert_eq!(built, s);

@@ -1,0 +1,211 @@
+//! Command-specific dwords that have fields, as `bitfield-struct` types. A
+//! command stores them as plain `u32`s (`SubmissionEntry::cdw10` and so on):
+//! build one with `with_*` and `into_bits()`, read one with `from_bits()`.
+
+use crate::ids::{Cns, Csi, Fid, Lid};
+use bitfield_struct::bitfield;
+
+/// CDW10 of Create I/O Completion Queue and Create I/O Submission Queue
+/// (sections 5.3 and 5.4, figures 152 and 155).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct CreateIoQueueCdw10 {
+    /// QID: the queue identifier.
+    pub qid: u16,
+    /// QSIZE: the queue size in entries, 0-based.
+    pub qsize: u16,
+}
+
+/// CDW11 of Create I/O Completion Queue (section 5.3, figure 153).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct CreateIoCqCdw11 {
+    /// PC: Physically Contiguous.
+    pub pc: bool,
+    /// IEN: Interrupts Enabled.
+    pub ien: bool,
+    #[bits(14)]
+    __: u16,
+    /// IV: Interrupt Vector (MSI-X table entry).
+    pub iv: u16,
+}
+
+/// CDW11 of Create I/O Submission Queue (section 5.4, figure 156).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct CreateIoSqCdw11 {
+    /// PC: Physically Contiguous.
+    pub pc: bool,
+    /// QPRIO: Queue Priority for weighted round robin (0 urgent, 1 high,
+    /// 2 medium, 3 low).
+    #[bits(2)]
+    pub qprio: u8,
+    #[bits(13)]
+    __: u16,
+    /// CQID: the completion queue this submission queue posts to.
+    pub cqid: u16,
+}
+
+/// CDW10 of Delete I/O Submission Queue and Delete I/O Completion Queue
+/// (sections 5.5 and 5.6, figures 158 and 160).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct DeleteIoQueueCdw10 {
+    /// QID: the queue identifier.
+    pub qid: u16,
+    __: u16,
+}
+
+/// CDW10 of Identify (section 5.15, figure 243).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct IdentifyCdw10 {
+    /// CNS: which data structure to return.
+    #[bits(8)]
+    pub cns: Cns,
+    __: u8,
+    /// CNTID: Controller Identifier (for the controller lists).
+    pub cntid: u16,
+}
+
+/// CDW11 of Identify (Base 2.0 figure 272).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct IdentifyCdw11 {
+    /// CNS Specific Identifier (NVM Set or Endurance Group).
+    pub cnssid: u16,
+    __: u8,
+    /// CSI: the command set of an I/O command set specific structure.
+    #[bits(8)]
+    pub csi: Csi,
+}
+
+/// CDW10 of Abort (section 5.1, figure 141).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct AbortCdw10 {
+    /// SQID: the submission queue of the command to abort.
+    pub sqid: u16,
+    /// CID: the command to abort.
+    pub cid: u16,
+}
+
+/// CDW10 of Get Features and Set Features (sections 5.15 and 5.21,
+/// figures 227 and 270): FID, SEL (Get) and SV (Set).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct FeaturesCdw10 {
+    /// FID: Feature Identifier.
+    #[bits(8)]
+    pub fid: Fid,
+    /// SEL (Get Features): 0 current, 1 default, 2 saved, 3 supported
+    /// capabilities.
+    #[bits(3)]
+    pub sel: u8,
+    #[bits(20)]
+    __: u32,
+    /// SV (Set Features): Save the value across resets.
+    pub sv: bool,
+}
+
+/// Number of Queues (FID 07h): CDW11 of Set Features (requested, 0-based) and
+/// DW0 of its completion (allocated, 0-based) (section 5.21.1.7, figures 285
+/// and 286).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct NumberOfQueues {
+    /// NSQR / NSQA: I/O submission queues, 0-based.
+    pub nsq: u16,
+    /// NCQR / NCQA: I/O completion queues, 0-based.
+    pub ncq: u16,
+}
+
+/// Abort's completion DW0 (section 5.1.1, figure 142).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct AbortResult {
+    /// IANP: Immediate Abort Not Performed: set when the command was not
+    /// aborted.
+    pub not_aborted: bool,
+    #[bits(31)]
+    __: u32,
+}
+
+/// CDW10 of Get Log Page (section 5.14, figure 189).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct GetLogPageCdw10 {
+    /// LID: Log Page Identifier.
+    #[bits(8)]
+    pub lid: Lid,
+    /// LSP: Log Specific Field.
+    #[bits(7)]
+    pub lsp: u8,
+    /// RAE: Retain Asynchronous Event.
+    pub rae: bool,
+    /// NUMDL: Number of Dwords Lower (0-based, with NUMDU).
+    pub numdl: u16,
+}
+
+/// CDW11 of Get Log Page (section 5.14, figure 190).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct GetLogPageCdw11 {
+    /// NUMDU: Number of Dwords Upper.
+    pub numdu: u16,
+    /// LSI: Log Specific Identifier.
+    pub lsi: u16,
+}
+
+/// CDW12 of Read, Write, Compare and similar NVM commands (NVM Command Set
+/// 1.0 figures 21 and 37; Base 1.4 figures 346 and 360).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct ReadWriteCdw12 {
+    /// NLB: Number of Logical Blocks, 0-based.
+    pub nlb: u16,
+    #[bits(4)]
+    __: u8,
+    /// DTYPE: Directive Type (writes).
+    #[bits(4)]
+    pub dtype: u8,
+    /// STC: Storage Tag Check (2.0).
+    pub stc: bool,
+    __: bool,
+    /// PRINFO: Protection Information Field (PRACT in bit 3, PRCHK in bits
+    /// 2:0).
+    #[bits(4)]
+    pub prinfo: u8,
+    /// FUA: Force Unit Access.
+    pub fua: bool,
+    /// LR: Limited Retry.
+    pub lr: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_match_the_figures() {
+        assert_eq!(CreateIoQueueCdw10::new().with_qid(3).with_qsize(255).into_bits(), 0x00ff_0003);
+        assert_eq!(CreateIoCqCdw11::new().with_pc(true).with_iv(5).into_bits(), 0x0005_0001);
+        assert_eq!(CreateIoSqCdw11::new().with_pc(true).with_qprio(2).with_cqid(3).into_bits(), 0x0003_0005);
+        assert_eq!(IdentifyCdw10::new().with_cns(Cns::CONTROLLER).into_bits(), 1);
+        assert_eq!(AbortCdw10::new().with_sqid(1).with_cid(0xabcd).into_bits(), 0xabcd_0001);
+        assert_eq!(
+            FeaturesCdw10::new().with_fid(Fid::NUMBER_OF_QUEUES).with_sv(true).into_bits(),
+            0x8000_0007
+        );
+        assert_eq!(FeaturesCdw10::new().with_sel(3).into_bits(), 3 << 8);
+        assert_eq!(NumberOfQueues::from_bits(0x0003_0007).nsq(), 7);
+        assert!(AbortResult::from_bits(1).not_aborted());
+        assert_eq!(ReadWriteCdw12::new().with_nlb(7).with_fua(true).into_bits(), (1 << 30) | 7);
+        assert_eq!(ReadWriteCdw12::new().with_prinfo(0b1111).into_bits(), 0xf << 26);
+        assert_eq!(ReadWriteCdw12::new().with_lr(true).into_bits(), 1 << 31);
+        assert_eq!(
+            GetLogPageCdw10::new().with_lid(Lid::SMART_HEALTH).with_rae(true).with_numdl(127).into_bits(),
+            (127 << 16) | (1 << 15) | 2
+        );
+    }
+}
