@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// QEMU's exit status when the kernel reports success (`isa-debug-exit`, value 0x10).
-const PASS_STATUS: i32 = 33;
+pub const PASS_STATUS: i32 = 33;
 /// QEMU's exit status when the kernel reports failure or panics (value 0x11).
 const FAIL_STATUS: i32 = 35;
 /// The longest one boot may take.
@@ -145,7 +145,7 @@ pub fn test_configs() -> Vec<Config> {
 }
 
 /// The directory for disk images and logs.
-fn work_dir() -> PathBuf {
+pub fn work_dir() -> PathBuf {
     let dir = root().join("target/xtask");
     let _ = fs::create_dir_all(dir.join("disks"));
     let _ = fs::create_dir_all(dir.join("logs"));
@@ -211,7 +211,7 @@ fn command(kernel: &Path, config: &Config, kvm: bool) -> std::io::Result<Command
 }
 
 /// Waits for `child` up to the boot timeout; kills it after that.
-fn wait(child: &mut std::process::Child) -> Option<i32> {
+pub fn wait(child: &mut std::process::Child) -> Option<i32> {
     let start = Instant::now();
     loop {
         match child.try_wait() {
