@@ -635,18 +635,28 @@ fn commit(out: &Path) -> String {
     }
 }
 
-/// Appends `section` to `path`, creating the file with its header first.
+/// Appends `section` to `path` after a blank line, creating the file with
+/// its header first.
 fn append_section(path: &Path, section: &str) -> io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir)?;
     }
-    let fresh = !path.exists();
-    let mut f = fs::OpenOptions::new().create(true).append(true).open(path)?;
-    if fresh {
-        writeln!(f, "{HEADER}")?;
+    let existing = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    let lead = if existing.is_empty() {
+        format!("{HEADER}\n")
+    } else if existing.ends_with("\n\n") {
+        String::new()
+    } else if existing.ends_with('\n') {
+        "\n".to_string()
     } else {
-        writeln!(f)?;
-    }
+        "\n\n".to_string()
+    };
+    let mut f = fs::OpenOptions::new().create(true).append(true).open(path)?;
+    f.write_all(lead.as_bytes())?;
     f.write_all(section.as_bytes())
 }
 
@@ -686,6 +696,22 @@ mod tests {
         assert_eq!(shell_quote("before Hal v2"), "'before Hal v2'");
         assert_eq!(shell_quote("it's"), "'it'\\''s'");
         assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn sections_append_after_one_blank_line() {
+        let path = std::env::temp_dir().join(format!("xtask-bench-test-{}.md", std::process::id()));
+        let _ = fs::remove_file(&path);
+        append_section(&path, "## a\n").unwrap();
+        append_section(&path, "## b\n").unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        let _ = fs::remove_file(&path);
+        assert_eq!(text, format!("{HEADER}\n## a\n\n## b\n"));
+        assert_eq!(
+            fs::read_to_string(root().join("BENCHMARKS.md")).map(|t| t.starts_with(HEADER)).ok(),
+            Some(true),
+            "BENCHMARKS.md starts with the header the writer uses"
+        );
     }
 
     #[test]
