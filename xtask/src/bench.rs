@@ -311,7 +311,12 @@ impl Boot {
         let file = fs::File::create(&log).map_err(|e| format!("{name}: {}: {e}", log.display()))?;
         let mut cmd = self.command(kernel, image, seconds);
         cmd.stdout(file.try_clone().map_err(|e| e.to_string())?).stderr(file);
-        eprintln!("$ {}", crate::show(&cmd));
+        // Quoted, so the line can be pasted into a shell to boot this by hand.
+        let words: Vec<String> = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|w| shell_quote(&w.to_string_lossy()))
+            .collect();
+        eprintln!("$ {}", words.join(" "));
         let mut child = cmd.spawn().map_err(|e| format!("{name}: cannot start QEMU: {e}"))?;
         let pinned = match self.pinning {
             Pinning::Split => split(child.id()),
@@ -323,7 +328,7 @@ impl Boot {
             let _ = child.wait();
             return Err(format!("{name}: pinning: {e}"));
         }
-        let status = qemu::wait(&mut child);
+        let status = qemu::wait_for(&mut child, boot_timeout(seconds));
         let mut text = String::new();
         let _ = fs::File::open(&log).and_then(|mut f| f.read_to_string(&mut text));
         if status != Some(PASS_STATUS) {
@@ -361,6 +366,13 @@ impl Boot {
         }
         Ok(pairs)
     }
+}
+
+/// The longest a boot may take: every measurement with its warm-up, plus a
+/// minute for booting, bring-up and draining.
+fn boot_timeout(seconds: &str) -> Duration {
+    let per = seconds.parse::<f64>().unwrap_or(2.0) + WARMUP.parse::<f64>().unwrap_or(0.5);
+    Duration::from_secs(60) + Duration::from_secs_f64(per * 2.0 * DEPTHS.len() as f64)
 }
 
 /// `taskset -c <cores> qemu-system-x86_64`.

@@ -211,15 +211,20 @@ fn command(kernel: &Path, config: &Config, kvm: bool) -> std::io::Result<Command
 }
 
 /// Waits for `child` up to the boot timeout; kills it after that.
-pub fn wait(child: &mut std::process::Child) -> Option<i32> {
+fn wait(child: &mut std::process::Child) -> Option<i32> {
+    wait_for(child, BOOT_TIMEOUT)
+}
+
+/// Waits for `child` up to `timeout`; kills it after that.
+pub fn wait_for(child: &mut std::process::Child, timeout: Duration) -> Option<i32> {
     let start = Instant::now();
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return status.code(),
-            Ok(None) if start.elapsed() > BOOT_TIMEOUT => {
+            Ok(None) if start.elapsed() > timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
-                eprintln!("xtask: QEMU timed out after {BOOT_TIMEOUT:?}");
+                eprintln!("xtask: QEMU timed out after {timeout:?}");
                 return None;
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
