@@ -1,6 +1,7 @@
-//! `cargo xtask demo | test | lint`: the project's tasks, in Rust so that they
+//! `cargo xtask demo | test | lint | bench`: the project's tasks, in Rust so that they
 //! run wherever cargo does. See `README.md`.
 
+mod bench;
 mod qemu;
 mod reliability;
 mod setup;
@@ -26,6 +27,14 @@ tasks:
   miri  the core's unit tests and a simulator subset under Miri (nightly)
   fuzz [--seconds N]
         each cargo-fuzz target for N seconds (default 60), two at a time
+  bench [--reps N] [--seconds S] [--label TEXT] [--out FILE] [--quick]
+        4 KiB random reads at QD1 and QD32 in QEMU (TCG): the driver against
+        a raw register loop in the same boot, for each drive backing (file,
+        null-co) and CPU pinning (shared, split); N boots each (default 5),
+        S seconds per measurement (default 2). Appends a section titled TEXT
+        to FILE (default BENCHMARKS.md). --quick: 1 boot, 1 s, written to
+        target/xtask/bench-quick.md unless --out says otherwise. Takes a few
+        minutes; not part of 'test'
 
 --kvm uses KVM if a quick probe shows it works (TCG otherwise).";
 
@@ -59,6 +68,7 @@ fn main() -> ExitCode {
             tally.finish()
         }
         Some("fuzz") => reliability::fuzz(number("--seconds", 60)),
+        Some("bench") => bench::bench(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// QEMU's exit status when the kernel reports success (`isa-debug-exit`, value 0x10).
-const PASS_STATUS: i32 = 33;
+pub const PASS_STATUS: i32 = 33;
 /// QEMU's exit status when the kernel reports failure or panics (value 0x11).
 const FAIL_STATUS: i32 = 35;
 /// The longest one boot may take.
@@ -145,7 +145,7 @@ pub fn test_configs() -> Vec<Config> {
 }
 
 /// The directory for disk images and logs.
-fn work_dir() -> PathBuf {
+pub fn work_dir() -> PathBuf {
     let dir = root().join("target/xtask");
     let _ = fs::create_dir_all(dir.join("disks"));
     let _ = fs::create_dir_all(dir.join("logs"));
@@ -212,14 +212,19 @@ fn command(kernel: &Path, config: &Config, kvm: bool) -> std::io::Result<Command
 
 /// Waits for `child` up to the boot timeout; kills it after that.
 fn wait(child: &mut std::process::Child) -> Option<i32> {
+    wait_for(child, BOOT_TIMEOUT)
+}
+
+/// Waits for `child` up to `timeout`; kills it after that.
+pub fn wait_for(child: &mut std::process::Child, timeout: Duration) -> Option<i32> {
     let start = Instant::now();
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return status.code(),
-            Ok(None) if start.elapsed() > BOOT_TIMEOUT => {
+            Ok(None) if start.elapsed() > timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
-                eprintln!("xtask: QEMU timed out after {BOOT_TIMEOUT:?}");
+                eprintln!("xtask: QEMU timed out after {timeout:?}");
                 return None;
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),

@@ -7,13 +7,16 @@
 //! - `dump-identify`: print the first controller's Identify Controller and
 //!   Identify Namespace (NSID 1) data in hex, for test fixtures;
 //! - `raise-exception`: execute UD2, to prove a CPU exception fails the run
-//!   (with a message) instead of triple-faulting.
+//!   (with a message) instead of triple-faulting;
+//! - `bench [key=value ...]`: instead of the self-test, measure random reads
+//!   on the first controller, driver against a raw loop (see `bench/mod.rs`).
 //!
 //! The verdict leaves through `isa-debug-exit`: status 33 passed, 35 failed.
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+mod bench;
 mod boot;
 mod exceptions;
 mod start_info;
@@ -21,12 +24,12 @@ mod start_info;
 use core::fmt::Write;
 use core::ptr::NonNull;
 use hal_baremetal::exit::exit_qemu;
-use hal_baremetal::pci::{self, BarWindow, PortConfigAccess};
+use hal_baremetal::pci::{self, BarWindow, MemoryBar, NvmeFunction, PortConfigAccess};
 use hal_baremetal::serial::Serial;
 use hal_baremetal::{BareMetalHal, DmaPool, TscClock};
 use hal_traits::MmioRegion;
 use nvme_nostd::spec::ids::Cns;
-use nvme_selftest::{Options, Outcome, Totals};
+use nvme_selftest::{Options, Outcome, Reason, Totals};
 
 /// Pages of DMA memory for the driver: 48 MiB, enough for the largest transfers
 /// of the self-test on several controllers.
@@ -119,6 +122,10 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     // SAFETY: the kernel owns the PCI configuration ports.
     let access = unsafe { PortConfigAccess::new() };
     let functions = pci::find_nvme::<8>(&access);
+    let mut window = BarWindow::new(BAR_WINDOW.0, BAR_WINDOW.1);
+    if bench::requested(cmdline) {
+        exit_qemu(bench(cmdline, &access, functions.first(), &mut window, pool, clock, &mut out));
+    }
     let mut totals = Totals::default();
     let options = Options { plant_mismatch, ..Default::default() };
     let found = if functions.is_empty() {
@@ -128,39 +135,20 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     };
     totals.record(&mut out, format_args!("find NVMe controllers ({} found)", functions.len()), found);
 
-    let mut window = BarWindow::new(BAR_WINDOW.0, BAR_WINDOW.1);
     for (i, f) in functions.iter().enumerate() {
         let a = f.address;
         let mut label: heapless::String<32> = heapless::String::new();
         let _ = write!(label, "nvme{i} ({:02x}:{:02x}.{})", a.bus(), a.device(), a.function());
         let _ = writeln!(out, "{label}: PCI {:04x}:{:04x}", f.id.0, f.id.1);
-        let bar0 = match pci::enable(&access, f, &mut window) {
-            Ok(bar) if bar.address + bar.size <= MAPPED_LIMIT && bar.size >= 0x2000 => bar,
-            Ok(bar) => {
-                let why = nvme_selftest::reason!(
-                    "BAR0 {:#x}+{:#x} is outside the identity map or too small",
-                    bar.address,
-                    bar.size
-                );
+        let bar0 = match usable_bar0(&access, f, &mut window) {
+            Ok(bar) => bar,
+            Err(why) => {
                 totals.record(&mut out, format_args!("{label} PCI setup"), Outcome::Failed(why));
-                continue;
-            }
-            Err(e) => {
-                totals.record(
-                    &mut out,
-                    format_args!("{label} PCI setup"),
-                    Outcome::Failed(nvme_selftest::reason!("{e:?}")),
-                );
                 continue;
             }
         };
         let _ = writeln!(out, "{label}: BAR0 at {:#x}, {} KiB", bar0.address, bar0.size / 1024);
-        // SAFETY: BAR0 was just assigned or found enabled, lies below 4 GiB in
-        // the uncached part of the identity map, and nothing else maps it.
-        let mmio =
-            unsafe { MmioRegion::new(NonNull::new_unchecked(bar0.address as *mut u8), bar0.size as usize) };
-        // SAFETY: memory is identity mapped (offset 0), no IOMMU is set up.
-        let hal = unsafe { BareMetalHal::new(mmio, pool, clock, 0) };
+        let hal = hal_for(bar0, pool, clock);
         if dump_identify && i == 0 {
             dump(hal, &mut out);
         }
@@ -169,6 +157,61 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     totals.summary(&mut out);
     let _ = writeln!(out, "DMA pool: {} of {} pages free", pool.free_pages(), DMA_PAGES);
     exit_qemu(totals.success())
+}
+
+/// Enables `f` and returns its BAR0 if the kernel can use it: inside the
+/// identity map and large enough for the registers and the first doorbells.
+fn usable_bar0(
+    access: &PortConfigAccess,
+    f: &NvmeFunction,
+    window: &mut BarWindow,
+) -> Result<MemoryBar, Reason> {
+    match pci::enable(access, f, window) {
+        Ok(bar) if bar.address + bar.size <= MAPPED_LIMIT && bar.size >= 0x2000 => Ok(bar),
+        Ok(bar) => Err(nvme_selftest::reason!(
+            "BAR0 {:#x}+{:#x} is outside the identity map or too small",
+            bar.address,
+            bar.size
+        )),
+        Err(e) => Err(nvme_selftest::reason!("{e:?}")),
+    }
+}
+
+/// The HAL of the controller whose BAR0 is `bar0`.
+fn hal_for(bar0: MemoryBar, pool: &'static DmaPool, clock: &'static TscClock) -> BareMetalHal {
+    // SAFETY: BAR0 was just assigned or found enabled, lies below 4 GiB in
+    // the uncached part of the identity map (`usable_bar0`), and nothing else
+    // maps it.
+    let mmio =
+        unsafe { MmioRegion::new(NonNull::new_unchecked(bar0.address as *mut u8), bar0.size as usize) };
+    // SAFETY: memory is identity mapped (offset 0), no IOMMU is set up.
+    unsafe { BareMetalHal::new(mmio, pool, clock, 0) }
+}
+
+/// Bench mode on the first controller; true when every measurement worked.
+fn bench(
+    cmdline: &'static str,
+    access: &PortConfigAccess,
+    first: Option<&NvmeFunction>,
+    window: &mut BarWindow,
+    pool: &'static DmaPool,
+    clock: &'static TscClock,
+    out: &mut Console,
+) -> bool {
+    let plan = bench::Plan::parse(cmdline);
+    let bar0 = first.ok_or(nvme_selftest::reason!("no NVMe controller on the PCI bus"));
+    match (plan, bar0.and_then(|f| usable_bar0(access, f, window))) {
+        (Ok(plan), Ok(bar0)) => {
+            let target = bench::Target { bar0, hal: hal_for(bar0, pool, clock), pool, clock };
+            let ok = bench::run(&plan, target, out);
+            let _ = writeln!(out, "DMA pool: {} of {} pages free", pool.free_pages(), DMA_PAGES);
+            ok
+        }
+        (Err(why), _) | (_, Err(why)) => {
+            let _ = writeln!(out, "bench FAILED: {why}");
+            false
+        }
+    }
 }
 
 /// Prints Identify Controller and Identify Namespace 1 in hex, 32 bytes a line.

@@ -1,0 +1,66 @@
+//! The driver's side of the bench: the public API used as an application
+//! would use it, with default options.
+
+use super::{Count, Lbas, Meter, Plan, Target, Tick, IO_BYTES, MAX_QD, STALL};
+use core::time::Duration;
+use nvme_nostd::{Controller, ControllerOptions, DmaBuffer, QpairOptions};
+use nvme_selftest::{reason, Reason};
+
+/// How long to wait for the last reads after the measurement.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Attaches the controller, keeps `qd` random 4 KiB reads in flight on one
+/// queue pair for the plan's warm-up and measured time, and detaches.
+pub fn measure(target: Target, qd: usize, plan: &Plan) -> Result<Count, Reason> {
+    let ctrlr =
+        Controller::new(target.hal, ControllerOptions::default()).map_err(|e| reason!("attach: {e}"))?;
+    let ns = ctrlr.namespace(1).map_err(|e| reason!("namespace 1: {e}"))?;
+    let mut lbas = Lbas::new(plan.seed, ns.blocks(), ns.block_size())?;
+    let mut qp = ctrlr
+        .create_io_qpair::<DmaBuffer<_>, _, MAX_QD>(QpairOptions::default())
+        .map_err(|e| reason!("create_io_qpair: {e}"))?;
+    // Buffers not in flight. The poll callback cannot submit (`qp` is
+    // borrowed by `poll`), so it parks the buffers here and the loop
+    // resubmits them once `poll` returns.
+    let mut idle: heapless::Vec<DmaBuffer<_>, MAX_QD> = heapless::Vec::new();
+    for _ in 0..qd {
+        let buf = DmaBuffer::new(ctrlr.hal(), IO_BYTES).map_err(|e| reason!("buffer: {e}"))?;
+        let _ = idle.push(buf);
+    }
+    let mut meter = Meter::new(target.clock, plan);
+    let mut completed = 0u64;
+    let mut failure: Option<Reason> = None;
+    let result = loop {
+        while let Some(buf) = idle.pop() {
+            if let Err(e) = qp.read(&ns, lbas.next_lba(), lbas.blocks_per_io(), buf, ()) {
+                failure = Some(reason!("read: {}", e.error));
+                break;
+            }
+        }
+        qp.poll(0, |done| {
+            if let Err(e) = done.result() {
+                failure.get_or_insert_with(|| reason!("read completed with {e}"));
+            }
+            if let Some(buf) = done.buffer {
+                let _ = idle.push(buf);
+            }
+            completed += 1;
+        });
+        if let Some(why) = failure.take() {
+            break Err(why);
+        }
+        match meter.tick(completed) {
+            Tick::Run => {}
+            Tick::Done(count) => break Ok(count),
+            Tick::Stalled => break Err(reason!("no read completed for {STALL:?}")),
+        }
+    };
+    // Let the reads still in flight finish (not counted); dropping the queue
+    // pair would also clean up, but a quiet device is a fairer start for the
+    // next measurement.
+    let deadline = target.clock.now() + DRAIN;
+    while qp.in_flight() > 0 && target.clock.now() < deadline {
+        qp.poll(0, |_| {});
+    }
+    result
+}
