@@ -59,6 +59,16 @@ impl TscClock {
         self.ticks_per_ms
     }
 
+    /// TSC ticks since calibration.
+    pub fn ticks(&self) -> u64 {
+        rdtsc().wrapping_sub(self.start)
+    }
+
+    /// TSC ticks per second, as measured.
+    pub fn ticks_per_second(&self) -> u64 {
+        self.ticks_per_ms.saturating_mul(1000)
+    }
+
     /// Time since calibration.
     pub fn now(&self) -> Duration {
         let ticks = rdtsc().wrapping_sub(self.start);

@@ -112,7 +112,14 @@ impl DmaPool {
 
     /// Returns pages to the pool. Regions that do not come from this pool are
     /// ignored.
-    pub fn free(&self, region: DmaRegion) {
+    ///
+    /// # Safety
+    ///
+    /// `region` came from [`alloc`](DmaPool::alloc) of this pool and is freed
+    /// once, and no device and no code uses its pages any more: the pool
+    /// hands them out again, and a device still writing them would write
+    /// someone else's memory.
+    pub unsafe fn free(&self, region: DmaRegion) {
         let start = (region.vaddr.as_ptr() as usize).wrapping_sub(self.virt) / PAGE_SIZE;
         let mut map = self.map.lock();
         if start >= map.pages || start + region.pages > map.pages {

@@ -1,47 +1,101 @@
 //! The [`Hal`] for one NVMe controller on bare metal.
 
+use crate::claim::Claim;
 use crate::clock::TscClock;
 use crate::dma::DmaPool;
 use core::ptr::NonNull;
 use core::time::Duration;
-use hal_traits::{DeviceAddr, Direction, DmaRegion, Hal, HalError, HalErrorKind, MmioRegion};
+use hal_traits::{
+    DeviceAddr, DeviceSegment, Direction, DmaRegion, Hal, HalError, HalErrorKind, MmioRegion, SegmentSink,
+};
+
+/// A range of virtual memory mapped linearly onto physical memory: virtual
+/// address `virt_start + k` is physical address `phys_start + k` for every
+/// `k < len`. An identity map is `virt_start == phys_start`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearMap {
+    /// The first virtual address of the range.
+    pub virt_start: usize,
+    /// The physical address it maps to.
+    pub phys_start: u64,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+impl LinearMap {
+    /// The physical address of `len` bytes at virtual address `virt`, when
+    /// all of them lie in the map.
+    pub fn translate(&self, virt: usize, len: usize) -> Option<u64> {
+        let offset = virt.checked_sub(self.virt_start)?;
+        let end = offset.checked_add(len)?;
+        if end > self.len {
+            return None;
+        }
+        self.phys_start.checked_add(offset as u64)
+    }
+}
 
 /// One controller's registers, plus the shared DMA pool and clock.
 ///
-/// Caller buffers are shared by address translation: the device reaches
-/// virtual address `v` at physical address `v - phys_offset`, which holds when
-/// the kernel maps memory linearly (identity mapping: offset 0).
-#[derive(Clone, Copy)]
+/// Caller buffers reach the device through the kernel's linear map: a buffer
+/// inside it is contiguous in physical memory, so it is one device segment;
+/// a buffer outside it is refused with [`HalErrorKind::MapFailed`], never
+/// given a wrong address. DMA is cache coherent on x86_64, so the sync hooks
+/// and barriers keep their defaults (no cache maintenance, compiler fences).
+///
+/// It owns the [`Claim`] of its PCI function, so it is neither `Clone` nor
+/// `Copy`, and no second value can drive the same controller while it lives.
 pub struct BareMetalHal {
     bar0: MmioRegion,
     pool: &'static DmaPool,
     clock: &'static TscClock,
-    phys_offset: usize,
+    map: LinearMap,
+    _claim: Claim,
 }
 
 impl BareMetalHal {
-    /// A HAL for the controller whose BAR0 is mapped at `bar0`.
+    /// A HAL for the controller whose function `claim` names and whose BAR0
+    /// is mapped at `bar0`.
     ///
     /// # Safety
     ///
-    /// Every buffer the driver is given lies in memory mapped linearly at
-    /// `phys_offset` (virtual = physical + `phys_offset`), so a contiguous
-    /// virtual range is a contiguous physical one, and there is no IOMMU
-    /// between the device and memory.
+    /// `bar0` is that function's BAR0, mapped uncached; `map` describes a
+    /// linear mapping the kernel keeps for as long as the HAL (and memory the
+    /// driver leaks) lives; there is no IOMMU between the device and memory
+    /// (or it maps physical addresses one to one).
     pub unsafe fn new(
+        claim: Claim,
         bar0: MmioRegion,
         pool: &'static DmaPool,
         clock: &'static TscClock,
-        phys_offset: usize,
+        map: LinearMap,
     ) -> Self {
-        BareMetalHal { bar0, pool, clock, phys_offset }
+        BareMetalHal { bar0, pool, clock, map, _claim: claim }
+    }
+
+    /// The DMA pool the HAL allocates from.
+    pub fn pool(&self) -> &'static DmaPool {
+        self.pool
+    }
+
+    /// Reports `buffer` as one segment when it lies in the linear map.
+    fn segment(&self, buffer: NonNull<[u8]>) -> Option<DeviceSegment> {
+        let virt = buffer.cast::<u8>().as_ptr() as usize;
+        let phys = self.map.translate(virt, buffer.len())?;
+        Some(DeviceSegment { addr: DeviceAddr(phys), len: buffer.len() })
     }
 }
 
 // SAFETY: registers go to the mapped BAR0 through `MmioRegion`; DMA regions come
-// from a pool whose region its creator vouched for; shared buffers translate
-// through the linear mapping that `new`'s caller vouched for.
+// from a pool whose region its creator vouched for and that lives for the
+// whole program (`&'static`), so memory the driver leaks stays reserved and
+// valid after this value is dropped; shared buffers translate through the
+// linear mapping that `new`'s caller vouched for, checked against its bounds.
+// The claim makes this the only HAL of its controller. x86_64 DMA is coherent
+// and its stores and loads are ordered as the default barriers assume.
 unsafe impl Hal for BareMetalHal {
+    type Mapping = ();
+
     fn read32(&self, offset: usize) -> u32 {
         self.bar0.read32(offset)
     }
@@ -65,24 +119,46 @@ unsafe impl Hal for BareMetalHal {
     }
 
     unsafe fn dma_free(&self, region: DmaRegion) {
-        self.pool.free(region)
+        // SAFETY: forwarded from the caller: the region came from this pool
+        // and the device no longer uses it.
+        unsafe { self.pool.free(region) }
+    }
+
+    fn translate(&self, buffer: NonNull<[u8]>, sink: &mut dyn SegmentSink) -> bool {
+        // Everything in the linear map is device-visible already: nothing to
+        // set up per I/O and nothing to undo.
+        match self.segment(buffer) {
+            Some(segment) => {
+                sink.push(segment);
+                true
+            }
+            None => false,
+        }
     }
 
     unsafe fn share(
         &self,
-        vaddr: NonNull<u8>,
-        _len: usize,
+        buffer: NonNull<[u8]>,
         _direction: Direction,
-    ) -> Result<DeviceAddr, HalError> {
-        let v = vaddr.as_ptr() as usize;
-        match v.checked_sub(self.phys_offset) {
-            Some(p) => Ok(DeviceAddr(p as u64)),
-            None => Err(HalError::new(HalErrorKind::MapFailed, "buffer below the linear map")),
-        }
+        sink: &mut dyn SegmentSink,
+    ) -> Result<(), HalError> {
+        let segment = self
+            .segment(buffer)
+            .ok_or(HalError::new(HalErrorKind::MapFailed, "buffer outside the kernel's linear map"))?;
+        sink.push(segment);
+        Ok(())
     }
 
-    unsafe fn unshare(&self, _vaddr: NonNull<u8>, _len: usize, _daddr: DeviceAddr, _direction: Direction) {
-        // Nothing to undo: x86 DMA is cache coherent and no mapping was made.
+    unsafe fn unshare(&self, _buffer: NonNull<[u8]>, _direction: Direction, _mapping: ()) {
+        // Nothing to undo: no mapping was made.
+    }
+
+    fn ticks(&self) -> u64 {
+        self.clock.ticks()
+    }
+
+    fn ticks_per_second(&self) -> u64 {
+        self.clock.ticks_per_second()
     }
 
     fn now(&self) -> Duration {
@@ -91,5 +167,23 @@ unsafe impl Hal for BareMetalHal {
 
     fn delay(&self, duration: Duration) {
         self.clock.delay(duration)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_map_bounds() {
+        let map = LinearMap { virt_start: 0x1000_0000, phys_start: 0x20_0000, len: 0x10_0000 };
+        assert_eq!(map.translate(0x1000_0000, 4096), Some(0x20_0000));
+        assert_eq!(map.translate(0x100f_f000, 0x1000), Some(0x2f_f000), "last page");
+        assert_eq!(map.translate(0x100f_f000, 0x1001), None, "runs past the end");
+        assert_eq!(map.translate(0x0fff_ffff, 1), None, "below the map");
+        assert_eq!(map.translate(usize::MAX, 2), None, "overflow");
+        let identity = LinearMap { virt_start: 0, phys_start: 0, len: 1 << 32 };
+        assert_eq!(identity.translate(0xdead_b000, 512), Some(0xdead_b000));
+        assert_eq!(identity.translate(0xffff_ff00, 0x200), None, "beyond 4 GiB");
     }
 }

@@ -6,9 +6,10 @@
 //! direct-mapped at a fixed offset, see [`DmaPool::new`] and
 //! [`BareMetalHal::new`]), interrupts not needed (the driver polls), and the
 //! controller's BAR inside the mapped range.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 #![deny(missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+pub mod claim;
 pub mod clock;
 pub mod dma;
 pub mod exit;
@@ -16,6 +17,7 @@ pub mod hal;
 pub mod pci;
 pub mod serial;
 
+pub use claim::{claim, Claim};
 pub use clock::TscClock;
 pub use dma::DmaPool;
-pub use hal::BareMetalHal;
+pub use hal::{BareMetalHal, LinearMap};

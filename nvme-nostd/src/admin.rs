@@ -5,10 +5,10 @@
 //! controller's admin lock and wait for their completion against a deadline.
 
 use crate::dma::DmaMemory;
-use crate::error::{Error, Result};
+use crate::error::{Error, Malformed, Result, Wait};
 use crate::queue::{CompletionQueue, SubmissionQueue};
+use crate::registers::Registers;
 use crate::spec::command::{CompletionEntry, SubmissionEntry};
-use crate::spec::registers::{offset, Csts};
 use core::time::Duration;
 use hal_traits::Hal;
 
@@ -79,38 +79,50 @@ impl AdminQueue {
             // One command at a time: the ring can only be full if the device
             // never consumed earlier entries.
             self.failed = true;
-            return Err(Error::MalformedDevice("admin submission queue never drained"));
+            return Err(Error::MalformedDevice(Malformed::AdminQueueStuck));
         }
         self.sq.ring(hal);
 
         let deadline = hal.now().saturating_add(timeout);
-        let mut spins: u32 = 0;
+        // Entries consumed since the last look at CSTS and the clock: a
+        // device that keeps posting phase-valid garbage must not keep this
+        // loop from ever reaching its deadline.
+        let mut since_check: u32 = 0;
+        let mut bogus: u32 = 0;
         loop {
-            while let Some(entry) = self.cq.peek(hal) {
+            if let Some(entry) = self.cq.peek(hal) {
                 self.cq.advance();
                 self.cq.ring(hal);
                 let sq_ok = entry.sqid == 0 && self.sq.update_head(entry.sqhd);
-                if entry.cid != cid || !sq_ok {
-                    self.bogus_completions += 1;
-                    continue;
+                if entry.cid == cid && sq_ok {
+                    let status = entry.status.without_phase();
+                    return if status.is_success() { Ok(entry) } else { Err(Error::Command(status)) };
                 }
-                let status = entry.status.without_phase();
-                return if status.is_success() { Ok(entry) } else { Err(Error::Command(status)) };
+                self.bogus_completions += 1;
+                bogus += 1;
+                // One command outstanding, so at most a ring's worth of
+                // stale entries can be real; more is a device gone mad.
+                if bogus > 2 * self.cq.size() as u32 {
+                    self.failed = true;
+                    return Err(Error::MalformedDevice(Malformed::CompletionFlood));
+                }
             }
-            spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(64) {
-                let raw = hal.read32(offset::CSTS);
-                if raw == u32::MAX {
-                    self.failed = true;
-                    return Err(Error::DeviceRemoved);
-                }
-                if Csts::from_bits(raw).cfs() {
-                    self.failed = true;
-                    return Err(Error::ControllerFatal);
+            since_check = since_check.wrapping_add(1);
+            if since_check.is_multiple_of(64) {
+                match Registers::new(hal).csts() {
+                    Err(e) => {
+                        self.failed = true;
+                        return Err(e);
+                    }
+                    Ok(csts) if csts.cfs() => {
+                        self.failed = true;
+                        return Err(Error::ControllerFatal);
+                    }
+                    Ok(_) => {}
                 }
                 if hal.now() >= deadline {
                     self.failed = true;
-                    return Err(Error::Timeout("admin command"));
+                    return Err(Error::Timeout(Wait::AdminCommand));
                 }
                 hal.delay(Duration::from_micros(10));
             }

@@ -6,38 +6,71 @@
 
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
-use hal_traits::{DmaRegion, Hal, HalError, PAGE_SIZE};
+use hal_traits::{DeviceAddr, DmaRegion, Hal, HalError, PAGE_SIZE};
 
-/// A buffer a request can own.
+/// A buffer a request can own while the device reads or writes it.
 ///
-/// Every buffer reaches the device through [`Hal::share`], which gives the
-/// HAL the chance to check or map it (a buffer from another device's DMA
-/// domain is not trusted).
+/// The driver asks for the bytes once, at submission, through
+/// [`as_dma_slice`](IoBuffer::as_dma_slice), and hands them to the device
+/// through the [`Hal`] ([`Hal::share`], or [`Hal::translate`] for memory
+/// registered ahead of time, or directly for a [`DmaBuffer`] of its own HAL).
 ///
 /// # Safety
 ///
-/// Implementations guarantee that the bytes behind `deref_mut()` stay at the same
-/// address, valid and not reachable through any other path, for as long as the
-/// value lives, even when the value itself is moved: the device writes them
-/// while the request holds the value. Moving the value must not assert
-/// uniqueness over the bytes either (Rust's aliasing model treats a moved
-/// `Box` or `&mut` as a fresh unique pointer, which would invalidate the
-/// pointer the device was given), so `Box<[u8]>` and `&'static mut [u8]` do
-/// not qualify; `Vec<u8>` and [`DmaBuffer`] do.
-pub unsafe trait IoBuffer: DerefMut<Target = [u8]> {}
+/// Implementations guarantee, for as long as the value lives and is not
+/// mutated through its own API (a request owns it, so it is not):
+/// - [`as_dma_slice`](IoBuffer::as_dma_slice) returns the same pointer and
+///   length on every call, and those bytes are valid for reads and writes
+///   and reachable by no other path than this value;
+/// - the bytes do not move when the value moves, and moving the value does
+///   not assert uniqueness over them. Rust's aliasing models treat a moved
+///   `Box` or `&mut` as a fresh unique pointer, which invalidates pointers
+///   taken earlier (the one the device was given), so `Box<[u8]>` and
+///   `&'static mut [u8]` do not qualify; `Vec<u8>` (its heap pointer is a
+///   plain raw pointer, not retagged on a move) and [`DmaBuffer`] do;
+/// - [`dma_address`](IoBuffer::dma_address), when it returns
+///   `Some((hal, addr))`, means: the bytes are DMA memory from the
+///   [`Hal::dma_alloc`] of the HAL value at address `hal`, and the device
+///   reaches the first byte at `addr` and the rest contiguously after it.
+pub unsafe trait IoBuffer {
+    /// The bytes the device may read or write: pointer and length from one
+    /// place.
+    fn as_dma_slice(&mut self) -> NonNull<[u8]>;
+
+    /// For buffers in DMA memory of a HAL: that HAL's address (as an
+    /// identity) and the device address of the first byte. The driver then
+    /// skips [`Hal::share`], but only when `hal` is its own HAL. `None` (the
+    /// default) for any other buffer.
+    fn dma_address(&self) -> Option<(NonNull<()>, DeviceAddr)> {
+        None
+    }
+}
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
-// SAFETY: the heap allocation of a Vec does not move when the Vec does, and
-// only `&mut Vec` could grow it, which the request does not hand out.
+// SAFETY: a Vec's heap allocation does not move when the Vec does, and only
+// `&mut Vec` could grow or shrink it, which the request does not hand out.
+// `as_mut_ptr` does not create a reference to the elements (its documented
+// guarantee), so no uniqueness is asserted over the bytes, and the Vec's own
+// pointer is not retagged when the Vec is moved (it is a raw pointer inside a
+// struct that is not a scalar pair). Checked under Miri with Tree Borrows and
+// `-Zmiri-unique-is-unique` (`cargo xtask miri`).
 #[cfg(feature = "alloc")]
-unsafe impl IoBuffer for alloc::vec::Vec<u8> {}
+#[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
+unsafe impl IoBuffer for alloc::vec::Vec<u8> {
+    fn as_dma_slice(&mut self) -> NonNull<[u8]> {
+        let ptr = NonNull::new(self.as_mut_ptr()).unwrap_or(NonNull::dangling());
+        NonNull::slice_from_raw_parts(ptr, self.len())
+    }
+}
 
 /// A buffer in DMA memory from the HAL, freed when dropped.
 ///
 /// Its length can be narrowed to a window (`set_window`) to transfer from an
-/// offset inside the first page, for instance.
+/// offset inside the first page, for instance. A queue pair of the controller
+/// that owns the same HAL reaches it without [`Hal::share`] (it is memory the
+/// device can already reach).
 pub struct DmaBuffer<'h, H: Hal> {
     hal: &'h H,
     region: DmaRegion,
@@ -99,16 +132,58 @@ impl<H: Hal> DerefMut for DmaBuffer<'_, H> {
     }
 }
 
-// SAFETY: the allocation does not move with the value, is reached only through
-// a raw pointer (no unique reference is asserted on a move), and is exclusively
-// owned by the value until `drop`.
-unsafe impl<H: Hal> IoBuffer for DmaBuffer<'_, H> {}
+// SAFETY: the allocation does not move with the value, is reached only
+// through a raw pointer (no unique reference is asserted on a move), and is
+// exclusively owned by the value until `drop`; pointer and length come from
+// the same fields on every call; the region came from `hal.dma_alloc`, and the
+// device reaches byte `offset` at `daddr + offset`, contiguously.
+unsafe impl<H: Hal> IoBuffer for DmaBuffer<'_, H> {
+    fn as_dma_slice(&mut self) -> NonNull<[u8]> {
+        NonNull::slice_from_raw_parts(self.ptr(), self.len)
+    }
+
+    fn dma_address(&self) -> Option<(NonNull<()>, DeviceAddr)> {
+        Some((NonNull::from(self.hal).cast(), self.region.daddr.offset(self.offset as u64)))
+    }
+}
 
 impl<H: Hal> Drop for DmaBuffer<'_, H> {
     fn drop(&mut self) {
         // SAFETY: the region came from this HAL and is freed once. While a
         // request owns the buffer the device may use it, but then this value is
-        // inside the request slot and is not dropped until the device is done.
+        // inside the request slot and is not dropped until the device is done
+        // (or is leaked with it).
         unsafe { self.hal.dma_free(self.region) }
+    }
+}
+
+#[cfg(all(test, feature = "alloc"))]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    /// The pointer the device is given stays usable after the buffer moves,
+    /// and the owner's own accesses stay valid afterwards (what Miri with
+    /// Tree Borrows and -Zmiri-unique-is-unique checks).
+    #[test]
+    fn vec_pointer_survives_moves() {
+        let mut v: Vec<u8> = (0..64).collect();
+        let dma = v.as_dma_slice();
+        assert_eq!(dma, v.as_dma_slice(), "same slice on every call");
+        let mut slot: [Option<Vec<u8>>; 2] = [None, None];
+        slot[1] = Some(v);
+        let moved = slot[1].take();
+        // The "device" writes through the pointer taken before the moves.
+        // SAFETY: the Vec is alive (in `moved`) and nothing else accesses it.
+        unsafe { dma.cast::<u8>().add(3).write(0xee) };
+        let v = moved.unwrap();
+        assert_eq!(v[3], 0xee);
+        assert_eq!(v[4], 4);
+    }
+
+    #[test]
+    fn empty_vec_gives_an_empty_slice() {
+        let mut v: Vec<u8> = Vec::new();
+        assert_eq!(v.as_dma_slice().len(), 0);
     }
 }

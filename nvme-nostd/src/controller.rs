@@ -2,39 +2,57 @@
 //! Specification 1.4, section 7.6.1 "Initialization" and 7.6.2 "Shutdown").
 
 use crate::admin::{AdminQueue, ADMIN_QUEUE_ENTRIES};
-use crate::dma::DmaMemory;
-use crate::error::{Error, Result};
+use crate::dma::DmaAlloc;
+use crate::error::{Argument, Error, Feature, Malformed, Result, Wait};
 use crate::namespace::{csi_from_descriptors, Namespace};
 use crate::queue::{CompletionQueue, SubmissionQueue};
+use crate::registers::Registers;
 use crate::slots::Cid;
 use crate::spec::command::{AdminOpcode, CompletionEntry, SubmissionEntry};
 use crate::spec::dwords::{AbortCdw10, AbortResult, FeaturesCdw10, IdentifyCdw10, NumberOfQueues};
 use crate::spec::identify::{ActiveNamespaceList, IdentifyController, IdentifyNamespace};
 use crate::spec::ids::{Cns, Csi, Fid};
-use crate::spec::registers::{offset, shn, shst, Aqa, Cap, Cc, Csts, Vs};
+use crate::spec::registers::{shst, Cap, Cc, Csts, Vs};
+use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use core::time::Duration;
 use hal_traits::{Hal, PAGE_SIZE};
 
+/// Told about every command that times out, before the driver acts on it.
+///
+/// It runs on the thread that found the timeout (inside `poll`, or inside an
+/// admin call), without the driver's admin lock, so it may use the driver. It
+/// must not panic: a panic unwinds through the driver call that found the
+/// timeout (the driver stays sound, but that call's work is cut short).
+pub type TimeoutCallback = &'static (dyn Fn(TimeoutEvent) + Sync);
+
 /// What the caller asks of a controller at attach time. What the controller
 /// grants is reported by [`Controller`]'s accessors.
-#[derive(Clone, Copy, Debug)]
+///
+/// ```
+/// # use core::time::Duration;
+/// use nvme_nostd::ControllerOptions;
+/// let options = ControllerOptions::default().with_io_queues(4).with_io_timeout(Some(Duration::from_secs(5)));
+/// assert_eq!(options.io_queues, 4);
+/// ```
+#[derive(Clone, Copy)]
+#[non_exhaustive]
 pub struct ControllerOptions {
     /// I/O queue pairs to ask for with Set Features / Number of Queues (1 to 64;
-    /// the driver numbers queues 1..=64).
+    /// the driver numbers queues 1..=64). Default 8.
     pub io_queues: u16,
     /// How long an admin command may take. An admin command that times out
-    /// resets the controller.
+    /// resets the controller. Default 30 s.
     pub admin_timeout: Duration,
     /// How long an I/O command may be outstanding before the driver aborts it
     /// (and resets the controller if the abort does not work); `None` turns
-    /// I/O timeouts off and spares the clock read per submission.
+    /// I/O timeouts off and spares the clock read in `poll`. Default 30 s.
     pub io_timeout: Option<Duration>,
     /// How many times a command that fails with the Do Not Retry bit clear is
-    /// submitted again before its error reaches its owner.
+    /// submitted again before its error reaches its owner. Default 4.
     pub retry_count: u8,
     /// Told about every command that times out, before the driver acts on it.
-    pub timeout_callback: Option<fn(TimeoutEvent)>,
+    pub timeout_callback: Option<TimeoutCallback>,
 }
 
 impl Default for ControllerOptions {
@@ -49,12 +67,58 @@ impl Default for ControllerOptions {
     }
 }
 
+impl ControllerOptions {
+    /// Sets [`io_queues`](Self::io_queues).
+    pub const fn with_io_queues(mut self, io_queues: u16) -> Self {
+        self.io_queues = io_queues;
+        self
+    }
+
+    /// Sets [`admin_timeout`](Self::admin_timeout).
+    pub const fn with_admin_timeout(mut self, timeout: Duration) -> Self {
+        self.admin_timeout = timeout;
+        self
+    }
+
+    /// Sets [`io_timeout`](Self::io_timeout).
+    pub const fn with_io_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.io_timeout = timeout;
+        self
+    }
+
+    /// Sets [`retry_count`](Self::retry_count).
+    pub const fn with_retry_count(mut self, retries: u8) -> Self {
+        self.retry_count = retries;
+        self
+    }
+
+    /// Sets [`timeout_callback`](Self::timeout_callback).
+    pub const fn with_timeout_callback(mut self, callback: Option<TimeoutCallback>) -> Self {
+        self.timeout_callback = callback;
+        self
+    }
+}
+
+impl fmt::Debug for ControllerOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ControllerOptions")
+            .field("io_queues", &self.io_queues)
+            .field("admin_timeout", &self.admin_timeout)
+            .field("io_timeout", &self.io_timeout)
+            .field("retry_count", &self.retry_count)
+            .field("timeout_callback", &self.timeout_callback.is_some())
+            .finish()
+    }
+}
+
 /// A command that did not complete in time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TimeoutEvent {
     /// The queue it was submitted to (0 for the admin queue).
     pub qid: u16,
-    /// Its command identifier.
+    /// The command identifier its submission returned (for the admin queue,
+    /// the CID it carries).
     pub cid: Cid,
     /// Its opcode.
     pub opcode: u8,
@@ -68,8 +132,11 @@ pub const MAX_IO_QUEUES: u16 = 64;
 
 /// An NVMe controller, enabled and identified, with its admin queue.
 ///
-/// I/O queue pairs borrow it ([`Controller::create_io_qpair`](crate::Controller::create_io_qpair)),
-/// so it outlives them. Dropping it shuts the controller down (CC.SHN) and
+/// It owns its [`Hal`], which stands for exclusive use of the device (see the
+/// trait's "Exclusive ownership"), so no second `Controller` can drive the
+/// same device while this one lives. I/O queue pairs borrow it
+/// ([`Controller::create_io_qpair`](crate::Controller::create_io_qpair)), so
+/// it outlives them. Dropping it shuts the controller down (CC.SHN) and
 /// disables it before its queue memory is freed.
 pub struct Controller<H: Hal> {
     pub(crate) hal: H,
@@ -96,19 +163,18 @@ fn ready_timeout(cap: Cap) -> Duration {
     Duration::from_millis(500 * (cap.to().max(1) as u64))
 }
 
-fn read_csts<H: Hal>(hal: &H) -> Result<Csts> {
-    let raw = hal.read32(offset::CSTS);
-    if raw == u32::MAX {
-        return Err(Error::DeviceRemoved);
-    }
-    Ok(Csts::from_bits(raw))
+/// The CC the driver runs with: NVM command set, 4 KiB pages, round robin,
+/// 64-byte submission and 16-byte completion entries (section 3.1.5).
+fn cc_base() -> Cc {
+    Cc::new().with_css(0).with_mps(0).with_ams(0).with_iosqes(6).with_iocqes(4)
 }
 
 /// Waits until CSTS.RDY equals `ready`, bounded by `timeout`.
 fn wait_ready<H: Hal>(hal: &H, ready: bool, timeout: Duration) -> Result {
+    let regs = Registers::new(hal);
     let deadline = hal.now().saturating_add(timeout);
     loop {
-        let csts = read_csts(hal)?;
+        let csts = regs.csts()?;
         if csts.rdy() == ready {
             return Ok(());
         }
@@ -118,56 +184,34 @@ fn wait_ready<H: Hal>(hal: &H, ready: bool, timeout: Duration) -> Result {
             return Err(Error::ControllerFatal);
         }
         if hal.now() >= deadline {
-            return Err(Error::Timeout(if ready {
-                "CSTS.RDY=1 after enable"
-            } else {
-                "CSTS.RDY=0 after disable"
-            }));
+            return Err(Error::Timeout(if ready { Wait::Enable } else { Wait::Disable }));
         }
         hal.delay(Duration::from_micros(100));
     }
 }
 
-/// Programs AQA, ASQ and ACQ for `admin` and sets CC.EN (section 7.6.1 steps
+/// Programs the admin queue and enables the controller (section 7.6.1 steps
 /// 3 to 6); the caller waits for CSTS.RDY.
 fn start_admin<H: Hal>(hal: &H, admin: &AdminQueue) {
-    let entries = admin.sq.size();
-    // SAFETY: the admin queues are DMA memory owned by the driver for as long
-    // as the controller may use them (freed only after a disable).
-    unsafe {
-        hal.write32(offset::AQA, Aqa::new().with_asqs(entries - 1).with_acqs(entries - 1).into_bits());
-        hal.write64(offset::ASQ, admin.sq.daddr().0);
-        hal.write64(offset::ACQ, admin.cq.daddr().0);
-    }
-    let cc = Cc::new()
-        .with_css(0)
-        .with_mps(0)
-        .with_ams(0)
-        .with_shn(shn::NONE)
-        .with_iosqes(6)
-        .with_iocqes(4)
-        .with_en(true);
-    // SAFETY: enabling makes the controller use the admin queues just set.
-    unsafe { hal.write32(offset::CC, cc.into_bits()) };
+    // SAFETY: the admin queues are DMA memory owned by the driver and lent to
+    // the device for as long as the controller may use them (they are freed
+    // only after a disable), the CQ zeroed by `restart` or allocation.
+    unsafe { Registers::new(hal).enable(admin.sq.size(), admin.sq.daddr(), admin.cq.daddr(), cc_base()) }
 }
 
 /// Clears CC.EN and waits for CSTS.RDY=0 (section 7.6.1 step 1, 3.1.5).
 fn disable<H: Hal>(hal: &H, cap: Cap) -> Result {
+    let regs = Registers::new(hal);
     let timeout = ready_timeout(cap);
-    let raw = hal.read32(offset::CC);
-    if raw == u32::MAX {
-        return Err(Error::DeviceRemoved);
-    }
-    let cc = Cc::from_bits(raw);
-    let csts = read_csts(hal)?;
+    let cc = regs.cc()?;
+    let csts = regs.csts()?;
     if cc.en() && !csts.rdy() && !csts.cfs() {
         // Enabling is in progress: the specification asks hosts to wait for it
         // to finish before clearing EN.
         let _ = wait_ready(hal, true, timeout);
     }
     if cc.en() {
-        // SAFETY: disabling stops all DMA; it starts none.
-        unsafe { hal.write32(offset::CC, cc.with_en(false).into_bits()) };
+        regs.disable(cc);
     }
     wait_ready(hal, false, timeout)
 }
@@ -176,53 +220,34 @@ impl<H: Hal> Controller<H> {
     /// Brings up the controller behind `hal`: disable, admin queue, enable,
     /// Identify Controller, Set Features / Number of Queues.
     pub fn new(hal: H, options: ControllerOptions) -> Result<Self> {
-        let raw_cap = hal.read64(offset::CAP);
-        if raw_cap == u64::MAX {
-            return Err(Error::DeviceRemoved);
-        }
-        let cap = Cap::from_bits(raw_cap);
-        let vs = Vs::from_bits(hal.read32(offset::VS));
+        let regs = Registers::new(&hal);
+        let cap = regs.cap()?;
+        let vs = regs.vs()?;
         if cap.mqes() == 0 {
-            return Err(Error::MalformedDevice("CAP.MQES is 0"));
+            return Err(Error::MalformedDevice(Malformed::MqesZero));
         }
         if cap.css() & 1 == 0 {
-            return Err(Error::Unsupported("controller lacks the NVM command set (CAP.CSS)"));
+            return Err(Error::Unsupported(Feature::NvmCommandSet));
         }
         if cap.mpsmin() != 0 {
-            return Err(Error::Unsupported("controller's minimum page size is above 4 KiB (CAP.MPSMIN)"));
+            return Err(Error::Unsupported(Feature::PageSize));
         }
         if options.io_queues == 0 || options.io_queues > MAX_IO_QUEUES {
-            return Err(Error::InvalidArgument("io_queues must be 1 to 64"));
+            return Err(Error::InvalidArgument(Argument::IoQueues));
         }
 
         disable(&hal, cap)?;
 
         let entries = ADMIN_QUEUE_ENTRIES.min(cap.mqes().saturating_add(1));
-        let sq_mem = DmaMemory::alloc(&hal, 1)?;
-        let mut sq_mem = sq_mem;
-        let cq_mem = match DmaMemory::alloc(&hal, 1) {
-            Ok(m) => m,
-            Err(e) => {
-                // SAFETY: the controller is disabled and never saw this memory.
-                unsafe { sq_mem.free(&hal) };
-                return Err(e.into());
-            }
-        };
-        let mut cq_mem = cq_mem;
-        let data = match DmaMemory::alloc(&hal, 1) {
-            Ok(m) => m,
-            Err(e) => {
-                // SAFETY: as above.
-                unsafe {
-                    sq_mem.free(&hal);
-                    cq_mem.free(&hal);
-                }
-                return Err(e.into());
-            }
-        };
-        let sq = SubmissionQueue::new(sq_mem, entries, 0, cap.dstrd());
-        let cq = CompletionQueue::new(cq_mem, entries, 0, cap.dstrd());
-        let admin = AdminQueue::new(sq, cq, data);
+        // Until `lend`, each of these frees itself if a later step fails.
+        let sq = DmaAlloc::new(&hal, 1)?;
+        let cq = DmaAlloc::new(&hal, 1)?;
+        let data = DmaAlloc::new(&hal, 1)?;
+        let admin = AdminQueue::new(
+            SubmissionQueue::new(sq.lend(), entries, 0, cap.dstrd()),
+            CompletionQueue::new(cq.lend(), entries, 0, cap.dstrd()),
+            data.lend(),
+        );
         start_admin(&hal, &admin);
 
         let mut ctrlr = Controller {
@@ -241,13 +266,13 @@ impl<H: Hal> Controller<H> {
         // From here on, Drop disables the controller before freeing memory.
         wait_ready(&ctrlr.hal, true, ready_timeout(cap))?;
 
-        let mut page = [0u8; 4096];
+        let mut page = [0u8; PAGE_SIZE];
         ctrlr.identify_raw(Cns::CONTROLLER, 0, &mut page)?;
         ctrlr.identify = IdentifyController::from_bytes(&page);
         let id = &ctrlr.identify;
         if id.sqes.required() > 6 || id.sqes.maximum() < 6 || id.cqes.required() > 4 || id.cqes.maximum() < 4
         {
-            return Err(Error::MalformedDevice("SQES/CQES do not allow 64/16-byte entries"));
+            return Err(Error::MalformedDevice(Malformed::EntrySizes));
         }
 
         ctrlr.io_queues = ctrlr.set_number_of_queues(options.io_queues)?;
@@ -259,7 +284,7 @@ impl<H: Hal> Controller<H> {
         &self.hal
     }
 
-    /// CAP: Controller Capabilities.
+    /// CAP: Controller Capabilities, as read at attach.
     pub fn cap(&self) -> Cap {
         self.cap
     }
@@ -269,9 +294,9 @@ impl<H: Hal> Controller<H> {
         self.vs
     }
 
-    /// CSTS as it reads now.
+    /// CSTS as it reads now ([`Error::DeviceRemoved`] when it reads all ones).
     pub fn csts(&self) -> Result<Csts> {
-        read_csts(&self.hal)
+        Registers::new(&self.hal).csts()
     }
 
     /// The Identify Controller data read at attach.
@@ -318,8 +343,9 @@ impl<H: Hal> Controller<H> {
     /// ones (one bad read is not proof that the device is gone). Returns
     /// whether it is.
     pub(crate) fn confirm_removed(&self) -> bool {
+        let regs = Registers::new(&self.hal);
         for _ in 0..3 {
-            if self.hal.read32(offset::CSTS) != u32::MAX {
+            if regs.csts() != Err(Error::DeviceRemoved) {
                 return false;
             }
             self.hal.delay(Duration::from_millis(1));
@@ -335,7 +361,8 @@ impl<H: Hal> Controller<H> {
 
     /// Runs an admin command that moves no data and returns its completion.
     ///
-    /// Commands with data pointers (PRP1, PRP2, MPTR, PSDT, FUSE) are refused.
+    /// Commands with data pointers (PRP1, PRP2, MPTR), SGLs (PSDT) or fused
+    /// bits are refused.
     ///
     /// # Safety
     ///
@@ -348,7 +375,7 @@ impl<H: Hal> Controller<H> {
     /// ones afterwards).
     pub unsafe fn admin_command(&self, cmd: SubmissionEntry) -> Result<CompletionEntry> {
         if cmd.prp1 != 0 || cmd.prp2 != 0 || cmd.mptr != 0 || cmd.cdw0.psdt() != 0 || cmd.cdw0.fuse() != 0 {
-            return Err(Error::InvalidArgument("raw admin commands may not carry data pointers"));
+            return Err(Error::InvalidArgument(Argument::RawCommandPointers));
         }
         self.admin_exec(cmd, None)
     }
@@ -382,7 +409,9 @@ impl<H: Hal> Controller<H> {
             cb(TimeoutEvent { qid: 0, cid, opcode: cmd.cdw0.opc() });
         }
         match result {
-            Err(Error::Timeout(_)) | Err(Error::ControllerFatal) => {
+            Err(Error::Timeout(_))
+            | Err(Error::ControllerFatal)
+            | Err(Error::MalformedDevice(Malformed::CompletionFlood)) => {
                 let _ = self.reset();
             }
             // A transient all-ones read: the admin queue is in an unknown
@@ -395,14 +424,15 @@ impl<H: Hal> Controller<H> {
         result
     }
 
-    /// Abort (section 5.1) of command `cid` on submission queue `sqid`. Returns
-    /// true when the controller says it aborted the command (which then
-    /// completes with an abort status), false for "not aborted".
-    pub fn abort(&self, sqid: u16, cid: Cid) -> Result<bool> {
+    /// Abort (section 5.1) of the command that carries `cid` on the wire on
+    /// submission queue `sqid`. Returns true when the controller says it
+    /// aborted the command (which then completes with an abort status),
+    /// false for "not aborted". Queue pairs translate the CID their callers
+    /// were given ([`IoQueuePair::abort`](crate::IoQueuePair::abort)).
+    pub(crate) fn abort_wire(&self, sqid: u16, cid: u16) -> Result<bool> {
         let mut cmd = SubmissionEntry::new(AdminOpcode::ABORT.0, 0);
-        cmd.cdw10 = AbortCdw10::new().with_sqid(sqid).with_cid(cid.0).into_bits();
+        cmd.cdw10 = AbortCdw10::new().with_sqid(sqid).with_cid(cid).into_bits();
         let done = self.admin_exec(cmd, None)?;
-        // DW0 bit 0: 0 = aborted, 1 = not aborted.
         Ok(!AbortResult::from_bits(done.dw0).not_aborted())
     }
 
@@ -433,11 +463,7 @@ impl<H: Hal> Controller<H> {
         admin.failed = true;
         wait_ready(&self.hal, true, ready_timeout(self.cap))?;
         admin.failed = false;
-        let n = self.io_queues.max(1) - 1;
-        let mut cmd = SubmissionEntry::new(AdminOpcode::SET_FEATURES.0, 0);
-        cmd.cdw10 = FeaturesCdw10::new().with_fid(Fid::NUMBER_OF_QUEUES).into_bits();
-        cmd.cdw11 = NumberOfQueues::new().with_nsq(n).with_ncq(n).into_bits();
-        admin.execute(&self.hal, cmd, self.options.admin_timeout)?;
+        admin.execute(&self.hal, number_of_queues(self.io_queues), self.options.admin_timeout)?;
         Ok(())
     }
 
@@ -452,19 +478,40 @@ impl<H: Hal> Controller<H> {
     /// Identify Namespace (CNS 00h) for `nsid`.
     pub fn identify_namespace(&self, nsid: u32) -> Result<IdentifyNamespace> {
         if nsid == 0 || nsid == u32::MAX {
-            return Err(Error::InvalidArgument("namespace id"));
+            return Err(Error::InvalidArgument(Argument::NamespaceId));
         }
         let mut page = [0u8; PAGE_SIZE];
         self.identify_raw(Cns::NAMESPACE, nsid, &mut page)?;
         Ok(IdentifyNamespace::from_bytes(&page))
     }
 
-    /// The active namespace identifiers above `after` (CNS 02h), up to 1024.
-    /// Use 0 for the first page; pass the last identifier to get the next one.
+    /// One page of the active namespace identifiers above `after` (CNS 02h),
+    /// up to 1024. [`namespace_ids`](Self::namespace_ids) pages through all
+    /// of them.
     pub fn active_namespaces(&self, after: u32) -> Result<ActiveNamespaceList> {
         let mut page = [0u8; PAGE_SIZE];
         self.identify_raw(Cns::ACTIVE_NAMESPACES, after, &mut page)?;
         Ok(ActiveNamespaceList::from_bytes(&page))
+    }
+
+    /// Every active namespace identifier, in increasing order, fetched a page
+    /// of 1024 at a time. A failed fetch, or a list that does not increase,
+    /// is yielded as an error and ends the iteration.
+    pub fn namespace_ids(&self) -> NamespaceIds<'_, H> {
+        NamespaceIds {
+            ctrlr: self,
+            page: ActiveNamespaceList::zeroed(),
+            index: 0,
+            after: 0,
+            state: Paging::Fetch,
+        }
+    }
+
+    /// A handle to every active namespace ([`namespace_ids`](Self::namespace_ids)
+    /// and [`namespace`](Self::namespace)). A namespace whose identify data
+    /// the driver refuses is yielded as an error and the iteration goes on.
+    pub fn namespaces(&self) -> impl Iterator<Item = Result<Namespace>> + '_ {
+        self.namespace_ids().map(|id| id.and_then(|nsid| self.namespace(nsid)))
     }
 
     /// A handle to active namespace `nsid`, built from its Identify Namespace
@@ -491,11 +538,7 @@ impl<H: Hal> Controller<H> {
     }
 
     fn set_number_of_queues(&self, wanted: u16) -> Result<u16> {
-        let mut cmd = SubmissionEntry::new(AdminOpcode::SET_FEATURES.0, 0);
-        cmd.cdw10 = FeaturesCdw10::new().with_fid(Fid::NUMBER_OF_QUEUES).into_bits();
-        let n = wanted - 1;
-        cmd.cdw11 = NumberOfQueues::new().with_nsq(n).with_ncq(n).into_bits();
-        let done = self.admin_exec(cmd, None)?;
+        let done = self.admin_exec(number_of_queues(wanted), None)?;
         // DW0: NSQA and NCQA, both 0-based.
         let granted = NumberOfQueues::from_bits(done.dw0);
         Ok(granted.nsq().min(granted.ncq()).saturating_add(1).min(wanted))
@@ -530,27 +573,91 @@ impl<H: Hal> Controller<H> {
     /// Orderly shutdown (section 7.6.2): CC.SHN = normal, wait for
     /// CSTS.SHST = complete, then disable.
     fn shutdown(&self) -> Result {
-        let raw = self.hal.read32(offset::CC);
-        if raw == u32::MAX {
-            return Err(Error::DeviceRemoved);
-        }
-        let cc = Cc::from_bits(raw);
+        let regs = Registers::new(&self.hal);
+        let cc = regs.cc()?;
         if cc.en() {
-            // SAFETY: a shutdown notification starts no DMA to new memory.
-            unsafe { self.hal.write32(offset::CC, cc.with_shn(shn::NORMAL).into_bits()) };
+            regs.notify_shutdown(cc);
             let deadline = self.hal.now().saturating_add(ready_timeout(self.cap));
             loop {
-                let csts = read_csts(&self.hal)?;
-                if csts.shst() == shst::COMPLETE || csts.cfs() {
-                    break;
-                }
-                if self.hal.now() >= deadline {
+                let csts = regs.csts()?;
+                if csts.shst() == shst::COMPLETE || csts.cfs() || self.hal.now() >= deadline {
                     break;
                 }
                 self.hal.delay(Duration::from_micros(100));
             }
         }
         self.disable()
+    }
+}
+
+/// Set Features / Number of Queues (section 5.21.1.7) asking for `wanted`
+/// submission and completion queues.
+fn number_of_queues(wanted: u16) -> SubmissionEntry {
+    let n = wanted.max(1) - 1;
+    let mut cmd = SubmissionEntry::new(AdminOpcode::SET_FEATURES.0, 0);
+    cmd.cdw10 = FeaturesCdw10::new().with_fid(Fid::NUMBER_OF_QUEUES).into_bits();
+    cmd.cdw11 = NumberOfQueues::new().with_nsq(n).with_ncq(n).into_bits();
+    cmd
+}
+
+/// Where [`NamespaceIds`] is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Paging {
+    /// The next identifier needs a new page.
+    Fetch,
+    /// Identifiers come from the page held.
+    Page,
+    /// Nothing more.
+    Done,
+}
+
+/// The active namespace identifiers of a controller, fetched a page at a
+/// time ([`Controller::namespace_ids`]).
+pub struct NamespaceIds<'c, H: Hal> {
+    ctrlr: &'c Controller<H>,
+    page: ActiveNamespaceList,
+    index: usize,
+    after: u32,
+    state: Paging,
+}
+
+impl<H: Hal> Iterator for NamespaceIds<'_, H> {
+    type Item = Result<u32>;
+
+    fn next(&mut self) -> Option<Result<u32>> {
+        loop {
+            match self.state {
+                Paging::Done => return None,
+                Paging::Fetch => match self.ctrlr.active_namespaces(self.after) {
+                    Ok(page) => {
+                        self.page = page;
+                        self.index = 0;
+                        self.state = Paging::Page;
+                    }
+                    Err(e) => {
+                        self.state = Paging::Done;
+                        return Some(Err(e));
+                    }
+                },
+                Paging::Page => {
+                    let nsid = self.page.0.get(self.index).copied().unwrap_or(0);
+                    if nsid == 0 {
+                        // A full page may have a next one; a list that ends
+                        // inside its page is the last.
+                        let full = self.index == self.page.0.len();
+                        self.state = if full { Paging::Fetch } else { Paging::Done };
+                        continue;
+                    }
+                    if nsid <= self.after || nsid == u32::MAX {
+                        self.state = Paging::Done;
+                        return Some(Err(Error::MalformedDevice(Malformed::NamespaceList)));
+                    }
+                    self.index += 1;
+                    self.after = nsid;
+                    return Some(Ok(nsid));
+                }
+            }
+        }
     }
 }
 

@@ -1,10 +1,44 @@
 //! Typed, bounds-checked access to DMA memory: the one place where the core
-//! reads and writes memory that the device shares.
+//! reads and writes memory that the device shares, and the two kinds of
+//! ownership it has (freed on drop until the device is told about it, then
+//! freed only with proof that the device is done).
 
 use core::ptr::NonNull;
 use hal_traits::{DeviceAddr, DmaRegion, Hal, HalError};
 
-/// DMA memory owned by the driver (queue rings, PRP lists, identify pages).
+/// DMA memory the driver just allocated, that the device has never been told
+/// about: freed when dropped. [`DmaAlloc::lend`] turns it into [`DmaMemory`]
+/// at the moment a register or a command names it to the device.
+pub(crate) struct DmaAlloc<'h, H: Hal> {
+    hal: &'h H,
+    memory: DmaMemory,
+}
+
+impl<'h, H: Hal> DmaAlloc<'h, H> {
+    /// Allocates `pages` zeroed pages.
+    pub(crate) fn new(hal: &'h H, pages: usize) -> Result<Self, HalError> {
+        Ok(DmaAlloc { hal, memory: DmaMemory { region: hal.dma_alloc(pages)? } })
+    }
+
+    /// From now on the device may use the memory: it no longer frees itself,
+    /// and its owner frees it only once the device is known to be done
+    /// ([`DmaMemory::free`]), or leaks it.
+    pub(crate) fn lend(self) -> DmaMemory {
+        let this = core::mem::ManuallyDrop::new(self);
+        DmaMemory { region: this.memory.region }
+    }
+}
+
+impl<H: Hal> Drop for DmaAlloc<'_, H> {
+    fn drop(&mut self) {
+        // SAFETY: the memory came from `hal.dma_alloc`; it was never named to
+        // the device (that is what `lend` marks), so the device cannot use it,
+        // and the CPU is done with it as this owner goes away.
+        unsafe { self.memory.free(self.hal) }
+    }
+}
+
+/// DMA memory lent to the device (queue rings, PRP lists, identify pages).
 ///
 /// It has no `Drop`: the owner returns it with [`DmaMemory::free`] once the device
 /// can no longer reach it, or leaks it when that cannot be proven. Freeing memory
@@ -20,12 +54,6 @@ pub(crate) struct DmaMemory {
 unsafe impl Send for DmaMemory {}
 
 impl DmaMemory {
-    /// Allocates `pages` zeroed pages.
-    pub(crate) fn alloc<H: Hal>(hal: &H, pages: usize) -> Result<Self, HalError> {
-        let region = hal.dma_alloc(pages)?;
-        Ok(DmaMemory { region })
-    }
-
     /// Returns the memory to the HAL; afterwards `self` is empty (length 0) and
     /// a second call does nothing.
     ///

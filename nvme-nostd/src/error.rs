@@ -1,16 +1,214 @@
-//! The driver's one error type.
+//! The driver's one error type, with kinds to match on and
+//! [`Error::origin`] to say whose fault an error is.
 
 use crate::spec::status::Status;
 use core::fmt;
 use hal_traits::HalError;
 
-/// Everything that can go wrong, split by whose fault it is.
+/// Whose fault an [`Error`] is, which says what to do about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// The caller's: bad input, or a resource it must free first (a full
+    /// request pool). Nothing was submitted; fix the call or retry later.
+    Caller,
+    /// The device's: an error status, a timeout, a fatal status, data the
+    /// driver refuses, a reset, a removal. Retry, reset, or give up on the
+    /// device.
+    Device,
+    /// The back-end's (the [`Hal`](crate::Hal)): it could not allocate, map or
+    /// translate memory.
+    Backend,
+}
+
+/// An argument the driver refused ([`Error::InvalidArgument`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Argument {
+    /// A namespace identifier of 0 or FFFFFFFFh.
+    NamespaceId,
+    /// The namespace is not active (its Identify Namespace data is zero).
+    InactiveNamespace,
+    /// A namespace handle that another controller identified.
+    ForeignNamespace,
+    /// A transfer of zero blocks or bytes.
+    ZeroLength,
+    /// More than 65536 blocks in one command (NLB is 16 bits).
+    TooManyBlocks,
+    /// `ControllerOptions::io_queues` outside 1 to 64.
+    IoQueues,
+    /// A queue too small for the request slots, or of fewer than 2 entries.
+    QueueEntries,
+    /// A queue priority (QPRIO) above 3.
+    Priority,
+    /// A transfer limit below one page.
+    MaxTransfer,
+    /// A raw command that carries data pointers (PRP1, PRP2, MPTR), SGLs or
+    /// fused operation bits the driver does not set itself.
+    RawCommandPointers,
+    /// A buffer for an opcode that transfers no data.
+    DataForNoDataOpcode,
+    /// A CID that names no request in flight on this queue pair.
+    UnknownCid,
+}
+
+impl Argument {
+    /// A short description.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Argument::NamespaceId => "namespace identifier 0 or FFFFFFFFh",
+            Argument::InactiveNamespace => "namespace is not active (NSZE is 0)",
+            Argument::ForeignNamespace => "namespace handle of another controller",
+            Argument::ZeroLength => "zero-length transfer",
+            Argument::TooManyBlocks => "more than 65536 blocks in one command",
+            Argument::IoQueues => "io_queues must be 1 to 64",
+            Argument::QueueEntries => "queue needs at least N + 1 entries (capped by CAP.MQES)",
+            Argument::Priority => "priority is 0 to 3",
+            Argument::MaxTransfer => "max_transfer_bytes below one page",
+            Argument::RawCommandPointers => "raw commands may not carry data pointers, SGLs or fused bits",
+            Argument::DataForNoDataOpcode => "this opcode transfers no data",
+            Argument::UnknownCid => "no request with this CID is in flight",
+        }
+    }
+}
+
+/// Something the driver or the controller cannot do ([`Error::Unsupported`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Feature {
+    /// The controller lacks the NVM command set (CAP.CSS bit 0).
+    NvmCommandSet,
+    /// The controller's minimum memory page size is above 4 KiB (CAP.MPSMIN).
+    PageSize,
+    /// A zoned namespace (its own command set).
+    ZonedNamespace,
+    /// A namespace of a command set other than NVM.
+    OtherCommandSet,
+    /// A namespace formatted with protection information.
+    ProtectionInformation,
+    /// A namespace formatted with metadata.
+    Metadata,
+}
+
+impl Feature {
+    /// A short description.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Feature::NvmCommandSet => "controller lacks the NVM command set (CAP.CSS)",
+            Feature::PageSize => "controller's minimum page size is above 4 KiB (CAP.MPSMIN)",
+            Feature::ZonedNamespace => "zoned namespaces are not supported yet",
+            Feature::OtherCommandSet => "namespace of a command set other than NVM",
+            Feature::ProtectionInformation => "protection information is not supported yet",
+            Feature::Metadata => "metadata is not supported yet",
+        }
+    }
+}
+
+/// Data from the device that the driver refuses to use
+/// ([`Error::MalformedDevice`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Malformed {
+    /// CAP.MQES is 0.
+    MqesZero,
+    /// SQES or CQES do not allow 64-byte submission and 16-byte completion
+    /// entries.
+    EntrySizes,
+    /// FLBAS names an LBA format beyond NLBAF.
+    LbaFormatIndex,
+    /// The LBA data size is outside 512 bytes to 64 KiB.
+    LbaDataSize,
+    /// The admin submission queue never drained.
+    AdminQueueStuck,
+    /// The active namespace list does not increase, or names FFFFFFFFh.
+    NamespaceList,
+    /// A completion queue kept posting entries that name no command.
+    CompletionFlood,
+}
+
+impl Malformed {
+    /// A short description.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Malformed::MqesZero => "CAP.MQES is 0",
+            Malformed::EntrySizes => "SQES/CQES do not allow 64/16-byte entries",
+            Malformed::LbaFormatIndex => "FLBAS names an LBA format beyond NLBAF",
+            Malformed::LbaDataSize => "LBA data size outside 512 B to 64 KiB",
+            Malformed::AdminQueueStuck => "admin submission queue never drained",
+            Malformed::NamespaceList => "active namespace list not increasing",
+            Malformed::CompletionFlood => "completion queue flooded with entries that name no command",
+        }
+    }
+}
+
+/// What the driver was waiting for when time ran out ([`Error::Timeout`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Wait {
+    /// An admin command's completion.
+    AdminCommand,
+    /// An I/O command's completion.
+    IoCommand,
+    /// CSTS.RDY = 1 after CC.EN = 1.
+    Enable,
+    /// CSTS.RDY = 0 after CC.EN = 0.
+    Disable,
+    /// A request the caller waited for ([`IoQueuePair::wait`](crate::IoQueuePair::wait)).
+    Request,
+}
+
+impl Wait {
+    /// A short description.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Wait::AdminCommand => "admin command",
+            Wait::IoCommand => "I/O command",
+            Wait::Enable => "CSTS.RDY=1 after enable",
+            Wait::Disable => "CSTS.RDY=0 after disable",
+            Wait::Request => "the request did not complete in the time given",
+        }
+    }
+}
+
+/// Why a buffer's device segments cannot be described by PRPs (NVMe 1.4
+/// section 4.3) ([`Error::NotPrpShaped`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PrpShape {
+    /// The first segment does not start on a dword boundary.
+    FirstNotDwordAligned,
+    /// A segment after the first does not start on a page boundary.
+    InnerStartNotPageAligned,
+    /// A segment before the last does not end on a page boundary.
+    InnerEndNotPageAligned,
+    /// The segments do not add up to the buffer's length.
+    LengthMismatch,
+    /// More pages than the request slot's PRP list pages can name.
+    TooManyPages,
+}
+
+impl PrpShape {
+    /// A short description.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            PrpShape::FirstNotDwordAligned => "first segment not dword aligned",
+            PrpShape::InnerStartNotPageAligned => {
+                "a segment after the first does not start on a page boundary"
+            }
+            PrpShape::InnerEndNotPageAligned => "a segment before the last does not end on a page boundary",
+            PrpShape::LengthMismatch => "segments do not add up to the buffer length",
+            PrpShape::TooManyPages => "more pages than the PRP list can name",
+        }
+    }
+}
+
+/// Everything that can go wrong, in kinds to match on; [`Error::origin`] says
+/// whose fault it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
     // --- bad input from the caller: nothing was submitted ---
-    /// An argument is out of its range; the text names it.
-    InvalidArgument(&'static str),
+    /// An argument is out of its range.
+    InvalidArgument(Argument),
     /// The buffer is shorter than the transfer needs.
     BufferTooSmall {
         /// Bytes the transfer needs.
@@ -18,9 +216,14 @@ pub enum Error {
         /// Bytes the buffer has.
         actual: usize,
     },
-    /// The buffer does not start on a 4-byte boundary (PRP entries need dword
-    /// alignment, NVMe 1.4 section 4.3).
-    BufferMisaligned,
+    /// The buffer's start (or, for a buffer the device writes, its start or
+    /// length) is not a multiple of `required` bytes: a dword for PRP entries
+    /// (NVMe 1.4 section 4.3), or the back-end's
+    /// [`DMA_ALIGNMENT`](hal_traits::Hal::DMA_ALIGNMENT).
+    BufferMisaligned {
+        /// The alignment needed, in bytes.
+        required: usize,
+    },
     /// The range of logical blocks ends beyond the namespace.
     LbaOutOfRange,
     /// The transfer is larger than the controller (MDTS) or the queue pair
@@ -36,19 +239,19 @@ pub enum Error {
     /// No I/O queue identifier is left.
     NoQueueAvailable,
     /// The driver cannot do this yet, or the controller does not support it.
-    Unsupported(&'static str),
+    Unsupported(Feature),
 
     // --- bad behaviour from the device ---
     /// The controller's registers read all ones: it is gone.
     DeviceRemoved,
     /// CSTS.CFS is set: the controller reports a fatal error.
     ControllerFatal,
-    /// The controller did not answer in time; the text says what it was doing.
-    Timeout(&'static str),
+    /// The controller did not answer in time.
+    Timeout(Wait),
     /// The command completed with an error status.
     Command(Status),
-    /// The device returned data the driver refuses to use; the text names it.
-    MalformedDevice(&'static str),
+    /// The device returned data the driver refuses to use.
+    MalformedDevice(Malformed),
     /// An earlier failure left the controller unusable until it is reset.
     ControllerFailed,
     /// The controller was reset while the command was outstanding; the
@@ -58,6 +261,33 @@ pub enum Error {
     // --- the back-end ---
     /// The HAL could not allocate or map memory.
     Hal(HalError),
+    /// The HAL reported device segments that PRPs cannot describe; nothing
+    /// was submitted.
+    NotPrpShaped(PrpShape),
+}
+
+impl Error {
+    /// Whose fault the error is.
+    pub const fn origin(&self) -> Origin {
+        match self {
+            Error::InvalidArgument(_)
+            | Error::BufferTooSmall { .. }
+            | Error::BufferMisaligned { .. }
+            | Error::LbaOutOfRange
+            | Error::TransferTooLarge { .. }
+            | Error::QueueFull
+            | Error::NoQueueAvailable
+            | Error::Unsupported(_) => Origin::Caller,
+            Error::DeviceRemoved
+            | Error::ControllerFatal
+            | Error::Timeout(_)
+            | Error::Command(_)
+            | Error::MalformedDevice(_)
+            | Error::ControllerFailed
+            | Error::Reset => Origin::Device,
+            Error::Hal(_) | Error::NotPrpShaped(_) => Origin::Backend,
+        }
+    }
 }
 
 impl From<HalError> for Error {
@@ -69,29 +299,59 @@ impl From<HalError> for Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+            Error::InvalidArgument(a) => write!(f, "invalid argument: {}", a.describe()),
             Error::BufferTooSmall { needed, actual } => {
                 write!(f, "buffer too small: {actual} bytes, {needed} needed")
             }
-            Error::BufferMisaligned => write!(f, "buffer not 4-byte aligned"),
+            Error::BufferMisaligned { required } => write!(f, "buffer not {required}-byte aligned"),
             Error::LbaOutOfRange => write!(f, "LBA range beyond the namespace"),
             Error::TransferTooLarge { requested, max } => {
                 write!(f, "transfer of {requested} bytes exceeds the maximum of {max}")
             }
             Error::QueueFull => write!(f, "no free request slot"),
             Error::NoQueueAvailable => write!(f, "no I/O queue identifier left"),
-            Error::Unsupported(what) => write!(f, "unsupported: {what}"),
+            Error::Unsupported(what) => write!(f, "unsupported: {}", what.describe()),
             Error::DeviceRemoved => write!(f, "device removed (registers read all ones)"),
             Error::ControllerFatal => write!(f, "controller fatal status (CSTS.CFS)"),
-            Error::Timeout(what) => write!(f, "timeout: {what}"),
+            Error::Timeout(what) => write!(f, "timeout: {}", what.describe()),
             Error::Command(status) => write!(f, "command failed: {status}"),
-            Error::MalformedDevice(what) => write!(f, "malformed device data: {what}"),
+            Error::MalformedDevice(what) => write!(f, "malformed device data: {}", what.describe()),
             Error::ControllerFailed => write!(f, "controller failed; reset required"),
             Error::Reset => write!(f, "controller reset while the command was outstanding"),
             Error::Hal(e) => write!(f, "HAL: {e}"),
+            Error::NotPrpShaped(shape) => {
+                write!(f, "buffer segments cannot be described by PRPs: {}", shape.describe())
+            }
+        }
+    }
+}
+
+impl core::error::Error for Error {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            Error::Hal(e) => Some(e),
+            _ => None,
         }
     }
 }
 
 /// The driver's result type.
 pub type Result<T = (), E = Error> = core::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_names_its_origin() {
+        assert_eq!(Error::QueueFull.origin(), Origin::Caller);
+        assert_eq!(Error::InvalidArgument(Argument::Priority).origin(), Origin::Caller);
+        assert_eq!(Error::Timeout(Wait::IoCommand).origin(), Origin::Device);
+        assert_eq!(Error::Reset.origin(), Origin::Device);
+        let hal = HalError::new(hal_traits::HalErrorKind::MapFailed, "x");
+        assert_eq!(Error::from(hal).origin(), Origin::Backend);
+        assert_eq!(Error::NotPrpShaped(PrpShape::LengthMismatch).origin(), Origin::Backend);
+        let e: &dyn core::error::Error = &Error::Hal(hal);
+        assert!(e.source().is_some());
+    }
+}

@@ -6,16 +6,19 @@
 //!
 //! ```text
 //! Controller::new(hal, options)        bring-up: disable, admin queue, enable, identify
-//!   .namespace(nsid)                   a checked Namespace handle
+//!   .namespaces() / .namespace(nsid)   checked Namespace handles
 //!   .create_io_qpair::<B, C, N>(opts)  an IoQueuePair with N request slots
 //!       .read / .write / .flush / .submit_raw (buffer, context)  -> Cid
-//!       .poll(max, |completion| ...)   hands buffer and context back
+//!       .poll(limit, |resubmit, completion| ...)  hands buffer and context back
+//!       .wait(cid, timeout, ...)       blocking helper for slow paths
 //! ```
 //!
-//! Layout: [`spec`] holds the wire formats of the NVMe specification (no logic);
-//! the other modules hold one concept each: queue rings, request slots, PRP
-//! lists, the admin queue, the controller, namespaces, I/O queue pairs.
+//! Layout: [`spec`] (the `nvme-spec` crate) holds the wire formats of the NVMe
+//! specification (no logic); the modules here hold one concept each: register
+//! view, queue rings, request slots, PRP lists, DMA memory ownership, the
+//! admin queue, the controller, namespaces, I/O queue pairs.
 #![cfg_attr(not(test), no_std)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod admin;
@@ -27,19 +30,25 @@ mod namespace;
 mod prp;
 mod qpair;
 mod queue;
+mod registers;
 mod slots;
 #[cfg(test)]
 mod test_hal;
 
 pub use buffer::{DmaBuffer, IoBuffer};
-pub use controller::{Controller, ControllerOptions, TimeoutEvent, MAX_IO_QUEUES};
-pub use error::{Error, Result};
+pub use controller::{
+    Controller, ControllerOptions, NamespaceIds, TimeoutCallback, TimeoutEvent, MAX_IO_QUEUES,
+};
+pub use error::{Argument, Error, Feature, Malformed, Origin, PrpShape, Result, Wait};
 pub use hal_traits::{self, Hal};
 pub use namespace::Namespace;
 /// The wire formats of the specification (the `nvme-spec` crate).
 pub use nvme_spec as spec;
 pub use nvme_spec::status::Status;
-pub use qpair::{Completion, IoQueuePair, QpairOptions, QueueStats, SubmitError};
+pub use qpair::{
+    AbortOutcome, Completion, DoorbellMode, IoQueuePair, PollLimit, QpairOptions, QueueStats, Resubmit,
+    SubmitError,
+};
 pub use slots::Cid;
 
 /// Internals for the fuzz targets in `fuzz/` (feature `fuzzing`); not a stable
@@ -48,7 +57,7 @@ pub use slots::Cid;
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::namespace::csi_from_descriptors;
-    pub use crate::prp::{build as prp_build, list_pages_for, pages_touched, Prp, PrpListSink};
+    pub use crate::prp::{build as prp_build, list_pages_for, pages_touched, Prp, PrpBuilder, PrpListSink};
 
     /// [`crate::Namespace`]'s checks of identify data.
     pub fn namespace(

@@ -1,7 +1,7 @@
 //! Namespaces of the NVM command set: what the driver needs to know to address
 //! blocks, checked before it is believed.
 
-use crate::error::{Error, Result};
+use crate::error::{Argument, Error, Feature, Malformed, Result};
 use crate::spec::identify::IdentifyNamespace;
 use crate::spec::ids::{Csi, Nidt};
 
@@ -52,13 +52,10 @@ impl Namespace {
         controller: u32,
     ) -> Result<Self> {
         if id.nsze == 0 {
-            return Err(Error::InvalidArgument("namespace is not active (NSZE is 0)"));
+            return Err(Error::InvalidArgument(Argument::InactiveNamespace));
         }
-        let format = id
-            .current_lba_format()
-            .ok_or(Error::MalformedDevice("FLBAS names an LBA format beyond NLBAF"))?;
-        let block_size =
-            format.data_size().ok_or(Error::MalformedDevice("LBA data size outside 512 B to 64 KiB"))?;
+        let format = id.current_lba_format().ok_or(Error::MalformedDevice(Malformed::LbaFormatIndex))?;
+        let block_size = format.data_size().ok_or(Error::MalformedDevice(Malformed::LbaDataSize))?;
         Ok(Namespace {
             nsid,
             block_size,
@@ -119,15 +116,15 @@ impl Namespace {
 
     /// Why plain read and write cannot be used on this namespace yet, if they
     /// cannot: metadata and protection information need their own buffers.
-    pub fn unsupported_reason(&self) -> Option<&'static str> {
+    pub fn unsupported_reason(&self) -> Option<Feature> {
         if self.csi == Csi::ZONED {
-            Some("zoned namespaces are not supported yet")
+            Some(Feature::ZonedNamespace)
         } else if self.csi != Csi::NVM {
-            Some("namespace of a command set other than NVM")
+            Some(Feature::OtherCommandSet)
         } else if self.pi_type != 0 {
-            Some("protection information is not supported yet")
+            Some(Feature::ProtectionInformation)
         } else if self.metadata_size != 0 {
-            Some("metadata is not supported yet")
+            Some(Feature::Metadata)
         } else {
             None
         }
@@ -141,10 +138,10 @@ impl Namespace {
     /// Checks a block range and returns its length in bytes.
     pub(crate) fn check_range(&self, lba: u64, blocks: u32) -> Result<usize> {
         if blocks == 0 {
-            return Err(Error::InvalidArgument("zero blocks"));
+            return Err(Error::InvalidArgument(Argument::ZeroLength));
         }
         if blocks > 0x1_0000 {
-            return Err(Error::InvalidArgument("more than 65536 blocks in one command"));
+            return Err(Error::InvalidArgument(Argument::TooManyBlocks));
         }
         let end = lba.checked_add(blocks as u64).ok_or(Error::LbaOutOfRange)?;
         if end > self.blocks {

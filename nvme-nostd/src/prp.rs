@@ -7,7 +7,12 @@
 //! the address of every further page. A list fills one memory page; when more
 //! entries are needed, the last entry of a list page points to the next page.
 
-use crate::error::{Error, Result};
+#[cfg(any(test, feature = "fuzzing"))]
+use crate::error::Argument;
+use crate::error::{Error, PrpShape, Result};
+#[cfg(any(test, feature = "fuzzing"))]
+use hal_traits::DeviceAddr;
+use hal_traits::{DeviceSegment, SegmentSink, PAGE_SIZE};
 
 /// Where the entries of a PRP list go: pages of memory whose device addresses are
 /// known. Implemented over the DMA memory of a request slot, and over plain
@@ -53,47 +58,156 @@ pub const fn pages_touched(addr: u64, len: usize, page_size: usize) -> usize {
     offset.saturating_add(len).div_ceil(page_size)
 }
 
-/// Builds PRP1/PRP2 for `len` bytes at device address `addr`, writing a PRP list
-/// into `sink` when one is needed. `page_size` is CC.MPS's page size, a power
-/// of two of at least 4096.
-pub fn build(addr: u64, len: usize, page_size: usize, sink: &mut impl PrpListSink) -> Result<Prp> {
-    debug_assert!(page_size.is_power_of_two() && page_size >= 4096);
-    if len == 0 {
-        return Err(Error::InvalidArgument("zero-length transfer"));
-    }
-    if !addr.is_multiple_of(4) {
-        return Err(Error::BufferMisaligned);
-    }
-    let page = page_size as u64;
-    let first_page = addr & !(page - 1);
-    let touched = pages_touched(addr, len, page_size);
-    // Page k of the transfer (k >= 1) starts at first_page + k * page.
-    let page_n = |k: usize| first_page.wrapping_add((k as u64).wrapping_mul(page));
-    match touched {
-        1 => Ok(Prp { prp1: addr, prp2: 0 }),
-        2 => Ok(Prp { prp1: addr, prp2: page_n(1) }),
-        _ => {
-            let per_page = page_size / 8;
-            let needed = list_pages_for(touched, per_page);
-            if needed > sink.pages() {
-                return Err(Error::TransferTooLarge { requested: len, max: 0 });
-            }
-            let mut list_page = 0;
-            let mut index = 0;
-            for k in 1..touched {
-                let remaining = touched - k;
-                // Last slot of a list page: chain to the next list page, unless
-                // this entry is the very last one.
-                if index == per_page - 1 && remaining > 1 {
-                    sink.write(list_page, index, sink.page_addr(list_page + 1));
-                    list_page += 1;
-                    index = 0;
-                }
-                sink.write(list_page, index, page_n(k));
-                index += 1;
-            }
-            Ok(Prp { prp1: addr, prp2: sink.page_addr(0) })
+const PAGE: u64 = PAGE_SIZE as u64;
+/// PRP entries in one list page.
+const PER_PAGE: usize = PAGE_SIZE / 8;
+
+/// Builds PRP1, PRP2 and the PRP list of one transfer from the device
+/// segments a [`Hal`](hal_traits::Hal) reports for its buffer, one segment
+/// at a time, checking as they arrive that PRPs can describe them (section
+/// 4.3): the first segment may start at any dword, every later one starts on
+/// a page boundary, every one before the last ends on a page boundary, and
+/// together they cover the transfer's length exactly. Anything else is
+/// refused with [`Error::NotPrpShaped`], never turned into a wrong PRP.
+pub struct PrpBuilder<'a, S: PrpListSink> {
+    list: &'a mut S,
+    len: usize,
+    seen: usize,
+    prp1: u64,
+    prp2: u64,
+    /// Pages the transfer touches; known once the first segment arrived.
+    touched: usize,
+    /// Pages named so far after the first (page `k` of the transfer is entry
+    /// `k - 1`).
+    named: usize,
+    list_page: usize,
+    index: usize,
+    started: bool,
+    previous_ends_on_page: bool,
+    error: Option<PrpShape>,
+}
+
+impl<'a, S: PrpListSink> PrpBuilder<'a, S> {
+    /// A builder for a transfer of `len` bytes, writing list entries into
+    /// `list`.
+    pub fn new(list: &'a mut S, len: usize) -> Self {
+        PrpBuilder {
+            list,
+            len,
+            seen: 0,
+            prp1: 0,
+            prp2: 0,
+            touched: 0,
+            named: 0,
+            list_page: 0,
+            index: 0,
+            started: false,
+            previous_ends_on_page: false,
+            error: None,
         }
+    }
+
+    fn fail(&mut self, why: PrpShape) {
+        self.error.get_or_insert(why);
+    }
+
+    /// Names page `k = named + 1` of the transfer at `page_addr`.
+    fn name_page(&mut self, page_addr: u64) {
+        let k = self.named + 1;
+        if k >= self.touched {
+            return self.fail(PrpShape::TooManyPages);
+        }
+        self.named = k;
+        if self.touched == 2 {
+            self.prp2 = page_addr;
+            return;
+        }
+        // The last slot of a list page chains to the next list page, unless
+        // this entry is the very last one.
+        let remaining = self.touched - k;
+        if self.index == PER_PAGE - 1 && remaining > 1 {
+            let next = self.list.page_addr(self.list_page + 1);
+            self.list.write(self.list_page, self.index, next);
+            self.list_page += 1;
+            self.index = 0;
+        }
+        self.list.write(self.list_page, self.index, page_addr);
+        self.index += 1;
+    }
+
+    /// The PRPs, or why the segments cannot be described by them.
+    pub fn finish(self) -> Result<Prp> {
+        if let Some(why) = self.error {
+            return Err(Error::NotPrpShaped(why));
+        }
+        if !self.started || self.seen != self.len || self.named + 1 != self.touched {
+            return Err(Error::NotPrpShaped(PrpShape::LengthMismatch));
+        }
+        let prp2 = if self.touched > 2 { self.list.page_addr(0) } else { self.prp2 };
+        Ok(Prp { prp1: self.prp1, prp2 })
+    }
+}
+
+impl<S: PrpListSink> SegmentSink for PrpBuilder<'_, S> {
+    fn push(&mut self, segment: DeviceSegment) {
+        if self.error.is_some() || segment.len == 0 {
+            return;
+        }
+        let addr = segment.addr.0;
+        let end = match (self.seen.checked_add(segment.len), addr.checked_add(segment.len as u64)) {
+            (Some(seen), Some(end)) if seen <= self.len => end,
+            _ => return self.fail(PrpShape::LengthMismatch),
+        };
+        let mut page = if !self.started {
+            if !addr.is_multiple_of(4) {
+                return self.fail(PrpShape::FirstNotDwordAligned);
+            }
+            self.started = true;
+            self.prp1 = addr;
+            self.touched = pages_touched(addr, self.len, PAGE_SIZE);
+            if list_pages_for(self.touched, PER_PAGE) > self.list.pages() {
+                return self.fail(PrpShape::TooManyPages);
+            }
+            // PRP1 names the first page; the pages after it come next.
+            (addr & !(PAGE - 1)) + PAGE
+        } else {
+            if !self.previous_ends_on_page {
+                return self.fail(PrpShape::InnerEndNotPageAligned);
+            }
+            if !addr.is_multiple_of(PAGE) {
+                return self.fail(PrpShape::InnerStartNotPageAligned);
+            }
+            addr
+        };
+        while page < end {
+            self.name_page(page);
+            if self.error.is_some() {
+                return;
+            }
+            page += PAGE;
+        }
+        self.seen += segment.len;
+        self.previous_ends_on_page = end.is_multiple_of(PAGE);
+    }
+}
+
+#[cfg(any(test, feature = "fuzzing"))]
+/// Builds PRP1/PRP2 for `len` bytes contiguous in device space at `addr`,
+/// writing a PRP list into `sink` when one is needed.
+pub fn build(addr: u64, len: usize, sink: &mut impl PrpListSink) -> Result<Prp> {
+    if len == 0 {
+        return Err(Error::InvalidArgument(Argument::ZeroLength));
+    }
+    let mut builder = PrpBuilder::new(sink, len);
+    builder.push(DeviceSegment { addr: DeviceAddr(addr), len });
+    match builder.finish() {
+        Err(Error::NotPrpShaped(PrpShape::FirstNotDwordAligned)) => {
+            Err(Error::BufferMisaligned { required: 4 })
+        }
+        Err(Error::NotPrpShaped(PrpShape::TooManyPages)) => {
+            Err(Error::TransferTooLarge { requested: len, max: 0 })
+        }
+        other => other,
     }
 }
 
@@ -163,7 +277,7 @@ mod tests {
 
     fn check(addr: u64, len: usize) {
         let mut sink = VecSink::new(4);
-        let prp = build(addr, len, PAGE, &mut sink).unwrap();
+        let prp = build(addr, len, &mut sink).unwrap();
         let runs = walk(prp, len, &sink);
         // The runs must cover addr..addr+len exactly, in order.
         let mut at = addr;
@@ -201,10 +315,10 @@ mod tests {
     #[test]
     fn one_and_two_pages_need_no_list() {
         let mut sink = VecSink::new(0);
-        assert_eq!(build(0x1000, 4096, PAGE, &mut sink).unwrap(), Prp { prp1: 0x1000, prp2: 0 });
-        assert_eq!(build(0x1800, 4096, PAGE, &mut sink).unwrap(), Prp { prp1: 0x1800, prp2: 0x2000 });
-        assert_eq!(build(0x1000, 8192, PAGE, &mut sink).unwrap(), Prp { prp1: 0x1000, prp2: 0x2000 });
-        assert!(build(0x1000, 8193, PAGE, &mut sink).is_err(), "a list page is needed");
+        assert_eq!(build(0x1000, 4096, &mut sink).unwrap(), Prp { prp1: 0x1000, prp2: 0 });
+        assert_eq!(build(0x1800, 4096, &mut sink).unwrap(), Prp { prp1: 0x1800, prp2: 0x2000 });
+        assert_eq!(build(0x1000, 8192, &mut sink).unwrap(), Prp { prp1: 0x1000, prp2: 0x2000 });
+        assert!(build(0x1000, 8193, &mut sink).is_err(), "a list page is needed");
     }
 
     #[test]
@@ -220,11 +334,118 @@ mod tests {
         check(0x20_0004, 512 * PAGE);
     }
 
+    /// Segments for `len` bytes that start `offset` bytes into the first of
+    /// `pages` (device page addresses, any order), page by page.
+    fn scattered(pages: &[u64], offset: usize, len: usize) -> Vec<DeviceSegment> {
+        let mut out = Vec::new();
+        let mut left = len;
+        for (i, &p) in pages.iter().enumerate() {
+            let start = if i == 0 { offset } else { 0 };
+            let n = (PAGE - start).min(left);
+            if n == 0 {
+                break;
+            }
+            out.push(DeviceSegment { addr: DeviceAddr(p + start as u64), len: n });
+            left -= n;
+        }
+        assert_eq!(left, 0, "enough pages");
+        out
+    }
+
+    fn build_from(segments: &[DeviceSegment], len: usize, sink: &mut VecSink) -> Result<Prp> {
+        let mut b = PrpBuilder::new(sink, len);
+        for s in segments {
+            b.push(*s);
+        }
+        b.finish()
+    }
+
+    /// Walks like a controller, but over scattered pages: returns each page
+    /// address named and the bytes taken from it.
+    fn walk_pages(prp: Prp, len: usize, sink: &VecSink) -> Vec<(u64, usize)> {
+        let mut out = Vec::new();
+        let first = (PAGE - (prp.prp1 as usize % PAGE)).min(len);
+        out.push((prp.prp1, first));
+        let mut left = len - first;
+        if left == 0 {
+            return out;
+        }
+        if left <= PAGE {
+            out.push((prp.prp2, left));
+            return out;
+        }
+        let mut list = ((prp.prp2 - sink.base) / PAGE as u64) as usize;
+        let mut idx = 0;
+        while left > 0 {
+            let entry = sink.pages[list][idx];
+            if idx == PAGE / 8 - 1 && left > PAGE {
+                list = ((entry - sink.base) / PAGE as u64) as usize;
+                idx = 0;
+                continue;
+            }
+            let n = left.min(PAGE);
+            out.push((entry, n));
+            left -= n;
+            idx += 1;
+        }
+        out
+    }
+
+    #[test]
+    fn scattered_pages_become_one_entry_each() {
+        for (offset, len) in [(0, 4096), (512, 4096), (0, 3 * 4096), (4, 5 * 4096 - 8), (2048, 600 * 4096)] {
+            let count = pages_touched(offset as u64, len, PAGE);
+            // Pages in reverse order with gaps: nothing is contiguous.
+            let pages: Vec<u64> =
+                (0..count).rev().map(|i| 0x4000_0000 + (i as u64) * 3 * PAGE as u64).collect();
+            let segments = scattered(&pages, offset, len);
+            let mut sink = VecSink::new(4);
+            let prp = build_from(&segments, len, &mut sink).unwrap();
+            let expected: Vec<(u64, usize)> = segments.iter().map(|s| (s.addr.0, s.len)).collect();
+            assert_eq!(walk_pages(prp, len, &sink), expected, "offset {offset} len {len}");
+        }
+    }
+
+    #[test]
+    fn multi_page_segments_are_split_into_pages() {
+        // 3 pages contiguous, then 2 elsewhere, starting 8 bytes in.
+        let segments = [
+            DeviceSegment { addr: DeviceAddr(0x10_0008), len: 3 * PAGE - 8 },
+            DeviceSegment { addr: DeviceAddr(0x80_0000), len: 2 * PAGE },
+        ];
+        let len = 5 * PAGE - 8;
+        let mut sink = VecSink::new(1);
+        let prp = build_from(&segments, len, &mut sink).unwrap();
+        let pages: Vec<u64> = walk_pages(prp, len, &sink).iter().map(|r| r.0).collect();
+        assert_eq!(pages, [0x10_0008, 0x10_1000, 0x10_2000, 0x80_0000, 0x80_1000]);
+    }
+
+    #[test]
+    fn shapes_prps_cannot_describe_are_refused() {
+        let seg = |addr: u64, len: usize| DeviceSegment { addr: DeviceAddr(addr), len };
+        let cases: [(&[DeviceSegment], usize, PrpShape); 6] = [
+            (&[seg(0x1002, 16)], 16, PrpShape::FirstNotDwordAligned),
+            (&[seg(0x1000, 2048), seg(0x9000, 2048)], 4096, PrpShape::InnerEndNotPageAligned),
+            (&[seg(0x1000, 4096), seg(0x9200, 4096)], 8192, PrpShape::InnerStartNotPageAligned),
+            (&[seg(0x1000, 4096)], 8192, PrpShape::LengthMismatch),
+            (&[seg(0x1000, 4096), seg(0x9000, 8192)], 8192, PrpShape::LengthMismatch),
+            (&[seg(0x1000, 600 * PAGE)], 600 * PAGE, PrpShape::TooManyPages),
+        ];
+        for (segments, len, why) in cases {
+            let mut sink = VecSink::new(1);
+            assert_eq!(build_from(segments, len, &mut sink), Err(Error::NotPrpShaped(why)), "{segments:?}");
+        }
+        let mut sink = VecSink::new(1);
+        assert!(build_from(&[], 512, &mut sink).is_err(), "no segment at all");
+        let overflow = [seg(u64::MAX - 8, 4096)];
+        assert!(build_from(&overflow, 4096, &mut sink).is_err(), "address overflow");
+    }
+
     #[test]
     fn bad_input() {
         let mut sink = VecSink::new(1);
-        assert_eq!(build(0x1002, 16, PAGE, &mut sink), Err(Error::BufferMisaligned));
-        assert!(build(0x1000, 0, PAGE, &mut sink).is_err());
-        assert!(build(0x1000, 600 * PAGE, PAGE, &mut sink).is_err());
+        assert_eq!(build(0x1002, 16, &mut sink), Err(Error::BufferMisaligned { required: 4 }));
+        assert!(build(0x1000, 0, &mut sink).is_err());
+        assert!(build(0x1000, 600 * PAGE, &mut sink).is_err());
     }
 }

@@ -5,7 +5,7 @@
 //! slot is the business of [`crate::slots`].
 
 use crate::dma::DmaMemory;
-use crate::spec::command::{CompletionEntry, SubmissionEntry};
+use crate::spec::command::{CompletionEntry, SubmissionEntry, COMPLETION_STATUS_OFFSET};
 use crate::spec::registers::doorbell_offset;
 use hal_traits::{DeviceAddr, Hal};
 
@@ -28,7 +28,7 @@ impl Doorbell {
     /// barrier that makes earlier writes to DMA memory visible to the device.
     #[inline]
     pub(crate) fn ring<H: Hal>(&self, hal: &H, value: u16) {
-        hal.wmb();
+        hal.barrier_before_doorbell();
         // SAFETY: the driver rings a doorbell only for a queue it created on
         // its own DMA memory, with a tail whose entries it wrote (PRPs naming
         // buffers lent to the device) or a head it consumed.
@@ -158,11 +158,11 @@ impl CompletionQueue {
         let offset = self.head as usize * CQ_ENTRY_SIZE;
         // The status half-word carries the phase tag; read it first, then the
         // rest of the entry after a barrier, so no part of it is stale.
-        let status: u16 = self.mem.read(offset + 14);
+        let status: u16 = self.mem.read(offset + COMPLETION_STATUS_OFFSET);
         if (status & 1 == 1) != self.phase {
             return None;
         }
-        hal.rmb();
+        hal.barrier_after_phase();
         Some(self.mem.read::<CompletionEntry>(offset))
     }
 
@@ -178,6 +178,17 @@ impl CompletionQueue {
     /// Tells the controller which entries it may reuse.
     pub(crate) fn ring<H: Hal>(&self, hal: &H) {
         self.doorbell.ring(hal, self.head);
+    }
+
+    /// The head doorbell and the head to write to it, for a caller that rings
+    /// later (a guard that must ring even when a callback panics).
+    pub(crate) fn pending_head(&self) -> (Doorbell, u16) {
+        (self.doorbell, self.head)
+    }
+
+    /// Entries in the ring.
+    pub(crate) const fn size(&self) -> u16 {
+        self.size
     }
 }
 
@@ -204,7 +215,7 @@ mod tests {
     #[test]
     fn completion_phase_flips_on_every_wrap() {
         let hal = TestHal::default();
-        let mut cq = CompletionQueue::new(DmaMemory::alloc(&hal, 1).unwrap(), 4, 1, 0);
+        let mut cq = CompletionQueue::new(crate::dma::DmaAlloc::new(&hal, 1).unwrap().lend(), 4, 1, 0);
         assert!(cq.peek(&hal).is_none(), "zeroed memory holds no completion");
         let mut cid = 0;
         for pass in 0..5 {
@@ -229,7 +240,7 @@ mod tests {
     #[test]
     fn submission_ring_fills_at_size_minus_one_and_tracks_head() {
         let hal = TestHal::default();
-        let mut sq = SubmissionQueue::new(DmaMemory::alloc(&hal, 1).unwrap(), 4, 2, 1);
+        let mut sq = SubmissionQueue::new(crate::dma::DmaAlloc::new(&hal, 1).unwrap().lend(), 4, 2, 1);
         let cmd = SubmissionEntry::new(2, 1);
         for _ in 0..3 {
             assert!(sq.push(&cmd));

@@ -99,13 +99,14 @@ impl<T, const N: usize> SlotPool<T, N> {
     #[cfg(test)]
     pub(crate) fn insert(&mut self, value: T) -> Result<Cid, T> {
         match self.reserve() {
-            Some(r) => Ok(self.fill(r, value)),
+            Some(r) => Ok(self.fill(r, |_| value)),
             None => Err(value),
         }
     }
 
-    /// Fills a reserved slot and returns the CID that names it now.
-    pub(crate) fn fill(&mut self, reserved: Reserved, value: T) -> Cid {
+    /// Fills a reserved slot with the value `make` builds for the CID that
+    /// names the slot now, and returns that CID.
+    pub(crate) fn fill(&mut self, reserved: Reserved, make: impl FnOnce(Cid) -> T) -> Cid {
         let index = reserved.0;
         let i = index as usize;
         let mut generation = (self.generation[i] + 1) & Self::GENERATION_MASK;
@@ -113,8 +114,21 @@ impl<T, const N: usize> SlotPool<T, N> {
             generation = (generation + 1) & Self::GENERATION_MASK;
         }
         self.generation[i] = generation;
-        self.slots[i] = Some(value);
-        self.cid_of(index)
+        let cid = self.cid_of(index);
+        self.slots[i] = Some(make(cid));
+        cid
+    }
+
+    /// The slot index a CID names (whether or not it is in flight).
+    pub(crate) fn index_of(cid: Cid) -> usize {
+        (cid.0 & ((1u16 << Self::INDEX_BITS) - 1)) as usize
+    }
+
+    /// The request in slot `index`, with the CID that names it now, if the
+    /// slot is in use.
+    pub(crate) fn at(&self, index: usize) -> Option<(Cid, &T)> {
+        let value = self.slots.get(index)?.as_ref()?;
+        Some((self.cid_of(index as u16), value))
     }
 
     /// Peeks at the request that `cid` names, if it is in flight now.
@@ -152,29 +166,19 @@ impl<T, const N: usize> SlotPool<T, N> {
         })
     }
 
-    /// Takes out up to `limit` requests for which `pick` is true, handing each
-    /// to `take`.
-    pub(crate) fn take_where(
+    /// Takes out the first request at index `from` or later for which `pick`
+    /// is true, with its index and CID.
+    pub(crate) fn take_next(
         &mut self,
+        from: usize,
         mut pick: impl FnMut(&T) -> bool,
-        limit: usize,
-        mut take: impl FnMut(Cid, T),
-    ) {
-        let mut taken = 0;
-        for i in 0..N {
-            if taken == limit {
-                break;
-            }
-            if !self.slots[i].as_ref().is_some_and(&mut pick) {
-                continue;
-            }
-            let cid = self.cid_of(i as u16);
-            if let Some(value) = self.slots[i].take() {
-                let _ = self.free.push(i as u16);
-                taken += 1;
-                take(cid, value);
-            }
-        }
+    ) -> Option<(usize, Cid, T)> {
+        let i = (from..N).find(|&i| self.slots[i].as_ref().is_some_and(&mut pick))?;
+        let cid = self.cid_of(i as u16);
+        let value = self.slots[i].take()?;
+        // Cannot fail: the slot was occupied, so its index is not in `free`.
+        let _ = self.free.push(i as u16);
+        Some((i, cid, value))
     }
 
     /// Takes the request that `cid` names out of its slot, if `cid` is in flight
@@ -188,7 +192,7 @@ impl<T, const N: usize> SlotPool<T, N> {
     }
 
     fn check(&self, cid: Cid) -> Option<usize> {
-        let index = (cid.0 & ((1u16 << Self::INDEX_BITS) - 1)) as usize;
+        let index = Self::index_of(cid);
         if index >= N || self.slots[index].is_none() {
             return None;
         }
@@ -196,16 +200,6 @@ impl<T, const N: usize> SlotPool<T, N> {
             return None;
         }
         Some(index)
-    }
-
-    /// Takes every request still in flight, in no particular order.
-    pub(crate) fn drain(&mut self) -> impl Iterator<Item = (Cid, T)> + '_ {
-        (0..N).filter_map(move |i| {
-            let cid = self.cid_of(i as u16);
-            let value = self.slots[i].take()?;
-            let _ = self.free.push(i as u16);
-            Some((cid, value))
-        })
     }
 }
 
@@ -279,18 +273,21 @@ mod tests {
     }
 
     #[test]
-    fn take_where_respects_the_limit() {
+    fn take_next_walks_forward() {
         let mut pool: SlotPool<u32, 8> = SlotPool::new();
-        for v in 0..6 {
-            pool.insert(v).unwrap();
-        }
+        let cids: Vec<Cid> = (0..6).map(|v| pool.insert(v).unwrap()).collect();
         let mut got = Vec::new();
-        pool.take_where(|v| v % 2 == 0, 2, |_, v| got.push(v));
-        assert_eq!(got, vec![0, 2]);
-        pool.take_where(|v| v % 2 == 0, usize::MAX, |_, v| got.push(v));
+        let mut from = 0;
+        while let Some((i, cid, v)) = pool.take_next(from, |v| v % 2 == 0) {
+            assert_eq!(cid, cids[v as usize]);
+            got.push(v);
+            from = i + 1;
+        }
         assert_eq!(got, vec![0, 2, 4]);
         assert_eq!(pool.in_flight(), 3);
         assert_eq!(pool.iter_mut().count(), 3);
+        assert_eq!(pool.at(SlotPool::<u32, 8>::index_of(cids[1])).map(|(c, v)| (c, *v)), Some((cids[1], 1)));
+        assert!(pool.at(0).is_none(), "taken");
     }
 
     #[test]
@@ -299,7 +296,8 @@ mod tests {
         for v in 0..10 {
             pool.insert(v).unwrap();
         }
-        let mut got: Vec<u32> = pool.drain().map(|(_, v)| v).collect();
+        let mut got: Vec<u32> =
+            core::iter::from_fn(|| pool.take_next(0, |_| true).map(|(_, _, v)| v)).collect();
         got.sort();
         assert_eq!(got, (0..10).collect::<Vec<_>>());
         assert_eq!(pool.in_flight(), 0);

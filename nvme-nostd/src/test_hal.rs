@@ -5,7 +5,7 @@
 use core::cell::{Cell, RefCell};
 use core::ptr::NonNull;
 use core::time::Duration;
-use hal_traits::{DeviceAddr, Direction, DmaRegion, Hal, HalError, PAGE_SIZE};
+use hal_traits::{DeviceAddr, DeviceSegment, Direction, DmaRegion, Hal, HalError, SegmentSink, PAGE_SIZE};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 
 #[derive(Default)]
@@ -22,6 +22,7 @@ fn layout(pages: usize) -> Layout {
 // SAFETY: allocations are real, zeroed, page-aligned heap memory whose
 // "device address" is the pointer itself; nothing but the test reads it.
 unsafe impl Hal for TestHal {
+    type Mapping = ();
     fn read32(&self, _offset: usize) -> u32 {
         0
     }
@@ -39,12 +40,21 @@ unsafe impl Hal for TestHal {
         // SAFETY: allocated above with the same layout.
         unsafe { dealloc(region.vaddr.as_ptr(), layout(region.pages)) }
     }
-    unsafe fn share(&self, vaddr: NonNull<u8>, _len: usize, _d: Direction) -> Result<DeviceAddr, HalError> {
-        Ok(DeviceAddr(vaddr.as_ptr() as u64))
+    unsafe fn share(
+        &self,
+        buffer: NonNull<[u8]>,
+        _d: Direction,
+        sink: &mut dyn SegmentSink,
+    ) -> Result<(), HalError> {
+        sink.push(DeviceSegment { addr: DeviceAddr(buffer.cast::<u8>().as_ptr() as u64), len: buffer.len() });
+        Ok(())
     }
-    unsafe fn unshare(&self, _v: NonNull<u8>, _len: usize, _d: DeviceAddr, _dir: Direction) {}
-    fn now(&self) -> Duration {
-        self.now.get()
+    unsafe fn unshare(&self, _b: NonNull<[u8]>, _d: Direction, _m: ()) {}
+    fn ticks(&self) -> u64 {
+        self.now.get().as_nanos() as u64
+    }
+    fn ticks_per_second(&self) -> u64 {
+        1_000_000_000
     }
     fn delay(&self, d: Duration) {
         self.now.set(self.now.get() + d);

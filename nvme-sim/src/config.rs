@@ -17,15 +17,17 @@ pub struct SimConfig {
     /// Default 20.
     pub timeout_500ms: u8,
     /// Identify Controller MDTS: largest transfer as a power of two of 4 KiB
-    /// pages; 0 = no limit. Default 5 (128 KiB). The device enforces it.
+    /// pages; 0 = no limit. Default 6 (256 KiB). The device enforces it.
     pub mdts: u8,
     /// I/O queue pairs the controller grants (Set Features / Number of
     /// Queues) and the highest I/O queue identifier it accepts. Default 8.
     pub max_io_queues: u16,
-    /// The namespaces; default one: NSID 1, 512-byte blocks, 2048 blocks.
+    /// The namespaces; default one: NSID 1, 512-byte blocks, 8192 blocks
+    /// (4 MiB).
     pub namespaces: Vec<SimNamespace>,
     /// Size of the DMA arena (all `dma_alloc` and bounce memory), in bytes;
-    /// rounded up to whole pages. Default 16 MiB.
+    /// rounded up to whole pages. Default 40 MiB: 32 requests of 256 KiB in
+    /// `DmaBuffer`s, as many bounce pages for `Vec<u8>` buffers, and queues.
     pub memory_bytes: usize,
     /// Time from fetching a command to completing it. Default 10 µs.
     pub latency: Duration,
@@ -46,6 +48,15 @@ pub struct SimConfig {
     pub abort_lies: bool,
     /// Identify data that lies (all `None` by default).
     pub lies: IdentifyLies,
+    /// `Hal::share` reports a buffer page by page with the bounce pages in
+    /// reverse order, so no two device segments are contiguous (the shape
+    /// behind an IOMMU or in a kernel without physically contiguous
+    /// buffers). Default true; false gives one contiguous bounce run.
+    pub scatter_shares: bool,
+    /// Every register access moves virtual time on by `latency`, so that a
+    /// driver that never reads the clock (I/O timeouts off) still sees its
+    /// commands complete. Default true.
+    pub auto_advance: bool,
 }
 
 impl Default for SimConfig {
@@ -54,10 +65,10 @@ impl Default for SimConfig {
             mqes: 1023,
             dstrd: 0,
             timeout_500ms: 20,
-            mdts: 5,
+            mdts: 6,
             max_io_queues: 8,
-            namespaces: vec![SimNamespace { nsid: 1, block_size: 512, blocks: 2048 }],
-            memory_bytes: 16 << 20,
+            namespaces: vec![SimNamespace { nsid: 1, block_size: 512, blocks: 8192 }],
+            memory_bytes: 40 << 20,
             latency: Duration::from_micros(10),
             ready_delay: Duration::from_micros(100),
             now_tick: Duration::from_micros(1),
@@ -65,6 +76,8 @@ impl Default for SimConfig {
             abort_works: true,
             abort_lies: false,
             lies: IdentifyLies::default(),
+            scatter_shares: true,
+            auto_advance: true,
         }
     }
 }

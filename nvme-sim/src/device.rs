@@ -90,6 +90,21 @@ pub struct SimStats {
     /// CC.EN 0 -> 1 transitions that the controller refused (bad CC or admin
     /// queue attributes): it then never becomes ready.
     pub enable_failures: u64,
+    /// `share` calls that succeeded.
+    pub shares: u64,
+    /// Bogus entries a babbling completion queue wrote
+    /// ([`Sim::babble`](crate::Sim::babble)).
+    pub babbled: u64,
+    /// Writes to submission queue tail doorbells that were accepted.
+    pub sq_doorbells: u64,
+    /// `translate` calls that found the buffer in device-visible memory.
+    pub translations: u64,
+    /// Buffers synced for the device and not yet back with the CPU.
+    pub open_syncs: usize,
+    /// Cache maintenance out of order: `sync_for_cpu` without a matching
+    /// `sync_for_device`, two `sync_for_device` in a row, or an `unshare`
+    /// before `sync_for_cpu`.
+    pub bad_syncs: u64,
     /// FNV-1a hash of every completion entry posted, with its queue and time:
     /// two runs that post the same completions at the same virtual times have
     /// the same digest.
@@ -213,6 +228,12 @@ pub(crate) struct State {
     features: BTreeMap<u8, u32>,
     namespaces: Vec<Namespace>,
     nn: u32,
+    /// A `SimHal` is alive: the device is claimed by a driver.
+    pub(crate) claimed: bool,
+    /// A babbling completion queue and the entries it has left to write.
+    babble: Option<(u16, u64)>,
+    /// Buffers synced for the device, by (address, length).
+    syncs: BTreeMap<(usize, usize), hal_traits::Direction>,
     // Faults.
     rules: Vec<RuleState>,
     random: Option<RandomState>,
@@ -315,6 +336,9 @@ impl State {
             features: BTreeMap::new(),
             namespaces,
             nn,
+            claimed: false,
+            babble: None,
+            syncs: BTreeMap::new(),
             rules: Vec::new(),
             random: None,
             stats: SimStats::default(),
@@ -329,7 +353,52 @@ impl State {
         s.bad_unshares = self.mem.bad_unshares;
         s.live_dma_pages = self.mem.live_pages;
         s.live_shares = self.mem.live_shares();
+        s.shares = self.mem.shares_total;
+        s.open_syncs = self.syncs.len();
         s
+    }
+
+    // ----- buffers: translation and cache maintenance bookkeeping -----
+
+    pub(crate) fn translate(&mut self, buffer: core::ptr::NonNull<[u8]>) -> Option<hal_traits::DeviceAddr> {
+        let found = self.mem.translate(buffer);
+        if found.is_some() {
+            self.stats.translations += 1;
+        }
+        found
+    }
+
+    /// `Hal::sync_for_device`: the buffer is the device's until the matching
+    /// `sync_for_cpu`. A second one without it is counted as a bad sync.
+    pub(crate) fn sync_for_device(
+        &mut self,
+        buffer: core::ptr::NonNull<[u8]>,
+        direction: hal_traits::Direction,
+    ) {
+        let key = (buffer.cast::<u8>().as_ptr().addr(), buffer.len());
+        if self.syncs.insert(key, direction).is_some() {
+            self.stats.bad_syncs += 1;
+        }
+    }
+
+    /// `Hal::sync_for_cpu`: must follow a `sync_for_device` of the same
+    /// buffer and direction; anything else is counted as a bad sync.
+    pub(crate) fn sync_for_cpu(
+        &mut self,
+        buffer: core::ptr::NonNull<[u8]>,
+        direction: hal_traits::Direction,
+    ) {
+        let key = (buffer.cast::<u8>().as_ptr().addr(), buffer.len());
+        if self.syncs.remove(&key) != Some(direction) {
+            self.stats.bad_syncs += 1;
+        }
+    }
+
+    /// Before an `unshare`: the buffer must be back with the CPU.
+    pub(crate) fn check_synced(&mut self, buffer: core::ptr::NonNull<[u8]>) {
+        if self.syncs.contains_key(&(buffer.cast::<u8>().as_ptr().addr(), buffer.len())) {
+            self.stats.bad_syncs += 1;
+        }
     }
 
     pub(crate) fn inject(&mut self, rule: FaultRule) {
@@ -463,7 +532,38 @@ impl State {
         Csts::new().with_rdy(self.rdy).with_cfs(self.cfs).with_shst(self.shst).into_bits()
     }
 
+    /// After every register access by the host: with `auto_advance`, time
+    /// moves on by the command latency, so what a doorbell write started has
+    /// completed by the next look.
+    fn after_access(&mut self) {
+        if self.cfg.auto_advance {
+            self.advance(self.cfg.latency);
+        }
+    }
+
     pub(crate) fn read32(&mut self, off: usize) -> u32 {
+        let value = self.reg_read32(off);
+        self.after_access();
+        value
+    }
+
+    pub(crate) fn read64(&mut self, off: usize) -> u64 {
+        let value = self.reg_read64(off);
+        self.after_access();
+        value
+    }
+
+    pub(crate) fn write32(&mut self, off: usize, value: u32) {
+        self.reg_write32(off, value);
+        self.after_access();
+    }
+
+    pub(crate) fn write64(&mut self, off: usize, value: u64) {
+        self.reg_write64(off, value);
+        self.after_access();
+    }
+
+    fn reg_read32(&mut self, off: usize) -> u32 {
         if self.removed || off >= self.bar_size {
             return u32::MAX;
         }
@@ -487,7 +587,7 @@ impl State {
         }
     }
 
-    pub(crate) fn read64(&mut self, off: usize) -> u64 {
+    fn reg_read64(&mut self, off: usize) -> u64 {
         if self.removed || off >= self.bar_size {
             return u64::MAX;
         }
@@ -495,11 +595,11 @@ impl State {
             offset::CAP => self.cap(),
             offset::ASQ => self.asq,
             offset::ACQ => self.acq,
-            _ => self.read32(off) as u64 | ((self.read32(off.saturating_add(4)) as u64) << 32),
+            _ => self.reg_read32(off) as u64 | ((self.reg_read32(off.saturating_add(4)) as u64) << 32),
         }
     }
 
-    pub(crate) fn write32(&mut self, off: usize, value: u32) {
+    fn reg_write32(&mut self, off: usize, value: u32) {
         if self.removed || off >= self.bar_size {
             return;
         }
@@ -524,7 +624,7 @@ impl State {
         }
     }
 
-    pub(crate) fn write64(&mut self, off: usize, value: u64) {
+    fn reg_write64(&mut self, off: usize, value: u64) {
         if self.removed || off >= self.bar_size {
             return;
         }
@@ -532,8 +632,8 @@ impl State {
             offset::ASQ => self.asq = value & !0xfff,
             offset::ACQ => self.acq = value & !0xfff,
             _ => {
-                self.write32(off, value as u32);
-                self.write32(off.saturating_add(4), (value >> 32) as u32);
+                self.reg_write32(off, value as u32);
+                self.reg_write32(off.saturating_add(4), (value >> 32) as u32);
             }
         }
     }
@@ -635,6 +735,7 @@ impl State {
             return;
         }
         sq.tail = value as u16;
+        self.stats.sq_doorbells += 1;
         while self.commands_run() {
             let Some(sq) = self.sqs.get_mut(&qid) else { return };
             if sq.head == sq.tail {
@@ -1094,6 +1195,45 @@ impl State {
     }
 
     /// See [`crate::Sim::scribble_cq`].
+    /// Starts (or stops, with `count` 0) a babbling completion queue: the
+    /// device writes `count` bogus, phase-valid entries into CQ `cqid` at its
+    /// own tail, ignoring the host's head (no back-pressure), one now and one
+    /// more each time the host orders a completion read
+    /// (`Hal::barrier_after_phase`), so that a host reading entry after entry
+    /// always finds the next one ready. Returns false when there is no such
+    /// queue.
+    pub(crate) fn babble(&mut self, cqid: u16, count: u64) -> bool {
+        if !self.cqs.contains_key(&cqid) {
+            return false;
+        }
+        self.babble = (count > 0).then_some((cqid, count));
+        self.babble_step();
+        true
+    }
+
+    /// Writes the next babbling entry, if the device is babbling.
+    pub(crate) fn babble_step(&mut self) {
+        let Some((cqid, left)) = self.babble else { return };
+        self.babble = (left > 1).then_some((cqid, left - 1));
+        let Some(sqid) = self.sqs.iter().find(|(_, sq)| sq.cqid == cqid).map(|(&id, _)| id) else { return };
+        let cid = self.unissued_cid(sqid, 0x0bab);
+        let head = self.sqs.get(&sqid).map_or(0, |sq| sq.head);
+        let Some(cq) = self.cqs.get_mut(&cqid) else { return };
+        let entry =
+            CompletionEntry { dw0: 0, dw1: 0, sqhd: head, sqid, cid, status: Status::new().with_p(cq.phase) };
+        let addr = cq.base + cq.tail as u64 * CQ_ENTRY;
+        cq.tail += 1;
+        if cq.tail == cq.size {
+            cq.tail = 0;
+            cq.phase = !cq.phase;
+        }
+        if self.mem.device_write(addr, &cqe_bytes(&entry)) {
+            self.stats.babbled += 1;
+        } else {
+            self.dma_fault();
+        }
+    }
+
     pub(crate) fn scribble_cq(&mut self, cqid: u16, bytes: &[u8]) -> bool {
         let Some(cq) = self.cqs.get(&cqid) else { return false };
         let len = bytes.len().min(cq.size as usize * 16);

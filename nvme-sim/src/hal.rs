@@ -2,20 +2,30 @@
 //! arena, and virtual time.
 
 use crate::device::State;
+pub use crate::memory::Mapping;
 use core::ptr::NonNull;
 use core::time::Duration;
-use hal_traits::{DeviceAddr, Direction, DmaRegion, Hal, HalError};
+use hal_traits::{DeviceSegment, Direction, DmaRegion, Hal, HalError, SegmentSink};
 use std::cell::RefCell;
 use std::rc::Rc;
 
-/// A handle to a simulated controller that implements [`Hal`]; cheap to clone,
-/// all clones drive the same controller. Get one from [`Sim::hal`](crate::Sim::hal).
+/// The one handle through which a driver drives a simulated controller; get
+/// it from [`Sim::hal`](crate::Sim::hal).
 ///
-/// `Hal::now` moves virtual time on by [`SimConfig::now_tick`](crate::SimConfig::now_tick)
-/// (1 µs by default) before reading it, so that a host busy-polling against a
-/// `now()` deadline sees the device make progress; `Hal::delay(d)` is
-/// [`Sim::advance(d)`](crate::Sim::advance).
-#[derive(Clone)]
+/// It stands for exclusive use of the device, as the [`Hal`] contract asks:
+/// it is not `Clone`, and the simulator hands out one at a time (a second
+/// [`Sim::try_hal`](crate::Sim::try_hal) while one lives returns `None`), so
+/// two driver instances can never drive one simulated controller. Dropping it
+/// (with the controller that owns it) releases the claim.
+///
+/// Time: `Hal::ticks` are virtual nanoseconds; each call moves virtual time on
+/// by [`SimConfig::now_tick`](crate::SimConfig::now_tick) first (1 µs by
+/// default), so that a host busy-polling against a deadline sees the device
+/// make progress. `Hal::delay(d)` is [`Sim::advance(d)`](crate::Sim::advance).
+/// With [`SimConfig::auto_advance`](crate::SimConfig::auto_advance) (the
+/// default), every register access also moves time on by the command latency,
+/// so a command submitted with a doorbell write has completed by the next
+/// poll even when the driver never reads the clock.
 pub struct SimHal {
     pub(crate) state: Rc<RefCell<State>>,
 }
@@ -24,6 +34,12 @@ impl SimHal {
     /// The simulator this handle belongs to.
     pub fn sim(&self) -> crate::Sim {
         crate::Sim { state: self.state.clone() }
+    }
+}
+
+impl Drop for SimHal {
+    fn drop(&mut self) {
+        self.state.borrow_mut().claimed = false;
     }
 }
 
@@ -36,14 +52,20 @@ impl core::fmt::Debug for SimHal {
 // SAFETY: `dma_alloc` hands out pages of one live heap allocation (the arena),
 // zeroed, page-aligned, contiguous, each page to one owner until `dma_free`;
 // the arena lives as long as any `Sim` or `SimHal` handle (the `Rc`), so every
-// `vaddr` stays valid for as long as the driver holds this HAL. The device
-// address of a page is `IOVA_BASE + offset`, and the simulated device reaches
-// the arena only through those addresses after checking that they lie in
-// pages currently handed out; it touches nothing else. `share` returns bounce
-// pages of the same arena that hold a copy of the caller's bytes (copied back
-// by `unshare`), so the address reaches "a bounce copy of these bytes" as the
-// contract allows. Registers are plain state behind the `RefCell`.
+// `vaddr` stays valid for as long as the driver holds this HAL (the simulated
+// device dies with the arena, so memory leaked by the driver cannot be written
+// after it). The device address of a page is `IOVA_BASE + offset`, and the
+// simulated device reaches the arena only through those addresses after
+// checking that they lie in pages currently handed out; it touches nothing
+// else. `share` reports bounce pages of the same arena that hold a copy of the
+// caller's bytes (copied back by `unshare`), page by page in buffer order, as
+// the contract allows; `translate` answers only for buffers inside pages that
+// `dma_alloc` handed out, whose device addresses are fixed while allocated.
+// One handle exists at a time (the claim in `State`). Registers are plain
+// state behind the `RefCell`.
 unsafe impl Hal for SimHal {
+    type Mapping = Mapping;
+
     fn read32(&self, offset: usize) -> u32 {
         self.state.borrow_mut().read32(offset)
     }
@@ -68,22 +90,60 @@ unsafe impl Hal for SimHal {
         self.state.borrow_mut().mem.dma_free(region)
     }
 
-    unsafe fn share(
-        &self,
-        vaddr: NonNull<u8>,
-        len: usize,
-        direction: Direction,
-    ) -> Result<DeviceAddr, HalError> {
-        // SAFETY: the caller guarantees `vaddr` is valid for reads and writes
-        // of `len` bytes until `unshare`.
-        unsafe { self.state.borrow_mut().mem.share(vaddr, len, direction) }
+    fn translate(&self, buffer: NonNull<[u8]>, sink: &mut dyn SegmentSink) -> bool {
+        let found = self.state.borrow_mut().translate(buffer);
+        match found {
+            Some(addr) => {
+                sink.push(DeviceSegment { addr, len: buffer.len() });
+                true
+            }
+            None => false,
+        }
     }
 
-    unsafe fn unshare(&self, vaddr: NonNull<u8>, len: usize, daddr: DeviceAddr, direction: Direction) {
-        // SAFETY: the caller passes the arguments of an earlier `share`, whose
-        // contract keeps `vaddr` valid for `len` bytes until now; arguments
+    unsafe fn share(
+        &self,
+        buffer: NonNull<[u8]>,
+        direction: Direction,
+        sink: &mut dyn SegmentSink,
+    ) -> Result<Mapping, HalError> {
+        let mut state = self.state.borrow_mut();
+        let scatter = state.cfg.scatter_shares;
+        // SAFETY: the caller guarantees `buffer` is valid until `unshare`.
+        unsafe { state.mem.share(buffer, direction, scatter, sink) }
+    }
+
+    unsafe fn unshare(&self, buffer: NonNull<[u8]>, direction: Direction, mapping: Mapping) {
+        let mut state = self.state.borrow_mut();
+        state.check_synced(buffer);
+        // SAFETY: the caller passes the buffer and mapping of an earlier
+        // `share`, whose contract keeps the buffer valid until now; arguments
         // matching no live share are only counted.
-        unsafe { self.state.borrow_mut().mem.unshare(vaddr, len, daddr, direction) }
+        unsafe { state.mem.unshare(buffer, direction, mapping) }
+    }
+
+    unsafe fn sync_for_device(&self, buffer: NonNull<[u8]>, direction: Direction) {
+        self.state.borrow_mut().sync_for_device(buffer, direction)
+    }
+
+    unsafe fn sync_for_cpu(&self, buffer: NonNull<[u8]>, direction: Direction) {
+        self.state.borrow_mut().sync_for_cpu(buffer, direction)
+    }
+
+    fn barrier_after_phase(&self) {
+        // A babbling device posts the next entry while the host reads this
+        // one (see `Sim::babble`).
+        self.state.borrow_mut().babble_step();
+        hal_traits::barrier::after_phase()
+    }
+
+    fn ticks(&self) -> u64 {
+        let now = self.state.borrow_mut().tick();
+        u64::try_from(now.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn ticks_per_second(&self) -> u64 {
+        1_000_000_000
     }
 
     fn now(&self) -> Duration {

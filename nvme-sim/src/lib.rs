@@ -53,7 +53,7 @@ mod memory;
 pub use config::{IdentifyLies, SimConfig, SimNamespace};
 pub use device::SimStats;
 pub use fault::{Fault, FaultKind, FaultRule, QueueFilter, RandomFaults, SplitMix64};
-pub use hal::SimHal;
+pub use hal::{Mapping, SimHal};
 pub use memory::{IOVA_BASE, POISON_BOUNCE, POISON_FREED};
 
 use core::time::Duration;
@@ -87,9 +87,27 @@ impl Sim {
         Sim { state: Rc::new(RefCell::new(State::new(config))) }
     }
 
-    /// A [`Hal`](hal_traits::Hal) for this controller, to hand to the driver.
+    /// The [`Hal`](hal_traits::Hal) for this controller, to hand to the
+    /// driver: one at a time (see [`SimHal`]).
+    ///
+    /// # Panics
+    ///
+    /// When a `SimHal` of this controller is alive (use [`Sim::try_hal`] to
+    /// test that).
     pub fn hal(&self) -> SimHal {
-        SimHal { state: self.state.clone() }
+        self.try_hal().expect("the simulated controller is claimed by a live SimHal: one driver per device")
+    }
+
+    /// The [`Hal`](hal_traits::Hal) for this controller, or `None` while
+    /// another `SimHal` of it is alive: two drivers can never drive one
+    /// device.
+    pub fn try_hal(&self) -> Option<SimHal> {
+        let mut state = self.state.borrow_mut();
+        if state.claimed {
+            return None;
+        }
+        state.claimed = true;
+        Some(SimHal { state: self.state.clone() })
     }
 
     /// The virtual time (does not move it).
@@ -221,6 +239,15 @@ impl Sim {
     /// queue does not exist.
     pub fn scribble_cq(&self, cqid: u16, bytes: &[u8]) -> bool {
         self.state.borrow_mut().scribble_cq(cqid, bytes)
+    }
+
+    /// Makes completion queue `cqid` babble: `count` bogus, phase-valid
+    /// entries written at the device's own tail regardless of the host's
+    /// head, one now and one each time the host reads a completion (a device
+    /// gone mad that never stops posting). `count` 0 stops it. Returns false
+    /// when the queue does not exist.
+    pub fn babble(&self, cqid: u16, count: u64) -> bool {
+        self.state.borrow_mut().babble(cqid, count)
     }
 
     /// Counters and invariants.

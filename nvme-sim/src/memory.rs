@@ -12,7 +12,9 @@
 //! `write_bytes`; no reference into the arena is kept, and no integer is ever
 //! turned into a pointer.
 
-use hal_traits::{DeviceAddr, Direction, DmaRegion, HalError, HalErrorKind, PAGE_SIZE};
+use hal_traits::{
+    DeviceAddr, DeviceSegment, Direction, DmaRegion, HalError, HalErrorKind, SegmentSink, PAGE_SIZE,
+};
 use std::alloc::{alloc_zeroed, dealloc, handle_alloc_error, Layout};
 use std::collections::BTreeMap;
 use std::ptr::{self, NonNull};
@@ -27,6 +29,15 @@ pub const POISON_FREED: u8 = 0xdd;
 /// that bytes the device never wrote show up after `unshare`.
 pub const POISON_BOUNCE: u8 = 0xbb;
 
+/// What [`SimHal::share`](crate::SimHal) hands back: its bounce pages.
+/// `Clone` so tests can hand the simulator a mapping twice (the second
+/// `unshare` is counted as a bad one and changes nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    first_page: usize,
+    pages: usize,
+}
+
 /// One live `share`.
 #[derive(Clone, Copy, Debug)]
 struct Share {
@@ -36,6 +47,30 @@ struct Share {
     direction: Direction,
     first_page: usize,
     pages: usize,
+    /// Buffer pages go to bounce pages in reverse order.
+    scatter: bool,
+}
+
+/// A piece of a shared buffer within one page.
+struct Piece {
+    buffer_offset: usize,
+    arena_offset: usize,
+    len: usize,
+}
+
+impl Share {
+    /// The buffer page by page: where each piece is in the buffer and in the
+    /// bounce pages.
+    fn pieces(&self) -> impl Iterator<Item = Piece> + '_ {
+        let in_page = self.vaddr % PAGE_SIZE;
+        (0..self.pages).filter_map(move |k| {
+            let start = if k == 0 { in_page } else { 0 };
+            let buffer_offset = (k * PAGE_SIZE).saturating_sub(in_page);
+            let len = (PAGE_SIZE - start).min(self.len.checked_sub(buffer_offset)?);
+            let page = if self.scatter { self.first_page + self.pages - 1 - k } else { self.first_page + k };
+            (len > 0).then_some(Piece { buffer_offset, arena_offset: page * PAGE_SIZE + start, len })
+        })
+    }
 }
 
 /// The arena and its bookkeeping.
@@ -49,8 +84,10 @@ pub(crate) struct Arena {
     free_hint: usize,
     /// `dma_alloc` regions: first page -> pages.
     allocs: BTreeMap<usize, usize>,
-    /// Live shares by device address.
-    shares: BTreeMap<u64, Share>,
+    /// Live shares by their first bounce page.
+    shares: BTreeMap<usize, Share>,
+    /// `share` calls that succeeded.
+    pub(crate) shares_total: u64,
     pub(crate) bad_frees: u64,
     pub(crate) bad_unshares: u64,
     pub(crate) live_pages: usize,
@@ -73,6 +110,7 @@ impl Arena {
             free_hint: 0,
             allocs: BTreeMap::new(),
             shares: BTreeMap::new(),
+            shares_total: 0,
             bad_frees: 0,
             bad_unshares: 0,
             live_pages: 0,
@@ -164,18 +202,25 @@ impl Arena {
     }
 
     /// Copies the caller's bytes (for `ToDevice` and `Bidirectional`) into fresh
-    /// bounce pages and returns their device address, which keeps the caller's
-    /// offset within its page.
+    /// bounce pages and reports their device segments to `sink`, page by
+    /// page; the first keeps the caller's offset within its page. With
+    /// `scatter`, buffer page `k` of `n` goes to bounce page `n - 1 - k`, so
+    /// no two segments are contiguous in device space (as behind an IOMMU
+    /// that maps page by page, or a kernel whose buffers are not physically
+    /// contiguous).
     ///
     /// # Safety
     ///
-    /// `vaddr` is valid for reads of `len` bytes.
+    /// `buffer` is valid for reads.
     pub(crate) unsafe fn share(
         &mut self,
-        vaddr: NonNull<u8>,
-        len: usize,
+        buffer: NonNull<[u8]>,
         direction: Direction,
-    ) -> Result<DeviceAddr, HalError> {
+        scatter: bool,
+        sink: &mut dyn SegmentSink,
+    ) -> Result<Mapping, HalError> {
+        let vaddr = buffer.cast::<u8>();
+        let len = buffer.len();
         let in_page = vaddr.as_ptr().addr() % PAGE_SIZE;
         let total = in_page
             .checked_add(len)
@@ -184,23 +229,30 @@ impl Arena {
         let first = self
             .take_pages(pages)
             .ok_or(HalError::new(HalErrorKind::NoMemory, "simulator DMA arena full"))?;
-        let start = first * PAGE_SIZE;
         let fill = if direction == Direction::FromDevice { POISON_BOUNCE } else { 0 };
-        let p = self.ptr(start);
+        let p = self.ptr(first * PAGE_SIZE);
         // SAFETY: the bounce pages lie inside the allocation.
         unsafe { ptr::write_bytes(p.as_ptr(), fill, pages * PAGE_SIZE) };
-        if direction != Direction::FromDevice {
-            let dst = self.ptr(start + in_page);
-            // SAFETY: the caller guarantees `vaddr` is readable for `len`
-            // bytes; the destination is inside freshly taken bounce pages
-            // (in_page + len <= pages * PAGE_SIZE), which no one else uses, so
-            // the ranges do not overlap.
-            unsafe { ptr::copy_nonoverlapping(vaddr.as_ptr(), dst.as_ptr(), len) };
+        let share = Share { vaddr: vaddr.as_ptr().addr(), len, direction, first_page: first, pages, scatter };
+        for piece in share.pieces() {
+            if direction != Direction::FromDevice {
+                let dst = self.ptr(piece.arena_offset);
+                // SAFETY: the caller guarantees the buffer is readable; the
+                // piece lies inside it (offset + len <= buffer length) and
+                // inside freshly taken bounce pages, which no one else uses,
+                // so the ranges do not overlap.
+                unsafe {
+                    ptr::copy_nonoverlapping(vaddr.as_ptr().add(piece.buffer_offset), dst.as_ptr(), piece.len)
+                };
+            }
+            sink.push(DeviceSegment {
+                addr: DeviceAddr(IOVA_BASE + piece.arena_offset as u64),
+                len: piece.len,
+            });
         }
-        let daddr = IOVA_BASE + (start + in_page) as u64;
-        self.shares
-            .insert(daddr, Share { vaddr: vaddr.as_ptr().addr(), len, direction, first_page: first, pages });
-        Ok(DeviceAddr(daddr))
+        self.shares.insert(first, share);
+        self.shares_total += 1;
+        Ok(Mapping { first_page: first, pages })
     }
 
     /// Ends a share: copies the bounce bytes back (for `FromDevice` and
@@ -209,32 +261,49 @@ impl Arena {
     ///
     /// # Safety
     ///
-    /// When the arguments match a live share, `vaddr` is valid for writes of
-    /// `len` bytes.
-    pub(crate) unsafe fn unshare(
-        &mut self,
-        vaddr: NonNull<u8>,
-        len: usize,
-        daddr: DeviceAddr,
-        dir: Direction,
-    ) {
-        let Some(share) = self.shares.get(&daddr.0).copied() else {
+    /// When the arguments match a live share, `buffer` is valid for writes.
+    pub(crate) unsafe fn unshare(&mut self, buffer: NonNull<[u8]>, dir: Direction, mapping: Mapping) {
+        let Some(share) = self.shares.get(&mapping.first_page).copied() else {
             self.bad_unshares += 1;
             return;
         };
-        if share.vaddr != vaddr.as_ptr().addr() || share.len != len || share.direction != dir {
+        let vaddr = buffer.cast::<u8>();
+        if share.vaddr != vaddr.as_ptr().addr()
+            || share.len != buffer.len()
+            || share.direction != dir
+            || share.pages != mapping.pages
+        {
             self.bad_unshares += 1;
             return;
         }
         if dir != Direction::ToDevice {
-            let src = self.ptr(share.first_page * PAGE_SIZE + (share.vaddr % PAGE_SIZE));
-            // SAFETY: the source lies inside the bounce pages of this share; the
-            // caller guarantees `vaddr` is writable for `len` bytes; the caller's
-            // buffer is not bounce memory of this share, so they do not overlap.
-            unsafe { ptr::copy_nonoverlapping(src.as_ptr(), vaddr.as_ptr(), len) };
+            for piece in share.pieces() {
+                let src = self.ptr(piece.arena_offset);
+                // SAFETY: the source lies inside the bounce pages of this
+                // share; the caller guarantees the buffer is writable and the
+                // piece lies inside it; the caller's buffer is not bounce
+                // memory of this share, so they do not overlap.
+                unsafe {
+                    ptr::copy_nonoverlapping(src.as_ptr(), vaddr.as_ptr().add(piece.buffer_offset), piece.len)
+                };
+            }
         }
-        self.shares.remove(&daddr.0);
+        self.shares.remove(&mapping.first_page);
         self.release_pages(share.first_page, share.pages);
+    }
+
+    /// The device address of a buffer that lies wholly in pages handed out
+    /// by `dma_alloc` (memory the device can already reach, as memory a VFIO
+    /// back-end registered up front), if it does.
+    pub(crate) fn translate(&self, buffer: NonNull<[u8]>) -> Option<DeviceAddr> {
+        let start = buffer.cast::<u8>().as_ptr().addr().checked_sub(self.base.as_ptr().addr())?;
+        let end = start.checked_add(buffer.len().max(1))?;
+        if end > self.size() {
+            return None;
+        }
+        let (first, last) = (start / PAGE_SIZE, (end - 1) / PAGE_SIZE);
+        let (&alloc_first, &alloc_pages) = self.allocs.range(..=first).next_back()?;
+        (last < alloc_first + alloc_pages).then(|| DeviceAddr(IOVA_BASE + start as u64))
     }
 
     /// The arena offset of device address `addr`, if it lies in the arena.
@@ -343,28 +412,85 @@ mod tests {
         a.dma_free(r);
     }
 
+    struct Segments(Vec<DeviceSegment>);
+    impl SegmentSink for Segments {
+        fn push(&mut self, s: DeviceSegment) {
+            self.0.push(s);
+        }
+    }
+
     #[test]
     fn share_bounces_both_ways() {
-        let mut a = Arena::new(4 * PAGE_SIZE);
-        let mut buf = vec![7u8; 100];
-        let v = NonNull::new(buf.as_mut_ptr()).unwrap();
-        // SAFETY: `buf` is valid for 100 bytes.
-        let d = unsafe { a.share(v, 100, Direction::Bidirectional) }.unwrap();
-        assert_eq!(d.0 % PAGE_SIZE as u64, (v.as_ptr().addr() % PAGE_SIZE) as u64);
-        let mut seen = [0u8; 100];
-        assert!(a.device_read(d.0, &mut seen));
-        assert_eq!(seen, [7u8; 100]);
-        assert!(a.device_write(d.0, &[1, 2]));
-        // SAFETY: wrong arguments: counted, nothing touched.
-        unsafe { a.unshare(v, 99, d, Direction::Bidirectional) };
-        assert_eq!(a.bad_unshares, 1);
-        assert_eq!(buf[0], 7);
+        for scatter in [false, true] {
+            let mut a = Arena::new(8 * PAGE_SIZE);
+            let mut buf = [7u8; 100];
+            let b = NonNull::from(&mut buf[..]);
+            let mut segs = Segments(Vec::new());
+            // SAFETY: `buf` is valid for 100 bytes.
+            let m = unsafe { a.share(b, Direction::Bidirectional, scatter, &mut segs) }.unwrap();
+            let d = segs.0[0].addr;
+            assert_eq!(segs.0.iter().map(|s| s.len).sum::<usize>(), 100);
+            assert_eq!(d.0 % PAGE_SIZE as u64, (b.cast::<u8>().as_ptr().addr() % PAGE_SIZE) as u64);
+            let mut seen = [0u8; 100];
+            let first = segs.0[0].len;
+            assert!(a.device_read(d.0, &mut seen[..first]));
+            assert_eq!(seen[..first], [7u8; 100][..first]);
+            assert!(a.device_write(d.0, &[1, 2]));
+            let wrong = Mapping { first_page: m.first_page, pages: m.pages + 1 };
+            // SAFETY: wrong arguments: counted, nothing touched.
+            unsafe { a.unshare(b, Direction::Bidirectional, wrong) };
+            assert_eq!(a.bad_unshares, 1);
+            assert_eq!(buf[0], 7);
+            let again = Mapping { first_page: m.first_page, pages: m.pages };
+            // SAFETY: the arguments of the share above.
+            unsafe { a.unshare(b, Direction::Bidirectional, m) };
+            assert_eq!(&buf[..3], &[1, 2, 7]);
+            assert_eq!(a.live_shares(), 0);
+            // SAFETY: no longer live: counted.
+            unsafe { a.unshare(b, Direction::Bidirectional, again) };
+            assert_eq!(a.bad_unshares, 2);
+        }
+    }
+
+    #[test]
+    fn scattered_shares_reverse_the_pages() {
+        let mut a = Arena::new(16 * PAGE_SIZE);
+        let mut buf = vec![0u8; 3 * PAGE_SIZE];
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (i / PAGE_SIZE) as u8 + 1;
+        }
+        let b = NonNull::from(&mut buf[..]);
+        let mut segs = Segments(Vec::new());
+        // SAFETY: `buf` is valid for its length.
+        let m = unsafe { a.share(b, Direction::ToDevice, true, &mut segs) }.unwrap();
+        assert!(segs.0.len() >= 3);
+        for w in segs.0.windows(2) {
+            assert_ne!(w[0].addr.0 + w[0].len as u64, w[1].addr.0, "no two segments are contiguous");
+        }
+        // Each segment holds the bytes of its part of the buffer, in order.
+        let mut offset = 0;
+        for s in &segs.0 {
+            let mut got = vec![0u8; s.len];
+            assert!(a.device_read(s.addr.0, &mut got));
+            assert_eq!(got, buf[offset..offset + s.len]);
+            offset += s.len;
+        }
         // SAFETY: the arguments of the share above.
-        unsafe { a.unshare(v, 100, d, Direction::Bidirectional) };
-        assert_eq!(&buf[..3], &[1, 2, 7]);
+        unsafe { a.unshare(b, Direction::ToDevice, m) };
         assert_eq!(a.live_shares(), 0);
-        // SAFETY: no longer live: counted.
-        unsafe { a.unshare(v, 100, d, Direction::Bidirectional) };
-        assert_eq!(a.bad_unshares, 2);
+    }
+
+    #[test]
+    fn translate_knows_allocated_pages_only() {
+        let mut a = Arena::new(8 * PAGE_SIZE);
+        let r = a.dma_alloc(2).unwrap();
+        let inside = NonNull::slice_from_raw_parts(r.vaddr, 2 * PAGE_SIZE);
+        assert_eq!(a.translate(inside), Some(r.daddr));
+        let beyond = NonNull::slice_from_raw_parts(r.vaddr, 2 * PAGE_SIZE + 1);
+        assert_eq!(a.translate(beyond), None, "runs past the allocation");
+        let mut host = [0u8; 8];
+        assert_eq!(a.translate(NonNull::from(&mut host[..])), None, "not arena memory");
+        a.dma_free(r);
+        assert_eq!(a.translate(inside), None, "freed");
     }
 }

@@ -7,7 +7,7 @@ use common::*;
 use core::time::Duration;
 use nvme_nostd::spec::command::{AdminOpcode, CompletionEntry, IoOpcode, SubmissionEntry};
 use nvme_nostd::spec::status::{command_specific, generic, StatusCodeType};
-use nvme_nostd::{Controller, Error};
+use nvme_nostd::{Controller, Error, PollLimit};
 use nvme_sim::{Fault, FaultKind, FaultRule, Sim, SimConfig, SimHal};
 
 const MS: Duration = Duration::from_millis(1);
@@ -74,7 +74,7 @@ fn drop_fault_never_completes_until_the_queue_is_deleted() {
     assert!(poll_for(&sim, &mut qp, Duration::from_millis(100)).is_empty());
     // A long wait, shorter than the driver's default I/O timeout (30 s).
     sim.advance(Duration::from_secs(10));
-    assert_eq!(qp.poll(0, |_| panic!("a dropped command completed")), 0);
+    assert_eq!(qp.poll(PollLimit::All, |_, _| panic!("a dropped command completed")), 0);
     assert_eq!(qp.in_flight(), 1);
     assert_eq!(sim.outstanding(), 1);
     assert_eq!(sim.stats().faults_of(FaultKind::Drop), 1);

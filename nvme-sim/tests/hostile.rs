@@ -4,19 +4,29 @@
 
 use core::ptr::NonNull;
 use core::time::Duration;
-use nvme_nostd::hal_traits::{DeviceAddr, Direction, DmaRegion, Hal, PAGE_SIZE};
+use nvme_nostd::hal_traits::{DeviceSegment, Direction, DmaRegion, Hal, SegmentSink, PAGE_SIZE};
 use nvme_nostd::spec::registers::{doorbell_offset, offset, Cc};
-use nvme_sim::{Fault, FaultKind, FaultRule, Sim, SimConfig, SimNamespace, SplitMix64, IOVA_BASE};
+use nvme_sim::{Fault, FaultKind, FaultRule, Mapping, Sim, SimConfig, SimNamespace, SplitMix64, IOVA_BASE};
 
 const OPCODES: [u8; 16] =
     [0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x08, 0x09, 0x0a, 0x0c, 0x18, 0x7f, 0x08, 0x09, 0x01, 0x02];
+
+/// The device segments a share reported.
+#[derive(Default)]
+struct Segments(Vec<DeviceSegment>);
+
+impl SegmentSink for Segments {
+    fn push(&mut self, segment: DeviceSegment) {
+        self.0.push(segment);
+    }
+}
 
 struct Host {
     sim: Sim,
     rng: SplitMix64,
     regions: Vec<DmaRegion>,
     freed: Vec<DmaRegion>,
-    shares: Vec<(Vec<u8>, DeviceAddr, Direction)>,
+    shares: Vec<(Vec<u8>, Mapping, Direction)>,
 }
 
 impl Host {
@@ -171,27 +181,31 @@ impl Host {
                     let mut buf = vec![0x5a; len];
                     let dir = [Direction::ToDevice, Direction::FromDevice, Direction::Bidirectional]
                         [self.rng.below(3) as usize];
-                    let v = NonNull::new(buf.as_mut_ptr()).unwrap();
+                    let v = NonNull::from(&mut buf[..]);
+                    let mut segments = Segments::default();
                     // SAFETY: `buf` is valid for `len` bytes and is kept (and
                     // not touched) in `shares` until it is unshared.
-                    if let Ok(d) = unsafe { hal.share(v, len, dir) } {
-                        self.shares.push((buf, d, dir));
+                    if let Ok(m) = unsafe { hal.share(v, dir, &mut segments) } {
+                        assert_eq!(segments.0.iter().map(|s| s.len).sum::<usize>(), len);
+                        self.shares.push((buf, m, dir));
                     }
                 } else {
                     let i = self.rng.below(self.shares.len() as u64) as usize;
-                    let (mut buf, d, dir) = self.shares.swap_remove(i);
+                    let (mut buf, m, dir) = self.shares.swap_remove(i);
                     let len = buf.len();
-                    let v = NonNull::new(buf.as_mut_ptr()).unwrap();
+                    let v = NonNull::from(&mut buf[..]);
                     // A wrong length is only counted; the right one copies
                     // back into `buf`, which is valid for `len` bytes.
                     let wrong = self.rng.below(5) == 0;
-                    // SAFETY: `buf` is the buffer shared as `d` and is valid
-                    // for `len` bytes; with a wrong length nothing is touched.
-                    unsafe { hal.unshare(v, if wrong { len + 1 } else { len }, d, dir) };
                     if wrong {
-                        // SAFETY: now the right arguments.
-                        unsafe { hal.unshare(v, len, d, dir) };
+                        let longer = NonNull::slice_from_raw_parts(v.cast::<u8>(), len + 1);
+                        // SAFETY: with a wrong length the simulator touches
+                        // nothing (it only counts the call).
+                        unsafe { hal.unshare(longer, dir, m.clone()) };
                     }
+                    // SAFETY: `buf` is the buffer shared with mapping `m` and
+                    // is valid for `len` bytes.
+                    unsafe { hal.unshare(v, dir, m) };
                 }
             }
         }

@@ -9,7 +9,8 @@ use nvme_nostd::{Controller, QpairOptions};
 use nvme_sim::{IdentifyLies, Sim, SimConfig};
 
 fn sim_with(lies: IdentifyLies) -> Sim {
-    Sim::new(SimConfig { lies, ..SimConfig::default() })
+    // MDTS 5 (128 KiB) is the real limit the lies are measured against.
+    Sim::new(SimConfig { lies, mdts: 5, ..SimConfig::default() })
 }
 
 #[test]
@@ -26,7 +27,7 @@ fn huge_mdts_is_refused_or_the_device_enforces_its_real_limit() {
     println!("driver believes a limit of {:?} bytes", ctrlr.max_transfer_bytes());
     let ns = ctrlr.namespace(1).expect("namespace");
     let mut qp: Qp<'_> = ctrlr
-        .create_io_qpair(QpairOptions { entries: 32, max_transfer_bytes: 256 << 10, ..Default::default() })
+        .create_io_qpair(QpairOptions::default().with_entries(32).with_max_transfer_bytes(256 << 10))
         .expect("queue pair");
     if qp.max_transfer_bytes() < 256 << 10 {
         return;

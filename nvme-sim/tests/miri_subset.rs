@@ -12,7 +12,7 @@ mod hostile;
 use common::*;
 use core::time::Duration;
 use nvme_nostd::spec::command::IoOpcode;
-use nvme_nostd::{DmaBuffer, IoQueuePair, QpairOptions};
+use nvme_nostd::{DmaBuffer, IoQueuePair, PollLimit, QpairOptions};
 use nvme_sim::{Fault, FaultRule, Sim, SimConfig, SimHal, SimNamespace};
 
 const MS: Duration = Duration::from_millis(1);
@@ -44,14 +44,14 @@ fn round_trip_through_dma_buffers_and_bounce_pages() {
     {
         // DMA buffers: no share; a window at an offset makes a PRP list.
         let mut qp: IoQueuePair<'_, SimHal, DmaBuffer<'_, SimHal>, u32, 4> = ctrlr
-            .create_io_qpair(QpairOptions { entries: 8, max_transfer_bytes: 16 << 10, ..Default::default() })
+            .create_io_qpair(QpairOptions::default().with_entries(8).with_max_transfer_bytes(16 << 10))
             .unwrap();
         let mut buf = DmaBuffer::new(ctrlr.hal(), 4 * 4096).unwrap();
         assert!(buf.set_window(512, 3 * 4096));
         qp.read(&ns, 4, 24, buf, 3).map_err(|e| e.error).unwrap();
         let mut got = None;
         while got.is_none() {
-            qp.poll(0, |c| got = c.buffer);
+            qp.poll(PollLimit::All, |_, c| got = c.buffer);
             sim.advance(Duration::from_micros(10));
         }
         let buf = got.unwrap();
@@ -91,13 +91,13 @@ fn a_removed_device_leaks_rather_than_corrupts() {
     // DMA buffers: whatever the driver leaks stays inside the arena, which
     // the simulator frees (a leaked `Vec` would be a leak Miri reports).
     let mut qp: IoQueuePair<'_, SimHal, DmaBuffer<'_, SimHal>, u32, 4> = ctrlr
-        .create_io_qpair(QpairOptions { entries: 8, max_transfer_bytes: 16 << 10, ..Default::default() })
+        .create_io_qpair(QpairOptions::default().with_entries(8).with_max_transfer_bytes(16 << 10))
         .unwrap();
     sim.inject(FaultRule::once(Some(qp.qid()), None, Fault::Removal));
     let buf = DmaBuffer::new(ctrlr.hal(), 512).unwrap();
     qp.write(&ns, 0, 1, buf, 0).map_err(|e| e.error).unwrap();
     sim.advance(MS);
-    assert_eq!(qp.poll(0, |_| {}), 0);
+    assert_eq!(qp.poll(PollLimit::All, |_, _| {}), 0);
     drop(qp);
     drop(ctrlr);
     assert_no_bad_frees(&sim);

@@ -11,6 +11,12 @@ use nvme_sim::{Sim, SimConfig, SimHal, SimNamespace, IOVA_BASE};
 
 const MS: Duration = Duration::from_millis(1);
 
+/// The default controller, with time moving only when a test says so: these
+/// tests check the register-level timing themselves.
+fn manual() -> SimConfig {
+    SimConfig { auto_advance: false, scatter_shares: false, ..SimConfig::default() }
+}
+
 fn sqe_bytes(c: &SubmissionEntry) -> [u8; 64] {
     let mut b = [0u8; 64];
     let dwords = [c.cdw0.into_bits(), c.nsid, c.cdw2, c.cdw3];
@@ -149,7 +155,7 @@ fn sc_of(e: &CompletionEntry) -> (u8, StatusCode) {
 
 #[test]
 fn registers() {
-    let sim = Sim::new(SimConfig { mqes: 255, dstrd: 2, timeout_500ms: 7, ..SimConfig::default() });
+    let sim = Sim::new(SimConfig { mqes: 255, dstrd: 2, timeout_500ms: 7, ..manual() });
     let hal = sim.hal();
     let cap = hal.read64(offset::CAP);
     assert_eq!(cap, hal.read32(0) as u64 | ((hal.read32(4) as u64) << 32));
@@ -184,7 +190,7 @@ fn registers() {
 
 #[test]
 fn enable_disable_and_shutdown_follow_the_ready_delay() {
-    let sim = Sim::new(SimConfig { ready_delay: Duration::from_micros(500), ..SimConfig::default() });
+    let sim = Sim::new(SimConfig { ready_delay: Duration::from_micros(500), ..manual() });
     let hal = sim.hal();
     let admin = Ring::new(&hal, 0, 4, 4);
     hal.write_reg32(offset::AQA, 0x0003_0003);
@@ -216,7 +222,7 @@ fn enable_disable_and_shutdown_follow_the_ready_delay() {
 
 #[test]
 fn bad_enable_never_becomes_ready() {
-    let sim = Sim::new(SimConfig::default());
+    let sim = Sim::new(manual());
     let hal = sim.hal();
     let admin = Ring::new(&hal, 0, 4, 4);
     hal.write_reg64(offset::ASQ, admin.sq.daddr.0);
@@ -240,7 +246,7 @@ fn bad_enable_never_becomes_ready() {
 
 #[test]
 fn full_completion_queue_holds_completions_back() {
-    let sim = Sim::new(SimConfig::default());
+    let sim = Sim::new(manual());
     let hal = sim.hal();
     let mut admin = Ring::new(&hal, 0, 8, 4);
     enable(&sim, &hal, &admin);
@@ -272,7 +278,7 @@ fn full_completion_queue_holds_completions_back() {
 
 #[test]
 fn identify_lands_across_a_page_boundary_and_bad_pointers_fail() {
-    let sim = Sim::new(SimConfig::default());
+    let sim = Sim::new(manual());
     let hal = sim.hal();
     let mut admin = Ring::new(&hal, 0, 16, 16);
     enable(&sim, &hal, &admin);
@@ -344,7 +350,7 @@ fn chained_prp_lists_are_followed_in_order() {
         mdts: 0,
         memory_bytes: 8 << 20,
         namespaces: vec![SimNamespace { nsid: 1, block_size: 512, blocks: 8192 }],
-        ..SimConfig::default()
+        ..manual()
     });
     let hal = sim.hal();
     let mut admin = Ring::new(&hal, 0, 16, 16);
@@ -414,7 +420,7 @@ fn chained_prp_lists_are_followed_in_order() {
 fn a_list_that_starts_mid_page_chains_at_the_page_end() {
     // PRP2 points 4080 bytes into its page: two entries fit before the chain
     // slot at the end of that page.
-    let sim = Sim::new(SimConfig::default());
+    let sim = Sim::new(manual());
     let hal = sim.hal();
     let mut admin = Ring::new(&hal, 0, 16, 16);
     enable(&sim, &hal, &admin);
@@ -443,7 +449,7 @@ fn a_list_that_starts_mid_page_chains_at_the_page_end() {
 
 #[test]
 fn a_recreated_queue_starts_afresh() {
-    let sim = Sim::new(SimConfig { mqes: u16::MAX, ..SimConfig::default() });
+    let sim = Sim::new(SimConfig { mqes: u16::MAX, ..manual() });
     let hal = sim.hal();
     let mut admin = Ring::new(&hal, 0, 16, 16);
     enable(&sim, &hal, &admin);

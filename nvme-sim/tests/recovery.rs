@@ -9,7 +9,9 @@ mod common;
 use common::{assert_clean, pattern, Done, Qp};
 use core::time::Duration;
 use nvme_nostd::spec::command::{AdminOpcode, IoOpcode};
-use nvme_nostd::{Controller, ControllerOptions, Error, Namespace, QpairOptions, TimeoutEvent};
+use nvme_nostd::{
+    Argument, Controller, ControllerOptions, Error, Namespace, PollLimit, QpairOptions, TimeoutEvent, Wait,
+};
 use nvme_sim::{Fault, FaultRule, Sim, SimConfig, SimHal};
 use std::cell::RefCell;
 
@@ -29,12 +31,10 @@ fn timeouts() -> Vec<TimeoutEvent> {
 }
 
 fn options() -> ControllerOptions {
-    ControllerOptions {
-        io_timeout: Some(IO_TIMEOUT),
-        admin_timeout: ADMIN_TIMEOUT,
-        timeout_callback: Some(record_timeout),
-        ..ControllerOptions::default()
-    }
+    ControllerOptions::default()
+        .with_io_timeout(Some(IO_TIMEOUT))
+        .with_admin_timeout(ADMIN_TIMEOUT)
+        .with_timeout_callback(Some(&record_timeout))
 }
 
 fn setup() -> (Sim, Controller<SimHal>, Namespace) {
@@ -47,11 +47,7 @@ fn setup() -> (Sim, Controller<SimHal>, Namespace) {
 
 fn qpair(ctrlr: &Controller<SimHal>) -> Qp<'_> {
     ctrlr
-        .create_io_qpair(QpairOptions {
-            entries: 32,
-            max_transfer_bytes: 64 << 10,
-            ..QpairOptions::default()
-        })
+        .create_io_qpair(QpairOptions::default().with_entries(32).with_max_transfer_bytes(64 << 10))
         .expect("queue pair")
 }
 
@@ -65,12 +61,12 @@ fn collect(sim: &Sim, qp: &mut Qp<'_>, n: usize) -> Vec<Done> {
     let mut done = Vec::new();
     let end = sim.now() + Duration::from_secs(5);
     while done.len() < n && sim.now() < end {
-        qp.poll(0, |c| done.push(c));
+        qp.poll(PollLimit::All, |_, c| done.push(c));
         sim.advance(Duration::from_micros(100));
     }
     let before = done.len();
     for _ in 0..100 {
-        qp.poll(0, |c| done.push(c));
+        qp.poll(PollLimit::All, |_, c| done.push(c));
         sim.advance(Duration::from_millis(1));
     }
     assert_eq!(done.len(), before, "completions after the expected ones: a request completed twice?");
@@ -145,12 +141,13 @@ fn dropped_completion_times_out_and_a_working_abort_ends_it() {
     qp.read(&ns, 1, 1, vec![0; 512], 2).map_err(|e| e.error).unwrap();
     let done = collect(&sim, &mut qp, 2);
     let lost = done.iter().find(|c| c.context == 1).expect("the dropped request is handed back");
-    assert_eq!(lost.result(), Err(Error::Timeout("I/O command")));
+    assert_eq!(lost.result(), Err(Error::Timeout(Wait::IoCommand)));
     let other = done.iter().find(|c| c.context == 2).unwrap();
     assert_eq!(other.result(), Ok(()));
     let stats = qp.stats();
     assert_eq!((stats.timeouts, stats.aborts, stats.resets), (1, 1, 0), "aborted, no reset: {stats:?}");
-    assert_eq!(timeouts(), vec![TimeoutEvent { qid: qp.qid(), cid, opcode: IoOpcode::READ.0 }]);
+    let events: Vec<_> = timeouts().iter().map(|e| (e.qid, e.cid, e.opcode)).collect();
+    assert_eq!(events, vec![(qp.qid(), cid, IoOpcode::READ.0)], "the CID the submission returned");
     io_works(&sim, &mut qp, &ns);
 }
 
@@ -161,6 +158,9 @@ fn abort_that_does_not_abort_resets_the_controller() {
     let mut qp = qpair(&ctrlr);
     sim.inject(once(qp.qid(), IoOpcode::READ, Fault::Drop));
     qp.read(&ns, 0, 1, vec![0; 512], 1).map_err(|e| e.error).unwrap();
+    // A request's timeout runs from the first poll after its submission
+    // (submission reads no clock): poll once so this one's starts now.
+    assert_eq!(qp.poll(PollLimit::All, |_, _| {}), 0);
     // Another request stuck behind it, issued later (not timed out yet).
     sim.advance(IO_TIMEOUT / 2);
     sim.inject(once(qp.qid(), IoOpcode::WRITE, Fault::Drop));
@@ -168,7 +168,7 @@ fn abort_that_does_not_abort_resets_the_controller() {
     let resets_before = sim.stats().resets;
     let done = collect(&sim, &mut qp, 2);
     let timed_out = done.iter().find(|c| c.context == 1).unwrap();
-    assert_eq!(timed_out.result(), Err(Error::Timeout("I/O command")));
+    assert_eq!(timed_out.result(), Err(Error::Timeout(Wait::IoCommand)));
     let reset = done.iter().find(|c| c.context == 2).unwrap();
     assert_eq!(reset.result(), Err(Error::Reset), "outstanding at the reset");
     assert_eq!(qp.stats().resets, 1);
@@ -185,7 +185,7 @@ fn aborted_command_that_still_does_not_complete_resets() {
     sim.inject(once(qp.qid(), IoOpcode::READ, Fault::Drop));
     qp.read(&ns, 0, 1, vec![0; 512], 1).map_err(|e| e.error).unwrap();
     let done = collect(&sim, &mut qp, 1);
-    assert_eq!(done[0].result(), Err(Error::Timeout("I/O command")));
+    assert_eq!(done[0].result(), Err(Error::Timeout(Wait::IoCommand)));
     let stats = qp.stats();
     assert_eq!((stats.timeouts, stats.aborts, stats.resets), (1, 1, 1), "{stats:?}");
     sim.set_abort_lies(false);
@@ -210,7 +210,7 @@ fn completion_delayed_past_the_timeout_is_aborted() {
     sim.inject(once(qp.qid(), IoOpcode::READ, Fault::Delay(IO_TIMEOUT * 10)));
     qp.read(&ns, 0, 1, vec![0; 512], 1).map_err(|e| e.error).unwrap();
     let done = collect(&sim, &mut qp, 1);
-    assert_eq!(done[0].result(), Err(Error::Timeout("I/O command")));
+    assert_eq!(done[0].result(), Err(Error::Timeout(Wait::IoCommand)));
     assert_eq!((qp.stats().timeouts, qp.stats().aborts), (1, 1));
     io_works(&sim, &mut qp, &ns);
 }
@@ -267,7 +267,7 @@ fn completions_with_the_wrong_phase_end_in_a_reset() {
     sim.inject(once(qp.qid(), IoOpcode::READ, Fault::WrongPhase));
     qp.read(&ns, 0, 1, vec![0; 512], 1).map_err(|e| e.error).unwrap();
     let done = collect(&sim, &mut qp, 1);
-    assert_eq!(done[0].result(), Err(Error::Timeout("I/O command")));
+    assert_eq!(done[0].result(), Err(Error::Timeout(Wait::IoCommand)));
     assert_eq!(qp.stats().resets, 1);
     io_works(&sim, &mut qp, &ns);
 }
@@ -280,7 +280,7 @@ fn impossible_sq_head_is_rejected_and_the_request_times_out_once() {
     sim.inject(once(qp.qid(), IoOpcode::READ, Fault::ImpossibleSqHead));
     qp.read(&ns, 0, 1, vec![0; 512], 1).map_err(|e| e.error).unwrap();
     let done = collect(&sim, &mut qp, 1);
-    assert_eq!(done[0].result(), Err(Error::Timeout("I/O command")));
+    assert_eq!(done[0].result(), Err(Error::Timeout(Wait::IoCommand)));
     assert!(qp.stats().bogus_completions >= 1);
     io_works(&sim, &mut qp, &ns);
 }
@@ -310,7 +310,7 @@ fn admin_command_timeout_resets_the_controller() {
     let mut qp = qpair(&ctrlr);
     sim.inject(FaultRule::once(Some(0), Some(AdminOpcode::IDENTIFY.0), Fault::Drop));
     let resets = sim.stats().resets;
-    assert_eq!(ctrlr.namespace(1).err(), Some(Error::Timeout("admin command")));
+    assert_eq!(ctrlr.namespace(1).err(), Some(Error::Timeout(Wait::AdminCommand)));
     assert_eq!(sim.stats().resets, resets + 1, "an admin timeout resets");
     assert_eq!(timeouts().first().map(|t| (t.qid, t.opcode)), Some((0, AdminOpcode::IDENTIFY.0)));
     // The admin queue works again, and so does the queue pair (re-created).
@@ -357,7 +357,7 @@ fn a_namespace_handle_of_another_controller_is_refused() {
     let (_sim_b, ctrlr_b, _ns_b) = setup();
     let mut qp = qpair(&ctrlr_b);
     let e = qp.read(&ns_a, 0, 1, vec![0; 512], 1).map_err(|e| e.error).unwrap_err();
-    assert_eq!(e, Error::InvalidArgument("namespace handle of another controller"));
+    assert_eq!(e, Error::InvalidArgument(Argument::ForeignNamespace));
     assert_eq!(qp.stats().submitted, 0, "nothing reached the device");
     drop(ctrlr_a);
 }

@@ -10,7 +10,7 @@
 
 mod common;
 
-use nvme_nostd::{Controller, ControllerOptions, Error, IoQueuePair, Namespace, QpairOptions};
+use nvme_nostd::{Controller, ControllerOptions, Error, IoQueuePair, Namespace, PollLimit, QpairOptions};
 use nvme_sim::{Fault, FaultKind, FaultRule, Sim, SimConfig, SimNamespace};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -195,7 +195,7 @@ fn trace() -> bool {
 
 fn poll_into(qp: &mut Qp<'_>, model: &mut Model) {
     let qid = qp.qid();
-    qp.poll(0, |c| {
+    qp.poll(PollLimit::All, |_, c| {
         if trace() {
             let first = c.buffer.as_ref().map(|b| b[..8].to_vec());
             eprintln!(
@@ -222,14 +222,11 @@ fn run(s: &Schedule, totals: &mut Totals) -> Result<u64, String> {
         memory_bytes: 2 << 20,
         ..SimConfig::default()
     });
-    let options = ControllerOptions {
-        io_timeout: Some(IO_TIMEOUT),
-        admin_timeout: IO_TIMEOUT * 4,
-        ..Default::default()
-    };
+    let options =
+        ControllerOptions::default().with_io_timeout(Some(IO_TIMEOUT)).with_admin_timeout(IO_TIMEOUT * 4);
     let ctrlr = Controller::new(sim.hal(), options).map_err(|e| format!("attach: {e}"))?;
     let ns = ctrlr.namespace(1).map_err(|e| format!("namespace: {e}"))?;
-    let qopts = QpairOptions { entries: 16, max_transfer_bytes: 64 << 10, ..Default::default() };
+    let qopts = QpairOptions::default().with_entries(16).with_max_transfer_bytes(64 << 10);
     let mut qps: Vec<Qp<'_>> = Vec::new();
     for _ in 0..2 {
         qps.push(ctrlr.create_io_qpair(qopts).map_err(|e| format!("create qpair: {e}"))?);
@@ -443,7 +440,7 @@ fn check_blocks(qp: &mut Qp<'_>, ns: &Namespace, sim: &Sim, model: &mut Model) -
         r.map_err(|e| format!("submit: {}", e.error))?;
         for _ in 0..10_000 {
             let mut out = None;
-            qp.poll(0, |c| out = Some((c.result(), c.buffer)));
+            qp.poll(PollLimit::All, |_, c| out = Some((c.result(), c.buffer)));
             if let Some((res, buf)) = out {
                 res.map_err(|e| format!("{e}"))?;
                 return buf.ok_or_else(|| "no buffer".to_string());

@@ -26,10 +26,11 @@ use core::ptr::NonNull;
 use hal_baremetal::exit::exit_qemu;
 use hal_baremetal::pci::{self, BarWindow, MemoryBar, NvmeFunction, PortConfigAccess};
 use hal_baremetal::serial::Serial;
-use hal_baremetal::{BareMetalHal, DmaPool, TscClock};
+use hal_baremetal::{BareMetalHal, DmaPool, LinearMap, TscClock};
 use hal_traits::MmioRegion;
+use nvme_conformance::{reason, Options, Outcome, Reason, Totals};
 use nvme_nostd::spec::ids::Cns;
-use nvme_selftest::{Options, Outcome, Reason, Totals};
+use pci_types::PciAddress;
 
 /// Pages of DMA memory for the driver: 48 MiB, enough for the largest transfers
 /// of the self-test on several controllers.
@@ -127,7 +128,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         exit_qemu(bench(cmdline, &access, functions.first(), &mut window, pool, clock, &mut out));
     }
     let mut totals = Totals::default();
-    let options = Options { plant_mismatch, ..Default::default() };
+    let options = Options::default().with_plant_mismatch(plant_mismatch);
     let found = if functions.is_empty() {
         Outcome::Failed("no NVMe controller on the PCI bus".try_into().unwrap_or_default())
     } else {
@@ -148,11 +149,17 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
             }
         };
         let _ = writeln!(out, "{label}: BAR0 at {:#x}, {} KiB", bar0.address, bar0.size / 1024);
-        let hal = hal_for(bar0, pool, clock);
         if dump_identify && i == 0 {
-            dump(hal, &mut out);
+            match hal_for(a, bar0, pool, clock) {
+                Ok(hal) => dump(hal, &mut out),
+                Err(why) => totals.record(&mut out, format_args!("{label} dump"), Outcome::Failed(why)),
+            }
         }
-        nvme_selftest::run_controller(hal, &label, &options, &mut out, &mut totals);
+        // Claimed again: the dump's controller released it when it was dropped.
+        match hal_for(a, bar0, pool, clock) {
+            Ok(hal) => nvme_conformance::run_controller(hal, &label, &options, &mut out, &mut totals),
+            Err(why) => totals.record(&mut out, format_args!("{label} claim"), Outcome::Failed(why)),
+        }
     }
     totals.summary(&mut out);
     let _ = writeln!(out, "DMA pool: {} of {} pages free", pool.free_pages(), DMA_PAGES);
@@ -168,24 +175,32 @@ fn usable_bar0(
 ) -> Result<MemoryBar, Reason> {
     match pci::enable(access, f, window) {
         Ok(bar) if bar.address + bar.size <= MAPPED_LIMIT && bar.size >= 0x2000 => Ok(bar),
-        Ok(bar) => Err(nvme_selftest::reason!(
-            "BAR0 {:#x}+{:#x} is outside the identity map or too small",
-            bar.address,
-            bar.size
-        )),
-        Err(e) => Err(nvme_selftest::reason!("{e:?}")),
+        Ok(bar) => {
+            Err(reason!("BAR0 {:#x}+{:#x} is outside the identity map or too small", bar.address, bar.size))
+        }
+        Err(e) => Err(reason!("{e:?}")),
     }
 }
 
-/// The HAL of the controller whose BAR0 is `bar0`.
-fn hal_for(bar0: MemoryBar, pool: &'static DmaPool, clock: &'static TscClock) -> BareMetalHal {
+/// The HAL of the controller at `function` whose BAR0 is `bar0`, which
+/// claims the function (refused while another HAL has it).
+fn hal_for(
+    function: PciAddress,
+    bar0: MemoryBar,
+    pool: &'static DmaPool,
+    clock: &'static TscClock,
+) -> Result<BareMetalHal, Reason> {
+    let claim = hal_baremetal::claim(function).ok_or(reason!("controller claimed by another driver"))?;
     // SAFETY: BAR0 was just assigned or found enabled, lies below 4 GiB in
     // the uncached part of the identity map (`usable_bar0`), and nothing else
     // maps it.
     let mmio =
         unsafe { MmioRegion::new(NonNull::new_unchecked(bar0.address as *mut u8), bar0.size as usize) };
-    // SAFETY: memory is identity mapped (offset 0), no IOMMU is set up.
-    unsafe { BareMetalHal::new(mmio, pool, clock, 0) }
+    // The boot code identity-maps the first 4 GiB; there is no IOMMU.
+    let map = LinearMap { virt_start: 0, phys_start: 0, len: MAPPED_LIMIT as usize };
+    // SAFETY: `mmio` is this function's BAR0; the identity map lasts for the
+    // kernel's lifetime and no IOMMU is set up.
+    Ok(unsafe { BareMetalHal::new(claim, mmio, pool, clock, map) })
 }
 
 /// Bench mode on the first controller; true when every measurement worked.
@@ -199,10 +214,10 @@ fn bench(
     out: &mut Console,
 ) -> bool {
     let plan = bench::Plan::parse(cmdline);
-    let bar0 = first.ok_or(nvme_selftest::reason!("no NVMe controller on the PCI bus"));
-    match (plan, bar0.and_then(|f| usable_bar0(access, f, window))) {
-        (Ok(plan), Ok(bar0)) => {
-            let target = bench::Target { bar0, hal: hal_for(bar0, pool, clock), pool, clock };
+    let first = first.ok_or(reason!("no NVMe controller on the PCI bus"));
+    match (plan, first.and_then(|f| usable_bar0(access, f, window).map(|bar| (f.address, bar)))) {
+        (Ok(plan), Ok((function, bar0))) => {
+            let target = bench::Target { function, bar0, pool, clock };
             let ok = bench::run(&plan, target, out);
             let _ = writeln!(out, "DMA pool: {} of {} pages free", pool.free_pages(), DMA_PAGES);
             ok

@@ -6,13 +6,24 @@
 //! The escalation follows Linux's `nvme_timeout` (check CSTS, abort, reset) and
 //! SPDK's treatment of an abort that did not abort.
 
-use super::{unshare, IoQueuePair};
+use super::{finish, leak, IoQueuePair, NOT_STAMPED};
 use crate::buffer::IoBuffer;
 use crate::controller::TimeoutEvent;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Wait};
 use crate::slots::Cid;
-use core::time::Duration;
 use hal_traits::Hal;
+
+/// What the controller said to an Abort.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AbortOutcome {
+    /// The controller aborted the command: it completes with "command abort
+    /// requested" through `poll`.
+    Aborted,
+    /// The controller did not abort it (it may still complete, or may have
+    /// completed already).
+    NotAborted,
+}
 
 impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
     /// Catches up with a reset or removal that happened since the last call,
@@ -24,6 +35,34 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         match self.failed {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// Asks the controller to abort the request that `cid` names (the CID its
+    /// submission returned, also after the driver retried it under another
+    /// one). The request still completes through `poll`, exactly once.
+    pub fn abort(&mut self, cid: Cid) -> Result<AbortOutcome> {
+        self.ready()?;
+        let wire = self.given(cid).ok_or(Error::InvalidArgument(crate::error::Argument::UnknownCid))?;
+        // Marked before the Abort goes out: its "command abort requested"
+        // completion may be on the queue before the Abort's own, and must
+        // reach the owner rather than be retried.
+        let aborting = |qp: &mut Self, on: bool| {
+            if let Some(req) = qp.slots.get_mut(wire) {
+                req.aborted = on;
+            }
+        };
+        aborting(self, true);
+        match self.ctrlr.abort_wire(self.qid, wire.0) {
+            Ok(true) => Ok(AbortOutcome::Aborted),
+            Ok(false) => {
+                aborting(self, false);
+                Ok(AbortOutcome::NotAborted)
+            }
+            Err(e) => {
+                aborting(self, false);
+                Err(e)
+            }
         }
     }
 
@@ -45,21 +84,21 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
                 // read all ones, so it cannot be disabled. The request still
                 // ends (without its buffer), and the buffer and its mapping
                 // are leaked rather than handed back for reuse.
-                // (`Shared` owns nothing: dropping the record without an
-                // unshare keeps the mapping.)
-                req.shared = None;
-                core::mem::forget(req.buffer.take());
-            } else if let Some(s) = req.shared.take() {
+                leak(req);
+            } else {
                 // SAFETY: the reset disabled the controller (the epoch moved
                 // only after CSTS.RDY read 0): the device no longer accesses
-                // the buffer.
-                unsafe { unshare(hal, &s) };
+                // the buffer. It stays in the request until delivered.
+                let buffer = unsafe { finish(hal, req) };
+                req.buffer = buffer.map(core::mem::ManuallyDrop::new);
             }
-            req.done = Some(if req.timed_out { Error::Timeout("I/O command") } else { reason });
+            req.done = Some(if req.timed_out { Error::Timeout(Wait::IoCommand) } else { reason });
             ended += 1;
         }
         self.pending_done += ended;
         self.epoch = self.ctrlr.epoch();
+        // Whatever was written to the old queues is gone with them.
+        self.sq_pending = false;
         if removed {
             self.failed = Some(Error::DeviceRemoved);
             return;
@@ -68,27 +107,40 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
     }
 
     /// Looks for requests past their deadline (at most every eighth of the
-    /// timeout) and escalates: abort first, reset when the abort does not work
-    /// or an aborted command still does not complete.
+    /// timeout, one clock read per call) and escalates: abort first, reset
+    /// when the abort does not work or an aborted command still does not
+    /// complete. Requests submitted since the last look get their deadline
+    /// here, so submission never reads the clock: a request times out between
+    /// one and nine eighths of a timeout after it was submitted.
     pub(super) fn check_timeouts(&mut self) {
         let Some(timeout) = self.timeout else { return };
-        let now = self.ctrlr.hal.now();
-        if now < self.next_timeout_check || self.slots.in_flight() == 0 {
+        if self.slots.in_flight() == 0 {
             return;
         }
-        self.next_timeout_check = now.saturating_add((timeout / 8).max(Duration::from_micros(100)));
+        let now = self.ctrlr.hal.ticks();
+        if now < self.next_timeout_check {
+            return;
+        }
+        self.next_timeout_check = now.saturating_add((timeout / 8).max(1));
 
         let mut expired: heapless::Vec<Cid, N> = heapless::Vec::new();
         let mut reset = false;
         for (cid, req) in self.slots.iter_mut() {
-            if req.done.is_some() || now < req.deadline {
+            if req.done.is_some() {
+                continue;
+            }
+            if req.deadline == NOT_STAMPED {
+                req.deadline = now.saturating_add(timeout).max(1);
+                continue;
+            }
+            if now < req.deadline {
                 continue;
             }
             if req.aborted || req.timed_out {
                 // Aborted yet still not completed, or a reset that should
                 // have ended it failed: only a (new) reset ends it.
                 reset = true;
-                req.deadline = now.saturating_add(timeout);
+                req.deadline = now.saturating_add(timeout).max(1);
             } else {
                 let _ = expired.push(cid);
             }
@@ -99,7 +151,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         match self.ctrlr.csts() {
             Err(_) if self.ctrlr.confirm_removed() => {
                 // All ones, again and again: the device is gone.
-                self.mark_timed_out(&expired);
+                self.mark_timed_out(&expired, now, timeout);
                 self.recover();
                 return;
             }
@@ -109,20 +161,22 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             Ok(csts) if csts.cfs() => reset = true,
             Ok(_) => {}
         }
-        for cid in &expired {
-            if let (Some(cb), Some(req)) = (self.ctrlr.options().timeout_callback, self.slots.get(*cid)) {
-                cb(TimeoutEvent { qid: self.qid, cid: *cid, opcode: req.cmd.cdw0.opc() });
+        if let Some(cb) = self.ctrlr.options().timeout_callback {
+            for cid in &expired {
+                if let Some(req) = self.slots.get(*cid) {
+                    cb(TimeoutEvent { qid: self.qid, cid: req.given, opcode: req.cmd.cdw0.opc() });
+                }
             }
         }
-        self.mark_timed_out(&expired);
+        self.mark_timed_out(&expired, now, timeout);
         if !reset {
             for cid in &expired {
-                match self.ctrlr.abort(self.qid, *cid) {
+                match self.ctrlr.abort_wire(self.qid, cid.0) {
                     Ok(true) => {
                         self.stats.aborts += 1;
                         if let Some(req) = self.slots.get_mut(*cid) {
                             req.aborted = true;
-                            req.deadline = now.saturating_add(timeout);
+                            req.deadline = now.saturating_add(timeout).max(1);
                         }
                     }
                     // "Not aborted", an abort that failed or timed out (which
@@ -143,8 +197,8 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         }
     }
 
-    fn mark_timed_out(&mut self, cids: &[Cid]) {
-        let again = self.ctrlr.hal.now().saturating_add(self.timeout.unwrap_or(Duration::MAX));
+    fn mark_timed_out(&mut self, cids: &[Cid], now: u64, timeout: u64) {
+        let again = now.saturating_add(timeout).max(1);
         for cid in cids {
             if let Some(req) = self.slots.get_mut(*cid) {
                 req.timed_out = true;

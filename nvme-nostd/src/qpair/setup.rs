@@ -1,18 +1,17 @@
 //! Creating and deleting the queues of a queue pair (NVMe Base Specification
 //! 1.4, sections 5.3 to 5.6).
 
-use super::{unshare, IoQueuePair, QpairOptions, QueueStats};
+use super::{finish, leak, IoQueuePair, QpairOptions, QueueStats};
 use crate::buffer::IoBuffer;
 use crate::controller::Controller;
-use crate::dma::DmaMemory;
-use crate::error::{Error, Result};
+use crate::dma::{DmaAlloc, DmaMemory};
+use crate::error::{Argument, Error, Result};
 use crate::prp;
 use crate::queue::{CompletionQueue, SubmissionQueue};
 use crate::slots::SlotPool;
 use crate::spec::command::{AdminOpcode, SubmissionEntry};
 use crate::spec::dwords::{CreateIoCqCdw11, CreateIoQueueCdw10, CreateIoSqCdw11, DeleteIoQueueCdw10};
-use core::time::Duration;
-use hal_traits::{DeviceAddr, Hal, PAGE_SIZE};
+use hal_traits::{duration_to_ticks, DeviceAddr, Hal, PAGE_SIZE};
 
 /// Create I/O Completion Queue (section 5.3) for a physically contiguous
 /// ring at `daddr`, polled (no interrupt).
@@ -43,22 +42,24 @@ impl<H: Hal> Controller<H> {
     ) -> Result<IoQueuePair<'_, H, B, C, N>> {
         let entries = options.entries.min(self.cap().mqes().saturating_add(1));
         if entries < 2 || (entries as usize) < N + 1 {
-            return Err(Error::InvalidArgument("queue needs at least N + 1 entries (capped by CAP.MQES)"));
+            return Err(Error::InvalidArgument(Argument::QueueEntries));
         }
         if options.priority > 3 {
-            return Err(Error::InvalidArgument("priority is 0 to 3"));
+            return Err(Error::InvalidArgument(Argument::Priority));
         }
         let max_transfer = match self.max_transfer_bytes() {
             Some(mdts) => options.max_transfer_bytes.min(mdts),
             None => options.max_transfer_bytes,
         };
         if max_transfer < PAGE_SIZE {
-            return Err(Error::InvalidArgument("max_transfer_bytes below one page"));
+            return Err(Error::InvalidArgument(Argument::MaxTransfer));
         }
         // A transfer of max_transfer bytes at any dword offset touches this many
         // pages; its PRP list pages are reserved per slot.
         let touched = max_transfer.div_ceil(PAGE_SIZE) + 1;
         let prp_pages_per_slot = prp::list_pages_for(touched, PAGE_SIZE / 8);
+        let rate = self.hal.ticks_per_second();
+        let timeout = self.options().io_timeout.map(|t| duration_to_ticks(t, rate).max(1));
 
         let qid = self.alloc_qid()?;
         match self.create_queues::<N>(qid, entries, prp_pages_per_slot, options.priority) {
@@ -66,9 +67,11 @@ impl<H: Hal> Controller<H> {
                 epoch: self.epoch(),
                 failed: None,
                 pending_done: 0,
-                timeout: self.options().io_timeout,
-                next_timeout_check: Duration::ZERO,
+                timeout,
+                next_timeout_check: 0,
                 priority: options.priority,
+                doorbell: options.doorbell,
+                sq_pending: false,
                 ctrlr: self,
                 qid,
                 sq,
@@ -89,7 +92,9 @@ impl<H: Hal> Controller<H> {
     }
 
     /// Allocates the rings and PRP pages and creates the queues. On failure,
-    /// memory the controller may have seen (a command timed out) is leaked.
+    /// memory the controller may have seen (a command timed out) is leaked;
+    /// the `bool` says whether the queue identifier must stay reserved (a
+    /// completion queue may still exist on the device).
     pub(super) fn create_queues<const N: usize>(
         &self,
         qid: u16,
@@ -100,37 +105,26 @@ impl<H: Hal> Controller<H> {
         let dstrd = self.cap().dstrd();
         let sq_pages = (entries as usize * 64).div_ceil(PAGE_SIZE);
         let cq_pages = (entries as usize * 16).div_ceil(PAGE_SIZE);
-        let mut sq_mem = DmaMemory::alloc(&self.hal, sq_pages).map_err(|e| (e.into(), false))?;
-        let mut cq_mem = match DmaMemory::alloc(&self.hal, cq_pages) {
-            Ok(m) => m,
-            Err(e) => {
-                // SAFETY: the controller has never been told about this memory.
-                unsafe { sq_mem.free(&self.hal) };
-                return Err((e.into(), false));
-            }
+        // Until lent, each of these frees itself when this function returns
+        // early.
+        let sq_mem = DmaAlloc::new(&self.hal, sq_pages).map_err(|e| (e.into(), false))?;
+        let cq_mem = DmaAlloc::new(&self.hal, cq_pages).map_err(|e| (e.into(), false))?;
+        let prp = match prp_pages_per_slot {
+            0 => None,
+            pages => Some(DmaAlloc::new(&self.hal, pages * N).map_err(|e| (e.into(), false))?),
         };
-        let prp = if prp_pages_per_slot > 0 {
-            match DmaMemory::alloc(&self.hal, prp_pages_per_slot * N) {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    // SAFETY: as above.
-                    unsafe {
-                        sq_mem.free(&self.hal);
-                        cq_mem.free(&self.hal);
-                    }
-                    return Err((e.into(), false));
-                }
-            }
-        } else {
-            None
-        };
-        let free_all = |mut sq_mem: DmaMemory, mut cq_mem: DmaMemory, prp: Option<DmaMemory>| {
+
+        // From here on the commands name the memory to the device.
+        let (sq_mem, mut cq_mem, mut prp) = (sq_mem.lend(), cq_mem.lend(), prp.map(DmaAlloc::lend));
+        let mut sq_mem = sq_mem;
+        let free_all = |sq_mem: &mut DmaMemory, cq_mem: &mut DmaMemory, prp: &mut Option<DmaMemory>| {
             // SAFETY: called only when the controller refused to create the
-            // queues (or deleted them), so it does not use this memory.
+            // queues (a command status: it did not create them) or deleted
+            // them, so it does not use this memory.
             unsafe {
                 sq_mem.free(&self.hal);
                 cq_mem.free(&self.hal);
-                if let Some(mut p) = prp {
+                if let Some(p) = prp {
                     p.free(&self.hal);
                 }
             }
@@ -139,19 +133,18 @@ impl<H: Hal> Controller<H> {
         match self.admin_exec(create_cq_command(qid, entries, cq_mem.daddr(0)), None) {
             Ok(_) => {}
             Err(e @ Error::Command(_)) => {
-                free_all(sq_mem, cq_mem, prp);
+                free_all(&mut sq_mem, &mut cq_mem, &mut prp);
                 return Err((e, false));
             }
             // A timeout reset the controller (which forgot the queue), or the
             // device is gone: the memory is leaked, the identifier reusable.
             Err(e) => return Err((e, false)),
         }
-
         match self.admin_exec(create_sq_command(qid, entries, sq_mem.daddr(0), priority), None) {
             Ok(_) => {}
             Err(e @ Error::Command(_)) => {
                 if self.delete_queue(AdminOpcode::DELETE_IO_CQ, qid).is_ok() {
-                    free_all(sq_mem, cq_mem, prp);
+                    free_all(&mut sq_mem, &mut cq_mem, &mut prp);
                     return Err((e, false));
                 }
                 // The completion queue may still exist on the device: keep
@@ -208,27 +201,31 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> Drop for IoQueuePair<'_, H, B, C, N
         // gone after a reset since our epoch, or after a failed re-creation;
         // else delete them, and if that fails reset the controller (other
         // queue pairs notice the epoch and recover).
+        //
+        // If anything here panics (a timeout callback during Delete SQ, a
+        // HAL method), the unwinding drops the request slots, whose buffers
+        // and mappings are in `ManuallyDrop`: they leak, as does the queue
+        // memory (`DmaMemory` has no `Drop`). Nothing the device may still
+        // write is ever released by unwinding.
         let quiesced = !self.ctrlr.is_removed()
             && (self.ctrlr.epoch() != self.epoch
                 || self.failed.is_some()
                 || self.delete_queues().is_ok()
                 || self.ctrlr.reset().is_ok()
                 || self.ctrlr.epoch() != self.epoch);
-        let hal = &self.ctrlr.hal;
         if !quiesced {
             // The device may still write any of this memory: leak all of it.
-            for (_, req) in self.slots.drain() {
-                core::mem::forget(req);
+            while let Some((i, _, mut req)) = self.slots.take_next(0, |_| true) {
+                let _ = i;
+                leak(&mut req);
             }
             return;
         }
-        for (_, req) in self.slots.drain() {
-            if let Some(s) = &req.shared {
-                // SAFETY: the queues are deleted or the controller is disabled;
-                // the device no longer accesses the buffer.
-                unsafe { unshare(hal, s) };
-            }
-            drop(req);
+        let hal = &self.ctrlr.hal;
+        while let Some((_, _, mut req)) = self.slots.take_next(0, |_| true) {
+            // SAFETY: the queues are deleted or the controller is disabled;
+            // the device no longer accesses the buffer.
+            drop(unsafe { finish(hal, &mut req) });
         }
         // SAFETY: as above, the device no longer uses the rings or PRP lists.
         unsafe {

@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 use core::time::Duration;
-use nvme_nostd::{Completion, Controller, ControllerOptions, IoQueuePair, Namespace, QpairOptions};
+use nvme_nostd::{
+    Completion, Controller, ControllerOptions, IoQueuePair, Namespace, PollLimit, QpairOptions,
+};
 use nvme_sim::{Sim, SimConfig, SimHal};
 
 /// A queue pair with `Vec<u8>` buffers (shared through the HAL's bounce pages)
@@ -13,7 +15,7 @@ pub type Done = Completion<Vec<u8>, u32>;
 pub const ADMIN_TIMEOUT: Duration = Duration::from_millis(50);
 
 pub fn options() -> ControllerOptions {
-    ControllerOptions { admin_timeout: ADMIN_TIMEOUT, ..ControllerOptions::default() }
+    ControllerOptions::default().with_admin_timeout(ADMIN_TIMEOUT)
 }
 
 pub fn attach(sim: &Sim) -> Controller<SimHal> {
@@ -22,11 +24,7 @@ pub fn attach(sim: &Sim) -> Controller<SimHal> {
 
 pub fn qpair(ctrlr: &Controller<SimHal>) -> Qp<'_> {
     ctrlr
-        .create_io_qpair(QpairOptions {
-            entries: 32,
-            max_transfer_bytes: 64 << 10,
-            ..QpairOptions::default()
-        })
+        .create_io_qpair(QpairOptions::default().with_entries(32).with_max_transfer_bytes(64 << 10))
         .expect("create I/O queue pair")
 }
 
@@ -44,7 +42,7 @@ pub fn poll_for(sim: &Sim, qp: &mut Qp<'_>, limit: Duration) -> Vec<Done> {
     let mut done = Vec::new();
     let end = sim.now() + limit;
     loop {
-        qp.poll(0, |c| done.push(c));
+        qp.poll(PollLimit::All, |_, c| done.push(c));
         if qp.in_flight() == 0 || sim.now() >= end {
             return done;
         }
@@ -65,6 +63,8 @@ pub fn assert_clean(sim: &Sim) {
     assert_eq!(s.live_dma_pages, 0, "{s:?}");
     assert_eq!(s.live_shares, 0, "{s:?}");
     assert_eq!(s.dma_faults, 0, "{s:?}");
+    assert_eq!(s.open_syncs, 0, "every buffer synced for the device came back: {s:?}");
+    assert_eq!(s.bad_syncs, 0, "{s:?}");
 }
 
 /// What must hold whatever the driver does after a fault.

@@ -3,8 +3,8 @@
 
 use super::{Count, Lbas, Meter, Plan, Target, Tick, IO_BYTES, MAX_QD, STALL};
 use core::time::Duration;
-use nvme_nostd::{Controller, ControllerOptions, DmaBuffer, QpairOptions};
-use nvme_selftest::{reason, Reason};
+use nvme_conformance::{reason, Reason};
+use nvme_nostd::{Controller, ControllerOptions, DmaBuffer, PollLimit, QpairOptions};
 
 /// How long to wait for the last reads after the measurement.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -12,8 +12,8 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// Attaches the controller, keeps `qd` random 4 KiB reads in flight on one
 /// queue pair for the plan's warm-up and measured time, and detaches.
 pub fn measure(target: Target, qd: usize, plan: &Plan) -> Result<Count, Reason> {
-    let ctrlr =
-        Controller::new(target.hal, ControllerOptions::default()).map_err(|e| reason!("attach: {e}"))?;
+    let hal = crate::hal_for(target.function, target.bar0, target.pool, target.clock)?;
+    let ctrlr = Controller::new(hal, ControllerOptions::default()).map_err(|e| reason!("attach: {e}"))?;
     let ns = ctrlr.namespace(1).map_err(|e| reason!("namespace 1: {e}"))?;
     let mut lbas = Lbas::new(plan.seed, ns.blocks(), ns.block_size())?;
     let mut qp = ctrlr
@@ -37,7 +37,7 @@ pub fn measure(target: Target, qd: usize, plan: &Plan) -> Result<Count, Reason> 
                 break;
             }
         }
-        qp.poll(0, |done| {
+        qp.poll(PollLimit::All, |_, done| {
             if let Err(e) = done.result() {
                 failure.get_or_insert_with(|| reason!("read completed with {e}"));
             }
@@ -60,7 +60,7 @@ pub fn measure(target: Target, qd: usize, plan: &Plan) -> Result<Count, Reason> 
     // next measurement.
     let deadline = target.clock.now() + DRAIN;
     while qp.in_flight() > 0 && target.clock.now() < deadline {
-        qp.poll(0, |_| {});
+        qp.poll(PollLimit::All, |_, _| {});
     }
     result
 }

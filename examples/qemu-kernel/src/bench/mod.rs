@@ -24,8 +24,9 @@ mod raw;
 use core::fmt::Write;
 use core::time::Duration;
 use hal_baremetal::pci::MemoryBar;
-use hal_baremetal::{BareMetalHal, DmaPool, TscClock};
-use nvme_selftest::{reason, Reason};
+use hal_baremetal::{DmaPool, TscClock};
+use nvme_conformance::{reason, Reason};
+use pci_types::PciAddress;
 
 /// The deepest queue depth either mode runs (request slots of the driver's
 /// queue pair, buffers of the raw loop).
@@ -109,13 +110,15 @@ fn parse_depths(s: &str) -> Option<heapless::Vec<usize, MAX_DEPTHS>> {
     Some(depths)
 }
 
-/// The device the bench runs on, and what the kernel lends it.
+/// The device the bench runs on, and what the kernel lends it. Each
+/// measurement claims the function for itself (the driver through its HAL,
+/// the raw loop directly), so only one of them drives it at a time.
 #[derive(Clone, Copy)]
 pub struct Target {
-    /// BAR0 of the controller, for the raw loop.
+    /// The controller's PCI function.
+    pub function: PciAddress,
+    /// BAR0 of the controller.
     pub bar0: MemoryBar,
-    /// The same controller's HAL, for the driver.
-    pub hal: BareMetalHal,
     /// DMA memory for the raw loop's queues and buffers.
     pub pool: &'static DmaPool,
     /// The calibrated clock.

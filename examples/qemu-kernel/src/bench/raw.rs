@@ -20,9 +20,13 @@ use super::{Count, Lbas, Meter, Plan, Target, Tick, MAX_QD, STALL};
 use core::time::Duration;
 use hal_baremetal::pci::MemoryBar;
 use hal_traits::{DmaRegion, PAGE_SIZE};
+use nvme_conformance::{reason, Reason};
 use nvme_nostd::spec::command::{AdminOpcode, CompletionEntry, IoOpcode, SubmissionEntry};
+use nvme_nostd::spec::dwords::{
+    CreateIoCqCdw11, CreateIoQueueCdw10, CreateIoSqCdw11, IdentifyCdw10, ReadWriteCdw12,
+};
+use nvme_nostd::spec::ids::Cns;
 use nvme_nostd::spec::registers::{doorbell_offset, offset, Aqa, Cap, Cc, Csts};
-use nvme_selftest::{reason, Reason};
 
 const ADMIN_ENTRIES: u16 = 16;
 const IO_ENTRIES: u16 = 256;
@@ -130,7 +134,7 @@ impl Queue {
         // The status half-word holds the phase tag: read it alone first.
         // SAFETY: as above; `status` is a field of the entry at `slot`.
         let status = unsafe { core::ptr::addr_of!((*slot).status).read_volatile() };
-        if (status & 1 == 1) != self.phase {
+        if status.p() != self.phase {
             return None;
         }
         // SAFETY: as above.
@@ -160,14 +164,17 @@ fn page_daddr(mem: &DmaRegion, i: usize) -> u64 {
     mem.daddr.0 + (i * PAGE_SIZE) as u64
 }
 
-/// Status Code and Status Code Type both zero (bits 11:1 of the status field).
+/// Status Code and Status Code Type both zero.
 fn succeeded(entry: &CompletionEntry) -> bool {
-    (entry.status >> 1) & 0x7ff == 0
+    entry.status.is_success()
 }
 
 /// Brings the controller up, runs the I/O loop at depth `qd`, and disables the
 /// controller again.
 pub fn measure(target: Target, qd: usize, plan: &Plan) -> Result<Count, Reason> {
+    // The raw loop is a driver too: it holds the device's claim while it runs.
+    let _claim =
+        hal_baremetal::claim(target.function).ok_or(reason!("controller claimed by another driver"))?;
     let MemoryBar { address, size } = target.bar0;
     // Offsets this module touches: registers below 0x40 and the doorbells of
     // queues 0 and 1.
@@ -186,7 +193,9 @@ pub fn measure(target: Target, qd: usize, plan: &Plan) -> Result<Count, Reason> 
         .and_then(|()| enabled(&regs, &mem, target, qd, plan, ready_timeout));
     // Only a controller that is disabled is sure not to touch the memory.
     match disable(&regs, target, ready_timeout) {
-        Ok(()) => target.pool.free(mem),
+        // SAFETY: the controller is disabled, so it no longer touches the
+        // memory, and this module does not use it any more.
+        Ok(()) => unsafe { target.pool.free(mem) },
         Err(e) => return Err(reason!("{e} (DMA memory leaked)")),
     }
     result
@@ -244,20 +253,20 @@ fn enabled(
 
     let mut identify = SubmissionEntry::new(AdminOpcode::IDENTIFY.0, NSID);
     identify.prp1 = page_daddr(mem, IDENTIFY_PAGE);
-    identify.cdw10 = 0; // CNS 0: Identify Namespace
+    identify.cdw10 = IdentifyCdw10::new().with_cns(Cns::NAMESPACE).into_bits();
     admin_command(regs, &mut admin, identify, target)?;
     let (blocks, block_size) = namespace_size(mem);
     let mut lbas = Lbas::new(plan.seed, blocks, block_size)?;
 
     let mut create_cq = SubmissionEntry::new(AdminOpcode::CREATE_IO_CQ.0, 0);
     create_cq.prp1 = page_daddr(mem, IO_CQ_PAGE);
-    create_cq.cdw10 = (IO_ENTRIES as u32 - 1) << 16 | QID as u32;
-    create_cq.cdw11 = 1; // physically contiguous, interrupts off
+    create_cq.cdw10 = CreateIoQueueCdw10::new().with_qid(QID).with_qsize(IO_ENTRIES - 1).into_bits();
+    create_cq.cdw11 = CreateIoCqCdw11::new().with_pc(true).into_bits(); // interrupts off
     admin_command(regs, &mut admin, create_cq, target)?;
     let mut create_sq = SubmissionEntry::new(AdminOpcode::CREATE_IO_SQ.0, 0);
     create_sq.prp1 = page_daddr(mem, IO_SQ_PAGE);
-    create_sq.cdw10 = (IO_ENTRIES as u32 - 1) << 16 | QID as u32;
-    create_sq.cdw11 = (QID as u32) << 16 | 1; // CQ 1, physically contiguous
+    create_sq.cdw10 = CreateIoQueueCdw10::new().with_qid(QID).with_qsize(IO_ENTRIES - 1).into_bits();
+    create_sq.cdw11 = CreateIoSqCdw11::new().with_pc(true).with_cqid(QID).into_bits();
     admin_command(regs, &mut admin, create_sq, target)?;
 
     let mut io = Queue::new(mem, IO_SQ_PAGE, IO_CQ_PAGE, IO_ENTRIES, QID, dstrd);
@@ -271,7 +280,7 @@ fn admin_command(
     mut cmd: SubmissionEntry,
     target: Target,
 ) -> Result<(), Reason> {
-    cmd.set_cid(admin.tail);
+    cmd.cdw0.set_cid(admin.tail);
     admin.push(cmd);
     admin.ring_sq(regs);
     let deadline = target.clock.now() + COMMAND_TIMEOUT;
@@ -280,11 +289,11 @@ fn admin_command(
             admin.ring_cq(regs);
             return match succeeded(&entry) {
                 true => Ok(()),
-                false => Err(reason!("admin opcode {:#x}: status {:#x}", cmd.opc(), entry.status >> 1)),
+                false => Err(reason!("admin opcode {:#x}: {}", cmd.cdw0.opc(), entry.status.without_phase())),
             };
         }
         if target.clock.now() > deadline {
-            return Err(reason!("admin opcode {:#x} timed out", cmd.opc()));
+            return Err(reason!("admin opcode {:#x} timed out", cmd.cdw0.opc()));
         }
     }
 }
@@ -320,7 +329,7 @@ fn io_loop(
 ) -> Result<Count, Reason> {
     // Command identifier = buffer index; these are the buffers not in flight.
     let mut idle: heapless::Vec<u16, MAX_QD> = (0..qd as u16).collect();
-    let nlb = lbas.blocks_per_io() - 1;
+    let cdw12 = ReadWriteCdw12::new().with_nlb((lbas.blocks_per_io() - 1) as u16).into_bits();
     let mut meter = Meter::new(target.clock, plan);
     let mut completed = 0u64;
     let result = loop {
@@ -328,11 +337,11 @@ fn io_loop(
             while let Some(cid) = idle.pop() {
                 let lba = lbas.next_lba();
                 let mut cmd = SubmissionEntry::new(IoOpcode::READ.0, NSID);
-                cmd.set_cid(cid);
+                cmd.cdw0.set_cid(cid);
                 cmd.prp1 = page_daddr(mem, FIRST_BUFFER_PAGE + cid as usize);
                 cmd.cdw10 = lba as u32;
                 cmd.cdw11 = (lba >> 32) as u32;
-                cmd.cdw12 = nlb;
+                cmd.cdw12 = cdw12;
                 io.push(cmd);
             }
             io.ring_sq(regs);
@@ -373,7 +382,7 @@ fn reap(
         if entry.cid as usize >= qd || idle.push(entry.cid).is_err() {
             bad.get_or_insert(reason!("completion for CID {} not in flight", entry.cid));
         } else if !succeeded(&entry) {
-            bad.get_or_insert(reason!("read failed: status {:#x}", entry.status >> 1));
+            bad.get_or_insert(reason!("read failed: {}", entry.status.without_phase()));
         }
     }
     if n > 0 {

@@ -1,151 +1,20 @@
-//! The NVMe self-test: every check that a back-end must pass, written once over
-//! the [`Hal`] so that the bare-metal kernel, the simulator and the VFIO tools run
-//! the same code.
-//!
-//! For each controller: attach and identify, then for each active namespace:
-//! write / read / verify at several sizes (one block, several pages, a PRP list
-//! from an unaligned buffer, the largest transfer allowed), caller errors
-//! rejected, 32 or more commands in flight, the request pool exhausted and
-//! refilled, queue phases wrapped, two queue pairs at once. Blocks it overwrites
-//! are saved first and written back at the end.
-//!
-//! Each check prints `test <name> ... ok`, `... FAILED: <reason>` or
-//! `... skipped: <reason>`; [`Totals::summary`] prints the closing
-//! `N passed, N failed, N skipped`.
-#![no_std]
-#![deny(missing_docs)]
+//! The checks of one namespace: I/O of every shape, caller errors, queue
+//! behaviour, and the API's promises (resubmission from `poll`, batched
+//! doorbells, abort by CID, the blocking helper).
 
-pub mod pattern;
-pub mod report;
-
+use crate::pattern;
+use crate::plan::{Plan, Span};
+use crate::report::{Outcome, Reason, Report, Totals};
+use crate::{reason, Buf, Fh, Options, Qp, IN_FLIGHT, SLOTS};
 use core::time::Duration;
 use nvme_nostd::hal_traits::Hal;
-use nvme_nostd::spec::identify::as_str;
-use nvme_nostd::{Controller, ControllerOptions, DmaBuffer, Error, IoQueuePair, Namespace, QpairOptions};
-pub use report::{Outcome, Reason, Report, Totals};
-
-/// What to run.
-#[derive(Clone, Copy, Debug)]
-pub struct Options {
-    /// Corrupts one byte of the first read-back before it is verified, to
-    /// prove that a mismatch fails the run.
-    pub plant_mismatch: bool,
-    /// The largest transfer to try, in bytes (MDTS may lower it).
-    pub max_transfer: usize,
-    /// How long one batch of I/O may take.
-    pub io_timeout: Duration,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options { plant_mismatch: false, max_transfer: 4 << 20, io_timeout: Duration::from_secs(30) }
-    }
-}
-
-/// Request slots of the main queue pair.
-const SLOTS: usize = 64;
-/// Commands the in-flight check keeps outstanding at once (at least).
-const IN_FLIGHT: usize = 32;
-/// Most namespaces tested per controller.
-const MAX_NAMESPACES: usize = 64;
-
-type Buf<'a, H> = DmaBuffer<'a, H>;
-type Qp<'a, H, const N: usize> = IoQueuePair<'a, H, DmaBuffer<'a, H>, u64, N>;
-
-/// Attaches the controller behind `hal` and runs every check on it, adding the
-/// outcomes to `totals`. `label` names the controller in the output.
-pub fn run_controller<H: Hal>(
-    hal: H,
-    label: &str,
-    options: &Options,
-    out: &mut dyn Report,
-    totals: &mut Totals,
-) {
-    let ctrlr = match Controller::new(hal, ControllerOptions { io_queues: 4, ..Default::default() }) {
-        Ok(c) => {
-            totals.record(out, format_args!("{label} attach"), Outcome::Ok);
-            c
-        }
-        Err(e) => {
-            totals.record(out, format_args!("{label} attach"), Outcome::Failed(reason!("{e}")));
-            return;
-        }
-    };
-    let id = ctrlr.identify();
-    let vs = ctrlr.version();
-    out.line(format_args!(
-        "{label}: model \"{}\" serial \"{}\" firmware \"{}\" NVMe {}.{}.{} vid {:#06x}",
-        as_str(id.model()),
-        as_str(id.serial()),
-        as_str(id.firmware()),
-        vs.mjr(),
-        vs.mnr(),
-        vs.ter(),
-        id.vid
-    ));
-    let mdts = match ctrlr.max_transfer_bytes() {
-        Some(b) => reason!("{} KiB", b / 1024),
-        None => reason!("no limit"),
-    };
-    out.line(format_args!(
-        "{label}: MDTS {} ({}), NN {}, I/O queue pairs granted {}, CAP.MQES {}, CAP.TO {} ms",
-        id.mdts,
-        mdts,
-        id.nn,
-        ctrlr.io_queues(),
-        ctrlr.cap().mqes(),
-        ctrlr.cap().to() as u32 * 500
-    ));
-
-    totals.record(out, format_args!("{label} admin queue phase wrap"), check_admin_wrap(&ctrlr).into());
-
-    let mut nsids: heapless::Vec<u32, MAX_NAMESPACES> = heapless::Vec::new();
-    let listed = list_namespaces(&ctrlr, &mut nsids);
-    totals.record(out, format_args!("{label} active namespace list"), listed.into());
-    for nsid in nsids {
-        run_namespace(&ctrlr, nsid, label, options, out, totals);
-    }
-}
-
-fn check_admin_wrap<H: Hal>(ctrlr: &Controller<H>) -> Result<(), Reason> {
-    // 100 commands through a 32-entry admin queue wrap its phase three times.
-    let first = ctrlr.active_namespaces(0).map_err(|e| reason!("identify: {e}"))?;
-    for i in 0..100 {
-        let again = ctrlr.active_namespaces(0).map_err(|e| reason!("identify #{i}: {e}"))?;
-        if again.0 != first.0 {
-            return Err(reason!("active namespace list changed at #{i}"));
-        }
-    }
-    Ok(())
-}
-
-fn list_namespaces<H: Hal>(
-    ctrlr: &Controller<H>,
-    nsids: &mut heapless::Vec<u32, MAX_NAMESPACES>,
-) -> Result<(), Reason> {
-    let mut after = 0;
-    loop {
-        let list = ctrlr.active_namespaces(after).map_err(|e| reason!("{e}"))?;
-        let mut count = 0;
-        for nsid in list.iter() {
-            if nsid <= after {
-                return Err(reason!("list not increasing: {nsid} after {after}"));
-            }
-            after = nsid;
-            count += 1;
-            if nsids.push(nsid).is_err() {
-                return Ok(());
-            }
-        }
-        if count < 1024 {
-            return Ok(());
-        }
-    }
-}
+use nvme_nostd::{
+    AbortOutcome, Completion, Controller, DmaBuffer, DoorbellMode, Error, Namespace, PollLimit, QpairOptions,
+};
 
 /// Everything a namespace check needs.
 struct Ctx<'a, H: Hal> {
-    ctrlr: &'a Controller<H>,
+    ctrlr: &'a Controller<Fh<H>>,
     ns: Namespace,
     bs: usize,
     timeout: Duration,
@@ -160,7 +29,8 @@ impl<'a, H: Hal> Ctx<'a, H> {
         (bytes / self.bs) as u32
     }
 
-    /// Submits one read or write and waits for it; the buffer comes back.
+    /// Submits one read or write and waits for it with the blocking helper;
+    /// the buffer comes back.
     fn sync<const N: usize>(
         &self,
         qp: &mut Qp<'a, H, N>,
@@ -175,21 +45,15 @@ impl<'a, H: Hal> Ctx<'a, H> {
             qp.read(&self.ns, lba, blocks, buf, lba)
         };
         let cid = submitted.map_err(|e| reason!("submit {} lba {lba}: {}", op(write), e.error))?;
-        let mut done = None;
-        let deadline = self.ctrlr.hal().now() + self.timeout;
-        while done.is_none() {
-            qp.poll(0, |c| {
-                if c.cid == cid {
-                    done = Some(c);
-                }
-            });
-            if done.is_none() && self.ctrlr.hal().now() > deadline {
-                return Err(reason!("{} lba {lba}: no completion within {:?}", op(write), self.timeout));
-            }
+        let mut strays = 0;
+        let done = qp
+            .wait(cid, self.timeout, |_| strays += 1)
+            .map_err(|e| reason!("{} lba {lba}: {e}", op(write)))?;
+        if strays > 0 || done.cid != cid {
+            return Err(reason!("{strays} completions for requests never submitted"));
         }
-        let c = done.ok_or_else(|| reason!("lost completion"))?;
-        c.result().map_err(|e| reason!("{} lba {lba}: {e}", op(write)))?;
-        c.buffer.ok_or_else(|| reason!("completion without its buffer"))
+        done.result().map_err(|e| reason!("{} lba {lba}: {e}", op(write)))?;
+        done.buffer.ok_or_else(|| reason!("completion without its buffer"))
     }
 
     /// Reads or writes `buf` (any length) in chunks of at most `chunk` bytes.
@@ -213,18 +77,18 @@ impl<'a, H: Hal> Ctx<'a, H> {
         Ok(buf)
     }
 
-    /// Writes the pattern of `seed` at `lba` from a buffer of `len` bytes placed
-    /// `offset` bytes into its first page, reads it back into another such
-    /// buffer, and verifies it.
+    /// Writes the pattern of `seed` over `span` from a buffer placed `offset`
+    /// bytes into its first page, reads it back into another such buffer, and
+    /// verifies it.
     fn write_read_verify<const N: usize>(
         &self,
         qp: &mut Qp<'a, H, N>,
-        lba: u64,
-        len: usize,
+        span: Span,
         offset: usize,
         seed: u64,
         plant: bool,
     ) -> Result<(), Reason> {
+        let (lba, len) = (span.lba, span.bytes);
         let mut wbuf = self.buffer(len + offset)?;
         let mut rbuf = self.buffer(len + offset)?;
         wbuf.set_window(offset, len);
@@ -252,14 +116,23 @@ fn op(write: bool) -> &'static str {
     }
 }
 
-fn run_namespace<H: Hal>(
-    ctrlr: &Controller<H>,
+fn skipped_span(what: &str, plan: &Plan) -> Outcome {
+    Outcome::Skipped(reason!(
+        "{what} does not fit: {} blocks, largest transfer {} bytes",
+        plan.blocks,
+        plan.max_transfer
+    ))
+}
+
+/// Runs the checks of namespace `nsid`; true when its I/O was tested.
+pub(crate) fn run_namespace<H: Hal>(
+    ctrlr: &Controller<Fh<H>>,
     nsid: u32,
     label: &str,
     options: &Options,
     out: &mut dyn Report,
     t: &mut Totals,
-) {
+) -> bool {
     let ns = match ctrlr.namespace(nsid) {
         Ok(ns) => {
             t.record(out, format_args!("{label} ns{nsid} identify"), Outcome::Ok);
@@ -267,7 +140,7 @@ fn run_namespace<H: Hal>(
         }
         Err(e) => {
             t.record(out, format_args!("{label} ns{nsid} identify"), Outcome::Failed(reason!("{e}")));
-            return;
+            return false;
         }
     };
     out.line(format_args!(
@@ -279,30 +152,35 @@ fn run_namespace<H: Hal>(
         ns.pi_type()
     ));
     if let Some(why) = ns.unsupported_reason() {
-        t.record(out, format_args!("{label} ns{nsid} I/O"), Outcome::Skipped(reason!("{why}")));
-        return;
+        t.record(out, format_args!("{label} ns{nsid} I/O"), Outcome::Skipped(reason!("{}", why.describe())));
+        return false;
     }
-    let cx = Ctx { ctrlr, bs: ns.block_size() as usize, ns, timeout: options.io_timeout };
     let name = |check: &str| -> Reason { reason!("{label} ns{nsid} {check}") };
 
     let mut qp: Qp<'_, H, SLOTS> = match ctrlr
-        .create_io_qpair(QpairOptions { max_transfer_bytes: options.max_transfer, ..Default::default() })
+        .create_io_qpair(QpairOptions::default().with_max_transfer_bytes(options.max_transfer))
     {
         Ok(q) => q,
         Err(e) => {
             t.record(out, format_args!("{}", name("create I/O queue pair")), Outcome::Failed(reason!("{e}")));
-            return;
+            return false;
         }
     };
-    // The largest transfer: the queue pair's limit (MDTS and our cap), whole
-    // blocks, no larger than the namespace.
-    let ns_bytes = usize::try_from(ns.size_bytes()).unwrap_or(usize::MAX);
-    let largest = qp.max_transfer_bytes().min(ns_bytes) / cx.bs * cx.bs;
-    // The blocks the checks overwrite, saved first and restored last.
-    let window = (largest / cx.bs).max(SLOTS + 1).min(ns.blocks() as usize);
-    let window_bytes = window * cx.bs;
+    let bs = ns.block_size() as usize;
+    let Some(plan) = Plan::new(bs, qp.max_transfer_bytes(), ns.blocks()) else {
+        t.record(
+            out,
+            format_args!("{}", name("I/O")),
+            Outcome::Skipped(reason!("transfer limit below one block")),
+        );
+        return false;
+    };
+    let cx = Ctx { ctrlr, bs, ns, timeout: options.io_timeout };
+    let largest = plan.largest_bytes();
 
-    let saved = cx.buffer(window_bytes).and_then(|b| cx.chunked(&mut qp, false, 0, b, largest));
+    // The blocks the checks overwrite, saved first and restored last.
+    let window = plan.extent();
+    let saved = cx.buffer(window as usize * bs).and_then(|b| cx.chunked(&mut qp, false, 0, b, largest));
     let saved = match saved {
         Ok(b) => {
             t.record(out, format_args!("{} ({} blocks)", name("save blocks"), window), Outcome::Ok);
@@ -311,7 +189,7 @@ fn run_namespace<H: Hal>(
         Err(why) => {
             // Without a copy, writing would destroy data: stop here.
             t.record(out, format_args!("{}", name("save blocks")), Outcome::Failed(why));
-            return;
+            return false;
         }
     };
 
@@ -322,68 +200,79 @@ fn run_namespace<H: Hal>(
     };
 
     // One block, with the planted mismatch when asked.
-    let r = cx.write_read_verify(&mut qp, 0, cx.bs, 0, next_seed(), options.plant_mismatch);
-    t.record(out, format_args!("{}", name("write/read/verify 1 block")), r.into());
-
-    // Several pages: 16 KiB.
-    let len = (16 << 10).max(cx.bs);
-    let outcome = if len <= largest {
-        cx.write_read_verify(&mut qp, 1, len, 0, next_seed(), false).into()
-    } else {
-        Outcome::Skipped(reason!("largest transfer is {largest} bytes"))
+    let outcome = match plan.one_block() {
+        Some(span) => cx.write_read_verify(&mut qp, span, 0, next_seed(), options.plant_mismatch).into(),
+        None => skipped_span("one block", &plan),
     };
-    t.record(out, format_args!("{} ({len} bytes)", name("write/read/verify several pages")), outcome);
+    t.record(out, format_args!("{}", name("write/read/verify 1 block")), outcome);
 
-    // A PRP list: an unaligned buffer that spans three pages or more.
-    let len = largest.min(64 << 10) / cx.bs * cx.bs;
-    let outcome = if len >= 8192 {
-        cx.write_read_verify(&mut qp, 2, len, 512, next_seed(), false).into()
-    } else {
-        Outcome::Skipped(reason!("largest transfer ({largest} bytes) cannot span three pages"))
+    let outcome = match plan.several_pages() {
+        Some(span) => cx.write_read_verify(&mut qp, span, 0, next_seed(), false).into(),
+        None => skipped_span("16 KiB", &plan),
     };
-    t.record(
-        out,
-        format_args!("{} ({len} bytes at page offset 512)", name("write/read/verify PRP list")),
-        outcome,
-    );
+    t.record(out, format_args!("{}", name("write/read/verify several pages")), outcome);
 
-    // The largest transfer allowed.
-    let r = cx.write_read_verify(&mut qp, 0, largest, 0, next_seed(), false);
-    t.record(out, format_args!("{} ({largest} bytes)", name("write/read/verify largest transfer")), r.into());
+    let outcome = match plan.prp_list() {
+        Some(span) => cx.write_read_verify(&mut qp, span, 512, next_seed(), false).into(),
+        None => Outcome::Skipped(reason!("largest transfer ({largest} bytes) cannot span three pages")),
+    };
+    t.record(out, format_args!("{}", name("write/read/verify PRP list at page offset 512")), outcome);
+
+    let outcome = match plan.largest() {
+        Some(span) => cx.write_read_verify(&mut qp, span, 0, next_seed(), false).into(),
+        None => skipped_span("the largest transfer", &plan),
+    };
+    t.record(out, format_args!("{} ({largest} bytes)", name("write/read/verify largest transfer")), outcome);
 
     t.record(
         out,
-        format_args!("{}", name("oversized transfer rejected")),
+        format_args!("{}", name("oversized transfer refused")),
         check_oversize(&cx, &mut qp).into(),
     );
     t.record(
         out,
-        format_args!("{}", name("caller errors rejected")),
+        format_args!("{}", name("caller errors refused")),
         check_caller_errors(&cx, &mut qp).into(),
     );
 
-    let outcome = if window >= IN_FLIGHT {
-        check_in_flight(&cx, &mut qp, next_seed()).into()
-    } else {
-        Outcome::Skipped(reason!("namespace has only {window} blocks"))
+    let outcome = match plan.in_flight() {
+        Some(span) => check_in_flight(&cx, &mut qp, span, next_seed()).into(),
+        None => Outcome::Skipped(reason!("namespace has only {} blocks", plan.blocks)),
     };
-    t.record(out, format_args!("{} ({} commands)", name("commands in flight"), SLOTS.min(window)), outcome);
+    t.record(out, format_args!("{}", name("commands in flight")), outcome);
 
     t.record(
         out,
         format_args!("{} ({SLOTS} slots)", name("request pool exhausted and refilled")),
         check_exhaustion(&cx, &mut qp).into(),
     );
+    t.record(
+        out,
+        format_args!("{}", name("resubmission from the poll callback")),
+        check_resubmit(&cx, &mut qp).into(),
+    );
+    t.record(
+        out,
+        format_args!("{}", name("abort by the CID a submission returned")),
+        check_abort(&cx, &mut qp).into(),
+    );
     drop(qp);
 
-    t.record(out, format_args!("{}", name("I/O queue phase wrap")), check_wrap(&cx, next_seed()).into());
+    t.record(out, format_args!("{}", name("batched doorbells")), check_batched(&cx).into());
+
+    let outcome = match plan.wrap() {
+        Some(span) => check_wrap(&cx, span, next_seed()).into(),
+        None => skipped_span("the phase-wrap blocks", &plan),
+    };
+    t.record(out, format_args!("{}", name("I/O queue phase wrap")), outcome);
 
     let outcome = if ctrlr.io_queues() < 2 {
         Outcome::Skipped(reason!("controller grants {} I/O queue pair", ctrlr.io_queues()))
-    } else if window < 32 {
-        Outcome::Skipped(reason!("namespace has only {window} blocks"))
     } else {
-        check_two_queues(&cx, next_seed()).into()
+        match plan.two_queues() {
+            Some(_) => check_two_queues(&cx, next_seed()).into(),
+            None => Outcome::Skipped(reason!("namespace has only {} blocks", plan.blocks)),
+        }
     };
     t.record(out, format_args!("{}", name("two I/O queue pairs together")), outcome);
 
@@ -394,6 +283,7 @@ fn run_namespace<H: Hal>(
     );
 
     t.record(out, format_args!("{}", name("restore saved blocks")), restore(&cx, saved, largest).into());
+    true
 }
 
 /// A transfer over the limit is refused with `TransferTooLarge` and nothing is
@@ -410,7 +300,7 @@ fn check_oversize<'a, H: Hal>(cx: &Ctx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Res
         Ok(_) => Err(reason!("a {len}-byte read was accepted over the {max}-byte limit")),
         Err(e) if matches!(e.error, Error::TransferTooLarge { .. }) && e.buffer.len() == len => {
             if qp.stats().submitted != before || qp.in_flight() != 0 {
-                Err(reason!("rejected request reached the queue"))
+                Err(reason!("refused request reached the queue"))
             } else {
                 Ok(())
             }
@@ -443,11 +333,14 @@ fn check_caller_errors<'a, H: Hal>(cx: &Ctx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -
         return Err(reason!("cannot place a buffer at offset 2"));
     }
     let e = qp.read(&cx.ns, 0, 1, buf, 0).err().ok_or_else(|| reason!("misaligned buffer accepted"))?;
-    if e.error != Error::BufferMisaligned {
+    if !matches!(e.error, Error::BufferMisaligned { .. }) {
         return Err(reason!("misaligned buffer: {}", e.error));
     }
+    if e.error.origin() != nvme_nostd::Origin::Caller {
+        return Err(reason!("a misaligned buffer is not reported as the caller's fault"));
+    }
     if qp.stats().submitted != before || qp.in_flight() != 0 {
-        return Err(reason!("a rejected request reached the queue"));
+        return Err(reason!("a refused request reached the queue"));
     }
     Ok(())
 }
@@ -456,12 +349,12 @@ fn check_caller_errors<'a, H: Hal>(cx: &Ctx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -
 fn drain<'a, H: Hal, const N: usize>(
     cx: &Ctx<'a, H>,
     qp: &mut Qp<'a, H, N>,
-    mut f: impl FnMut(nvme_nostd::Completion<Buf<'a, H>, u64>) -> Result<(), Reason>,
+    mut f: impl FnMut(Completion<Buf<'a, H>, u64>) -> Result<(), Reason>,
 ) -> Result<(), Reason> {
     let deadline = cx.ctrlr.hal().now() + cx.timeout;
     let mut first_error = Ok(());
     while qp.in_flight() > 0 {
-        qp.poll(0, |c| {
+        qp.poll(PollLimit::All, |_, c| {
             let r = f(c);
             if first_error.is_ok() {
                 first_error = r;
@@ -475,17 +368,22 @@ fn drain<'a, H: Hal, const N: usize>(
 }
 
 /// At least 32 writes, then as many reads, outstanding at once; each verified.
-fn check_in_flight<'a, H: Hal>(cx: &Ctx<'a, H>, qp: &mut Qp<'a, H, SLOTS>, seed: u64) -> Result<(), Reason> {
-    let count = SLOTS.min(cx.ns.blocks() as usize);
+fn check_in_flight<'a, H: Hal>(
+    cx: &Ctx<'a, H>,
+    qp: &mut Qp<'a, H, SLOTS>,
+    span: Span,
+    seed: u64,
+) -> Result<(), Reason> {
+    let count = span.bytes / cx.bs;
     let mut bufs: heapless::Vec<Buf<'a, H>, SLOTS> = heapless::Vec::new();
     for lba in 0..count as u64 {
         let mut b = cx.buffer(cx.bs)?;
-        pattern::fill(&mut b, seed, lba, cx.bs);
+        pattern::fill(&mut b, seed, span.lba + lba, cx.bs);
         let _ = bufs.push(b);
     }
     let mut peak = 0;
     while let Some(b) = bufs.pop() {
-        let lba = bufs.len() as u64;
+        let lba = span.lba + bufs.len() as u64;
         qp.write(&cx.ns, lba, 1, b, lba).map_err(|e| reason!("write {lba}: {}", e.error))?;
         peak = peak.max(qp.in_flight());
     }
@@ -497,7 +395,7 @@ fn check_in_flight<'a, H: Hal>(cx: &Ctx<'a, H>, qp: &mut Qp<'a, H, SLOTS>, seed:
         }
         Ok(())
     })?;
-    let mut lba = 0u64;
+    let mut lba = span.lba;
     while let Some(b) = bufs.pop() {
         qp.read(&cx.ns, lba, 1, b, lba).map_err(|e| reason!("read {lba}: {}", e.error))?;
         lba += 1;
@@ -542,21 +440,132 @@ fn check_exhaustion<'a, H: Hal>(cx: &Ctx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> R
     Ok(())
 }
 
+/// The poll callback submits the next read itself (a closed loop at a queue
+/// depth of 8): one doorbell per poll pass carries the resubmissions, so
+/// there are fewer doorbell writes than commands.
+fn check_resubmit<'a, H: Hal>(cx: &Ctx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Result<(), Reason> {
+    const DEPTH: u64 = 8;
+    const TOTAL: u64 = 256;
+    let before = qp.stats();
+    for i in 0..DEPTH {
+        let b = cx.buffer(cx.bs)?;
+        let lba = i % cx.ns.blocks();
+        qp.read(&cx.ns, lba, 1, b, lba).map_err(|e| reason!("read: {}", e.error))?;
+    }
+    let (mut issued, mut done) = (DEPTH, 0u64);
+    let mut failure = None;
+    let deadline = cx.ctrlr.hal().now() + cx.timeout;
+    let ns = &cx.ns;
+    while done < TOTAL {
+        qp.poll(PollLimit::All, |resubmit, c| {
+            done += 1;
+            if let Err(e) = c.result() {
+                failure.get_or_insert(reason!("read {}: {e}", c.context));
+            }
+            let Some(b) = c.buffer else { return };
+            if issued < TOTAL {
+                let lba = issued % ns.blocks();
+                match resubmit.read(ns, lba, 1, b, lba) {
+                    Ok(_) => issued += 1,
+                    Err(e) => {
+                        failure.get_or_insert(reason!("resubmit: {}", e.error));
+                    }
+                }
+            }
+        });
+        if let Some(f) = failure.take() {
+            return Err(f);
+        }
+        if qp.in_flight() == 0 && done < TOTAL {
+            return Err(reason!("nothing in flight after {done} of {TOTAL}"));
+        }
+        if cx.ctrlr.hal().now() > deadline {
+            return Err(reason!("stalled after {done} of {TOTAL}"));
+        }
+    }
+    let after = qp.stats();
+    let commands = after.submitted - before.submitted;
+    let doorbells = after.sq_doorbells - before.sq_doorbells;
+    if commands != TOTAL {
+        return Err(reason!("{commands} commands for {TOTAL} reads"));
+    }
+    if doorbells >= commands {
+        return Err(reason!(
+            "{doorbells} doorbell writes for {commands} commands: resubmissions were not batched"
+        ));
+    }
+    Ok(())
+}
+
+/// Abort names a request by the CID its submission returned; the request
+/// still completes exactly once (QEMU's controller answers "not aborted").
+fn check_abort<'a, H: Hal>(cx: &Ctx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Result<(), Reason> {
+    let b = cx.buffer(cx.bs)?;
+    let cid = qp.read(&cx.ns, 0, 1, b, 7).map_err(|e| reason!("read: {}", e.error))?;
+    let outcome = qp.abort(cid).map_err(|e| reason!("abort: {e}"))?;
+    let mut seen = 0;
+    drain(cx, qp, |c| {
+        seen += 1;
+        if c.cid != cid || c.context != 7 {
+            return Err(reason!("completion for {:?}, not {cid:?}", c.cid));
+        }
+        match (outcome, c.result()) {
+            (_, Ok(())) | (AbortOutcome::Aborted, Err(Error::Command(_))) => Ok(()),
+            (_, Err(e)) => Err(reason!("{e}")),
+        }
+    })?;
+    if seen != 1 {
+        return Err(reason!("{seen} completions"));
+    }
+    if qp.abort(cid) != Err(Error::InvalidArgument(nvme_nostd::Argument::UnknownCid)) {
+        return Err(reason!("a completed request can still be aborted"));
+    }
+    Ok(())
+}
+
+/// In batched mode, submissions write entries and one doorbell write
+/// announces them all.
+fn check_batched<H: Hal>(cx: &Ctx<'_, H>) -> Result<(), Reason> {
+    const COUNT: u64 = 8;
+    let options = QpairOptions::default()
+        .with_entries(16)
+        .with_max_transfer_bytes(64 << 10)
+        .with_doorbell(DoorbellMode::Batched);
+    let mut qp: Qp<'_, H, 15> = cx.ctrlr.create_io_qpair(options).map_err(|e| reason!("create: {e}"))?;
+    for i in 0..COUNT {
+        let b = cx.buffer(cx.bs)?;
+        let lba = i % cx.ns.blocks();
+        qp.read(&cx.ns, lba, 1, b, lba).map_err(|e| reason!("read: {}", e.error))?;
+    }
+    if qp.stats().sq_doorbells != 0 {
+        return Err(reason!("a batched submission rang the doorbell"));
+    }
+    qp.ring_doorbell();
+    if qp.stats().sq_doorbells != 1 {
+        return Err(reason!("{} doorbell writes for one ring", qp.stats().sq_doorbells));
+    }
+    let mut done = 0;
+    drain(cx, &mut qp, |c| {
+        done += 1;
+        c.result().map_err(|e| reason!("{e}"))
+    })?;
+    if done != COUNT {
+        return Err(reason!("{done} of {COUNT} completed"));
+    }
+    Ok(())
+}
+
 /// A small queue pair (16 entries) runs eight times its size in reads, so both
 /// of its rings wrap and flip phase several times; every read is verified.
-fn check_wrap<H: Hal>(cx: &Ctx<'_, H>, seed: u64) -> Result<(), Reason> {
+fn check_wrap<H: Hal>(cx: &Ctx<'_, H>, span: Span, seed: u64) -> Result<(), Reason> {
     const ENTRIES: u16 = 16;
     const N: usize = ENTRIES as usize - 1;
     let mut qp: Qp<'_, H, N> = cx
         .ctrlr
-        .create_io_qpair(QpairOptions {
-            entries: ENTRIES,
-            max_transfer_bytes: 64 << 10,
-            ..Default::default()
-        })
+        .create_io_qpair(QpairOptions::default().with_entries(ENTRIES).with_max_transfer_bytes(64 << 10))
         .map_err(|e| reason!("create: {e}"))?;
-    let span = (N as u64).min(cx.ns.blocks());
-    for lba in 0..span {
+    let blocks = (span.bytes / cx.bs) as u64;
+    for lba in span.lba..span.lba + blocks {
         let mut b = cx.buffer(cx.bs)?;
         pattern::fill(&mut b, seed, lba, cx.bs);
         cx.sync(&mut qp, true, lba, b)?;
@@ -573,13 +582,13 @@ fn check_wrap<H: Hal>(cx: &Ctx<'_, H>, seed: u64) -> Result<(), Reason> {
     while verified < total {
         while issued < total {
             let Some(b) = bufs.pop() else { break };
-            let lba = issued % span;
+            let lba = span.lba + issued % blocks;
             if let Err(e) = qp.read(&cx.ns, lba, 1, b, lba) {
                 return Err(reason!("read #{issued}: {}", e.error));
             }
             issued += 1;
         }
-        qp.poll(0, |c| {
+        qp.poll(PollLimit::All, |_, c| {
             verified += 1;
             if let Err(e) = c.result() {
                 failure.get_or_insert(reason!("read {}: {e}", c.context));
@@ -600,7 +609,7 @@ fn check_wrap<H: Hal>(cx: &Ctx<'_, H>, seed: u64) -> Result<(), Reason> {
         }
     }
     let stats = qp.stats();
-    if stats.completed < total + span || stats.bogus_completions != 0 {
+    if stats.completed < total + blocks || stats.bogus_completions != 0 {
         return Err(reason!("counters off: {stats:?}"));
     }
     Ok(())
@@ -612,8 +621,8 @@ fn check_wrap<H: Hal>(cx: &Ctx<'_, H>, seed: u64) -> Result<(), Reason> {
 fn check_two_queues<H: Hal>(cx: &Ctx<'_, H>, seed: u64) -> Result<(), Reason> {
     const ENTRIES: u16 = 32;
     const N: usize = ENTRIES as usize - 1;
-    const HALF: u64 = 16;
-    let options = QpairOptions { entries: ENTRIES, max_transfer_bytes: 64 << 10, ..Default::default() };
+    const HALF: u64 = crate::plan::TWO_QUEUE_BLOCKS / 2;
+    let options = QpairOptions::default().with_entries(ENTRIES).with_max_transfer_bytes(64 << 10);
     let mut a: Qp<'_, H, N> = cx.ctrlr.create_io_qpair(options).map_err(|e| reason!("create first: {e}"))?;
     let mut b: Qp<'_, H, N> = cx.ctrlr.create_io_qpair(options).map_err(|e| reason!("create second: {e}"))?;
     if a.qid() == b.qid() {
@@ -681,7 +690,7 @@ fn check_drop_in_flight<H: Hal>(cx: &Ctx<'_, H>) -> Result<(), Reason> {
     {
         let mut qp: Qp<'_, H, 16> = cx
             .ctrlr
-            .create_io_qpair(QpairOptions { entries: 32, max_transfer_bytes: 64 << 10, ..Default::default() })
+            .create_io_qpair(QpairOptions::default().with_entries(32).with_max_transfer_bytes(64 << 10))
             .map_err(|e| reason!("create: {e}"))?;
         for i in 0..16u64 {
             let b = cx.buffer(cx.bs)?;
@@ -691,7 +700,7 @@ fn check_drop_in_flight<H: Hal>(cx: &Ctx<'_, H>) -> Result<(), Reason> {
     }
     let mut qp: Qp<'_, H, 4> = cx
         .ctrlr
-        .create_io_qpair(QpairOptions { entries: 8, max_transfer_bytes: 64 << 10, ..Default::default() })
+        .create_io_qpair(QpairOptions::default().with_entries(8).with_max_transfer_bytes(64 << 10))
         .map_err(|e| reason!("create after drop: {e}"))?;
     let b = cx.buffer(cx.bs)?;
     cx.sync(&mut qp, false, 0, b).map(|_| ())
@@ -701,7 +710,7 @@ fn check_drop_in_flight<H: Hal>(cx: &Ctx<'_, H>) -> Result<(), Reason> {
 fn restore<'a, H: Hal>(cx: &Ctx<'a, H>, saved: Buf<'a, H>, chunk: usize) -> Result<(), Reason> {
     let mut qp: Qp<'a, H, 4> = cx
         .ctrlr
-        .create_io_qpair(QpairOptions { max_transfer_bytes: chunk, ..Default::default() })
+        .create_io_qpair(QpairOptions::default().with_max_transfer_bytes(chunk))
         .map_err(|e| reason!("create: {e}"))?;
     let saved = cx.chunked(&mut qp, true, 0, saved, chunk)?;
     let check = cx.buffer(saved.len())?;

@@ -1,0 +1,183 @@
+//! The NVMe conformance suite: every check a back-end must pass, written once
+//! over the [`Hal`] so that the bare-metal kernel, the simulator and the VFIO
+//! tools run the same code against their controller.
+//!
+//! For each controller: attach and identify, the admin queue's phase wrap,
+//! the active namespace list; then for each namespace with plain NVM I/O:
+//! write / read / verify at several sizes (one block, several pages, a PRP
+//! list from an unaligned buffer, the largest transfer allowed), caller errors
+//! refused, 32 or more commands in flight, the request pool exhausted and
+//! refilled, resubmission from inside the poll callback, batched doorbells,
+//! abort by the CID a submission returned, queue phases wrapped, two queue
+//! pairs at once, a queue pair dropped with requests in flight. Last, back-end
+//! failures injected through [`FaultyHal`]: a failed allocation, a failed
+//! share, and registers that read all ones (a removed device).
+//!
+//! The blocks the checks overwrite are saved first and written back at the
+//! end. Which blocks those are comes from one [`plan::Plan`] that the writing
+//! checks take their ranges from, so the saved window always covers them.
+//!
+//! Each check prints `test <name> ... ok`, `... FAILED: <reason>` or
+//! `... skipped: <reason>`; [`Totals::summary`] prints the closing
+//! `N passed, N failed, N skipped`.
+#![no_std]
+#![deny(missing_docs)]
+
+mod backend;
+mod io;
+pub mod pattern;
+pub mod plan;
+pub mod report;
+
+use core::time::Duration;
+use nvme_nostd::hal_traits::faulty::FaultyHal;
+use nvme_nostd::hal_traits::Hal;
+use nvme_nostd::spec::identify::as_str;
+use nvme_nostd::{Controller, ControllerOptions, DmaBuffer, IoQueuePair};
+pub use report::{Outcome, Reason, Report, Totals};
+
+/// What to run.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct Options {
+    /// Corrupts one byte of the first read-back before it is verified, to
+    /// prove that a mismatch fails the run.
+    pub plant_mismatch: bool,
+    /// The largest transfer to try, in bytes (MDTS may lower it).
+    pub max_transfer: usize,
+    /// How long one batch of I/O may take.
+    pub io_timeout: Duration,
+    /// Runs the back-end failure checks (the last one leaves the controller
+    /// marked removed, and leaks what it had in flight, as a removal must).
+    pub backend_failures: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            plant_mismatch: false,
+            max_transfer: 4 << 20,
+            io_timeout: Duration::from_secs(30),
+            backend_failures: true,
+        }
+    }
+}
+
+impl Options {
+    /// Sets [`plant_mismatch`](Self::plant_mismatch).
+    pub const fn with_plant_mismatch(mut self, plant: bool) -> Self {
+        self.plant_mismatch = plant;
+        self
+    }
+
+    /// Sets [`max_transfer`](Self::max_transfer).
+    pub const fn with_max_transfer(mut self, bytes: usize) -> Self {
+        self.max_transfer = bytes;
+        self
+    }
+
+    /// Sets [`backend_failures`](Self::backend_failures).
+    pub const fn with_backend_failures(mut self, on: bool) -> Self {
+        self.backend_failures = on;
+        self
+    }
+}
+
+/// Request slots of the main queue pair.
+pub const SLOTS: usize = 64;
+/// Commands the in-flight check keeps outstanding at once (at least).
+const IN_FLIGHT: usize = 32;
+/// Most namespaces tested per controller.
+const MAX_NAMESPACES: usize = 64;
+
+/// The HAL every check runs on: the caller's, wrapped to inject failures.
+type Fh<H> = FaultyHal<H>;
+type Buf<'a, H> = DmaBuffer<'a, Fh<H>>;
+type Qp<'a, H, const N: usize> = IoQueuePair<'a, Fh<H>, Buf<'a, H>, u64, N>;
+
+/// Attaches the controller behind `hal` and runs every check on it, adding the
+/// outcomes to `totals`. `label` names the controller in the output.
+pub fn run_controller<H: Hal>(
+    hal: H,
+    label: &str,
+    options: &Options,
+    out: &mut dyn Report,
+    totals: &mut Totals,
+) {
+    let attach = Controller::new(FaultyHal::new(hal), ControllerOptions::default().with_io_queues(4));
+    let ctrlr = match attach {
+        Ok(c) => {
+            totals.record(out, format_args!("{label} attach"), Outcome::Ok);
+            c
+        }
+        Err(e) => {
+            totals.record(out, format_args!("{label} attach"), Outcome::Failed(reason!("{e}")));
+            return;
+        }
+    };
+    let id = ctrlr.identify();
+    let vs = ctrlr.version();
+    out.line(format_args!(
+        "{label}: model \"{}\" serial \"{}\" firmware \"{}\" NVMe {}.{}.{} vid {:#06x}",
+        as_str(id.model()),
+        as_str(id.serial()),
+        as_str(id.firmware()),
+        vs.mjr(),
+        vs.mnr(),
+        vs.ter(),
+        id.vid
+    ));
+    let mdts = match ctrlr.max_transfer_bytes() {
+        Some(b) => reason!("{} KiB", b / 1024),
+        None => reason!("no limit"),
+    };
+    out.line(format_args!(
+        "{label}: MDTS {} ({}), NN {}, I/O queue pairs granted {}, CAP.MQES {}, CAP.TO {} ms",
+        id.mdts,
+        mdts,
+        id.nn,
+        ctrlr.io_queues(),
+        ctrlr.cap().mqes(),
+        ctrlr.cap().to() as u32 * 500
+    ));
+
+    totals.record(out, format_args!("{label} admin queue phase wrap"), check_admin_wrap(&ctrlr).into());
+
+    let mut nsids: heapless::Vec<u32, MAX_NAMESPACES> = heapless::Vec::new();
+    let listed = list_namespaces(&ctrlr, &mut nsids);
+    totals.record(out, format_args!("{label} active namespace list"), listed.into());
+    let mut tested = None;
+    for &nsid in &nsids {
+        if io::run_namespace(&ctrlr, nsid, label, options, out, totals) {
+            tested.get_or_insert(nsid);
+        }
+    }
+    if options.backend_failures {
+        backend::run(&ctrlr, tested, label, out, totals);
+    }
+}
+
+fn check_admin_wrap<H: Hal>(ctrlr: &Controller<Fh<H>>) -> Result<(), Reason> {
+    // 100 commands through a 32-entry admin queue wrap its phase three times.
+    let first = ctrlr.active_namespaces(0).map_err(|e| reason!("identify: {e}"))?;
+    for i in 0..100 {
+        let again = ctrlr.active_namespaces(0).map_err(|e| reason!("identify #{i}: {e}"))?;
+        if again.0 != first.0 {
+            return Err(reason!("active namespace list changed at #{i}"));
+        }
+    }
+    Ok(())
+}
+
+fn list_namespaces<H: Hal>(
+    ctrlr: &Controller<Fh<H>>,
+    nsids: &mut heapless::Vec<u32, MAX_NAMESPACES>,
+) -> Result<(), Reason> {
+    for nsid in ctrlr.namespace_ids() {
+        let nsid = nsid.map_err(|e| reason!("{e}"))?;
+        if nsids.push(nsid).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
