@@ -1,0 +1,352 @@
+//! The admin command set (NVMe 1.4 section 5): Create and Delete I/O
+//! Submission and Completion Queues, Abort, Set and Get Features, Get Log
+//! Page, Identify (with the identify data, written at the spec's offsets),
+//! Keep Alive, and Asynchronous Event Requests beyond the limit.
+
+use super::commands::Pending;
+use super::queues::{Cq, PostKind, Sq};
+use super::status::{
+    spec, ABORTED_BY_REQUEST, ABORTED_SQ_DELETION, AER_LIMIT_EXCEEDED, COMMAND_SEQUENCE_ERROR, CQ_INVALID,
+    INVALID_FIELD, INVALID_LOG_PAGE, INVALID_NAMESPACE, INVALID_OPCODE, INVALID_QID, INVALID_QSIZE,
+    INVALID_QUEUE_DELETION, NOT_SAVEABLE, PRP_OFFSET_INVALID, SUCCESS,
+};
+use super::{State, AER_LIMIT, CQ_ENTRY, PAGE, SQ_ENTRY, VERSION};
+use hal_traits::PAGE_SIZE;
+use nvme_spec::command::{AdminOpcode, SubmissionEntry};
+use nvme_spec::dwords::{
+    AbortCdw10, CreateIoCqCdw11, CreateIoQueueCdw10, CreateIoSqCdw11, DeleteIoQueueCdw10, FeaturesCdw10,
+    GetLogPageCdw10, GetLogPageCdw11, IdentifyCdw10, NumberOfQueues,
+};
+use nvme_spec::ids::{Cns, Fid, Lid, Nidt};
+use nvme_spec::status::command_specific as cs;
+
+/// The largest log page transfer accepted.
+const MAX_LOG_BYTES: usize = 64 << 10;
+
+fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
+    buf[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+/// Writes `s` into a fixed-width ASCII field padded with spaces.
+fn put_str(buf: &mut [u8], at: usize, width: usize, s: &str) {
+    buf[at..at + width].fill(b' ');
+    let n = s.len().min(width);
+    buf[at..at + n].copy_from_slice(&s.as_bytes()[..n]);
+}
+
+impl State {
+    pub(super) fn execute_admin(&mut self, cmd: &SubmissionEntry) -> (u16, u32) {
+        if cmd.cdw0.fuse() != 0 || cmd.cdw0.psdt() != 0 {
+            return (INVALID_FIELD, 0);
+        }
+        match AdminOpcode(cmd.cdw0.opc()) {
+            AdminOpcode::DELETE_IO_SQ => (self.delete_sq(cmd), 0),
+            AdminOpcode::CREATE_IO_SQ => (self.create_sq(cmd), 0),
+            AdminOpcode::GET_LOG_PAGE => (self.get_log_page(cmd), 0),
+            AdminOpcode::DELETE_IO_CQ => (self.delete_cq(cmd), 0),
+            AdminOpcode::CREATE_IO_CQ => (self.create_cq(cmd), 0),
+            AdminOpcode::IDENTIFY => (self.identify(cmd), 0),
+            AdminOpcode::ABORT => (SUCCESS, self.abort(cmd)),
+            AdminOpcode::SET_FEATURES => self.set_features(cmd),
+            AdminOpcode::GET_FEATURES => self.get_features(cmd),
+            // Only reached beyond the limit: the others are held in `stuck`.
+            AdminOpcode::ASYNC_EVENT_REQUEST => (AER_LIMIT_EXCEEDED, 0),
+            AdminOpcode::KEEP_ALIVE => (SUCCESS, 0),
+            _ => (INVALID_OPCODE, 0),
+        }
+    }
+
+    fn io_queue_limit(&self, completion: bool) -> u16 {
+        (if completion { self.ncqa } else { self.nsqa }).saturating_add(1)
+    }
+
+    // ----- queues -----
+
+    /// Create I/O Completion Queue (section 5.3).
+    fn create_cq(&mut self, cmd: &SubmissionEntry) -> u16 {
+        let cdw10 = CreateIoQueueCdw10::from_bits(cmd.cdw10);
+        let (qid, qsize) = (cdw10.qid(), cdw10.qsize());
+        let cdw11 = CreateIoCqCdw11::from_bits(cmd.cdw11);
+        let (pc, ien, vector) = (cdw11.pc(), cdw11.ien(), cdw11.iv());
+        if qid == 0 || qid > self.io_queue_limit(true) || self.cqs.contains_key(&qid) {
+            return INVALID_QID;
+        }
+        if qsize == 0 || qsize > self.cfg.mqes || qsize == u16::MAX {
+            return INVALID_QSIZE;
+        }
+        if !cmd.prp1.is_multiple_of(PAGE) {
+            return PRP_OFFSET_INVALID;
+        }
+        // One interrupt vector (0), and the queues are polled anyway.
+        if ien && vector != 0 {
+            return spec(cs::INVALID_INTERRUPT_VECTOR);
+        }
+        if !pc {
+            return INVALID_FIELD;
+        }
+        let size = qsize + 1;
+        if self.mem.device_range(cmd.prp1, size as usize * CQ_ENTRY as usize).is_none() {
+            return INVALID_FIELD;
+        }
+        self.cqs.insert(qid, Cq::new(cmd.prp1, size));
+        SUCCESS
+    }
+
+    /// Create I/O Submission Queue (section 5.4).
+    fn create_sq(&mut self, cmd: &SubmissionEntry) -> u16 {
+        let cdw10 = CreateIoQueueCdw10::from_bits(cmd.cdw10);
+        let (qid, qsize) = (cdw10.qid(), cdw10.qsize());
+        let cdw11 = CreateIoSqCdw11::from_bits(cmd.cdw11);
+        let (pc, cqid) = (cdw11.pc(), cdw11.cqid());
+        if cqid == 0 || !self.cqs.contains_key(&cqid) {
+            return CQ_INVALID;
+        }
+        if qid == 0 || qid > self.io_queue_limit(false) || self.sqs.contains_key(&qid) {
+            return INVALID_QID;
+        }
+        if qsize == 0 || qsize > self.cfg.mqes || qsize == u16::MAX {
+            return INVALID_QSIZE;
+        }
+        if !cmd.prp1.is_multiple_of(PAGE) {
+            return PRP_OFFSET_INVALID;
+        }
+        if !pc {
+            return INVALID_FIELD;
+        }
+        let size = qsize + 1;
+        if self.mem.device_range(cmd.prp1, size as usize * SQ_ENTRY as usize).is_none() {
+            return INVALID_FIELD;
+        }
+        self.sqs.insert(qid, Sq::new(cmd.prp1, size, cqid));
+        SUCCESS
+    }
+
+    /// Delete I/O Submission Queue (section 5.6): every command of the queue
+    /// still inside the device completes with "aborted due to SQ deletion"
+    /// first.
+    fn delete_sq(&mut self, cmd: &SubmissionEntry) -> u16 {
+        let qid = DeleteIoQueueCdw10::from_bits(cmd.cdw10).qid();
+        if qid == 0 || !self.sqs.contains_key(&qid) {
+            return INVALID_QID;
+        }
+        let mut victims: Vec<Pending> = self.pending.values().filter(|p| p.sqid == qid).copied().collect();
+        victims.extend(self.stuck.values().filter(|p| p.sqid == qid).copied());
+        victims.sort_by_key(|p| p.seq);
+        self.pending.retain(|_, p| p.sqid != qid);
+        self.stuck.retain(|_, p| p.sqid != qid);
+        for p in victims {
+            self.post(qid, p.cmd.cdw0.cid(), ABORTED_SQ_DELETION, 0, PostKind::Real);
+        }
+        self.sqs.remove(&qid);
+        // A new SQ with this identifier must not inherit what the host
+        // releases of this one's completions.
+        for cq in self.cqs.values_mut() {
+            for slot in cq.slots.iter_mut().filter(|s| s.is_some_and(|(sq, _)| sq == qid)) {
+                *slot = None;
+            }
+            for post in cq.waiting.iter_mut().filter(|p| p.track.is_some_and(|(sq, _)| sq == qid)) {
+                post.track = None;
+            }
+        }
+        SUCCESS
+    }
+
+    /// Delete I/O Completion Queue (section 5.5).
+    fn delete_cq(&mut self, cmd: &SubmissionEntry) -> u16 {
+        let qid = DeleteIoQueueCdw10::from_bits(cmd.cdw10).qid();
+        if qid == 0 || !self.cqs.contains_key(&qid) {
+            return INVALID_QID;
+        }
+        if self.sqs.values().any(|sq| sq.cqid == qid) {
+            return INVALID_QUEUE_DELETION;
+        }
+        self.cqs.remove(&qid);
+        SUCCESS
+    }
+
+    /// Abort (section 5.1): DW0 bit 0 is 0 when the command was aborted.
+    fn abort(&mut self, cmd: &SubmissionEntry) -> u32 {
+        let cdw10 = AbortCdw10::from_bits(cmd.cdw10);
+        let (sqid, cid) = (cdw10.sqid(), cdw10.cid());
+        if self.cfg.abort_lies {
+            return 0;
+        }
+        if !self.cfg.abort_works {
+            return 1;
+        }
+        let hit = |p: &Pending| p.sqid == sqid && p.cmd.cdw0.cid() == cid;
+        let victim = if let Some(key) = self.pending.iter().find(|(_, p)| hit(p)).map(|(k, _)| *k) {
+            self.pending.remove(&key)
+        } else if let Some(key) = self.stuck.iter().find(|(_, p)| hit(p)).map(|(k, _)| *k) {
+            self.stuck.remove(&key)
+        } else {
+            None
+        };
+        match victim {
+            Some(p) => {
+                self.post(p.sqid, cid, ABORTED_BY_REQUEST, 0, PostKind::Real);
+                0
+            }
+            None => 1,
+        }
+    }
+
+    // ----- features and log pages -----
+
+    fn set_features(&mut self, cmd: &SubmissionEntry) -> (u16, u32) {
+        let cdw10 = FeaturesCdw10::from_bits(cmd.cdw10);
+        if cdw10.sv() {
+            return (NOT_SAVEABLE, 0);
+        }
+        let fid = cdw10.fid();
+        match fid {
+            Fid::NUMBER_OF_QUEUES => {
+                let requested = NumberOfQueues::from_bits(cmd.cdw11);
+                let (nsqr, ncqr) = (requested.nsq(), requested.ncq());
+                if nsqr == u16::MAX || ncqr == u16::MAX {
+                    return (INVALID_FIELD, 0);
+                }
+                if self.sqs.keys().chain(self.cqs.keys()).any(|&q| q != 0) {
+                    return (COMMAND_SEQUENCE_ERROR, 0);
+                }
+                let max = self.cfg.max_io_queues - 1;
+                self.nsqa = nsqr.min(max);
+                self.ncqa = ncqr.min(max);
+                (SUCCESS, self.queues_allocated())
+            }
+            Fid(0x01..=0x06 | 0x08..=0x0b) | Fid::KEEP_ALIVE_TIMER => {
+                self.features.insert(fid.0, cmd.cdw11);
+                (SUCCESS, 0)
+            }
+            _ => (INVALID_FIELD, 0),
+        }
+    }
+
+    fn get_features(&mut self, cmd: &SubmissionEntry) -> (u16, u32) {
+        let fid = FeaturesCdw10::from_bits(cmd.cdw10).fid();
+        match fid {
+            Fid::NUMBER_OF_QUEUES => (SUCCESS, self.queues_allocated()),
+            Fid(0x01..=0x06 | 0x08..=0x0b) | Fid::KEEP_ALIVE_TIMER => {
+                (SUCCESS, self.features.get(&fid.0).copied().unwrap_or(0))
+            }
+            _ => (INVALID_FIELD, 0),
+        }
+    }
+
+    /// Number of Queues DW0: NSQA and NCQA, 0-based.
+    fn queues_allocated(&self) -> u32 {
+        NumberOfQueues::new().with_nsq(self.nsqa).with_ncq(self.ncqa).into_bits()
+    }
+
+    /// Get Log Page (section 5.14): error information, SMART / health and
+    /// firmware slot pages, all zeros (a temperature of 313 K in SMART).
+    fn get_log_page(&mut self, cmd: &SubmissionEntry) -> u16 {
+        let cdw10 = GetLogPageCdw10::from_bits(cmd.cdw10);
+        let numd =
+            ((GetLogPageCdw11::from_bits(cmd.cdw11).numdu() as usize) << 16) + cdw10.numdl() as usize + 1;
+        let len = numd * 4;
+        if len > MAX_LOG_BYTES {
+            return INVALID_FIELD;
+        }
+        let mut page = vec![0u8; len];
+        match cdw10.lid() {
+            Lid::ERROR_INFORMATION | Lid::FIRMWARE_SLOT => {}
+            Lid::SMART_HEALTH => {
+                if len >= 3 {
+                    put(&mut page, 1, &313u16.to_le_bytes());
+                }
+            }
+            _ => return INVALID_LOG_PAGE,
+        }
+        self.write_to_host(cmd, &page)
+    }
+
+    // ----- identify -----
+
+    fn identify(&mut self, cmd: &SubmissionEntry) -> u16 {
+        let cns = IdentifyCdw10::from_bits(cmd.cdw10).cns();
+        let nsid = cmd.nsid;
+        let mut page = vec![0u8; PAGE_SIZE];
+        match cns {
+            Cns::NAMESPACE => {
+                if nsid == 0 || nsid > self.nn {
+                    return INVALID_NAMESPACE;
+                }
+                self.identify_namespace(nsid, &mut page);
+            }
+            Cns::CONTROLLER => self.identify_controller(&mut page),
+            Cns::ACTIVE_NAMESPACES => {
+                if nsid >= 0xffff_fffe {
+                    return INVALID_NAMESPACE;
+                }
+                let active = self.namespaces.iter().filter(|n| n.active && n.cfg.nsid > nsid);
+                for (i, ns) in active.take(1024).enumerate() {
+                    put(&mut page, i * 4, &ns.cfg.nsid.to_le_bytes());
+                }
+            }
+            Cns::NAMESPACE_ID_DESCRIPTORS => {
+                if !self.namespaces.iter().any(|n| n.active && n.cfg.nsid == nsid) {
+                    return INVALID_NAMESPACE;
+                }
+                // An NGUID descriptor (NIDT 2, 16 bytes), then the CSI (NIDT 4, 1 byte: NVM).
+                page[0] = Nidt::NGUID.0;
+                page[1] = 16;
+                put(&mut page, 4, b"nvme-sim");
+                put(&mut page, 12, &nsid.to_be_bytes());
+                page[20] = Nidt::CSI.0;
+                page[21] = 1;
+                page[24] = 0;
+            }
+            _ => return INVALID_FIELD,
+        }
+        self.write_to_host(cmd, &page)
+    }
+
+    /// Identify Controller (CNS 01h), written at the offsets of NVMe 1.4
+    /// figure 247 (independently of the driver's structure definition).
+    fn identify_controller(&self, b: &mut [u8]) {
+        let lies = self.cfg.lies;
+        put(b, 0, &0x1b36u16.to_le_bytes()); // VID
+        put(b, 2, &0x1af4u16.to_le_bytes()); // SSVID
+        put_str(b, 4, 20, "SIM0001");
+        put_str(b, 24, 40, "nvme-sim");
+        put_str(b, 64, 8, env!("CARGO_PKG_VERSION"));
+        b[72] = 6; // RAB
+        b[77] = lies.mdts.unwrap_or(self.cfg.mdts);
+        put(b, 78, &1u16.to_le_bytes()); // CNTLID
+        put(b, 80, &VERSION.to_le_bytes());
+        b[111] = 1; // CNTRLTYPE: I/O controller
+        b[258] = 3; // ACL: 4 concurrent aborts
+        b[259] = (AER_LIMIT - 1) as u8; // AERL
+        b[260] = 0x02; // FRMW: one slot
+        b[262] = 0; // ELPE
+        b[263] = 0; // NPSS: one power state
+        put(b, 266, &343u16.to_le_bytes()); // WCTEMP
+        put(b, 268, &373u16.to_le_bytes()); // CCTEMP
+        b[512] = 0x66; // SQES
+        b[513] = 0x44; // CQES
+        put(b, 516, &lies.nn.unwrap_or(self.nn).to_le_bytes());
+        put(b, 520, &0x000cu16.to_le_bytes()); // ONCS: DSM, Write Zeroes
+        b[525] = 0x01; // VWC present
+        put(b, 768, b"nqn.2024-01.io.github.nvme-sim:SIM0001");
+        put(b, 2048, &2500u16.to_le_bytes()); // PSD0 MP: 25 W
+    }
+
+    /// Identify Namespace (CNS 00h): zeros for an inactive NSID.
+    fn identify_namespace(&self, nsid: u32, b: &mut [u8]) {
+        let Some(ns) = self.namespaces.iter().find(|n| n.active && n.cfg.nsid == nsid) else {
+            return;
+        };
+        let lies = self.cfg.lies;
+        let blocks = ns.cfg.blocks;
+        put(b, 0, &blocks.to_le_bytes()); // NSZE
+        put(b, 8, &blocks.to_le_bytes()); // NCAP
+        put(b, 16, &blocks.to_le_bytes()); // NUSE
+        b[25] = lies.nlbaf.unwrap_or(0);
+        b[26] = lies.flbas.unwrap_or(0);
+        put(b, 104, b"nvme-sim");
+        put(b, 112, &nsid.to_be_bytes());
+        // LBAF0: no metadata, LBADS = log2(block size), best performance.
+        b[128 + 2] = lies.lbads.unwrap_or(ns.cfg.block_size.trailing_zeros() as u8);
+    }
+}

@@ -1,0 +1,49 @@
+//! The bookkeeping behind `Hal::translate` and the cache maintenance calls
+//! (`sync_for_device`, `sync_for_cpu`, and the check before `unshare`):
+//! maintenance out of order is counted in [`SimStats`](super::SimStats)
+//! instead of panicking, so a test can assert the driver got it right.
+
+use super::State;
+
+impl State {
+    pub(crate) fn translate(&mut self, buffer: core::ptr::NonNull<[u8]>) -> Option<hal_traits::DeviceAddr> {
+        let found = self.mem.translate(buffer);
+        if found.is_some() {
+            self.stats.translations += 1;
+        }
+        found
+    }
+
+    /// `Hal::sync_for_device`: the buffer is the device's until the matching
+    /// `sync_for_cpu`. A second one without it is counted as a bad sync.
+    pub(crate) fn sync_for_device(
+        &mut self,
+        buffer: core::ptr::NonNull<[u8]>,
+        direction: hal_traits::Direction,
+    ) {
+        let key = (buffer.cast::<u8>().as_ptr().addr(), buffer.len());
+        if self.syncs.insert(key, direction).is_some() {
+            self.stats.bad_syncs += 1;
+        }
+    }
+
+    /// `Hal::sync_for_cpu`: must follow a `sync_for_device` of the same
+    /// buffer and direction; anything else is counted as a bad sync.
+    pub(crate) fn sync_for_cpu(
+        &mut self,
+        buffer: core::ptr::NonNull<[u8]>,
+        direction: hal_traits::Direction,
+    ) {
+        let key = (buffer.cast::<u8>().as_ptr().addr(), buffer.len());
+        if self.syncs.remove(&key) != Some(direction) {
+            self.stats.bad_syncs += 1;
+        }
+    }
+
+    /// Before an `unshare`: the buffer must be back with the CPU.
+    pub(crate) fn check_synced(&mut self, buffer: core::ptr::NonNull<[u8]>) {
+        if self.syncs.contains_key(&(buffer.cast::<u8>().as_ptr().addr(), buffer.len())) {
+            self.stats.bad_syncs += 1;
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The simulated controller, one concept per file:
+//!
+//! - this file: [`State`], the whole controller (its registers, queues,
+//!   commands, namespaces and fault rules as fields), its construction, and
+//!   the test-facing controls that are plain field updates;
+//! - `registers`: the register file the host reads and writes, and what
+//!   CC.EN and CC.SHN start (enable, reset, shutdown);
+//! - `time`: virtual time and the event loop that runs what is due;
+//! - `queues`: submission and completion queues, doorbells, posting
+//!   completions with back-pressure, and the babbling queue;
+//! - `commands`: a command's life inside the controller, from fetch to
+//!   completion, as its fault says;
+//! - `faults`: the fault rules a test injects, drawing a command's fault, and
+//!   the bogus command identifiers some faults post;
+//! - `transfer`: PRP walking and moving data to and from host memory;
+//! - `admin`: the admin command set, identify data and log pages;
+//! - `nvm`: the NVM I/O command set;
+//! - `status`: the completion status values the controller posts;
+//! - `buffers`: the bookkeeping behind `Hal::translate` and the cache
+//!   maintenance calls;
+//! - `stats`: [`SimStats`].
+//!
+//! Everything the host writes (registers, queue memory, commands, PRP lists)
+//! is untrusted: every index and address is checked, nothing here panics on
+//! host input.
+
+mod admin;
+mod buffers;
+mod commands;
+mod faults;
+mod nvm;
+mod queues;
+mod registers;
+mod stats;
+mod status;
+mod time;
+mod transfer;
+
+pub use stats::SimStats;
+
+use crate::config::{SimConfig, SimNamespace};
+use crate::memory::Arena;
+use commands::Pending;
+use core::time::Duration;
+use faults::{RandomState, RuleState};
+use hal_traits::PAGE_SIZE;
+use nvme_spec::registers::offset;
+use queues::{Cq, Sq};
+use std::collections::BTreeMap;
+
+/// VS: NVMe 1.4.0.
+const VERSION: u32 = 0x0001_0400;
+const SQ_ENTRY: u64 = 64;
+const CQ_ENTRY: u64 = 16;
+const PAGE: u64 = PAGE_SIZE as u64;
+/// Outstanding Asynchronous Event Requests the controller keeps (AERL + 1).
+const AER_LIMIT: usize = 4;
+
+struct Namespace {
+    cfg: SimNamespace,
+    active: bool,
+    data: Vec<u8>,
+}
+
+/// The whole simulated controller.
+pub(crate) struct State {
+    pub(crate) cfg: SimConfig,
+    pub(crate) mem: Arena,
+    now: Duration,
+    // Registers.
+    cc: u32,
+    aqa: u32,
+    asq: u64,
+    acq: u64,
+    intms: u32,
+    rdy: bool,
+    cfs: bool,
+    shst: u8,
+    rdy_event: Option<(Duration, bool)>,
+    shst_event: Option<Duration>,
+    /// CC.EN = 1 and the admin queue was accepted.
+    enabled: bool,
+    removed: bool,
+    bar_size: usize,
+    // Queues and commands.
+    sqs: BTreeMap<u16, Sq>,
+    cqs: BTreeMap<u16, Cq>,
+    /// Commands due at a time, by (due, fetch order).
+    pending: BTreeMap<(Duration, u64), Pending>,
+    /// Commands that never come due on their own (dropped, AERs), by fetch order.
+    stuck: BTreeMap<u64, Pending>,
+    seq: u64,
+    nsqa: u16,
+    ncqa: u16,
+    features: BTreeMap<u8, u32>,
+    namespaces: Vec<Namespace>,
+    nn: u32,
+    /// A `SimHal` is alive: the device is claimed by a driver.
+    pub(crate) claimed: bool,
+    /// A babbling completion queue and the entries it has left to write.
+    babble: Option<(u16, u64)>,
+    /// Buffers synced for the device, by (address, length).
+    syncs: BTreeMap<(usize, usize), hal_traits::Direction>,
+    // Faults.
+    rules: Vec<RuleState>,
+    random: Option<RandomState>,
+    stats: SimStats,
+}
+
+impl State {
+    /// A controller as `cfg` describes it, disabled.
+    ///
+    /// # Panics
+    ///
+    /// On a configuration that describes no valid controller (see
+    /// [`Sim::new`](crate::Sim::new)).
+    pub(crate) fn new(cfg: SimConfig) -> State {
+        assert!(cfg.dstrd <= 15, "dstrd is a 4-bit field");
+        assert!(cfg.max_io_queues >= 1, "max_io_queues must be at least 1");
+        let mut namespaces: Vec<Namespace> = Vec::new();
+        for ns in &cfg.namespaces {
+            assert!(ns.nsid != 0 && ns.nsid < 0xffff_fffe, "nsid {} is not a valid namespace id", ns.nsid);
+            assert!(
+                ns.block_size.is_power_of_two() && (512..=65536).contains(&ns.block_size),
+                "block size {} is not a power of two from 512 to 65536",
+                ns.block_size
+            );
+            assert!(ns.blocks >= 1, "namespace {} has no blocks", ns.nsid);
+            assert!(namespaces.iter().all(|n| n.cfg.nsid != ns.nsid), "nsid {} appears twice", ns.nsid);
+            let bytes = ns
+                .blocks
+                .checked_mul(ns.block_size as u64)
+                .and_then(|b| usize::try_from(b).ok())
+                .expect("namespace too large for memory");
+            namespaces.push(Namespace { cfg: *ns, active: true, data: vec![0; bytes] });
+        }
+        namespaces.sort_by_key(|n| n.cfg.nsid);
+        let nn = namespaces.last().map_or(0, |n| n.cfg.nsid);
+        let stride = 4usize << cfg.dstrd;
+        let doorbells = 2 * (cfg.max_io_queues as usize + 1) * stride;
+        let bar_size = (offset::DOORBELLS + doorbells).next_multiple_of(PAGE_SIZE).max(0x2000);
+        let max = cfg.max_io_queues - 1;
+        State {
+            mem: Arena::new(cfg.memory_bytes),
+            cfg,
+            now: Duration::ZERO,
+            cc: 0,
+            aqa: 0,
+            asq: 0,
+            acq: 0,
+            intms: 0,
+            rdy: false,
+            cfs: false,
+            shst: 0,
+            rdy_event: None,
+            shst_event: None,
+            enabled: false,
+            removed: false,
+            bar_size,
+            sqs: BTreeMap::new(),
+            cqs: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            stuck: BTreeMap::new(),
+            seq: 0,
+            nsqa: max,
+            ncqa: max,
+            features: BTreeMap::new(),
+            namespaces,
+            nn,
+            claimed: false,
+            babble: None,
+            syncs: BTreeMap::new(),
+            rules: Vec::new(),
+            random: None,
+            stats: SimStats::default(),
+        }
+    }
+
+    // ----- test-facing controls -----
+
+    pub(crate) fn set_removed(&mut self, removed: bool) {
+        self.removed = removed;
+    }
+
+    pub(crate) fn set_fatal(&mut self) {
+        self.cfs = true;
+    }
+
+    pub(crate) fn remove_namespace(&mut self, nsid: u32) {
+        for ns in self.namespaces.iter_mut().filter(|n| n.cfg.nsid == nsid) {
+            ns.active = false;
+        }
+    }
+
+    /// Commands fetched and not yet completed (dropped ones included).
+    pub(crate) fn outstanding(&self) -> usize {
+        self.pending.len() + self.stuck.len()
+    }
+
+    pub(crate) fn namespace_data(&self, nsid: u32) -> Option<(&[u8], u32)> {
+        self.namespaces.iter().find(|n| n.cfg.nsid == nsid).map(|n| (&n.data[..], n.cfg.block_size))
+    }
+
+    pub(crate) fn namespace_data_mut(&mut self, nsid: u32) -> Option<(&mut [u8], u32)> {
+        self.namespaces.iter_mut().find(|n| n.cfg.nsid == nsid).map(|n| (&mut n.data[..], n.cfg.block_size))
+    }
+}

@@ -1,0 +1,120 @@
+//! The NVM I/O command set (NVMe 1.4 section 6): Read, Write, Flush, Write
+//! Zeroes and Dataset Management against the namespaces' backing store, with
+//! every LBA range checked against its namespace, and the transfer size of
+//! Read and Write against MDTS.
+
+use super::status::{INVALID_FIELD, INVALID_NAMESPACE, INVALID_OPCODE, LBA_OUT_OF_RANGE, SUCCESS};
+use super::{State, PAGE};
+use nvme_spec::command::{IoOpcode, SubmissionEntry};
+use nvme_spec::dwords::ReadWriteCdw12;
+
+impl State {
+    fn active_namespace(&self, nsid: u32) -> Option<usize> {
+        self.namespaces.iter().position(|n| n.active && n.cfg.nsid == nsid)
+    }
+
+    pub(super) fn execute_io(&mut self, cmd: &SubmissionEntry) -> (u16, u32) {
+        if cmd.cdw0.fuse() != 0 {
+            return (INVALID_FIELD, 0);
+        }
+        let status = match IoOpcode(cmd.cdw0.opc()) {
+            IoOpcode::FLUSH => {
+                if cmd.nsid == u32::MAX || self.active_namespace(cmd.nsid).is_some() {
+                    SUCCESS
+                } else {
+                    INVALID_NAMESPACE
+                }
+            }
+            IoOpcode::READ | IoOpcode::WRITE => self.read_write(cmd),
+            IoOpcode::WRITE_ZEROES => self.write_zeroes(cmd),
+            IoOpcode::DATASET_MANAGEMENT => self.dataset_management(cmd),
+            _ => INVALID_OPCODE,
+        };
+        (status, 0)
+    }
+
+    /// The namespace index and byte range of `nlb` blocks at `slba`, checked.
+    fn lba_range(&self, nsid: u32, slba: u64, nlb: u64) -> Result<(usize, usize, usize), u16> {
+        let index = self.active_namespace(nsid).ok_or(INVALID_NAMESPACE)?;
+        let ns = &self.namespaces[index].cfg;
+        match slba.checked_add(nlb) {
+            Some(end) if end <= ns.blocks => {}
+            _ => return Err(LBA_OUT_OF_RANGE),
+        }
+        let bs = ns.block_size as usize;
+        // In range of a namespace that fits in memory: these cannot overflow.
+        Ok((index, slba as usize * bs, nlb as usize * bs))
+    }
+
+    fn read_write(&mut self, cmd: &SubmissionEntry) -> u16 {
+        let Some(index) = self.active_namespace(cmd.nsid) else { return INVALID_NAMESPACE };
+        if cmd.cdw0.psdt() != 0 {
+            return INVALID_FIELD;
+        }
+        let slba = cmd.cdw10 as u64 | ((cmd.cdw11 as u64) << 32);
+        let nlb = ReadWriteCdw12::from_bits(cmd.cdw12).nlb() as u64 + 1;
+        let bytes = nlb * self.namespaces[index].cfg.block_size as u64;
+        if self.cfg.mdts != 0 && bytes > PAGE << self.cfg.mdts.min(40) {
+            return INVALID_FIELD;
+        }
+        let (index, start, len) = match self.lba_range(cmd.nsid, slba, nlb) {
+            Ok(r) => r,
+            Err(s) => return s,
+        };
+        if IoOpcode(cmd.cdw0.opc()) == IoOpcode::WRITE {
+            match self.read_from_host(cmd, len) {
+                Ok(data) => {
+                    self.namespaces[index].data[start..start + len].copy_from_slice(&data);
+                    SUCCESS
+                }
+                Err(s) => s,
+            }
+        } else {
+            let data = self.namespaces[index].data[start..start + len].to_vec();
+            self.write_to_host(cmd, &data)
+        }
+    }
+
+    fn write_zeroes(&mut self, cmd: &SubmissionEntry) -> u16 {
+        let slba = cmd.cdw10 as u64 | ((cmd.cdw11 as u64) << 32);
+        let nlb = ReadWriteCdw12::from_bits(cmd.cdw12).nlb() as u64 + 1;
+        match self.lba_range(cmd.nsid, slba, nlb) {
+            Ok((index, start, len)) => {
+                self.namespaces[index].data[start..start + len].fill(0);
+                SUCCESS
+            }
+            Err(s) => s,
+        }
+    }
+
+    /// Dataset Management: with the Deallocate attribute, the ranges read as
+    /// zeros afterwards.
+    fn dataset_management(&mut self, cmd: &SubmissionEntry) -> u16 {
+        if self.active_namespace(cmd.nsid).is_none() {
+            return INVALID_NAMESPACE;
+        }
+        if cmd.cdw0.psdt() != 0 {
+            return INVALID_FIELD;
+        }
+        let ranges = (cmd.cdw10 & 0xff) as usize + 1;
+        let list = match self.read_from_host(cmd, ranges * 16) {
+            Ok(l) => l,
+            Err(s) => return s,
+        };
+        let mut checked = Vec::with_capacity(ranges);
+        for r in list.chunks_exact(16) {
+            let nlb = u32::from_le_bytes([r[4], r[5], r[6], r[7]]) as u64;
+            let slba = u64::from_le_bytes([r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]]);
+            match self.lba_range(cmd.nsid, slba, nlb) {
+                Ok(range) => checked.push(range),
+                Err(s) => return s,
+            }
+        }
+        if cmd.cdw11 & (1 << 2) != 0 {
+            for (index, start, len) in checked {
+                self.namespaces[index].data[start..start + len].fill(0);
+            }
+        }
+        SUCCESS
+    }
+}

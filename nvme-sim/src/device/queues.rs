@@ -1,0 +1,305 @@
+//! Submission and completion queues (NVMe 1.4 section 4.1): the rings, their
+//! doorbells (sections 3.1.24 and 3.1.25), fetching submission entries
+//! (section 4.2), and posting completion entries (section 4.6) with their
+//! phase tag, holding back what does not fit until the host frees slots.
+//! Also the test-driven misbehaviour of a completion queue: babbling and
+//! scribbling.
+
+use super::{State, CQ_ENTRY, SQ_ENTRY};
+use nvme_spec::command::{CompletionEntry, SubmissionEntry};
+use nvme_spec::status::Status;
+use std::collections::{BTreeSet, VecDeque};
+
+pub(super) struct Sq {
+    base: u64,
+    size: u16,
+    head: u16,
+    tail: u16,
+    pub(super) cqid: u16,
+    /// Every CID fetched from this queue since it was created.
+    pub(super) issued: BTreeSet<u16>,
+    /// The CID of the last real completion posted.
+    pub(super) last_completed: Option<u16>,
+    /// SQHD of the last real completion the host released (CQ head doorbell):
+    /// the host's SQ head is at or after it.
+    consumed_head: u16,
+}
+
+pub(super) struct Post {
+    entry: CompletionEntry,
+    wrong_phase: bool,
+    /// (SQ, SQHD) of a real completion, tracked until the host consumes it.
+    pub(super) track: Option<(u16, u16)>,
+}
+
+pub(super) struct Cq {
+    base: u64,
+    size: u16,
+    head: u16,
+    tail: u16,
+    phase: bool,
+    /// Completions due but not yet written (the queue was full).
+    pub(super) waiting: VecDeque<Post>,
+    /// Per slot: what the entry there reported, for `consumed_head`.
+    pub(super) slots: Vec<Option<(u16, u16)>>,
+}
+
+/// How a completion is posted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum PostKind {
+    /// The command's one real completion.
+    Real,
+    /// An extra entry a fault adds (not the real completion).
+    Extra,
+    /// The real completion with the phase tag inverted.
+    WrongPhase,
+    /// The real completion with an impossible SQ head.
+    BadHead,
+}
+
+impl Sq {
+    pub(super) fn new(base: u64, size: u16, cqid: u16) -> Sq {
+        Sq {
+            base,
+            size,
+            head: 0,
+            tail: 0,
+            cqid,
+            issued: BTreeSet::new(),
+            last_completed: None,
+            consumed_head: 0,
+        }
+    }
+
+    /// An SQ head the host cannot accept: a slot strictly after the tail and
+    /// before the oldest head the host may still hold, or `size` (outside the
+    /// ring) when the host may hold the whole ring.
+    fn impossible_head(&self) -> u16 {
+        let occupied = ring_distance(self.consumed_head % self.size, self.tail, self.size);
+        let free = self.size - 1 - occupied;
+        if free == 0 {
+            return self.size;
+        }
+        ((self.tail as u32 + 1 + (free as u32 - 1) / 2) % self.size as u32) as u16
+    }
+}
+
+impl Cq {
+    pub(super) fn new(base: u64, size: u16) -> Cq {
+        Cq {
+            base,
+            size,
+            head: 0,
+            tail: 0,
+            phase: true,
+            waiting: VecDeque::new(),
+            slots: vec![None; size as usize],
+        }
+    }
+}
+
+/// FNV-1a over `bytes`, continuing from `hash`.
+fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        hash ^= b as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+fn ring_distance(from: u16, to: u16, size: u16) -> u16 {
+    if to >= from {
+        to - from
+    } else {
+        size - from + to
+    }
+}
+
+fn parse_sqe(b: &[u8; 64]) -> SubmissionEntry {
+    zerocopy::transmute!(*b)
+}
+
+fn cqe_bytes(e: &CompletionEntry) -> [u8; 16] {
+    zerocopy::transmute!(*e)
+}
+
+impl State {
+    pub(super) fn doorbell(&mut self, rel: usize, value: u32) {
+        let stride = 4usize << self.cfg.dstrd;
+        if !rel.is_multiple_of(stride) || !self.enabled || !self.rdy || self.cfs {
+            self.stats.ignored_doorbells += 1;
+            return;
+        }
+        let index = rel / stride;
+        let Ok(qid) = u16::try_from(index / 2) else {
+            self.stats.ignored_doorbells += 1;
+            return;
+        };
+        if index.is_multiple_of(2) {
+            self.sq_doorbell(qid, value);
+        } else {
+            self.cq_doorbell(qid, value);
+        }
+        // Zero latency: what is due now completes now.
+        let now = self.now;
+        self.run_until(now);
+    }
+
+    /// SQ tail doorbell: fetches every entry from the head to the new tail.
+    fn sq_doorbell(&mut self, qid: u16, value: u32) {
+        let Some(sq) = self.sqs.get_mut(&qid) else {
+            self.stats.ignored_doorbells += 1;
+            return;
+        };
+        if value >= sq.size as u32 {
+            self.stats.ignored_doorbells += 1;
+            return;
+        }
+        sq.tail = value as u16;
+        self.stats.sq_doorbells += 1;
+        while self.commands_run() {
+            let Some(sq) = self.sqs.get_mut(&qid) else { return };
+            if sq.head == sq.tail {
+                return;
+            }
+            let addr = sq.base + sq.head as u64 * SQ_ENTRY;
+            sq.head = (sq.head + 1) % sq.size;
+            let mut raw = [0u8; 64];
+            if !self.mem.device_read(addr, &mut raw) {
+                self.dma_fault();
+                return;
+            }
+            self.accept(qid, parse_sqe(&raw));
+        }
+    }
+
+    /// CQ head doorbell: the host released entries up to `value`.
+    fn cq_doorbell(&mut self, qid: u16, value: u32) {
+        let Some(cq) = self.cqs.get_mut(&qid) else {
+            self.stats.ignored_doorbells += 1;
+            return;
+        };
+        // The new head must lie between the old head and the tail.
+        if value >= cq.size as u32
+            || ring_distance(cq.head, value as u16, cq.size) > ring_distance(cq.head, cq.tail, cq.size)
+        {
+            self.stats.ignored_doorbells += 1;
+            return;
+        }
+        let mut released = Vec::new();
+        while cq.head != value as u16 {
+            if let Some(t) = cq.slots.get_mut(cq.head as usize).and_then(Option::take) {
+                released.push(t);
+            }
+            cq.head = (cq.head + 1) % cq.size;
+        }
+        for (sqid, sqhd) in released {
+            if let Some(sq) = self.sqs.get_mut(&sqid).filter(|sq| sqhd < sq.size) {
+                sq.consumed_head = sqhd;
+            }
+        }
+        self.flush_cq(qid);
+    }
+
+    fn dma_fault(&mut self) {
+        self.stats.dma_faults += 1;
+        self.cfs = true;
+    }
+
+    // ----- completions -----
+
+    /// Queues a completion for the CQ of `sqid` and writes what fits.
+    pub(super) fn post(&mut self, sqid: u16, cid: u16, status: u16, dw0: u32, kind: PostKind) {
+        let Some(sq) = self.sqs.get_mut(&sqid) else { return };
+        let sqhd = if kind == PostKind::BadHead { sq.impossible_head() } else { sq.head };
+        if kind != PostKind::Extra {
+            sq.last_completed = Some(cid);
+        }
+        let cqid = sq.cqid;
+        let track = (kind == PostKind::Real || kind == PostKind::WrongPhase).then_some((sqid, sqhd));
+        let entry = CompletionEntry { dw0, dw1: 0, sqhd, sqid, cid, status: Status::from_bits(status & !1) };
+        let Some(cq) = self.cqs.get_mut(&cqid) else { return };
+        cq.waiting.push_back(Post { entry, wrong_phase: kind == PostKind::WrongPhase, track });
+        self.flush_cq(cqid);
+    }
+
+    /// Writes waiting completions into the CQ while it has a free slot.
+    fn flush_cq(&mut self, cqid: u16) {
+        loop {
+            let Some(cq) = self.cqs.get_mut(&cqid) else { return };
+            if cq.waiting.is_empty() || (cq.tail + 1) % cq.size == cq.head {
+                return;
+            }
+            let Some(post) = cq.waiting.pop_front() else { return };
+            let mut entry = post.entry;
+            entry.status.set_p(cq.phase ^ post.wrong_phase);
+            let addr = cq.base + cq.tail as u64 * CQ_ENTRY;
+            if let Some(slot) = cq.slots.get_mut(cq.tail as usize) {
+                *slot = post.track;
+            }
+            cq.tail += 1;
+            if cq.tail == cq.size {
+                cq.tail = 0;
+                cq.phase = !cq.phase;
+            }
+            let bytes = cqe_bytes(&entry);
+            if !self.mem.device_write(addr, &bytes) {
+                self.dma_fault();
+                return;
+            }
+            self.stats.completions_posted += 1;
+            let mut h = if self.stats.digest == 0 { 0xcbf2_9ce4_8422_2325 } else { self.stats.digest };
+            h = fnv1a(h, &(self.now.as_nanos() as u64).to_le_bytes());
+            h = fnv1a(h, &cqid.to_le_bytes());
+            self.stats.digest = fnv1a(h, &bytes);
+        }
+    }
+
+    // ----- babbling and scribbling -----
+
+    /// Starts (or stops, with `count` 0) a babbling completion queue: the
+    /// device writes `count` bogus, phase-valid entries into CQ `cqid` at its
+    /// own tail, ignoring the host's head (no back-pressure), one now and one
+    /// more each time the host orders a completion read
+    /// (`Hal::barrier_after_phase`), so that a host reading entry after entry
+    /// always finds the next one ready. Returns false when there is no such
+    /// queue.
+    pub(crate) fn babble(&mut self, cqid: u16, count: u64) -> bool {
+        if !self.cqs.contains_key(&cqid) {
+            return false;
+        }
+        self.babble = (count > 0).then_some((cqid, count));
+        self.babble_step();
+        true
+    }
+
+    /// Writes the next babbling entry, if the device is babbling.
+    pub(crate) fn babble_step(&mut self) {
+        let Some((cqid, left)) = self.babble else { return };
+        self.babble = (left > 1).then_some((cqid, left - 1));
+        let Some(sqid) = self.sqs.iter().find(|(_, sq)| sq.cqid == cqid).map(|(&id, _)| id) else { return };
+        let cid = self.unissued_cid(sqid, 0x0bab);
+        let head = self.sqs.get(&sqid).map_or(0, |sq| sq.head);
+        let Some(cq) = self.cqs.get_mut(&cqid) else { return };
+        let entry =
+            CompletionEntry { dw0: 0, dw1: 0, sqhd: head, sqid, cid, status: Status::new().with_p(cq.phase) };
+        let addr = cq.base + cq.tail as u64 * CQ_ENTRY;
+        cq.tail += 1;
+        if cq.tail == cq.size {
+            cq.tail = 0;
+            cq.phase = !cq.phase;
+        }
+        if self.mem.device_write(addr, &cqe_bytes(&entry)) {
+            self.stats.babbled += 1;
+        } else {
+            self.dma_fault();
+        }
+    }
+
+    /// See [`crate::Sim::scribble_cq`].
+    pub(crate) fn scribble_cq(&mut self, cqid: u16, bytes: &[u8]) -> bool {
+        let Some(cq) = self.cqs.get(&cqid) else { return false };
+        let len = bytes.len().min(cq.size as usize * 16);
+        self.mem.device_write(cq.base, &bytes[..len])
+    }
+}

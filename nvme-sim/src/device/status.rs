@@ -1,0 +1,36 @@
+//! The completion status values the controller posts: Status Code Type and
+//! Status Code with the Do Not Retry bit (NVMe 1.4 section 4.6.1.2), the
+//! phase tag left clear for the poster to set. DNR is set where a retry
+//! cannot succeed.
+
+use nvme_spec::status::{command_specific as cs, generic, Status, StatusCode, StatusCodeType};
+
+pub(super) const DNR: u16 = 1 << 15;
+
+const fn st(sct: StatusCodeType, sc: StatusCode, dnr: bool) -> u16 {
+    Status::of(sct, sc).raw() | if dnr { DNR } else { 0 }
+}
+const fn gen(sc: StatusCode, dnr: bool) -> u16 {
+    st(StatusCodeType::GENERIC, sc, dnr)
+}
+pub(super) const fn spec(sc: StatusCode) -> u16 {
+    st(StatusCodeType::COMMAND_SPECIFIC, sc, true)
+}
+
+pub(super) const SUCCESS: u16 = 0;
+pub(super) const INVALID_OPCODE: u16 = gen(generic::INVALID_OPCODE, true);
+pub(super) const INVALID_FIELD: u16 = gen(generic::INVALID_FIELD, true);
+pub(super) const DATA_TRANSFER_ERROR: u16 = gen(generic::DATA_TRANSFER_ERROR, false);
+pub(super) const ABORTED_BY_REQUEST: u16 = gen(generic::ABORTED_BY_REQUEST, false);
+pub(super) const ABORTED_SQ_DELETION: u16 = gen(generic::ABORTED_SQ_DELETION, false);
+pub(super) const INVALID_NAMESPACE: u16 = gen(generic::INVALID_NAMESPACE_OR_FORMAT, true);
+pub(super) const COMMAND_SEQUENCE_ERROR: u16 = gen(generic::COMMAND_SEQUENCE_ERROR, true);
+pub(super) const PRP_OFFSET_INVALID: u16 = gen(generic::PRP_OFFSET_INVALID, true);
+pub(super) const LBA_OUT_OF_RANGE: u16 = gen(generic::LBA_OUT_OF_RANGE, true);
+pub(super) const CQ_INVALID: u16 = spec(cs::COMPLETION_QUEUE_INVALID);
+pub(super) const INVALID_QID: u16 = spec(cs::INVALID_QUEUE_IDENTIFIER);
+pub(super) const INVALID_QSIZE: u16 = spec(cs::INVALID_QUEUE_SIZE);
+pub(super) const INVALID_QUEUE_DELETION: u16 = spec(cs::INVALID_QUEUE_DELETION);
+pub(super) const AER_LIMIT_EXCEEDED: u16 = spec(cs::ASYNC_EVENT_REQUEST_LIMIT_EXCEEDED);
+pub(super) const INVALID_LOG_PAGE: u16 = spec(cs::INVALID_LOG_PAGE);
+pub(super) const NOT_SAVEABLE: u16 = spec(cs::FEATURE_ID_NOT_SAVEABLE);
