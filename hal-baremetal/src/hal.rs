@@ -173,6 +173,94 @@ unsafe impl Hal for BareMetalHal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::claim::claim;
+    use pci_types::PciAddress;
+
+    /// Collects the segments a HAL reports.
+    #[derive(Default)]
+    struct Segments(Vec<DeviceSegment>);
+
+    impl SegmentSink for Segments {
+        fn push(&mut self, segment: DeviceSegment) {
+            self.0.push(segment);
+        }
+    }
+
+    /// A HAL whose linear map covers `mapped` at made-up physical address
+    /// `phys`. Its registers are the caller's array, never accessed; its pool
+    /// is empty and its clock made up: only the map matters here.
+    ///
+    /// Tests run in parallel: each passes its own `device` on bus 0x7d, a bus
+    /// no other test claims on, so the claim cannot be refused.
+    fn hal_over(device: u8, mapped: &[u8], phys: u64, registers: &mut [u32; 64]) -> BareMetalHal {
+        let claim = claim(PciAddress::new(0, 0x7d, device, 0)).expect("unclaimed");
+        // SAFETY: the array outlives the HAL (the tests drop the HAL first),
+        // and no register is accessed.
+        let bar0 = unsafe { MmioRegion::new(NonNull::from(registers).cast(), 256) };
+        let pool: &'static DmaPool = Box::leak(Box::new(DmaPool::empty()));
+        let clock: &'static TscClock = Box::leak(Box::new(TscClock::from_rate(1_000_000)));
+        let map = LinearMap { virt_start: mapped.as_ptr() as usize, phys_start: phys, len: mapped.len() };
+        // SAFETY: `bar0` is never accessed; the map describes no real mapping,
+        // but the HAL only computes addresses from it and no device exists to
+        // use them.
+        unsafe { BareMetalHal::new(claim, bar0, pool, clock, map) }
+    }
+
+    #[test]
+    fn share_and_translate_give_one_segment_inside_the_map_and_refuse_outside() {
+        let mapped = vec![0u8; 8192];
+        let outside = vec![0u8; 512];
+        let mut registers = [0u32; 64];
+        let hal = hal_over(1, &mapped, 0x4000_0000, &mut registers);
+        let inside = NonNull::from(&mapped[512..1536]);
+        let whole = NonNull::from(&mapped[..]);
+        let at_the_end = NonNull::from(&mapped[8000..]);
+        // 200 bytes from the map's last 8, running past its end: longer than
+        // the vector, so built by hand; it is never dereferenced.
+        let past_end = NonNull::slice_from_raw_parts(NonNull::from(&mapped[8184]), 200);
+        let elsewhere = NonNull::from(&outside[..]);
+
+        for (buffer, expected) in [
+            (inside, Some(DeviceSegment { addr: DeviceAddr(0x4000_0200), len: 1024 })),
+            (whole, Some(DeviceSegment { addr: DeviceAddr(0x4000_0000), len: 8192 })),
+            (at_the_end, Some(DeviceSegment { addr: DeviceAddr(0x4000_1f40), len: 192 })),
+            (past_end, None),
+            (elsewhere, None),
+        ] {
+            let mut translated = Segments::default();
+            assert_eq!(hal.translate(buffer, &mut translated), expected.is_some());
+            assert_eq!(translated.0, Vec::from_iter(expected), "translate {buffer:?}");
+
+            let mut shared = Segments::default();
+            // SAFETY: the buffer lies in a live vector that nothing else
+            // touches until `unshare` (or for `past_end`, which is refused,
+            // not at all: no device exists and the HAL only computes).
+            let result = unsafe { hal.share(buffer, Direction::ToDevice, &mut shared) };
+            assert_eq!(shared.0, Vec::from_iter(expected), "share {buffer:?}");
+            match expected {
+                Some(_) => {
+                    assert_eq!(result, Ok(()));
+                    // SAFETY: shared just above with this direction.
+                    unsafe { hal.unshare(buffer, Direction::ToDevice, ()) };
+                }
+                None => assert_eq!(result.map_err(|e| e.kind()), Err(HalErrorKind::MapFailed)),
+            }
+        }
+        drop(hal);
+    }
+
+    #[test]
+    fn the_hal_reads_time_from_its_clock() {
+        let mapped = [0u8; 16];
+        let mut registers = [0u32; 64];
+        let hal = hal_over(2, &mapped, 0, &mut registers);
+        assert_eq!(hal.ticks_per_second(), 1_000_000_000);
+        let (t0, now, t1) = (hal.ticks(), hal.now(), hal.ticks());
+        assert!(t1 >= t0);
+        assert!(now <= Duration::from_nanos(t1));
+        assert!(hal.dma_alloc(1).is_err(), "its pool is empty");
+        drop(hal);
+    }
 
     #[test]
     fn linear_map_bounds() {
