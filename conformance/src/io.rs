@@ -282,7 +282,12 @@ pub(crate) fn run_namespace<H: Hal>(
         check_drop_in_flight(&cx).into(),
     );
 
-    t.record(out, format_args!("{}", name("restore saved blocks")), restore(&cx, saved, largest).into());
+    let outcome = if options.skip_restore {
+        Outcome::Skipped(reason!("skip-restore asked for: the blocks stay overwritten"))
+    } else {
+        restore(&cx, saved, largest).into()
+    };
+    t.record(out, format_args!("{}", name("restore saved blocks")), outcome);
     true
 }
 

@@ -50,6 +50,9 @@ pub struct Options {
     /// Runs the back-end failure checks (the last one leaves the controller
     /// marked removed, and leaks what it had in flight, as a removal must).
     pub backend_failures: bool,
+    /// Skips writing the saved blocks back, to prove that a harness which
+    /// compares the disk before and after the run notices.
+    pub skip_restore: bool,
 }
 
 impl Default for Options {
@@ -59,6 +62,7 @@ impl Default for Options {
             max_transfer: 4 << 20,
             io_timeout: Duration::from_secs(30),
             backend_failures: true,
+            skip_restore: false,
         }
     }
 }
@@ -73,6 +77,12 @@ impl Options {
     /// Sets [`max_transfer`](Self::max_transfer).
     pub const fn with_max_transfer(mut self, bytes: usize) -> Self {
         self.max_transfer = bytes;
+        self
+    }
+
+    /// Sets [`skip_restore`](Self::skip_restore).
+    pub const fn with_skip_restore(mut self, skip: bool) -> Self {
+        self.skip_restore = skip;
         self
     }
 

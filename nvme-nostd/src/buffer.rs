@@ -170,8 +170,13 @@ mod tests {
         let mut v: Vec<u8> = (0..64).collect();
         let dma = v.as_dma_slice();
         assert_eq!(dma, v.as_dma_slice(), "same slice on every call");
+        // As in the driver: by value through a function into a slot, and
+        // out again.
+        fn own<T>(t: T) -> Option<T> {
+            Some(t)
+        }
         let mut slot: [Option<Vec<u8>>; 2] = [None, None];
-        slot[1] = Some(v);
+        slot[1] = own(v);
         let moved = slot[1].take();
         // The "device" writes through the pointer taken before the moves.
         // SAFETY: the Vec is alive (in `moved`) and nothing else accesses it.

@@ -68,6 +68,9 @@ pub struct Config {
     expect_pass: bool,
     /// For a run that must fail: text its output must contain.
     failure_text: &'static str,
+    /// The run must leave a changed disk image (the canary of the image
+    /// check).
+    image_must_change: bool,
     controllers: Vec<Ctrl>,
 }
 
@@ -83,6 +86,7 @@ fn config(name: &str, bios: Bios, controllers: Vec<Ctrl>) -> Config {
         append: "",
         expect_pass: true,
         failure_text: "",
+        image_must_change: false,
         controllers,
     }
 }
@@ -115,6 +119,9 @@ pub fn test_configs() -> Vec<Config> {
     planted.append = "plant-mismatch";
     planted.expect_pass = false;
     planted.failure_text = "FAILED: verify mismatch";
+    let mut unrestored = config("a block left unrestored must be caught", Bios::SeaBios, vec![simple("")]);
+    unrestored.append = "skip-restore";
+    unrestored.image_must_change = true;
     let mut exception = config("CPU exception must fail", Bios::SeaBios, vec![simple("")]);
     exception.append = "raise-exception";
     exception.expect_pass = false;
@@ -140,6 +147,7 @@ pub fn test_configs() -> Vec<Config> {
             vec![untestable()],
         ),
         planted,
+        unrestored,
         exception,
     ]
 }
@@ -157,14 +165,73 @@ fn slug(name: &str) -> String {
 }
 
 /// A fresh zero-filled (sparse) raw image.
+/// How much of each disk image starts random: more than any check writes
+/// (the saved window is at most the largest transfer plus a few blocks).
+const RANDOM_PREFIX: u64 = 8 << 20;
+
+/// The bytes of a disk image: `RANDOM_PREFIX` bytes from a generator seeded
+/// by the image's name, then zeros. A disk full of random bytes is what a
+/// user's disk looks like: a check that writes a block and does not restore
+/// it shows up as a changed image.
+fn image_bytes(path: &Path, offset: u64, out: &mut [u8]) {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let seed =
+        name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    for (i, chunk) in out.chunks_mut(8).enumerate() {
+        let at = offset + (i * 8) as u64;
+        let word = if at < RANDOM_PREFIX { splitmix(seed ^ at) } else { 0 };
+        chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
+    }
+}
+
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A raw image of `bytes` bytes holding [`image_bytes`].
 fn disk(path: &Path, bytes: u64) -> std::io::Result<()> {
-    let f = fs::File::create(path)?;
+    let mut f = fs::File::create(path)?;
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < bytes.min(RANDOM_PREFIX) {
+        image_bytes(path, at, &mut chunk);
+        std::io::Write::write_all(&mut f, &chunk)?;
+        at += chunk.len() as u64;
+    }
     f.set_len(bytes)
 }
 
-/// The QEMU command line of `config`, creating its disk images.
-fn command(kernel: &Path, config: &Config, kvm: bool) -> std::io::Result<Command> {
+/// Checks that the image at `path` still holds exactly [`image_bytes`];
+/// returns the first differing byte offset otherwise.
+fn disk_unchanged(path: &Path, bytes: u64) -> Result<(), String> {
+    let mut f = fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    if len != bytes {
+        return Err(format!("{}: {len} bytes, {bytes} expected", path.display()));
+    }
+    let (mut want, mut got) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut at = 0;
+    while at < bytes {
+        let n = ((bytes - at) as usize).min(got.len());
+        f.read_exact(&mut got[..n]).map_err(|e| e.to_string())?;
+        image_bytes(path, at, &mut want[..n]);
+        if let Some(i) = got[..n].iter().zip(&want[..n]).position(|(a, b)| a != b) {
+            let offset = at + i as u64;
+            return Err(format!("{}: byte {offset} (block {} of 512) changed", path.display(), offset / 512));
+        }
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// The QEMU command line of `config`, creating its disk images; and the
+/// images with their sizes.
+fn command(kernel: &Path, config: &Config, kvm: bool) -> std::io::Result<(Command, Vec<(PathBuf, u64)>)> {
     let disks = work_dir().join("disks");
+    let mut images = Vec::new();
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-machine", "q35", "-m", "256M", "-nodefaults", "-display", "none", "-no-reboot"]);
     cmd.args(["-accel", if kvm { "kvm" } else { "tcg" }]);
@@ -185,7 +252,9 @@ fn command(kernel: &Path, config: &Config, kvm: bool) -> std::io::Result<Command
         }
         for j in 0..ctrl.namespaces.len() {
             let img = disks.join(format!("{tag}-{i}-{j}.img"));
-            disk(&img, ctrl.namespaces[j].mib << 20)?;
+            let bytes = ctrl.namespaces[j].mib << 20;
+            disk(&img, bytes)?;
+            images.push((img.clone(), bytes));
             let id = format!("d{i}n{j}");
             cmd.arg("-drive").arg(format!("file={},if=none,id={id},format=raw", img.display()));
             if ctrl.legacy_drive {
@@ -207,7 +276,7 @@ fn command(kernel: &Path, config: &Config, kvm: bool) -> std::io::Result<Command
             }
         }
     }
-    Ok(cmd)
+    Ok((cmd, images))
 }
 
 /// Waits for `child` up to the boot timeout; kills it after that.
@@ -271,7 +340,7 @@ fn use_kvm(kernel: &Path, asked: bool) -> bool {
 /// verdict is the expected one.
 pub fn run_config(kernel: &Path, config: &Config, kvm: bool) -> bool {
     let log = work_dir().join("logs").join(format!("{}.log", slug(&config.name)));
-    let mut cmd = match command(kernel, config, use_kvm(kernel, kvm)) {
+    let (mut cmd, images) = match command(kernel, config, use_kvm(kernel, kvm)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("xtask: disk images: {e}");
@@ -303,18 +372,32 @@ pub fn run_config(kernel: &Path, config: &Config, kvm: bool) -> bool {
         eprintln!("    {line}");
     }
     let summary_clean = text.lines().any(|l| l.contains(" passed, 0 failed"));
-    let ok = if config.expect_pass {
+    let verdict = if config.expect_pass {
         status == Some(PASS_STATUS) && summary_clean
     } else {
         status == Some(FAIL_STATUS) && text.contains(config.failure_text)
     };
-    if !ok {
+    if !verdict {
         eprintln!(
             "xtask: QEMU exit status {status:?}; expected {}",
             if config.expect_pass { PASS_STATUS } else { FAIL_STATUS }
         );
     }
-    ok
+    // Every block the self-test overwrote must have been written back.
+    let mut restored = true;
+    for (img, bytes) in &images {
+        if let Err(why) = disk_unchanged(img, *bytes) {
+            eprintln!("xtask: disk image not restored: {why}");
+            restored = false;
+        }
+    }
+    if config.image_must_change {
+        if restored {
+            eprintln!("xtask: the image check missed blocks the run did not restore");
+        }
+        return verdict && !restored;
+    }
+    verdict && restored
 }
 
 /// `cargo xtask demo`: one controller, output live on the terminal.
@@ -327,7 +410,7 @@ pub fn demo(kvm: bool, extra: &[String]) -> bool {
     };
     let config = config("demo", Bios::SeaBios, vec![simple("")]);
     let mut cmd = match command(&kernel, &config, use_kvm(&kernel, kvm)) {
-        Ok(c) => c,
+        Ok((c, _)) => c,
         Err(e) => {
             eprintln!("xtask: disk image: {e}");
             return false;

@@ -32,13 +32,29 @@ pub fn miri(tally: &mut Tally) {
         tally.skip("miri", "no nightly toolchain with the miri component");
         return;
     }
-    let miri = |args: &[&str]| {
+    let miri = |flags: &str, args: &[&str]| {
         let mut cmd = Command::new("cargo");
-        cmd.args(["+nightly", "miri", "test"]).args(args).env("MIRIFLAGS", "-Zmiri-strict-provenance");
+        cmd.args(["+nightly", "miri", "test"]).args(args).env("MIRIFLAGS", flags);
         run(&mut cmd)
     };
-    tally.step("miri: nvme-nostd unit tests", miri(&["-p", "nvme-nostd", "--lib"]));
-    tally.step("miri: simulator subset", miri(&["-p", "nvme-sim", "--test", "miri_subset"]));
+    // Stacked Borrows (Miri's default) over everything; Tree Borrows, with
+    // implicit writes for `&mut` arguments, over the buffer model: a buffer's
+    // pointer is taken at submission and used by the device (and `unshare`)
+    // after the buffer has moved into its request slot. (Miri's
+    // `-Zmiri-unique-is-unique` no longer exists: this nightly refuses it.)
+    const SB: &str = "-Zmiri-strict-provenance";
+    const TB: &str = "-Zmiri-strict-provenance -Zmiri-tree-borrows -Zmiri-tree-borrows-implicit-writes";
+    tally
+        .step("miri: nvme-nostd unit tests", miri(SB, &["-p", "nvme-nostd", "--features", "alloc", "--lib"]));
+    tally.step("miri: simulator subset", miri(SB, &["-p", "nvme-sim", "--test", "miri_subset"]));
+    tally.step(
+        "miri (tree borrows): buffers",
+        miri(TB, &["-p", "nvme-nostd", "--features", "alloc", "--lib", "buffer"]),
+    );
+    tally.step(
+        "miri (tree borrows): simulator subset",
+        miri(TB, &["-p", "nvme-sim", "--test", "miri_subset"]),
+    );
 }
 
 /// The cargo-fuzz targets, two at a time, `seconds` each.

@@ -1,5 +1,6 @@
 //! The QEMU boot demo: a bare-metal x86_64 kernel that finds every NVMe
-//! controller on the PCI bus and runs the self-test on each.
+//! controller on the PCI bus and runs the conformance suite
+//! (`nvme-conformance`) on each.
 //!
 //! Booted with `qemu-system-x86_64 -kernel <this ELF>` (PVH entry, see
 //! `boot.rs`). Kernel command line switches (`-append`):
@@ -8,6 +9,9 @@
 //!   Identify Namespace (NSID 1) data in hex, for test fixtures;
 //! - `raise-exception`: execute UD2, to prove a CPU exception fails the run
 //!   (with a message) instead of triple-faulting;
+//! - `skip-restore`: leave the blocks the checks overwrote as they are, to
+//!   prove that `cargo xtask test`'s before/after comparison of the disk
+//!   images notices;
 //! - `bench [key=value ...]`: instead of the self-test, measure random reads
 //!   on the first controller, driver against a raw loop (see `bench/mod.rs`).
 //!
@@ -101,6 +105,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     let cmdline = unsafe { start_info::command_line(start_info) };
     let plant_mismatch = cmdline.split(' ').any(|w| w == "plant-mismatch");
     let dump_identify = cmdline.split(' ').any(|w| w == "dump-identify");
+    let skip_restore = cmdline.split(' ').any(|w| w == "skip-restore");
     if cmdline.split(' ').any(|w| w == "raise-exception") {
         let _ = writeln!(out, "raising an invalid-opcode exception on purpose");
         // SAFETY: UD2 raises #UD, whose handler reports it and exits QEMU.
@@ -128,7 +133,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         exit_qemu(bench(cmdline, &access, functions.first(), &mut window, pool, clock, &mut out));
     }
     let mut totals = Totals::default();
-    let options = Options::default().with_plant_mismatch(plant_mismatch);
+    let options = Options::default().with_plant_mismatch(plant_mismatch).with_skip_restore(skip_restore);
     let found = if functions.is_empty() {
         Outcome::Failed("no NVMe controller on the PCI bus".try_into().unwrap_or_default())
     } else {
