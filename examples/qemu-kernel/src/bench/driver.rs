@@ -19,32 +19,27 @@ pub fn measure(target: Target, qd: usize, plan: &Plan) -> Result<Count, Reason> 
     let mut qp = ctrlr
         .create_io_qpair::<DmaBuffer<_>, _, MAX_QD>(QpairOptions::default())
         .map_err(|e| reason!("create_io_qpair: {e}"))?;
-    // Buffers not in flight. The poll callback cannot submit (`qp` is
-    // borrowed by `poll`), so it parks the buffers here and the loop
-    // resubmits them once `poll` returns.
-    let mut idle: heapless::Vec<DmaBuffer<_>, MAX_QD> = heapless::Vec::new();
+    // The first `qd` reads go out one by one (one doorbell each); after that
+    // every completion's buffer is resubmitted from inside the poll
+    // callback, and each poll pass rings the doorbell once for all of them.
     for _ in 0..qd {
         let buf = DmaBuffer::new(ctrlr.hal(), IO_BYTES).map_err(|e| reason!("buffer: {e}"))?;
-        let _ = idle.push(buf);
+        qp.read(&ns, lbas.next_lba(), lbas.blocks_per_io(), buf, ()).map_err(|e| reason!("read: {}", e.error))?;
     }
     let mut meter = Meter::new(target.clock, plan);
     let mut completed = 0u64;
     let mut failure: Option<Reason> = None;
     let result = loop {
-        while let Some(buf) = idle.pop() {
-            if let Err(e) = qp.read(&ns, lbas.next_lba(), lbas.blocks_per_io(), buf, ()) {
-                failure = Some(reason!("read: {}", e.error));
-                break;
-            }
-        }
-        qp.poll(PollLimit::All, |_, done| {
+        qp.poll(PollLimit::All, |resubmit, done| {
+            completed += 1;
             if let Err(e) = done.result() {
                 failure.get_or_insert_with(|| reason!("read completed with {e}"));
             }
             if let Some(buf) = done.buffer {
-                let _ = idle.push(buf);
+                if let Err(e) = resubmit.read(&ns, lbas.next_lba(), lbas.blocks_per_io(), buf, ()) {
+                    failure.get_or_insert_with(|| reason!("read: {}", e.error));
+                }
             }
-            completed += 1;
         });
         if let Some(why) = failure.take() {
             break Err(why);
