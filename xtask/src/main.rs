@@ -1,6 +1,7 @@
 //! `cargo xtask demo | test | lint | bench`: the project's tasks, in Rust so that they
 //! run wherever cargo does. See `README.md`.
 
+mod barriers;
 mod bench;
 mod qemu;
 mod reliability;
@@ -18,6 +19,9 @@ tasks:
         kernel's verdict
   test [--kvm]
         host unit tests, the core built for three bare-metal targets, the
+        device barriers checked in the core's aarch64 and riscv64 assembly
+        (xtask/barrier-probe: dmb oshst / fence ow,o before the doorbell
+        store, dmb oshld / fence ir,ir after the phase-tag load), the
         kernel under every QEMU configuration; ends with 'N passed, N failed'
   lint  rustfmt check, clippy -D warnings (host crates and the kernel on its
         target), rustdoc -D warnings
@@ -124,6 +128,7 @@ fn test(kvm: bool) -> bool {
             run(cargo().args(["build", "-p", "nvme-nostd", "--target", t])),
         );
     }
+    tally.step("device barriers in the aarch64 and riscv64 disassembly", barriers::check());
     tally.step(
         "property schedules (10000, fixed seed)",
         reliability::schedules(10_000, reliability::DEFAULT_SEED),
