@@ -45,6 +45,7 @@ impl MmioRegion {
         self.len == 0
     }
 
+    #[inline]
     fn ptr<T>(&self, offset: usize) -> Option<NonNull<T>> {
         let size = core::mem::size_of::<T>();
         if !offset.is_multiple_of(size) || offset.checked_add(size)? > self.len {
@@ -56,6 +57,7 @@ impl MmioRegion {
     }
 
     /// Volatile 32-bit read at `offset`.
+    #[inline]
     pub fn read32(&self, offset: usize) -> u32 {
         match self.ptr::<u32>(offset) {
             // SAFETY: inside the mapped window and aligned (checked by `ptr`).
@@ -70,6 +72,7 @@ impl MmioRegion {
     ///
     /// The write may make the device access memory (a doorbell, a queue base
     /// address): every address it makes the device use is lent to the device.
+    #[inline]
     pub unsafe fn write32(&self, offset: usize, value: u32) {
         if let Some(p) = self.ptr::<u32>(offset) {
             // SAFETY: inside the mapped window and aligned (checked by `ptr`).
@@ -78,6 +81,7 @@ impl MmioRegion {
     }
 
     /// Volatile 64-bit read at `offset`.
+    #[inline]
     pub fn read64(&self, offset: usize) -> u64 {
         match self.ptr::<u64>(offset) {
             // SAFETY: inside the mapped window and aligned (checked by `ptr`).
@@ -91,6 +95,7 @@ impl MmioRegion {
     /// # Safety
     ///
     /// As for [`write32`](MmioRegion::write32).
+    #[inline]
     pub unsafe fn write64(&self, offset: usize, value: u64) {
         if let Some(p) = self.ptr::<u64>(offset) {
             // SAFETY: inside the mapped window and aligned (checked by `ptr`).

@@ -613,6 +613,7 @@ enum Paging {
 
 /// The active namespace identifiers of a controller, fetched a page at a
 /// time ([`Controller::namespace_ids`]).
+#[must_use = "iterators are lazy and do nothing unless consumed"]
 pub struct NamespaceIds<'c, H: Hal> {
     ctrlr: &'c Controller<H>,
     page: ActiveNamespaceList,

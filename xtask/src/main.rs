@@ -185,7 +185,16 @@ fn lint() -> bool {
     tally.step(
         "rustdoc",
         run(cargo()
-            .args(["doc", "--workspace", "--exclude", "nvme-qemu-kernel", "--no-deps"])
+            // With `alloc`, so the `Vec<u8>` buffers are documented too.
+            .args([
+                "doc",
+                "--workspace",
+                "--exclude",
+                "nvme-qemu-kernel",
+                "--no-deps",
+                "--features",
+                "nvme-nostd/alloc",
+            ])
             .env("RUSTDOCFLAGS", "-D warnings")),
     );
     tally.finish()

@@ -24,7 +24,8 @@ pub fn measure(target: Target, qd: usize, plan: &Plan) -> Result<Count, Reason> 
     // callback, and each poll pass rings the doorbell once for all of them.
     for _ in 0..qd {
         let buf = DmaBuffer::new(ctrlr.hal(), IO_BYTES).map_err(|e| reason!("buffer: {e}"))?;
-        qp.read(&ns, lbas.next_lba(), lbas.blocks_per_io(), buf, ()).map_err(|e| reason!("read: {}", e.error))?;
+        qp.read(&ns, lbas.next_lba(), lbas.blocks_per_io(), buf, ())
+            .map_err(|e| reason!("read: {}", e.error))?;
     }
     let mut meter = Meter::new(target.clock, plan);
     let mut completed = 0u64;
