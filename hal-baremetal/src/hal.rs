@@ -45,6 +45,12 @@ impl LinearMap {
 ///
 /// It owns the [`Claim`] of its PCI function, so it is neither `Clone` nor
 /// `Copy`, and no second value can drive the same controller while it lives.
+///
+/// ```compile_fail
+/// fn second(hal: &hal_baremetal::BareMetalHal) -> hal_baremetal::BareMetalHal {
+///     hal.clone()
+/// }
+/// ```
 pub struct BareMetalHal {
     bar0: MmioRegion,
     pool: &'static DmaPool,

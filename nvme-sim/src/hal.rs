@@ -18,6 +18,13 @@ use std::rc::Rc;
 /// two driver instances can never drive one simulated controller. Dropping it
 /// (with the controller that owns it) releases the claim.
 ///
+/// ```compile_fail
+/// // A SimHal cannot be duplicated: no second driver on the same device.
+/// fn second(hal: &nvme_sim::SimHal) -> nvme_sim::SimHal {
+///     hal.clone()
+/// }
+/// ```
+///
 /// Time: `Hal::ticks` are virtual nanoseconds; each call moves virtual time on
 /// by [`SimConfig::now_tick`](crate::SimConfig::now_tick) first (1 µs by
 /// default), so that a host busy-polling against a deadline sees the device
