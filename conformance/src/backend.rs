@@ -11,13 +11,12 @@ use core::ptr::NonNull;
 use nvme_nostd::hal_traits::{Hal, HalErrorKind};
 use nvme_nostd::{Controller, DmaBuffer, Error, IoBuffer, IoQueuePair, Namespace, PollLimit, QpairOptions};
 
-/// A DMA buffer that does not say so: it reaches the device through
-/// `Hal::translate` or `Hal::share` like any caller memory.
+/// DMA memory in another type: with translation turned off, it reaches the
+/// device through `Hal::share` like any caller memory.
 struct Foreign<'a, H: Hal>(Buf<'a, H>);
 
 // SAFETY: every promise is the inner DmaBuffer's (stable bytes, no
-// uniqueness asserted on a move); `dma_address` keeps its default `None`,
-// which promises nothing.
+// uniqueness asserted on a move, the same slice on every call).
 unsafe impl<H: Hal> IoBuffer for Foreign<'_, H> {
     fn as_dma_slice(&mut self) -> NonNull<[u8]> {
         self.0.as_dma_slice()

@@ -2,6 +2,7 @@
 //! functions, and memory BAR assignment where firmware left BARs unassigned
 //! (qboot does; SeaBIOS and OVMF assign them).
 
+use crate::claim::Claim;
 use pci_types::{
     Bar, CommandRegister, ConfigRegionAccess, EndpointHeader, HeaderType, PciAddress, PciHeader,
 };
@@ -143,15 +144,20 @@ pub struct MemoryBar {
     pub size: u64,
 }
 
-/// Gives every unassigned memory BAR of `function` an address from `window`,
-/// then enables memory decoding and bus mastering (and disables INTx: the
-/// driver polls). Returns BAR0.
+/// Gives every unassigned memory BAR of the claimed function an address from
+/// `window`, then enables memory decoding and bus mastering (and disables
+/// INTx: the driver polls). Returns BAR0.
+///
+/// Sizing a BAR turns decoding off for a moment, which would pull the
+/// registers from under a driver: only the holder of the function's
+/// [`Claim`] may do it.
 pub fn enable(
     access: &impl ConfigRegionAccess,
-    function: &NvmeFunction,
+    claim: &Claim,
     window: &mut BarWindow,
 ) -> Result<MemoryBar, PciError> {
-    let header = PciHeader::new(function.address);
+    let address = claim.address();
+    let header = PciHeader::new(address);
     let Some(mut endpoint) = EndpointHeader::from_header(header, access) else {
         return Err(PciError::NoMemoryBar0);
     };
@@ -163,7 +169,7 @@ pub fn enable(
     let mut slot = 0u8;
     while slot < 6 {
         // SAFETY: reading a BAR of an existing endpoint function.
-        let raw = unsafe { access.read(function.address, 0x10 + slot as u16 * 4) };
+        let raw = unsafe { access.read(address, 0x10 + slot as u16 * 4) };
         let is_io = raw & 1 == 1;
         let kind = (raw >> 1) & 3;
         // Reserved memory types (01b, 11b) are skipped rather than decoded
@@ -396,6 +402,17 @@ mod tests {
         NvmeFunction { address, id: QEMU_NVME }
     }
 
+    /// The claim `enable` needs; tests running in parallel may want the same
+    /// address, so wait for it.
+    fn claimed(function: NvmeFunction) -> Claim {
+        loop {
+            if let Some(c) = crate::claim::claim(function.address) {
+                return c;
+            }
+            std::thread::yield_now();
+        }
+    }
+
     /// The usual q35 window below 4 GiB.
     fn q35_window() -> BarWindow {
         BarWindow::new(0xc000_0000, 0xfec0_0000)
@@ -465,7 +482,7 @@ mod tests {
         let nvme = at(0, 4, 0);
         let config = FakeConfig::new(vec![FakeFunction::nvme(nvme).bar(0, BarRegister::memory32(0x4000), 0)]);
         let mut window = BarWindow::new(0xc000_1000, 0xc010_0000);
-        let bar0 = enable(&config, &nvme_function(nvme), &mut window).expect("enabled");
+        let bar0 = enable(&config, &claimed(nvme_function(nvme)), &mut window).expect("enabled");
         assert_eq!(bar0, MemoryBar { address: 0xc000_4000, size: 0x4000 }, "naturally aligned");
         assert_eq!(config.register(nvme, 0x10), 0xc000_4000, "written to the register");
         assert_eq!(window.next, 0xc000_8000);
@@ -485,7 +502,7 @@ mod tests {
             .bar64(2, 0x10_0000, 0)
             .bar(4, BarRegister::memory32(0x1000), 0xc000_0000);
         let config = FakeConfig::new(vec![function]);
-        enable(&config, &nvme_function(nvme), &mut q35_window()).expect("enabled");
+        enable(&config, &claimed(nvme_function(nvme)), &mut q35_window()).expect("enabled");
         let writes = config.writes.borrow();
         let mut decoding = true;
         let mut bar_writes = 0;
@@ -514,7 +531,7 @@ mod tests {
             FakeFunction::nvme(nvme).command(DECODING).bar(0, BarRegister::memory32(0x4000), 0xfebd_0000);
         let config = FakeConfig::new(vec![function]);
         let mut window = q35_window();
-        let bar0 = enable(&config, &nvme_function(nvme), &mut window).expect("enabled");
+        let bar0 = enable(&config, &claimed(nvme_function(nvme)), &mut window).expect("enabled");
         assert_eq!(bar0, MemoryBar { address: 0xfebd_0000, size: 0x4000 });
         assert_eq!(config.register(nvme, 0x10), 0xfebd_0000, "restored after sizing");
         assert_eq!(window.next, 0xc000_0000, "nothing taken from the window");
@@ -531,7 +548,7 @@ mod tests {
         let function = FakeFunction::nvme(nvme).bar64(0, 0x4000, 0).bar(2, BarRegister::memory32(0x1000), 0);
         let config = FakeConfig::new(vec![function]);
         let mut window = BarWindow::new(0xc000_0000, 0xc010_0000);
-        let bar0 = enable(&config, &nvme_function(nvme), &mut window).expect("enabled");
+        let bar0 = enable(&config, &claimed(nvme_function(nvme)), &mut window).expect("enabled");
         assert_eq!(bar0, MemoryBar { address: 0xc000_0000, size: 0x4000 });
         assert_eq!(config.register(nvme, 0x10), 0xc000_0004, "address and the 64-bit type");
         assert_eq!(config.register(nvme, 0x14), 0, "upper half below 4 GiB");
@@ -546,7 +563,7 @@ mod tests {
         let function = FakeFunction::nvme(nvme).bar64(0, 0x4000, 0);
         let config = FakeConfig::new(vec![function]);
         let mut window = BarWindow::new(0x80_0000_0000, 0x80_1000_0000);
-        let bar0 = enable(&config, &nvme_function(nvme), &mut window).expect("enabled");
+        let bar0 = enable(&config, &claimed(nvme_function(nvme)), &mut window).expect("enabled");
         assert_eq!(bar0, MemoryBar { address: 0x80_0000_0000, size: 0x4000 });
         assert_eq!(config.register(nvme, 0x10), 0x0000_0004);
         assert_eq!(config.register(nvme, 0x14), 0x80);
@@ -558,7 +575,7 @@ mod tests {
         let function = FakeFunction::nvme(nvme).bar64(0, 8 << 30, 0);
         let config = FakeConfig::new(vec![function]);
         let mut window = BarWindow::new(0x80_0000_0000, 0x90_0000_0000);
-        let bar0 = enable(&config, &nvme_function(nvme), &mut window).expect("enabled");
+        let bar0 = enable(&config, &claimed(nvme_function(nvme)), &mut window).expect("enabled");
         assert_eq!(bar0, MemoryBar { address: 0x80_0000_0000, size: 8 << 30 });
     }
 
@@ -568,7 +585,7 @@ mod tests {
         let function = FakeFunction::nvme(nvme).bar64(0, 2 << 30, 0);
         let config = FakeConfig::new(vec![function]);
         let mut window = BarWindow::new(0x80_0000_0000, 0x90_0000_0000);
-        let bar0 = enable(&config, &nvme_function(nvme), &mut window).expect("enabled");
+        let bar0 = enable(&config, &claimed(nvme_function(nvme)), &mut window).expect("enabled");
         assert_eq!(bar0, MemoryBar { address: 0x80_0000_0000, size: 2 << 30 });
         assert_eq!(config.register(nvme, 0x14), 0x80);
     }
@@ -578,7 +595,10 @@ mod tests {
         let nvme = at(0, 4, 0);
         let config = FakeConfig::new(vec![FakeFunction::nvme(nvme).bar(0, BarRegister::memory32(0x4000), 0)]);
         let mut window = BarWindow::new(0x1_0000_0000, 0x2_0000_0000);
-        assert_eq!(enable(&config, &nvme_function(nvme), &mut window), Err(PciError::WindowFull(0x4000)));
+        assert_eq!(
+            enable(&config, &claimed(nvme_function(nvme)), &mut window),
+            Err(PciError::WindowFull(0x4000))
+        );
         assert_eq!(config.register(nvme, 0x10), 0, "left unassigned");
 
         // A window across 4 GiB: the first BAR ends exactly at 4 GiB, which
@@ -590,7 +610,10 @@ mod tests {
         );
         let config = FakeConfig::new(vec![function]);
         let mut window = BarWindow::new(0xffff_c000, 0x1_0001_0000);
-        assert_eq!(enable(&config, &nvme_function(nvme), &mut window), Err(PciError::WindowFull(0x4000)));
+        assert_eq!(
+            enable(&config, &claimed(nvme_function(nvme)), &mut window),
+            Err(PciError::WindowFull(0x4000))
+        );
         assert_eq!(config.register(nvme, 0x10), 0xffff_c000);
         assert_eq!(config.register(nvme, 0x14), 0x8, "left unassigned (only its prefetchable bit)");
     }
@@ -608,7 +631,7 @@ mod tests {
             .bar(4, BarRegister::io(0x20), 0);
         let config = FakeConfig::new(vec![function.bar(5, BarRegister::memory32(0x1000), 0)]);
         let mut window = BarWindow::new(0xc000_0000, 0xc010_0000);
-        let bar0 = enable(&config, &nvme_function(nvme), &mut window).expect("enabled");
+        let bar0 = enable(&config, &claimed(nvme_function(nvme)), &mut window).expect("enabled");
         assert_eq!(bar0, MemoryBar { address: 0xc000_0000, size: 0x4000 });
         assert_eq!(config.register(nvme, 0x24), 0xc000_4000, "BAR5 assigned after the skipped ones");
         let touched: Vec<u16> = config.bar_writes(nvme).iter().map(|w| w.0).collect();
@@ -623,7 +646,7 @@ mod tests {
         let nvme = at(0, 4, 0);
         for register in [BarRegister::io(0x100), BarRegister::reserved(0b01), BarRegister::reserved(0b11)] {
             let config = FakeConfig::new(vec![FakeFunction::nvme(nvme).bar(0, register, 0)]);
-            let result = enable(&config, &nvme_function(nvme), &mut q35_window());
+            let result = enable(&config, &claimed(nvme_function(nvme)), &mut q35_window());
             assert_eq!(result, Err(PciError::NoMemoryBar0), "{register:?}");
         }
     }
@@ -633,7 +656,10 @@ mod tests {
         let nvme = at(0, 4, 0);
         let config = FakeConfig::new(vec![FakeFunction::nvme(nvme).bar(0, BarRegister::memory32(0x4000), 0)]);
         let mut window = BarWindow::new(0xc000_0000, 0xc000_2000);
-        assert_eq!(enable(&config, &nvme_function(nvme), &mut window), Err(PciError::WindowFull(0x4000)));
+        assert_eq!(
+            enable(&config, &claimed(nvme_function(nvme)), &mut window),
+            Err(PciError::WindowFull(0x4000))
+        );
         assert_eq!(config.register(nvme, 0x10), 0, "left unassigned");
         // A later BAR that does not fit fails the function too.
         let function = FakeFunction::nvme(nvme).bar(0, BarRegister::memory32(0x1000), 0).bar(
@@ -643,7 +669,10 @@ mod tests {
         );
         let config = FakeConfig::new(vec![function]);
         let mut window = BarWindow::new(0xc000_0000, 0xc001_0000);
-        assert_eq!(enable(&config, &nvme_function(nvme), &mut window), Err(PciError::WindowFull(0x10_0000)));
+        assert_eq!(
+            enable(&config, &claimed(nvme_function(nvme)), &mut window),
+            Err(PciError::WindowFull(0x10_0000))
+        );
     }
 
     #[test]
@@ -651,14 +680,17 @@ mod tests {
         let nvme = at(0, 4, 0);
         let config = FakeConfig::new(vec![FakeFunction::nvme(nvme).bar(1, BarRegister::memory32(0x4000), 0)]);
         let mut window = q35_window();
-        assert_eq!(enable(&config, &nvme_function(nvme), &mut window), Err(PciError::NoMemoryBar0));
+        assert_eq!(enable(&config, &claimed(nvme_function(nvme)), &mut window), Err(PciError::NoMemoryBar0));
     }
 
     #[test]
     fn a_bridge_is_no_memory_bar0() {
         let nvme = at(0, 4, 0);
         let config = FakeConfig::new(vec![FakeFunction::nvme(nvme).header_type(0x01)]);
-        assert_eq!(enable(&config, &nvme_function(nvme), &mut q35_window()), Err(PciError::NoMemoryBar0));
+        assert_eq!(
+            enable(&config, &claimed(nvme_function(nvme)), &mut q35_window()),
+            Err(PciError::NoMemoryBar0)
+        );
         assert!(config.writes.borrow().is_empty(), "a bridge is not touched");
     }
 

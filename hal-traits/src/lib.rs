@@ -313,8 +313,10 @@ pub unsafe trait Hal {
     /// write is visible to the CPU after
     /// [`barrier_after_phase`](Hal::barrier_after_phase), without cache
     /// maintenance: cacheable memory on a coherent system, memory mapped
-    /// uncached (or write-combined and uncached for reads) on a system
-    /// without DMA coherence.
+    /// uncached on a system without DMA coherence. (Write-combined memory
+    /// also needs a barrier that drains the write-combining buffers, `sfence`
+    /// on x86_64, in `barrier_before_doorbell`; the default there is a
+    /// compiler fence, right for write-back memory only.)
     ///
     /// [`DmaBuffer`]: https://docs.rs/nvme-nostd/latest/nvme_nostd/struct.DmaBuffer.html
     fn dma_alloc(&self, pages: usize) -> Result<DmaRegion, HalError>;
@@ -335,15 +337,20 @@ pub unsafe trait Hal {
     /// (the driver then calls [`share`](Hal::share)).
     ///
     /// This is the fast path for pre-registered memory (SPDK's memory map,
-    /// hugepages a VFIO back-end mapped at start): a lookup, no system call,
-    /// and nothing to undo. The default knows no such memory.
+    /// hugepages a VFIO back-end mapped at start, and the HAL's own
+    /// [`dma_alloc`](Hal::dma_alloc) memory, which is how a `DmaBuffer`
+    /// reaches the device): a lookup, no system call, and nothing to undo.
+    /// The default knows no such memory.
     ///
     /// # Implementation safety
     ///
     /// When it returns true, the segments reach exactly the bytes of
-    /// `buffer`, in order, for as long as the registration lasts, and the
-    /// registration lasts as long as this HAL value (or longer: see "Leaks
-    /// outlive the value"). The segments add up to `buffer.len()` bytes.
+    /// `buffer`, in order, and the segments add up to `buffer.len()` bytes.
+    /// The registration cannot be withdrawn while this HAL value lives (the
+    /// driver may have any number of requests in flight on it; see also
+    /// "Leaks outlive the value"). With `H: Sync`, queue pairs on several
+    /// threads call this (and `share`, `unshare`, the sync hooks) at the same
+    /// time.
     fn translate(&self, buffer: NonNull<[u8]>, sink: &mut dyn SegmentSink) -> bool {
         let _ = (buffer, sink);
         false
@@ -355,9 +362,19 @@ pub unsafe trait Hal {
     ///
     /// For [`Direction::ToDevice`] the device will read the buffer; for
     /// [`Direction::FromDevice`] it will write it. A back-end that bounces the
-    /// data copies it in here (to the device) or in `unshare` (from the
-    /// device). The driver calls [`sync_for_device`](Hal::sync_for_device)
-    /// after this and before the device may access the buffer.
+    /// data copies it into the bounce memory here (or in `sync_for_device`)
+    /// and back in [`sync_for_cpu`](Hal::sync_for_cpu), not in `unshare`: the
+    /// driver also undoes shares the device never saw (segments PRPs cannot
+    /// describe) with a plain `unshare`, which must then leave the caller's
+    /// buffer as it was. The driver calls
+    /// [`sync_for_device`](Hal::sync_for_device) after this and before the
+    /// device may access the buffer.
+    ///
+    /// Buffers are not page-aligned in general: two buffers that share a
+    /// page (two 512-byte reads in one page, say) may be shared at the same
+    /// time, and undoing one must not revoke the other. An IOMMU back-end
+    /// that maps whole pages counts the users of each page (or maps each
+    /// share at its own I/O virtual addresses).
     ///
     /// # Safety
     ///
@@ -379,7 +396,8 @@ pub unsafe trait Hal {
     ) -> Result<Self::Mapping, HalError>;
 
     /// Revokes what [`share`](Hal::share) granted, once the device is done
-    /// (after [`sync_for_cpu`](Hal::sync_for_cpu)).
+    /// (after [`sync_for_cpu`](Hal::sync_for_cpu), or, for a share the device
+    /// never saw, without it). Copies nothing back (see `share`).
     ///
     /// # Safety
     ///
@@ -401,6 +419,14 @@ pub unsafe trait Hal {
     /// `buffer` is valid and the CPU does not touch it until the matching
     /// [`sync_for_cpu`](Hal::sync_for_cpu).
     ///
+    /// # Implementation safety
+    ///
+    /// The maintenance has *completed* when this returns (on aarch64 a
+    /// `dsb` after the `dc cvac`/`dc civac` loop; on riscv64 a fence after
+    /// the `cbo` instructions): the barrier before the doorbell
+    /// (`dmb oshst`, `fence ow, o`) orders memory accesses, not cache
+    /// maintenance.
+    ///
     /// [`DmaBuffer`]: https://docs.rs/nvme-nostd/latest/nvme_nostd/struct.DmaBuffer.html
     unsafe fn sync_for_device(&self, buffer: NonNull<[u8]>, direction: Direction) {
         let _ = (buffer, direction);
@@ -417,6 +443,12 @@ pub unsafe trait Hal {
     ///
     /// `buffer` was passed to [`sync_for_device`](Hal::sync_for_device) with
     /// the same direction, and the device no longer accesses it.
+    ///
+    /// # Implementation safety
+    ///
+    /// The maintenance has completed when this returns (as for
+    /// `sync_for_device`), and a bouncing back-end has copied the device's
+    /// bytes back into `buffer`.
     unsafe fn sync_for_cpu(&self, buffer: NonNull<[u8]>, direction: Direction) {
         let _ = (buffer, direction);
     }

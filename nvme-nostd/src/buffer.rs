@@ -6,14 +6,15 @@
 
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
-use hal_traits::{DeviceAddr, DmaRegion, Hal, HalError, PAGE_SIZE};
+use hal_traits::{DmaRegion, Hal, HalError, PAGE_SIZE};
 
 /// A buffer a request can own while the device reads or writes it.
 ///
 /// The driver asks for the bytes once, at submission, through
 /// [`as_dma_slice`](IoBuffer::as_dma_slice), and hands them to the device
-/// through the [`Hal`] ([`Hal::share`], or [`Hal::translate`] for memory
-/// registered ahead of time, or directly for a [`DmaBuffer`] of its own HAL).
+/// through the [`Hal`]: [`Hal::translate`] for memory the HAL can already
+/// reach (its own DMA memory, as a [`DmaBuffer`], or memory registered ahead
+/// of time), [`Hal::share`] for any other.
 ///
 /// # Safety
 ///
@@ -27,23 +28,17 @@ use hal_traits::{DeviceAddr, DmaRegion, Hal, HalError, PAGE_SIZE};
 ///   `Box` or `&mut` as a fresh unique pointer, which invalidates pointers
 ///   taken earlier (the one the device was given), so `Box<[u8]>` and
 ///   `&'static mut [u8]` do not qualify; `Vec<u8>` (its heap pointer is a
-///   plain raw pointer, not retagged on a move) and [`DmaBuffer`] do;
-/// - [`dma_address`](IoBuffer::dma_address), when it returns
-///   `Some((hal, addr))`, means: the bytes are DMA memory from the
-///   [`Hal::dma_alloc`] of the HAL value at address `hal`, and the device
-///   reaches the first byte at `addr` and the rest contiguously after it.
+///   plain raw pointer, not retagged on a move) and [`DmaBuffer`] do.
+///
+/// The driver never takes a buffer's word for where the device reaches it:
+/// only the controller's own HAL answers that, through `translate` or
+/// `share`. (An earlier version trusted a `DmaBuffer` whose HAL had the same
+/// address as the controller's; a zero-sized HAL of another device can have
+/// that address.)
 pub unsafe trait IoBuffer {
     /// The bytes the device may read or write: pointer and length from one
     /// place.
     fn as_dma_slice(&mut self) -> NonNull<[u8]>;
-
-    /// For buffers in DMA memory of a HAL: that HAL's address (as an
-    /// identity) and the device address of the first byte. The driver then
-    /// skips [`Hal::share`], but only when `hal` is its own HAL. `None` (the
-    /// default) for any other buffer.
-    fn dma_address(&self) -> Option<(NonNull<()>, DeviceAddr)> {
-        None
-    }
 }
 
 #[cfg(feature = "alloc")]
@@ -54,8 +49,8 @@ extern crate alloc;
 // `as_mut_ptr` does not create a reference to the elements (its documented
 // guarantee), so no uniqueness is asserted over the bytes, and the Vec's own
 // pointer is not retagged when the Vec is moved (it is a raw pointer inside a
-// struct that is not a scalar pair). Checked under Miri with Tree Borrows and
-// `-Zmiri-unique-is-unique` (`cargo xtask miri`).
+// struct that is not a scalar pair). Checked under Miri with Stacked and Tree
+// Borrows (`cargo xtask miri`).
 #[cfg(feature = "alloc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
 unsafe impl IoBuffer for alloc::vec::Vec<u8> {
@@ -68,9 +63,9 @@ unsafe impl IoBuffer for alloc::vec::Vec<u8> {
 /// A buffer in DMA memory from the HAL, freed when dropped.
 ///
 /// Its length can be narrowed to a window (`set_window`) to transfer from an
-/// offset inside the first page, for instance. A queue pair of the controller
-/// that owns the same HAL reaches it without [`Hal::share`] (it is memory the
-/// device can already reach).
+/// offset inside the first page, for instance. The controller's HAL
+/// translates it ([`Hal::translate`]) rather than sharing it: it is memory the
+/// device can already reach, so I/O to it costs no mapping.
 pub struct DmaBuffer<'h, H: Hal> {
     hal: &'h H,
     region: DmaRegion,
@@ -135,15 +130,10 @@ impl<H: Hal> DerefMut for DmaBuffer<'_, H> {
 // SAFETY: the allocation does not move with the value, is reached only
 // through a raw pointer (no unique reference is asserted on a move), and is
 // exclusively owned by the value until `drop`; pointer and length come from
-// the same fields on every call; the region came from `hal.dma_alloc`, and the
-// device reaches byte `offset` at `daddr + offset`, contiguously.
+// the same fields on every call.
 unsafe impl<H: Hal> IoBuffer for DmaBuffer<'_, H> {
     fn as_dma_slice(&mut self) -> NonNull<[u8]> {
         NonNull::slice_from_raw_parts(self.ptr(), self.len)
-    }
-
-    fn dma_address(&self) -> Option<(NonNull<()>, DeviceAddr)> {
-        Some((NonNull::from(self.hal).cast(), self.region.daddr.offset(self.offset as u64)))
     }
 }
 

@@ -166,6 +166,27 @@ impl CompletionQueue {
         Some(self.mem.read::<CompletionEntry>(offset))
     }
 
+    /// Visits the entries the controller has posted from the head on and the
+    /// host has not consumed yet (at most one ring's worth), without
+    /// consuming them.
+    pub(crate) fn posted<H: Hal>(&self, hal: &H, mut visit: impl FnMut(&CompletionEntry)) {
+        let (mut index, mut phase) = (self.head, self.phase);
+        for _ in 0..self.size {
+            let offset = index as usize * CQ_ENTRY_SIZE;
+            let status: u16 = self.mem.read(offset + COMPLETION_STATUS_OFFSET);
+            if (status & 1 == 1) != phase {
+                return;
+            }
+            hal.barrier_after_phase();
+            visit(&self.mem.read::<CompletionEntry>(offset));
+            index += 1;
+            if index == self.size {
+                index = 0;
+                phase = !phase;
+            }
+        }
+    }
+
     /// Consumes the head entry.
     pub(crate) fn advance(&mut self) {
         self.head += 1;

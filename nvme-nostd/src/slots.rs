@@ -88,10 +88,9 @@ impl<T, const N: usize> SlotPool<T, N> {
         self.free.pop().map(Reserved)
     }
 
-    /// Gives a reserved slot back unused.
-    pub(crate) fn cancel(&mut self, reserved: Reserved) {
-        // Cannot fail: the index came out of `free`.
-        let _ = self.free.push(reserved.0);
+    /// The index of the slot [`reserve`](Self::reserve) takes next, if any.
+    pub(crate) fn next_free(&self) -> Option<usize> {
+        self.free.last().map(|&i| i as usize)
     }
 
     /// Puts `value` in a free slot and returns its CID, or hands `value` back

@@ -123,10 +123,7 @@ unsafe impl Hal for SimHal {
     unsafe fn unshare(&self, buffer: NonNull<[u8]>, direction: Direction, mapping: Mapping) {
         let mut state = self.state.borrow_mut();
         state.check_synced(buffer);
-        // SAFETY: the caller passes the buffer and mapping of an earlier
-        // `share`, whose contract keeps the buffer valid until now; arguments
-        // matching no live share are only counted.
-        unsafe { state.mem.unshare(buffer, direction, mapping) }
+        state.mem.unshare(buffer, direction, mapping)
     }
 
     unsafe fn sync_for_device(&self, buffer: NonNull<[u8]>, direction: Direction) {
@@ -134,7 +131,9 @@ unsafe impl Hal for SimHal {
     }
 
     unsafe fn sync_for_cpu(&self, buffer: NonNull<[u8]>, direction: Direction) {
-        self.state.borrow_mut().sync_for_cpu(buffer, direction)
+        // SAFETY: the caller guarantees the buffer is valid and the device is
+        // done with it (`Hal::sync_for_cpu`'s contract).
+        unsafe { self.state.borrow_mut().sync_for_cpu(buffer, direction) }
     }
 
     fn barrier_after_phase(&self) {
@@ -163,15 +162,24 @@ unsafe impl Hal for SimHal {
 }
 
 impl SimHal {
-    /// Writes a register. Safe here, unlike [`Hal::write32`]: the simulated
-    /// device checks every address a write makes it use, so no value can
-    /// corrupt memory. For tests that drive the registers by hand.
-    pub fn write_reg32(&self, offset: usize, value: u32) {
+    /// Writes a register, for tests that drive the registers by hand.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Hal::write32`]: the simulated device checks that every
+    /// address a write makes it use lies in memory handed out by the arena,
+    /// but not whose that memory is, so a doorbell can make it replay a
+    /// stale command into a buffer its owner holds again.
+    pub unsafe fn write_reg32(&self, offset: usize, value: u32) {
         self.state.borrow_mut().write32(offset, value)
     }
 
     /// Writes a 64-bit register; see [`SimHal::write_reg32`].
-    pub fn write_reg64(&self, offset: usize, value: u64) {
+    ///
+    /// # Safety
+    ///
+    /// As for [`SimHal::write_reg32`].
+    pub unsafe fn write_reg64(&self, offset: usize, value: u64) {
         self.state.borrow_mut().write64(offset, value)
     }
 }

@@ -255,14 +255,43 @@ impl Arena {
         Ok(Mapping { first_page: first, pages })
     }
 
-    /// Ends a share: copies the bounce bytes back (for `FromDevice` and
-    /// `Bidirectional`) and frees the bounce pages. Arguments that match no
-    /// live share count as a bad unshare and change nothing.
+    /// `sync_for_cpu` of a shared buffer: copies the bounce bytes back (for
+    /// `FromDevice` and `Bidirectional`), as a bouncing back-end does when
+    /// the device is done. A buffer that was translated, not shared, has
+    /// nothing to copy. Returns false when `buffer` matches no live share.
     ///
     /// # Safety
     ///
-    /// When the arguments match a live share, `buffer` is valid for writes.
-    pub(crate) unsafe fn unshare(&mut self, buffer: NonNull<[u8]>, dir: Direction, mapping: Mapping) {
+    /// `buffer` is valid for writes.
+    pub(crate) unsafe fn copy_back(&mut self, buffer: NonNull<[u8]>, dir: Direction) -> bool {
+        let vaddr = buffer.cast::<u8>();
+        let found = self
+            .shares
+            .values()
+            .find(|s| s.vaddr == vaddr.as_ptr().addr() && s.len == buffer.len() && s.direction == dir)
+            .copied();
+        let Some(share) = found else { return false };
+        if dir != Direction::ToDevice {
+            for piece in share.pieces() {
+                let src = self.ptr(piece.arena_offset);
+                // SAFETY: the source lies inside the bounce pages of this
+                // share; the caller guarantees the buffer is writable and the
+                // piece lies inside it; the caller's buffer is not bounce
+                // memory of this share, so they do not overlap.
+                unsafe {
+                    ptr::copy_nonoverlapping(src.as_ptr(), vaddr.as_ptr().add(piece.buffer_offset), piece.len)
+                };
+            }
+        }
+        true
+    }
+
+    /// Ends a share and frees its bounce pages. Nothing is copied back here:
+    /// that is `sync_for_cpu`'s ([`copy_back`](Arena::copy_back)), so that
+    /// undoing a share the device never saw leaves the caller's buffer as it
+    /// was. Arguments that match no live share count as a bad unshare and
+    /// change nothing.
+    pub(crate) fn unshare(&mut self, buffer: NonNull<[u8]>, dir: Direction, mapping: Mapping) {
         let Some(share) = self.shares.get(&mapping.first_page).copied() else {
             self.bad_unshares += 1;
             return;
@@ -275,18 +304,6 @@ impl Arena {
         {
             self.bad_unshares += 1;
             return;
-        }
-        if dir != Direction::ToDevice {
-            for piece in share.pieces() {
-                let src = self.ptr(piece.arena_offset);
-                // SAFETY: the source lies inside the bounce pages of this
-                // share; the caller guarantees the buffer is writable and the
-                // piece lies inside it; the caller's buffer is not bounce
-                // memory of this share, so they do not overlap.
-                unsafe {
-                    ptr::copy_nonoverlapping(src.as_ptr(), vaddr.as_ptr().add(piece.buffer_offset), piece.len)
-                };
-            }
         }
         self.shares.remove(&mapping.first_page);
         self.release_pages(share.first_page, share.pages);
@@ -437,17 +454,18 @@ mod tests {
             assert_eq!(seen[..first], [7u8; 100][..first]);
             assert!(a.device_write(d.0, &[1, 2]));
             let wrong = Mapping { first_page: m.first_page, pages: m.pages + 1 };
-            // SAFETY: wrong arguments: counted, nothing touched.
-            unsafe { a.unshare(b, Direction::Bidirectional, wrong) };
+            // Wrong arguments: counted, nothing touched.
+            a.unshare(b, Direction::Bidirectional, wrong);
             assert_eq!(a.bad_unshares, 1);
             assert_eq!(buf[0], 7);
             let again = Mapping { first_page: m.first_page, pages: m.pages };
-            // SAFETY: the arguments of the share above.
-            unsafe { a.unshare(b, Direction::Bidirectional, m) };
+            // SAFETY: the buffer is the share's and valid for writes.
+            assert!(unsafe { a.copy_back(b, Direction::Bidirectional) });
+            a.unshare(b, Direction::Bidirectional, m);
             assert_eq!(&buf[..3], &[1, 2, 7]);
             assert_eq!(a.live_shares(), 0);
-            // SAFETY: no longer live: counted.
-            unsafe { a.unshare(b, Direction::Bidirectional, again) };
+            // No longer live: counted.
+            a.unshare(b, Direction::Bidirectional, again);
             assert_eq!(a.bad_unshares, 2);
         }
     }
@@ -475,8 +493,7 @@ mod tests {
             assert_eq!(got, buf[offset..offset + s.len]);
             offset += s.len;
         }
-        // SAFETY: the arguments of the share above.
-        unsafe { a.unshare(b, Direction::ToDevice, m) };
+        a.unshare(b, Direction::ToDevice, m);
         assert_eq!(a.live_shares(), 0);
     }
 

@@ -6,7 +6,24 @@ use core::ptr::NonNull;
 use core::time::Duration;
 use nvme_nostd::hal_traits::{DeviceSegment, Direction, DmaRegion, Hal, SegmentSink, PAGE_SIZE};
 use nvme_nostd::spec::registers::{doorbell_offset, offset, Cc};
-use nvme_sim::{Fault, FaultKind, FaultRule, Mapping, Sim, SimConfig, SimNamespace, SplitMix64, IOVA_BASE};
+use nvme_sim::{
+    Fault, FaultKind, FaultRule, Mapping, Sim, SimConfig, SimHal, SimNamespace, SplitMix64, IOVA_BASE,
+};
+
+/// A register write of the test's own.
+fn reg32(hal: &SimHal, offset: usize, value: u32) {
+    // SAFETY: the hostile host programs garbage on purpose, but every address it
+    // can name that the simulator accepts is arena memory the host itself
+    // allocated (queues, shared buffers), kept alive until the end of the test;
+    // the simulator refuses every other address.
+    unsafe { hal.write_reg32(offset, value) }
+}
+
+/// A 64-bit register write of the test's own; see [`reg32`].
+fn reg64(hal: &SimHal, offset: usize, value: u64) {
+    // SAFETY: as in `reg32`.
+    unsafe { hal.write_reg64(offset, value) }
+}
 
 const OPCODES: [u8; 16] =
     [0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x08, 0x09, 0x0a, 0x0c, 0x18, 0x7f, 0x08, 0x09, 0x01, 0x02];
@@ -114,22 +131,22 @@ impl Host {
                 let off = (self.rng.below(0x1100) as usize) & !if self.rng.below(8) == 0 { 0 } else { 3 };
                 let v = self.rng.next_u64() as u32;
                 if off != offset::CC {
-                    hal.write_reg32(off, v);
+                    reg32(&hal, off, v);
                 }
             }
             4 => {
                 if self.rng.below(3) == 0 {
-                    hal.write_reg32(offset::CC, 0);
+                    reg32(&hal, offset::CC, 0);
                 } else if let (Some(sq), Some(cq)) = (self.pick_region(), self.pick_region()) {
                     let sizes = self.rng.below(64) as u32 | ((self.rng.below(64) as u32) << 16);
-                    hal.write_reg32(offset::AQA, sizes);
-                    hal.write_reg64(offset::ASQ, sq.daddr.0);
-                    hal.write_reg64(offset::ACQ, cq.daddr.0);
+                    reg32(&hal, offset::AQA, sizes);
+                    reg64(&hal, offset::ASQ, sq.daddr.0);
+                    reg64(&hal, offset::ACQ, cq.daddr.0);
                     let mut cc = Cc::new().with_en(true).with_iosqes(6).with_iocqes(4);
                     if self.rng.below(6) == 0 {
                         cc = cc.with_shn(1 + self.rng.below(2) as u8);
                     }
-                    hal.write_reg32(offset::CC, cc.into_bits());
+                    reg32(&hal, offset::CC, cc.into_bits());
                 }
             }
             5..=7 => {
@@ -151,7 +168,7 @@ impl Host {
                 } else {
                     self.rng.below(64) as u32
                 };
-                hal.write_reg32(doorbell_offset(qid, cq, 0), v);
+                reg32(&hal, doorbell_offset(qid, cq, 0), v);
             }
             11 => self.sim.advance(Duration::from_micros(self.rng.below(2000))),
             12 => {
@@ -194,8 +211,8 @@ impl Host {
                     let (mut buf, m, dir) = self.shares.swap_remove(i);
                     let len = buf.len();
                     let v = NonNull::from(&mut buf[..]);
-                    // A wrong length is only counted; the right one copies
-                    // back into `buf`, which is valid for `len` bytes.
+                    // A wrong length is only counted; the right one frees
+                    // the bounce pages (copying back is `sync_for_cpu`'s).
                     let wrong = self.rng.below(5) == 0;
                     if wrong {
                         let longer = NonNull::slice_from_raw_parts(v.cast::<u8>(), len + 1);

@@ -9,6 +9,21 @@ use nvme_nostd::spec::registers::{doorbell_offset, offset, Cap, Cc, Csts};
 use nvme_nostd::spec::status::{command_specific, generic, Status, StatusCode};
 use nvme_sim::{Sim, SimConfig, SimHal, SimNamespace, IOVA_BASE};
 
+/// A register write of the test's own.
+fn reg32(hal: &SimHal, offset: usize, value: u32) {
+    // SAFETY: these tests drive the simulated controller by hand: every address
+    // they program (queues, PRPs) is arena memory they allocated and keep until
+    // the controller is disabled or the test ends, and the simulator refuses
+    // every other address.
+    unsafe { hal.write_reg32(offset, value) }
+}
+
+/// A 64-bit register write of the test's own; see [`reg32`].
+fn reg64(hal: &SimHal, offset: usize, value: u64) {
+    // SAFETY: as in `reg32`.
+    unsafe { hal.write_reg64(offset, value) }
+}
+
 const MS: Duration = Duration::from_millis(1);
 
 /// The default controller, with time moving only when a test says so: these
@@ -92,7 +107,7 @@ impl Ring {
     }
 
     fn ring(&self, hal: &SimHal) {
-        hal.write_reg32(doorbell_offset(self.qid, false, 0), self.tail as u32);
+        reg32(hal, doorbell_offset(self.qid, false, 0), self.tail as u32);
     }
 
     fn reap(&mut self) -> Option<CompletionEntry> {
@@ -120,7 +135,7 @@ impl Ring {
     }
 
     fn release(&self, hal: &SimHal) {
-        hal.write_reg32(doorbell_offset(self.qid, true, 0), self.head as u32);
+        reg32(hal, doorbell_offset(self.qid, true, 0), self.head as u32);
     }
 
     /// Submits and waits for the completion (advancing 1 ms at most).
@@ -140,10 +155,10 @@ fn cmd_with_cid(cmd: &mut SubmissionEntry, cid: u16) -> SubmissionEntry {
 }
 
 fn enable(sim: &Sim, hal: &SimHal, admin: &Ring) {
-    hal.write_reg32(offset::AQA, ((admin.cq_size as u32 - 1) << 16) | (admin.sq_size as u32 - 1));
-    hal.write_reg64(offset::ASQ, admin.sq.daddr.0);
-    hal.write_reg64(offset::ACQ, admin.cq.daddr.0);
-    hal.write_reg32(offset::CC, Cc::new().with_en(true).with_iosqes(6).with_iocqes(4).into_bits());
+    reg32(hal, offset::AQA, ((admin.cq_size as u32 - 1) << 16) | (admin.sq_size as u32 - 1));
+    reg64(hal, offset::ASQ, admin.sq.daddr.0);
+    reg64(hal, offset::ACQ, admin.cq.daddr.0);
+    reg32(hal, offset::CC, Cc::new().with_en(true).with_iosqes(6).with_iocqes(4).into_bits());
     sim.advance(MS);
     assert!(Csts::from_bits(hal.read32(offset::CSTS)).rdy());
 }
@@ -166,24 +181,24 @@ fn registers() {
     assert_eq!(hal.read32(offset::VS), 0x0001_0400);
     assert_eq!(hal.read32(offset::CMBLOC), 0);
     assert_eq!(hal.read32(offset::CMBSZ), 0);
-    hal.write_reg64(offset::ASQ, 0x1234_5678_9abc_d000);
+    reg64(&hal, offset::ASQ, 0x1234_5678_9abc_d000);
     assert_eq!(hal.read32(offset::ASQ), 0x9abc_d000);
     assert_eq!(hal.read32(offset::ASQ + 4), 0x1234_5678);
-    hal.write_reg32(offset::ACQ, 0xffff_ffff);
-    hal.write_reg32(offset::ACQ + 4, 7);
+    reg32(&hal, offset::ACQ, 0xffff_ffff);
+    reg32(&hal, offset::ACQ + 4, 7);
     assert_eq!(hal.read64(offset::ACQ), 0x7_ffff_f000, "low 12 bits reserved");
-    hal.write_reg32(offset::INTMS, 0b101);
-    hal.write_reg32(offset::INTMC, 0b001);
+    reg32(&hal, offset::INTMS, 0b101);
+    reg32(&hal, offset::INTMC, 0b001);
     assert_eq!(hal.read32(offset::INTMS), 0b100);
     assert_eq!(hal.read32(1 << 20), u32::MAX, "beyond the BAR");
     assert_eq!(hal.read32(offset::CAP + 1), 0, "misaligned");
-    hal.write_reg32(offset::CSTS, u32::MAX);
+    reg32(&hal, offset::CSTS, u32::MAX);
     assert_eq!(hal.read32(offset::CSTS), 0, "read-only");
     // Removed: all ones, writes ignored.
     sim.set_removed(true);
     assert_eq!(hal.read32(offset::VS), u32::MAX);
     assert_eq!(hal.read64(offset::CAP), u64::MAX);
-    hal.write_reg32(offset::AQA, 0x001f_001f);
+    reg32(&hal, offset::AQA, 0x001f_001f);
     sim.set_removed(false);
     assert_eq!(hal.read32(offset::AQA), 0);
 }
@@ -193,25 +208,25 @@ fn enable_disable_and_shutdown_follow_the_ready_delay() {
     let sim = Sim::new(SimConfig { ready_delay: Duration::from_micros(500), ..manual() });
     let hal = sim.hal();
     let admin = Ring::new(&hal, 0, 4, 4);
-    hal.write_reg32(offset::AQA, 0x0003_0003);
-    hal.write_reg64(offset::ASQ, admin.sq.daddr.0);
-    hal.write_reg64(offset::ACQ, admin.cq.daddr.0);
+    reg32(&hal, offset::AQA, 0x0003_0003);
+    reg64(&hal, offset::ASQ, admin.sq.daddr.0);
+    reg64(&hal, offset::ACQ, admin.cq.daddr.0);
     let cc = Cc::new().with_en(true).with_iosqes(6).with_iocqes(4);
-    hal.write_reg32(offset::CC, cc.into_bits());
+    reg32(&hal, offset::CC, cc.into_bits());
     let csts = |h: &SimHal| Csts::from_bits(h.read32(offset::CSTS));
     sim.advance(Duration::from_micros(499));
     assert!(!csts(&hal).rdy());
     sim.advance(Duration::from_micros(1));
     assert!(csts(&hal).rdy());
     // Shutdown: occurring, then complete.
-    hal.write_reg32(offset::CC, cc.with_shn(1).into_bits());
+    reg32(&hal, offset::CC, cc.with_shn(1).into_bits());
     assert_eq!(csts(&hal).shst(), 1);
     sim.advance(Duration::from_micros(500));
     assert_eq!(csts(&hal).shst(), 2);
     // Fatal, then disable: CFS and SHST clear at once, RDY after the delay.
     sim.set_fatal();
     assert!(csts(&hal).cfs());
-    hal.write_reg32(offset::CC, 0);
+    reg32(&hal, offset::CC, 0);
     assert!(!csts(&hal).cfs());
     assert_eq!(csts(&hal).shst(), 0);
     assert!(csts(&hal).rdy());
@@ -225,8 +240,8 @@ fn bad_enable_never_becomes_ready() {
     let sim = Sim::new(manual());
     let hal = sim.hal();
     let admin = Ring::new(&hal, 0, 4, 4);
-    hal.write_reg64(offset::ASQ, admin.sq.daddr.0);
-    hal.write_reg64(offset::ACQ, admin.cq.daddr.0);
+    reg64(&hal, offset::ASQ, admin.sq.daddr.0);
+    reg64(&hal, offset::ACQ, admin.cq.daddr.0);
     let good = Cc::new().with_en(true).with_iosqes(6).with_iocqes(4);
     for (aqa, cc) in [
         (0x0003_0003, good.with_mps(1)),
@@ -235,11 +250,11 @@ fn bad_enable_never_becomes_ready() {
         (0x0003_0000, good), // one-entry admin SQ
         (0x0fff_0003, good), // admin CQ runs past its page
     ] {
-        hal.write_reg32(offset::AQA, aqa);
-        hal.write_reg32(offset::CC, cc.into_bits());
+        reg32(&hal, offset::AQA, aqa);
+        reg32(&hal, offset::CC, cc.into_bits());
         sim.advance(Duration::from_millis(10));
         assert!(!Csts::from_bits(hal.read32(offset::CSTS)).rdy(), "{aqa:#x} {cc:?}");
-        hal.write_reg32(offset::CC, 0);
+        reg32(&hal, offset::CC, 0);
     }
     assert_eq!(sim.stats().enable_failures, 5);
 }
@@ -269,10 +284,10 @@ fn full_completion_queue_holds_completions_back() {
     assert_eq!(sim.stats().completions_posted, 6);
     // A head beyond the tail, a tail beyond the ring, a queue that does not exist.
     let before = sim.stats().ignored_doorbells;
-    hal.write_reg32(doorbell_offset(0, true, 0), 3);
-    hal.write_reg32(doorbell_offset(0, false, 0), 8);
-    hal.write_reg32(doorbell_offset(5, false, 0), 1);
-    hal.write_reg32(doorbell_offset(0, false, 0) + 2, 1);
+    reg32(&hal, doorbell_offset(0, true, 0), 3);
+    reg32(&hal, doorbell_offset(0, false, 0), 8);
+    reg32(&hal, doorbell_offset(5, false, 0), 1);
+    reg32(&hal, doorbell_offset(0, false, 0) + 2, 1);
     assert_eq!(sim.stats().ignored_doorbells, before + 4);
 }
 

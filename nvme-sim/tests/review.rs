@@ -122,6 +122,36 @@ fn a_panic_in_drop_leaks_in_flight_buffers_instead_of_freeing_them() {
 struct Trap<H, const ALIGN: usize = 4> {
     inner: H,
     armed: Cell<bool>,
+    /// Counts down on each `share`; panics at 1.
+    share_countdown: Cell<u32>,
+    /// Counts down on each `sync_for_cpu`; panics at 1.
+    sync_cpu_countdown: Cell<u32>,
+}
+
+impl<H> Trap<H> {
+    fn new(inner: H) -> Self {
+        Trap {
+            inner,
+            armed: Cell::new(false),
+            share_countdown: Cell::new(0),
+            sync_cpu_countdown: Cell::new(0),
+        }
+    }
+}
+
+/// True on the call where a countdown armed with `n` reaches 1.
+fn fires(countdown: &Cell<u32>) -> bool {
+    match countdown.get() {
+        0 => false,
+        1 => {
+            countdown.set(0);
+            true
+        }
+        n => {
+            countdown.set(n - 1);
+            false
+        }
+    }
 }
 
 // SAFETY: forwards every call to the inner HAL unchanged, except that a
@@ -156,6 +186,9 @@ unsafe impl<H: Hal, const ALIGN: usize> Hal for Trap<H, ALIGN> {
         direction: Direction,
         sink: &mut dyn SegmentSink,
     ) -> Result<H::Mapping, HalError> {
+        if fires(&self.share_countdown) {
+            panic!("share panics");
+        }
         // SAFETY: forwarded.
         unsafe { self.inner.share(buffer, direction, sink) }
     }
@@ -168,6 +201,9 @@ unsafe impl<H: Hal, const ALIGN: usize> Hal for Trap<H, ALIGN> {
         unsafe { self.inner.sync_for_device(buffer, direction) }
     }
     unsafe fn sync_for_cpu(&self, buffer: NonNull<[u8]>, direction: Direction) {
+        if fires(&self.sync_cpu_countdown) {
+            panic!("sync_for_cpu panics");
+        }
         // SAFETY: forwarded.
         unsafe { self.inner.sync_for_cpu(buffer, direction) }
     }
@@ -190,7 +226,7 @@ unsafe impl<H: Hal, const ALIGN: usize> Hal for Trap<H, ALIGN> {
 #[test]
 fn a_panicking_hal_in_drop_leaks_in_flight_buffers() {
     let sim = Sim::new(SimConfig::default());
-    let hal = Trap { inner: sim.hal(), armed: Cell::new(false) };
+    let hal = Trap::new(sim.hal());
     let ctrlr = Controller::new(hal, options()).unwrap();
     let ns = ctrlr.namespace(1).unwrap();
     let drops = Rc::new(Cell::new(0));
@@ -601,7 +637,12 @@ fn window(len: usize, misalign: usize) -> Window {
 #[test]
 fn buffers_the_device_writes_meet_the_dma_alignment() {
     let sim = Sim::new(SimConfig::default());
-    let hal: Trap<SimHal, 64> = Trap { inner: sim.hal(), armed: Cell::new(false) };
+    let hal: Trap<SimHal, 64> = Trap {
+        inner: sim.hal(),
+        armed: Cell::new(false),
+        share_countdown: Cell::new(0),
+        sync_cpu_countdown: Cell::new(0),
+    };
     let ctrlr = Controller::new(hal, options()).unwrap();
     let ns = ctrlr.namespace(1).unwrap();
     let mut qp: IoQueuePair<'_, Trap<SimHal, 64>, Window, u32, 4> =
@@ -619,4 +660,197 @@ fn buffers_the_device_writes_meet_the_dma_alignment() {
         sim.advance(Duration::from_micros(100));
     }
     assert_eq!(done, 2);
+}
+
+// ---------------------------------------------------------------------------
+// Found by the review of this work
+// ---------------------------------------------------------------------------
+
+/// A `DmaBuffer` of another HAL is never trusted as the controller's own DMA
+/// memory (an earlier fast path compared HAL addresses, which a zero-sized
+/// HAL of another device can share): it reaches the device through this
+/// controller's HAL, here by a share, and the data is right.
+#[test]
+fn a_dma_buffer_of_another_hal_is_shared_not_trusted() {
+    let (sim, ctrlr, ns) = setup(SimConfig::default());
+    let other = Sim::new(SimConfig::default());
+    let other_hal = other.hal();
+    sim.write_blocks(1, 0, &[0x5c; 4096]);
+    let mut qp: IoQueuePair<'_, SimHal, nvme_nostd::DmaBuffer<'_, SimHal>, u32, 4> =
+        ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).unwrap();
+    let shares = sim.stats().shares;
+    let buf = nvme_nostd::DmaBuffer::new(&other_hal, 4096).unwrap();
+    let cid = qp.read(&ns, 0, 8, buf, 0).map_err(|e| e.error).unwrap();
+    let done = qp.wait(cid, Duration::from_secs(1), |_| {}).unwrap();
+    assert!(done.result().is_ok());
+    assert_eq!(&done.buffer.as_ref().unwrap()[..], &[0x5c; 4096][..]);
+    assert_eq!(sim.stats().shares, shares + 1, "shared through this controller's HAL");
+    // The controller's own DMA memory is translated, not shared.
+    let own = nvme_nostd::DmaBuffer::new(ctrlr.hal(), 4096).unwrap();
+    let cid = qp.read(&ns, 0, 8, own, 1).map_err(|e| e.error).unwrap();
+    let done = qp.wait(cid, Duration::from_secs(1), |_| {}).unwrap();
+    assert_eq!(&done.buffer.as_ref().unwrap()[..], &[0x5c; 4096][..]);
+    assert_eq!(sim.stats().shares, shares + 1, "no share for the controller's own memory");
+}
+
+/// A request the device never completes still times out while the
+/// completion queue is never seen empty (other requests keep completing, and
+/// the caller resubmits from the poll callback, or polls one at a time).
+#[test]
+fn a_stuck_request_times_out_while_the_queue_stays_busy() {
+    for limit in [PollLimit::All, PollLimit::AtMost(1)] {
+        let sim = Sim::new(SimConfig::default());
+        let opts = ControllerOptions::default()
+            .with_io_timeout(Some(Duration::from_millis(10)))
+            .with_admin_timeout(Duration::from_millis(50));
+        let ctrlr = Controller::new(sim.hal(), opts).unwrap();
+        let ns = ctrlr.namespace(1).unwrap();
+        let mut qp = common::qpair(&ctrlr);
+        sim.inject(FaultRule::once(Some(qp.qid()), None, Fault::Drop));
+        qp.read(&ns, 0, 1, aligned_vec(512, 0), 999).map_err(|e| e.error).unwrap();
+        for i in 0..8 {
+            qp.read(&ns, i, 1, aligned_vec(512, 0), i as u32).map_err(|e| e.error).unwrap();
+        }
+        let mut stuck = None;
+        let end = sim.now() + Duration::from_secs(3);
+        while stuck.is_none() && sim.now() < end {
+            qp.poll(limit, |resubmit, c| {
+                if c.context == 999 {
+                    stuck = Some(c.result());
+                } else if let Some(buf) = c.buffer {
+                    let _ = resubmit.read(&ns, 0, 1, buf, c.context);
+                }
+            });
+            sim.advance(Duration::from_micros(50));
+        }
+        assert_eq!(stuck, Some(Err(Error::Timeout(nvme_nostd::Wait::IoCommand))), "{limit:?}");
+    }
+}
+
+/// A HAL method that panics while the queue pair ends its requests after a
+/// reset loses none of them: each is still delivered once.
+#[test]
+fn a_panic_during_recovery_loses_no_request() {
+    let sim = Sim::new(SimConfig::default());
+    let ctrlr = Controller::new(Trap::new(sim.hal()), options()).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: IoQueuePair<'_, Trap<SimHal>, Vec<u8>, u32, 8> =
+        ctrlr.create_io_qpair(QpairOptions::default().with_entries(16)).unwrap();
+    sim.inject(FaultRule { queue: Some(qp.qid()), opcode: None, skip: 0, count: 3, fault: Fault::Drop });
+    for lba in 0..3 {
+        qp.read(&ns, lba, 1, aligned_vec(512, 0), lba as u32).map_err(|e| e.error).unwrap();
+    }
+    ctrlr.reset().unwrap();
+    ctrlr.hal().sync_cpu_countdown.set(2);
+    let mut delivered = Vec::new();
+    let unwound = catch_unwind(AssertUnwindSafe(|| {
+        qp.poll(PollLimit::All, |_, c| delivered.push(c.context));
+    }));
+    assert!(unwound.is_err(), "sync_for_cpu panicked in recovery");
+    for _ in 0..100 {
+        qp.poll(PollLimit::All, |_, c| delivered.push(c.context));
+        if qp.in_flight() == 0 {
+            break;
+        }
+    }
+    delivered.sort();
+    assert_eq!(delivered, [0, 1, 2], "each request delivered once");
+    assert_eq!(qp.in_flight(), 0);
+}
+
+/// A panic in the HAL while a submission is being prepared leaves no request
+/// slot taken by nothing.
+#[test]
+fn a_panic_while_submitting_leaks_no_slot() {
+    let sim = Sim::new(SimConfig::default());
+    let ctrlr = Controller::new(Trap::new(sim.hal()), options()).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: IoQueuePair<'_, Trap<SimHal>, Vec<u8>, u32, 4> =
+        ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).unwrap();
+    ctrlr.hal().share_countdown.set(1);
+    let unwound = catch_unwind(AssertUnwindSafe(|| {
+        let _ = qp.read(&ns, 0, 1, aligned_vec(512, 0), 0);
+    }));
+    assert!(unwound.is_err(), "share panicked");
+    assert_eq!((qp.in_flight(), qp.stats().submitted), (0, 0));
+    for lba in 0..4 {
+        qp.read(&ns, lba, 1, aligned_vec(512, 0), lba as u32)
+            .map_err(|e| e.error)
+            .expect("every slot is free");
+    }
+}
+
+/// A share undone before the device saw it (segments PRPs cannot describe)
+/// leaves the caller's buffer as it was: a bouncing back-end copies back only
+/// in `sync_for_cpu`.
+#[test]
+fn an_undone_share_leaves_the_buffer_alone() {
+    // A HAL whose shares report two half-page segments in the middle of
+    // pages: PRPs cannot describe that, so the driver undoes the share.
+    struct Odd(SimHal);
+    // SAFETY: forwards to the simulator's HAL; its own `share` only reports
+    // segments that PRPs cannot use (the driver refuses them and undoes the
+    // share), which promises nothing wrong about the bytes.
+    unsafe impl Hal for Odd {
+        type Mapping = nvme_sim::Mapping;
+        fn read32(&self, o: usize) -> u32 {
+            self.0.read32(o)
+        }
+        unsafe fn write32(&self, o: usize, v: u32) {
+            // SAFETY: forwarded.
+            unsafe { self.0.write32(o, v) }
+        }
+        fn dma_alloc(&self, pages: usize) -> Result<DmaRegion, HalError> {
+            self.0.dma_alloc(pages)
+        }
+        unsafe fn dma_free(&self, r: DmaRegion) {
+            // SAFETY: forwarded.
+            unsafe { self.0.dma_free(r) }
+        }
+        unsafe fn share(
+            &self,
+            b: NonNull<[u8]>,
+            d: Direction,
+            sink: &mut dyn SegmentSink,
+        ) -> Result<nvme_sim::Mapping, HalError> {
+            struct Ignore;
+            impl SegmentSink for Ignore {
+                fn push(&mut self, _: nvme_nostd::hal_traits::DeviceSegment) {}
+            }
+            // SAFETY: forwarded; the real segments are thrown away.
+            let m = unsafe { self.0.share(b, d, &mut Ignore) }?;
+            let half = b.len() / 2;
+            for at in [0x2000_0800u64, 0x3000_0800] {
+                sink.push(nvme_nostd::hal_traits::DeviceSegment {
+                    addr: nvme_nostd::hal_traits::DeviceAddr(at),
+                    len: half,
+                });
+            }
+            Ok(m)
+        }
+        unsafe fn unshare(&self, b: NonNull<[u8]>, d: Direction, m: nvme_sim::Mapping) {
+            // SAFETY: forwarded.
+            unsafe { self.0.unshare(b, d, m) }
+        }
+        fn ticks(&self) -> u64 {
+            self.0.ticks()
+        }
+        fn ticks_per_second(&self) -> u64 {
+            self.0.ticks_per_second()
+        }
+        fn delay(&self, d: Duration) {
+            self.0.delay(d)
+        }
+    }
+    let sim = Sim::new(SimConfig::default());
+    let ctrlr = Controller::new(Odd(sim.hal()), options()).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: IoQueuePair<'_, Odd, Vec<u8>, u32, 4> =
+        ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).unwrap();
+    let e = qp.read(&ns, 0, 8, aligned_vec(4096, 0x42), 0).expect_err("not PRP-shaped");
+    assert_eq!(e.error.origin(), Origin::Backend);
+    assert!(matches!(e.error, Error::NotPrpShaped(_)), "{:?}", e.error);
+    assert!(e.buffer.iter().all(|&b| b == 0x42), "the buffer came back as it was");
+    assert_eq!(sim.stats().live_shares, 0, "the share was undone");
+    assert_eq!(qp.stats().submitted, 0);
 }

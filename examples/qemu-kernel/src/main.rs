@@ -30,7 +30,7 @@ use core::ptr::NonNull;
 use hal_baremetal::exit::exit_qemu;
 use hal_baremetal::pci::{self, BarWindow, MemoryBar, NvmeFunction, PortConfigAccess};
 use hal_baremetal::serial::Serial;
-use hal_baremetal::{BareMetalHal, DmaPool, LinearMap, TscClock};
+use hal_baremetal::{BareMetalHal, Claim, DmaPool, LinearMap, TscClock};
 use hal_traits::MmioRegion;
 use nvme_conformance::{reason, Options, Outcome, Reason, Totals};
 use nvme_nostd::spec::ids::Cns;
@@ -146,8 +146,10 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         let mut label: heapless::String<32> = heapless::String::new();
         let _ = write!(label, "nvme{i} ({:02x}:{:02x}.{})", a.bus(), a.device(), a.function());
         let _ = writeln!(out, "{label}: PCI {:04x}:{:04x}", f.id.0, f.id.1);
-        let bar0 = match usable_bar0(&access, f, &mut window) {
-            Ok(bar) => bar,
+        let setup =
+            claim(a).and_then(|claim| usable_bar0(&access, &claim, &mut window).map(|bar| (claim, bar)));
+        let (mut claim, bar0) = match setup {
+            Ok(claimed) => claimed,
             Err(why) => {
                 totals.record(&mut out, format_args!("{label} PCI setup"), Outcome::Failed(why));
                 continue;
@@ -155,30 +157,38 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         };
         let _ = writeln!(out, "{label}: BAR0 at {:#x}, {} KiB", bar0.address, bar0.size / 1024);
         if dump_identify && i == 0 {
-            match hal_for(a, bar0, pool, clock) {
-                Ok(hal) => dump(hal, &mut out),
-                Err(why) => totals.record(&mut out, format_args!("{label} dump"), Outcome::Failed(why)),
-            }
+            dump(hal_for(claim, bar0, pool, clock), &mut out);
+            // The dump's controller released the claim when it was dropped.
+            claim = match self::claim(a) {
+                Ok(c) => c,
+                Err(why) => {
+                    totals.record(&mut out, format_args!("{label} claim"), Outcome::Failed(why));
+                    continue;
+                }
+            };
         }
-        // Claimed again: the dump's controller released it when it was dropped.
-        match hal_for(a, bar0, pool, clock) {
-            Ok(hal) => nvme_conformance::run_controller(hal, &label, &options, &mut out, &mut totals),
-            Err(why) => totals.record(&mut out, format_args!("{label} claim"), Outcome::Failed(why)),
-        }
+        let hal = hal_for(claim, bar0, pool, clock);
+        nvme_conformance::run_controller(hal, &label, &options, &mut out, &mut totals);
     }
     totals.summary(&mut out);
     let _ = writeln!(out, "DMA pool: {} of {} pages free", pool.free_pages(), DMA_PAGES);
     exit_qemu(totals.success())
 }
 
-/// Enables `f` and returns its BAR0 if the kernel can use it: inside the
-/// identity map and large enough for the registers and the first doorbells.
+/// Claims the function at `function` for this kernel's driver.
+fn claim(function: PciAddress) -> Result<Claim, Reason> {
+    hal_baremetal::claim(function).ok_or(reason!("controller claimed by another driver"))
+}
+
+/// Enables the claimed function and returns its BAR0 if the kernel can use
+/// it: inside the identity map and large enough for the registers and the
+/// first doorbells.
 fn usable_bar0(
     access: &PortConfigAccess,
-    f: &NvmeFunction,
+    claim: &Claim,
     window: &mut BarWindow,
 ) -> Result<MemoryBar, Reason> {
-    match pci::enable(access, f, window) {
+    match pci::enable(access, claim, window) {
         Ok(bar) if bar.address + bar.size <= MAPPED_LIMIT && bar.size >= 0x2000 => Ok(bar),
         Ok(bar) => {
             Err(reason!("BAR0 {:#x}+{:#x} is outside the identity map or too small", bar.address, bar.size))
@@ -187,15 +197,13 @@ fn usable_bar0(
     }
 }
 
-/// The HAL of the controller at `function` whose BAR0 is `bar0`, which
-/// claims the function (refused while another HAL has it).
-fn hal_for(
-    function: PciAddress,
+/// The HAL of the claimed controller whose BAR0 is `bar0`.
+pub(crate) fn hal_for(
+    claim: Claim,
     bar0: MemoryBar,
     pool: &'static DmaPool,
     clock: &'static TscClock,
-) -> Result<BareMetalHal, Reason> {
-    let claim = hal_baremetal::claim(function).ok_or(reason!("controller claimed by another driver"))?;
+) -> BareMetalHal {
     // SAFETY: BAR0 was just assigned or found enabled, lies below 4 GiB in
     // the uncached part of the identity map (`usable_bar0`), and nothing else
     // maps it.
@@ -205,7 +213,7 @@ fn hal_for(
     let map = LinearMap { virt_start: 0, phys_start: 0, len: MAPPED_LIMIT as usize };
     // SAFETY: `mmio` is this function's BAR0; the identity map lasts for the
     // kernel's lifetime and no IOMMU is set up.
-    Ok(unsafe { BareMetalHal::new(claim, mmio, pool, clock, map) })
+    unsafe { BareMetalHal::new(claim, mmio, pool, clock, map) }
 }
 
 /// Bench mode on the first controller; true when every measurement worked.
@@ -220,7 +228,11 @@ fn bench(
 ) -> bool {
     let plan = bench::Plan::parse(cmdline);
     let first = first.ok_or(reason!("no NVMe controller on the PCI bus"));
-    match (plan, first.and_then(|f| usable_bar0(access, f, window).map(|bar| (f.address, bar)))) {
+    // Each measurement claims the function again for itself.
+    let setup = first
+        .and_then(|f| claim(f.address))
+        .and_then(|c| usable_bar0(access, &c, window).map(|bar| (c.address(), bar)));
+    match (plan, setup) {
         (Ok(plan), Ok((function, bar0))) => {
             let target = bench::Target { function, bar0, pool, clock };
             let ok = bench::run(&plan, target, out);

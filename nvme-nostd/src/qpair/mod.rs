@@ -23,7 +23,7 @@ use crate::spec::status::{path, Status, StatusCodeType};
 use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
 use core::time::Duration;
-use hal_traits::{DeviceSegment, Direction, Hal, SegmentSink, PAGE_SIZE};
+use hal_traits::{Direction, Hal, PAGE_SIZE};
 
 /// When submissions ring the submission queue's doorbell.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -332,9 +332,15 @@ impl PrpListSink for SlotPrpSink<'_> {
         self.pages
     }
     fn page_addr(&self, page: usize) -> u64 {
+        debug_assert!(page < self.pages, "PRP list page beyond the slot's");
         self.mem.map_or(0, |m| m.daddr((self.first + page) * PAGE_SIZE).0)
     }
     fn write(&mut self, page: usize, index: usize, entry: u64) {
+        // Never into another slot's pages, whose request may be in flight.
+        if page >= self.pages || index >= PAGE_SIZE / 8 {
+            debug_assert!(false, "PRP list entry beyond the slot's pages");
+            return;
+        }
         if let Some(m) = self.mem {
             m.write((self.first + page) * PAGE_SIZE + index * 8, entry);
         }
@@ -653,26 +659,23 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         if let Err(error) = check {
             return Err(SubmitError { error, buffer: buf, context });
         }
-        let Some(slot) = self.reserve() else {
+        // The slot the request will take: its PRP list pages are filled
+        // before it is taken, so that a panic in the HAL (or in the buffer)
+        // on the way cannot leave a slot taken by nothing.
+        let Some(index) = self.free_slot() else {
             return Err(SubmitError { error: Error::QueueFull, buffer: buf, context });
         };
         let region = NonNull::slice_from_raw_parts(slice.cast::<u8>(), len);
         let hal = &self.ctrlr.hal;
         let mut sink = SlotPrpSink {
             mem: self.prp.as_ref(),
-            first: slot.index() * self.prp_pages_per_slot,
+            first: index * self.prp_pages_per_slot,
             pages: self.prp_pages_per_slot,
         };
         let mut prp = PrpBuilder::new(&mut sink, len);
-        // DMA memory of this controller's own HAL is already device-visible
-        // (its identity is its address; a zero-sized HAL has none).
-        let own = buf
-            .dma_address()
-            .filter(|(id, _)| core::mem::size_of::<H>() != 0 && *id == NonNull::from(hal).cast::<()>());
-        let mapping = if let Some((_, daddr)) = own {
-            prp.push(DeviceSegment { addr: daddr, len });
-            None
-        } else if hal.translate(region, &mut prp) {
+        // Memory the HAL can already reach (its own DMA memory, memory
+        // registered up front) is translated; any other buffer is shared.
+        let mapping = if hal.translate(region, &mut prp) {
             None
         } else {
             // SAFETY: `buf` is an IoBuffer, so its bytes stay in place and
@@ -680,10 +683,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             // device is done (`finish`), or just below if the submission fails.
             match unsafe { hal.share(region, direction, &mut prp) } {
                 Ok(m) => Some(m),
-                Err(e) => {
-                    self.slots.cancel(slot);
-                    return Err(SubmitError { error: Error::Hal(e), buffer: buf, context });
-                }
+                Err(e) => return Err(SubmitError { error: Error::Hal(e), buffer: buf, context }),
             }
         };
         match prp.finish() {
@@ -693,10 +693,11 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             }
             Err(error) => {
                 if let Some(m) = mapping {
-                    // SAFETY: shared just above; the device never saw it.
+                    // SAFETY: shared just above; the device never saw it (and,
+                    // with no `sync_for_cpu` before it, a bouncing back-end
+                    // copies nothing back).
                     unsafe { hal.unshare(region, direction, m) };
                 }
-                self.slots.cancel(slot);
                 let error = match error {
                     Error::NotPrpShaped(PrpShape::TooManyPages) => {
                         Error::TransferTooLarge { requested: len, max: self.max_transfer }
@@ -709,6 +710,18 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         // SAFETY: the region is the request's buffer, which the CPU does not
         // touch until `finish` calls `sync_for_cpu` for it.
         unsafe { hal.sync_for_device(region, direction) };
+        // Nothing took a slot since `free_slot`, which checked the ring and
+        // the pool, so this is the same slot; undone all the same if not.
+        let Some(slot) = self.reserve().filter(|s| s.index() == index) else {
+            // SAFETY: nothing was submitted: the device never saw the buffer.
+            unsafe {
+                hal.sync_for_cpu(region, direction);
+                if let Some(m) = mapping {
+                    hal.unshare(region, direction, m);
+                }
+            }
+            return Err(SubmitError { error: Error::QueueFull, buffer: buf, context });
+        };
         let dma = DmaUse { region, direction, mapping };
         let cid = self.slots.fill(slot, |cid| self::request(cmd, cid, Some(buf), Some(dma), context));
         self.push(cmd, cid, path);
@@ -726,6 +739,15 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         let cid = self.slots.fill(slot, |cid| self::request(cmd, cid, None, None, context));
         self.push(cmd, cid, path);
         Ok(cid)
+    }
+
+    /// The slot [`reserve`](Self::reserve) will take next, if the submission
+    /// queue has room too.
+    fn free_slot(&self) -> Option<usize> {
+        if self.sq.is_full() {
+            return None;
+        }
+        self.slots.next_free()
     }
 
     /// A free request slot, if the submission queue has room too.
@@ -828,9 +850,9 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         }
         drop(guard);
         self.ring_doorbell();
-        // Look for timeouts only once every posted completion has been taken:
-        // a request whose completion waits in the queue is not late.
-        if self.timeout.is_some() && self.cq.peek(hal).is_none() {
+        // Requests whose completions wait in the queue are not late: the
+        // timeout scan looks there before it calls anything late.
+        if self.timeout.is_some() {
             self.check_timeouts();
             if self.pending_done > 0 && delivered < max {
                 delivered += self.deliver_done(max - delivered, &mut on_complete);
@@ -841,7 +863,10 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
 
     /// Polls until the request that `cid` names completes and returns its
     /// completion, handing every other completion to `on_other`: a blocking
-    /// helper for slow paths. Gives up after `timeout` with
+    /// helper for slow paths. (A CID names its request while it is in flight;
+    /// once delivered, the same CID comes back for a later request of the
+    /// same slot after as few as 16 reuses with `N = 4096`, more with fewer
+    /// slots.) Gives up after `timeout` with
     /// [`Error::Timeout`] (the request stays in flight and completes through
     /// a later `poll`), or at once with [`Error::InvalidArgument`] when no
     /// such request is in flight.
@@ -958,7 +983,7 @@ fn request<M, B, C>(
 #[cfg(test)]
 mod threads {
     use super::*;
-    use hal_traits::{DmaRegion, HalError};
+    use hal_traits::{DmaRegion, HalError, SegmentSink};
 
     /// A HAL that can be shared between threads (never called).
     struct SharedHal;

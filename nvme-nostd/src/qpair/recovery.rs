@@ -40,7 +40,9 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
 
     /// Asks the controller to abort the request that `cid` names (the CID its
     /// submission returned, also after the driver retried it under another
-    /// one). The request still completes through `poll`, exactly once.
+    /// one). The request still completes through `poll`, exactly once. A CID
+    /// names its request only while it is in flight (see
+    /// [`wait`](Self::wait)).
     pub fn abort(&mut self, cid: Cid) -> Result<AbortOutcome> {
         self.ready()?;
         let wire = self.given(cid).ok_or(Error::InvalidArgument(crate::error::Argument::UnknownCid))?;
@@ -74,7 +76,6 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         let removed = self.ctrlr.is_removed();
         let reason = if removed { Error::DeviceRemoved } else { Error::Reset };
         let hal = &self.ctrlr.hal;
-        let mut ended = 0;
         for (_, req) in self.slots.iter_mut() {
             if req.done.is_some() {
                 continue;
@@ -93,9 +94,10 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
                 req.buffer = buffer.map(core::mem::ManuallyDrop::new);
             }
             req.done = Some(if req.timed_out { Error::Timeout(Wait::IoCommand) } else { reason });
-            ended += 1;
+            // Counted at once: if a HAL method panics on a later request,
+            // this one is still delivered (the next call ends the rest).
+            self.pending_done += 1;
         }
-        self.pending_done += ended;
         self.epoch = self.ctrlr.epoch();
         // Whatever was written to the old queues is gone with them.
         self.sq_pending = false;
@@ -123,8 +125,8 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         }
         self.next_timeout_check = now.saturating_add((timeout / 8).max(1));
 
-        let mut expired: heapless::Vec<Cid, N> = heapless::Vec::new();
-        let mut reset = false;
+        // Requests past their deadline.
+        let mut late: heapless::Vec<Cid, N> = heapless::Vec::new();
         for (cid, req) in self.slots.iter_mut() {
             if req.done.is_some() {
                 continue;
@@ -133,16 +135,33 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
                 req.deadline = now.saturating_add(timeout).max(1);
                 continue;
             }
-            if now < req.deadline {
-                continue;
+            if now >= req.deadline {
+                let _ = late.push(cid);
             }
+        }
+        if late.is_empty() {
+            return;
+        }
+        // Not late after all: a request whose completion is already posted
+        // and waits to be consumed (a caller that polls with a limit, or a
+        // device that keeps the queue busy with other completions).
+        let qid = self.qid;
+        self.cq.posted(&self.ctrlr.hal, |entry| {
+            if entry.sqid == qid {
+                late.retain(|cid| cid.0 != entry.cid);
+            }
+        });
+        let mut expired: heapless::Vec<Cid, N> = heapless::Vec::new();
+        let mut reset = false;
+        for cid in &late {
+            let Some(req) = self.slots.get_mut(*cid) else { continue };
             if req.aborted || req.timed_out {
                 // Aborted yet still not completed, or a reset that should
                 // have ended it failed: only a (new) reset ends it.
                 reset = true;
                 req.deadline = now.saturating_add(timeout).max(1);
             } else {
-                let _ = expired.push(cid);
+                let _ = expired.push(*cid);
             }
         }
         if expired.is_empty() && !reset {

@@ -28,8 +28,13 @@ impl State {
     }
 
     /// `Hal::sync_for_cpu`: must follow a `sync_for_device` of the same
-    /// buffer and direction; anything else is counted as a bad sync.
-    pub(crate) fn sync_for_cpu(
+    /// buffer and direction; anything else is counted as a bad sync. Copies
+    /// a shared buffer's bounce bytes back.
+    ///
+    /// # Safety
+    ///
+    /// `buffer` is valid for writes and the device is done with it.
+    pub(crate) unsafe fn sync_for_cpu(
         &mut self,
         buffer: core::ptr::NonNull<[u8]>,
         direction: hal_traits::Direction,
@@ -38,6 +43,8 @@ impl State {
         if self.syncs.remove(&key) != Some(direction) {
             self.stats.bad_syncs += 1;
         }
+        // SAFETY: the caller guarantees the buffer is valid for writes.
+        unsafe { self.mem.copy_back(buffer, direction) };
     }
 
     /// Before an `unshare`: the buffer must be back with the CPU.

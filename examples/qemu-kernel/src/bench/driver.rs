@@ -12,7 +12,9 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// Attaches the controller, keeps `qd` random 4 KiB reads in flight on one
 /// queue pair for the plan's warm-up and measured time, and detaches.
 pub fn measure(target: Target, qd: usize, plan: &Plan) -> Result<Count, Reason> {
-    let hal = crate::hal_for(target.function, target.bar0, target.pool, target.clock)?;
+    let claim =
+        hal_baremetal::claim(target.function).ok_or(reason!("controller claimed by another driver"))?;
+    let hal = crate::hal_for(claim, target.bar0, target.pool, target.clock);
     let ctrlr = Controller::new(hal, ControllerOptions::default()).map_err(|e| reason!("attach: {e}"))?;
     let ns = ctrlr.namespace(1).map_err(|e| reason!("namespace 1: {e}"))?;
     let mut lbas = Lbas::new(plan.seed, ns.blocks(), ns.block_size())?;
