@@ -360,37 +360,6 @@ mod tests {
         b.finish()
     }
 
-    /// Walks like a controller, but over scattered pages: returns each page
-    /// address named and the bytes taken from it.
-    fn walk_pages(prp: Prp, len: usize, sink: &VecSink) -> Vec<(u64, usize)> {
-        let mut out = Vec::new();
-        let first = (PAGE - (prp.prp1 as usize % PAGE)).min(len);
-        out.push((prp.prp1, first));
-        let mut left = len - first;
-        if left == 0 {
-            return out;
-        }
-        if left <= PAGE {
-            out.push((prp.prp2, left));
-            return out;
-        }
-        let mut list = ((prp.prp2 - sink.base) / PAGE as u64) as usize;
-        let mut idx = 0;
-        while left > 0 {
-            let entry = sink.pages[list][idx];
-            if idx == PAGE / 8 - 1 && left > PAGE {
-                list = ((entry - sink.base) / PAGE as u64) as usize;
-                idx = 0;
-                continue;
-            }
-            let n = left.min(PAGE);
-            out.push((entry, n));
-            left -= n;
-            idx += 1;
-        }
-        out
-    }
-
     #[test]
     fn scattered_pages_become_one_entry_each() {
         for (offset, len) in [(0, 4096), (512, 4096), (0, 3 * 4096), (4, 5 * 4096 - 8), (2048, 600 * 4096)] {
@@ -402,7 +371,7 @@ mod tests {
             let mut sink = VecSink::new(4);
             let prp = build_from(&segments, len, &mut sink).unwrap();
             let expected: Vec<(u64, usize)> = segments.iter().map(|s| (s.addr.0, s.len)).collect();
-            assert_eq!(walk_pages(prp, len, &sink), expected, "offset {offset} len {len}");
+            assert_eq!(walk(prp, len, &sink), expected, "offset {offset} len {len}");
         }
     }
 
@@ -416,7 +385,7 @@ mod tests {
         let len = 5 * PAGE - 8;
         let mut sink = VecSink::new(1);
         let prp = build_from(&segments, len, &mut sink).unwrap();
-        let pages: Vec<u64> = walk_pages(prp, len, &sink).iter().map(|r| r.0).collect();
+        let pages: Vec<u64> = walk(prp, len, &sink).iter().map(|r| r.0).collect();
         assert_eq!(pages, [0x10_0008, 0x10_1000, 0x10_2000, 0x80_0000, 0x80_1000]);
     }
 
