@@ -7,21 +7,8 @@
 
 use crate::report::{Outcome, Reason, Report, Totals};
 use crate::{reason, Buf, Fh};
-use core::ptr::NonNull;
 use nvme_nostd::hal_traits::{Hal, HalErrorKind};
-use nvme_nostd::{Controller, DmaBuffer, Error, IoBuffer, IoQueuePair, Namespace, PollLimit, QpairOptions};
-
-/// DMA memory in another type: with translation turned off, it reaches the
-/// device through `Hal::share` like any caller memory.
-struct Foreign<'a, H: Hal>(Buf<'a, H>);
-
-// SAFETY: every promise is the inner DmaBuffer's (stable bytes, no
-// uniqueness asserted on a move, the same slice on every call).
-unsafe impl<H: Hal> IoBuffer for Foreign<'_, H> {
-    fn as_dma_slice(&mut self) -> NonNull<[u8]> {
-        self.0.as_dma_slice()
-    }
-}
+use nvme_nostd::{Controller, DmaBuffer, Error, IoQueuePair, Namespace, PollLimit, QpairOptions};
 
 type SmallQp<'a, H, B> = IoQueuePair<'a, Fh<H>, B, u64, 4>;
 
@@ -95,37 +82,33 @@ fn check_share<H: Hal>(ctrlr: &Controller<Fh<H>>, ns: &Namespace) -> Result<(), 
     let hal = ctrlr.hal();
     let bs = ns.block_size() as usize;
     let timeout = core::time::Duration::from_secs(30);
-    // One queue pair at a time: the controller may grant only one.
-    let direct = {
-        let mut own: SmallQp<'_, H, Buf<'_, H>> =
-            ctrlr.create_io_qpair(small_options()).map_err(|e| reason!("{e}"))?;
-        let direct = DmaBuffer::new(hal, bs).map_err(|e| reason!("{e}"))?;
-        let cid = own.read(ns, 0, 1, direct, 0).map_err(|e| reason!("read: {}", e.error))?;
-        let direct = own.wait(cid, timeout, drop).map_err(|e| reason!("{e}"))?;
-        direct.result().map_err(|e| reason!("read: {e}"))?;
-        direct.buffer.ok_or_else(|| reason!("no buffer"))?
-    };
-
-    let mut qp: SmallQp<'_, H, Foreign<'_, H>> =
+    let mut qp: SmallQp<'_, H, Buf<'_, H>> =
         ctrlr.create_io_qpair(small_options()).map_err(|e| reason!("{e}"))?;
+    // First through translation (the controller's own DMA memory)...
+    let direct = DmaBuffer::new(hal, bs).map_err(|e| reason!("{e}"))?;
+    let cid = qp.read(ns, 0, 1, direct, 0).map_err(|e| reason!("read: {}", e.error))?;
+    let direct = qp.wait(cid, timeout, drop).map_err(|e| reason!("{e}"))?;
+    direct.result().map_err(|e| reason!("read: {e}"))?;
+    let direct = direct.buffer.ok_or_else(|| reason!("no buffer"))?;
+    // ... then, with translation off, through `share`.
+    let submitted = qp.stats().submitted;
     hal.set_translate_off(true);
     let result = (|| {
         hal.fail_shares(0, 1);
-        let mut buf = Foreign(DmaBuffer::new(hal, bs).map_err(|e| reason!("{e}"))?);
-        buf.0.fill(0x5a);
+        let mut buf = DmaBuffer::new(hal, bs).map_err(|e| reason!("{e}"))?;
+        buf.fill(0x5a);
         let e = qp.read(ns, 0, 1, buf, 1).err().ok_or_else(|| reason!("a failed share was submitted"))?;
-        if !matches!(e.error, Error::Hal(h) if h.kind() == HalErrorKind::MapFailed) || e.buffer.0.len() != bs
-        {
+        if !matches!(e.error, Error::Hal(h) if h.kind() == HalErrorKind::MapFailed) || e.buffer.len() != bs {
             return Err(reason!("wrong refusal: {}", e.error));
         }
-        if qp.in_flight() != 0 || qp.stats().submitted != 0 {
+        if qp.in_flight() != 0 || qp.stats().submitted != submitted {
             return Err(reason!("the refused request reached the queue"));
         }
         let cid = qp.read(ns, 0, 1, e.buffer, 2).map_err(|e| reason!("read: {}", e.error))?;
         let shared = qp.wait(cid, timeout, drop).map_err(|e| reason!("{e}"))?;
         shared.result().map_err(|e| reason!("read: {e}"))?;
         let shared = shared.buffer.ok_or_else(|| reason!("no buffer"))?;
-        match shared.0.iter().zip(direct.iter()).position(|(a, b)| a != b) {
+        match shared.iter().zip(direct.iter()).position(|(a, b)| a != b) {
             Some(at) => Err(reason!("shared read differs at byte {at}")),
             None => Ok(()),
         }

@@ -21,7 +21,7 @@
 //! `... skipped: <reason>`; [`Totals::summary`] prints the closing
 //! `N passed, N failed, N skipped`.
 #![no_std]
-#![deny(missing_docs)]
+#![deny(missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod backend;
 mod io;

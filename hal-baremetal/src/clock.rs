@@ -82,10 +82,7 @@ impl TscClock {
 
     /// Time since calibration.
     pub fn now(&self) -> Duration {
-        let ticks = rdtsc().wrapping_sub(self.start);
-        let ms = ticks / self.ticks_per_ms;
-        let rem = ticks % self.ticks_per_ms;
-        Duration::from_millis(ms) + Duration::from_nanos(rem * 1_000_000 / self.ticks_per_ms)
+        hal_traits::ticks_to_duration(self.ticks(), self.ticks_per_second())
     }
 
     /// Busy-waits for `d`.

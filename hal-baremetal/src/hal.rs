@@ -167,10 +167,6 @@ unsafe impl Hal for BareMetalHal {
         self.clock.ticks_per_second()
     }
 
-    fn now(&self) -> Duration {
-        self.clock.now()
-    }
-
     fn delay(&self, duration: Duration) {
         self.clock.delay(duration)
     }

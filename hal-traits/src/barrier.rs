@@ -26,51 +26,46 @@
 //! correct only where that orders device accesses: check before relying on
 //! it.
 
-/// Orders earlier writes to DMA memory before a following MMIO doorbell write.
-#[inline(always)]
-pub fn before_doorbell() {
-    #[cfg(target_arch = "aarch64")]
-    // SAFETY: a barrier instruction; it touches no memory and no registers.
-    unsafe {
-        core::arch::asm!("dmb oshst", options(nostack, preserves_flags))
-    }
-    #[cfg(target_arch = "riscv64")]
-    // SAFETY: a barrier instruction; it touches no memory and no registers.
-    unsafe {
-        core::arch::asm!("fence ow, o", options(nostack, preserves_flags))
-    }
-    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
-    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
-    #[cfg(not(any(
-        target_arch = "aarch64",
-        target_arch = "riscv64",
-        target_arch = "x86_64",
-        target_arch = "x86"
-    )))]
-    core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+/// One barrier: the given instruction on aarch64 and riscv64, a compiler
+/// fence on x86 (its ordering already holds in hardware), a sequentially
+/// consistent fence elsewhere.
+macro_rules! device_barrier {
+    ($(#[$doc:meta])* $name:ident, aarch64: $arm:literal, riscv64: $riscv:literal) => {
+        $(#[$doc])*
+        #[inline(always)]
+        pub fn $name() {
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: a barrier instruction; it touches no memory and no
+            // registers.
+            unsafe {
+                core::arch::asm!($arm, options(nostack, preserves_flags))
+            }
+            #[cfg(target_arch = "riscv64")]
+            // SAFETY: as above.
+            unsafe {
+                core::arch::asm!($riscv, options(nostack, preserves_flags))
+            }
+            #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+            core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+            #[cfg(not(any(
+                target_arch = "aarch64",
+                target_arch = "riscv64",
+                target_arch = "x86_64",
+                target_arch = "x86"
+            )))]
+            core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        }
+    };
 }
 
-/// Orders the read of a completion's phase tag before later reads of the
-/// entry and of the data the device wrote.
-#[inline(always)]
-pub fn after_phase() {
-    #[cfg(target_arch = "aarch64")]
-    // SAFETY: a barrier instruction; it touches no memory and no registers.
-    unsafe {
-        core::arch::asm!("dmb oshld", options(nostack, preserves_flags))
-    }
-    #[cfg(target_arch = "riscv64")]
-    // SAFETY: a barrier instruction; it touches no memory and no registers.
-    unsafe {
-        core::arch::asm!("fence ir, ir", options(nostack, preserves_flags))
-    }
-    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
-    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
-    #[cfg(not(any(
-        target_arch = "aarch64",
-        target_arch = "riscv64",
-        target_arch = "x86_64",
-        target_arch = "x86"
-    )))]
-    core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+device_barrier! {
+    /// Orders earlier writes to DMA memory before a following MMIO doorbell
+    /// write.
+    before_doorbell, aarch64: "dmb oshst", riscv64: "fence ow, o"
+}
+
+device_barrier! {
+    /// Orders the read of a completion's phase tag before later reads of the
+    /// entry and of the data the device wrote.
+    after_phase, aarch64: "dmb oshld", riscv64: "fence ir, ir"
 }

@@ -1,5 +1,6 @@
 //! One test per fault kind, through the driver's public API: what the device
 //! does, and what the driver sees of it today.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! A host that writes garbage: random registers, commands, PRPs, doorbells,
 //! frees and unshares. The device must never panic or touch memory outside
 //! its arena (the second part is what Miri checks when this runs under it).
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 use core::ptr::NonNull;
 use core::time::Duration;

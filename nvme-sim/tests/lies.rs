@@ -1,4 +1,5 @@
 //! Identify data that lies: the driver must refuse it or cope, never panic.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod common;
 

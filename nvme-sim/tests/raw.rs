@@ -1,6 +1,7 @@
 //! The device at register level, driven by a minimal host written here (not
 //! the driver): registers, enable and shutdown timing, completion queue
 //! back-pressure, PRP walking with chained lists, and bad addresses.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 use core::time::Duration;
 use nvme_nostd::hal_traits::{DmaRegion, Hal, PAGE_SIZE};

@@ -2,6 +2,7 @@
 //! back-end, exclusive ownership, soundness of the buffer model, the API as a
 //! new user meets it). Each failed, or could not be written, against the
 //! driver before the fix; the unwinding ones run under `catch_unwind`.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod common;
 
