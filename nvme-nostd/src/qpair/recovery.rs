@@ -6,7 +6,8 @@
 //! The escalation follows Linux's `nvme_timeout` (check CSTS, abort, reset) and
 //! SPDK's treatment of an abort that did not abort.
 
-use super::{finish, leak, IoQueuePair, NOT_STAMPED};
+use super::request::{finish, leak, NOT_STAMPED};
+use super::IoQueuePair;
 use crate::buffer::IoBuffer;
 use crate::controller::TimeoutEvent;
 use crate::error::{Error, Result, Wait};
@@ -46,6 +47,11 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
     pub fn abort(&mut self, cid: Cid) -> Result<AbortOutcome> {
         self.ready()?;
         let wire = self.given(cid).ok_or(Error::InvalidArgument(crate::error::Argument::UnknownCid))?;
+        if self.slots.get(wire).is_some_and(|req| req.done.is_some()) {
+            // Ended by the driver (a reset, a removal) and waiting for
+            // `poll`: nothing of it is left in the device to abort.
+            return Ok(AbortOutcome::NotAborted);
+        }
         // Marked before the Abort goes out: its "command abort requested"
         // completion may be on the queue before the Abort's own, and must
         // reach the owner rather than be retried.

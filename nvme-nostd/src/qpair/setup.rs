@@ -1,7 +1,8 @@
 //! Creating and deleting the queues of a queue pair (NVMe Base Specification
 //! 1.4, sections 5.3 to 5.6).
 
-use super::{finish, leak, IoQueuePair, QpairOptions, QueueStats};
+use super::request::{finish, leak};
+use super::{IoQueuePair, QpairOptions, QueueStats};
 use crate::buffer::IoBuffer;
 use crate::controller::Controller;
 use crate::dma::{DmaAlloc, DmaMemory};
@@ -92,7 +93,8 @@ impl<H: Hal> Controller<H> {
     }
 
     /// Allocates the rings and PRP pages and creates the queues. On failure,
-    /// memory the controller may have seen (a command timed out) is leaked;
+    /// memory a command named and the controller may still use (the command
+    /// timed out) is leaked, and the rest freed;
     /// the `bool` says whether the queue identifier must stay reserved (a
     /// completion queue may still exist on the device).
     pub(super) fn create_queues<const N: usize>(
@@ -105,46 +107,40 @@ impl<H: Hal> Controller<H> {
         let dstrd = self.cap().dstrd();
         let sq_pages = (entries as usize * 64).div_ceil(PAGE_SIZE);
         let cq_pages = (entries as usize * 16).div_ceil(PAGE_SIZE);
-        // Until lent, each of these frees itself when this function returns
-        // early.
-        let sq_mem = DmaAlloc::new(&self.hal, sq_pages).map_err(|e| (e.into(), false))?;
-        let cq_mem = DmaAlloc::new(&self.hal, cq_pages).map_err(|e| (e.into(), false))?;
+        // Each frees itself on an early return until a command names it to
+        // the device. The PRP list pages are named only by I/O commands, so
+        // they are lent to the queue pair, not to these commands.
+        let sq = DmaAlloc::new(&self.hal, sq_pages).map_err(|e| (e.into(), false))?;
+        let cq = DmaAlloc::new(&self.hal, cq_pages).map_err(|e| (e.into(), false))?;
         let prp = match prp_pages_per_slot {
             0 => None,
             pages => Some(DmaAlloc::new(&self.hal, pages * N).map_err(|e| (e.into(), false))?),
         };
 
-        // From here on the commands name the memory to the device.
-        let (sq_mem, mut cq_mem, mut prp) = (sq_mem.lend(), cq_mem.lend(), prp.map(DmaAlloc::lend));
-        let mut sq_mem = sq_mem;
-        let free_all = |sq_mem: &mut DmaMemory, cq_mem: &mut DmaMemory, prp: &mut Option<DmaMemory>| {
-            // SAFETY: called only when the controller refused to create the
-            // queues (a command status: it did not create them) or deleted
-            // them, so it does not use this memory.
-            unsafe {
-                sq_mem.free(&self.hal);
-                cq_mem.free(&self.hal);
-                if let Some(p) = prp {
-                    p.free(&self.hal);
-                }
-            }
-        };
-
+        let mut cq_mem = cq.lend();
         match self.admin_exec(create_cq_command(qid, entries, cq_mem.daddr(0)), None) {
             Ok(_) => {}
             Err(e @ Error::Command(_)) => {
-                free_all(&mut sq_mem, &mut cq_mem, &mut prp);
+                // SAFETY: the controller refused to create the queue, so it
+                // does not use this memory.
+                unsafe { cq_mem.free(&self.hal) };
                 return Err((e, false));
             }
             // A timeout reset the controller (which forgot the queue), or the
-            // device is gone: the memory is leaked, the identifier reusable.
+            // device is gone: the completion queue's memory is leaked, the
+            // identifier reusable.
             Err(e) => return Err((e, false)),
         }
+        let mut sq_mem = sq.lend();
         match self.admin_exec(create_sq_command(qid, entries, sq_mem.daddr(0), priority), None) {
             Ok(_) => {}
             Err(e @ Error::Command(_)) => {
+                // SAFETY: the controller refused to create the submission
+                // queue, so it does not use this memory.
+                unsafe { sq_mem.free(&self.hal) };
                 if self.delete_queue(AdminOpcode::DELETE_IO_CQ, qid).is_ok() {
-                    free_all(&mut sq_mem, &mut cq_mem, &mut prp);
+                    // SAFETY: the completion queue is deleted.
+                    unsafe { cq_mem.free(&self.hal) };
                     return Err((e, false));
                 }
                 // The completion queue may still exist on the device: keep
@@ -156,7 +152,7 @@ impl<H: Hal> Controller<H> {
         Ok((
             SubmissionQueue::new(sq_mem, entries, qid, dstrd),
             CompletionQueue::new(cq_mem, entries, qid, dstrd),
-            prp,
+            prp.map(DmaAlloc::lend),
         ))
     }
 

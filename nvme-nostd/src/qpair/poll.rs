@@ -1,0 +1,272 @@
+//! The completion path: `poll` and its helpers, the submission half it lends
+//! to its callback, and the guard that releases consumed completions to the
+//! device even when the callback panics.
+
+use super::request::{finish, Request, HOST_ABORTED, NOT_STAMPED};
+use super::{Completion, IoQueuePair, Path, PollLimit, SubmitError};
+use crate::buffer::IoBuffer;
+use crate::error::{Argument, Error, Result, Wait};
+use crate::namespace::Namespace;
+use crate::queue::Doorbell;
+use crate::slots::{Cid, SlotPool};
+use crate::spec::command::{IoOpcode, SubmissionEntry};
+use core::mem::ManuallyDrop;
+use core::time::Duration;
+use hal_traits::Hal;
+
+/// Rings a completion queue's head doorbell when dropped, also when a poll
+/// callback panics: completions already consumed must be released to the
+/// device, or the queue stalls for good once the ring fills.
+struct CqHeadGuard<'h, H: Hal> {
+    hal: &'h H,
+    pending: Option<(Doorbell, u16)>,
+}
+
+impl<H: Hal> Drop for CqHeadGuard<'_, H> {
+    fn drop(&mut self) {
+        if let Some((doorbell, head)) = self.pending.take() {
+            doorbell.ring(self.hal, head);
+        }
+    }
+}
+
+/// The submission half of a queue pair, lent to a [`poll`](IoQueuePair::poll)
+/// callback so it can submit the next request while completions are being
+/// processed (the doorbell is rung once when the poll pass ends).
+///
+/// Submissions here never recover the queue pair after a controller reset
+/// (the poll is in the middle of the completion queue): they fail with
+/// [`Error::Reset`] instead, and the next `poll` recovers.
+pub struct Resubmit<'q, 'c, H: Hal, B: IoBuffer, C, const N: usize> {
+    qp: &'q mut IoQueuePair<'c, H, B, C, N>,
+}
+
+impl<H: Hal, B: IoBuffer, C, const N: usize> Resubmit<'_, '_, H, B, C, N> {
+    /// As [`IoQueuePair::read`].
+    pub fn read(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        buffer: B,
+        context: C,
+    ) -> Result<Cid, SubmitError<B, C>> {
+        self.qp.read_write(IoOpcode::READ, ns, lba, blocks, buffer, context, Path::InPoll)
+    }
+
+    /// As [`IoQueuePair::write`].
+    pub fn write(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        buffer: B,
+        context: C,
+    ) -> Result<Cid, SubmitError<B, C>> {
+        self.qp.read_write(IoOpcode::WRITE, ns, lba, blocks, buffer, context, Path::InPoll)
+    }
+
+    /// As [`IoQueuePair::flush`].
+    pub fn flush(&mut self, ns: &Namespace, context: C) -> Result<Cid, SubmitError<(), C>> {
+        self.qp.flush_on(ns, context, Path::InPoll)
+    }
+
+    /// As [`IoQueuePair::submit_raw`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`IoQueuePair::submit_raw`].
+    pub unsafe fn submit_raw(
+        &mut self,
+        cmd: SubmissionEntry,
+        buffer: Option<B>,
+        context: C,
+    ) -> Result<Cid, SubmitError<Option<B>, C>> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.qp.raw_on(cmd, buffer, context, Path::InPoll) }
+    }
+
+    /// Requests in flight on the queue pair.
+    pub fn in_flight(&self) -> usize {
+        self.qp.in_flight()
+    }
+}
+
+impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
+    /// Processes the completions that are ready, up to `limit`, handing each
+    /// request's buffer and context to `on_complete`, and returns how many it
+    /// delivered. The callback may submit more requests through its
+    /// [`Resubmit`] (one doorbell write for all of them when the pass ends).
+    ///
+    /// Entries that name no request in flight (a stale, repeated or
+    /// out-of-range CID, a wrong SQID, an impossible SQ head) are consumed,
+    /// counted in [`QueueStats::bogus_completions`](super::QueueStats::bogus_completions), and otherwise ignored;
+    /// one call consumes at most one ring's worth of entries. A retryable
+    /// error status (DNR clear) submits the command again, up to
+    /// `ControllerOptions::retry_count` times. With I/O timeouts on, `poll`
+    /// also finds timed-out requests (one clock read per call) and aborts
+    /// them, or resets the controller; requests ended by a reset or a removal
+    /// are delivered here too, each exactly once.
+    ///
+    /// If the callback panics, the completions consumed so far are still
+    /// released to the device, and the request being delivered is the
+    /// callback's (its buffer is dropped by the unwinding).
+    pub fn poll<F>(&mut self, limit: PollLimit, mut on_complete: F) -> usize
+    where
+        F: FnMut(&mut Resubmit<'_, 'c, H, B, C, N>, Completion<B, C>),
+    {
+        let _ = self.ready();
+        self.ring_doorbell();
+        let max = limit.max();
+        let mut delivered = self.deliver_done(max, &mut on_complete);
+        let ctrlr = self.ctrlr;
+        let hal = &ctrlr.hal;
+        let retry_count = ctrlr.options().retry_count;
+        let mut guard = CqHeadGuard { hal, pending: None };
+        let mut consumed: u32 = 0;
+        while delivered < max && consumed < self.cq.size() as u32 {
+            let Some(entry) = self.cq.peek(hal) else {
+                break;
+            };
+            self.cq.advance();
+            consumed += 1;
+            guard.pending = Some(self.cq.pending_head());
+            let cid = Cid(entry.cid);
+            let valid = entry.sqid == self.qid
+                && self.sq.head_plausible(entry.sqhd)
+                && self.slots.get(cid).is_some_and(|r| r.done.is_none());
+            if !valid {
+                self.stats.bogus_completions += 1;
+                continue;
+            }
+            self.sq.update_head(entry.sqhd);
+            let status = entry.status.without_phase();
+            let retryable = !status.is_success() && !status.dnr() && self.failed.is_none();
+            if retryable && self.retry(cid, retry_count).is_some() {
+                continue;
+            }
+            let Some(mut req) = self.slots.remove(cid) else {
+                self.stats.bogus_completions += 1;
+                continue;
+            };
+            // SAFETY: the command completed, so the device is done with the
+            // buffer.
+            let buffer = unsafe { finish(hal, &mut req) };
+            let error = (req.timed_out && !status.is_success()).then_some(Error::Timeout(Wait::IoCommand));
+            self.stats.completed += 1;
+            delivered += 1;
+            let done =
+                Completion { cid: req.given, status, error, dw0: entry.dw0, buffer, context: req.context };
+            on_complete(&mut Resubmit { qp: self }, done);
+        }
+        drop(guard);
+        self.ring_doorbell();
+        // Requests whose completions wait in the queue are not late: the
+        // timeout scan looks there before it calls anything late.
+        if self.timeout.is_some() {
+            self.check_timeouts();
+            if self.pending_done > 0 && delivered < max {
+                delivered += self.deliver_done(max - delivered, &mut on_complete);
+                // What those callbacks resubmitted.
+                self.ring_doorbell();
+            }
+        }
+        delivered
+    }
+
+    /// Polls until the request that `cid` names completes and returns its
+    /// completion, handing every other completion to `on_other`: a blocking
+    /// helper for slow paths. (A CID names its request while it is in flight;
+    /// once delivered, the same CID comes back for a later request of the
+    /// same slot after as few as 16 reuses with `N = 4096`, more with fewer
+    /// slots.) Gives up after `timeout` with
+    /// [`Error::Timeout`] (the request stays in flight and completes through
+    /// a later `poll`), or at once with [`Error::InvalidArgument`] when no
+    /// such request is in flight.
+    pub fn wait(
+        &mut self,
+        cid: Cid,
+        timeout: Duration,
+        mut on_other: impl FnMut(Completion<B, C>),
+    ) -> Result<Completion<B, C>> {
+        let hal = &self.ctrlr.hal;
+        let deadline = hal.now().saturating_add(timeout);
+        loop {
+            if self.given(cid).is_none() {
+                return Err(Error::InvalidArgument(Argument::UnknownCid));
+            }
+            let mut mine = None;
+            self.poll(PollLimit::All, |_, done| {
+                if done.cid == cid {
+                    mine = Some(done);
+                } else {
+                    on_other(done);
+                }
+            });
+            if let Some(done) = mine {
+                return Ok(done);
+            }
+            if hal.now() >= deadline {
+                return Err(Error::Timeout(Wait::Request));
+            }
+        }
+    }
+
+    /// The CID on the wire now of the request whose submission returned
+    /// `given` (they differ once the request was retried), if it is in
+    /// flight.
+    pub(super) fn given(&self, given: Cid) -> Option<Cid> {
+        let index = SlotPool::<Request<H::Mapping, B, C>, N>::index_of(given);
+        self.slots.at(index).filter(|(_, req)| req.given == given).map(|(wire, _)| wire)
+    }
+
+    /// Submits the command of request `cid` again under a new CID, if it has
+    /// retries left and was neither timed out nor aborted (an abort's
+    /// "command abort requested" goes to the owner). Returns the new CID.
+    fn retry(&mut self, cid: Cid, retry_count: u8) -> Option<Cid> {
+        let req = self.slots.get(cid)?;
+        if req.retries >= retry_count || req.timed_out || req.aborted || self.sq.is_full() {
+            return None;
+        }
+        let new_cid = self.slots.renew(cid)?;
+        let req = self.slots.get_mut(new_cid)?;
+        req.retries += 1;
+        req.deadline = NOT_STAMPED;
+        let cmd = req.cmd;
+        self.stats.retries += 1;
+        self.push(cmd, new_cid, Path::InPoll);
+        Some(new_cid)
+    }
+
+    /// Delivers up to `max` requests that the driver ended.
+    fn deliver_done<F>(&mut self, max: usize, on_complete: &mut F) -> usize
+    where
+        F: FnMut(&mut Resubmit<'_, 'c, H, B, C, N>, Completion<B, C>),
+    {
+        let mut delivered = 0;
+        let mut from = 0;
+        while self.pending_done > 0 && delivered < max {
+            let Some((index, _, mut req)) = self.slots.take_next(from, |r| r.done.is_some()) else {
+                break;
+            };
+            from = index + 1;
+            self.pending_done -= 1;
+            self.stats.completed += 1;
+            self.stats.failed_by_driver += 1;
+            delivered += 1;
+            // `recover` already gave the device's access back (or leaked the
+            // buffer, for a removed device): only the buffer is left.
+            let buffer = req.buffer.take().map(ManuallyDrop::into_inner);
+            let done = Completion {
+                cid: req.given,
+                status: HOST_ABORTED,
+                error: req.done,
+                dw0: 0,
+                buffer,
+                context: req.context,
+            };
+            on_complete(&mut Resubmit { qp: self }, done);
+        }
+        delivered
+    }
+}

@@ -1,0 +1,107 @@
+//! One request in flight: what it owns, and how its buffer goes back to the
+//! CPU (or is leaked) once the device is done (or cannot be proven done).
+
+use crate::error::Error;
+use crate::slots::Cid;
+use crate::spec::command::SubmissionEntry;
+use crate::spec::status::{path, Status, StatusCodeType};
+use core::mem::ManuallyDrop;
+use core::ptr::NonNull;
+use hal_traits::{Direction, Hal};
+
+/// How a request's buffer reaches the device, kept to undo it.
+pub(super) struct DmaUse<M> {
+    pub(super) region: NonNull<[u8]>,
+    pub(super) direction: Direction,
+    /// What [`Hal::share`] returned; `None` when no share was needed (the
+    /// controller's own DMA memory, or memory the HAL translated).
+    pub(super) mapping: Option<M>,
+}
+
+// SAFETY: a DmaUse records where the request's own buffer lives; the request
+// (and so the buffer, which is Send when the queue pair is) moves with it, and
+// the mapping is Send by the bound.
+unsafe impl<M: Send> Send for DmaUse<M> {}
+
+/// One request in flight. The buffer and its DMA record are in `ManuallyDrop`:
+/// they leave the request only through [`finish`] (device done) or a
+/// deliberate leak, never by unwinding or an implicit drop, because the
+/// device may still be writing them.
+pub(super) struct Request<M, B, C> {
+    pub(super) buffer: Option<ManuallyDrop<B>>,
+    pub(super) dma: Option<ManuallyDrop<DmaUse<M>>>,
+    pub(super) context: C,
+    /// The command as submitted (for retries, aborts and reports).
+    pub(super) cmd: SubmissionEntry,
+    /// The CID the submission returned to the caller.
+    pub(super) given: Cid,
+    /// When it times out, in HAL ticks; [`NOT_STAMPED`] until the next timeout
+    /// scan after its submission stamps it.
+    pub(super) deadline: u64,
+    /// Times it was submitted again after a retryable error.
+    pub(super) retries: u8,
+    /// It timed out (whatever happens next, its owner hears `Timeout`).
+    pub(super) timed_out: bool,
+    /// An Abort for it was accepted; a second deadline escalates to a reset.
+    pub(super) aborted: bool,
+    /// Ended by the driver (reset, removal): delivered by the next `poll`.
+    pub(super) done: Option<Error>,
+}
+
+/// A deadline not yet set: submissions do not read the clock.
+pub(super) const NOT_STAMPED: u64 = 0;
+
+/// The status given to requests that the driver ends itself.
+pub(super) const HOST_ABORTED: Status =
+    Status::of(StatusCodeType::PATH_RELATED, path::COMMAND_ABORTED_BY_HOST);
+
+/// Gives the device's access to `req`'s buffer back to the CPU (sync, then
+/// unshare) and returns the buffer.
+///
+/// # Safety
+///
+/// The device no longer accesses the buffer: its command completed, or its
+/// queue was deleted, or the controller was disabled since it was submitted.
+pub(super) unsafe fn finish<H: Hal, B, C>(hal: &H, req: &mut Request<H::Mapping, B, C>) -> Option<B> {
+    if let Some(dma) = req.dma.take().map(ManuallyDrop::into_inner) {
+        // SAFETY: the caller guarantees the device is done; `sync_for_device`
+        // was called with the same region and direction at submission, and
+        // the mapping is the one `share` returned for them, undone once here.
+        unsafe {
+            hal.sync_for_cpu(dma.region, dma.direction);
+            if let Some(mapping) = dma.mapping {
+                hal.unshare(dma.region, dma.direction, mapping);
+            }
+        }
+    }
+    req.buffer.take().map(ManuallyDrop::into_inner)
+}
+
+/// Leaks `req`'s buffer and mapping: the device may still write them, and
+/// nothing can prove otherwise (a removed device).
+pub(super) fn leak<M, B, C>(req: &mut Request<M, B, C>) {
+    // Dropping a `ManuallyDrop` never drops its content.
+    let _leaked = (req.buffer.take(), req.dma.take());
+}
+
+/// A new request, submitted under `cid` (which its caller is given).
+pub(super) fn request<M, B, C>(
+    cmd: SubmissionEntry,
+    cid: Cid,
+    buffer: Option<B>,
+    dma: Option<DmaUse<M>>,
+    context: C,
+) -> Request<M, B, C> {
+    Request {
+        buffer: buffer.map(ManuallyDrop::new),
+        dma: dma.map(ManuallyDrop::new),
+        context,
+        cmd,
+        given: cid,
+        deadline: NOT_STAMPED,
+        retries: 0,
+        timed_out: false,
+        aborted: false,
+        done: None,
+    }
+}
