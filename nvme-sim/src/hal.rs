@@ -5,7 +5,7 @@ use crate::device::State;
 pub use crate::memory::Mapping;
 use core::ptr::NonNull;
 use core::time::Duration;
-use hal_traits::{DeviceSegment, Direction, DmaRegion, Hal, HalError, SegmentSink};
+use hal_traits::{DeviceSegment, Direction, DmaRegion, Hal, HalError, SegmentSink, PAGE_SIZE};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -94,7 +94,9 @@ unsafe impl Hal for SimHal {
     }
 
     unsafe fn dma_free(&self, region: DmaRegion) {
-        self.state.borrow_mut().mem.dma_free(region)
+        let mut state = self.state.borrow_mut();
+        state.check_released(region.daddr.0..region.daddr.0 + (region.pages * PAGE_SIZE) as u64);
+        state.mem.dma_free(region)
     }
 
     fn translate(&self, buffer: NonNull<[u8]>, sink: &mut dyn SegmentSink) -> bool {
@@ -123,6 +125,7 @@ unsafe impl Hal for SimHal {
     unsafe fn unshare(&self, buffer: NonNull<[u8]>, direction: Direction, mapping: Mapping) {
         let mut state = self.state.borrow_mut();
         state.check_synced(buffer);
+        state.check_released(mapping.span());
         state.mem.unshare(buffer, direction, mapping)
     }
 

@@ -38,6 +38,14 @@ pub struct Mapping {
     pages: usize,
 }
 
+impl Mapping {
+    /// The device addresses of the bounce pages.
+    pub(crate) fn span(&self) -> core::ops::Range<u64> {
+        let start = IOVA_BASE + (self.first_page * PAGE_SIZE) as u64;
+        start..start + (self.pages * PAGE_SIZE) as u64
+    }
+}
+
 /// One live `share`.
 #[derive(Clone, Copy, Debug)]
 struct Share {

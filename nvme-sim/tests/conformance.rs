@@ -83,7 +83,7 @@ fn backend_failure_checks_pass_and_leak_only_what_the_removal_held() {
     let totals = run(&sim, "sim3", Options::default());
     assert_eq!(totals.failed, 0, "{totals:?}");
     let s = sim.stats();
-    assert_eq!((s.bad_frees, s.bad_unshares, s.bad_syncs), (0, 0, 0), "{s:?}");
+    assert_eq!((s.bad_frees, s.bad_unshares, s.bad_syncs, s.released_in_use), (0, 0, 0, 0), "{s:?}");
     // The removal check's queue pair (4 slots, 8 entries, 64 KiB transfers)
     // and its 4 one-block buffers stay leaked: the device could not be proven
     // stopped. Nothing else does.

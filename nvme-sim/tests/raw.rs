@@ -516,3 +516,38 @@ fn a_recreated_queue_starts_afresh() {
     assert!(e.status.is_success());
     assert!(e.sqhd >= 2, "head 0, tail 1: SQHD {} is possible", e.sqhd);
 }
+
+/// The simulator's check behind `SimStats::released_in_use`: freeing a live
+/// ring, or the data page of a command still inside the device, is counted;
+/// the same frees after a reset (CC.EN 1 -> 0) are not.
+#[test]
+fn releasing_memory_the_device_names_is_counted() {
+    let sim = Sim::new(manual());
+    let hal = sim.hal();
+    let mut admin = Ring::new(&hal, 0, 16, 16);
+    enable(&sim, &hal, &admin);
+    // A read that never completes keeps naming its data page.
+    let data = hal.dma_alloc(1).unwrap();
+    sim.inject(nvme_sim::FaultRule::once(Some(0), None, nvme_sim::Fault::Drop));
+    let mut identify = SubmissionEntry::new(AdminOpcode::IDENTIFY.0, 0);
+    identify.prp1 = data.daddr.0;
+    identify.cdw10 = 1;
+    admin.submit(&hal, identify);
+    sim.advance(MS);
+    let spare = hal.dma_alloc(1).unwrap();
+    // SAFETY: nothing names `spare`; the others are freed on purpose while
+    // named (the simulator counts it; its arena outlives this test).
+    unsafe {
+        hal.dma_free(spare);
+        assert_eq!(sim.stats().released_in_use, 0, "a page nothing names");
+        hal.dma_free(data);
+        assert_eq!(sim.stats().released_in_use, 1, "the data page of a command inside the device");
+        hal.dma_free(admin.cq);
+        assert_eq!(sim.stats().released_in_use, 2, "a live completion queue");
+    }
+    reg32(&hal, offset::CC, 0);
+    sim.advance(MS);
+    // SAFETY: the controller is disabled: it forgot its queues and commands.
+    unsafe { hal.dma_free(admin.sq) };
+    assert_eq!(sim.stats().released_in_use, 2, "after a reset nothing is named");
+}

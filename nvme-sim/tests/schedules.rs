@@ -425,8 +425,11 @@ fn run(s: &Schedule, totals: &mut Totals) -> Result<u64, String> {
         return Err(model.violations[0].clone());
     }
     let s = sim.stats();
-    if s.bad_frees != 0 || s.bad_unshares != 0 {
-        return Err(format!("HAL misuse: {} bad frees, {} bad unshares", s.bad_frees, s.bad_unshares));
+    if s.bad_frees != 0 || s.bad_unshares != 0 || s.released_in_use != 0 {
+        return Err(format!(
+            "HAL misuse: {} bad frees, {} bad unshares, {} released in use",
+            s.bad_frees, s.bad_unshares, s.released_in_use
+        ));
     }
     Ok(commands)
 }

@@ -1,7 +1,8 @@
 //! The bookkeeping behind `Hal::translate` and the cache maintenance calls
 //! (`sync_for_device`, `sync_for_cpu`, and the check before `unshare`):
 //! maintenance out of order is counted in [`SimStats`](super::SimStats)
-//! instead of panicking, so a test can assert the driver got it right.
+//! instead of panicking, so a test can assert the driver got it right. Also
+//! the check that nothing is released while the device still names it.
 
 use super::State;
 
@@ -51,6 +52,22 @@ impl State {
     pub(crate) fn check_synced(&mut self, buffer: core::ptr::NonNull<[u8]>) {
         if self.syncs.contains_key(&(buffer.cast::<u8>().as_ptr().addr(), buffer.len())) {
             self.stats.bad_syncs += 1;
+        }
+    }
+
+    /// Before memory goes back to the host (`dma_free`, `unshare`): counts
+    /// [`SimStats::released_in_use`](super::SimStats::released_in_use) when a
+    /// live queue ring, or a data pointer (PRP1, PRP2) of a command still
+    /// inside the device, lies in `span`.
+    pub(crate) fn check_released(&mut self, span: core::ops::Range<u64>) {
+        let overlaps = |r: core::ops::Range<u64>| r.start < span.end && span.start < r.end;
+        let names = |addr: u64| addr != 0 && span.contains(&addr);
+        let rings =
+            self.sqs.values().any(|q| overlaps(q.span())) || self.cqs.values().any(|q| overlaps(q.span()));
+        let commands =
+            self.pending.values().chain(self.stuck.values()).any(|p| names(p.cmd.prp1) || names(p.cmd.prp2));
+        if rings || commands {
+            self.stats.released_in_use += 1;
         }
     }
 }

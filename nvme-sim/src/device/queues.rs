@@ -71,6 +71,11 @@ impl Sq {
         }
     }
 
+    /// The device addresses the ring occupies.
+    pub(super) fn span(&self) -> core::ops::Range<u64> {
+        self.base..self.base + u64::from(self.size) * SQ_ENTRY
+    }
+
     /// An SQ head the host cannot accept: a slot strictly after the tail and
     /// before the oldest head the host may still hold, or `size` (outside the
     /// ring) when the host may hold the whole ring.
@@ -95,6 +100,11 @@ impl Cq {
             waiting: VecDeque::new(),
             slots: vec![None; size as usize],
         }
+    }
+
+    /// The device addresses the ring occupies.
+    pub(super) fn span(&self) -> core::ops::Range<u64> {
+        self.base..self.base + u64::from(self.size) * CQ_ENTRY
     }
 }
 

@@ -20,6 +20,10 @@ pub struct SimStats {
     pub bad_frees: u64,
     /// `unshare` calls matching no live share.
     pub bad_unshares: u64,
+    /// `dma_free` or `unshare` of memory that a live queue ring, or a
+    /// command still inside the device, names: the device could still write
+    /// it.
+    pub released_in_use: u64,
     /// Pages handed out by `dma_alloc` and not freed.
     pub live_dma_pages: usize,
     /// Shares not yet unshared.

@@ -60,6 +60,7 @@ pub fn assert_clean(sim: &Sim) {
     let s = sim.stats();
     assert_eq!(s.bad_frees, 0, "{s:?}");
     assert_eq!(s.bad_unshares, 0, "{s:?}");
+    assert_eq!(s.released_in_use, 0, "memory released while the device named it: {s:?}");
     assert_eq!(s.live_dma_pages, 0, "{s:?}");
     assert_eq!(s.live_shares, 0, "{s:?}");
     assert_eq!(s.dma_faults, 0, "{s:?}");
@@ -72,6 +73,7 @@ pub fn assert_no_bad_frees(sim: &Sim) {
     let s = sim.stats();
     assert_eq!(s.bad_frees, 0, "{s:?}");
     assert_eq!(s.bad_unshares, 0, "{s:?}");
+    assert_eq!(s.released_in_use, 0, "memory released while the device named it: {s:?}");
 }
 
 /// A `Vec<u8>` of `len` bytes whose data starts on a 4-byte boundary, as PRP
