@@ -386,13 +386,25 @@ impl<H: Hal> Controller<H> {
     /// registers mark it removed. The command's own error goes to the caller.
     pub(crate) fn admin_exec(
         &self,
-        mut cmd: SubmissionEntry,
+        cmd: SubmissionEntry,
         out: Option<&mut [u8; PAGE_SIZE]>,
     ) -> Result<CompletionEntry> {
+        self.admin_exec_in_epoch(cmd, out).map(|(done, _)| done)
+    }
+
+    /// [`admin_exec`](Self::admin_exec), also returning the reset epoch the
+    /// command ran in. (A reset moves the epoch while it holds the admin
+    /// queue, so a command that succeeded ran wholly in that epoch: what it
+    /// created lives until the epoch moves again.)
+    pub(crate) fn admin_exec_in_epoch(
+        &self,
+        mut cmd: SubmissionEntry,
+        out: Option<&mut [u8; PAGE_SIZE]>,
+    ) -> Result<(CompletionEntry, u32)> {
         if self.is_removed() {
             return Err(Error::DeviceRemoved);
         }
-        let (result, cid) = {
+        let (result, cid, epoch) = {
             let mut admin = self.admin.lock();
             if out.is_some() {
                 admin.data.zero();
@@ -402,7 +414,7 @@ impl<H: Hal> Controller<H> {
             if let (Ok(_), Some(out)) = (&r, out) {
                 admin.data.read_bytes(0, out);
             }
-            (r, Cid(admin.last_cid()))
+            (r, Cid(admin.last_cid()), self.epoch())
         };
         // The callback runs without the admin lock, so it may use the driver.
         if let (Err(Error::Timeout(_)), Some(cb)) = (&result, self.options.timeout_callback) {
@@ -421,7 +433,7 @@ impl<H: Hal> Controller<H> {
             }
             _ => {}
         }
-        result
+        result.map(|done| (done, epoch))
     }
 
     /// Abort (section 5.1) of the command that carries `cid` on the wire on

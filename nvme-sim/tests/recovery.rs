@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{assert_clean, pattern, Done, Qp};
+use common::{assert_clean, assert_no_bad_frees, pattern, Done, Qp};
 use core::time::Duration;
 use nvme_nostd::spec::command::{AdminOpcode, IoOpcode};
 use nvme_nostd::{
@@ -360,4 +360,54 @@ fn a_namespace_handle_of_another_controller_is_refused() {
     assert_eq!(e, Error::InvalidArgument(Argument::ForeignNamespace));
     assert_eq!(qp.stats().submitted, 0, "nothing reached the device");
     drop(ctrlr_a);
+}
+
+/// Faults on the admin commands recovery itself sends, after a reset:
+/// Create I/O SQ or CQ refused or never answered, and the Delete I/O CQ that
+/// cleans up refused too. Whatever the controller may still hold is removed
+/// before anything is freed: by deleting it, or by a further reset (an
+/// admin timeout, or the queue pair's own when the cleanup is refused),
+/// after which the queue pair recovers on its next `poll`. When the cleanup
+/// works with no reset, the queue pair stays failed (it does not retry the
+/// creation yet) and its memory is freed.
+#[test]
+fn faults_on_recreation_leave_no_queue_behind() {
+    const REFUSE: Fault = Fault::Status { sct: 0, sc: 0x06, dnr: true };
+    // (faults, extra resets, heals)
+    type Case = (&'static [(AdminOpcode, Fault)], u64, bool);
+    let cases: [Case; 4] = [
+        (&[(AdminOpcode::CREATE_IO_SQ, REFUSE), (AdminOpcode::DELETE_IO_CQ, REFUSE)], 1, true),
+        (&[(AdminOpcode::CREATE_IO_SQ, REFUSE)], 0, false),
+        (&[(AdminOpcode::CREATE_IO_CQ, Fault::Drop)], 1, true),
+        (&[(AdminOpcode::CREATE_IO_SQ, Fault::Drop)], 1, true),
+    ];
+    for (faults, extra, heals) in cases {
+        let (sim, ctrlr, ns) = setup();
+        let mut qp = qpair(&ctrlr);
+        for &(opcode, fault) in faults {
+            sim.inject(FaultRule::once(Some(0), Some(opcode.0), fault));
+        }
+        qp.read(&ns, 0, 1, vec![0; 512], 1).map_err(|e| e.error).unwrap();
+        let resets = sim.stats().resets;
+        ctrlr.reset().expect("reset");
+        let done = collect(&sim, &mut qp, 1);
+        assert_eq!(
+            done[0].error,
+            Some(Error::Reset),
+            "{faults:?}: the request in flight ends with the reset"
+        );
+        assert_eq!(sim.stats().resets - resets - 1, extra, "{faults:?}");
+        assert_eq!(qp.failure().is_none(), heals, "{faults:?}: {:?}", qp.failure());
+        if heals {
+            io_works(&sim, &mut qp, &ns);
+        }
+        drop(qp);
+        // Nothing the device still names was freed.
+        assert_no_bad_frees(&sim);
+        let mut qp = qpair(&ctrlr);
+        io_works(&sim, &mut qp, &ns);
+        drop(qp);
+        drop(ctrlr);
+        assert_clean(&sim);
+    }
 }

@@ -66,6 +66,9 @@ pub struct IoQueuePair<'c, H: Hal, B: IoBuffer, C, const N: usize> {
     stats: QueueStats,
     /// The controller's reset epoch these queues belong to.
     epoch: u32,
+    /// The controller may hold this pair's queues in `epoch`: false only
+    /// after a failed re-creation removed whatever it had created.
+    on_device: bool,
     /// Why the queue pair cannot take requests (its queues could not be
     /// created again after a reset, or the device is gone).
     failed: Option<Error>,

@@ -12,6 +12,7 @@ use crate::queue::{CompletionQueue, SubmissionQueue};
 use crate::slots::SlotPool;
 use crate::spec::command::{AdminOpcode, SubmissionEntry};
 use crate::spec::dwords::{CreateIoCqCdw11, CreateIoQueueCdw10, CreateIoSqCdw11, DeleteIoQueueCdw10};
+use crate::spec::status::{command_specific, StatusCodeType};
 use hal_traits::{duration_to_ticks, DeviceAddr, Hal, PAGE_SIZE};
 
 /// Create I/O Completion Queue (section 5.3) for a physically contiguous
@@ -32,6 +33,15 @@ fn create_sq_command(qid: u16, entries: u16, daddr: DeviceAddr, priority: u8) ->
     cmd.cdw10 = CreateIoQueueCdw10::new().with_qid(qid).with_qsize(entries - 1).into_bits();
     cmd.cdw11 = CreateIoSqCdw11::new().with_pc(true).with_qprio(priority).with_cqid(qid).into_bits();
     cmd
+}
+
+/// What [`Controller::create_queues`] made: the rings, the PRP list pages, and
+/// the reset epoch the queues were created in.
+pub(super) struct CreatedQueues {
+    sq: SubmissionQueue,
+    cq: CompletionQueue,
+    prp: Option<DmaMemory>,
+    epoch: u32,
 }
 
 impl<H: Hal> Controller<H> {
@@ -64,8 +74,9 @@ impl<H: Hal> Controller<H> {
 
         let qid = self.alloc_qid()?;
         match self.create_queues::<N>(qid, entries, prp_pages_per_slot, options.priority) {
-            Ok((sq, cq, prp)) => Ok(IoQueuePair {
-                epoch: self.epoch(),
+            Ok(CreatedQueues { sq, cq, prp, epoch }) => Ok(IoQueuePair {
+                epoch,
+                on_device: true,
                 failed: None,
                 pending_done: 0,
                 timeout,
@@ -103,7 +114,7 @@ impl<H: Hal> Controller<H> {
         entries: u16,
         prp_pages_per_slot: usize,
         priority: u8,
-    ) -> core::result::Result<(SubmissionQueue, CompletionQueue, Option<DmaMemory>), (Error, bool)> {
+    ) -> core::result::Result<CreatedQueues, (Error, bool)> {
         let dstrd = self.cap().dstrd();
         let sq_pages = (entries as usize * 64).div_ceil(PAGE_SIZE);
         let cq_pages = (entries as usize * 16).div_ceil(PAGE_SIZE);
@@ -132,8 +143,10 @@ impl<H: Hal> Controller<H> {
             Err(e) => return Err((e, false)),
         }
         let mut sq_mem = sq.lend();
-        match self.admin_exec(create_sq_command(qid, entries, sq_mem.daddr(0), priority), None) {
-            Ok(_) => {}
+        let epoch = match self
+            .admin_exec_in_epoch(create_sq_command(qid, entries, sq_mem.daddr(0), priority), None)
+        {
+            Ok((_, epoch)) => epoch,
             Err(e @ Error::Command(_)) => {
                 // SAFETY: the controller refused to create the submission
                 // queue, so it does not use this memory.
@@ -148,12 +161,13 @@ impl<H: Hal> Controller<H> {
                 return Err((e, true));
             }
             Err(e) => return Err((e, false)),
-        }
-        Ok((
-            SubmissionQueue::new(sq_mem, entries, qid, dstrd),
-            CompletionQueue::new(cq_mem, entries, qid, dstrd),
-            prp.map(DmaAlloc::lend),
-        ))
+        };
+        Ok(CreatedQueues {
+            sq: SubmissionQueue::new(sq_mem, entries, qid, dstrd),
+            cq: CompletionQueue::new(cq_mem, entries, qid, dstrd),
+            prp: prp.map(DmaAlloc::lend),
+            epoch,
+        })
     }
 
     /// Delete I/O Submission or Completion Queue (sections 5.6, 5.5).
@@ -165,28 +179,60 @@ impl<H: Hal> Controller<H> {
 }
 
 impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
-    /// Deletes the queues (section 5.6, then 5.5). The controller completes or
-    /// abandons every command of the queue before Delete I/O Submission Queue
-    /// completes, so afterwards it no longer touches any request's buffer.
-    pub(super) fn delete_queues(&self) -> Result {
-        self.ctrlr.delete_queue(AdminOpcode::DELETE_IO_SQ, self.qid)?;
-        self.ctrlr.delete_queue(AdminOpcode::DELETE_IO_CQ, self.qid)
+    /// Makes sure the controller holds neither queue of this pair: deletes
+    /// them (section 5.6, then 5.5; a queue the controller reports as an
+    /// invalid identifier is not there), else resets the controller, which
+    /// forgets every queue. The controller completes or abandons every
+    /// command of a submission queue before deleting it, so when this returns
+    /// `true` it no longer touches the rings or any request's buffer.
+    /// `false` means the controller could not be disabled either: the memory
+    /// must be leaked.
+    fn remove_queues(&self) -> bool {
+        let gone = |opcode| match self.ctrlr.delete_queue(opcode, self.qid) {
+            Ok(()) => true,
+            Err(Error::Command(s)) => {
+                s.sct() == StatusCodeType::COMMAND_SPECIFIC
+                    && s.sc() == command_specific::INVALID_QUEUE_IDENTIFIER
+            }
+            Err(_) => false,
+        };
+        // The answers to Delete hold for the epoch they ran in, which is the
+        // current one whatever another thread reset meanwhile.
+        if gone(AdminOpcode::DELETE_IO_SQ) && gone(AdminOpcode::DELETE_IO_CQ) {
+            return true;
+        }
+        let before = self.ctrlr.epoch();
+        let _ = self.ctrlr.reset();
+        self.ctrlr.epoch() != before
     }
 
     /// Creates the queues again on the same memory after a reset: the
-    /// controller forgot them, and they start empty with phase 1.
+    /// controller forgot them, and they start empty with phase 1. If that
+    /// fails, whatever part the controller may have created is removed,
+    /// by a further reset if need be (after which the next call to
+    /// [`ready`](Self::ready) recovers and tries again).
     pub(super) fn recreate(&mut self) -> Result {
         self.sq.restart();
         self.cq.restart();
         let entries = self.sq.size();
-        self.ctrlr.admin_exec(create_cq_command(self.qid, entries, self.cq.daddr()), None)?;
-        let cmd = create_sq_command(self.qid, entries, self.sq.daddr(), self.priority);
-        if let Err(e) = self.ctrlr.admin_exec(cmd, None) {
-            // Leave no completion queue behind on the device.
-            let _ = self.ctrlr.delete_queue(AdminOpcode::DELETE_IO_CQ, self.qid);
-            return Err(e);
+        // From the moment a Create command may be fetched, the controller may
+        // hold the queue.
+        self.on_device = true;
+        let cq = create_cq_command(self.qid, entries, self.cq.daddr());
+        let sq = create_sq_command(self.qid, entries, self.sq.daddr(), self.priority);
+        let created = self.ctrlr.admin_exec(cq, None).and_then(|_| self.ctrlr.admin_exec_in_epoch(sq, None));
+        match created {
+            // Both ran in this epoch: a reset between them would have made
+            // Create I/O SQ fail (its completion queue gone).
+            Ok((_, epoch)) => {
+                self.epoch = epoch;
+                Ok(())
+            }
+            Err(e) => {
+                self.on_device = !self.remove_queues();
+                Err(e)
+            }
         }
-        Ok(())
     }
 }
 
@@ -194,9 +240,9 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> Drop for IoQueuePair<'_, H, B, C, N
     fn drop(&mut self) {
         // A removed device cannot be proven stopped (its registers read all
         // ones), so nothing it may write is released. Otherwise the queues are
-        // gone after a reset since our epoch, or after a failed re-creation;
-        // else delete them, and if that fails reset the controller (other
-        // queue pairs notice the epoch and recover).
+        // gone after a reset since our epoch, or after a failed re-creation
+        // that removed them; else delete them, and if that fails reset the
+        // controller (other queue pairs notice the epoch and recover).
         //
         // If anything here panics (a timeout callback during Delete SQ, a
         // HAL method), the unwinding drops the request slots, whose buffers
@@ -204,15 +250,10 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> Drop for IoQueuePair<'_, H, B, C, N
         // memory (`DmaMemory` has no `Drop`). Nothing the device may still
         // write is ever released by unwinding.
         let quiesced = !self.ctrlr.is_removed()
-            && (self.ctrlr.epoch() != self.epoch
-                || self.failed.is_some()
-                || self.delete_queues().is_ok()
-                || self.ctrlr.reset().is_ok()
-                || self.ctrlr.epoch() != self.epoch);
+            && (!self.on_device || self.ctrlr.epoch() != self.epoch || self.remove_queues());
         if !quiesced {
             // The device may still write any of this memory: leak all of it.
-            while let Some((i, _, mut req)) = self.slots.take_next(0, |_| true) {
-                let _ = i;
+            while let Some((_, _, mut req)) = self.slots.take_next(0, |_| true) {
                 leak(&mut req);
             }
             return;
