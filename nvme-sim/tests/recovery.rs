@@ -411,3 +411,23 @@ fn faults_on_recreation_leave_no_queue_behind() {
         assert_clean(&sim);
     }
 }
+
+/// `create_io_qpair` on a controller whose reset failed (CSTS.RDY never came
+/// back) is refused with `ControllerFailed` before any command is sent, so it
+/// must give back every page it allocated: a caller retrying in a loop does
+/// not drain the DMA pool.
+#[test]
+fn refused_queue_pair_creation_leaks_nothing() {
+    let (sim, ctrlr, _ns) = setup();
+    sim.set_rdy_never(true);
+    assert!(ctrlr.reset().is_err(), "the controller does not come back");
+    let live = sim.stats().live_dma_pages;
+    for _ in 0..10 {
+        let qp = ctrlr.create_io_qpair::<Vec<u8>, u32, 16>(
+            QpairOptions::default().with_entries(32).with_max_transfer_bytes(64 << 10),
+        );
+        assert_eq!(qp.err(), Some(Error::ControllerFailed));
+    }
+    assert_eq!(sim.stats().live_dma_pages, live, "pages kept by refused creations");
+    assert_no_bad_frees(&sim);
+}

@@ -35,6 +35,13 @@ fn create_sq_command(qid: u16, entries: u16, daddr: DeviceAddr, priority: u8) ->
     cmd
 }
 
+/// Whether an admin command that failed with `e` certainly created nothing:
+/// the controller refused it (a status), or it was never sent (the admin
+/// queue is failed until a reset succeeds).
+fn not_created(e: Error) -> bool {
+    matches!(e, Error::Command(_) | Error::ControllerFailed)
+}
+
 /// What [`Controller::create_queues`] made: the rings, the PRP list pages, and
 /// the reset epoch the queues were created in.
 pub(super) struct CreatedQueues {
@@ -131,9 +138,9 @@ impl<H: Hal> Controller<H> {
         let mut cq_mem = cq.lend();
         match self.admin_exec(create_cq_command(qid, entries, cq_mem.daddr(0)), None) {
             Ok(_) => {}
-            Err(e @ Error::Command(_)) => {
-                // SAFETY: the controller refused to create the queue, so it
-                // does not use this memory.
+            Err(e) if not_created(e) => {
+                // SAFETY: the controller refused to create the queue, or
+                // never saw the command, so it does not use this memory.
                 unsafe { cq_mem.free(&self.hal) };
                 return Err((e, false));
             }
@@ -147,9 +154,10 @@ impl<H: Hal> Controller<H> {
             .admin_exec_in_epoch(create_sq_command(qid, entries, sq_mem.daddr(0), priority), None)
         {
             Ok((_, epoch)) => epoch,
-            Err(e @ Error::Command(_)) => {
+            Err(e) if not_created(e) => {
                 // SAFETY: the controller refused to create the submission
-                // queue, so it does not use this memory.
+                // queue, or never saw the command, so it does not use this
+                // memory.
                 unsafe { sq_mem.free(&self.hal) };
                 if self.delete_queue(AdminOpcode::DELETE_IO_CQ, qid).is_ok() {
                     // SAFETY: the completion queue is deleted.
