@@ -30,7 +30,9 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
     /// Catches up with a reset or removal that happened since the last call,
     /// then says whether the queue pair takes requests.
     pub(super) fn ready(&mut self) -> Result {
-        if self.ctrlr.epoch() != self.epoch || (self.ctrlr.is_removed() && self.failed.is_none()) {
+        // Removal wins over an earlier failure: every call then reports it.
+        let removal_news = self.ctrlr.is_removed() && self.failed != Some(Error::DeviceRemoved);
+        if self.ctrlr.epoch() != self.epoch || removal_news {
             self.recover();
         }
         match self.failed {
@@ -99,7 +101,9 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
                 let buffer = unsafe { finish(hal, req) };
                 req.buffer = buffer.map(core::mem::ManuallyDrop::new);
             }
-            req.done = Some(if req.timed_out { Error::Timeout(Wait::IoCommand) } else { reason });
+            // A removal is what the owner needs to know, also of a request
+            // that had timed out before it.
+            req.done = Some(if req.timed_out && !removed { Error::Timeout(Wait::IoCommand) } else { reason });
             // Counted at once: if a HAL method panics on a later request,
             // this one is still delivered (the next call ends the rest).
             self.pending_done += 1;
