@@ -27,11 +27,24 @@ pub(crate) struct AdminQueue {
     pub(crate) failed: bool,
     /// Completions that named no outstanding admin command.
     pub(crate) bogus_completions: u64,
+    /// Resets that failed in a row (cleared by one that works).
+    pub(crate) reset_failures: u8,
+    /// When the driver may try its next reset of its own accord.
+    pub(crate) next_reset: Duration,
 }
 
 impl AdminQueue {
     pub(crate) fn new(sq: SubmissionQueue, cq: CompletionQueue, data: DmaMemory) -> Self {
-        AdminQueue { sq, cq, data, next_cid: 0, failed: false, bogus_completions: 0 }
+        AdminQueue {
+            sq,
+            cq,
+            data,
+            next_cid: 0,
+            failed: false,
+            bogus_completions: 0,
+            reset_failures: 0,
+            next_reset: Duration::ZERO,
+        }
     }
 
     /// The CID of the last command submitted.
@@ -58,6 +71,25 @@ impl AdminQueue {
             self.sq.mem.free(hal);
             self.cq.mem.free(hal);
             self.data.free(hal);
+        }
+    }
+
+    /// [`execute`](Self::execute), submitting the command again (under a new
+    /// CID) while it fails with a status whose Do Not Retry bit is clear, at
+    /// most `retries` more times.
+    pub(crate) fn execute_retrying<H: Hal>(
+        &mut self,
+        hal: &H,
+        cmd: SubmissionEntry,
+        timeout: Duration,
+        retries: u8,
+    ) -> Result<CompletionEntry> {
+        let mut tries = 0;
+        loop {
+            match self.execute(hal, cmd, timeout) {
+                Err(Error::Command(status)) if !status.dnr() && tries < retries => tries += 1,
+                other => return other,
+            }
         }
     }
 

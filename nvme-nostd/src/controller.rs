@@ -53,6 +53,13 @@ pub struct ControllerOptions {
     pub retry_count: u8,
     /// Told about every command that times out, before the driver acts on it.
     pub timeout_callback: Option<TimeoutCallback>,
+    /// How many times a failed step of recovery (re-creating a queue pair's
+    /// queues, resetting the controller) is tried before the driver gives
+    /// up and reports a terminal error. Default 8.
+    pub recovery_attempts: u8,
+    /// The wait before the second attempt of a failed recovery step; it
+    /// doubles with each further attempt, up to 64 times this. Default 10 ms.
+    pub recovery_backoff: Duration,
 }
 
 impl Default for ControllerOptions {
@@ -63,6 +70,8 @@ impl Default for ControllerOptions {
             io_timeout: Some(Duration::from_secs(30)),
             retry_count: 4,
             timeout_callback: None,
+            recovery_attempts: 8,
+            recovery_backoff: Duration::from_millis(10),
         }
     }
 }
@@ -92,6 +101,14 @@ impl ControllerOptions {
         self
     }
 
+    /// Sets [`recovery_attempts`](Self::recovery_attempts) and
+    /// [`recovery_backoff`](Self::recovery_backoff).
+    pub const fn with_recovery(mut self, attempts: u8, backoff: Duration) -> Self {
+        self.recovery_attempts = attempts;
+        self.recovery_backoff = backoff;
+        self
+    }
+
     /// Sets [`timeout_callback`](Self::timeout_callback).
     pub const fn with_timeout_callback(mut self, callback: Option<TimeoutCallback>) -> Self {
         self.timeout_callback = callback;
@@ -107,6 +124,8 @@ impl fmt::Debug for ControllerOptions {
             .field("io_timeout", &self.io_timeout)
             .field("retry_count", &self.retry_count)
             .field("timeout_callback", &self.timeout_callback.is_some())
+            .field("recovery_attempts", &self.recovery_attempts)
+            .field("recovery_backoff", &self.recovery_backoff)
             .finish()
     }
 }
@@ -149,6 +168,9 @@ pub struct Controller<H: Hal> {
     /// Moves on each time a reset has quiesced the controller; queue pairs that
     /// see it move fail their outstanding requests and re-create their queues.
     epoch: AtomicU32,
+    /// Resets by hand ([`Controller::reset`]) that worked: they give queue
+    /// pairs whose recovery gave up a new round of attempts.
+    resets_by_hand: AtomicU32,
     /// Set once the registers read all ones.
     removed: AtomicBool,
     /// Unique among the controllers of this program: ties `Namespace`
@@ -259,6 +281,7 @@ impl<H: Hal> Controller<H> {
             options,
             io_queues: 0,
             epoch: AtomicU32::new(0),
+            resets_by_hand: AtomicU32::new(0),
             removed: AtomicBool::new(false),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             qids: spin::Mutex::new(0),
@@ -398,11 +421,26 @@ impl<H: Hal> Controller<H> {
     /// created lives until the epoch moves again.)
     pub(crate) fn admin_exec_in_epoch(
         &self,
-        mut cmd: SubmissionEntry,
+        cmd: SubmissionEntry,
         out: Option<&mut [u8; PAGE_SIZE]>,
     ) -> Result<(CompletionEntry, u32)> {
+        let (result, epoch) = self.admin_exec_epoch(cmd, out);
+        result.map(|done| (done, epoch))
+    }
+
+    /// The admin path itself: the command's result, and the reset epoch it
+    /// was submitted in (read under the admin lock, so whatever the command
+    /// did on the controller is undone once the epoch moves on from it).
+    pub(crate) fn admin_exec_epoch(
+        &self,
+        mut cmd: SubmissionEntry,
+        out: Option<&mut [u8; PAGE_SIZE]>,
+    ) -> (Result<CompletionEntry>, u32) {
         if self.is_removed() {
-            return Err(Error::DeviceRemoved);
+            return (Err(Error::DeviceRemoved), self.epoch());
+        }
+        if let Err(e) = self.heal() {
+            return (Err(e), self.epoch());
         }
         let (result, cid, epoch) = {
             let mut admin = self.admin.lock();
@@ -410,11 +448,13 @@ impl<H: Hal> Controller<H> {
                 admin.data.zero();
                 cmd.prp1 = admin.data.daddr(0).0;
             }
-            let r = admin.execute(&self.hal, cmd, self.options.admin_timeout);
+            let epoch = self.epoch();
+            let r =
+                admin.execute_retrying(&self.hal, cmd, self.options.admin_timeout, self.options.retry_count);
             if let (Ok(_), Some(out)) = (&r, out) {
                 admin.data.read_bytes(0, out);
             }
-            (r, Cid(admin.last_cid()), self.epoch())
+            (r, Cid(admin.last_cid()), epoch)
         };
         // The callback runs without the admin lock, so it may use the driver.
         if let (Err(Error::Timeout(_)), Some(cb)) = (&result, self.options.timeout_callback) {
@@ -424,16 +464,43 @@ impl<H: Hal> Controller<H> {
             Err(Error::Timeout(_))
             | Err(Error::ControllerFatal)
             | Err(Error::MalformedDevice(Malformed::CompletionFlood)) => {
-                let _ = self.reset();
+                let _ = self.reset_from(epoch);
             }
             // A transient all-ones read: the admin queue is in an unknown
             // state, so reset.
             Err(Error::DeviceRemoved) if !self.confirm_removed() => {
-                let _ = self.reset();
+                let _ = self.reset_from(epoch);
             }
             _ => {}
         }
-        result.map(|done| (done, epoch))
+        (result, epoch)
+    }
+
+    /// True when resets failed `recovery_attempts` times in a row: the driver
+    /// no longer resets by itself, and only [`reset`](Self::reset) helps.
+    pub(crate) fn gave_up(&self) -> bool {
+        let admin = self.admin.lock();
+        admin.failed && admin.reset_failures >= self.options.recovery_attempts
+    }
+
+    /// Heals a controller whose reset failed: when the admin queue is
+    /// unusable, tries the reset again, once the backoff since the last
+    /// failed one has passed and fewer than `recovery_attempts` failed in a
+    /// row. `ControllerFailed` when it is not tried, or does not work.
+    fn heal(&self) -> Result {
+        let (due, seen) = {
+            let admin = self.admin.lock();
+            if !admin.failed {
+                return Ok(());
+            }
+            let due =
+                admin.reset_failures < self.options.recovery_attempts && self.hal.now() >= admin.next_reset;
+            (due, self.epoch())
+        };
+        if !due {
+            return Err(Error::ControllerFailed);
+        }
+        self.reset_from(seen).map_err(|e| if e == Error::DeviceRemoved { e } else { Error::ControllerFailed })
     }
 
     /// Abort (section 5.1) of the command that carries `cid` on the wire on
@@ -452,12 +519,56 @@ impl<H: Hal> Controller<H> {
     /// command in flight on every queue, then brings it up again with the same
     /// admin queue memory and number of queues. Queue pairs notice on their
     /// next `poll` or submission: their outstanding requests complete with
-    /// [`Error::Reset`] and their queues are created again.
+    /// [`Error::Reset`], and their next `poll` creates their queues again.
+    ///
+    /// If the reset fails (the controller does not come back, or refuses Set
+    /// Features), admin calls fail with [`Error::ControllerFailed`] and the
+    /// driver tries the reset again on the next admin call (a queue pair's
+    /// `poll` makes one) after a backoff, up to
+    /// [`ControllerOptions::recovery_attempts`] times in a row; this call
+    /// always tries.
     pub fn reset(&self) -> Result {
+        self.reset_unless_moved(None)?;
+        self.resets_by_hand.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// How many resets by hand have worked.
+    pub(crate) fn resets_by_hand(&self) -> u32 {
+        self.resets_by_hand.load(Ordering::Acquire)
+    }
+
+    /// Resets the controller unless the epoch moved on from `seen`: then
+    /// another thread reset it since the caller saw trouble, and that reset's
+    /// outcome stands (two threads that find the same failure reset once).
+    pub(crate) fn reset_from(&self, seen: u32) -> Result {
+        self.reset_unless_moved(Some(seen))
+    }
+
+    fn reset_unless_moved(&self, seen: Option<u32>) -> Result {
         if self.is_removed() {
             return Err(Error::DeviceRemoved);
         }
         let mut admin = self.admin.lock();
+        if seen.is_some_and(|seen| seen != self.epoch()) {
+            return if admin.failed { Err(Error::ControllerFailed) } else { Ok(()) };
+        }
+        let result = self.reset_locked(&mut admin);
+        if result.is_ok() {
+            admin.reset_failures = 0;
+        } else {
+            // Until a reset works, the admin queue takes no command.
+            admin.failed = true;
+            admin.reset_failures = admin.reset_failures.saturating_add(1);
+            let doublings = u32::from(admin.reset_failures.min(7) - 1);
+            let backoff = self.options.recovery_backoff.saturating_mul(1 << doublings);
+            admin.next_reset = self.hal.now().saturating_add(backoff);
+        }
+        result
+    }
+
+    /// The reset itself, with the admin queue held.
+    fn reset_locked(&self, admin: &mut AdminQueue) -> Result {
         admin.failed = true;
         if let Err(e) = disable(&self.hal, self.cap) {
             if e == Error::DeviceRemoved {
@@ -469,13 +580,18 @@ impl<H: Hal> Controller<H> {
         // more, so queue pairs may hand their requests back.
         self.epoch.fetch_add(1, Ordering::AcqRel);
         admin.restart();
-        start_admin(&self.hal, &admin);
+        start_admin(&self.hal, admin);
         // Until the controller is ready again, the admin queue stays failed:
         // no command goes to a controller with CSTS.RDY = 0.
         admin.failed = true;
         wait_ready(&self.hal, true, ready_timeout(self.cap))?;
         admin.failed = false;
-        admin.execute(&self.hal, number_of_queues(self.io_queues), self.options.admin_timeout)?;
+        admin.execute_retrying(
+            &self.hal,
+            number_of_queues(self.io_queues),
+            self.options.admin_timeout,
+            self.options.retry_count,
+        )?;
         Ok(())
     }
 

@@ -201,6 +201,113 @@ impl PrpShape {
     }
 }
 
+/// The step of a queue pair's recovery that failed ([`Broken::step`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RecoveryStep {
+    /// Create I/O Completion Queue (NVMe 1.4 section 5.3), re-creating the
+    /// queues after a controller reset.
+    CreateIoCq,
+    /// Create I/O Submission Queue (section 5.4), likewise.
+    CreateIoSq,
+}
+
+impl RecoveryStep {
+    /// A short description.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            RecoveryStep::CreateIoCq => "Create I/O Completion Queue",
+            RecoveryStep::CreateIoSq => "Create I/O Submission Queue",
+        }
+    }
+}
+
+/// What made a step of recovery fail ([`Broken::cause`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Cause {
+    /// The controller was reset, which deleted the queues; the step has not
+    /// been tried since (or a reset on another thread cut it short).
+    Reset,
+    /// The controller completed the step's command with this error status.
+    Command(Status),
+    /// The step's admin command timed out (the controller was reset).
+    Timeout,
+    /// CSTS.CFS was set during the step (the controller was reset).
+    ControllerFatal,
+    /// The admin queue was unusable: a reset of the controller had failed.
+    ControllerFailed,
+    /// The controller answered with data the driver refuses.
+    Malformed(Malformed),
+}
+
+impl Cause {
+    /// The cause that an admin call's error stands for.
+    pub(crate) const fn of(e: Error) -> Cause {
+        match e {
+            Error::Command(status) => Cause::Command(status),
+            Error::Timeout(_) => Cause::Timeout,
+            Error::ControllerFatal => Cause::ControllerFatal,
+            Error::MalformedDevice(m) => Cause::Malformed(m),
+            Error::Reset => Cause::Reset,
+            // Nothing else comes out of the admin path but `ControllerFailed`
+            // (and removal, which the queue pair reports as `DeviceRemoved`).
+            _ => Cause::ControllerFailed,
+        }
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Reset => write!(f, "controller reset"),
+            Cause::Command(status) => write!(f, "{status}"),
+            Cause::Timeout => write!(f, "admin command timed out"),
+            Cause::ControllerFatal => write!(f, "controller fatal status (CSTS.CFS)"),
+            Cause::ControllerFailed => write!(f, "admin queue unusable after a failed reset"),
+            Cause::Malformed(m) => write!(f, "{}", m.describe()),
+        }
+    }
+}
+
+/// Why a queue pair takes no requests ([`Error::QueuePairBroken`]): its
+/// queues are not on the controller, because a reset deleted them and
+/// re-creating them has not worked yet.
+///
+/// While `terminal` is false the driver heals it by itself: each
+/// [`poll`](crate::IoQueuePair::poll) that is due tries again, with a backoff
+/// that doubles from `ControllerOptions::recovery_backoff`. It gives up
+/// (`terminal`) on a status with Do Not Retry set, or after
+/// `ControllerOptions::recovery_attempts` failed attempts; then only a
+/// [`Controller::reset`](crate::Controller::reset) (and a `poll`) or a new
+/// queue pair helps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Broken {
+    /// The step that failed, or comes next.
+    pub step: RecoveryStep,
+    /// Why it failed ([`Cause::Reset`] before the first attempt).
+    pub cause: Cause,
+    /// Failed attempts so far.
+    pub attempts: u8,
+    /// The driver gave up: it no longer tries by itself.
+    pub terminal: bool,
+}
+
+impl fmt::Display for Broken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "queue pair broken at {} ({}", self.step.describe(), self.cause)?;
+        if self.attempts > 0 {
+            write!(f, ", {} failed attempts", self.attempts)?;
+        }
+        if self.terminal {
+            write!(f, "): gave up; reset the controller and poll, or drop the queue pair")
+        } else {
+            write!(f, "): poll() retries it")
+        }
+    }
+}
+
 /// Everything that can go wrong, in kinds to match on; [`Error::origin`] says
 /// whose fault it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -257,6 +364,11 @@ pub enum Error {
     /// The controller was reset while the command was outstanding; the
     /// command may or may not have been carried out.
     Reset,
+    /// The queue pair cannot take requests (its queues are not on the
+    /// controller); the request itself was fine and nothing was submitted.
+    /// [`Broken`] says which step of recovery failed, why, and whether the
+    /// driver still heals it by itself.
+    QueuePairBroken(Broken),
 
     // --- the back-end ---
     /// The HAL could not allocate or map memory.
@@ -284,7 +396,8 @@ impl Error {
             | Error::Command(_)
             | Error::MalformedDevice(_)
             | Error::ControllerFailed
-            | Error::Reset => Origin::Device,
+            | Error::Reset
+            | Error::QueuePairBroken(_) => Origin::Device,
             Error::Hal(_) | Error::NotPrpShaped(_) => Origin::Backend,
         }
     }
@@ -316,8 +429,9 @@ impl fmt::Display for Error {
             Error::Timeout(what) => write!(f, "timeout: {}", what.describe()),
             Error::Command(status) => write!(f, "command failed: {status}"),
             Error::MalformedDevice(what) => write!(f, "malformed device data: {}", what.describe()),
-            Error::ControllerFailed => write!(f, "controller failed; reset required"),
+            Error::ControllerFailed => write!(f, "controller failed: its reset did not work"),
             Error::Reset => write!(f, "controller reset while the command was outstanding"),
+            Error::QueuePairBroken(broken) => write!(f, "{broken}"),
             Error::Hal(e) => write!(f, "HAL: {e}"),
             Error::NotPrpShaped(shape) => {
                 write!(f, "buffer segments cannot be described by PRPs: {}", shape.describe())

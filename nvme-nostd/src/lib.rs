@@ -39,7 +39,9 @@ pub use buffer::{DmaBuffer, IoBuffer};
 pub use controller::{
     Controller, ControllerOptions, NamespaceIds, TimeoutCallback, TimeoutEvent, MAX_IO_QUEUES,
 };
-pub use error::{Argument, Error, Feature, Malformed, Origin, PrpShape, Result, Wait};
+pub use error::{
+    Argument, Broken, Cause, Error, Feature, Malformed, Origin, PrpShape, RecoveryStep, Result, Wait,
+};
 pub use hal_traits::{self, Hal};
 pub use namespace::Namespace;
 /// The wire formats of the specification (the `nvme-spec` crate).

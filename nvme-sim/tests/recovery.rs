@@ -10,7 +10,8 @@ use common::{assert_clean, assert_no_bad_frees, pattern, Done, Qp};
 use core::time::Duration;
 use nvme_nostd::spec::command::{AdminOpcode, IoOpcode};
 use nvme_nostd::{
-    Argument, Controller, ControllerOptions, Error, Namespace, PollLimit, QpairOptions, TimeoutEvent, Wait,
+    Argument, Controller, ControllerOptions, Error, Namespace, PollLimit, QpairOptions, RecoveryStep,
+    TimeoutEvent, Wait,
 };
 use nvme_sim::{Fault, FaultRule, Sim, SimConfig, SimHal};
 use std::cell::RefCell;
@@ -76,6 +77,8 @@ fn collect(sim: &Sim, qp: &mut Qp<'_>, n: usize) -> Vec<Done> {
 
 /// New I/O works: a write and a read-back through `qp`.
 fn io_works(sim: &Sim, qp: &mut Qp<'_>, ns: &Namespace) {
+    // After a reset, the first poll creates the queues again.
+    qp.poll(PollLimit::All, |_, c| panic!("nothing is in flight: {c:?}"));
     let data = pattern(9, 512, 0x5a);
     qp.write(ns, 9, 1, data.clone(), 90).map_err(|e| e.error).expect("write after recovery");
     let done = collect(sim, qp, 1);
@@ -377,7 +380,9 @@ fn faults_on_recreation_leave_no_queue_behind() {
     // (faults, extra resets, heals)
     type Case = (&'static [(AdminOpcode, Fault)], u64, bool);
     let cases: [Case; 4] = [
-        (&[(AdminOpcode::CREATE_IO_SQ, REFUSE), (AdminOpcode::DELETE_IO_CQ, REFUSE)], 1, true),
+        // Do Not Retry on a recovery step is terminal; the refused Delete
+        // still costs a reset, which leaves no queue behind.
+        (&[(AdminOpcode::CREATE_IO_SQ, REFUSE), (AdminOpcode::DELETE_IO_CQ, REFUSE)], 1, false),
         (&[(AdminOpcode::CREATE_IO_SQ, REFUSE)], 0, false),
         (&[(AdminOpcode::CREATE_IO_CQ, Fault::Drop)], 1, true),
         (&[(AdminOpcode::CREATE_IO_SQ, Fault::Drop)], 1, true),
@@ -443,8 +448,12 @@ fn removal_replaces_an_earlier_failure() {
     let refuse = Fault::Status { sct: 0, sc: 0x06, dnr: true };
     sim.inject(FaultRule::once(Some(0), Some(AdminOpcode::CREATE_IO_SQ.0), refuse));
     ctrlr.reset().expect("reset");
+    qp.poll(PollLimit::All, |_, c| panic!("nothing is in flight: {c:?}"));
     let e = qp.read(&ns, 0, 1, vec![0; 512], 1).map_err(|e| e.error).unwrap_err();
-    assert!(matches!(e, Error::Command(_)), "failed by the refused re-creation: {e:?}");
+    assert!(
+        matches!(e, Error::QueuePairBroken(b) if b.step == RecoveryStep::CreateIoSq && b.terminal),
+        "failed by the refused re-creation: {e:?}"
+    );
     sim.set_removed(true);
     assert_eq!(ctrlr.namespace(1).err(), Some(Error::DeviceRemoved), "the removal is confirmed");
     let e = qp.read(&ns, 0, 1, vec![0; 512], 2).map_err(|e| e.error).unwrap_err();

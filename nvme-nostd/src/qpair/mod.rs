@@ -23,7 +23,7 @@ use request::{DmaUse, Request};
 use crate::buffer::IoBuffer;
 use crate::controller::Controller;
 use crate::dma::DmaMemory;
-use crate::error::{Argument, Error, PrpShape, Result};
+use crate::error::{Argument, Broken, Error, PrpShape, Result};
 use crate::namespace::Namespace;
 use crate::prp::{PrpBuilder, PrpListSink};
 use crate::queue::{CompletionQueue, SubmissionQueue};
@@ -33,11 +33,40 @@ use crate::spec::dwords::ReadWriteCdw12;
 use core::ptr::NonNull;
 use hal_traits::{Direction, Hal, PAGE_SIZE};
 
+/// Whether a queue pair takes requests.
+#[derive(Clone, Copy, Debug)]
+enum Health {
+    /// Its queues are on the controller.
+    Up,
+    /// Its queues are not (a reset deleted them): `poll` creates them again
+    /// once the HAL's clock reaches `at` (ticks).
+    Down {
+        /// What failed, and how often.
+        broken: Broken,
+        /// When to try next.
+        at: u64,
+    },
+    /// For good: the device is gone, or recovery gave up. A reset by hand
+    /// (one more than `resets_by_hand`) gives a pair that gave up another try.
+    Gone(Error, u32),
+}
+
+impl Health {
+    fn error(self) -> Option<Error> {
+        match self {
+            Health::Up => None,
+            Health::Down { broken, .. } => Some(Error::QueuePairBroken(broken)),
+            Health::Gone(e, _) => Some(e),
+        }
+    }
+}
+
 /// Which path a submission comes from.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Path {
-    /// A caller of the queue pair: it may recover after a reset, and rings
-    /// the doorbell as [`DoorbellMode`] says.
+    /// A caller of the queue pair: it catches up with a reset (ending the
+    /// requests it killed, never sending an admin command), and rings the
+    /// doorbell as [`DoorbellMode`] says.
     Direct,
     /// A poll callback ([`Resubmit`]): no recovery (the poll is in the middle
     /// of the completion queue), and the doorbell is rung once when the poll
@@ -69,9 +98,8 @@ pub struct IoQueuePair<'c, H: Hal, B: IoBuffer, C, const N: usize> {
     /// The controller may hold this pair's queues in `epoch`: false only
     /// after a failed re-creation removed whatever it had created.
     on_device: bool,
-    /// Why the queue pair cannot take requests (its queues could not be
-    /// created again after a reset, or the device is gone).
-    failed: Option<Error>,
+    /// Whether it takes requests, and if not, why and what heals it.
+    health: Health,
     /// Requests ended by the driver and not yet delivered.
     pending_done: usize,
     /// `ControllerOptions::io_timeout` in HAL ticks.
@@ -143,9 +171,12 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         self.stats
     }
 
-    /// Why the queue pair takes no requests now, if it does not.
+    /// Why the queue pair takes no requests now, if it does not:
+    /// [`Error::QueuePairBroken`] while its queues are not on the controller
+    /// (after a reset, until a `poll` creates them again, or for good when
+    /// recovery gave up), or [`Error::DeviceRemoved`].
     pub fn failure(&self) -> Option<Error> {
-        self.failed
+        self.health.error()
     }
 
     /// The controller this queue pair belongs to.
@@ -305,7 +336,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
                 } else if self.ctrlr.epoch() != self.epoch {
                     Err(Error::Reset)
                 } else {
-                    self.failed.map_or(Ok(()), Err)
+                    self.health.error().map_or(Ok(()), Err)
                 }
             }
         }

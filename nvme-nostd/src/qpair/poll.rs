@@ -3,7 +3,7 @@
 //! device even when the callback panics.
 
 use super::request::{finish, Request, HOST_ABORTED, NOT_STAMPED};
-use super::{Completion, IoQueuePair, Path, PollLimit, SubmitError};
+use super::{Completion, Health, IoQueuePair, Path, PollLimit, SubmitError};
 use crate::buffer::IoBuffer;
 use crate::error::{Argument, Error, Result, Wait};
 use crate::namespace::Namespace;
@@ -106,7 +106,10 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     /// `ControllerOptions::retry_count` times. With I/O timeouts on, `poll`
     /// also finds timed-out requests (one clock read per call) and aborts
     /// them, or resets the controller; requests ended by a reset or a removal
-    /// are delivered here too, each exactly once.
+    /// are delivered here too, each exactly once. After a controller reset,
+    /// `poll` is where the queue pair creates its queues again (admin
+    /// commands, so this call blocks for them), retrying a failed attempt on
+    /// later calls with a backoff (see [`Broken`](crate::Broken)).
     ///
     /// If the callback panics, the completions consumed so far are still
     /// released to the device, and the request being delivered is the
@@ -115,7 +118,8 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     where
         F: FnMut(&mut Resubmit<'_, 'c, H, B, C, N>, Completion<B, C>),
     {
-        let _ = self.ready();
+        self.catch_up();
+        self.heal_if_due();
         self.ring_doorbell();
         let max = limit.max();
         let mut delivered = self.deliver_done(max, &mut on_complete);
@@ -141,7 +145,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             }
             self.sq.update_head(entry.sqhd);
             let status = entry.status.without_phase();
-            let retryable = !status.is_success() && !status.dnr() && self.failed.is_none();
+            let retryable = !status.is_success() && !status.dnr() && matches!(self.health, Health::Up);
             if retryable && self.retry(cid, retry_count).is_some() {
                 continue;
             }

@@ -7,10 +7,10 @@
 //! SPDK's treatment of an abort that did not abort.
 
 use super::request::{finish, leak, NOT_STAMPED};
-use super::IoQueuePair;
+use super::{Health, IoQueuePair};
 use crate::buffer::IoBuffer;
 use crate::controller::TimeoutEvent;
-use crate::error::{Error, Result, Wait};
+use crate::error::{Broken, Cause, Error, RecoveryStep, Result, Wait};
 use crate::slots::Cid;
 use hal_traits::Hal;
 
@@ -27,18 +27,90 @@ pub enum AbortOutcome {
 }
 
 impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
-    /// Catches up with a reset or removal that happened since the last call,
-    /// then says whether the queue pair takes requests.
+    /// Catches up with a reset or removal that happened since the last call
+    /// (without sending any admin command), then says whether the queue pair
+    /// takes requests.
     pub(super) fn ready(&mut self) -> Result {
+        self.catch_up();
+        self.health.error().map_or(Ok(()), Err)
+    }
+
+    /// If the controller was reset (its epoch moved, so it is quiesced) or
+    /// is gone since this queue pair last looked, ends every request in
+    /// flight (delivered by the next `poll`) and marks the queues as needing
+    /// to be created again. Sends nothing to the controller.
+    pub(super) fn catch_up(&mut self) {
+        let removed = self.ctrlr.is_removed();
         // Removal wins over an earlier failure: every call then reports it.
-        let removal_news = self.ctrlr.is_removed() && self.failed != Some(Error::DeviceRemoved);
-        if self.ctrlr.epoch() != self.epoch || removal_news {
-            self.recover();
+        let removal_news = removed && !matches!(self.health, Health::Gone(Error::DeviceRemoved, _));
+        if self.ctrlr.epoch() == self.epoch && !removal_news {
+            return;
         }
-        match self.failed {
-            Some(e) => Err(e),
-            None => Ok(()),
+        self.end_in_flight(removed);
+        if removed {
+            self.health = Health::Gone(Error::DeviceRemoved, 0);
+            return;
         }
+        // The reset disabled the controller, which forgot every queue.
+        self.epoch = self.ctrlr.epoch();
+        self.on_device = false;
+        self.sq_pending = false;
+        let fresh =
+            Broken { step: RecoveryStep::CreateIoCq, cause: Cause::Reset, attempts: 0, terminal: false };
+        match self.health {
+            Health::Up => self.health = Health::Down { broken: fresh, at: 0 },
+            // A pair already down keeps its count of attempts and its
+            // backoff: its own cleanup may have been the reset.
+            Health::Down { .. } => {}
+            // A pair that gave up waits for a reset by hand, not for the
+            // driver's own resets (which its cleanup may cause).
+            Health::Gone(_, by_hand) => {
+                if self.ctrlr.resets_by_hand() != by_hand {
+                    self.health = Health::Down { broken: fresh, at: 0 };
+                }
+            }
+        }
+    }
+
+    /// Creates the queues again if they are down and the backoff since the
+    /// last attempt has passed. Sends admin commands, so only `poll` calls it.
+    pub(super) fn heal_if_due(&mut self) {
+        let Health::Down { broken, at } = self.health else { return };
+        let now = self.ctrlr.hal.ticks();
+        if now < at {
+            return;
+        }
+        // Read before the attempt: a reset by hand during it counts as later.
+        let by_hand = self.ctrlr.resets_by_hand();
+        let (step, e) = match self.recreate() {
+            Ok(()) => {
+                self.health = Health::Up;
+                return;
+            }
+            Err(failed) => failed,
+        };
+        if e == Error::DeviceRemoved || self.ctrlr.is_removed() {
+            self.catch_up();
+            self.health = Health::Gone(Error::DeviceRemoved, 0);
+            return;
+        }
+        let options = self.ctrlr.options();
+        // The controller's failed reset is not this pair's failed attempt:
+        // the controller retries it with its own bound.
+        let theirs = e == Error::ControllerFailed && !self.ctrlr.gave_up();
+        let attempts = if theirs { broken.attempts } else { broken.attempts.saturating_add(1) };
+        let refused = matches!(e, Error::Command(status) if status.dnr());
+        let terminal = refused || attempts >= options.recovery_attempts;
+        let broken = Broken { step, cause: Cause::of(e), attempts, terminal };
+        if terminal {
+            self.health = Health::Gone(Error::QueuePairBroken(broken), by_hand);
+            return;
+        }
+        let doublings = u32::from(attempts.clamp(1, 7) - 1);
+        let backoff = options.recovery_backoff.saturating_mul(1 << doublings);
+        let rate = self.ctrlr.hal.ticks_per_second();
+        let at = now.saturating_add(hal_traits::duration_to_ticks(backoff, rate));
+        self.health = Health::Down { broken, at };
     }
 
     /// Asks the controller to abort the request that `cid` names (the CID its
@@ -78,10 +150,8 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
 
     /// The controller was reset (its epoch moved, so it is quiesced) or is
     /// gone: no outstanding command can complete or touch memory any more.
-    /// Every request in flight is ended (delivered by the next `poll`), and the
-    /// queues are created again.
-    pub(super) fn recover(&mut self) {
-        let removed = self.ctrlr.is_removed();
+    /// Every request in flight is ended, to be delivered by the next `poll`.
+    fn end_in_flight(&mut self, removed: bool) {
         let reason = if removed { Error::DeviceRemoved } else { Error::Reset };
         let hal = &self.ctrlr.hal;
         for (_, req) in self.slots.iter_mut() {
@@ -108,14 +178,6 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             // this one is still delivered (the next call ends the rest).
             self.pending_done += 1;
         }
-        self.epoch = self.ctrlr.epoch();
-        // Whatever was written to the old queues is gone with them.
-        self.sq_pending = false;
-        if removed {
-            self.failed = Some(Error::DeviceRemoved);
-            return;
-        }
-        self.failed = self.recreate().err();
     }
 
     /// Looks for requests past their deadline (at most every eighth of the
@@ -181,7 +243,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             Err(_) if self.ctrlr.confirm_removed() => {
                 // All ones, again and again: the device is gone.
                 self.mark_timed_out(&expired, now, timeout);
-                self.recover();
+                self.catch_up();
                 return;
             }
             // One all-ones read that did not repeat: treat it as a sick
@@ -219,11 +281,11 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         }
         if reset && self.ctrlr.epoch() == self.epoch {
             self.stats.resets += 1;
-            let _ = self.ctrlr.reset();
+            // Unless another thread reset the controller since this queue
+            // pair last looked: that reset ended these requests too.
+            let _ = self.ctrlr.reset_from(self.epoch);
         }
-        if self.ctrlr.epoch() != self.epoch || self.ctrlr.is_removed() {
-            self.recover();
-        }
+        self.catch_up();
     }
 
     fn mark_timed_out(&mut self, cids: &[Cid], now: u64, timeout: u64) {

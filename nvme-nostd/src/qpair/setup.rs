@@ -2,11 +2,11 @@
 //! 1.4, sections 5.3 to 5.6).
 
 use super::request::{finish, leak};
-use super::{IoQueuePair, QpairOptions, QueueStats};
+use super::{Health, IoQueuePair, QpairOptions, QueueStats};
 use crate::buffer::IoBuffer;
 use crate::controller::Controller;
 use crate::dma::{DmaAlloc, DmaMemory};
-use crate::error::{Argument, Error, Result};
+use crate::error::{Argument, Error, RecoveryStep, Result};
 use crate::prp;
 use crate::queue::{CompletionQueue, SubmissionQueue};
 use crate::slots::SlotPool;
@@ -84,7 +84,7 @@ impl<H: Hal> Controller<H> {
             Ok(CreatedQueues { sq, cq, prp, epoch }) => Ok(IoQueuePair {
                 epoch,
                 on_device: true,
-                failed: None,
+                health: Health::Up,
                 pending_done: 0,
                 timeout,
                 next_timeout_check: 0,
@@ -136,7 +136,9 @@ impl<H: Hal> Controller<H> {
         };
 
         let mut cq_mem = cq.lend();
-        match self.admin_exec(create_cq_command(qid, entries, cq_mem.daddr(0)), None) {
+        let (created_cq, cq_epoch) =
+            self.admin_exec_epoch(create_cq_command(qid, entries, cq_mem.daddr(0)), None);
+        match created_cq {
             Ok(_) => {}
             Err(e) if not_created(e) => {
                 // SAFETY: the controller refused to create the queue, or
@@ -144,31 +146,54 @@ impl<H: Hal> Controller<H> {
                 unsafe { cq_mem.free(&self.hal) };
                 return Err((e, false));
             }
-            // A timeout reset the controller (which forgot the queue), or the
-            // device is gone: the completion queue's memory is leaked, the
-            // identifier reusable.
-            Err(e) => return Err((e, false)),
+            Err(e) => {
+                if self.epoch() != cq_epoch {
+                    // SAFETY: a reset since the command was sent (the
+                    // timeout's) disabled the controller, which forgot the
+                    // queue and no longer touches this memory.
+                    unsafe { cq_mem.free(&self.hal) };
+                }
+                // Else the device is gone, or could not be reset: the memory
+                // is leaked. The identifier is reusable either way (a
+                // controller that comes back has been reset).
+                return Err((e, false));
+            }
         }
         let mut sq_mem = sq.lend();
-        let epoch = match self
-            .admin_exec_in_epoch(create_sq_command(qid, entries, sq_mem.daddr(0), priority), None)
-        {
-            Ok((_, epoch)) => epoch,
+        let (created_sq, sq_epoch) =
+            self.admin_exec_epoch(create_sq_command(qid, entries, sq_mem.daddr(0), priority), None);
+        let epoch = match created_sq {
+            Ok(_) if sq_epoch == cq_epoch => sq_epoch,
+            // A submission queue on a completion queue that a reset deleted:
+            // the device is not to be trusted with this memory.
+            Ok(_) => return Err((Error::Reset, true)),
             Err(e) if not_created(e) => {
                 // SAFETY: the controller refused to create the submission
                 // queue, or never saw the command, so it does not use this
                 // memory.
                 unsafe { sq_mem.free(&self.hal) };
-                if self.delete_queue(AdminOpcode::DELETE_IO_CQ, qid).is_ok() {
-                    // SAFETY: the completion queue is deleted.
+                let reset_since = self.epoch() != cq_epoch;
+                if reset_since || self.delete_queue(AdminOpcode::DELETE_IO_CQ, qid).is_ok() {
+                    // SAFETY: the completion queue is deleted, or a reset
+                    // (which disabled the controller) came after its creation.
                     unsafe { cq_mem.free(&self.hal) };
-                    return Err((e, false));
+                    return Err((if reset_since { Error::Reset } else { e }, false));
                 }
                 // The completion queue may still exist on the device: keep
                 // its memory and its identifier out of use.
                 return Err((e, true));
             }
-            Err(e) => return Err((e, false)),
+            Err(e) => {
+                if self.epoch() != cq_epoch {
+                    // SAFETY: as above, a reset since disabled the
+                    // controller, which forgot both queues.
+                    unsafe {
+                        sq_mem.free(&self.hal);
+                        cq_mem.free(&self.hal);
+                    }
+                }
+                return Err((e, false));
+            }
         };
         Ok(CreatedQueues {
             sq: SubmissionQueue::new(sq_mem, entries, qid, dstrd),
@@ -193,54 +218,88 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
     /// forgets every queue. The controller completes or abandons every
     /// command of a submission queue before deleting it, so when this returns
     /// `true` it no longer touches the rings or any request's buffer.
-    /// `false` means the controller could not be disabled either: the memory
-    /// must be leaked.
+    /// `false` means the queues may still be there: their memory must be
+    /// kept (or leaked). A refused Delete resets the controller here; an
+    /// admin queue that is already failed is left to the driver's own reset,
+    /// which comes with a backoff.
     fn remove_queues(&self) -> bool {
-        let gone = |opcode| match self.ctrlr.delete_queue(opcode, self.qid) {
-            Ok(()) => true,
-            Err(Error::Command(s)) => {
-                s.sct() == StatusCodeType::COMMAND_SPECIFIC
-                    && s.sc() == command_specific::INVALID_QUEUE_IDENTIFIER
+        // A reset since the queues were created has removed them. Otherwise
+        // the answers to Delete hold: a reset on another thread in between
+        // removes the queues just as well.
+        let mut refused = false;
+        let mut deleted = 0;
+        for opcode in [AdminOpcode::DELETE_IO_SQ, AdminOpcode::DELETE_IO_CQ] {
+            if self.ctrlr.epoch() != self.epoch {
+                return true;
             }
-            Err(_) => false,
-        };
-        // The answers to Delete hold for the epoch they ran in, which is the
-        // current one whatever another thread reset meanwhile.
-        if gone(AdminOpcode::DELETE_IO_SQ) && gone(AdminOpcode::DELETE_IO_CQ) {
+            match self.ctrlr.delete_queue(opcode, self.qid) {
+                Ok(()) => deleted += 1,
+                Err(Error::Command(s))
+                    if s.sct() == StatusCodeType::COMMAND_SPECIFIC
+                        && s.sc() == command_specific::INVALID_QUEUE_IDENTIFIER =>
+                {
+                    deleted += 1
+                }
+                Err(Error::Command(_)) => refused = true,
+                // A timeout (which reset the controller) or an admin queue
+                // already failed (whose reset the driver retries with a
+                // backoff): no reset of our own.
+                Err(_) => break,
+            }
+        }
+        if deleted == 2 || self.ctrlr.epoch() != self.epoch {
             return true;
         }
-        let before = self.ctrlr.epoch();
-        let _ = self.ctrlr.reset();
-        self.ctrlr.epoch() != before
+        if refused {
+            let _ = self.ctrlr.reset_from(self.epoch);
+        }
+        self.ctrlr.epoch() != self.epoch
     }
 
     /// Creates the queues again on the same memory after a reset: the
     /// controller forgot them, and they start empty with phase 1. If that
     /// fails, whatever part the controller may have created is removed,
-    /// by a further reset if need be (after which the next call to
-    /// [`ready`](Self::ready) recovers and tries again).
-    pub(super) fn recreate(&mut self) -> Result {
+    /// by a further reset if need be; the error names the step that failed,
+    /// and is [`Error::Reset`] when a reset (on any thread) cut it short.
+    pub(super) fn recreate(&mut self) -> core::result::Result<(), (RecoveryStep, Error)> {
+        if self.on_device && !self.remove_queues() {
+            // Leftovers of an earlier attempt that cannot be removed.
+            return Err((RecoveryStep::CreateIoCq, Error::ControllerFailed));
+        }
         self.sq.restart();
         self.cq.restart();
         let entries = self.sq.size();
-        // From the moment a Create command may be fetched, the controller may
-        // hold the queue.
-        self.on_device = true;
         let cq = create_cq_command(self.qid, entries, self.cq.daddr());
         let sq = create_sq_command(self.qid, entries, self.sq.daddr(), self.priority);
-        let created = self.ctrlr.admin_exec(cq, None).and_then(|_| self.ctrlr.admin_exec_in_epoch(sq, None));
-        match created {
-            // Both ran in this epoch: a reset between them would have made
-            // Create I/O SQ fail (its completion queue gone).
-            Ok((_, epoch)) => {
-                self.epoch = epoch;
-                Ok(())
+        // From the moment a Create command may be fetched, the controller may
+        // hold the queue, until the epoch moves on from the one it was sent in.
+        self.on_device = true;
+        let (created_cq, sent_in) = self.ctrlr.admin_exec_epoch(cq, None);
+        self.epoch = sent_in;
+        let failed = match created_cq {
+            Err(e) => (RecoveryStep::CreateIoCq, e),
+            Ok(_) => match self.ctrlr.admin_exec_epoch(sq, None) {
+                // Both ran in this epoch: the queues live until it moves.
+                (Ok(_), epoch) if epoch == sent_in => return Ok(()),
+                (Ok(_), _) => (RecoveryStep::CreateIoSq, Error::Reset),
+                (Err(e), _) => (RecoveryStep::CreateIoSq, e),
+            },
+        };
+        let (step, mut e) = failed;
+        if step == RecoveryStep::CreateIoCq && not_created(e) {
+            // Refused, or never sent: nothing was created.
+            self.on_device = false;
+        } else if self.ctrlr.epoch() != sent_in {
+            // A reset since: the controller forgot whatever was created, and
+            // a refusal came from a controller that had lost the queue.
+            self.on_device = false;
+            if matches!(e, Error::Command(_)) {
+                e = Error::Reset;
             }
-            Err(e) => {
-                self.on_device = !self.remove_queues();
-                Err(e)
-            }
+        } else {
+            self.on_device = !self.remove_queues();
         }
+        Err((step, e))
     }
 }
 
