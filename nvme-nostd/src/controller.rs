@@ -5,6 +5,7 @@ use crate::admin::{AdminQueue, ADMIN_QUEUE_ENTRIES};
 use crate::dma::DmaAlloc;
 use crate::error::{Argument, Error, Feature, Malformed, Result, Wait};
 use crate::namespace::{csi_from_descriptors, Namespace};
+use crate::quarantine::Quarantine;
 use crate::queue::{CompletionQueue, SubmissionQueue};
 use crate::registers::Registers;
 use crate::slots::Cid;
@@ -178,6 +179,9 @@ pub struct Controller<H: Hal> {
     id: u32,
     /// Bit `q` set: I/O queue identifier `q` is in use.
     qids: spin::Mutex<u128>,
+    /// Memory and queue identifiers the device may still use, kept until a
+    /// reset proves it stopped (lock order: admin, then this, then `qids`).
+    pub(crate) quarantine: spin::Mutex<Quarantine<H::Mapping>>,
 }
 
 /// CAP.TO in 500 ms units, at least one unit.
@@ -285,6 +289,7 @@ impl<H: Hal> Controller<H> {
             removed: AtomicBool::new(false),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             qids: spin::Mutex::new(0),
+            quarantine: spin::Mutex::new(Quarantine::new()),
         };
         // From here on, Drop disables the controller before freeing memory.
         wait_ready(&ctrlr.hal, true, ready_timeout(cap))?;
@@ -467,9 +472,10 @@ impl<H: Hal> Controller<H> {
                 let _ = self.reset_from(epoch);
             }
             // A transient all-ones read: the admin queue is in an unknown
-            // state, so reset.
+            // state, so reset; the device is not gone.
             Err(Error::DeviceRemoved) if !self.confirm_removed() => {
                 let _ = self.reset_from(epoch);
+                return (Err(Error::ControllerFailed), epoch);
             }
             _ => {}
         }
@@ -553,9 +559,19 @@ impl<H: Hal> Controller<H> {
         if seen.is_some_and(|seen| seen != self.epoch()) {
             return if admin.failed { Err(Error::ControllerFailed) } else { Ok(()) };
         }
-        let result = self.reset_locked(&mut admin);
+        let mut result = self.reset_locked(&mut admin);
+        if result == Err(Error::DeviceRemoved) && !self.confirm_removed() {
+            // All ones, but not for long: the device is not gone, and the
+            // reset did not work.
+            result = Err(Error::ControllerFailed);
+        }
         if result.is_ok() {
             admin.reset_failures = 0;
+            // SAFETY: the reset disabled the controller (CSTS.RDY read 0)
+            // before the epoch moved to its present value, so after
+            // everything put away in an earlier epoch.
+            let freed = unsafe { self.quarantine.lock().release(&self.hal, self.epoch()) };
+            *self.qids.lock() &= !freed;
         } else {
             // Until a reset works, the admin queue takes no command.
             admin.failed = true;
@@ -570,12 +586,7 @@ impl<H: Hal> Controller<H> {
     /// The reset itself, with the admin queue held.
     fn reset_locked(&self, admin: &mut AdminQueue) -> Result {
         admin.failed = true;
-        if let Err(e) = disable(&self.hal, self.cap) {
-            if e == Error::DeviceRemoved {
-                self.confirm_removed();
-            }
-            return Err(e);
-        }
+        disable(&self.hal, self.cap)?;
         // Quiesced: no command of any queue can complete or touch memory any
         // more, so queue pairs may hand their requests back.
         self.epoch.fetch_add(1, Ordering::AcqRel);
@@ -795,11 +806,15 @@ impl<H: Hal> Drop for Controller<H> {
         // Queue pairs borrow the controller, so none is alive here (one that was
         // leaked with mem::forget keeps its memory forever, which is safe).
         if self.shutdown().is_ok() {
-            let admin = self.admin.get_mut();
             // SAFETY: the controller is disabled (CSTS.RDY = 0), so it no longer
-            // reads or writes the admin queues or the data page.
-            unsafe { admin.free(&self.hal) };
+            // reads or writes the admin queues, the data page, or anything in
+            // the quarantine.
+            unsafe {
+                let _ = self.quarantine.get_mut().release(&self.hal, u32::MAX);
+                self.admin.get_mut().free(&self.hal);
+            }
         }
-        // Otherwise the controller may still write the admin memory: leak it.
+        // Otherwise the controller may still write the admin memory and what
+        // the quarantine holds: leak them.
     }
 }

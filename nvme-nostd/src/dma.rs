@@ -72,6 +72,14 @@ impl DmaMemory {
         self.region.pages = 0;
     }
 
+    /// Moves the memory out (to the controller's quarantine), leaving `self`
+    /// empty (length 0: no access reaches it, and freeing it does nothing).
+    pub(crate) fn take(&mut self) -> DmaMemory {
+        let region = self.region;
+        self.region.pages = 0;
+        DmaMemory { region }
+    }
+
     /// The device address of byte `offset`.
     pub(crate) fn daddr(&self, offset: usize) -> DeviceAddr {
         self.region.daddr.offset(offset as u64)

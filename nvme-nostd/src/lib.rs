@@ -29,6 +29,7 @@ mod error;
 mod namespace;
 mod prp;
 mod qpair;
+mod quarantine;
 mod queue;
 mod registers;
 mod slots;

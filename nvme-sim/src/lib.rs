@@ -151,6 +151,13 @@ impl Sim {
         self.state.borrow_mut().clear_faults()
     }
 
+    /// The device disappears for `d` of virtual time (as [`set_removed`](Self::set_removed)),
+    /// then comes back by itself, its state as it was: a surprise-down that
+    /// the link recovers from.
+    pub fn disappear_for(&self, d: Duration) {
+        self.state.borrow_mut().disappear_for(d)
+    }
+
     /// Removes (or brings back) the device: while removed, registers read all
     /// ones, writes are ignored and nothing is processed.
     pub fn set_removed(&self, removed: bool) {

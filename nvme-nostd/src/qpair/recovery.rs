@@ -89,7 +89,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             }
             Err(failed) => failed,
         };
-        if e == Error::DeviceRemoved || self.ctrlr.is_removed() {
+        if self.ctrlr.is_removed() {
             self.catch_up();
             self.health = Health::Gone(Error::DeviceRemoved, 0);
             return;

@@ -6,22 +6,9 @@ use crate::slots::Cid;
 use crate::spec::command::SubmissionEntry;
 use crate::spec::status::{path, Status, StatusCodeType};
 use core::mem::ManuallyDrop;
-use core::ptr::NonNull;
-use hal_traits::{Direction, Hal};
+use hal_traits::Hal;
 
-/// How a request's buffer reaches the device, kept to undo it.
-pub(super) struct DmaUse<M> {
-    pub(super) region: NonNull<[u8]>,
-    pub(super) direction: Direction,
-    /// What [`Hal::share`] returned; `None` when no share was needed (the
-    /// controller's own DMA memory, or memory the HAL translated).
-    pub(super) mapping: Option<M>,
-}
-
-// SAFETY: a DmaUse records where the request's own buffer lives; the request
-// (and so the buffer, which is Send when the queue pair is) moves with it, and
-// the mapping is Send by the bound.
-unsafe impl<M: Send> Send for DmaUse<M> {}
+pub(crate) use crate::quarantine::DmaUse;
 
 /// One request in flight. The buffer and its DMA record are in `ManuallyDrop`:
 /// they leave the request only through [`finish`] (device done) or a

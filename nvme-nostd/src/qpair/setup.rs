@@ -112,9 +112,10 @@ impl<H: Hal> Controller<H> {
 
     /// Allocates the rings and PRP pages and creates the queues. On failure,
     /// memory a command named and the controller may still use (the command
-    /// timed out) is leaked, and the rest freed;
-    /// the `bool` says whether the queue identifier must stay reserved (a
-    /// completion queue may still exist on the device).
+    /// timed out and the reset failed, or the device refused to delete a
+    /// queue) goes to the quarantine with the queue identifier, and the rest
+    /// is freed; the `bool` says whether the identifier is taken care of
+    /// that way (else the caller frees it).
     pub(super) fn create_queues<const N: usize>(
         &self,
         qid: u16,
@@ -152,11 +153,12 @@ impl<H: Hal> Controller<H> {
                     // timeout's) disabled the controller, which forgot the
                     // queue and no longer touches this memory.
                     unsafe { cq_mem.free(&self.hal) };
+                    return Err((e, false));
                 }
-                // Else the device is gone, or could not be reset: the memory
-                // is leaked. The identifier is reusable either way (a
-                // controller that comes back has been reset).
-                return Err((e, false));
+                // The device is gone, or could not be reset: it may hold the
+                // queue. Kept until a reset proves otherwise.
+                self.put_away(&mut [cq_mem], qid, cq_epoch);
+                return Err((e, true));
             }
         }
         let mut sq_mem = sq.lend();
@@ -166,7 +168,10 @@ impl<H: Hal> Controller<H> {
             Ok(_) if sq_epoch == cq_epoch => sq_epoch,
             // A submission queue on a completion queue that a reset deleted:
             // the device is not to be trusted with this memory.
-            Ok(_) => return Err((Error::Reset, true)),
+            Ok(_) => {
+                self.put_away(&mut [cq_mem, sq_mem], qid, sq_epoch);
+                return Err((Error::Reset, true));
+            }
             Err(e) if not_created(e) => {
                 // SAFETY: the controller refused to create the submission
                 // queue, or never saw the command, so it does not use this
@@ -181,6 +186,7 @@ impl<H: Hal> Controller<H> {
                 }
                 // The completion queue may still exist on the device: keep
                 // its memory and its identifier out of use.
+                self.put_away(&mut [cq_mem], qid, cq_epoch);
                 return Err((e, true));
             }
             Err(e) => {
@@ -191,8 +197,10 @@ impl<H: Hal> Controller<H> {
                         sq_mem.free(&self.hal);
                         cq_mem.free(&self.hal);
                     }
+                    return Err((e, false));
                 }
-                return Err((e, false));
+                self.put_away(&mut [cq_mem, sq_mem], qid, cq_epoch);
+                return Err((e, true));
             }
         };
         Ok(CreatedQueues {
@@ -201,6 +209,19 @@ impl<H: Hal> Controller<H> {
             prp: prp.map(DmaAlloc::lend),
             epoch,
         })
+    }
+
+    /// Hands queue memory and the queue identifier that the device may still
+    /// use to the quarantine (a removed device's is leaked instead).
+    fn put_away(&self, memory: &mut [DmaMemory], qid: u16, epoch: u32) {
+        if self.is_removed() {
+            return;
+        }
+        let mut quarantine = self.quarantine.lock();
+        for m in memory {
+            quarantine.memory(m.take(), epoch);
+        }
+        quarantine.qid(qid, epoch);
     }
 
     /// Delete I/O Submission or Completion Queue (sections 5.6, 5.5).
@@ -221,8 +242,9 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
     /// `false` means the queues may still be there: their memory must be
     /// kept (or leaked). A refused Delete resets the controller here; an
     /// admin queue that is already failed is left to the driver's own reset,
-    /// which comes with a backoff.
-    fn remove_queues(&self) -> bool {
+    /// which comes with a backoff, unless this is the `last_chance` (`Drop`)
+    /// to free the memory.
+    fn remove_queues(&self, last_chance: bool) -> bool {
         // A reset since the queues were created has removed them. Otherwise
         // the answers to Delete hold: a reset on another thread in between
         // removes the queues just as well.
@@ -250,7 +272,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         if deleted == 2 || self.ctrlr.epoch() != self.epoch {
             return true;
         }
-        if refused {
+        if refused || last_chance {
             let _ = self.ctrlr.reset_from(self.epoch);
         }
         self.ctrlr.epoch() != self.epoch
@@ -262,7 +284,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
     /// by a further reset if need be; the error names the step that failed,
     /// and is [`Error::Reset`] when a reset (on any thread) cut it short.
     pub(super) fn recreate(&mut self) -> core::result::Result<(), (RecoveryStep, Error)> {
-        if self.on_device && !self.remove_queues() {
+        if self.on_device && !self.remove_queues(false) {
             // Leftovers of an earlier attempt that cannot be removed.
             return Err((RecoveryStep::CreateIoCq, Error::ControllerFailed));
         }
@@ -297,7 +319,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
                 e = Error::Reset;
             }
         } else {
-            self.on_device = !self.remove_queues();
+            self.on_device = !self.remove_queues(false);
         }
         Err((step, e))
     }
@@ -317,11 +339,29 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> Drop for IoQueuePair<'_, H, B, C, N
         // memory (`DmaMemory` has no `Drop`). Nothing the device may still
         // write is ever released by unwinding.
         let quiesced = !self.ctrlr.is_removed()
-            && (!self.on_device || self.ctrlr.epoch() != self.epoch || self.remove_queues());
+            && (!self.on_device || self.ctrlr.epoch() != self.epoch || self.remove_queues(true));
         if !quiesced {
-            // The device may still write any of this memory: leak all of it.
+            // The device may still write any of this memory. A removed device
+            // is never proven stopped: leak all of it. Otherwise the
+            // controller keeps it until a reset proves the device stopped
+            // (the request buffers themselves are leaked, so that the
+            // regions their mappings name stay valid).
+            let removed = self.ctrlr.is_removed();
+            let epoch = self.ctrlr.epoch();
+            let mut quarantine = (!removed).then(|| self.ctrlr.quarantine.lock());
             while let Some((_, _, mut req)) = self.slots.take_next(0, |_| true) {
+                if let (Some(q), Some(dma)) = (quarantine.as_mut(), req.dma.take()) {
+                    q.buffer(core::mem::ManuallyDrop::into_inner(dma), epoch);
+                }
                 leak(&mut req);
+            }
+            if let Some(mut q) = quarantine {
+                q.memory(self.sq.mem.take(), epoch);
+                q.memory(self.cq.mem.take(), epoch);
+                if let Some(p) = &mut self.prp {
+                    q.memory(p.take(), epoch);
+                }
+                q.qid(self.qid, epoch);
             }
             return;
         }

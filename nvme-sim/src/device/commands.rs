@@ -32,6 +32,9 @@ impl State {
         let fault = self.draw_fault(sqid, cmd.cdw0.opc());
         if let Some(f) = &fault {
             self.stats.faults[FaultKind::of(f).index()] += 1;
+            if sqid == 0 {
+                self.stats.admin_faults += 1;
+            }
         }
         self.seq += 1;
         let p = Pending { seq: self.seq, sqid, cmd, fault };

@@ -81,6 +81,8 @@ pub(crate) struct State {
     /// CC.EN = 1 and the admin queue was accepted.
     enabled: bool,
     removed: bool,
+    /// When a device that disappeared comes back by itself.
+    back_at: Option<Duration>,
     bar_size: usize,
     // Queues and commands.
     sqs: BTreeMap<u16, Sq>,
@@ -156,6 +158,7 @@ impl State {
             shst_event: None,
             enabled: false,
             removed: false,
+            back_at: None,
             bar_size,
             sqs: BTreeMap::new(),
             cqs: BTreeMap::new(),
@@ -178,7 +181,13 @@ impl State {
 
     // ----- test-facing controls -----
 
+    pub(crate) fn disappear_for(&mut self, d: Duration) {
+        self.removed = true;
+        self.back_at = Some(self.now.saturating_add(d));
+    }
+
     pub(crate) fn set_removed(&mut self, removed: bool) {
+        self.back_at = None;
         self.removed = removed;
     }
 

@@ -16,6 +16,8 @@ pub struct SimStats {
     pub completions_posted: u64,
     /// Faults injected, indexed by [`FaultKind::index`].
     pub faults: [u64; FaultKind::ALL.len()],
+    /// Of those, on admin commands.
+    pub admin_faults: u64,
     /// `dma_free` calls with a region that was not live (double or foreign frees).
     pub bad_frees: u64,
     /// `unshare` calls matching no live share.

@@ -34,6 +34,12 @@ impl State {
     /// changes before commands at the same instant, commands in fetch order),
     /// then sets the clock to `t`.
     pub(super) fn run_until(&mut self, t: Duration) {
+        if self.back_at.is_some_and(|at| t >= at) {
+            // Back from a brief disappearance; what fell due meanwhile runs
+            // now.
+            self.back_at = None;
+            self.removed = false;
+        }
         while !self.removed {
             let ctrl = match (self.rdy_event, self.shst_event) {
                 (Some((a, _)), Some(b)) => Some(a.min(b)),
