@@ -15,6 +15,31 @@ use hal_traits::Hal;
 /// Entries in each admin queue.
 pub(crate) const ADMIN_QUEUE_ENTRIES: u16 = 32;
 
+/// Admin commands that may be outstanding without anyone waiting for them
+/// (Aborts, whose results queue pairs collect on later polls).
+pub(crate) const ASYNC_SLOTS: usize = 8;
+
+/// An admin command submitted without waiting ([`AdminQueue::submit_async`]).
+#[derive(Clone, Copy)]
+struct AsyncCommand {
+    cid: u16,
+    /// When it times out.
+    deadline: Duration,
+    /// Its result, once its completion was seen.
+    result: Option<Result<CompletionEntry>>,
+}
+
+/// What became of an admin command submitted without waiting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AsyncResult {
+    /// Not completed yet.
+    Pending,
+    /// Completed: its completion (an error status as `Error::Command`), or
+    /// `Error::Timeout` past its deadline, or `Error::Reset` when a reset
+    /// dropped it.
+    Done(Result<CompletionEntry>),
+}
+
 /// The admin queue pair plus a page of DMA memory for command data (identify
 /// structures and similar), all owned by the controller.
 pub(crate) struct AdminQueue {
@@ -22,6 +47,8 @@ pub(crate) struct AdminQueue {
     pub(crate) cq: CompletionQueue,
     pub(crate) data: DmaMemory,
     next_cid: u16,
+    /// The CID of the last command submitted.
+    last_cid: u16,
     /// Set when a command timed out: the controller may still complete it, so
     /// the queue is not used again until a reset.
     pub(crate) failed: bool,
@@ -31,6 +58,8 @@ pub(crate) struct AdminQueue {
     pub(crate) reset_failures: u8,
     /// When the driver may try its next reset of its own accord.
     pub(crate) next_reset: Duration,
+    /// Admin commands in flight that nobody waits for.
+    asynchronous: heapless::Vec<AsyncCommand, ASYNC_SLOTS>,
 }
 
 impl AdminQueue {
@@ -40,23 +69,118 @@ impl AdminQueue {
             cq,
             data,
             next_cid: 0,
+            last_cid: 0,
             failed: false,
             bogus_completions: 0,
             reset_failures: 0,
             next_reset: Duration::ZERO,
+            asynchronous: heapless::Vec::new(),
         }
     }
 
     /// The CID of the last command submitted.
     pub(crate) fn last_cid(&self) -> u16 {
-        self.next_cid.wrapping_sub(1)
+        self.last_cid
     }
 
     /// Starts over after the controller was disabled: empty rings, phase 1.
+    /// Asynchronous commands are forgotten (their owners hear `Reset`).
     pub(crate) fn restart(&mut self) {
         self.sq.restart();
         self.cq.restart();
         self.failed = false;
+        self.asynchronous.clear();
+    }
+
+    /// Asynchronous commands in flight.
+    pub(crate) fn async_in_flight(&self) -> usize {
+        self.asynchronous.iter().filter(|a| a.result.is_none()).count()
+    }
+
+    /// Submits `cmd` without waiting for it; returns its CID, the ticket for
+    /// [`async_result`](Self::async_result). `None` when no slot is free.
+    pub(crate) fn submit_async<H: Hal>(
+        &mut self,
+        hal: &H,
+        mut cmd: SubmissionEntry,
+        timeout: Duration,
+    ) -> Result<Option<u16>> {
+        if self.failed {
+            return Err(Error::ControllerFailed);
+        }
+        if self.asynchronous.is_full() {
+            return Ok(None);
+        }
+        let cid = self.take_cid();
+        cmd.cdw0.set_cid(cid);
+        if !self.sq.push(&cmd) {
+            self.failed = true;
+            return Err(Error::MalformedDevice(Malformed::AdminQueueStuck));
+        }
+        self.sq.ring(hal);
+        let deadline = hal.now().saturating_add(timeout);
+        let _ = self.asynchronous.push(AsyncCommand { cid, deadline, result: None });
+        Ok(Some(cid))
+    }
+
+    /// Consumes the completions posted so far, keeping those of asynchronous
+    /// commands; then says what became of the one with `cid` (a result is
+    /// handed out once). A command past its deadline is a timeout, and the
+    /// admin queue is then failed until a reset.
+    pub(crate) fn async_result<H: Hal>(&mut self, hal: &H, cid: u16) -> AsyncResult {
+        for _ in 0..self.cq.size() {
+            let Some(entry) = self.cq.peek(hal) else { break };
+            self.cq.advance();
+            self.cq.ring(hal);
+            let sq_ok = entry.sqid == 0 && self.sq.update_head(entry.sqhd);
+            if !(sq_ok && self.keep_async(&entry)) {
+                self.bogus_completions += 1;
+            }
+        }
+        let Some(i) = self.asynchronous.iter().position(|a| a.cid == cid) else {
+            // Dropped by a reset (or never submitted).
+            return AsyncResult::Done(Err(Error::Reset));
+        };
+        let done = match self.asynchronous[i].result {
+            Some(r) => r,
+            None if hal.now() >= self.asynchronous[i].deadline => {
+                self.failed = true;
+                Err(Error::Timeout(Wait::AdminCommand))
+            }
+            None => return AsyncResult::Pending,
+        };
+        self.asynchronous.swap_remove(i);
+        AsyncResult::Done(done)
+    }
+
+    /// Forgets the asynchronous command `cid` (its owner went away); its
+    /// completion, if it ever comes, is counted as bogus.
+    pub(crate) fn cancel_async(&mut self, cid: u16) {
+        self.asynchronous.retain(|a| a.cid != cid);
+    }
+
+    /// Records `entry` as the result of the asynchronous command it names;
+    /// false if it names none that waits for one.
+    fn keep_async(&mut self, entry: &CompletionEntry) -> bool {
+        let Some(a) = self.asynchronous.iter_mut().find(|a| a.cid == entry.cid && a.result.is_none()) else {
+            return false;
+        };
+        let status = entry.status.without_phase();
+        a.result = Some(if status.is_success() { Ok(*entry) } else { Err(Error::Command(status)) });
+        true
+    }
+
+    /// The next CID: never 0xFFFF, and never one an asynchronous command
+    /// still holds.
+    fn take_cid(&mut self) -> u16 {
+        loop {
+            let cid = self.next_cid;
+            self.next_cid = self.next_cid.wrapping_add(1) % 0xffff;
+            if !self.asynchronous.iter().any(|a| a.cid == cid) {
+                self.last_cid = cid;
+                return cid;
+            }
+        }
     }
 
     /// Frees the queue memory and the data page.
@@ -104,12 +228,12 @@ impl AdminQueue {
         if self.failed {
             return Err(Error::ControllerFailed);
         }
-        let cid = self.next_cid;
-        self.next_cid = self.next_cid.wrapping_add(1) % 0xffff;
+        let cid = self.take_cid();
         cmd.cdw0.set_cid(cid);
         if !self.sq.push(&cmd) {
-            // One command at a time: the ring can only be full if the device
-            // never consumed earlier entries.
+            // One command waited for at a time, and a few asynchronous ones:
+            // the ring can only be full if the device never consumed earlier
+            // entries.
             self.failed = true;
             return Err(Error::MalformedDevice(Malformed::AdminQueueStuck));
         }
@@ -129,6 +253,9 @@ impl AdminQueue {
                 if entry.cid == cid && sq_ok {
                     let status = entry.status.without_phase();
                     return if status.is_success() { Ok(entry) } else { Err(Error::Command(status)) };
+                }
+                if sq_ok && self.keep_async(&entry) {
+                    continue;
                 }
                 self.bogus_completions += 1;
                 bogus += 1;

@@ -1,10 +1,11 @@
 //! Controller bring-up, the admin commands, and orderly shutdown (NVMe Base
 //! Specification 1.4, section 7.6.1 "Initialization" and 7.6.2 "Shutdown").
 
-use crate::admin::{AdminQueue, ADMIN_QUEUE_ENTRIES};
+use crate::admin::{AdminQueue, AsyncResult, ADMIN_QUEUE_ENTRIES, ASYNC_SLOTS};
 use crate::dma::DmaAlloc;
 use crate::error::{Argument, Error, Feature, Malformed, Result, Wait};
 use crate::namespace::{csi_from_descriptors, Namespace};
+use crate::qpair::AbortOutcome;
 use crate::quarantine::Quarantine;
 use crate::queue::{CompletionQueue, SubmissionQueue};
 use crate::registers::Registers;
@@ -519,6 +520,51 @@ impl<H: Hal> Controller<H> {
         cmd.cdw10 = AbortCdw10::new().with_sqid(sqid).with_cid(cid).into_bits();
         let done = self.admin_exec(cmd, None)?;
         Ok(!AbortResult::from_bits(done.dw0).not_aborted())
+    }
+
+    /// Sends Abort (section 5.1) for the command that carries `cid` on the
+    /// wire on submission queue `sqid`, without waiting for its result: the
+    /// ticket (the Abort's own CID) is for [`abort_result`](Self::abort_result).
+    /// `None` when the abort command limit (ACL + 1, at most
+    /// [`ASYNC_SLOTS`]) is reached or another thread holds the admin queue:
+    /// try again later.
+    pub(crate) fn abort_async(&self, sqid: u16, cid: u16) -> Result<Option<u16>> {
+        if self.is_removed() {
+            return Err(Error::DeviceRemoved);
+        }
+        let Some(mut admin) = self.admin.try_lock() else {
+            return Ok(None);
+        };
+        let limit = (usize::from(self.identify.acl) + 1).min(ASYNC_SLOTS);
+        if admin.async_in_flight() >= limit {
+            return Ok(None);
+        }
+        let mut cmd = SubmissionEntry::new(AdminOpcode::ABORT.0, 0);
+        cmd.cdw10 = AbortCdw10::new().with_sqid(sqid).with_cid(cid).into_bits();
+        admin.submit_async(&self.hal, cmd, self.options.admin_timeout)
+    }
+
+    /// The result of the Abort with `ticket`, once it came back: whether the
+    /// controller aborted the command, or why the Abort failed (its status,
+    /// `Timeout`, `Reset` when a reset dropped it). `None` while it is out,
+    /// or while another thread holds the admin queue.
+    pub(crate) fn abort_result(&self, ticket: u16) -> Option<Result<AbortOutcome>> {
+        let mut admin = self.admin.try_lock()?;
+        match admin.async_result(&self.hal, ticket) {
+            AsyncResult::Pending => None,
+            AsyncResult::Done(r) => Some(r.map(|done| {
+                if AbortResult::from_bits(done.dw0).not_aborted() {
+                    AbortOutcome::NotAborted
+                } else {
+                    AbortOutcome::Aborted
+                }
+            })),
+        }
+    }
+
+    /// Forgets the Abort with `ticket` (its queue pair goes away).
+    pub(crate) fn cancel_abort(&self, ticket: u16) {
+        self.admin.lock().cancel_async(ticket);
     }
 
     /// Resets the controller (section 7.3.2): disables it, which ends every

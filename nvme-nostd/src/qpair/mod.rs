@@ -20,6 +20,7 @@ pub use types::{Completion, DoorbellMode, PollLimit, QpairOptions, QueueStats, S
 
 use request::{DmaUse, Request};
 
+use crate::admin::ASYNC_SLOTS;
 use crate::buffer::IoBuffer;
 use crate::controller::Controller;
 use crate::dma::DmaMemory;
@@ -112,6 +113,9 @@ pub struct IoQueuePair<'c, H: Hal, B: IoBuffer, C, const N: usize> {
     /// Entries written to the submission queue and not yet announced by its
     /// doorbell.
     sq_pending: bool,
+    /// Aborts sent for timed-out requests and not yet answered: the admin
+    /// CID (the ticket) and the request's CID on the wire.
+    aborts: heapless::Vec<(u16, Cid), ASYNC_SLOTS>,
 }
 
 struct SlotPrpSink<'a> {

@@ -12,6 +12,7 @@ use crate::buffer::IoBuffer;
 use crate::controller::TimeoutEvent;
 use crate::error::{Broken, Cause, Error, RecoveryStep, Result, Wait};
 use crate::slots::Cid;
+use crate::spec::command::AdminOpcode;
 use hal_traits::Hal;
 
 /// What the controller said to an Abort.
@@ -47,6 +48,8 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             return;
         }
         self.end_in_flight(removed);
+        // The Aborts out went with the reset (or the device).
+        self.aborts.clear();
         if removed {
             self.health = Health::Gone(Error::DeviceRemoved, 0);
             return;
@@ -188,11 +191,12 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
     /// one and nine eighths of a timeout after it was submitted.
     pub(super) fn check_timeouts(&mut self) {
         let Some(timeout) = self.timeout else { return };
-        if self.slots.in_flight() == 0 {
+        let mut reset = !self.aborts.is_empty() && self.collect_aborts();
+        if self.slots.in_flight() == 0 && !reset {
             return;
         }
         let now = self.ctrlr.hal.ticks();
-        if now < self.next_timeout_check {
+        if now < self.next_timeout_check && !reset {
             return;
         }
         self.next_timeout_check = now.saturating_add((timeout / 8).max(1));
@@ -211,9 +215,6 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
                 let _ = late.push(cid);
             }
         }
-        if late.is_empty() {
-            return;
-        }
         // Not late after all: a request whose completion is already posted
         // and waits to be consumed (a caller that polls with a limit, or a
         // device that keeps the queue busy with other completions).
@@ -223,20 +224,26 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
                 late.retain(|cid| cid.0 != entry.cid);
             }
         });
+        // Timed out just now, and timed out earlier with no Abort sent yet
+        // (the abort command limit was reached, or the admin queue busy).
         let mut expired: heapless::Vec<Cid, N> = heapless::Vec::new();
-        let mut reset = false;
+        let mut to_abort: heapless::Vec<Cid, N> = heapless::Vec::new();
         for cid in &late {
             let Some(req) = self.slots.get_mut(*cid) else { continue };
-            if req.aborted || req.timed_out {
-                // Aborted yet still not completed, or a reset that should
-                // have ended it failed: only a (new) reset ends it.
+            if req.aborted || req.abort_sent {
+                // Aborted (or its Abort in flight) a whole timeout ago and
+                // still not completed, or a reset that should have ended
+                // it failed: only a (new) reset ends it.
                 reset = true;
                 req.deadline = now.saturating_add(timeout).max(1);
+            } else if req.timed_out {
+                let _ = to_abort.push(*cid);
             } else {
                 let _ = expired.push(*cid);
+                let _ = to_abort.push(*cid);
             }
         }
-        if expired.is_empty() && !reset {
+        if to_abort.is_empty() && !reset {
             return;
         }
         match self.ctrlr.csts() {
@@ -261,18 +268,26 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         }
         self.mark_timed_out(&expired, now, timeout);
         if !reset {
-            for cid in &expired {
-                match self.ctrlr.abort_wire(self.qid, cid.0) {
-                    Ok(true) => {
-                        self.stats.aborts += 1;
+            // Each Abort is sent without waiting for it: its result comes
+            // in on a later poll (`collect_aborts`).
+            for cid in &to_abort {
+                match self.ctrlr.abort_async(self.qid, cid.0) {
+                    Ok(Some(ticket)) => {
                         if let Some(req) = self.slots.get_mut(*cid) {
-                            req.aborted = true;
+                            req.abort_sent = true;
                             req.deadline = now.saturating_add(timeout).max(1);
                         }
+                        // Room for it: at most ASYNC_SLOTS Aborts are out.
+                        let _ = self.aborts.push((ticket, *cid));
                     }
-                    // "Not aborted", an abort that failed or timed out (which
-                    // already reset the controller): reset.
-                    _ => {
+                    // At the abort command limit, or the admin queue is busy
+                    // on another thread: try again at the next look.
+                    Ok(None) => {
+                        if let Some(req) = self.slots.get_mut(*cid) {
+                            req.deadline = now.saturating_add((timeout / 8).max(1));
+                        }
+                    }
+                    Err(_) => {
                         reset = true;
                         break;
                     }
@@ -286,6 +301,54 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             let _ = self.ctrlr.reset_from(self.epoch);
         }
         self.catch_up();
+    }
+
+    /// Takes in the results of this pair's Aborts that have come back; true
+    /// when one calls for a reset: "not aborted" for a command whose
+    /// completion is not on the completion queue either, an Abort the
+    /// controller refused, or one that timed out.
+    fn collect_aborts(&mut self) -> bool {
+        let mut reset = false;
+        let mut i = 0;
+        while i < self.aborts.len() {
+            let (ticket, wire) = self.aborts[i];
+            let Some(result) = self.ctrlr.abort_result(ticket) else {
+                i += 1;
+                continue;
+            };
+            self.aborts.swap_remove(i);
+            if result == Ok(AbortOutcome::Aborted) {
+                self.stats.aborts += 1;
+            }
+            let waiting = self.slots.get(wire).is_some_and(|r| r.done.is_none() && r.abort_sent);
+            if !waiting {
+                // It completed (or was ended) while the Abort was out.
+                continue;
+            }
+            match result {
+                Ok(AbortOutcome::Aborted) => {
+                    if let Some(req) = self.slots.get_mut(wire) {
+                        req.aborted = true;
+                    }
+                }
+                Ok(AbortOutcome::NotAborted) => {
+                    // Perhaps it completed while the Abort was in flight:
+                    // then its completion is on the queue, and all is well.
+                    let (qid, mut posted) = (self.qid, false);
+                    self.cq.posted(&self.ctrlr.hal, |e| posted |= e.sqid == qid && e.cid == wire.0);
+                    reset |= !posted;
+                }
+                // The reset that dropped the Abort ended the request too.
+                Err(Error::Reset) => {}
+                Err(e) => {
+                    if let (Error::Timeout(_), Some(cb)) = (e, self.ctrlr.options().timeout_callback) {
+                        cb(TimeoutEvent { qid: 0, cid: Cid(ticket), opcode: AdminOpcode::ABORT.0 });
+                    }
+                    reset = true;
+                }
+            }
+        }
+        reset
     }
 
     fn mark_timed_out(&mut self, cids: &[Cid], now: u64, timeout: u64) {

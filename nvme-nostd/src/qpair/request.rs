@@ -31,6 +31,9 @@ pub(super) struct Request<M, B, C> {
     pub(super) timed_out: bool,
     /// An Abort for it was accepted; a second deadline escalates to a reset.
     pub(super) aborted: bool,
+    /// The driver sent an Abort for it (after its timeout); its result comes
+    /// in on a later poll.
+    pub(super) abort_sent: bool,
     /// Ended by the driver (reset, removal): delivered by the next `poll`.
     pub(super) done: Option<Error>,
 }
@@ -89,6 +92,7 @@ pub(super) fn request<M, B, C>(
         retries: 0,
         timed_out: false,
         aborted: false,
+        abort_sent: false,
         done: None,
     }
 }

@@ -91,6 +91,7 @@ impl<H: Hal> Controller<H> {
                 priority: options.priority,
                 doorbell: options.doorbell,
                 sq_pending: false,
+                aborts: heapless::Vec::new(),
                 ctrlr: self,
                 qid,
                 sq,
@@ -327,6 +328,10 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
 
 impl<H: Hal, B: IoBuffer, C, const N: usize> Drop for IoQueuePair<'_, H, B, C, N> {
     fn drop(&mut self) {
+        // Aborts still out are no one's business any more.
+        for (ticket, _) in core::mem::take(&mut self.aborts) {
+            self.ctrlr.cancel_abort(ticket);
+        }
         // A removed device cannot be proven stopped (its registers read all
         // ones), so nothing it may write is released. Otherwise the queues are
         // gone after a reset since our epoch, or after a failed re-creation

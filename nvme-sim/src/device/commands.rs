@@ -53,6 +53,15 @@ impl State {
             }
             _ => {}
         }
+        if sqid == 0 && cmd.cdw0.opc() == AdminOpcode::ABORT.0 {
+            // ACL is 3 (Identify Controller): at most 4 Aborts outstanding.
+            let is_abort = |q: &Pending| q.sqid == 0 && q.cmd.cdw0.opc() == AdminOpcode::ABORT.0;
+            let out = self.pending.values().filter(|q| is_abort(q)).count()
+                + self.stuck.values().filter(|q| is_abort(q)).count();
+            if out >= 4 {
+                self.stats.abort_limit_exceeded += 1;
+            }
+        }
         let is_aer = sqid == 0 && cmd.cdw0.opc() == AdminOpcode::ASYNC_EVENT_REQUEST.0;
         if fault.is_none() && is_aer {
             let held =

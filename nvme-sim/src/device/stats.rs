@@ -18,6 +18,9 @@ pub struct SimStats {
     pub faults: [u64; FaultKind::ALL.len()],
     /// Of those, on admin commands.
     pub admin_faults: u64,
+    /// Aborts fetched while ACL + 1 (4) were already outstanding: a real
+    /// controller fails them with Abort Command Limit Exceeded.
+    pub abort_limit_exceeded: u64,
     /// `dma_free` calls with a region that was not live (double or foreign frees).
     pub bad_frees: u64,
     /// `unshare` calls matching no live share.
