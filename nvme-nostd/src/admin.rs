@@ -201,17 +201,25 @@ impl AdminQueue {
     /// [`execute`](Self::execute), submitting the command again (under a new
     /// CID) while it fails with a status whose Do Not Retry bit is clear, at
     /// most `retries` more times.
+    /// A status that carries a Command Retry Delay (CRD 1 to 3) waits
+    /// `delays[CRD - 1]` first.
     pub(crate) fn execute_retrying<H: Hal>(
         &mut self,
         hal: &H,
         cmd: SubmissionEntry,
         timeout: Duration,
         retries: u8,
+        delays: [Duration; 3],
     ) -> Result<CompletionEntry> {
         let mut tries = 0;
         loop {
             match self.execute(hal, cmd, timeout) {
-                Err(Error::Command(status)) if !status.dnr() && tries < retries => tries += 1,
+                Err(Error::Command(status)) if !status.dnr() && tries < retries => {
+                    tries += 1;
+                    if let Some(&delay) = delays.get(usize::from(status.crd()).wrapping_sub(1)) {
+                        hal.delay(delay);
+                    }
+                }
                 other => return other,
             }
         }

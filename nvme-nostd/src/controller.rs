@@ -15,6 +15,7 @@ use crate::spec::dwords::{AbortCdw10, AbortResult, FeaturesCdw10, IdentifyCdw10,
 use crate::spec::identify::{ActiveNamespaceList, IdentifyController, IdentifyNamespace};
 use crate::spec::ids::{Cns, Csi, Fid};
 use crate::spec::registers::{shst, Cap, Cc, Csts, Vs};
+use crate::spec::status::Status;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use core::time::Duration;
@@ -175,6 +176,9 @@ pub struct Controller<H: Hal> {
     resets_by_hand: AtomicU32,
     /// Set once the registers read all ones.
     removed: AtomicBool,
+    /// ACRE is enabled (Host Behavior Support): error statuses may carry a
+    /// Command Retry Delay, which the driver honours.
+    acre: AtomicBool,
     /// Unique among the controllers of this program: ties `Namespace`
     /// handles to the controller that identified them.
     id: u32,
@@ -288,6 +292,7 @@ impl<H: Hal> Controller<H> {
             epoch: AtomicU32::new(0),
             resets_by_hand: AtomicU32::new(0),
             removed: AtomicBool::new(false),
+            acre: AtomicBool::new(false),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             qids: spin::Mutex::new(0),
             quarantine: spin::Mutex::new(Quarantine::new()),
@@ -305,6 +310,10 @@ impl<H: Hal> Controller<H> {
         }
 
         ctrlr.io_queues = ctrlr.set_number_of_queues(options.io_queues)?;
+        {
+            let mut admin = ctrlr.admin.lock();
+            ctrlr.enable_acre(&mut admin);
+        }
         Ok(ctrlr)
     }
 
@@ -455,8 +464,13 @@ impl<H: Hal> Controller<H> {
                 cmd.prp1 = admin.data.daddr(0).0;
             }
             let epoch = self.epoch();
-            let r =
-                admin.execute_retrying(&self.hal, cmd, self.options.admin_timeout, self.options.retry_count);
+            let r = admin.execute_retrying(
+                &self.hal,
+                cmd,
+                self.options.admin_timeout,
+                self.options.retry_count,
+                self.retry_delays(),
+            );
             if let (Ok(_), Some(out)) = (&r, out) {
                 admin.data.read_bytes(0, out);
             }
@@ -585,6 +599,42 @@ impl<H: Hal> Controller<H> {
         Ok(())
     }
 
+    /// Asks the controller to say how long to wait before a retry (ACRE, in
+    /// Set Features / Host Behavior Support, NVMe 1.4 section 5.21.1.22),
+    /// when it has Command Retry Delay Times (CRDT1 to 3 in Identify
+    /// Controller) to say it with. A controller that refuses is used without.
+    /// The feature is cleared by every reset, which calls this again.
+    fn enable_acre(&self, admin: &mut AdminQueue) {
+        let id = &self.identify;
+        let wanted = id.crdt1 != 0 || id.crdt2 != 0 || id.crdt3 != 0;
+        let mut enabled = false;
+        if wanted && !admin.failed {
+            // The 512-byte Host Behavior Support structure: byte 0 is ACRE.
+            admin.data.zero();
+            admin.data.write(0, 1u8);
+            let mut cmd = SubmissionEntry::new(AdminOpcode::SET_FEATURES.0, 0);
+            cmd.cdw10 = FeaturesCdw10::new().with_fid(Fid::HOST_BEHAVIOR_SUPPORT).into_bits();
+            cmd.prp1 = admin.data.daddr(0).0;
+            enabled = admin.execute(&self.hal, cmd, self.options.admin_timeout).is_ok();
+        }
+        self.acre.store(enabled, Ordering::Release);
+    }
+
+    /// How long a retry of a command that failed with `status` waits: the
+    /// Command Retry Delay Time its CRD field names, once ACRE is on.
+    pub(crate) fn retry_delay(&self, status: Status) -> Duration {
+        self.retry_delays().get(usize::from(status.crd()).wrapping_sub(1)).copied().unwrap_or(Duration::ZERO)
+    }
+
+    /// The delays CRD 1 to 3 stand for (zero while ACRE is off).
+    fn retry_delays(&self) -> [Duration; 3] {
+        if !self.acre.load(Ordering::Acquire) {
+            return [Duration::ZERO; 3];
+        }
+        let id = &self.identify;
+        [id.crdt1, id.crdt2, id.crdt3].map(|units| Duration::from_millis(100 * u64::from(units)))
+    }
+
     /// How many resets by hand have worked.
     pub(crate) fn resets_by_hand(&self) -> u32 {
         self.resets_by_hand.load(Ordering::Acquire)
@@ -648,7 +698,10 @@ impl<H: Hal> Controller<H> {
             number_of_queues(self.io_queues),
             self.options.admin_timeout,
             self.options.retry_count,
+            self.retry_delays(),
         )?;
+        // A reset cleared Host Behavior Support.
+        self.enable_acre(admin);
         Ok(())
     }
 

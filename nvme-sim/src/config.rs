@@ -57,6 +57,13 @@ pub struct SimConfig {
     /// driver that never reads the clock (I/O timeouts off) still sees its
     /// commands complete. Default true.
     pub auto_advance: bool,
+    /// CRDT1 to CRDT3 of Identify Controller: Command Retry Delay Times in
+    /// units of 100 ms (NVMe 1.4 figure 247). Default all 0 (as QEMU).
+    pub crdt: [u16; 3],
+    /// The CRD field (1 to 3, naming a CRDT) that injected error statuses
+    /// without DNR carry once the host enabled ACRE through Set Features /
+    /// Host Behavior Support. Default 0 (none).
+    pub status_crd: u8,
 }
 
 impl Default for SimConfig {
@@ -78,6 +85,8 @@ impl Default for SimConfig {
             lies: IdentifyLies::default(),
             scatter_shares: true,
             auto_advance: true,
+            crdt: [0; 3],
+            status_crd: 0,
         }
     }
 }

@@ -158,6 +158,12 @@ impl Sim {
         self.state.borrow_mut().disappear_for(d)
     }
 
+    /// Whether the host has enabled ACRE (Set Features / Host Behavior
+    /// Support); a reset clears it.
+    pub fn acre(&self) -> bool {
+        self.state.borrow().acre()
+    }
+
     /// Removes (or brings back) the device: while removed, registers read all
     /// ones, writes are ignored and nothing is processed.
     pub fn set_removed(&self, removed: bool) {

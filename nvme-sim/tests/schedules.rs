@@ -97,6 +97,9 @@ struct Schedule {
     ops: Vec<Op>,
     faults: Vec<Injection>,
     admin: Vec<AdminInjection>,
+    /// The controller asks for a 100 ms Command Retry Delay on retryable
+    /// statuses (CRDT1 = 1, CRD = 1), so retries are parked.
+    retry_delay: bool,
 }
 
 /// The admin commands that recovery sends.
@@ -147,14 +150,15 @@ fn schedule() -> impl Strategy<Value = Schedule> {
         proptest::collection::vec((0..2usize, recoverable_kind()), 5),
         proptest::option::weighted(0.25, (0..2usize, 20..24u64)),
         proptest::collection::vec(admin_injection(), 0..3),
+        proptest::bool::weighted(0.3),
     )
-        .prop_map(|(ops, nths, kinds, removal, admin)| {
+        .prop_map(|(ops, nths, kinds, removal, admin, retry_delay)| {
             let mut faults: Vec<Injection> =
                 nths.into_iter().zip(kinds).map(|(nth, (q, kind))| Injection { q, nth, kind }).collect();
             if let Some((q, nth)) = removal {
                 faults.push(Injection { q, nth, kind: FaultKind::Removal });
             }
-            Schedule { ops, faults, admin }
+            Schedule { ops, faults, admin, retry_delay }
         })
 }
 
@@ -386,6 +390,8 @@ fn run(s: &Schedule, totals: &mut Totals, canary: bool) -> Result<Outcome, Strin
     let sim = Sim::new(SimConfig {
         namespaces: vec![SimNamespace { nsid: 1, block_size: BLOCK as u32, blocks: BLOCKS }],
         memory_bytes: 2 << 20,
+        crdt: [u16::from(s.retry_delay), 0, 0],
+        status_crd: 1,
         ..SimConfig::default()
     });
     let ctrlr = Controller::new(sim.hal(), options()).map_err(|e| format!("attach: {e}"))?;

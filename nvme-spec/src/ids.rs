@@ -102,6 +102,9 @@ open_newtype! {
     HOST_CONTROLLED_THERMAL_MANAGEMENT = 0x10;
     /// 11h: Non-Operational Power State Config.
     NON_OPERATIONAL_POWER_STATE = 0x11;
+    /// 16h: Host Behavior Support (its byte 0 is ACRE, Advanced Command
+    /// Retry Enable).
+    HOST_BEHAVIOR_SUPPORT = 0x16;
     /// 80h: Software Progress Marker.
     SOFTWARE_PROGRESS_MARKER = 0x80;
     /// 81h: Host Identifier.

@@ -116,6 +116,8 @@ pub struct IoQueuePair<'c, H: Hal, B: IoBuffer, C, const N: usize> {
     /// Aborts sent for timed-out requests and not yet answered: the admin
     /// CID (the ticket) and the request's CID on the wire.
     aborts: heapless::Vec<(u16, Cid), ASYNC_SLOTS>,
+    /// Retries waiting out a Command Retry Delay.
+    parked: usize,
 }
 
 struct SlotPrpSink<'a> {

@@ -2,7 +2,7 @@
 //! to its callback, and the guard that releases consumed completions to the
 //! device even when the callback panics.
 
-use super::request::{finish, Request, HOST_ABORTED, NOT_STAMPED};
+use super::request::{finish, Request, HOST_ABORTED, NOT_STAMPED, PARKED};
 use super::{Completion, Health, IoQueuePair, Path, PollLimit, SubmitError};
 use crate::buffer::IoBuffer;
 use crate::error::{Argument, Error, Result, Wait};
@@ -12,7 +12,7 @@ use crate::slots::{Cid, SlotPool};
 use crate::spec::command::{IoOpcode, SubmissionEntry};
 use core::mem::ManuallyDrop;
 use core::time::Duration;
-use hal_traits::Hal;
+use hal_traits::{duration_to_ticks, Hal};
 
 /// Rings a completion queue's head doorbell when dropped, also when a poll
 /// callback panics: completions already consumed must be released to the
@@ -146,8 +146,17 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             self.sq.update_head(entry.sqhd);
             let status = entry.status.without_phase();
             let retryable = !status.is_success() && !status.dnr() && matches!(self.health, Health::Up);
-            if retryable && self.retry(cid, retry_count).is_some() {
-                continue;
+            if retryable {
+                // The controller may ask for a delay before the retry (CRD).
+                let delay = ctrlr.retry_delay(status);
+                let again = if delay.is_zero() {
+                    self.retry(cid, retry_count)
+                } else {
+                    self.park(cid, retry_count, delay)
+                };
+                if again.is_some() {
+                    continue;
+                }
             }
             let Some(mut req) = self.slots.remove(cid) else {
                 self.stats.bogus_completions += 1;
@@ -164,6 +173,9 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             on_complete(&mut Resubmit { qp: self }, done);
         }
         drop(guard);
+        if self.parked > 0 {
+            self.resubmit_parked();
+        }
         self.ring_doorbell();
         // Requests whose completions wait in the queue are not late: the
         // timeout scan looks there before it calls anything late.
@@ -240,6 +252,49 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         self.stats.retries += 1;
         self.push(cmd, new_cid, Path::InPoll);
         Some(new_cid)
+    }
+
+    /// As [`retry`](Self::retry), but the command goes out only once `delay`
+    /// (the Command Retry Delay its status asked for) has passed: `poll`
+    /// submits it then. Returns the new CID.
+    fn park(&mut self, cid: Cid, retry_count: u8, delay: Duration) -> Option<Cid> {
+        let req = self.slots.get(cid)?;
+        if req.retries >= retry_count || req.timed_out || req.aborted {
+            return None;
+        }
+        let hal = &self.ctrlr.hal;
+        let at = hal.ticks().saturating_add(duration_to_ticks(delay, hal.ticks_per_second()).max(1));
+        let new_cid = self.slots.renew(cid)?;
+        let req = self.slots.get_mut(new_cid)?;
+        req.retries += 1;
+        req.retry_at = at;
+        // Not on the device while it waits, so it cannot be late.
+        req.deadline = PARKED;
+        self.parked += 1;
+        self.stats.retries += 1;
+        Some(new_cid)
+    }
+
+    /// Submits the parked retries whose delay has passed.
+    fn resubmit_parked(&mut self) {
+        let now = self.ctrlr.hal.ticks();
+        let mut due: heapless::Vec<Cid, N> = heapless::Vec::new();
+        for (cid, req) in self.slots.iter_mut() {
+            if req.done.is_none() && req.retry_at != 0 && now >= req.retry_at {
+                let _ = due.push(cid);
+            }
+        }
+        for cid in due {
+            if self.sq.is_full() {
+                break;
+            }
+            let Some(req) = self.slots.get_mut(cid) else { continue };
+            req.retry_at = 0;
+            req.deadline = NOT_STAMPED;
+            let cmd = req.cmd;
+            self.parked -= 1;
+            self.push(cmd, cid, Path::InPoll);
+        }
     }
 
     /// Delivers up to `max` requests that the driver ended.

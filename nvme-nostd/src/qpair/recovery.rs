@@ -156,6 +156,8 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
     /// Every request in flight is ended, to be delivered by the next `poll`.
     fn end_in_flight(&mut self, removed: bool) {
         let reason = if removed { Error::DeviceRemoved } else { Error::Reset };
+        // Parked retries end with the rest.
+        self.parked = 0;
         let hal = &self.ctrlr.hal;
         for (_, req) in self.slots.iter_mut() {
             if req.done.is_some() {

@@ -36,10 +36,17 @@ pub(super) struct Request<M, B, C> {
     pub(super) abort_sent: bool,
     /// Ended by the driver (reset, removal): delivered by the next `poll`.
     pub(super) done: Option<Error>,
+    /// A retry waiting out a Command Retry Delay: submitted by the first
+    /// `poll` at or after this tick (0: not waiting).
+    pub(super) retry_at: u64,
 }
 
 /// A deadline not yet set: submissions do not read the clock.
 pub(super) const NOT_STAMPED: u64 = 0;
+
+/// The deadline of a retry that waits out a Command Retry Delay (it is not
+/// on the device, so it cannot time out).
+pub(super) const PARKED: u64 = u64::MAX;
 
 /// The status given to requests that the driver ends itself.
 pub(super) const HOST_ABORTED: Status =
@@ -94,5 +101,6 @@ pub(super) fn request<M, B, C>(
         aborted: false,
         abort_sent: false,
         done: None,
+        retry_at: 0,
     }
 }

@@ -92,6 +92,7 @@ impl<H: Hal> Controller<H> {
                 doorbell: options.doorbell,
                 sq_pending: false,
                 aborts: heapless::Vec::new(),
+                parked: 0,
                 ctrlr: self,
                 qid,
                 sq,

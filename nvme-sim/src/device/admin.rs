@@ -218,6 +218,17 @@ impl State {
                 self.features.insert(fid.0, cmd.cdw11);
                 (SUCCESS, 0)
             }
+            Fid::HOST_BEHAVIOR_SUPPORT => {
+                // A 512-byte structure from the host; byte 0 is ACRE.
+                match self.read_from_host(cmd, 512) {
+                    Ok(data) if data[0] <= 1 => {
+                        self.features.insert(fid.0, u32::from(data[0]));
+                        (SUCCESS, 0)
+                    }
+                    Ok(_) => (INVALID_FIELD, 0),
+                    Err(status) => (status, 0),
+                }
+            }
             _ => (INVALID_FIELD, 0),
         }
     }
@@ -316,6 +327,9 @@ impl State {
         put(b, 78, &1u16.to_le_bytes()); // CNTLID
         put(b, 80, &VERSION.to_le_bytes());
         b[111] = 1; // CNTRLTYPE: I/O controller
+        for (i, crdt) in self.cfg.crdt.iter().enumerate() {
+            put(b, 128 + 2 * i, &crdt.to_le_bytes()); // CRDT1..3
+        }
         b[258] = 3; // ACL: 4 concurrent aborts
         b[259] = (AER_LIMIT - 1) as u8; // AERL
         b[260] = 0x02; // FRMW: one slot

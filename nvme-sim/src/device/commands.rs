@@ -94,7 +94,12 @@ impl State {
         }
         let cid = p.cmd.cdw0.cid();
         if let Some(Fault::Status { sct, sc, dnr }) = p.fault {
-            let status = Status::of(StatusCodeType(sct), StatusCode(sc)).raw() | if dnr { DNR } else { 0 };
+            let mut status =
+                Status::of(StatusCodeType(sct), StatusCode(sc)).raw() | if dnr { DNR } else { 0 };
+            // A Command Retry Delay only once the host enabled ACRE.
+            if !dnr && self.features.get(&0x16) == Some(&1) {
+                status |= u16::from(self.cfg.status_crd & 3) << 12;
+            }
             self.post(p.sqid, cid, status, 0, PostKind::Real);
             return;
         }

@@ -181,6 +181,10 @@ impl State {
 
     // ----- test-facing controls -----
 
+    pub(crate) fn acre(&self) -> bool {
+        self.features.get(&0x16) == Some(&1)
+    }
+
     pub(crate) fn disappear_for(&mut self, d: Duration) {
         self.removed = true;
         self.back_at = Some(self.now.saturating_add(d));
