@@ -359,7 +359,12 @@ pub enum Error {
     Command(Status),
     /// The device returned data the driver refuses to use.
     MalformedDevice(Malformed),
-    /// An earlier failure left the controller unusable until it is reset.
+    /// The admin queue is unusable: a reset of the controller failed (or an
+    /// admin command just timed out and the reset it caused failed). The
+    /// driver tries the reset again on later admin calls (a queue pair's
+    /// `poll` makes them) after a doubling backoff, up to
+    /// `ControllerOptions::recovery_attempts` failures in a row; after that
+    /// only [`Controller::reset`](crate::Controller::reset) helps.
     ControllerFailed,
     /// The controller was reset while the command was outstanding; the
     /// command may or may not have been carried out.

@@ -80,10 +80,14 @@ enum Path {
 /// its completion hands them back from [`poll`](IoQueuePair::poll).
 ///
 /// Use one queue pair per thread: `submit` and `poll` take `&mut self` and no
-/// lock. Dropping the pair deletes its queues (which makes the controller
-/// abandon their commands) before any buffer is released; if that fails it
-/// resets the controller, and if even that fails it leaks the buffers rather
-/// than free memory the device may still write.
+/// lock, and submission never sends an admin command (after a controller
+/// reset it is refused with [`Error::QueuePairBroken`] until `poll` has
+/// created the queues again). Dropping the pair deletes its queues (which
+/// makes the controller abandon their commands) before any buffer is
+/// released; if that fails it resets the controller, and if even that fails
+/// the controller keeps the memory (and leaks the request buffers) until a
+/// reset proves the device stopped, rather than free memory the device may
+/// still write.
 pub struct IoQueuePair<'c, H: Hal, B: IoBuffer, C, const N: usize> {
     ctrlr: &'c Controller<H>,
     qid: u16,
