@@ -780,6 +780,9 @@ fn random_schedules_with_faults_keep_every_request() {
         totals.current = i;
         match catch_unwind(AssertUnwindSafe(|| run(&s, &mut totals, false))) {
             Ok(Ok(out)) => {
+                if out.terminal > 0 && std::env::var("NVME_FAILURES").is_ok() {
+                    eprintln!("TERMINAL {i}: {} queue pairs or controllers gave up", out.terminal);
+                }
                 totals.commands += out.commands;
                 totals.terminal += out.terminal;
             }
