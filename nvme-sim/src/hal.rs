@@ -6,8 +6,7 @@ pub use crate::memory::Mapping;
 use core::ptr::NonNull;
 use core::time::Duration;
 use hal_traits::{DeviceSegment, Direction, DmaRegion, Hal, HalError, SegmentSink, PAGE_SIZE};
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The one handle through which a driver drives a simulated controller; get
 /// it from [`Sim::hal`](crate::Sim::hal).
@@ -33,8 +32,34 @@ use std::rc::Rc;
 /// default), every register access also moves time on by the command latency,
 /// so a command submitted with a doorbell write has completed by the next
 /// poll even when the driver never reads the clock.
+///
+/// # Threads
+///
+/// `SimHal` is `Send + Sync`, so one `Controller<SimHal>` can be shared by
+/// reference between threads, each with its own queue pairs. The whole
+/// simulated controller sits behind one [`Mutex`]: every register access,
+/// allocation, share and clock read takes it, and the device does its work
+/// (fetching commands, moving data, posting completions) inside that call,
+/// under the lock, in whichever thread made it. So the device may post a
+/// completion for one thread's queue while another thread's doorbell write or
+/// `Sim::advance` runs, as a real device writes completions whenever it likes.
+///
+/// That is real DMA, and in one place it is also a data race in Rust's memory
+/// model: the driver reads its completion queues (and the phase tag) with
+/// volatile reads of DMA memory *without* the simulator's lock, while the
+/// device may be writing another entry of the same ring under the lock in
+/// another thread. Volatile accesses are not atomic, so two threads touching
+/// the same bytes without synchronisation is undefined behaviour to the
+/// abstract machine, although on the hardware this runs on it is exactly
+/// what a device does to a coherent DMA ring. Threaded tests are therefore
+/// not for Miri (run them natively); single-threaded tests have no such race,
+/// since there the device only writes during the host's own calls.
+/// Everything else the device and the driver share is ordered by the lock:
+/// submission entries and PRP lists are written before the doorbell write
+/// that takes it, and caller buffers are copied to and from bounce pages
+/// inside `share` and `sync_for_cpu`.
 pub struct SimHal {
-    pub(crate) state: Rc<RefCell<State>>,
+    pub(crate) state: Arc<Mutex<State>>,
 }
 
 impl SimHal {
@@ -42,11 +67,15 @@ impl SimHal {
     pub fn sim(&self) -> crate::Sim {
         crate::Sim { state: self.state.clone() }
     }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        crate::lock(&self.state)
+    }
 }
 
 impl Drop for SimHal {
     fn drop(&mut self) {
-        self.state.borrow_mut().claimed = false;
+        self.lock().claimed = false;
     }
 }
 
@@ -58,7 +87,7 @@ impl core::fmt::Debug for SimHal {
 
 // SAFETY: `dma_alloc` hands out pages of one live heap allocation (the arena),
 // zeroed, page-aligned, contiguous, each page to one owner until `dma_free`;
-// the arena lives as long as any `Sim` or `SimHal` handle (the `Rc`), so every
+// the arena lives as long as any `Sim` or `SimHal` handle (the `Arc`), so every
 // `vaddr` stays valid for as long as the driver holds this HAL (the simulated
 // device dies with the arena, so memory leaked by the driver cannot be written
 // after it). The device address of a page is `IOVA_BASE + offset`, and the
@@ -69,38 +98,40 @@ impl core::fmt::Debug for SimHal {
 // the contract allows; `translate` answers only for buffers inside pages that
 // `dma_alloc` handed out, whose device addresses are fixed while allocated.
 // One handle exists at a time (the claim in `State`). Registers are plain
-// state behind the `RefCell`.
+// state behind the `Mutex`, and each method is one locked step, so calls from
+// several threads (the driver's queue pairs on their own threads, `SimHal` is
+// `Sync`) are serialised like accesses to one device.
 unsafe impl Hal for SimHal {
     type Mapping = Mapping;
 
     fn read32(&self, offset: usize) -> u32 {
-        self.state.borrow_mut().read32(offset)
+        self.lock().read32(offset)
     }
 
     unsafe fn write32(&self, offset: usize, value: u32) {
-        self.state.borrow_mut().write32(offset, value)
+        self.lock().write32(offset, value)
     }
 
     fn read64(&self, offset: usize) -> u64 {
-        self.state.borrow_mut().read64(offset)
+        self.lock().read64(offset)
     }
 
     unsafe fn write64(&self, offset: usize, value: u64) {
-        self.state.borrow_mut().write64(offset, value)
+        self.lock().write64(offset, value)
     }
 
     fn dma_alloc(&self, pages: usize) -> Result<DmaRegion, HalError> {
-        self.state.borrow_mut().mem.dma_alloc(pages)
+        self.lock().mem.dma_alloc(pages)
     }
 
     unsafe fn dma_free(&self, region: DmaRegion) {
-        let mut state = self.state.borrow_mut();
+        let mut state = self.lock();
         state.check_released(region.daddr.0..region.daddr.0 + (region.pages * PAGE_SIZE) as u64);
         state.mem.dma_free(region)
     }
 
     fn translate(&self, buffer: NonNull<[u8]>, sink: &mut dyn SegmentSink) -> bool {
-        let found = self.state.borrow_mut().translate(buffer);
+        let found = self.lock().translate(buffer);
         match found {
             Some(addr) => {
                 sink.push(DeviceSegment { addr, len: buffer.len() });
@@ -116,38 +147,38 @@ unsafe impl Hal for SimHal {
         direction: Direction,
         sink: &mut dyn SegmentSink,
     ) -> Result<Mapping, HalError> {
-        let mut state = self.state.borrow_mut();
+        let mut state = self.lock();
         let scatter = state.cfg.scatter_shares;
         // SAFETY: the caller guarantees `buffer` is valid until `unshare`.
         unsafe { state.mem.share(buffer, direction, scatter, sink) }
     }
 
     unsafe fn unshare(&self, buffer: NonNull<[u8]>, direction: Direction, mapping: Mapping) {
-        let mut state = self.state.borrow_mut();
+        let mut state = self.lock();
         state.check_synced(buffer);
         state.check_released(mapping.span());
         state.mem.unshare(buffer, direction, mapping)
     }
 
     unsafe fn sync_for_device(&self, buffer: NonNull<[u8]>, direction: Direction) {
-        self.state.borrow_mut().sync_for_device(buffer, direction)
+        self.lock().sync_for_device(buffer, direction)
     }
 
     unsafe fn sync_for_cpu(&self, buffer: NonNull<[u8]>, direction: Direction) {
         // SAFETY: the caller guarantees the buffer is valid and the device is
         // done with it (`Hal::sync_for_cpu`'s contract).
-        unsafe { self.state.borrow_mut().sync_for_cpu(buffer, direction) }
+        unsafe { self.lock().sync_for_cpu(buffer, direction) }
     }
 
     fn barrier_after_phase(&self) {
         // A babbling device posts the next entry while the host reads this
         // one (see `Sim::babble`).
-        self.state.borrow_mut().babble_step();
+        self.lock().babble_step();
         hal_traits::barrier::after_phase()
     }
 
     fn ticks(&self) -> u64 {
-        let now = self.state.borrow_mut().tick();
+        let now = self.lock().tick();
         u64::try_from(now.as_nanos()).unwrap_or(u64::MAX)
     }
 
@@ -156,11 +187,11 @@ unsafe impl Hal for SimHal {
     }
 
     fn now(&self) -> Duration {
-        self.state.borrow_mut().tick()
+        self.lock().tick()
     }
 
     fn delay(&self, duration: Duration) {
-        self.state.borrow_mut().advance(duration)
+        self.lock().advance(duration)
     }
 }
 
@@ -174,7 +205,7 @@ impl SimHal {
     /// but not whose that memory is, so a doorbell can make it replay a
     /// stale command into a buffer its owner holds again.
     pub unsafe fn write_reg32(&self, offset: usize, value: u32) {
-        self.state.borrow_mut().write32(offset, value)
+        self.lock().write32(offset, value)
     }
 
     /// Writes a 64-bit register; see [`SimHal::write_reg32`].
@@ -183,6 +214,6 @@ impl SimHal {
     ///
     /// As for [`SimHal::write_reg32`].
     pub unsafe fn write_reg64(&self, offset: usize, value: u64) {
-        self.state.borrow_mut().write64(offset, value)
+        self.lock().write64(offset, value)
     }
 }

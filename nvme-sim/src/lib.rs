@@ -58,14 +58,28 @@ pub use memory::{IOVA_BASE, POISON_BOUNCE, POISON_FREED};
 
 use core::time::Duration;
 use device::State;
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// A simulated NVMe controller. Clones share the same controller; so do the
 /// [`SimHal`] handles from [`Sim::hal`].
+///
+/// `Send + Sync`: the controller's state sits behind one mutex, so a test can
+/// drive the device from several threads (queue pairs on their own threads
+/// sharing one `Controller<SimHal>`, a thread that injects faults or moves
+/// time). See [`SimHal`] for what that does and does not model.
 #[derive(Clone)]
 pub struct Sim {
-    state: Rc<RefCell<State>>,
+    state: Arc<Mutex<State>>,
+}
+
+/// Locks the simulator's state. A poisoned lock (a thread panicked while it
+/// held it) is taken over rather than turned into a second panic: tests panic
+/// on purpose inside driver callbacks and then check the simulator, and its
+/// state is plain bookkeeping that stays fit for those checks. The lock is
+/// held only inside the simulator's own steps (and, in `share`, while the
+/// driver's segment sink runs), never while a driver callback runs.
+pub(crate) fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl core::fmt::Debug for Sim {
@@ -84,7 +98,7 @@ impl Sim {
     /// block size that is not a power of two from 512 to 65536, an empty
     /// namespace, or memory that cannot be allocated.
     pub fn new(config: SimConfig) -> Sim {
-        Sim { state: Rc::new(RefCell::new(State::new(config))) }
+        Sim { state: Arc::new(Mutex::new(State::new(config))) }
     }
 
     /// The [`Hal`](hal_traits::Hal) for this controller, to hand to the
@@ -102,7 +116,7 @@ impl Sim {
     /// another `SimHal` of it is alive: two drivers can never drive one
     /// device.
     pub fn try_hal(&self) -> Option<SimHal> {
-        let mut state = self.state.borrow_mut();
+        let mut state = self.lock();
         if state.claimed {
             return None;
         }
@@ -110,21 +124,25 @@ impl Sim {
         Some(SimHal { state: self.state.clone() })
     }
 
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
     /// The virtual time (does not move it).
     pub fn now(&self) -> Duration {
-        self.state.borrow().now()
+        self.lock().now()
     }
 
     /// Moves virtual time on by `d`; the device processes everything due up to
     /// then (controller state changes, then commands by due time and fetch
     /// order).
     pub fn advance(&self, d: Duration) {
-        self.state.borrow_mut().advance(d)
+        self.lock().advance(d)
     }
 
     /// Adds a fault rule (see [`FaultRule`]).
     pub fn inject(&self, rule: FaultRule) {
-        self.state.borrow_mut().inject(rule)
+        self.lock().inject(rule)
     }
 
     /// Random faults on every queue: each fetched command that no rule claims
@@ -141,14 +159,14 @@ impl Sim {
 
     /// Random faults as `random` says (for instance on I/O queues only).
     pub fn inject_random_with(&self, random: RandomFaults) {
-        self.state.borrow_mut().inject_random(random)
+        self.lock().inject_random(random)
     }
 
     /// Removes every rule and random injection, and undoes a removal. A fatal
     /// status (CSTS.CFS) stays until the host resets the controller (the next
     /// CC.EN 1 -> 0), as on real hardware.
     pub fn clear_faults(&self) {
-        self.state.borrow_mut().clear_faults()
+        self.lock().clear_faults()
     }
 
     /// The device disappears for `d` of virtual time (as [`set_removed`](Self::set_removed)),
@@ -167,55 +185,55 @@ impl Sim {
     /// Removes (or brings back) the device: while removed, registers read all
     /// ones, writes are ignored and nothing is processed.
     pub fn set_removed(&self, removed: bool) {
-        self.state.borrow_mut().set_removed(removed)
+        self.lock().set_removed(removed)
     }
 
     /// Sets CSTS.CFS now: the device stops processing commands until the host
     /// resets it (CC.EN 1 -> 0).
     pub fn set_fatal(&self) {
-        self.state.borrow_mut().set_fatal()
+        self.lock().set_fatal()
     }
 
     /// The namespace disappears: Identify Namespace returns zeros, it leaves
     /// the active list, and I/O to it fails with Invalid Namespace or Format.
     /// Its data stays readable through [`Sim::read_blocks`].
     pub fn remove_namespace(&self, nsid: u32) {
-        self.state.borrow_mut().remove_namespace(nsid)
+        self.lock().remove_namespace(nsid)
     }
 
     /// Changes CAP.MQES (0 is invalid, and drivers must refuse it).
     pub fn set_mqes(&self, mqes: u16) {
-        self.state.borrow_mut().cfg.mqes = mqes;
+        self.lock().cfg.mqes = mqes;
     }
 
     /// Makes CSTS.RDY never (or again) follow CC.EN from the next enable on.
     pub fn set_rdy_never(&self, never: bool) {
-        self.state.borrow_mut().cfg.rdy_never = never;
+        self.lock().cfg.rdy_never = never;
     }
 
     /// Changes the identify lies.
     pub fn set_lies(&self, lies: IdentifyLies) {
-        self.state.borrow_mut().cfg.lies = lies;
+        self.lock().cfg.lies = lies;
     }
 
     /// Makes Abort answer "aborted" without aborting anything (or stop that).
     pub fn set_abort_lies(&self, lies: bool) {
-        self.state.borrow_mut().cfg.abort_lies = lies;
+        self.lock().cfg.abort_lies = lies;
     }
 
     /// Makes Abort work or not (QEMU's never does).
     pub fn set_abort_works(&self, works: bool) {
-        self.state.borrow_mut().cfg.abort_works = works;
+        self.lock().cfg.abort_works = works;
     }
 
     /// Changes the per-command latency, for commands fetched from now on.
     pub fn set_latency(&self, latency: Duration) {
-        self.state.borrow_mut().cfg.latency = latency;
+        self.lock().cfg.latency = latency;
     }
 
     /// Commands fetched and not yet completed, dropped ones included.
     pub fn outstanding(&self) -> usize {
-        self.state.borrow().outstanding()
+        self.lock().outstanding()
     }
 
     /// `count` blocks from `lba` of namespace `nsid`, straight from the
@@ -225,7 +243,7 @@ impl Sim {
     ///
     /// When the namespace does not exist or the range is beyond its end.
     pub fn read_blocks(&self, nsid: u32, lba: u64, count: u64) -> Vec<u8> {
-        let state = self.state.borrow();
+        let state = self.lock();
         let (data, bs) = state.namespace_data(nsid).expect("no such namespace");
         let (start, len) = byte_range(lba, count, bs, data.len());
         data[start..start + len].to_vec()
@@ -238,7 +256,7 @@ impl Sim {
     ///
     /// When the namespace does not exist or the range is beyond its end.
     pub fn write_blocks(&self, nsid: u32, lba: u64, data: &[u8]) {
-        let mut state = self.state.borrow_mut();
+        let mut state = self.lock();
         let (store, bs) = state.namespace_data_mut(nsid).expect("no such namespace");
         let count = (data.len() as u64).div_ceil(bs as u64);
         let (start, len) = byte_range(lba, count, bs, store.len());
@@ -251,7 +269,7 @@ impl Sim {
     /// for fuzzing the host's completion processing. Returns false when the
     /// queue does not exist.
     pub fn scribble_cq(&self, cqid: u16, bytes: &[u8]) -> bool {
-        self.state.borrow_mut().scribble_cq(cqid, bytes)
+        self.lock().scribble_cq(cqid, bytes)
     }
 
     /// Makes completion queue `cqid` babble: `count` bogus, phase-valid
@@ -260,12 +278,12 @@ impl Sim {
     /// gone mad that never stops posting). `count` 0 stops it. Returns false
     /// when the queue does not exist.
     pub fn babble(&self, cqid: u16, count: u64) -> bool {
-        self.state.borrow_mut().babble(cqid, count)
+        self.lock().babble(cqid, count)
     }
 
     /// Counters and invariants.
     pub fn stats(&self) -> SimStats {
-        self.state.borrow().stats()
+        self.lock().stats()
     }
 }
 

@@ -101,6 +101,17 @@ pub(crate) struct Arena {
     pub(crate) live_pages: usize,
 }
 
+// SAFETY: `base` is the one heap allocation the arena owns (from
+// `alloc_zeroed`, freed once in `Drop`), not memory borrowed from a thread;
+// nothing about it is tied to the thread that allocated it. Every access
+// through it goes through `&self`/`&mut self` methods, and the simulator
+// keeps the arena inside `State` behind a `Mutex`, so two threads never run
+// them at once. The caller buffers that `share` and `copy_back` read and
+// write are reached only through the pointer passed to that call (a share
+// records the buffer's address as an integer, never dereferenced), under the
+// lock, while the `Hal` contract keeps the buffer valid.
+unsafe impl Send for Arena {}
+
 impl Arena {
     /// An arena of at least `bytes` bytes (at least one page).
     pub(crate) fn new(bytes: usize) -> Arena {
