@@ -173,13 +173,13 @@ impl Sim {
     /// then comes back by itself, its state as it was: a surprise-down that
     /// the link recovers from.
     pub fn disappear_for(&self, d: Duration) {
-        self.state.borrow_mut().disappear_for(d)
+        self.lock().disappear_for(d)
     }
 
     /// Whether the host has enabled ACRE (Set Features / Host Behavior
     /// Support); a reset clears it.
     pub fn acre(&self) -> bool {
-        self.state.borrow().acre()
+        self.lock().acre()
     }
 
     /// Removes (or brings back) the device: while removed, registers read all
