@@ -40,6 +40,10 @@ pub struct SimConfig {
     pub now_tick: Duration,
     /// CSTS.RDY never becomes 1 after CC.EN is set.
     pub rdy_never: bool,
+    /// CSTS.RDY never becomes 0 after CC.EN is cleared: a controller that
+    /// cannot be disabled (a hung device), so the host can never prove it
+    /// stopped. It still processes nothing once disabled.
+    pub disable_never: bool,
     /// Abort really aborts a pending command (default true). QEMU's controller
     /// never does: it always answers "not aborted".
     pub abort_works: bool,
@@ -80,6 +84,7 @@ impl Default for SimConfig {
             ready_delay: Duration::from_micros(100),
             now_tick: Duration::from_micros(1),
             rdy_never: false,
+            disable_never: false,
             abort_works: true,
             abort_lies: false,
             lies: IdentifyLies::default(),

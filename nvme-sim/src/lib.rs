@@ -211,6 +211,16 @@ impl Sim {
         self.lock().cfg.rdy_never = never;
     }
 
+    /// Sets [`SimConfig::disable_never`]; clearing it lets a pending
+    /// disable finish (CSTS.RDY reads 0 at once).
+    pub fn set_disable_never(&self, never: bool) {
+        let mut state = self.lock();
+        state.cfg.disable_never = never;
+        if !never {
+            state.finish_disable();
+        }
+    }
+
     /// Changes the identify lies.
     pub fn set_lies(&self, lies: IdentifyLies) {
         self.lock().cfg.lies = lies;

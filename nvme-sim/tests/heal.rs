@@ -292,3 +292,46 @@ fn a_timed_out_queue_pair_creation_leaks_nothing() {
     drop(ctrlr);
     assert_clean(&sim);
 }
+
+/// A queue pair dropped with requests in flight while the controller can be
+/// neither told to delete its queues nor disabled (CSTS.RDY stays 1 after
+/// CC.EN = 0): nothing the device may still use is freed or unshared. The
+/// controller keeps the rings, PRP pages and the requests' mappings (the
+/// buffers themselves are leaked, so the mappings' regions stay valid), and
+/// gives them back after the next reset that works.
+#[test]
+fn memory_of_a_pair_dropped_on_a_hung_controller_comes_back_after_a_reset() {
+    let sim = Sim::new(SimConfig { timeout_500ms: 1, ..SimConfig::default() });
+    let options = ControllerOptions::default()
+        .with_admin_timeout(Duration::from_millis(5))
+        .with_io_timeout(None)
+        .with_recovery(ATTEMPTS, BACKOFF);
+    let ctrlr = Controller::new(sim.hal(), options).expect("attach");
+    let ns = ctrlr.namespace(1).expect("namespace 1");
+    let (pages, shares) = (sim.stats().live_dma_pages, sim.stats().live_shares);
+    let mut qp = qpair(&ctrlr);
+    let qid = qp.qid();
+    sim.inject(FaultRule { count: 2, ..FaultRule::once(Some(qid), None, Fault::Drop) });
+    for i in 0..2u32 {
+        qp.read(&ns, u64::from(i), 1, vec![0; 512], i).map_err(|e| e.error).unwrap();
+    }
+    sim.set_disable_never(true);
+    admin(&sim, AdminOpcode::DELETE_IO_SQ, Fault::Drop, 1);
+    let resets = sim.stats().resets;
+    drop(qp);
+    assert!(sim.stats().resets > resets, "the drop tried to reset");
+    assert_no_bad_frees(&sim);
+    assert_eq!(sim.stats().live_shares, shares + 2, "the requests' mappings are kept");
+    assert!(sim.stats().live_dma_pages > pages, "the rings are kept");
+    // The queue identifier is kept too: a new pair gets another one.
+    sim.set_disable_never(false);
+    ctrlr.reset().expect("reset by hand");
+    assert_eq!(sim.stats().live_shares, shares, "given back after the reset");
+    assert_eq!(sim.stats().live_dma_pages, pages);
+    let mut qp = qpair(&ctrlr);
+    assert_eq!(qp.qid(), qid, "the queue identifier is free again");
+    io_works(&sim, &mut qp, &ns);
+    drop(qp);
+    drop(ctrlr);
+    assert_clean(&sim);
+}

@@ -133,6 +133,7 @@ fn test(kvm: bool) -> bool {
         "property schedules (10000, fixed seed)",
         reliability::schedules(10_000, reliability::DEFAULT_SEED),
     );
+    tally.step("threaded stress (4 queue pairs, faults and resets; release)", reliability::threads());
     reliability::miri(&mut tally);
     match qemu::build_kernel() {
         Some(kernel) => {

@@ -15,6 +15,12 @@ pub fn schedules(schedules: u64, seed: u64) -> bool {
         .env("NVME_SEED", seed.to_string()))
 }
 
+/// The threaded stress test in a release build: 8 runs of 20,000 operations
+/// per worker, 4 workers and a fault thread (the test prints its counts).
+pub fn threads() -> bool {
+    run(cargo().args(["test", "--release", "-p", "nvme-sim", "--test", "threads", "--", "--nocapture"]))
+}
+
 fn have_miri() -> bool {
     Command::new("cargo")
         .args(["+nightly", "miri", "--version"])
@@ -54,6 +60,14 @@ pub fn miri(tally: &mut Tally) {
     tally.step(
         "miri (tree borrows): simulator subset",
         miri(TB, &["-p", "nvme-sim", "--test", "miri_subset"]),
+    );
+    // Leaks on purpose (buffers of a pair dropped on a hung controller),
+    // then writes into them when the quarantine is released.
+    let leaks = |flags: &str| format!("{flags} -Zmiri-ignore-leaks");
+    tally.step("miri: quarantine", miri(&leaks(SB), &["-p", "nvme-sim", "--test", "miri_leaks"]));
+    tally.step(
+        "miri (tree borrows): quarantine",
+        miri(&leaks(TB), &["-p", "nvme-sim", "--test", "miri_leaks"]),
     );
 }
 

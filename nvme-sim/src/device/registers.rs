@@ -175,6 +175,13 @@ impl State {
         }
     }
 
+    /// A disable that `disable_never` held back completes now.
+    pub(crate) fn finish_disable(&mut self) {
+        if !self.enabled && self.rdy && self.rdy_event.is_none() {
+            self.rdy_event = Some((self.now, false));
+        }
+    }
+
     /// CC.EN 1 -> 0: a controller reset. Every queue and command is dropped,
     /// CFS and SHST clear, and CSTS.RDY follows after the ready delay.
     fn reset(&mut self) {
@@ -191,7 +198,10 @@ impl State {
         self.ncqa = max;
         self.features.clear();
         self.stats.resets += 1;
-        self.rdy_event =
-            if self.rdy { Some((self.now.saturating_add(self.cfg.ready_delay), false)) } else { None };
+        self.rdy_event = if self.rdy && !self.cfg.disable_never {
+            Some((self.now.saturating_add(self.cfg.ready_delay), false))
+        } else {
+            None
+        };
     }
 }

@@ -1,0 +1,58 @@
+//! For Miri, with `-Zmiri-ignore-leaks` (`cargo xtask miri`): the one path
+//! where the driver leaks caller buffers on purpose and later writes into
+//! them. A queue pair dropped while the device cannot be proven stopped
+//! leaks its requests' `Vec` buffers and hands their mappings to the
+//! controller's quarantine; the reset that later works undoes the mappings,
+//! which copies the bounce pages back into the leaked buffers. Miri checks
+//! that those writes reach memory that is still valid (the leak itself is
+//! the point, hence the flag).
+
+mod common;
+
+use common::*;
+use core::time::Duration;
+use nvme_sim::{Fault, FaultRule, Sim, SimConfig, SimNamespace};
+
+const MS: Duration = Duration::from_millis(1);
+
+fn small() -> SimConfig {
+    SimConfig {
+        memory_bytes: 1 << 20,
+        namespaces: vec![SimNamespace { nsid: 1, block_size: 512, blocks: 64 }],
+        ..SimConfig::default()
+    }
+}
+
+/// A queue pair dropped with reads in flight on a controller that can be
+/// neither told to delete its queues nor disabled: the reads' `Vec` buffers
+/// are leaked and their mappings kept; after the reset that works, the
+/// mappings are undone, which copies the bounce pages back into the leaked
+/// buffers. Miri checks that those writes reach memory that is still valid.
+#[test]
+fn quarantined_mappings_are_undone_into_leaked_buffers() {
+    let sim = Sim::new(SimConfig { timeout_500ms: 1, ready_delay: MS, ..small() });
+    let options = nvme_nostd::ControllerOptions::default()
+        .with_admin_timeout(MS)
+        .with_io_timeout(None)
+        .with_recovery(1, MS);
+    let ctrlr = nvme_nostd::Controller::new(sim.hal(), options).expect("attach");
+    let ns = ctrlr.namespace(1).expect("namespace 1");
+    let mut qp = qpair(&ctrlr);
+    sim.inject(FaultRule { count: 2, ..FaultRule::once(Some(qp.qid()), None, Fault::Drop) });
+    for i in 0..2u32 {
+        qp.read(&ns, u64::from(i), 1, aligned_vec(512, 0), i).map_err(|e| e.error).unwrap();
+    }
+    sim.set_disable_never(true);
+    sim.inject(FaultRule::once(
+        Some(0),
+        Some(nvme_nostd::spec::command::AdminOpcode::DELETE_IO_SQ.0),
+        Fault::Drop,
+    ));
+    drop(qp);
+    assert_eq!(sim.stats().live_shares, 2, "kept");
+    sim.set_disable_never(false);
+    ctrlr.reset().expect("reset");
+    assert_eq!(sim.stats().live_shares, 0, "undone");
+    drop(ctrlr);
+    assert_clean(&sim);
+}
