@@ -523,7 +523,11 @@ fn entry_reads(arch: &Arch, f: &Function) -> Vec<(usize, usize)> {
             min = min.min(off);
             j += 1;
         }
-        if j > i + 1 && min == 0 && covered[..12].iter().all(|&b| b) {
+        if j > i + 1
+            && min == 0
+            && covered[..12].iter().all(|&b| b)
+            && only_entry_sized(arch, f, i, &first.base)
+        {
             runs.push((i, j - 1));
             i = j;
         } else {
@@ -531,6 +535,48 @@ fn entry_reads(arch: &Arch, f: &Function) -> Vec<(usize, usize)> {
         }
     }
     runs
+}
+
+/// Whether the base register of a load run at `i` points at something no
+/// larger than a 16-byte completion entry: since the instruction that last
+/// set it (looking back in program order), no access through it falls
+/// outside bytes 0..16. A run that reads the first fields of a larger
+/// structure (a lock-protected queue's bookkeeping, say) is not an entry.
+fn only_entry_sized(arch: &Arch, f: &Function, i: usize, base: &str) -> bool {
+    for insn in f.insns[..i].iter().rev().take(64) {
+        if insn.label.is_some() {
+            continue;
+        }
+        if let Some(a) = access(arch, insn) {
+            if a.base == base && a.offset.is_none_or(|o| !(0..16).contains(&o)) {
+                return false;
+            }
+            if a.load && a.reg == base {
+                return true;
+            }
+            continue;
+        }
+        if insn.args.first().is_some_and(|d| reg(arch, d) == base) && !is_branch_or_compare(arch, insn) {
+            return true;
+        }
+    }
+    true
+}
+
+/// Instructions whose first operand is read, not written.
+fn is_branch_or_compare(arch: &Arch, insn: &Insn) -> bool {
+    let op = insn.op.as_str();
+    if arch.aarch64 {
+        op.starts_with('b')
+            || op.starts_with("cb")
+            || op.starts_with("tb")
+            || op.starts_with("cmp")
+            || op.starts_with("cmn")
+            || op.starts_with("tst")
+            || op.starts_with("ccmp")
+    } else {
+        op.starts_with('b') || op.starts_with('j')
+    }
 }
 
 fn check_phase(arch: &Arch, f: &Function) -> Result<String, String> {

@@ -28,6 +28,9 @@ tasks:
   soak [--schedules N] [--seed S]
         the fault-injection property suite on the simulator, N schedules
         (default 100000) from seed S
+  barriers
+        check the device barriers in the aarch64 and riscv64 assembly of the
+        driver's doorbell and poll paths
   miri  the core's unit tests and a simulator subset under Miri (nightly)
   fuzz [--seconds N]
         each cargo-fuzz target for N seconds (default 60), two at a time
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
             tally.step("property schedules", reliability::schedules(number("--schedules", 100_000), seed));
             tally.finish()
         }
+        Some("barriers") => barriers::check(),
         Some("miri") => {
             let mut tally = Tally::default();
             reliability::miri(&mut tally);
