@@ -108,6 +108,8 @@ impl AdminQueue {
         if self.failed {
             return Err(Error::ControllerFailed);
         }
+        self.expire_async(hal)?;
+        let now = hal.now();
         if self.asynchronous.is_full() {
             return Ok(None);
         }
@@ -118,9 +120,23 @@ impl AdminQueue {
             return Err(Error::MalformedDevice(Malformed::AdminQueueStuck));
         }
         self.sq.ring(hal);
-        let deadline = hal.now().saturating_add(timeout);
+        let deadline = now.saturating_add(timeout);
         let _ = self.asynchronous.push(AsyncCommand { cid, deadline, result: None });
         Ok(Some(cid))
+    }
+
+    /// An asynchronous command past its deadline whose owner has not come
+    /// back for it (a queue pair that is not polled) would hold its slot,
+    /// and its place under the abort command limit, for good: that is a
+    /// timeout of the admin queue (failed from now on), which the caller
+    /// answers with a reset.
+    pub(crate) fn expire_async<H: Hal>(&mut self, hal: &H) -> Result {
+        let now = hal.now();
+        if self.asynchronous.iter().any(|a| a.result.is_none() && now >= a.deadline) {
+            self.failed = true;
+            return Err(Error::Timeout(Wait::AdminCommand));
+        }
+        Ok(())
     }
 
     /// Consumes the completions posted so far, keeping those of asynchronous

@@ -312,7 +312,7 @@ impl<H: Hal> Controller<H> {
         ctrlr.io_queues = ctrlr.set_number_of_queues(options.io_queues)?;
         {
             let mut admin = ctrlr.admin.lock();
-            ctrlr.enable_acre(&mut admin);
+            ctrlr.enable_acre(&mut admin)?;
         }
         Ok(ctrlr)
     }
@@ -449,59 +449,74 @@ impl<H: Hal> Controller<H> {
     pub(crate) fn admin_exec_epoch(
         &self,
         mut cmd: SubmissionEntry,
-        out: Option<&mut [u8; PAGE_SIZE]>,
+        mut out: Option<&mut [u8; PAGE_SIZE]>,
     ) -> (Result<CompletionEntry>, u32) {
-        if self.is_removed() {
-            return (Err(Error::DeviceRemoved), self.epoch());
-        }
-        if let Err(e) = self.heal() {
-            return (Err(e), self.epoch());
-        }
-        let (result, cid, epoch) = {
-            let mut admin = self.admin.lock();
-            if out.is_some() {
-                admin.data.zero();
-                cmd.prp1 = admin.data.daddr(0).0;
+        let mut tries = 0;
+        loop {
+            if self.is_removed() {
+                return (Err(Error::DeviceRemoved), self.epoch());
             }
-            let epoch = self.epoch();
-            let r = admin.execute_retrying(
-                &self.hal,
-                cmd,
-                self.options.admin_timeout,
-                self.options.retry_count,
-                self.retry_delays(),
-            );
-            if let (Ok(_), Some(out)) = (&r, out) {
-                admin.data.read_bytes(0, out);
+            // `ControllerFailed` from here on means: nothing was sent.
+            if let Err(e) = self.heal() {
+                return (Err(e), self.epoch());
             }
-            (r, Cid(admin.last_cid()), epoch)
-        };
-        // The callback runs without the admin lock, so it may use the driver.
-        if let (Err(Error::Timeout(_)), Some(cb)) = (&result, self.options.timeout_callback) {
-            cb(TimeoutEvent { qid: 0, cid, opcode: cmd.cdw0.opc() });
+            let (result, cid, epoch) = {
+                let mut admin = self.admin.lock();
+                if out.is_some() {
+                    admin.data.zero();
+                    cmd.prp1 = admin.data.daddr(0).0;
+                }
+                let epoch = self.epoch();
+                let r = admin.execute(&self.hal, cmd, self.options.admin_timeout);
+                if let (Ok(_), Some(out)) = (&r, out.as_deref_mut()) {
+                    admin.data.read_bytes(0, out);
+                }
+                (r, Cid(admin.last_cid()), epoch)
+            };
+            match result {
+                // Retried without the admin lock held across the Command
+                // Retry Delay, so other threads' admin commands go on.
+                Err(Error::Command(status)) if !status.dnr() && tries < self.options.retry_count => {
+                    tries += 1;
+                    let delay = self.retry_delay(status);
+                    if !delay.is_zero() {
+                        self.hal.delay(delay);
+                    }
+                    continue;
+                }
+                Err(Error::Timeout(_))
+                | Err(Error::ControllerFatal)
+                | Err(Error::MalformedDevice(Malformed::CompletionFlood)) => {
+                    // The callback runs without the admin lock, so it may
+                    // use the driver.
+                    if let (Err(Error::Timeout(_)), Some(cb)) = (&result, self.options.timeout_callback) {
+                        cb(TimeoutEvent { qid: 0, cid, opcode: cmd.cdw0.opc() });
+                    }
+                    let _ = self.reset_from(epoch);
+                }
+                // A transient all-ones read while waiting: the command was
+                // sent and its fate is unknown, as after a timeout (never
+                // `ControllerFailed`, which says nothing was sent); the admin
+                // queue is in an unknown state, so reset. The device is not
+                // gone.
+                Err(Error::DeviceRemoved) if !self.confirm_removed() => {
+                    let _ = self.reset_from(epoch);
+                    return (Err(Error::Timeout(Wait::AdminCommand)), epoch);
+                }
+                _ => {}
+            }
+            return (result, epoch);
         }
-        match result {
-            Err(Error::Timeout(_))
-            | Err(Error::ControllerFatal)
-            | Err(Error::MalformedDevice(Malformed::CompletionFlood)) => {
-                let _ = self.reset_from(epoch);
-            }
-            // A transient all-ones read: the admin queue is in an unknown
-            // state, so reset; the device is not gone.
-            Err(Error::DeviceRemoved) if !self.confirm_removed() => {
-                let _ = self.reset_from(epoch);
-                return (Err(Error::ControllerFailed), epoch);
-            }
-            _ => {}
-        }
-        (result, epoch)
     }
 
     /// True when resets failed `recovery_attempts` times in a row: the driver
     /// no longer resets by itself, and only [`reset`](Self::reset) helps.
+    /// (False while another thread holds the admin queue: a queue pair's
+    /// `poll` never waits for it here.)
     pub(crate) fn gave_up(&self) -> bool {
-        let admin = self.admin.lock();
-        admin.failed && admin.reset_failures >= self.options.recovery_attempts
+        self.admin
+            .try_lock()
+            .is_some_and(|admin| admin.failed && admin.reset_failures >= self.options.recovery_attempts)
     }
 
     /// Heals a controller whose reset failed: when the admin queue is
@@ -549,12 +564,13 @@ impl<H: Hal> Controller<H> {
         let Some(mut admin) = self.admin.try_lock() else {
             return Ok(None);
         };
+        let mut cmd = SubmissionEntry::new(AdminOpcode::ABORT.0, 0);
+        cmd.cdw10 = AbortCdw10::new().with_sqid(sqid).with_cid(cid).into_bits();
+        admin.expire_async(&self.hal)?;
         let limit = (usize::from(self.identify.acl) + 1).min(ASYNC_SLOTS);
         if admin.async_in_flight() >= limit {
             return Ok(None);
         }
-        let mut cmd = SubmissionEntry::new(AdminOpcode::ABORT.0, 0);
-        cmd.cdw10 = AbortCdw10::new().with_sqid(sqid).with_cid(cid).into_bits();
         admin.submit_async(&self.hal, cmd, self.options.admin_timeout)
     }
 
@@ -594,30 +610,39 @@ impl<H: Hal> Controller<H> {
     /// [`ControllerOptions::recovery_attempts`] times in a row; this call
     /// always tries.
     pub fn reset(&self) -> Result {
-        self.reset_unless_moved(None)?;
-        self.resets_by_hand.fetch_add(1, Ordering::AcqRel);
-        Ok(())
+        self.reset_unless_moved(None)
     }
 
     /// Asks the controller to say how long to wait before a retry (ACRE, in
     /// Set Features / Host Behavior Support, NVMe 1.4 section 5.21.1.22),
     /// when it has Command Retry Delay Times (CRDT1 to 3 in Identify
-    /// Controller) to say it with. A controller that refuses is used without.
-    /// The feature is cleared by every reset, which calls this again.
-    fn enable_acre(&self, admin: &mut AdminQueue) {
+    /// Controller) to say it with. A controller that refuses is used without;
+    /// one that does not answer (a timeout, a fatal status) is an error. The
+    /// feature is cleared by every reset, which calls this again.
+    fn enable_acre(&self, admin: &mut AdminQueue) -> Result {
         let id = &self.identify;
         let wanted = id.crdt1 != 0 || id.crdt2 != 0 || id.crdt3 != 0;
         let mut enabled = false;
-        if wanted && !admin.failed {
+        if wanted {
             // The 512-byte Host Behavior Support structure: byte 0 is ACRE.
             admin.data.zero();
             admin.data.write(0, 1u8);
             let mut cmd = SubmissionEntry::new(AdminOpcode::SET_FEATURES.0, 0);
             cmd.cdw10 = FeaturesCdw10::new().with_fid(Fid::HOST_BEHAVIOR_SUPPORT).into_bits();
             cmd.prp1 = admin.data.daddr(0).0;
-            enabled = admin.execute(&self.hal, cmd, self.options.admin_timeout).is_ok();
+            match admin.execute(&self.hal, cmd, self.options.admin_timeout) {
+                Ok(_) => enabled = true,
+                // Refused: retries go out at once.
+                Err(Error::Command(_)) => {}
+                // No answer (the admin queue is failed now).
+                Err(e) => {
+                    self.acre.store(false, Ordering::Release);
+                    return Err(e);
+                }
+            }
         }
         self.acre.store(enabled, Ordering::Release);
+        Ok(())
     }
 
     /// How long a retry of a command that failed with `status` waits: the
@@ -655,7 +680,7 @@ impl<H: Hal> Controller<H> {
         if seen.is_some_and(|seen| seen != self.epoch()) {
             return if admin.failed { Err(Error::ControllerFailed) } else { Ok(()) };
         }
-        let mut result = self.reset_locked(&mut admin);
+        let mut result = self.reset_locked(&mut admin, seen.is_none());
         if result == Err(Error::DeviceRemoved) && !self.confirm_removed() {
             // All ones, but not for long: the device is not gone, and the
             // reset did not work.
@@ -680,11 +705,16 @@ impl<H: Hal> Controller<H> {
     }
 
     /// The reset itself, with the admin queue held.
-    fn reset_locked(&self, admin: &mut AdminQueue) -> Result {
+    fn reset_locked(&self, admin: &mut AdminQueue, by_hand: bool) -> Result {
         admin.failed = true;
         disable(&self.hal, self.cap)?;
         // Quiesced: no command of any queue can complete or touch memory any
-        // more, so queue pairs may hand their requests back.
+        // more, so queue pairs may hand their requests back. A reset by hand
+        // is counted first: a queue pair that sees the new epoch sees it too
+        // (and gets another round if its recovery had given up).
+        if by_hand {
+            self.resets_by_hand.fetch_add(1, Ordering::Release);
+        }
         self.epoch.fetch_add(1, Ordering::AcqRel);
         admin.restart();
         start_admin(&self.hal, admin);
@@ -700,9 +730,9 @@ impl<H: Hal> Controller<H> {
             self.options.retry_count,
             self.retry_delays(),
         )?;
-        // A reset cleared Host Behavior Support.
-        self.enable_acre(admin);
-        Ok(())
+        // A reset cleared Host Behavior Support. A controller that refuses
+        // it is used without; one that does not answer failed the reset.
+        self.enable_acre(admin)
     }
 
     /// Identify with any CNS value (section 5.15), copying the 4096-byte data

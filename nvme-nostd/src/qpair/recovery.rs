@@ -322,6 +322,15 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             if result == Ok(AbortOutcome::Aborted) {
                 self.stats.aborts += 1;
             }
+            if let Err(Error::Timeout(_)) = result {
+                // An Abort that never came back: the admin queue is failed,
+                // whether or not its command completed meanwhile.
+                if let Some(cb) = self.ctrlr.options().timeout_callback {
+                    cb(TimeoutEvent { qid: 0, cid: Cid(ticket), opcode: AdminOpcode::ABORT.0 });
+                }
+                reset = true;
+                continue;
+            }
             let waiting = self.slots.get(wire).is_some_and(|r| r.done.is_none() && r.abort_sent);
             if !waiting {
                 // It completed (or was ended) while the Abort was out.
@@ -342,12 +351,8 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
                 }
                 // The reset that dropped the Abort ended the request too.
                 Err(Error::Reset) => {}
-                Err(e) => {
-                    if let (Error::Timeout(_), Some(cb)) = (e, self.ctrlr.options().timeout_callback) {
-                        cb(TimeoutEvent { qid: 0, cid: Cid(ticket), opcode: AdminOpcode::ABORT.0 });
-                    }
-                    reset = true;
-                }
+                // Refused (a status), or the admin queue failed.
+                Err(_) => reset = true,
             }
         }
         reset

@@ -192,16 +192,17 @@ impl<H: Hal> Controller<H> {
                 return Err((e, true));
             }
             Err(e) => {
-                if self.epoch() != cq_epoch {
-                    // SAFETY: as above, a reset since disabled the
-                    // controller, which forgot both queues.
+                if self.epoch() != sq_epoch {
+                    // SAFETY: as above, a reset since Create I/O SQ was sent
+                    // (so since Create I/O CQ too) disabled the controller,
+                    // which forgot both queues.
                     unsafe {
                         sq_mem.free(&self.hal);
                         cq_mem.free(&self.hal);
                     }
                     return Err((e, false));
                 }
-                self.put_away(&mut [cq_mem, sq_mem], qid, cq_epoch);
+                self.put_away(&mut [cq_mem, sq_mem], qid, sq_epoch);
                 return Err((e, true));
             }
         };
@@ -305,15 +306,24 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             Ok(_) => match self.ctrlr.admin_exec_epoch(sq, None) {
                 // Both ran in this epoch: the queues live until it moves.
                 (Ok(_), epoch) if epoch == sent_in => return Ok(()),
-                (Ok(_), _) => (RecoveryStep::CreateIoSq, Error::Reset),
-                (Err(e), _) => (RecoveryStep::CreateIoSq, e),
+                // A submission queue on a completion queue that a reset
+                // deleted: whatever the device made of it lives in the
+                // later epoch.
+                (Ok(_), epoch) => {
+                    self.epoch = epoch;
+                    (RecoveryStep::CreateIoSq, Error::Reset)
+                }
+                (Err(e), epoch) => {
+                    self.epoch = epoch;
+                    (RecoveryStep::CreateIoSq, e)
+                }
             },
         };
         let (step, mut e) = failed;
         if step == RecoveryStep::CreateIoCq && not_created(e) {
             // Refused, or never sent: nothing was created.
             self.on_device = false;
-        } else if self.ctrlr.epoch() != sent_in {
+        } else if self.ctrlr.epoch() != self.epoch {
             // A reset since: the controller forgot whatever was created, and
             // a refusal came from a controller that had lost the queue.
             self.on_device = false;
@@ -354,14 +364,16 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> Drop for IoQueuePair<'_, H, B, C, N
             // regions their mappings name stay valid).
             let removed = self.ctrlr.is_removed();
             let epoch = self.ctrlr.epoch();
-            let mut quarantine = (!removed).then(|| self.ctrlr.quarantine.lock());
             while let Some((_, _, mut req)) = self.slots.take_next(0, |_| true) {
-                if let (Some(q), Some(dma)) = (quarantine.as_mut(), req.dma.take()) {
-                    q.buffer(core::mem::ManuallyDrop::into_inner(dma), epoch);
+                if let (false, Some(dma)) = (removed, req.dma.take()) {
+                    self.ctrlr.quarantine.lock().buffer(core::mem::ManuallyDrop::into_inner(dma), epoch);
                 }
                 leak(&mut req);
+                // The request (its context, the caller's code) is dropped
+                // here, without the quarantine's lock held.
             }
-            if let Some(mut q) = quarantine {
+            if !removed {
+                let mut q = self.ctrlr.quarantine.lock();
                 q.memory(self.sq.mem.take(), epoch);
                 q.memory(self.cq.mem.take(), epoch);
                 if let Some(p) = &mut self.prp {
