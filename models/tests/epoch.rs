@@ -120,6 +120,9 @@ struct Device {
     /// Disables that will time out (the controller ignores them) before one
     /// works.
     hung_disables: u32,
+    /// Creates a submission queue whose completion queue does not exist
+    /// (which the specification forbids: "Completion Queue Invalid").
+    lax_create_sq: bool,
     /// Disables that worked. Each is followed, under the admin lock, by
     /// `epoch += 1`: `disables == epoch` except while a reset is between the
     /// two ("disabled since the epoch it is in").
@@ -145,6 +148,7 @@ impl Device {
         Device {
             enabled: true,
             hung_disables,
+            lax_create_sq: false,
             disables: 0,
             cq: [true; PAIRS],
             sq: [true; PAIRS],
@@ -186,7 +190,7 @@ impl Device {
             AdminCmd::CreateSq(p) => {
                 // "Completion Queue Invalid" without its CQ; "Invalid Queue
                 // Identifier" when it exists already.
-                if !self.cq[p] || self.sq[p] {
+                if (!self.cq[p] && !self.lax_create_sq) || self.sq[p] {
                     return Err(AdminError::Refused);
                 }
                 self.touch_rings(p);
@@ -630,9 +634,9 @@ impl Pair {
                     }
                     return Ok(());
                 }
-                // Create SQ worked in a later epoch than Create CQ; the driver
-                // reports `Error::Reset` (which `not_created` does not look
-                // at here).
+                // Create SQ worked in a later epoch than Create CQ (a device
+                // that creates an SQ without its CQ); the driver reports
+                // `Error::Reset` (which `not_created` does not look at here).
                 (Ok(()), _) => (false, AdminError::Refused),
                 (Err(e), _) => (false, e),
             },
@@ -849,6 +853,30 @@ fn failed_reset(mutation: Mutation, hung: u32) {
     }
 }
 
+/// Scenario 5 (a finding, not one of the protocol's claims): a device that
+/// creates a submission queue whose completion queue a reset just deleted.
+/// Pair 0 re-creates its queues after a reset while a user resets again,
+/// then is dropped.
+fn lax_device_recreate_then_drop(mutation: Mutation) {
+    let mut device = Device::new(0);
+    device.lax_create_sq = true;
+    let ctrl = Arc::new(Controller::new(mutation, device));
+    let mut pair = Pair::new(&ctrl, 0);
+    ctrl.reset().unwrap();
+    let user = {
+        let ctrl = ctrl.clone();
+        thread::spawn(move || {
+            let _ = ctrl.reset();
+        })
+    };
+    let a = thread::spawn(move || {
+        pair.poll(false);
+        pair.drop_pair()
+    });
+    user.join().unwrap();
+    a.join().unwrap().check_all_ended();
+}
+
 /// Scenario 1, exhaustively (393,030 executions): invariants 1 to 5, and
 /// invariant 2 in particular: however the two timeouts interleave (and
 /// whatever stale epoch their lock-free loads read), one disable.
@@ -933,4 +961,21 @@ fn mutation_d_catch_up_without_an_epoch_move_hands_back_live_buffers() {
 #[should_panic(expected = "invariant 5")]
 fn mutation_e_epoch_moving_before_the_disable_hands_back_live_buffers() {
     explore("mutation_e", None, || two_timeouts(Mutation::EpochMovesBeforeDisable));
+}
+
+/// A gap in `qpair/setup.rs` `recreate`, found by this model (the driver is
+/// left as it is): when Create CQ ran in epoch `e` and Create SQ worked in a
+/// later epoch, `recreate` fails with `Reset` and, since the epoch moved on
+/// from `e`, sets `on_device = false`, although the submission queue it just
+/// created lives in the new epoch. `Drop` then frees the rings while the
+/// controller holds the queue (and frees its identifier for reuse). A
+/// conforming controller refuses that Create SQ ("Completion Queue Invalid":
+/// its CQ went with the reset), which is why the other scenarios pass;
+/// `create_queues` treats the same case by putting the memory in the
+/// quarantine ("the device is not to be trusted with this memory"). When
+/// `recreate` does the same, this test fails: turn it into a plain test then.
+#[test]
+#[should_panic(expected = "invariant 4")]
+fn finding_recreate_frees_an_sq_that_a_lax_device_created_after_a_reset() {
+    explore("finding_lax_device", None, || lax_device_recreate_then_drop(Mutation::None));
 }
