@@ -21,8 +21,9 @@
 //!   no longer complete them, and marks the queues as gone;
 //! * `recreate` (in `qpair/setup.rs`) creates the queues again and succeeds
 //!   only when Create CQ and Create SQ ran in the same epoch, which the queue
-//!   pair records; `Drop` frees queue memory only once the queues are known
-//!   gone.
+//!   pair records (on failure it judges what may be left by the epoch of the
+//!   last Create it sent); `Drop` frees queue memory only once the queues are
+//!   known gone, and otherwise leaves it to the quarantine.
 //!
 //! The model runs two queue pairs, a user calling `reset()` and the device
 //! itself as loom threads over a model device that checks every access to
@@ -30,9 +31,13 @@
 //! once, that timeouts seen in one epoch disable the controller once, that a
 //! queue pair never believes in queues a reset destroyed, and that no queue
 //! memory or request buffer is given up while the device can still use it.
-//! Mutated versions of the protocol (a `reset_from` that ignores `seen`, an
-//! epoch read outside the admin lock, ...) must fail: each is a
-//! `should_panic` test naming the invariant it breaks.
+//! Mutated versions of the protocol (a `reset_from` that ignores `seen`, a
+//! `recreate` that records a later epoch, a `catch_up` without an epoch move,
+//! an epoch moved before the disable) must fail: each is a `should_panic`
+//! test naming the invariant it breaks. One mutation, the epoch read outside
+//! the admin lock, was caught until `recreate` learned to judge by the epoch
+//! of the last Create it sent; it is now explored as a plain test that says
+//! so.
 //!
 //! Loom explores every interleaving of the threads' lock and atomic operations
 //! (with the C11 memory model for the atomics: an Acquire load may read a
