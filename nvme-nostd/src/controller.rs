@@ -668,6 +668,8 @@ impl<H: Hal> Controller<H> {
     /// Resets the controller unless the epoch moved on from `seen`: then
     /// another thread reset it since the caller saw trouble, and that reset's
     /// outcome stands (two threads that find the same failure reset once).
+    /// After a failed reset, it waits out the backoff (`ControllerFailed`
+    /// meanwhile), and gives up at `recovery_attempts` failures in a row.
     pub(crate) fn reset_from(&self, seen: u32) -> Result {
         self.reset_unless_moved(Some(seen))
     }
@@ -679,6 +681,14 @@ impl<H: Hal> Controller<H> {
         let mut admin = self.admin.lock();
         if seen.is_some_and(|seen| seen != self.epoch()) {
             return if admin.failed { Err(Error::ControllerFailed) } else { Ok(()) };
+        }
+        // The driver's own resets wait out the backoff after a failed one,
+        // and stop at the bound; only a reset by hand always tries.
+        let backing_off = admin.failed
+            && admin.reset_failures > 0
+            && (admin.reset_failures >= self.options.recovery_attempts || self.hal.now() < admin.next_reset);
+        if seen.is_some() && backing_off {
+            return Err(Error::ControllerFailed);
         }
         let mut result = self.reset_locked(&mut admin, seen.is_none());
         if result == Err(Error::DeviceRemoved) && !self.confirm_removed() {
@@ -694,10 +704,14 @@ impl<H: Hal> Controller<H> {
             let freed = unsafe { self.quarantine.lock().release(&self.hal, self.epoch()) };
             *self.qids.lock() &= !freed;
         } else {
-            // Until a reset works, the admin queue takes no command.
+            // Until a reset works, the admin queue takes no command. The
+            // driver's own failed resets count toward its bound; a failed
+            // reset by hand leaves the driver's budget alone.
             admin.failed = true;
-            admin.reset_failures = admin.reset_failures.saturating_add(1);
-            let doublings = u32::from(admin.reset_failures.min(7) - 1);
+            if seen.is_some() {
+                admin.reset_failures = admin.reset_failures.saturating_add(1);
+            }
+            let doublings = u32::from(admin.reset_failures.clamp(1, 7) - 1);
             let backoff = self.options.recovery_backoff.saturating_mul(1 << doublings);
             admin.next_reset = self.hal.now().saturating_add(backoff);
         }

@@ -340,6 +340,8 @@ struct Outcome {
     /// Queue pairs that reported a terminal error and were healed by a
     /// reset by hand.
     terminal: u64,
+    /// Their errors.
+    gave_up: Vec<Error>,
 }
 
 /// Polls after the faults stopped until `qp` takes requests again; `Err` if
@@ -381,6 +383,7 @@ fn create_after_faults<'c>(
         return Err(format!("create after the faults: {last:?}"));
     }
     out.terminal += 1;
+    out.gave_up.push(Error::ControllerFailed);
     ctrlr.reset().map_err(|e| format!("reset by hand after the controller gave up: {e}"))?;
     ctrlr.create_io_qpair(qopts()).map_err(|e| format!("create after a reset by hand: {e}"))
 }
@@ -657,6 +660,7 @@ fn run(s: &Schedule, totals: &mut Totals, canary: bool) -> Result<Outcome, Strin
                     return Err(format!("queue pair {} failed with {e} after the faults stopped", qp.qid()));
                 }
                 out.terminal += 1;
+                out.gave_up.push(e);
                 ctrlr.reset().map_err(|e| format!("reset by hand after a terminal error: {e}"))?;
                 if let Some(e) = heal(qp, &sim, &mut model)? {
                     return Err(format!("a reset by hand did not heal queue pair {}: {e}", qp.qid()));
@@ -781,7 +785,10 @@ fn random_schedules_with_faults_keep_every_request() {
         match catch_unwind(AssertUnwindSafe(|| run(&s, &mut totals, false))) {
             Ok(Ok(out)) => {
                 if out.terminal > 0 && std::env::var("NVME_FAILURES").is_ok() {
-                    eprintln!("TERMINAL {i}: {} queue pairs or controllers gave up", out.terminal);
+                    eprintln!(
+                        "TERMINAL {i}: {} gave up: {:?}; admin faults {:?}",
+                        out.terminal, out.gave_up, s.admin
+                    );
                 }
                 totals.commands += out.commands;
                 totals.terminal += out.terminal;
