@@ -337,3 +337,41 @@ fn memory_of_a_pair_dropped_on_a_hung_controller_comes_back_after_a_reset() {
     drop(ctrlr);
     assert_clean(&sim);
 }
+
+static PANIC_ON_TIMEOUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn panicking_callback(event: nvme_nostd::TimeoutEvent) {
+    if PANIC_ON_TIMEOUT.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        panic!("timeout callback panics on {event:?}");
+    }
+}
+
+/// A timeout callback that panics while `poll` re-creates the queues (its
+/// Create I/O SQ timed out): the unwinding leaves the pair down, not
+/// believing in queues, and nothing the device may use is freed; the caller
+/// catches the panic, polls on, and the pair heals.
+#[test]
+fn a_panic_in_the_timeout_callback_during_recreation_heals() {
+    let sim = Sim::new(SimConfig::default());
+    let options = ControllerOptions::default()
+        .with_admin_timeout(ADMIN_TIMEOUT)
+        .with_recovery(ATTEMPTS, BACKOFF)
+        .with_timeout_callback(Some(&panicking_callback));
+    let ctrlr = Controller::new(sim.hal(), options).expect("attach");
+    let ns = ctrlr.namespace(1).expect("namespace 1");
+    let mut qp = qpair(&ctrlr);
+    admin(&sim, AdminOpcode::CREATE_IO_SQ, Fault::Drop, 1);
+    ctrlr.reset().expect("reset");
+    PANIC_ON_TIMEOUT.store(true, std::sync::atomic::Ordering::SeqCst);
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        qp.poll(PollLimit::All, |_, _| {});
+    }));
+    assert!(unwound.is_err(), "the callback panicked through poll");
+    assert!(qp.failure().is_some(), "not up on queues it may not have");
+    assert_no_bad_frees(&sim);
+    assert!(heal(&sim, &mut qp, 200, BACKOFF).is_some(), "{:?}", qp.failure());
+    io_works(&sim, &mut qp, &ns);
+    drop(qp);
+    drop(ctrlr);
+    assert_clean(&sim);
+}
