@@ -102,7 +102,7 @@ impl AdminQueue {
     pub(crate) fn submit_async<H: Hal>(
         &mut self,
         hal: &H,
-        mut cmd: SubmissionEntry,
+        cmd: SubmissionEntry,
         timeout: Duration,
     ) -> Result<Option<u16>> {
         if self.failed {
@@ -113,13 +113,7 @@ impl AdminQueue {
         if self.asynchronous.is_full() {
             return Ok(None);
         }
-        let cid = self.take_cid();
-        cmd.cdw0.set_cid(cid);
-        if !self.sq.push(&cmd) {
-            self.failed = true;
-            return Err(Error::MalformedDevice(Malformed::AdminQueueStuck));
-        }
-        self.sq.ring(hal);
+        let cid = self.send(hal, cmd)?;
         let deadline = now.saturating_add(timeout);
         let _ = self.asynchronous.push(AsyncCommand { cid, deadline, result: None });
         Ok(Some(cid))
@@ -186,6 +180,22 @@ impl AdminQueue {
         true
     }
 
+    /// Gives `cmd` a CID, writes it to the submission queue and rings the
+    /// doorbell; returns the CID.
+    fn send<H: Hal>(&mut self, hal: &H, mut cmd: SubmissionEntry) -> Result<u16> {
+        let cid = self.take_cid();
+        cmd.cdw0.set_cid(cid);
+        if !self.sq.push(&cmd) {
+            // One command waited for at a time, and a few asynchronous ones:
+            // the ring can only be full if the device never consumed earlier
+            // entries.
+            self.failed = true;
+            return Err(Error::MalformedDevice(Malformed::AdminQueueStuck));
+        }
+        self.sq.ring(hal);
+        Ok(cid)
+    }
+
     /// The next CID: never 0xFFFF, and never one an asynchronous command
     /// still holds.
     fn take_cid(&mut self) -> u16 {
@@ -246,22 +256,13 @@ impl AdminQueue {
     pub(crate) fn execute<H: Hal>(
         &mut self,
         hal: &H,
-        mut cmd: SubmissionEntry,
+        cmd: SubmissionEntry,
         timeout: Duration,
     ) -> Result<CompletionEntry> {
         if self.failed {
             return Err(Error::ControllerFailed);
         }
-        let cid = self.take_cid();
-        cmd.cdw0.set_cid(cid);
-        if !self.sq.push(&cmd) {
-            // One command waited for at a time, and a few asynchronous ones:
-            // the ring can only be full if the device never consumed earlier
-            // entries.
-            self.failed = true;
-            return Err(Error::MalformedDevice(Malformed::AdminQueueStuck));
-        }
-        self.sq.ring(hal);
+        let cid = self.send(hal, cmd)?;
 
         let deadline = hal.now().saturating_add(timeout);
         // Entries consumed since the last look at CSTS and the clock: a

@@ -6,10 +6,10 @@
 
 mod common;
 
-use common::{assert_clean, Qp};
+use common::{assert_clean, qpair, Qp};
 use core::time::Duration;
 use nvme_nostd::spec::command::{AdminOpcode, IoOpcode};
-use nvme_nostd::{Controller, ControllerOptions, Error, Namespace, PollLimit, QpairOptions, Wait};
+use nvme_nostd::{Controller, ControllerOptions, Error, Namespace, PollLimit, Wait};
 use nvme_sim::{Fault, FaultRule, Sim, SimConfig, SimHal};
 
 const IO_TIMEOUT: Duration = Duration::from_millis(20);
@@ -22,12 +22,6 @@ fn setup() -> (Sim, Controller<SimHal>, Namespace) {
     let ctrlr = Controller::new(sim.hal(), options).expect("attach");
     let ns = ctrlr.namespace(1).expect("namespace 1");
     (sim, ctrlr, ns)
-}
-
-fn qpair(ctrlr: &Controller<SimHal>) -> Qp<'_> {
-    ctrlr
-        .create_io_qpair(QpairOptions::default().with_entries(32).with_max_transfer_bytes(64 << 10))
-        .expect("queue pair")
 }
 
 /// A request's context and result.

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{assert_clean, assert_no_bad_frees, pattern, Qp};
+use common::{assert_clean, assert_no_bad_frees, pattern, qpair, Qp};
 use core::time::Duration;
 use nvme_nostd::spec::command::AdminOpcode;
 use nvme_nostd::{
@@ -34,12 +34,6 @@ fn setup() -> (Sim, Controller<SimHal>, Namespace) {
     let ctrlr = Controller::new(sim.hal(), options).expect("attach");
     let ns = ctrlr.namespace(1).expect("namespace 1");
     (sim, ctrlr, ns)
-}
-
-fn qpair(ctrlr: &Controller<SimHal>) -> Qp<'_> {
-    ctrlr
-        .create_io_qpair(QpairOptions::default().with_entries(32).with_max_transfer_bytes(64 << 10))
-        .expect("queue pair")
 }
 
 fn admin(sim: &Sim, opcode: AdminOpcode, fault: Fault, count: u64) {
