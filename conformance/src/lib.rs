@@ -32,7 +32,11 @@ pub mod report;
 use core::time::Duration;
 use nvme_nostd::hal_traits::faulty::FaultyHal;
 use nvme_nostd::hal_traits::Hal;
-use nvme_nostd::spec::identify::as_str;
+use nvme_nostd::spec::command::{AdminOpcode, IoOpcode};
+use nvme_nostd::spec::identify::{as_str, trim_padding};
+use nvme_nostd::spec::ids::Lid;
+use nvme_nostd::spec::log::ErrorInformation;
+use nvme_nostd::ALL_NAMESPACES;
 use nvme_nostd::{Controller, ControllerOptions, DmaBuffer, IoQueuePair};
 pub use report::{Outcome, Reason, Report, Totals};
 
@@ -152,6 +156,8 @@ pub fn run_controller<H: Hal>(
     ));
 
     totals.record(out, format_args!("{label} admin queue phase wrap"), check_admin_wrap(&ctrlr).into());
+    let logs = check_log_pages(&ctrlr, label, out);
+    totals.record(out, format_args!("{label} log pages"), logs.into());
 
     let mut nsids: heapless::Vec<u32, MAX_NAMESPACES> = heapless::Vec::new();
     let listed = list_namespaces(&ctrlr, &mut nsids);
@@ -175,6 +181,64 @@ fn check_admin_wrap<H: Hal>(ctrlr: &Controller<Fh<H>>) -> Result<(), Reason> {
         if again.0 != first.0 {
             return Err(reason!("active namespace list changed at #{i}"));
         }
+    }
+    Ok(())
+}
+
+/// The log pages every controller has (SMART / health, firmware slots, error
+/// information), and those it advertises (commands supported and effects,
+/// changed namespace list); a page read in two halves at an offset equals the
+/// page read whole.
+fn check_log_pages<H: Hal>(
+    ctrlr: &Controller<Fh<H>>,
+    label: &str,
+    out: &mut dyn Report,
+) -> Result<(), Reason> {
+    let smart = ctrlr.smart_health(ALL_NAMESPACES).map_err(|e| reason!("SMART / health: {e}"))?;
+    let kelvin = smart.temperature();
+    if !(200..=400).contains(&kelvin) {
+        return Err(reason!("SMART composite temperature {kelvin} K"));
+    }
+    let fw = ctrlr.firmware_slot().map_err(|e| reason!("firmware slot: {e}"))?;
+    let slot = fw.active_slot();
+    let Some(revision) = fw.revision(slot) else {
+        return Err(reason!("firmware slot {slot} is active but holds no revision"));
+    };
+    let mut errors = [ErrorInformation::default(); 4];
+    let logged = ctrlr.error_log(&mut errors).map_err(|e| reason!("error information: {e}"))?;
+    out.line(format_args!(
+        "{label}: SMART {kelvin} K, spare {}%, used {}%, warnings {:#04x}; firmware slot {slot} \"{}\"; {logged} errors logged",
+        smart.available_spare,
+        smart.percentage_used,
+        smart.critical_warning.into_bits(),
+        as_str(trim_padding(revision)),
+    ));
+    if ctrlr.is_log_page_supported(Lid::COMMANDS_SUPPORTED_AND_EFFECTS) {
+        let effects = ctrlr.commands_supported_and_effects().map_err(|e| reason!("effects: {e}"))?;
+        if !effects.admin[usize::from(AdminOpcode::IDENTIFY.0)].supported()
+            || !effects.io[usize::from(IoOpcode::READ.0)].supported()
+        {
+            return Err(reason!("commands supported and effects lacks Identify or Read"));
+        }
+        if ctrlr.identify().lpa.extended_data() {
+            let lid = Lid::COMMANDS_SUPPORTED_AND_EFFECTS;
+            let mut halves = [0u8; 4096];
+            let (first, second) = halves.split_at_mut(2048);
+            ctrlr
+                .get_log_page(lid, ALL_NAMESPACES, 0, first)
+                .map_err(|e| reason!("effects, first half: {e}"))?;
+            ctrlr
+                .get_log_page(lid, ALL_NAMESPACES, 2048, second)
+                .map_err(|e| reason!("effects at 2048: {e}"))?;
+            let mut whole = [0u8; 4096];
+            ctrlr.get_log_page(lid, ALL_NAMESPACES, 0, &mut whole).map_err(|e| reason!("effects: {e}"))?;
+            if whole != halves {
+                return Err(reason!("effects read in two halves differs from the whole page"));
+            }
+        }
+    }
+    if ctrlr.is_log_page_supported(Lid::CHANGED_NAMESPACE_LIST) {
+        ctrlr.changed_namespaces().map_err(|e| reason!("changed namespace list: {e}"))?;
     }
     Ok(())
 }

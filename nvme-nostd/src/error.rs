@@ -49,6 +49,11 @@ pub enum Argument {
     DataForNoDataOpcode,
     /// A CID that names no request in flight on this queue pair.
     UnknownCid,
+    /// A log page read of 0 bytes, or whose length or offset is not a
+    /// multiple of 4 (Get Log Page counts dwords).
+    LogPageAlignment,
+    /// A log page read past the end of the page.
+    LogPageRange,
 }
 
 impl Argument {
@@ -67,6 +72,10 @@ impl Argument {
             Argument::RawCommandPointers => "raw commands may not carry data pointers, SGLs or fused bits",
             Argument::DataForNoDataOpcode => "this opcode transfers no data",
             Argument::UnknownCid => "no request with this CID is in flight",
+            Argument::LogPageAlignment => {
+                "log page length must be a non-zero multiple of 4, its offset a multiple of 4"
+            }
+            Argument::LogPageRange => "log page read past the end of the page",
         }
     }
 }
@@ -87,6 +96,13 @@ pub enum Feature {
     ProtectionInformation,
     /// A namespace formatted with metadata.
     Metadata,
+    /// Get Log Page with an offset or more than 4 KiB: the controller lacks
+    /// extended data (Identify Controller LPA bit 2).
+    ExtendedLogPage,
+    /// SMART / Health information per namespace (LPA bit 0).
+    SmartPerNamespace,
+    /// A log page the controller does not advertise.
+    LogPage,
 }
 
 impl Feature {
@@ -99,6 +115,9 @@ impl Feature {
             Feature::OtherCommandSet => "namespace of a command set other than NVM",
             Feature::ProtectionInformation => "protection information is not supported yet",
             Feature::Metadata => "metadata is not supported yet",
+            Feature::ExtendedLogPage => "controller lacks extended Get Log Page data (LPA bit 2)",
+            Feature::SmartPerNamespace => "controller keeps no SMART / health information per namespace",
+            Feature::LogPage => "controller does not advertise this log page",
         }
     }
 }

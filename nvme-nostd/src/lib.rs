@@ -26,6 +26,7 @@ mod buffer;
 mod controller;
 mod dma;
 mod error;
+mod log;
 mod namespace;
 mod prp;
 mod qpair;
@@ -44,6 +45,7 @@ pub use error::{
     Argument, Broken, Cause, Error, Feature, Malformed, Origin, PrpShape, RecoveryStep, Result, Wait,
 };
 pub use hal_traits::{self, Hal};
+pub use log::ALL_NAMESPACES;
 pub use namespace::Namespace;
 /// The wire formats of the specification (the `nvme-spec` crate).
 pub use nvme_spec as spec;

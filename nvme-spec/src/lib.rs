@@ -20,6 +20,7 @@
 //! | [`ids`] | CNS, FID, CSI, LID, NIDT |
 //! | [`status`] | the completion status field and named status codes |
 //! | [`identify`] | Identify Controller, Identify Namespace, namespace lists |
+//! | [`log`] | log pages: error information, SMART / health, firmware slots, changed namespaces, command effects |
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -28,6 +29,7 @@ pub mod command;
 pub mod dwords;
 pub mod identify;
 pub mod ids;
+pub mod log;
 pub mod registers;
 pub mod status;
 

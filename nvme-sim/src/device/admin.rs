@@ -23,6 +23,33 @@ use nvme_spec::status::command_specific as cs;
 /// The largest log page transfer accepted.
 const MAX_LOG_BYTES: usize = 64 << 10;
 
+/// ELPE: Error Log Page Entries, 0-based.
+const ELPE: u8 = 3;
+
+/// The firmware revision in Identify Controller and in firmware slot 1.
+const FIRMWARE_REVISION: &[u8; 8] = b"1.0     ";
+
+/// The Commands Supported and Effects log (figure 196): the admin and I/O
+/// opcodes this controller executes; writes change logical block content.
+fn commands_effects() -> Vec<u8> {
+    let mut page = vec![0u8; 4096];
+    let supported = 1u32;
+    let lba_change = 1 << 1;
+    for op in [0x00u8, 0x01, 0x02, 0x04, 0x05, 0x06, 0x08, 0x09, 0x0a, 0x0c, 0x18] {
+        put(&mut page, usize::from(op) * 4, &supported.to_le_bytes());
+    }
+    for (op, effects) in [
+        (0x00u8, supported),
+        (0x01, supported | lba_change),
+        (0x02, supported),
+        (0x08, supported | lba_change),
+        (0x09, supported | lba_change),
+    ] {
+        put(&mut page, 1024 + usize::from(op) * 4, &effects.to_le_bytes());
+    }
+    page
+}
+
 fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
     buf[at..at + bytes.len()].copy_from_slice(bytes);
 }
@@ -249,26 +276,43 @@ impl State {
         NumberOfQueues::new().with_nsq(self.nsqa).with_ncq(self.ncqa).into_bits()
     }
 
-    /// Get Log Page (section 5.14): error information, SMART / health and
-    /// firmware slot pages, all zeros (a temperature of 313 K in SMART).
+    /// Get Log Page (section 5.14): error information (ELPE + 1 empty
+    /// entries), SMART / health (all zeros but a temperature of 313 K),
+    /// firmware slots (slot 1 active, holding the firmware revision) and
+    /// commands supported and effects, read from any dword offset (LPO,
+    /// CDW12 and CDW13); bytes past a page's end read as zero, an offset past
+    /// it is an invalid field.
     fn get_log_page(&mut self, cmd: &SubmissionEntry) -> u16 {
         let cdw10 = GetLogPageCdw10::from_bits(cmd.cdw10);
         let numd =
             ((GetLogPageCdw11::from_bits(cmd.cdw11).numdu() as usize) << 16) + cdw10.numdl() as usize + 1;
         let len = numd * 4;
-        if len > MAX_LOG_BYTES {
+        let offset = u64::from(cmd.cdw12) | (u64::from(cmd.cdw13) << 32);
+        if len > MAX_LOG_BYTES || offset % 4 != 0 {
             return INVALID_FIELD;
         }
-        let mut page = vec![0u8; len];
-        match cdw10.lid() {
-            Lid::ERROR_INFORMATION | Lid::FIRMWARE_SLOT => {}
+        let mut page = match cdw10.lid() {
+            Lid::ERROR_INFORMATION => vec![0u8; (usize::from(ELPE) + 1) * 64],
             Lid::SMART_HEALTH => {
-                if len >= 3 {
-                    put(&mut page, 1, &313u16.to_le_bytes());
-                }
+                let mut page = vec![0u8; 512];
+                put(&mut page, 1, &313u16.to_le_bytes());
+                page
             }
+            Lid::FIRMWARE_SLOT => {
+                let mut page = vec![0u8; 512];
+                page[0] = 1; // AFI: slot 1 active
+                put(&mut page, 8, FIRMWARE_REVISION);
+                page
+            }
+            Lid::COMMANDS_SUPPORTED_AND_EFFECTS => commands_effects(),
             _ => return INVALID_LOG_PAGE,
+        };
+        let Ok(offset) = usize::try_from(offset) else { return INVALID_FIELD };
+        if offset > page.len() {
+            return INVALID_FIELD;
         }
+        page.drain(..offset);
+        page.resize(len, 0);
         self.write_to_host(cmd, &page)
     }
 
@@ -321,7 +365,7 @@ impl State {
         put(b, 2, &0x1af4u16.to_le_bytes()); // SSVID
         put_str(b, 4, 20, "SIM0001");
         put_str(b, 24, 40, "nvme-sim");
-        put_str(b, 64, 8, env!("CARGO_PKG_VERSION"));
+        put(b, 64, FIRMWARE_REVISION);
         b[72] = 6; // RAB
         b[77] = lies.mdts.unwrap_or(self.cfg.mdts);
         put(b, 78, &1u16.to_le_bytes()); // CNTLID
@@ -333,7 +377,8 @@ impl State {
         b[258] = 3; // ACL: 4 concurrent aborts
         b[259] = (AER_LIMIT - 1) as u8; // AERL
         b[260] = 0x02; // FRMW: one slot
-        b[262] = 0; // ELPE
+        b[261] = 0x06; // LPA: commands supported and effects, extended data
+        b[262] = ELPE;
         b[263] = 0; // NPSS: one power state
         put(b, 266, &343u16.to_le_bytes()); // WCTEMP
         put(b, 268, &373u16.to_le_bytes()); // CCTEMP
