@@ -33,11 +33,12 @@ use core::time::Duration;
 use nvme_nostd::hal_traits::faulty::FaultyHal;
 use nvme_nostd::hal_traits::Hal;
 use nvme_nostd::spec::command::{AdminOpcode, IoOpcode};
+use nvme_nostd::spec::dwords::Select;
 use nvme_nostd::spec::identify::{as_str, trim_padding};
-use nvme_nostd::spec::ids::Lid;
+use nvme_nostd::spec::ids::{Fid, Lid};
 use nvme_nostd::spec::log::ErrorInformation;
 use nvme_nostd::ALL_NAMESPACES;
-use nvme_nostd::{Controller, ControllerOptions, DmaBuffer, IoQueuePair};
+use nvme_nostd::{Argument, Controller, ControllerOptions, DmaBuffer, Error, IoQueuePair};
 pub use report::{Outcome, Reason, Report, Totals};
 
 /// What to run.
@@ -158,6 +159,8 @@ pub fn run_controller<H: Hal>(
     totals.record(out, format_args!("{label} admin queue phase wrap"), check_admin_wrap(&ctrlr).into());
     let logs = check_log_pages(&ctrlr, label, out);
     totals.record(out, format_args!("{label} log pages"), logs.into());
+    let features = check_features(&ctrlr, label, out);
+    totals.record(out, format_args!("{label} features"), features.into());
 
     let mut nsids: heapless::Vec<u32, MAX_NAMESPACES> = heapless::Vec::new();
     let listed = list_namespaces(&ctrlr, &mut nsids);
@@ -240,6 +243,76 @@ fn check_log_pages<H: Hal>(
     if ctrlr.is_log_page_supported(Lid::CHANGED_NAMESPACE_LIST) {
         ctrlr.changed_namespaces().map_err(|e| reason!("changed namespace list: {e}"))?;
     }
+    Ok(())
+}
+
+/// Get and Set Features: each typed feature read; the volatile write cache,
+/// a temperature threshold (raised, never lowered, so no warning fires) and
+/// the asynchronous event configuration changed, read back and restored; the
+/// number of queues as granted; what the driver owns refused.
+fn check_features<H: Hal>(
+    ctrlr: &Controller<Fh<H>>,
+    label: &str,
+    out: &mut dyn Report,
+) -> Result<(), Reason> {
+    let arb = ctrlr.arbitration(Select::Current).map_err(|e| reason!("arbitration: {e}"))?;
+    let pm = ctrlr.power_management(Select::Current).map_err(|e| reason!("power management: {e}"))?;
+    let nsid = ctrlr.namespace_ids().next().and_then(|n| n.ok()).unwrap_or(1);
+    let er = ctrlr.error_recovery(nsid, Select::Current).map_err(|e| reason!("error recovery: {e}"))?;
+    let queues = ctrlr.number_of_queues().map_err(|e| reason!("number of queues: {e}"))?;
+    if queues.nsq() + 1 < ctrlr.io_queues() || queues.ncq() + 1 < ctrlr.io_queues() {
+        return Err(reason!("number of queues {queues:?} below the {} granted", ctrlr.io_queues()));
+    }
+    let over =
+        ctrlr.temperature_threshold(0, false, Select::Current).map_err(|e| reason!("threshold: {e}"))?;
+    let raised = over.saturating_add(1);
+    ctrlr.set_temperature_threshold(raised, 0, false, false).map_err(|e| reason!("set threshold: {e}"))?;
+    let read =
+        ctrlr.temperature_threshold(0, false, Select::Current).map_err(|e| reason!("threshold: {e}"))?;
+    ctrlr.set_temperature_threshold(over, 0, false, false).map_err(|e| reason!("restore threshold: {e}"))?;
+    if read != raised {
+        return Err(reason!("temperature threshold set to {raised} K reads {read} K"));
+    }
+    let aec = ctrlr.async_event_config(Select::Current).map_err(|e| reason!("event config: {e}"))?;
+    let flipped = aec.with_smart_warnings(aec.smart_warnings() ^ 0x01);
+    ctrlr.set_async_event_config(flipped, false).map_err(|e| reason!("set event config: {e}"))?;
+    let read = ctrlr.async_event_config(Select::Current).map_err(|e| reason!("event config: {e}"))?;
+    ctrlr.set_async_event_config(aec, false).map_err(|e| reason!("restore event config: {e}"))?;
+    if read != flipped {
+        return Err(reason!("event configuration set to {flipped:?} reads {read:?}"));
+    }
+    let mut vwc = "absent";
+    if ctrlr.is_feature_supported(Fid::VOLATILE_WRITE_CACHE) {
+        let was = ctrlr.volatile_write_cache(Select::Current).map_err(|e| reason!("write cache: {e}"))?;
+        ctrlr.set_volatile_write_cache(!was, false).map_err(|e| reason!("set write cache: {e}"))?;
+        let now = ctrlr.volatile_write_cache(Select::Current).map_err(|e| reason!("write cache: {e}"))?;
+        ctrlr.set_volatile_write_cache(was, false).map_err(|e| reason!("restore write cache: {e}"))?;
+        if now == was {
+            return Err(reason!("the volatile write cache did not change"));
+        }
+        vwc = if was { "on" } else { "off" };
+        if ctrlr.identify().oncs.save_select() {
+            let caps = ctrlr
+                .feature_capabilities(Fid::VOLATILE_WRITE_CACHE)
+                .map_err(|e| reason!("capabilities: {e}"))?;
+            if !caps.changeable() {
+                return Err(reason!("the volatile write cache is not changeable, yet it changed"));
+            }
+        }
+    }
+    if ctrlr.set_features(Fid::NUMBER_OF_QUEUES, 0, 0, false)
+        != Err(Error::InvalidArgument(Argument::DriverOwnedFeature))
+    {
+        return Err(reason!("Set Features / Number of Queues was not refused"));
+    }
+    out.line(format_args!(
+        "{label}: arbitration burst {}, power state {}, TLER {}, queues {}+{}, over-temperature {over} K, write cache {vwc}",
+        arb.burst(),
+        pm.power_state(),
+        er.tler(),
+        queues.nsq() + 1,
+        queues.ncq() + 1,
+    ));
     Ok(())
 }
 

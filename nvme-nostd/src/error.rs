@@ -54,6 +54,13 @@ pub enum Argument {
     LogPageAlignment,
     /// A log page read past the end of the page.
     LogPageRange,
+    /// Set Features of a feature the driver sets itself (Number of Queues,
+    /// Host Behavior Support).
+    DriverOwnedFeature,
+    /// A power state above NPSS.
+    PowerState,
+    /// A temperature sensor above 8.
+    TemperatureSensor,
 }
 
 impl Argument {
@@ -76,6 +83,9 @@ impl Argument {
                 "log page length must be a non-zero multiple of 4, its offset a multiple of 4"
             }
             Argument::LogPageRange => "log page read past the end of the page",
+            Argument::DriverOwnedFeature => "the driver sets this feature itself",
+            Argument::PowerState => "power state above NPSS",
+            Argument::TemperatureSensor => "temperature sensor above 8",
         }
     }
 }
@@ -103,6 +113,10 @@ pub enum Feature {
     SmartPerNamespace,
     /// A log page the controller does not advertise.
     LogPage,
+    /// A feature the controller does not advertise.
+    FeatureId,
+    /// Saved values and the SEL field of Get Features (ONCS bit 4).
+    SaveSelect,
 }
 
 impl Feature {
@@ -118,6 +132,8 @@ impl Feature {
             Feature::ExtendedLogPage => "controller lacks extended Get Log Page data (LPA bit 2)",
             Feature::SmartPerNamespace => "controller keeps no SMART / health information per namespace",
             Feature::LogPage => "controller does not advertise this log page",
+            Feature::FeatureId => "controller does not advertise this feature",
+            Feature::SaveSelect => "controller cannot save features or select their values (ONCS bit 4)",
         }
     }
 }

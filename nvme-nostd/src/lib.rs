@@ -26,6 +26,7 @@ mod buffer;
 mod controller;
 mod dma;
 mod error;
+mod features;
 mod log;
 mod namespace;
 mod prp;

@@ -120,6 +120,140 @@ pub struct NumberOfQueues {
     pub ncq: u16,
 }
 
+/// SEL of Get Features (section 5.15, figure 270): which value to return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Select {
+    /// The value in use now.
+    Current = 0,
+    /// The default value.
+    Default = 1,
+    /// The value saved across resets.
+    Saved = 2,
+    /// The feature's capabilities ([`FeatureCapabilities`] in DW0).
+    Supported = 3,
+}
+
+/// DW0 of Get Features with SEL = supported capabilities (figure 271).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct FeatureCapabilities {
+    /// The feature can be saved across resets.
+    pub saveable: bool,
+    /// The feature is namespace specific.
+    pub namespace_specific: bool,
+    /// The feature can be changed.
+    pub changeable: bool,
+    #[bits(29)]
+    __: u32,
+}
+
+/// Arbitration (FID 01h, section 5.21.1.1, figure 275).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct Arbitration {
+    /// AB: Arbitration Burst, as log2 of commands (7: no limit).
+    #[bits(3)]
+    pub burst: u8,
+    #[bits(5)]
+    __: u8,
+    /// LPW: Low Priority Weight, 0-based.
+    pub low_weight: u8,
+    /// MPW: Medium Priority Weight, 0-based.
+    pub medium_weight: u8,
+    /// HPW: High Priority Weight, 0-based.
+    pub high_weight: u8,
+}
+
+/// Power Management (FID 02h, section 5.21.1.2, figure 276).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct PowerManagement {
+    /// PS: Power State.
+    #[bits(5)]
+    pub power_state: u8,
+    /// WH: Workload Hint.
+    #[bits(3)]
+    pub workload_hint: u8,
+    #[bits(24)]
+    __: u32,
+}
+
+/// Temperature Threshold (FID 04h, section 5.21.1.4, figure 279).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct TemperatureThreshold {
+    /// TMPTH: the threshold, in kelvins.
+    pub kelvin: u16,
+    /// TMPSEL: 0 the composite temperature, 1 to 8 a temperature sensor.
+    #[bits(4)]
+    pub sensor: u8,
+    /// THSEL: 0 over-temperature, 1 under-temperature threshold.
+    #[bits(2)]
+    pub under: u8,
+    #[bits(10)]
+    __: u16,
+}
+
+/// Error Recovery (FID 05h, section 5.21.1.5, figure 281).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct ErrorRecovery {
+    /// TLER: Time Limited Error Recovery, in 100 ms units (0: none).
+    pub tler: u16,
+    /// DULBE: Deallocated or Unwritten Logical Block Error Enable.
+    pub dulbe: bool,
+    #[bits(15)]
+    __: u16,
+}
+
+/// Volatile Write Cache (FID 06h, section 5.21.1.6, figure 283).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct VolatileWriteCache {
+    /// WCE: Volatile Write Cache Enable.
+    pub enabled: bool,
+    #[bits(31)]
+    __: u32,
+}
+
+/// Interrupt Coalescing (FID 08h, section 5.21.1.8, figure 287).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct InterruptCoalescing {
+    /// THR: Aggregation Threshold, 0-based completions.
+    pub threshold: u8,
+    /// TIME: Aggregation Time, in 100 µs units.
+    pub time: u8,
+    __: u16,
+}
+
+/// Asynchronous Event Configuration (FID 0Bh, section 5.21.1.11, figure
+/// 293): which events the controller reports.
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct AsyncEventConfig {
+    /// SMART / Health Critical Warnings: one bit per Critical Warning bit.
+    pub smart_warnings: u8,
+    /// Namespace Attribute Notices.
+    pub namespace_attribute: bool,
+    /// Firmware Activation Notices.
+    pub firmware_activation: bool,
+    /// Telemetry Log Notices.
+    pub telemetry_log: bool,
+    /// Asymmetric Namespace Access Change Notices.
+    pub ana_change: bool,
+    /// Predictable Latency Event Aggregate Log Change Notices.
+    pub predictable_latency: bool,
+    /// LBA Status Information Notices.
+    pub lba_status: bool,
+    /// Endurance Group Event Aggregate Log Change Notices.
+    pub endurance_group: bool,
+    #[bits(16)]
+    __: u32,
+    /// Discovery Log Page Change Notification (fabrics).
+    pub discovery_log: bool,
+}
+
 /// Abort's completion DW0 (section 5.1.1, figure 142).
 #[bitfield(u32)]
 #[derive(PartialEq, Eq)]

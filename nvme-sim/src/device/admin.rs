@@ -15,13 +15,33 @@ use hal_traits::PAGE_SIZE;
 use nvme_spec::command::{AdminOpcode, SubmissionEntry};
 use nvme_spec::dwords::{
     AbortCdw10, CreateIoCqCdw11, CreateIoQueueCdw10, CreateIoSqCdw11, DeleteIoQueueCdw10, FeaturesCdw10,
-    GetLogPageCdw10, GetLogPageCdw11, IdentifyCdw10, NumberOfQueues,
+    GetLogPageCdw10, GetLogPageCdw11, IdentifyCdw10, NumberOfQueues, TemperatureThreshold,
 };
 use nvme_spec::ids::{Cns, Fid, Lid, Nidt};
 use nvme_spec::status::command_specific as cs;
 
 /// The largest log page transfer accepted.
 const MAX_LOG_BYTES: usize = 64 << 10;
+
+/// Where a feature's value is kept: by FID, and for the temperature
+/// threshold also by sensor and over/under (TMPSEL, THSEL in CDW11).
+fn feature_key(fid: Fid, cdw11: u32) -> u16 {
+    if fid == Fid::TEMPERATURE_THRESHOLD {
+        let t = TemperatureThreshold::from_bits(cdw11);
+        u16::from(fid.0) | (u16::from(t.sensor() << 2 | t.under()) << 8)
+    } else {
+        u16::from(fid.0)
+    }
+}
+
+/// A feature's default value: the over-temperature threshold is 343 K,
+/// everything else 0.
+fn feature_default(fid: Fid, cdw11: u32) -> u32 {
+    match fid {
+        Fid::TEMPERATURE_THRESHOLD if TemperatureThreshold::from_bits(cdw11).under() == 0 => 343,
+        _ => 0,
+    }
+}
 
 /// ELPE: Error Log Page Entries, 0-based.
 const ELPE: u8 = 3;
@@ -241,15 +261,25 @@ impl State {
                 self.ncqa = ncqr.min(max);
                 (SUCCESS, self.queues_allocated())
             }
+            // NPSS is 0: power state 0 only.
+            Fid::POWER_MANAGEMENT if cmd.cdw11 & 0x1f != 0 => (INVALID_FIELD, 0),
+            Fid::TEMPERATURE_THRESHOLD => {
+                let t = TemperatureThreshold::from_bits(cmd.cdw11);
+                if t.sensor() > 8 || t.under() > 1 {
+                    return (INVALID_FIELD, 0);
+                }
+                self.features.insert(feature_key(fid, cmd.cdw11), u32::from(t.kelvin()));
+                (SUCCESS, 0)
+            }
             Fid(0x01..=0x06 | 0x08..=0x0b) | Fid::KEEP_ALIVE_TIMER => {
-                self.features.insert(fid.0, cmd.cdw11);
+                self.features.insert(feature_key(fid, cmd.cdw11), cmd.cdw11);
                 (SUCCESS, 0)
             }
             Fid::HOST_BEHAVIOR_SUPPORT => {
                 // A 512-byte structure from the host; byte 0 is ACRE.
                 match self.read_from_host(cmd, 512) {
                     Ok(data) if data[0] <= 1 => {
-                        self.features.insert(fid.0, u32::from(data[0]));
+                        self.features.insert(u16::from(fid.0), u32::from(data[0]));
                         (SUCCESS, 0)
                     }
                     Ok(_) => (INVALID_FIELD, 0),
@@ -260,15 +290,25 @@ impl State {
         }
     }
 
+    /// Get Features (section 5.15) with SEL: current (set or default),
+    /// default, saved (nothing is saveable, so the default) and supported
+    /// capabilities (changeable, not saveable).
     fn get_features(&mut self, cmd: &SubmissionEntry) -> (u16, u32) {
-        let fid = FeaturesCdw10::from_bits(cmd.cdw10).fid();
-        match fid {
-            Fid::NUMBER_OF_QUEUES => (SUCCESS, self.queues_allocated()),
-            Fid(0x01..=0x06 | 0x08..=0x0b) | Fid::KEEP_ALIVE_TIMER => {
-                (SUCCESS, self.features.get(&fid.0).copied().unwrap_or(0))
-            }
-            _ => (INVALID_FIELD, 0),
+        let cdw10 = FeaturesCdw10::from_bits(cmd.cdw10);
+        let fid = cdw10.fid();
+        let known = matches!(fid, Fid(0x01..=0x0b) | Fid::KEEP_ALIVE_TIMER);
+        if !known || cdw10.sel() > 3 {
+            return (INVALID_FIELD, 0);
         }
+        let default = feature_default(fid, cmd.cdw11);
+        let value = match cdw10.sel() {
+            0 if fid == Fid::NUMBER_OF_QUEUES => self.queues_allocated(),
+            0 => self.features.get(&feature_key(fid, cmd.cdw11)).copied().unwrap_or(default),
+            1 | 2 => default,
+            // Supported capabilities: changeable (bit 2).
+            _ => 1 << 2,
+        };
+        (SUCCESS, value)
     }
 
     /// Number of Queues DW0: NSQA and NCQA, 0-based.
@@ -385,7 +425,7 @@ impl State {
         b[512] = 0x66; // SQES
         b[513] = 0x44; // CQES
         put(b, 516, &lies.nn.unwrap_or(self.nn).to_le_bytes());
-        put(b, 520, &0x000cu16.to_le_bytes()); // ONCS: DSM, Write Zeroes
+        put(b, 520, &0x001cu16.to_le_bytes()); // ONCS: DSM, Write Zeroes, save/select
         b[525] = 0x01; // VWC present
         put(b, 768, b"nqn.2024-01.io.github.nvme-sim:SIM0001");
         put(b, 2048, &2500u16.to_le_bytes()); // PSD0 MP: 25 W

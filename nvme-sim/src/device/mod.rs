@@ -94,7 +94,8 @@ pub(crate) struct State {
     seq: u64,
     nsqa: u16,
     ncqa: u16,
-    features: BTreeMap<u8, u32>,
+    /// Feature values set by the host, by [`feature_key`](Self::feature_key).
+    features: BTreeMap<u16, u32>,
     namespaces: Vec<Namespace>,
     nn: u32,
     /// A `SimHal` is alive: the device is claimed by a driver.

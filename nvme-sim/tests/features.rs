@@ -1,0 +1,78 @@
+//! Get and Set Features against the simulated controller (the conformance
+//! suite runs the same against QEMU's): typed helpers round-trip, SEL
+//! selects current, default and supported values, and bad input is refused
+//! before anything is sent.
+
+mod common;
+
+use common::setup;
+use nvme_nostd::spec::dwords::{Arbitration, AsyncEventConfig, PowerManagement, Select};
+use nvme_nostd::spec::ids::Fid;
+use nvme_nostd::{Argument, Error, Feature};
+use nvme_sim::SimConfig;
+
+#[test]
+fn typed_features_round_trip() {
+    let (_sim, ctrlr, _ns) = setup(SimConfig::default());
+    assert!(!ctrlr.volatile_write_cache(Select::Current).unwrap());
+    ctrlr.set_volatile_write_cache(true, false).unwrap();
+    assert!(ctrlr.volatile_write_cache(Select::Current).unwrap());
+    assert!(!ctrlr.volatile_write_cache(Select::Default).unwrap(), "the default stays");
+    assert!(ctrlr.feature_capabilities(Fid::VOLATILE_WRITE_CACHE).unwrap().changeable());
+
+    assert_eq!(ctrlr.temperature_threshold(0, false, Select::Current), Ok(343));
+    ctrlr.set_temperature_threshold(330, 0, false, false).unwrap();
+    ctrlr.set_temperature_threshold(250, 1, true, false).unwrap();
+    assert_eq!(ctrlr.temperature_threshold(0, false, Select::Current), Ok(330));
+    assert_eq!(ctrlr.temperature_threshold(1, true, Select::Current), Ok(250), "kept per sensor");
+    assert_eq!(ctrlr.temperature_threshold(0, false, Select::Default), Ok(343));
+
+    let arb = Arbitration::new().with_burst(3).with_high_weight(7);
+    ctrlr.set_arbitration(arb, false).unwrap();
+    assert_eq!(ctrlr.arbitration(Select::Current), Ok(arb));
+    let aec = AsyncEventConfig::new().with_smart_warnings(0xff).with_namespace_attribute(true);
+    ctrlr.set_async_event_config(aec, false).unwrap();
+    assert_eq!(ctrlr.async_event_config(Select::Current), Ok(aec));
+    assert_eq!(ctrlr.power_management(Select::Current).map(|p| p.power_state()), Ok(0));
+
+    let queues = ctrlr.number_of_queues().unwrap();
+    assert!(queues.nsq() + 1 >= ctrlr.io_queues() && queues.ncq() + 1 >= ctrlr.io_queues());
+}
+
+/// Bad input gets a clear error and nothing is sent.
+#[test]
+fn bad_feature_requests_send_nothing() {
+    let (sim, ctrlr, _ns) = setup(SimConfig::default());
+    let sent = sim.stats().admin_commands;
+    assert_eq!(
+        ctrlr.set_features(Fid::NUMBER_OF_QUEUES, 0, 0, false),
+        Err(Error::InvalidArgument(Argument::DriverOwnedFeature))
+    );
+    assert_eq!(
+        ctrlr.set_features(Fid::HOST_BEHAVIOR_SUPPORT, 0, 0, false),
+        Err(Error::InvalidArgument(Argument::DriverOwnedFeature))
+    );
+    assert_eq!(
+        ctrlr.set_power_management(PowerManagement::new().with_power_state(1), false),
+        Err(Error::InvalidArgument(Argument::PowerState)),
+        "NPSS is 0"
+    );
+    assert_eq!(
+        ctrlr.set_temperature_threshold(300, 9, false, false),
+        Err(Error::InvalidArgument(Argument::TemperatureSensor))
+    );
+    assert_eq!(
+        ctrlr.keep_alive_timer(Select::Current),
+        Err(Error::Unsupported(Feature::FeatureId)),
+        "KAS is 0"
+    );
+    assert_eq!(
+        ctrlr.get_features(Fid(0x7f), 0, Select::Current, 0),
+        Err(Error::Unsupported(Feature::FeatureId))
+    );
+    assert!(!ctrlr.is_feature_supported(Fid::HOST_MEMORY_BUFFER));
+    assert_eq!(sim.stats().admin_commands, sent, "nothing was sent");
+    // Saving: the controller says no, with its status.
+    let e = ctrlr.set_volatile_write_cache(true, true).unwrap_err();
+    assert!(matches!(e, Error::Command(s) if s.sc().0 == 0x0d), "Feature Identifier Not Saveable: {e:?}");
+}
