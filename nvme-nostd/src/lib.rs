@@ -37,6 +37,7 @@ mod registers;
 mod slots;
 #[cfg(test)]
 mod test_hal;
+mod trid;
 
 pub use buffer::{DmaBuffer, IoBuffer};
 pub use controller::{
@@ -56,6 +57,7 @@ pub use qpair::{
     SubmitError,
 };
 pub use slots::Cid;
+pub use trid::{PciAddress, TransportId, TransportType, TridError, TridErrorKind};
 
 /// Internals for the fuzz targets in `fuzz/` (feature `fuzzing`); not a stable
 /// API.
