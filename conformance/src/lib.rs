@@ -174,6 +174,13 @@ pub fn run_controller<H: Hal>(
     if options.backend_failures {
         backend::run(&ctrlr, tested, label, out, totals);
     }
+    // Detach: an orderly shutdown; after the back-end failures, whose last
+    // check leaves the controller marked removed, it must say so.
+    let detached = match (ctrlr.detach(), options.backend_failures) {
+        (Ok(()), false) | (Err(Error::DeviceRemoved), true) => Ok(()),
+        (other, _) => Err(reason!("detach: {other:?}")),
+    };
+    totals.record(out, format_args!("{label} detach (CC.SHN, CSTS.SHST)"), detached.into());
 }
 
 fn check_admin_wrap<H: Hal>(ctrlr: &Controller<Fh<H>>) -> Result<(), Reason> {

@@ -184,6 +184,8 @@ pub struct Controller<H: Hal> {
     id: u32,
     /// Bit `q` set: I/O queue identifier `q` is in use.
     qids: spin::Mutex<u128>,
+    /// `detach` has shut the controller down already.
+    detached: bool,
     /// Memory and queue identifiers the device may still use, kept until a
     /// reset proves it stopped (lock order: admin, then this, then `qids`).
     pub(crate) quarantine: spin::Mutex<Quarantine<H::Mapping>>,
@@ -296,6 +298,7 @@ impl<H: Hal> Controller<H> {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             qids: spin::Mutex::new(0),
             quarantine: spin::Mutex::new(Quarantine::new()),
+            detached: false,
         };
         // From here on, Drop disables the controller before freeing memory.
         wait_ready(&ctrlr.hal, true, ready_timeout(cap))?;
@@ -853,22 +856,72 @@ impl<H: Hal> Controller<H> {
     }
 
     /// Orderly shutdown (section 7.6.2): CC.SHN = normal, wait for
-    /// CSTS.SHST = complete, then disable.
+    /// CSTS.SHST = complete (bounded by CAP.TO), then disable. A shutdown
+    /// that does not complete in time is [`Wait::Shutdown`], reported after
+    /// the disable; a fatal controller (CSTS.CFS) is disabled at once.
     fn shutdown(&self) -> Result {
         let regs = Registers::new(&self.hal);
         let cc = regs.cc()?;
+        let mut completed = true;
         if cc.en() {
             regs.notify_shutdown(cc);
             let deadline = self.hal.now().saturating_add(ready_timeout(self.cap));
             loop {
                 let csts = regs.csts()?;
-                if csts.shst() == shst::COMPLETE || csts.cfs() || self.hal.now() >= deadline {
+                if csts.shst() == shst::COMPLETE || csts.cfs() {
+                    break;
+                }
+                if self.hal.now() >= deadline {
+                    completed = false;
                     break;
                 }
                 self.hal.delay(Duration::from_micros(100));
             }
         }
-        self.disable()
+        self.disable()?;
+        if completed {
+            Ok(())
+        } else {
+            Err(Error::Timeout(Wait::Shutdown))
+        }
+    }
+
+    /// Detaches from the controller: orderly shutdown (CC.SHN, a bounded
+    /// wait for CSTS.SHST), disable, and the admin queue's memory given back
+    /// (what `Drop` does, with the outcome reported). Queue pairs borrow the
+    /// controller, so none is alive. `Err(Timeout(Wait::Shutdown))`: the
+    /// controller did not finish its shutdown within CAP.TO but was disabled
+    /// all the same, so the memory was freed; any other error: it could not
+    /// be disabled, and the memory is leaked.
+    ///
+    /// A controller marked removed reports [`Error::DeviceRemoved`], as every
+    /// call on it does, after the same teardown (if its registers answer
+    /// again and it can be disabled, its memory comes back).
+    pub fn detach(mut self) -> Result {
+        let result = self.teardown();
+        self.detached = true;
+        if self.is_removed() {
+            return Err(Error::DeviceRemoved);
+        }
+        result
+    }
+
+    /// Shutdown, then free the admin queue and the quarantine once the
+    /// controller is disabled; otherwise leak them.
+    fn teardown(&mut self) -> Result {
+        let result = self.shutdown();
+        if matches!(result, Ok(()) | Err(Error::Timeout(Wait::Shutdown))) {
+            // SAFETY: the controller is disabled (CSTS.RDY = 0), so it no
+            // longer reads or writes the admin queues, the data page, or
+            // anything in the quarantine.
+            unsafe {
+                let _ = self.quarantine.get_mut().release(&self.hal, u32::MAX);
+                self.admin.get_mut().free(&self.hal);
+            }
+        }
+        // Otherwise the controller may still write the admin memory and what
+        // the quarantine holds: it is leaked.
+        result
     }
 }
 
@@ -948,16 +1001,8 @@ impl<H: Hal> Drop for Controller<H> {
     fn drop(&mut self) {
         // Queue pairs borrow the controller, so none is alive here (one that was
         // leaked with mem::forget keeps its memory forever, which is safe).
-        if self.shutdown().is_ok() {
-            // SAFETY: the controller is disabled (CSTS.RDY = 0), so it no longer
-            // reads or writes the admin queues, the data page, or anything in
-            // the quarantine.
-            unsafe {
-                let _ = self.quarantine.get_mut().release(&self.hal, u32::MAX);
-                self.admin.get_mut().free(&self.hal);
-            }
+        if !self.detached {
+            let _ = self.teardown();
         }
-        // Otherwise the controller may still write the admin memory and what
-        // the quarantine holds: leak them.
     }
 }

@@ -189,6 +189,8 @@ pub enum Wait {
     Disable,
     /// A request the caller waited for ([`IoQueuePair::wait`](crate::IoQueuePair::wait)).
     Request,
+    /// CSTS.SHST = shutdown complete after CC.SHN.
+    Shutdown,
 }
 
 impl Wait {
@@ -200,6 +202,7 @@ impl Wait {
             Wait::Enable => "CSTS.RDY=1 after enable",
             Wait::Disable => "CSTS.RDY=0 after disable",
             Wait::Request => "the request did not complete in the time given",
+            Wait::Shutdown => "CSTS.SHST=complete after CC.SHN",
         }
     }
 }

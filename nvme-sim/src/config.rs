@@ -44,6 +44,8 @@ pub struct SimConfig {
     /// cannot be disabled (a hung device), so the host can never prove it
     /// stopped. It still processes nothing once disabled.
     pub disable_never: bool,
+    /// CSTS.SHST never reports the shutdown complete after CC.SHN is set.
+    pub shutdown_never: bool,
     /// Abort really aborts a pending command (default true). QEMU's controller
     /// never does: it always answers "not aborted".
     pub abort_works: bool,
@@ -85,6 +87,7 @@ impl Default for SimConfig {
             now_tick: Duration::from_micros(1),
             rdy_never: false,
             disable_never: false,
+            shutdown_never: false,
             abort_works: true,
             abort_lies: false,
             lies: IdentifyLies::default(),

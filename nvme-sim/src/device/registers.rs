@@ -140,7 +140,9 @@ impl State {
             self.reset();
         } else if old.en() && new.en() && old.shn() == 0 && new.shn() != 0 && self.enabled && !self.cfs {
             self.shst = 1;
-            self.shst_event = Some(self.now.saturating_add(self.cfg.ready_delay));
+            if !self.cfg.shutdown_never {
+                self.shst_event = Some(self.now.saturating_add(self.cfg.ready_delay));
+            }
         }
     }
 
