@@ -307,6 +307,16 @@ fn check_features<H: Hal>(
             }
         }
     }
+    if ctrlr.is_feature_supported(Fid::TIMESTAMP) {
+        // 2023-11-14, in milliseconds since the Unix epoch.
+        const SET: u64 = 1_700_000_000_000;
+        ctrlr.set_timestamp(SET).map_err(|e| reason!("set timestamp: {e}"))?;
+        let (now, attributes) = ctrlr.timestamp().map_err(|e| reason!("timestamp: {e}"))?;
+        // Timestamp Origin (attributes bits 3:1): 001b, set by the host.
+        if !(SET..SET + 600_000).contains(&now) || (attributes >> 1) & 0x7 != 1 {
+            return Err(reason!("timestamp set to {SET} ms reads {now} ms, attributes {attributes:#x}"));
+        }
+    }
     if ctrlr.set_features(Fid::NUMBER_OF_QUEUES, 0, 0, false)
         != Err(Error::InvalidArgument(Argument::DriverOwnedFeature))
     {

@@ -146,6 +146,26 @@ pub struct TimeoutEvent {
     pub opcode: u8,
 }
 
+/// Refuses a raw admin command that carries data pointers (PRP1, PRP2,
+/// MPTR), SGLs (PSDT) or fused bits: the driver sets PRP1 itself.
+fn check_raw_admin(cmd: &SubmissionEntry) -> Result {
+    if cmd.prp1 != 0 || cmd.prp2 != 0 || cmd.mptr != 0 || cmd.cdw0.psdt() != 0 || cmd.cdw0.fuse() != 0 {
+        return Err(Error::InvalidArgument(Argument::RawCommandPointers));
+    }
+    Ok(())
+}
+
+/// Data an admin command moves through the admin data page (PRP1; at most
+/// 4 KiB).
+pub(crate) enum AdminData<'a> {
+    /// None.
+    None,
+    /// From the device into this buffer, copied out after the command.
+    FromDevice(&'a mut [u8]),
+    /// These bytes to the device, copied in before the command.
+    ToDevice(&'a [u8]),
+}
+
 /// Identities for `Controller::id`.
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 
@@ -415,10 +435,59 @@ impl<H: Hal> Controller<H> {
     /// namespace's block size under existing [`Namespace`] handles (get new
     /// ones afterwards).
     pub unsafe fn admin_command(&self, cmd: SubmissionEntry) -> Result<CompletionEntry> {
-        if cmd.prp1 != 0 || cmd.prp2 != 0 || cmd.mptr != 0 || cmd.cdw0.psdt() != 0 || cmd.cdw0.fuse() != 0 {
-            return Err(Error::InvalidArgument(Argument::RawCommandPointers));
-        }
+        check_raw_admin(&cmd)?;
         self.admin_exec(cmd, None)
+    }
+
+    /// Runs an admin command that moves up to 4 KiB from the device into
+    /// `out` (through the controller's admin data page, named by PRP1):
+    /// Identify, Get Log Page or Get Features variants the driver has no
+    /// helper for, Security Receive, vendor commands. `out` is zeroed where
+    /// the device writes less. The same pointers and fused bits are refused
+    /// as for [`admin_command`](Self::admin_command), and a buffer above
+    /// 4 KiB ([`Argument::AdminDataTooLarge`]).
+    ///
+    /// # Safety
+    ///
+    /// As for [`admin_command`](Self::admin_command), except that the command
+    /// moves data from the device, at most `out.len()` bytes, through PRP1
+    /// alone (so within one 4 KiB page), and nothing to the device.
+    pub unsafe fn admin_command_read(&self, cmd: SubmissionEntry, out: &mut [u8]) -> Result<CompletionEntry> {
+        check_raw_admin(&cmd)?;
+        if out.len() > PAGE_SIZE {
+            return Err(Error::InvalidArgument(Argument::AdminDataTooLarge));
+        }
+        self.admin_exec_epoch(cmd, AdminData::FromDevice(out)).0
+    }
+
+    /// Runs an admin command that moves up to 4 KiB from `data` to the device
+    /// (through the admin data page, named by PRP1): Set Features with a data
+    /// structure, Security Send, vendor commands. Refused as for
+    /// [`admin_command_read`](Self::admin_command_read).
+    ///
+    /// # Safety
+    ///
+    /// As for [`admin_command`](Self::admin_command), except that the command
+    /// moves data to the device, at most `data.len()` bytes, through PRP1
+    /// alone, and nothing from the device.
+    pub unsafe fn admin_command_write(&self, cmd: SubmissionEntry, data: &[u8]) -> Result<CompletionEntry> {
+        check_raw_admin(&cmd)?;
+        if data.len() > PAGE_SIZE {
+            return Err(Error::InvalidArgument(Argument::AdminDataTooLarge));
+        }
+        self.admin_exec_epoch(cmd, AdminData::ToDevice(data)).0
+    }
+
+    /// Get Features with a data structure the device writes (up to 4 KiB,
+    /// `out`), for the features that have one (Timestamp, Host Identifier,
+    /// LBA Range Type, ...). Internal: the driver knows each one's size.
+    pub(crate) fn admin_read(&self, cmd: SubmissionEntry, out: &mut [u8]) -> Result<CompletionEntry> {
+        self.admin_exec_epoch(cmd, AdminData::FromDevice(out)).0
+    }
+
+    /// Set Features with a data structure (up to 4 KiB) for the device.
+    pub(crate) fn admin_write(&self, cmd: SubmissionEntry, data: &[u8]) -> Result<CompletionEntry> {
+        self.admin_exec_epoch(cmd, AdminData::ToDevice(data)).0
     }
 
     /// The one admin path: runs `cmd` (with the admin data page as its data
@@ -430,20 +499,11 @@ impl<H: Hal> Controller<H> {
         cmd: SubmissionEntry,
         out: Option<&mut [u8; PAGE_SIZE]>,
     ) -> Result<CompletionEntry> {
-        self.admin_exec_in_epoch(cmd, out).map(|(done, _)| done)
-    }
-
-    /// [`admin_exec`](Self::admin_exec), also returning the reset epoch the
-    /// command ran in. (A reset moves the epoch while it holds the admin
-    /// queue, so a command that succeeded ran wholly in that epoch: what it
-    /// created lives until the epoch moves again.)
-    pub(crate) fn admin_exec_in_epoch(
-        &self,
-        cmd: SubmissionEntry,
-        out: Option<&mut [u8; PAGE_SIZE]>,
-    ) -> Result<(CompletionEntry, u32)> {
-        let (result, epoch) = self.admin_exec_epoch(cmd, out);
-        result.map(|done| (done, epoch))
+        let data = match out {
+            Some(out) => AdminData::FromDevice(out),
+            None => AdminData::None,
+        };
+        self.admin_exec_epoch(cmd, data).0
     }
 
     /// The admin path itself: the command's result, and the reset epoch it
@@ -452,7 +512,7 @@ impl<H: Hal> Controller<H> {
     pub(crate) fn admin_exec_epoch(
         &self,
         mut cmd: SubmissionEntry,
-        mut out: Option<&mut [u8; PAGE_SIZE]>,
+        mut data: AdminData<'_>,
     ) -> (Result<CompletionEntry>, u32) {
         let mut tries = 0;
         loop {
@@ -465,13 +525,21 @@ impl<H: Hal> Controller<H> {
             }
             let (result, cid, epoch) = {
                 let mut admin = self.admin.lock();
-                if out.is_some() {
-                    admin.data.zero();
-                    cmd.prp1 = admin.data.daddr(0).0;
+                match &data {
+                    AdminData::None => {}
+                    AdminData::FromDevice(_) => {
+                        admin.data.zero();
+                        cmd.prp1 = admin.data.daddr(0).0;
+                    }
+                    AdminData::ToDevice(bytes) => {
+                        admin.data.zero();
+                        admin.data.write_bytes(0, bytes);
+                        cmd.prp1 = admin.data.daddr(0).0;
+                    }
                 }
                 let epoch = self.epoch();
                 let r = admin.execute(&self.hal, cmd, self.options.admin_timeout);
-                if let (Ok(_), Some(out)) = (&r, out.as_deref_mut()) {
+                if let (Ok(_), AdminData::FromDevice(out)) = (&r, &mut data) {
                     admin.data.read_bytes(0, out);
                 }
                 (r, Cid(admin.last_cid()), epoch)

@@ -148,6 +148,27 @@ impl DmaMemory {
         }
     }
 
+    /// Copies `bytes` to `offset` (data for the device: the admin data page).
+    pub(crate) fn write_bytes(&self, offset: usize, bytes: &[u8]) {
+        let Some(end) = offset.checked_add(bytes.len()) else {
+            return;
+        };
+        if end > self.len() {
+            debug_assert!(false, "DMA write out of bounds");
+            return;
+        }
+        // SAFETY: offset..end lies inside the allocation; `bytes` is a
+        // distinct Rust buffer; the device does not read this memory until
+        // the command that names it is submitted, after this copy.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.region.vaddr.add(offset).as_ptr(),
+                bytes.len(),
+            )
+        }
+    }
+
     /// Fills the whole region with zero.
     pub(crate) fn zero(&self) {
         // SAFETY: the whole allocation is writable and owned by `self`.

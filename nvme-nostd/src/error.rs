@@ -61,6 +61,10 @@ pub enum Argument {
     PowerState,
     /// A temperature sensor above 8.
     TemperatureSensor,
+    /// Admin command data above 4 KiB (one page, through PRP1).
+    AdminDataTooLarge,
+    /// A timestamp above 48 bits of milliseconds.
+    Timestamp,
 }
 
 impl Argument {
@@ -86,6 +90,8 @@ impl Argument {
             Argument::DriverOwnedFeature => "the driver sets this feature itself",
             Argument::PowerState => "power state above NPSS",
             Argument::TemperatureSensor => "temperature sensor above 8",
+            Argument::AdminDataTooLarge => "admin command data above 4 KiB",
+            Argument::Timestamp => "timestamp above 48 bits of milliseconds",
         }
     }
 }

@@ -201,6 +201,34 @@ impl<H: Hal> Controller<H> {
         self.set_features(Fid::ASYNC_EVENT_CONFIG, 0, value.into_bits(), save).map(|_| ())
     }
 
+    /// The controller's timestamp (FID 0Eh, section 5.21.1.14): milliseconds
+    /// since the Unix epoch as the host last set them and the controller has
+    /// counted since, where the controller keeps one (ONCS bit 6; else
+    /// [`Feature::FeatureId`]). The second value is the attributes byte
+    /// (bit 0, Synch: the controller may have stopped counting at times;
+    /// bits 3:1, Timestamp Origin: 0 reset, 1 set by the host).
+    pub fn timestamp(&self) -> Result<(u64, u8)> {
+        self.check_feature(Fid::TIMESTAMP, false)?;
+        let mut data = [0u8; 8];
+        self.admin_read(get_features_command(Fid::TIMESTAMP, 0, Select::Current, 0), &mut data)?;
+        let mut ms = [0u8; 8];
+        ms[..6].copy_from_slice(&data[..6]);
+        Ok((u64::from_le_bytes(ms), data[6]))
+    }
+
+    /// Sets the controller's timestamp (FID 0Eh) to `ms` milliseconds since
+    /// the Unix epoch (48 bits; more is refused with
+    /// [`Argument::Timestamp`]).
+    pub fn set_timestamp(&self, ms: u64) -> Result {
+        if ms >> 48 != 0 {
+            return Err(Error::InvalidArgument(Argument::Timestamp));
+        }
+        self.check_feature(Fid::TIMESTAMP, false)?;
+        let mut data = [0u8; 8];
+        data[..6].copy_from_slice(&ms.to_le_bytes()[..6]);
+        self.admin_write(set_features_command(Fid::TIMESTAMP, 0, 0, false), &data).map(|_| ())
+    }
+
     /// The Keep Alive Timeout (FID 0Fh), in milliseconds, where the
     /// controller supports Keep Alive (KAS; else [`Feature::FeatureId`]).
     pub fn keep_alive_timer(&self, select: Select) -> Result<u32> {

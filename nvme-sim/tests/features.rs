@@ -76,3 +76,52 @@ fn bad_feature_requests_send_nothing() {
     let e = ctrlr.set_volatile_write_cache(true, true).unwrap_err();
     assert!(matches!(e, Error::Command(s) if s.sc().0 == 0x0d), "Feature Identifier Not Saveable: {e:?}");
 }
+
+/// Raw admin commands with data, through the admin data page: Identify
+/// Controller read raw equals the typed path's bytes; Host Behavior Support
+/// written raw enables ACRE; more than 4 KiB and driver-set pointers are
+/// refused before anything is sent.
+#[test]
+fn raw_admin_commands_with_data() {
+    use nvme_nostd::spec::command::{AdminOpcode, SubmissionEntry};
+    use nvme_nostd::spec::dwords::{FeaturesCdw10, IdentifyCdw10};
+    use nvme_nostd::spec::ids::Cns;
+    let (sim, ctrlr, _ns) = setup(SimConfig { crdt: [1, 0, 0], ..SimConfig::default() });
+    let mut typed = [0u8; 4096];
+    ctrlr.identify_raw(Cns::CONTROLLER, 0, &mut typed).unwrap();
+    let mut cmd = SubmissionEntry::new(AdminOpcode::IDENTIFY.0, 0);
+    cmd.cdw10 = IdentifyCdw10::new().with_cns(Cns::CONTROLLER).into_bits();
+    let mut raw = [0xaau8; 4096];
+    // SAFETY: Identify Controller moves 4096 bytes from the device, through
+    // PRP1, and changes nothing.
+    unsafe { ctrlr.admin_command_read(cmd, &mut raw) }.unwrap();
+    assert_eq!(raw[..], typed[..]);
+
+    // ACRE off by hand, then on again through raw Set Features with data.
+    let mut hbs = SubmissionEntry::new(AdminOpcode::SET_FEATURES.0, 0);
+    hbs.cdw10 = FeaturesCdw10::new().with_fid(Fid::HOST_BEHAVIOR_SUPPORT).into_bits();
+    let mut off = [0u8; 512];
+    // SAFETY: Set Features / Host Behavior Support reads 512 bytes through
+    // PRP1; turning ACRE off only makes the controller stop asking for
+    // retry delays.
+    unsafe { ctrlr.admin_command_write(hbs, &off) }.unwrap();
+    assert!(!sim.acre());
+    off[0] = 1;
+    // SAFETY: as above.
+    unsafe { ctrlr.admin_command_write(hbs, &off) }.unwrap();
+    assert!(sim.acre());
+
+    let sent = sim.stats().admin_commands;
+    let mut big = [0u8; 4100];
+    // SAFETY: refused before anything is sent.
+    let e = unsafe { ctrlr.admin_command_read(cmd, &mut big) }.unwrap_err();
+    assert_eq!(e, Error::InvalidArgument(Argument::AdminDataTooLarge));
+    let mut pointed = cmd;
+    pointed.prp1 = 0x1000;
+    // SAFETY: refused before anything is sent.
+    let e = unsafe { ctrlr.admin_command_read(pointed, &mut raw) }.unwrap_err();
+    assert_eq!(e, Error::InvalidArgument(Argument::RawCommandPointers));
+    assert_eq!(ctrlr.timestamp(), Err(Error::Unsupported(Feature::FeatureId)), "ONCS has no timestamp");
+    assert_eq!(ctrlr.set_timestamp(1 << 48), Err(Error::InvalidArgument(Argument::Timestamp)));
+    assert_eq!(sim.stats().admin_commands, sent, "nothing was sent");
+}

@@ -4,7 +4,7 @@
 use super::request::{finish, leak};
 use super::{Health, IoQueuePair, QpairOptions, QueueStats};
 use crate::buffer::IoBuffer;
-use crate::controller::Controller;
+use crate::controller::{AdminData, Controller};
 use crate::dma::{DmaAlloc, DmaMemory};
 use crate::error::{Argument, Error, RecoveryStep, Result};
 use crate::prp;
@@ -140,7 +140,7 @@ impl<H: Hal> Controller<H> {
 
         let mut cq_mem = cq.lend();
         let (created_cq, cq_epoch) =
-            self.admin_exec_epoch(create_cq_command(qid, entries, cq_mem.daddr(0)), None);
+            self.admin_exec_epoch(create_cq_command(qid, entries, cq_mem.daddr(0)), AdminData::None);
         match created_cq {
             Ok(_) => {}
             Err(e) if not_created(e) => {
@@ -164,8 +164,8 @@ impl<H: Hal> Controller<H> {
             }
         }
         let mut sq_mem = sq.lend();
-        let (created_sq, sq_epoch) =
-            self.admin_exec_epoch(create_sq_command(qid, entries, sq_mem.daddr(0), priority), None);
+        let (created_sq, sq_epoch) = self
+            .admin_exec_epoch(create_sq_command(qid, entries, sq_mem.daddr(0), priority), AdminData::None);
         let epoch = match created_sq {
             Ok(_) if sq_epoch == cq_epoch => sq_epoch,
             // A submission queue on a completion queue that a reset deleted:
@@ -299,11 +299,11 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         // From the moment a Create command may be fetched, the controller may
         // hold the queue, until the epoch moves on from the one it was sent in.
         self.on_device = true;
-        let (created_cq, sent_in) = self.ctrlr.admin_exec_epoch(cq, None);
+        let (created_cq, sent_in) = self.ctrlr.admin_exec_epoch(cq, AdminData::None);
         self.epoch = sent_in;
         let failed = match created_cq {
             Err(e) => (RecoveryStep::CreateIoCq, e),
-            Ok(_) => match self.ctrlr.admin_exec_epoch(sq, None) {
+            Ok(_) => match self.ctrlr.admin_exec_epoch(sq, AdminData::None) {
                 // Both ran in this epoch: the queues live until it moves.
                 (Ok(_), epoch) if epoch == sent_in => return Ok(()),
                 // A submission queue on a completion queue that a reset
