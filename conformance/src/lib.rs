@@ -38,7 +38,9 @@ use nvme_nostd::spec::identify::{as_str, trim_padding};
 use nvme_nostd::spec::ids::{Fid, Lid};
 use nvme_nostd::spec::log::ErrorInformation;
 use nvme_nostd::ALL_NAMESPACES;
-use nvme_nostd::{Argument, Controller, ControllerOptions, DmaBuffer, Error, IoQueuePair};
+use nvme_nostd::{
+    Argument, Controller, ControllerOptions, DmaBuffer, Error, FormatNvm, IoQueuePair, QpairOptions,
+};
 pub use report::{Outcome, Reason, Report, Totals};
 
 /// What to run.
@@ -58,6 +60,9 @@ pub struct Options {
     /// Skips writing the saved blocks back, to prove that a harness which
     /// compares the disk before and after the run notices.
     pub skip_restore: bool,
+    /// Formats this namespace (its data is lost) to 4096-byte blocks and
+    /// back to its format before, on every controller that has it.
+    pub format_nsid: Option<u32>,
 }
 
 impl Default for Options {
@@ -68,6 +73,7 @@ impl Default for Options {
             io_timeout: Duration::from_secs(30),
             backend_failures: true,
             skip_restore: false,
+            format_nsid: None,
         }
     }
 }
@@ -82,6 +88,12 @@ impl Options {
     /// Sets [`max_transfer`](Self::max_transfer).
     pub const fn with_max_transfer(mut self, bytes: usize) -> Self {
         self.max_transfer = bytes;
+        self
+    }
+
+    /// Sets [`format_nsid`](Self::format_nsid).
+    pub const fn with_format_nsid(mut self, nsid: Option<u32>) -> Self {
+        self.format_nsid = nsid;
         self
     }
 
@@ -120,7 +132,7 @@ pub fn run_controller<H: Hal>(
     totals: &mut Totals,
 ) {
     let attach = Controller::new(FaultyHal::new(hal), ControllerOptions::default().with_io_queues(4));
-    let ctrlr = match attach {
+    let mut ctrlr = match attach {
         Ok(c) => {
             totals.record(out, format_args!("{label} attach"), Outcome::Ok);
             c
@@ -170,6 +182,14 @@ pub fn run_controller<H: Hal>(
         if io::run_namespace(&ctrlr, nsid, label, options, out, totals) {
             tested.get_or_insert(nsid);
         }
+    }
+    if let Some(nsid) = options.format_nsid.filter(|n| nsids.contains(n)) {
+        let formatted = check_format(&mut ctrlr, nsid);
+        totals.record(
+            out,
+            format_args!("{label} ns{nsid} Format NVM to 4096-byte blocks and back"),
+            formatted.into(),
+        );
     }
     if options.backend_failures {
         backend::run(&ctrlr, tested, label, out, totals);
@@ -330,6 +350,54 @@ fn check_features<H: Hal>(
         queues.nsq() + 1,
         queues.ncq() + 1,
     ));
+    Ok(())
+}
+
+/// Format NVM of `nsid` to the LBA format with 4096-byte blocks and no
+/// metadata, then back to the one it had: the new geometry in Identify
+/// Namespace, the old handle refused as stale, a write and read-back in the
+/// new format.
+fn check_format<H: Hal>(ctrlr: &mut Controller<Fh<H>>, nsid: u32) -> Result<(), Reason> {
+    let id = ctrlr.identify_namespace(nsid).map_err(|e| reason!("identify: {e}"))?;
+    let before = ctrlr.namespace(nsid).map_err(|e| reason!("namespace: {e}"))?;
+    let original = id.format_index();
+    let wanted = (0..=id.nlbaf)
+        .find(|&i| id.lbaf[usize::from(i)].data_size() == Some(4096) && id.lbaf[usize::from(i)].ms() == 0)
+        .ok_or_else(|| reason!("no LBA format with 4096-byte blocks"))?;
+    ctrlr
+        .format_nvm(nsid, FormatNvm::lba_format(wanted))
+        .map_err(|e| reason!("format to LBAF {wanted}: {e}"))?;
+    let after = ctrlr.namespace(nsid).map_err(|e| reason!("namespace after the format: {e}"))?;
+    if after.block_size() != 4096 || after.size_bytes() != before.size_bytes() {
+        return Err(reason!("after the format: {} blocks of {} bytes", after.blocks(), after.block_size()));
+    }
+    {
+        let mut qp: Qp<'_, H, 4> = ctrlr
+            .create_io_qpair(QpairOptions::default().with_entries(8))
+            .map_err(|e| reason!("queue pair: {e}"))?;
+        let mut buf = DmaBuffer::new(ctrlr.hal(), 4096).map_err(|e| reason!("buffer: {e}"))?;
+        match qp.read(&before, 0, 1, buf, 0) {
+            Err(e) if e.error == Error::InvalidArgument(Argument::StaleNamespace) => buf = e.buffer,
+            Err(e) => return Err(reason!("old handle: {}", e.error)),
+            Ok(_) => return Err(reason!("the handle from before the format was accepted")),
+        }
+        buf.fill(0xa5);
+        let cid = qp.write(&after, 1, 1, buf, 1).map_err(|e| reason!("write: {}", e.error))?;
+        let done = qp.wait(cid, Duration::from_secs(5), |_| {}).map_err(|e| reason!("write: {e}"))?;
+        done.result().map_err(|e| reason!("write: {e}"))?;
+        let buf = done.buffer.ok_or_else(|| reason!("write: no buffer back"))?;
+        let cid = qp.read(&after, 1, 1, buf, 2).map_err(|e| reason!("read: {}", e.error))?;
+        let done = qp.wait(cid, Duration::from_secs(5), |_| {}).map_err(|e| reason!("read: {e}"))?;
+        done.result().map_err(|e| reason!("read: {e}"))?;
+        if !done.buffer.is_some_and(|b| b.iter().all(|&x| x == 0xa5)) {
+            return Err(reason!("read back differs in the new format"));
+        }
+    }
+    ctrlr.format_nvm(nsid, FormatNvm::lba_format(original)).map_err(|e| reason!("format back: {e}"))?;
+    let back = ctrlr.namespace(nsid).map_err(|e| reason!("namespace after formatting back: {e}"))?;
+    if back.block_size() != before.block_size() {
+        return Err(reason!("formatted back to {} bytes, was {}", back.block_size(), before.block_size()));
+    }
     Ok(())
 }
 

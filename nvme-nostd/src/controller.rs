@@ -4,7 +4,7 @@
 use crate::admin::{AdminQueue, AsyncResult, ADMIN_QUEUE_ENTRIES, ASYNC_SLOTS};
 use crate::dma::DmaAlloc;
 use crate::error::{Argument, Error, Feature, Malformed, Result, Wait};
-use crate::namespace::{csi_from_descriptors, Namespace};
+use crate::namespace::{csi_from_descriptors, Binding, Namespace};
 use crate::qpair::AbortOutcome;
 use crate::quarantine::Quarantine;
 use crate::queue::{CompletionQueue, SubmissionQueue};
@@ -206,6 +206,9 @@ pub struct Controller<H: Hal> {
     qids: spin::Mutex<u128>,
     /// `detach` has shut the controller down already.
     detached: bool,
+    /// Formats through this driver so far: `Namespace` handles from before
+    /// the last one are refused (their geometry may have changed).
+    generation: u32,
     /// Memory and queue identifiers the device may still use, kept until a
     /// reset proves it stopped (lock order: admin, then this, then `qids`).
     pub(crate) quarantine: spin::Mutex<Quarantine<H::Mapping>>,
@@ -319,6 +322,7 @@ impl<H: Hal> Controller<H> {
             qids: spin::Mutex::new(0),
             quarantine: spin::Mutex::new(Quarantine::new()),
             detached: false,
+            generation: 0,
         };
         // From here on, Drop disables the controller before freeing memory.
         wait_ready(&ctrlr.hal, true, ready_timeout(cap))?;
@@ -383,9 +387,21 @@ impl<H: Hal> Controller<H> {
         Some(if shift >= usize::BITS { usize::MAX } else { 1usize << shift })
     }
 
-    /// This controller's identity (unique within the program).
-    pub(crate) fn id(&self) -> u32 {
-        self.id
+    /// Every `Namespace` handle identified so far goes stale.
+    pub(crate) fn new_format_generation(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// Whether a namespace handle is this controller's, and from after its
+    /// last Format NVM.
+    pub(crate) fn check_binding(&self, binding: Binding) -> Result {
+        if binding.controller != self.id {
+            Err(Error::InvalidArgument(Argument::ForeignNamespace))
+        } else if binding.generation != self.generation {
+            Err(Error::InvalidArgument(Argument::StaleNamespace))
+        } else {
+            Ok(())
+        }
     }
 
     /// The options the controller was attached with.
@@ -871,7 +887,8 @@ impl<H: Hal> Controller<H> {
     /// data, which is checked before the driver relies on it.
     pub fn namespace(&self, nsid: u32) -> Result<Namespace> {
         let id = self.identify_namespace(nsid)?;
-        Namespace::from_identify(nsid, &id, self.namespace_csi(nsid)?, self.max_transfer_bytes(), self.id)
+        let binding = Binding { controller: self.id, generation: self.generation };
+        Namespace::from_identify(nsid, &id, self.namespace_csi(nsid)?, self.max_transfer_bytes(), binding)
     }
 
     /// The namespace's Command Set Identifier from its identification

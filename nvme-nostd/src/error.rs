@@ -30,6 +30,9 @@ pub enum Argument {
     InactiveNamespace,
     /// A namespace handle that another controller identified.
     ForeignNamespace,
+    /// A namespace handle from before a Format NVM: get a new one
+    /// (`Controller::namespace`).
+    StaleNamespace,
     /// A transfer of zero blocks or bytes.
     ZeroLength,
     /// More than 65536 blocks in one command (NLB is 16 bits).
@@ -65,6 +68,9 @@ pub enum Argument {
     AdminDataTooLarge,
     /// A timestamp above 48 bits of milliseconds.
     Timestamp,
+    /// An LBA format index above the namespace's NLBAF (or above 15), or a
+    /// protection information type above 3.
+    LbaFormat,
 }
 
 impl Argument {
@@ -74,6 +80,7 @@ impl Argument {
             Argument::NamespaceId => "namespace identifier 0 or FFFFFFFFh",
             Argument::InactiveNamespace => "namespace is not active (NSZE is 0)",
             Argument::ForeignNamespace => "namespace handle of another controller",
+            Argument::StaleNamespace => "namespace handle from before a format; get a new one",
             Argument::ZeroLength => "zero-length transfer",
             Argument::TooManyBlocks => "more than 65536 blocks in one command",
             Argument::IoQueues => "io_queues must be 1 to 64",
@@ -92,6 +99,7 @@ impl Argument {
             Argument::TemperatureSensor => "temperature sensor above 8",
             Argument::AdminDataTooLarge => "admin command data above 4 KiB",
             Argument::Timestamp => "timestamp above 48 bits of milliseconds",
+            Argument::LbaFormat => "LBA format index beyond NLBAF, or protection information type above 3",
         }
     }
 }
@@ -123,6 +131,8 @@ pub enum Feature {
     FeatureId,
     /// Saved values and the SEL field of Get Features (ONCS bit 4).
     SaveSelect,
+    /// Format NVM (OACS bit 1).
+    Format,
 }
 
 impl Feature {
@@ -140,6 +150,7 @@ impl Feature {
             Feature::LogPage => "controller does not advertise this log page",
             Feature::FeatureId => "controller does not advertise this feature",
             Feature::SaveSelect => "controller cannot save features or select their values (ONCS bit 4)",
+            Feature::Format => "controller lacks Format NVM (OACS bit 1)",
         }
     }
 }
@@ -254,6 +265,9 @@ pub enum RecoveryStep {
     CreateIoCq,
     /// Create I/O Submission Queue (section 5.4), likewise.
     CreateIoSq,
+    /// Resetting the controller, which a timed-out request needs: the
+    /// driver's resets failed `recovery_attempts` times in a row.
+    ResetController,
 }
 
 impl RecoveryStep {
@@ -262,6 +276,7 @@ impl RecoveryStep {
         match self {
             RecoveryStep::CreateIoCq => "Create I/O Completion Queue",
             RecoveryStep::CreateIoSq => "Create I/O Submission Queue",
+            RecoveryStep::ResetController => "controller reset",
         }
     }
 }

@@ -27,6 +27,7 @@ mod controller;
 mod dma;
 mod error;
 mod features;
+mod format;
 mod log;
 mod namespace;
 mod prp;
@@ -46,6 +47,7 @@ pub use controller::{
 pub use error::{
     Argument, Broken, Cause, Error, Feature, Malformed, Origin, PrpShape, RecoveryStep, Result, Wait,
 };
+pub use format::{FormatNvm, SecureErase};
 pub use hal_traits::{self, Hal};
 pub use log::ALL_NAMESPACES;
 pub use namespace::Namespace;
@@ -74,6 +76,12 @@ pub mod fuzzing {
         csi: crate::spec::ids::Csi,
         max_transfer: Option<usize>,
     ) -> crate::Result<crate::Namespace> {
-        crate::Namespace::from_identify(nsid, id, csi, max_transfer, 0)
+        crate::Namespace::from_identify(
+            nsid,
+            id,
+            csi,
+            max_transfer,
+            crate::namespace::Binding { controller: 0, generation: 0 },
+        )
     }
 }

@@ -36,10 +36,20 @@ pub struct Namespace {
     pi_type: u8,
     csi: Csi,
     max_transfer: Option<usize>,
-    /// The controller it was identified on (`Controller::id`): a handle is
-    /// refused by the queue pairs of any other controller, whose namespace of
-    /// the same NSID may have another block size.
-    controller: u32,
+    /// The controller it was identified on, and the controller's format
+    /// generation then: a handle is refused by the queue pairs of any other
+    /// controller (whose namespace of the same NSID may have another block
+    /// size), and after a Format NVM through this driver.
+    binding: Binding,
+}
+
+/// Which controller, at which format generation, identified a namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Binding {
+    /// `Controller::id`.
+    pub(crate) controller: u32,
+    /// Formats through this driver so far.
+    pub(crate) generation: u32,
 }
 
 impl Namespace {
@@ -49,7 +59,7 @@ impl Namespace {
         id: &IdentifyNamespace,
         csi: Csi,
         max_transfer: Option<usize>,
-        controller: u32,
+        binding: Binding,
     ) -> Result<Self> {
         if id.nsze == 0 {
             return Err(Error::InvalidArgument(Argument::InactiveNamespace));
@@ -65,7 +75,7 @@ impl Namespace {
             pi_type: id.dps.pit(),
             csi,
             max_transfer,
-            controller,
+            binding,
         })
     }
 
@@ -130,9 +140,9 @@ impl Namespace {
         }
     }
 
-    /// The identity of the controller the handle belongs to.
-    pub(crate) fn controller(&self) -> u32 {
-        self.controller
+    /// The controller (and format generation) the handle belongs to.
+    pub(crate) fn binding(&self) -> Binding {
+        self.binding
     }
 
     /// Checks a block range and returns its length in bytes.

@@ -66,6 +66,22 @@ fn conformance_passes_with_two_namespaces_and_no_transfer_limit() {
     assert_clean(&sim);
 }
 
+/// The suite's Format NVM check (QEMU runs it on a scratch namespace) on
+/// the second of two namespaces: 512 to 4096-byte blocks and back.
+#[test]
+fn conformance_formats_a_namespace() {
+    let sim = Sim::new(SimConfig {
+        namespaces: vec![
+            SimNamespace { nsid: 1, block_size: 512, blocks: 8192 },
+            SimNamespace { nsid: 2, block_size: 512, blocks: 8192 },
+        ],
+        ..SimConfig::default()
+    });
+    let totals = run(&sim, "simf", clean_options().with_format_nsid(Some(2)));
+    assert_eq!(totals.failed, 0, "{totals:?}");
+    assert_clean(&sim);
+}
+
 #[test]
 fn conformance_with_no_active_namespace() {
     // No namespace to test: the controller checks still run and pass.

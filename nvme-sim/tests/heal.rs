@@ -369,3 +369,43 @@ fn a_panic_in_the_timeout_callback_during_recreation_heals() {
     drop(ctrlr);
     assert_clean(&sim);
 }
+
+/// A request that needs a reset to end, on a controller the driver has
+/// stopped resetting (its resets failed `recovery_attempts` times: here the
+/// controller cannot even be disabled): the queue pair says so with a
+/// terminal error instead of waiting in silence, and a reset by hand, once
+/// the device behaves, ends the request and heals the pair.
+#[test]
+fn a_pair_whose_request_needs_a_reset_the_driver_gave_up_on_says_so() {
+    let sim = Sim::new(SimConfig { timeout_500ms: 1, ..SimConfig::default() });
+    let options = ControllerOptions::default()
+        .with_admin_timeout(ADMIN_TIMEOUT)
+        .with_io_timeout(Some(Duration::from_millis(20)))
+        .with_recovery(ATTEMPTS, BACKOFF);
+    let ctrlr = Controller::new(sim.hal(), options).expect("attach");
+    let ns = ctrlr.namespace(1).expect("namespace 1");
+    let mut qp = qpair(&ctrlr);
+    sim.inject(FaultRule::once(Some(qp.qid()), None, Fault::Drop));
+    sim.set_abort_works(false);
+    qp.read(&ns, 0, 1, vec![0; 512], 7).map_err(|e| e.error).unwrap();
+    sim.set_disable_never(true);
+    let mut done = Vec::new();
+    for _ in 0..2000 {
+        qp.poll(PollLimit::All, |_, c| done.push(c.result()));
+        if qp.failure().is_some() {
+            break;
+        }
+        sim.advance(Duration::from_millis(1));
+    }
+    let b = broken(qp.failure());
+    assert_eq!((b.step, b.cause, b.terminal), (RecoveryStep::ResetController, Cause::ControllerFailed, true));
+    assert!(done.is_empty(), "the request is still the device's: {done:?}");
+    assert_no_bad_frees(&sim);
+    sim.set_disable_never(false);
+    ctrlr.reset().expect("reset by hand");
+    let done = common::poll_for(&sim, &mut qp, Duration::from_millis(10));
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].result(), Err(Error::Timeout(Wait::IoCommand)));
+    assert!(heal(&sim, &mut qp, 2, Duration::ZERO).is_some());
+    io_works(&sim, &mut qp, &ns);
+}

@@ -746,10 +746,14 @@ fn worker(
     w.r.heal = healed.ok_or_else(|| {
         format!(
             "worker {t} (queue {}): no successful write and read within {HEAL_POLLS} polls after the faults \
-             stopped; queue pair failure: {:?}; last error: {}",
+             stopped; queue pair failure: {:?}; last error: {}; in flight {}, CSTS {:?}, {:?}, sim {:?}",
             qp.qid(),
             qp.failure(),
-            last_error.unwrap_or_else(|| "none (no completion)".into())
+            last_error.unwrap_or_else(|| "none (no completion)".into()),
+            qp.in_flight(),
+            ctrlr.csts(),
+            qp.stats(),
+            sim.stats(),
         )
     });
     // What the heal loop left in flight completes too.

@@ -9,6 +9,8 @@
 //!   Identify Namespace (NSID 1) data in hex, for test fixtures;
 //! - `raise-exception`: execute UD2, to prove a CPU exception fails the run
 //!   (with a message) instead of triple-faulting;
+//! - `format=NSID`: format that namespace (a scratch one) to 4096-byte
+//!   blocks and back;
 //! - `skip-restore`: leave the blocks the checks overwrote as they are, to
 //!   prove that `cargo xtask test`'s before/after comparison of the disk
 //!   images notices;
@@ -133,7 +135,12 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         exit_qemu(bench(cmdline, &access, functions.first(), &mut window, pool, clock, &mut out));
     }
     let mut totals = Totals::default();
-    let options = Options::default().with_plant_mismatch(plant_mismatch).with_skip_restore(skip_restore);
+    // `format=NSID`: Format NVM that namespace (a scratch one) and back.
+    let format = cmdline.split(' ').find_map(|w| w.strip_prefix("format=")).and_then(|n| n.parse().ok());
+    let options = Options::default()
+        .with_plant_mismatch(plant_mismatch)
+        .with_skip_restore(skip_restore)
+        .with_format_nsid(format);
     let found = if functions.is_empty() {
         Outcome::Failed("no NVMe controller on the PCI bus".try_into().unwrap_or_default())
     } else {

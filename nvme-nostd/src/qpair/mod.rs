@@ -231,14 +231,10 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         context: C,
         path: Path,
     ) -> Result<Cid, SubmitError<B, C>> {
-        let checked = if ns.controller() != self.ctrlr.id() {
-            Err(Error::InvalidArgument(Argument::ForeignNamespace))
-        } else {
-            match ns.unsupported_reason() {
-                Some(why) => Err(Error::Unsupported(why)),
-                None => ns.check_range(lba, blocks),
-            }
-        };
+        let checked = self.ctrlr.check_binding(ns.binding()).and_then(|()| match ns.unsupported_reason() {
+            Some(why) => Err(Error::Unsupported(why)),
+            None => ns.check_range(lba, blocks),
+        });
         let len = match checked {
             Ok(len) => len,
             Err(error) => return Err(SubmitError { error, buffer, context }),
@@ -259,8 +255,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     }
 
     fn flush_on(&mut self, ns: &Namespace, context: C, path: Path) -> Result<Cid, SubmitError<(), C>> {
-        if ns.controller() != self.ctrlr.id() {
-            let error = Error::InvalidArgument(Argument::ForeignNamespace);
+        if let Err(error) = self.ctrlr.check_binding(ns.binding()) {
             return Err(SubmitError { error, buffer: (), context });
         }
         let cmd = SubmissionEntry::new(IoOpcode::FLUSH.0, ns.id());

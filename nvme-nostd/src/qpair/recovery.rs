@@ -300,7 +300,17 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             self.stats.resets += 1;
             // Unless another thread reset the controller since this queue
             // pair last looked: that reset ended these requests too.
-            let _ = self.ctrlr.reset_from(self.epoch);
+            let by_hand = self.ctrlr.resets_by_hand();
+            let failed = self.ctrlr.reset_from(self.epoch).is_err();
+            if failed && self.ctrlr.epoch() == self.epoch && self.ctrlr.gave_up() {
+                // The driver no longer resets by itself, and these requests
+                // need a reset to end (the device may still use their
+                // buffers): say so; a reset by hand ends them and heals.
+                let attempts = self.ctrlr.options().recovery_attempts;
+                let step = RecoveryStep::ResetController;
+                let broken = Broken { step, cause: Cause::ControllerFailed, attempts, terminal: true };
+                self.health = Health::Gone(Error::QueuePairBroken(broken), by_hand);
+            }
         }
         self.catch_up();
     }

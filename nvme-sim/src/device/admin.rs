@@ -7,8 +7,8 @@ use super::commands::Pending;
 use super::queues::{Cq, PostKind, Sq};
 use super::status::{
     spec, ABORTED_BY_REQUEST, ABORTED_SQ_DELETION, AER_LIMIT_EXCEEDED, COMMAND_SEQUENCE_ERROR, CQ_INVALID,
-    INVALID_FIELD, INVALID_LOG_PAGE, INVALID_NAMESPACE, INVALID_OPCODE, INVALID_QID, INVALID_QSIZE,
-    INVALID_QUEUE_DELETION, NOT_SAVEABLE, PRP_OFFSET_INVALID, SUCCESS,
+    INVALID_FIELD, INVALID_FORMAT, INVALID_LOG_PAGE, INVALID_NAMESPACE, INVALID_OPCODE, INVALID_QID,
+    INVALID_QSIZE, INVALID_QUEUE_DELETION, NOT_SAVEABLE, PRP_OFFSET_INVALID, SUCCESS,
 };
 use super::{State, AER_LIMIT, CQ_ENTRY, PAGE, SQ_ENTRY, VERSION};
 use hal_traits::PAGE_SIZE;
@@ -94,6 +94,7 @@ impl State {
             AdminOpcode::CREATE_IO_CQ => (self.create_cq(cmd), 0),
             AdminOpcode::IDENTIFY => (self.identify(cmd), 0),
             AdminOpcode::ABORT => (SUCCESS, self.abort(cmd)),
+            AdminOpcode::FORMAT_NVM => (self.format_nvm(cmd), 0),
             AdminOpcode::SET_FEATURES => self.set_features(cmd),
             AdminOpcode::GET_FEATURES => self.get_features(cmd),
             // Only reached beyond the limit: the others are held in `stuck`.
@@ -415,6 +416,7 @@ impl State {
             put(b, 128 + 2 * i, &crdt.to_le_bytes()); // CRDT1..3
         }
         b[258] = 3; // ACL: 4 concurrent aborts
+        put(b, 256, &0x0002u16.to_le_bytes()); // OACS: Format NVM
         b[259] = (AER_LIMIT - 1) as u8; // AERL
         b[260] = 0x02; // FRMW: one slot
         b[261] = 0x06; // LPA: commands supported and effects, extended data
@@ -431,6 +433,32 @@ impl State {
         put(b, 2048, &2500u16.to_le_bytes()); // PSD0 MP: 25 W
     }
 
+    /// Format NVM (section 5.23): LBAF 0 or 1 (CDW10 bits 3:0), no
+    /// metadata, no protection information; the namespace's data is zeroed
+    /// and its size recounted in the new blocks (NSID FFFFFFFFh: every
+    /// namespace).
+    fn format_nvm(&mut self, cmd: &SubmissionEntry) -> u16 {
+        let lbaf = (cmd.cdw10 & 0xf) as usize;
+        let rest = cmd.cdw10 >> 4;
+        if lbaf > 1 || rest != 0 {
+            return INVALID_FORMAT;
+        }
+        let all = cmd.nsid == u32::MAX;
+        let mut found = false;
+        for ns in self.namespaces.iter_mut().filter(|n| n.active && (all || n.cfg.nsid == cmd.nsid)) {
+            found = true;
+            let block = ns.formats[lbaf];
+            ns.data.iter_mut().for_each(|b| *b = 0);
+            ns.cfg.block_size = block;
+            ns.cfg.blocks = ns.data.len() as u64 / u64::from(block);
+        }
+        if found {
+            SUCCESS
+        } else {
+            INVALID_NAMESPACE
+        }
+    }
+
     /// Identify Namespace (CNS 00h): zeros for an inactive NSID.
     fn identify_namespace(&self, nsid: u32, b: &mut [u8]) {
         let Some(ns) = self.namespaces.iter().find(|n| n.active && n.cfg.nsid == nsid) else {
@@ -441,11 +469,18 @@ impl State {
         put(b, 0, &blocks.to_le_bytes()); // NSZE
         put(b, 8, &blocks.to_le_bytes()); // NCAP
         put(b, 16, &blocks.to_le_bytes()); // NUSE
-        b[25] = lies.nlbaf.unwrap_or(0);
-        b[26] = lies.flbas.unwrap_or(0);
+        let current = u8::from(ns.cfg.block_size != ns.formats[0]);
+        b[25] = lies.nlbaf.unwrap_or(1);
+        b[26] = lies.flbas.unwrap_or(current);
         put(b, 104, b"nvme-sim");
         put(b, 112, &nsid.to_be_bytes());
-        // LBAF0: no metadata, LBADS = log2(block size), best performance.
-        b[128 + 2] = lies.lbads.unwrap_or(ns.cfg.block_size.trailing_zeros() as u8);
+        // LBAF0 and LBAF1: no metadata, LBADS = log2(block size), best
+        // performance. (A lie about LBADS replaces the current format's.)
+        for (i, block) in ns.formats.iter().enumerate() {
+            b[128 + 4 * i + 2] = block.trailing_zeros() as u8;
+        }
+        if let Some(lbads) = lies.lbads {
+            b[128 + 4 * usize::from(current) + 2] = lbads;
+        }
     }
 }

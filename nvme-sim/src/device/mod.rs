@@ -57,9 +57,13 @@ const PAGE: u64 = PAGE_SIZE as u64;
 const AER_LIMIT: usize = 4;
 
 struct Namespace {
+    /// Its configuration; `block_size` and `blocks` follow Format NVM.
     cfg: SimNamespace,
     active: bool,
     data: Vec<u8>,
+    /// LBAF0 and LBAF1: the configured block size, and 4096 bytes (512 when
+    /// the configured one is 4096).
+    formats: [u32; 2],
 }
 
 /// The whole simulated controller.
@@ -135,7 +139,13 @@ impl State {
                 .checked_mul(ns.block_size as u64)
                 .and_then(|b| usize::try_from(b).ok())
                 .expect("namespace too large for memory");
-            namespaces.push(Namespace { cfg: *ns, active: true, data: vec![0; bytes] });
+            let alternative = if ns.block_size == 4096 { 512 } else { 4096 };
+            namespaces.push(Namespace {
+                cfg: *ns,
+                active: true,
+                data: vec![0; bytes],
+                formats: [ns.block_size, alternative],
+            });
         }
         namespaces.sort_by_key(|n| n.cfg.nsid);
         let nn = namespaces.last().map_or(0, |n| n.cfg.nsid);

@@ -33,4 +33,5 @@ pub(super) const INVALID_QSIZE: u16 = spec(cs::INVALID_QUEUE_SIZE);
 pub(super) const INVALID_QUEUE_DELETION: u16 = spec(cs::INVALID_QUEUE_DELETION);
 pub(super) const AER_LIMIT_EXCEEDED: u16 = spec(cs::ASYNC_EVENT_REQUEST_LIMIT_EXCEEDED);
 pub(super) const INVALID_LOG_PAGE: u16 = spec(cs::INVALID_LOG_PAGE);
+pub(super) const INVALID_FORMAT: u16 = spec(cs::INVALID_FORMAT);
 pub(super) const NOT_SAVEABLE: u16 = spec(cs::FEATURE_ID_NOT_SAVEABLE);
