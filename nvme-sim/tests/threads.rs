@@ -13,7 +13,10 @@
 //! submitted, try later". Checked: every submitted request completes exactly
 //! once under the CID its submission returned; no read returns data its
 //! block cannot hold; no bad free or unshare; once the faults stop, every
-//! queue pair serves a write and a read again within 10,000 polls; at the
+//! queue pair serves a write and a read again within 10,000 polls (and at
+//! least 5 s of wall-clock time, yielding between polls: another thread
+//! may hold the admin queue mid-reset, starved of the simulator's lock or of
+//! a core); at the
 //! end the backing store matches the models and the DMA pool is empty.
 //!
 //! `threaded_io_with_queue_pair_churn`: the same, with every worker dropping
@@ -95,6 +98,8 @@ const ADMIN_TIMEOUT: Duration = Duration::from_millis(20);
 /// Polls (with virtual time moving 100 µs each) a worker has to get a write
 /// and a read through once the faults stopped.
 const HEAL_POLLS: u32 = 10_000;
+/// The least wall-clock time the heal check gives a queue pair (see `worker`).
+const HEAL_WALL: Duration = Duration::from_secs(5);
 /// Polls (100 µs each) for the requests in flight to complete once the
 /// faults stopped: far beyond the I/O timeout and its escalation.
 const DRAIN_POLLS: u32 = 20_000;
@@ -485,13 +490,20 @@ impl Worker<'_> {
 
     /// Polls (time moving 100 µs each) until nothing is in flight, at most
     /// `DRAIN_POLLS` times.
+    /// Polls until nothing is in flight: at most DRAIN_POLLS polls, or
+    /// HEAL_WALL of wall-clock time if that is longer (each poll yields, so
+    /// another thread holding the admin queue mid-reset gets to finish).
     fn drain(&mut self, qp: &mut Qp<'_>, sim: &Sim) {
-        for _ in 0..DRAIN_POLLS {
+        let began = Instant::now();
+        let mut polls = 0;
+        while polls < DRAIN_POLLS || began.elapsed() < HEAL_WALL {
             if self.in_flight.is_empty() && qp.in_flight() == 0 {
                 break;
             }
+            polls += 1;
             self.poll(qp);
             sim.advance(Duration::from_micros(100));
+            std::thread::yield_now();
         }
     }
 
@@ -572,6 +584,9 @@ fn worker(
     // Operations: bursts of submissions, then a poll.
     set_phase(shared, t, "ops");
     let mut refused_in_a_row = 0u64;
+    // When the current run of refusals began (a stall needs STALL_LIMIT of
+    // them and HEAL_WALL of wall-clock time: see the heal check).
+    let mut refused_since = Instant::now();
     let mut next_churn = CHURN_EVERY;
     while w.r.ops_done < cfg.ops {
         if cfg.churn && w.r.ops_done >= next_churn {
@@ -585,6 +600,7 @@ fn worker(
             publish(0);
             drop(qp);
             let mut refused = 0u64;
+            let creating_since = Instant::now();
             qp = loop {
                 match create() {
                     Ok(q) => break q,
@@ -598,7 +614,10 @@ fn worker(
                             let _ = ctrlr.reset();
                             w.r.resets_by_hand += 1;
                         }
-                        if refused >= 2 * CREATE_LIMIT && shared.faults_done.load(SeqCst) {
+                        if refused >= 2 * CREATE_LIMIT
+                            && creating_since.elapsed() >= HEAL_WALL
+                            && shared.faults_done.load(SeqCst)
+                        {
                             // A queue pair that does not heal: the heal
                             // check reports it.
                             w.r.heal = Err(format!(
@@ -633,6 +652,7 @@ fn worker(
                 Ok(_) => {
                     w.r.ops_done += 1;
                     refused_in_a_row = 0;
+                    refused_since = Instant::now();
                 }
                 Err(_) => {
                     refused = true;
@@ -646,6 +666,9 @@ fn worker(
             // Counted once the faults stopped: until then, refusals are
             // the faults' doing.
             if shared.faults_done.load(SeqCst) {
+                if refused_in_a_row == 0 {
+                    refused_since = Instant::now();
+                }
                 refused_in_a_row += 1;
             }
             sim.advance(Duration::from_micros(10));
@@ -656,7 +679,10 @@ fn worker(
                 w.r.resets_by_hand += 1;
                 refused_in_a_row = 0;
             }
-            if refused_in_a_row >= STALL_LIMIT && shared.faults_done.load(SeqCst) {
+            if refused_in_a_row >= STALL_LIMIT
+                && refused_since.elapsed() >= HEAL_WALL
+                && shared.faults_done.load(SeqCst)
+            {
                 w.r.stalled = Some(qp.failure());
                 break;
             }
@@ -703,7 +729,14 @@ fn worker(
     let mut last_error = None;
     let mut healed = None;
     let mut heal_resets = 0;
-    for i in 0..HEAL_POLLS {
+    // The bound counts this worker's polls, but another thread may hold the
+    // admin queue mid-reset meanwhile, starved of the simulator's lock (not
+    // fair) or of a core: each poll yields, and the bound is at least
+    // HEAL_WALL of wall-clock time too.
+    let began = Instant::now();
+    let mut i = 0;
+    while i < HEAL_POLLS || began.elapsed() < HEAL_WALL {
+        i += 1;
         if terminal(qp.failure()) && heal_resets < 3 {
             // The driver gave up and said so: a reset by hand heals.
             heal_resets += 1;
@@ -738,16 +771,18 @@ fn worker(
             }
         }
         if step == Step::Done {
-            healed = Some(i + 1);
+            healed = Some(i);
             break;
         }
         sim.advance(Duration::from_micros(100));
+        std::thread::yield_now();
     }
     w.r.heal = healed.ok_or_else(|| {
         format!(
-            "worker {t} (queue {}): no successful write and read within {HEAL_POLLS} polls after the faults \
+            "worker {t} (queue {}): no successful write and read within {i} polls and {:?} after the faults \
              stopped; queue pair failure: {:?}; last error: {}; in flight {}, CSTS {:?}, {:?}, sim {:?}",
             qp.qid(),
+            began.elapsed(),
             qp.failure(),
             last_error.unwrap_or_else(|| "none (no completion)".into()),
             qp.in_flight(),
