@@ -39,7 +39,8 @@ use nvme_nostd::spec::ids::{Fid, Lid};
 use nvme_nostd::spec::log::ErrorInformation;
 use nvme_nostd::ALL_NAMESPACES;
 use nvme_nostd::{
-    Argument, Controller, ControllerOptions, DmaBuffer, Error, FormatNvm, IoQueuePair, QpairOptions,
+    Argument, Controller, ControllerOptions, DmaBuffer, Error, Feature, FormatNvm, IoQueuePair, QpairOptions,
+    SanitizeAction, SelfTest,
 };
 pub use report::{Outcome, Reason, Report, Totals};
 
@@ -173,6 +174,8 @@ pub fn run_controller<H: Hal>(
     totals.record(out, format_args!("{label} log pages"), logs.into());
     let features = check_features(&ctrlr, label, out);
     totals.record(out, format_args!("{label} features"), features.into());
+    let maintenance = check_maintenance(&ctrlr, label, out);
+    totals.record(out, format_args!("{label} self-test, sanitize, security"), maintenance.into());
 
     let mut nsids: heapless::Vec<u32, MAX_NAMESPACES> = heapless::Vec::new();
     let listed = list_namespaces(&ctrlr, &mut nsids);
@@ -398,6 +401,46 @@ fn check_format<H: Hal>(ctrlr: &mut Controller<Fh<H>>, nsid: u32) -> Result<(), 
     if back.block_size() != before.block_size() {
         return Err(reason!("formatted back to {} bytes, was {}", back.block_size(), before.block_size()));
     }
+    Ok(())
+}
+
+/// Device Self-test where advertised (a short test, then its result in
+/// the log; the simulator has it), Security Receive of the supported
+/// protocol list where advertised; each refused as unsupported, before
+/// anything is sent, where not (QEMU 7.2 advertises none of them). Sanitize
+/// is only ever checked for that refusal: it would erase the disk.
+fn check_maintenance<H: Hal>(
+    ctrlr: &Controller<Fh<H>>,
+    label: &str,
+    out: &mut dyn Report,
+) -> Result<(), Reason> {
+    let id = ctrlr.identify();
+    if id.oacs.self_test() {
+        ctrlr.device_self_test(0, SelfTest::Short).map_err(|e| reason!("self-test: {e}"))?;
+        let log = ctrlr.self_test_log().map_err(|e| reason!("self-test log: {e}"))?;
+        if log.current == 0 && log.iter().next().is_none() {
+            return Err(reason!("a short self-test neither in progress nor logged"));
+        }
+    } else if ctrlr.device_self_test(0, SelfTest::Short) != Err(Error::Unsupported(Feature::SelfTest)) {
+        return Err(reason!("self-test not refused, though not advertised"));
+    }
+    if id.oacs.security() {
+        let mut protocols = [0u8; 512];
+        ctrlr.security_receive(0, 0, &mut protocols).map_err(|e| reason!("security receive: {e}"))?;
+    } else if ctrlr.security_receive(0, 0, &mut [0u8; 8]) != Err(Error::Unsupported(Feature::Security)) {
+        return Err(reason!("security receive not refused, though not advertised"));
+    }
+    if id.sanicap & 2 == 0
+        && ctrlr.sanitize(SanitizeAction::BlockErase, false, 0) != Err(Error::Unsupported(Feature::Sanitize))
+    {
+        return Err(reason!("block erase sanitize not refused, though not advertised"));
+    }
+    out.line(format_args!(
+        "{label}: self-test {}, security {}, sanitize capabilities {:#x}",
+        if id.oacs.self_test() { "run" } else { "not advertised" },
+        if id.oacs.security() { "protocols read" } else { "not advertised" },
+        id.sanicap
+    ));
     Ok(())
 }
 

@@ -133,6 +133,12 @@ pub enum Feature {
     SaveSelect,
     /// Format NVM (OACS bit 1).
     Format,
+    /// Device Self-test (OACS bit 4).
+    SelfTest,
+    /// The Sanitize action asked for (SANICAP).
+    Sanitize,
+    /// Security Send and Receive (OACS bit 0).
+    Security,
 }
 
 impl Feature {
@@ -151,6 +157,9 @@ impl Feature {
             Feature::FeatureId => "controller does not advertise this feature",
             Feature::SaveSelect => "controller cannot save features or select their values (ONCS bit 4)",
             Feature::Format => "controller lacks Format NVM (OACS bit 1)",
+            Feature::SelfTest => "controller lacks Device Self-test (OACS bit 4)",
+            Feature::Sanitize => "controller does not offer this sanitize action (SANICAP)",
+            Feature::Security => "controller lacks Security Send and Receive (OACS bit 0)",
         }
     }
 }

@@ -29,6 +29,7 @@ mod error;
 mod features;
 mod format;
 mod log;
+mod maintenance;
 mod namespace;
 mod prp;
 mod qpair;
@@ -50,6 +51,7 @@ pub use error::{
 pub use format::{FormatNvm, SecureErase};
 pub use hal_traits::{self, Hal};
 pub use log::ALL_NAMESPACES;
+pub use maintenance::{SanitizeAction, SelfTest};
 pub use namespace::Namespace;
 /// The wire formats of the specification (the `nvme-spec` crate).
 pub use nvme_spec as spec;

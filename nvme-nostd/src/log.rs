@@ -59,6 +59,7 @@ impl<H: Hal> Controller<H> {
             Lid::FIRMWARE_SLOT => Some(FirmwareSlot::SIZE),
             Lid::CHANGED_NAMESPACE_LIST => Some(ChangedNamespaceList::SIZE),
             Lid::COMMANDS_SUPPORTED_AND_EFFECTS => Some(CommandsSupportedAndEffects::SIZE),
+            Lid::DEVICE_SELF_TEST => Some(crate::spec::log::DeviceSelfTest::SIZE),
             _ => None,
         }
     }

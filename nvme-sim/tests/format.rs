@@ -64,3 +64,28 @@ fn bad_formats_send_nothing_but_identify() {
     );
     assert_eq!(sim.stats().admin_commands, sent + 1, "only the Identify Namespace");
 }
+
+/// Device Self-test (which the simulator advertises and QEMU 7.2 does not):
+/// a short and an extended test land in the log, newest first. Sanitize and
+/// Security Send / Receive, which neither advertises, are refused before
+/// anything is sent.
+#[test]
+fn self_test_and_the_maintenance_commands_not_advertised() {
+    use nvme_nostd::{Feature, SanitizeAction, SelfTest};
+    let (sim, ctrlr, _ns) = setup(SimConfig::default());
+    assert_eq!(ctrlr.self_test_log().unwrap().iter().count(), 0);
+    ctrlr.device_self_test(ALL_NAMESPACES, SelfTest::Short).unwrap();
+    ctrlr.device_self_test(ALL_NAMESPACES, SelfTest::Extended).unwrap();
+    let log = ctrlr.self_test_log().unwrap();
+    let held: Vec<(u8, u8)> = log.iter().map(|r| (r.code(), r.result())).collect();
+    assert_eq!(held, [(2, 0), (1, 0)], "extended then short, both without error");
+    let sent = sim.stats().admin_commands;
+    assert_eq!(
+        ctrlr.sanitize(SanitizeAction::BlockErase, false, 0),
+        Err(Error::Unsupported(Feature::Sanitize))
+    );
+    assert_eq!(ctrlr.security_send(0xea, 0, &[0; 8]), Err(Error::Unsupported(Feature::Security)));
+    let mut out = [0u8; 64];
+    assert_eq!(ctrlr.security_receive(0, 0, &mut out), Err(Error::Unsupported(Feature::Security)));
+    assert_eq!(sim.stats().admin_commands, sent, "nothing was sent");
+}

@@ -145,6 +145,8 @@ impl AdminOpcode {
     pub const FIRMWARE_COMMIT: Self = Self(0x10);
     /// Firmware Image Download.
     pub const FIRMWARE_IMAGE_DOWNLOAD: Self = Self(0x11);
+    /// Device Self-test.
+    pub const DEVICE_SELF_TEST: Self = Self(0x14);
     /// Namespace Attachment.
     pub const NAMESPACE_ATTACHMENT: Self = Self(0x15);
     /// Keep Alive.
@@ -153,6 +155,12 @@ impl AdminOpcode {
     pub const DOORBELL_BUFFER_CONFIG: Self = Self(0x7c);
     /// Format NVM.
     pub const FORMAT_NVM: Self = Self(0x80);
+    /// Security Send.
+    pub const SECURITY_SEND: Self = Self(0x81);
+    /// Security Receive.
+    pub const SECURITY_RECEIVE: Self = Self(0x82);
+    /// Sanitize.
+    pub const SANITIZE: Self = Self(0x84);
 }
 
 /// An NVM command set I/O opcode (NVM Command Set specification, figure 18 in

@@ -410,6 +410,86 @@ impl fmt::Debug for Hex {
     }
 }
 
+/// One result of the Device Self-test log (figure 200): 28 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct SelfTestResult {
+    /// Device Self-test Status (offset 0): the result in bits 3:0 (0 no
+    /// error, 1 aborted by a Device Self-test command, 2 aborted by a reset,
+    /// 3 aborted by a namespace removal, 4 aborted by a format, 5 fatal
+    /// error, 6 unknown segment failed, 7 segments failed, 8 aborted for
+    /// another reason, Fh entry unused) and the test's code in bits 7:4.
+    pub status: u8,
+    /// Segment Number (offset 1) that failed, if any.
+    pub segment: u8,
+    /// Valid Diagnostic Information (offset 2): which of NSID, failing LBA,
+    /// SCT and SC below are valid.
+    pub valid: u8,
+    _rsvd3: u8,
+    /// Power On Hours (offset 4) when the test completed.
+    pub power_on_hours: [u8; 8],
+    /// Namespace Identifier (offset 12).
+    pub nsid: [u8; 4],
+    /// Failing LBA (offset 16).
+    pub failing_lba: [u8; 8],
+    /// Status Code Type (offset 24) of an error found.
+    pub sct: u8,
+    /// Status Code (offset 25) of an error found.
+    pub sc: u8,
+    /// Vendor Specific (offset 26).
+    pub vendor: [u8; 2],
+}
+
+assert_layout!(SelfTestResult, 28, {
+    status: 0, segment: 1, valid: 2, power_on_hours: 4, nsid: 12, failing_lba: 16,
+    sct: 24, sc: 25, vendor: 26,
+});
+
+impl SelfTestResult {
+    /// The result (bits 3:0 of the status): 0 no error; Fh the entry is
+    /// unused.
+    pub const fn result(&self) -> u8 {
+        self.status & 0xf
+    }
+
+    /// The test's code (bits 7:4): 1 short, 2 extended, Eh vendor specific.
+    pub const fn code(&self) -> u8 {
+        self.status >> 4
+    }
+}
+
+/// Device Self-test (log page 06h, section 5.14.1.6, figure 199): the test
+/// in progress and the last 20 results, newest first. 564 bytes.
+#[repr(C)]
+#[derive(Clone, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct DeviceSelfTest {
+    /// Current Device Self-test Operation (offset 0): 0 none, 1 short, 2
+    /// extended, Eh vendor specific.
+    pub current: u8,
+    /// Current Device Self-test Completion (offset 1): percent done.
+    pub completion: u8,
+    _rsvd2: [u8; 2],
+    /// Newest Self-test Result Data Structure first (offset 4).
+    pub results: [SelfTestResult; 20],
+}
+
+assert_layout!(DeviceSelfTest, 564, { current: 0, completion: 1, results: 4 });
+
+impl DeviceSelfTest {
+    /// Size in bytes.
+    pub const SIZE: usize = 564;
+
+    /// Decodes the page.
+    pub const fn from_bytes(bytes: &[u8; Self::SIZE]) -> Self {
+        zerocopy::transmute!(*bytes)
+    }
+
+    /// The results held (the entries whose result is not Fh, unused).
+    pub fn iter(&self) -> impl Iterator<Item = &SelfTestResult> + '_ {
+        self.results.iter().filter(|r| r.result() != 0xf)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,6 +559,26 @@ mod tests {
         assert_eq!(f.revision(8), None);
         b[0] = 0x03;
         assert_eq!(FirmwareSlot::from_bytes(&b).next_slot(), None);
+    }
+
+    #[test]
+    fn device_self_test_log() {
+        let mut b = [0u8; 564];
+        b[0] = 1; // a short test in progress
+        b[1] = 40;
+        for i in 0..20 {
+            b[4 + 28 * i] = 0x0f; // unused
+        }
+        b[4] = 0x10; // newest: short, no error
+        b[4 + 28] = 0x27; // extended, segments failed
+        b[4 + 28 + 1] = 3;
+        put(&mut b, 4 + 28 + 16, &77u64.to_le_bytes());
+        let log = DeviceSelfTest::from_bytes(&b);
+        assert_eq!((log.current, log.completion), (1, 40));
+        let mut held = log.iter().map(|r| (r.code(), r.result()));
+        assert_eq!((held.next(), held.next(), held.next()), (Some((1, 0)), Some((2, 7)), None));
+        assert_eq!(log.results[1].segment, 3);
+        assert_eq!(u64::from_le_bytes(log.results[1].failing_lba), 77);
     }
 
     #[test]

@@ -95,6 +95,7 @@ impl State {
             AdminOpcode::IDENTIFY => (self.identify(cmd), 0),
             AdminOpcode::ABORT => (SUCCESS, self.abort(cmd)),
             AdminOpcode::FORMAT_NVM => (self.format_nvm(cmd), 0),
+            AdminOpcode::DEVICE_SELF_TEST => (self.device_self_test(cmd), 0),
             AdminOpcode::SET_FEATURES => self.set_features(cmd),
             AdminOpcode::GET_FEATURES => self.get_features(cmd),
             // Only reached beyond the limit: the others are held in `stuck`.
@@ -346,6 +347,14 @@ impl State {
                 page
             }
             Lid::COMMANDS_SUPPORTED_AND_EFFECTS => commands_effects(),
+            Lid::DEVICE_SELF_TEST => {
+                // Nothing in progress; results newest first, unused Fh.
+                let mut page = vec![0u8; 564];
+                for i in 0..20 {
+                    page[4 + 28 * i] = self.self_tests.get(i).copied().unwrap_or(0x0f);
+                }
+                page
+            }
             _ => return INVALID_LOG_PAGE,
         };
         let Ok(offset) = usize::try_from(offset) else { return INVALID_FIELD };
@@ -416,7 +425,7 @@ impl State {
             put(b, 128 + 2 * i, &crdt.to_le_bytes()); // CRDT1..3
         }
         b[258] = 3; // ACL: 4 concurrent aborts
-        put(b, 256, &0x0002u16.to_le_bytes()); // OACS: Format NVM
+        put(b, 256, &0x0012u16.to_le_bytes()); // OACS: Format NVM, Device Self-test
         b[259] = (AER_LIMIT - 1) as u8; // AERL
         b[260] = 0x02; // FRMW: one slot
         b[261] = 0x06; // LPA: commands supported and effects, extended data
@@ -456,6 +465,22 @@ impl State {
             SUCCESS
         } else {
             INVALID_NAMESPACE
+        }
+    }
+
+    /// Device Self-test (section 5.8): a short (1) or extended (2) test
+    /// completes at once, without error, and is logged; abort (Fh) finds
+    /// nothing to abort.
+    fn device_self_test(&mut self, cmd: &SubmissionEntry) -> u16 {
+        let code = (cmd.cdw10 & 0xf) as u8;
+        match code {
+            1 | 2 => {
+                self.self_tests.insert(0, code << 4);
+                self.self_tests.truncate(20);
+                SUCCESS
+            }
+            0xf => SUCCESS,
+            _ => INVALID_FIELD,
         }
     }
 

@@ -98,6 +98,8 @@ pub(crate) struct State {
     seq: u64,
     nsqa: u16,
     ncqa: u16,
+    /// Device self-tests run, their status bytes newest first (at most 20).
+    self_tests: Vec<u8>,
     /// Feature values set by the host, by [`feature_key`](Self::feature_key).
     features: BTreeMap<u16, u32>,
     namespaces: Vec<Namespace>,
@@ -179,6 +181,7 @@ impl State {
             nsqa: max,
             ncqa: max,
             features: BTreeMap::new(),
+            self_tests: Vec::new(),
             namespaces,
             nn,
             claimed: false,
