@@ -2,6 +2,7 @@
 //! suite runs the same against QEMU's): typed helpers round-trip, SEL
 //! selects current, default and supported values, and bad input is refused
 //! before anything is sent.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod common;
 

@@ -6,6 +6,7 @@
 //! deadline whose owner is not polled is an admin timeout for whoever needs
 //! its slot (other pairs' timeouts starved); a reset by hand is counted
 //! before its epoch moves (a pair that gave up could miss it).
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod common;
 
@@ -55,12 +56,14 @@ unsafe impl<H: Hal> Hal for Glitch<H> {
         v
     }
     unsafe fn write32(&self, offset: usize, value: u32) {
+        // SAFETY: forwarded unchanged; the caller upholds the contract.
         unsafe { self.inner.write32(offset, value) }
     }
     fn dma_alloc(&self, pages: usize) -> Result<DmaRegion, HalError> {
         self.inner.dma_alloc(pages)
     }
     unsafe fn dma_free(&self, region: DmaRegion) {
+        // SAFETY: forwarded unchanged; the caller upholds the contract.
         unsafe { self.inner.dma_free(region) }
     }
     fn translate(&self, buffer: NonNull<[u8]>, sink: &mut dyn SegmentSink) -> bool {
@@ -72,15 +75,19 @@ unsafe impl<H: Hal> Hal for Glitch<H> {
         direction: Direction,
         sink: &mut dyn SegmentSink,
     ) -> Result<H::Mapping, HalError> {
+        // SAFETY: forwarded unchanged; the caller upholds the contract.
         unsafe { self.inner.share(buffer, direction, sink) }
     }
     unsafe fn unshare(&self, buffer: NonNull<[u8]>, direction: Direction, mapping: H::Mapping) {
+        // SAFETY: forwarded unchanged; the caller upholds the contract.
         unsafe { self.inner.unshare(buffer, direction, mapping) }
     }
     unsafe fn sync_for_device(&self, buffer: NonNull<[u8]>, direction: Direction) {
+        // SAFETY: forwarded unchanged; the caller upholds the contract.
         unsafe { self.inner.sync_for_device(buffer, direction) }
     }
     unsafe fn sync_for_cpu(&self, buffer: NonNull<[u8]>, direction: Direction) {
+        // SAFETY: forwarded unchanged; the caller upholds the contract.
         unsafe { self.inner.sync_for_cpu(buffer, direction) }
     }
     fn barrier_before_doorbell(&self) {
