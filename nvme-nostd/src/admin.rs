@@ -19,6 +19,25 @@ pub(crate) const ADMIN_QUEUE_ENTRIES: u16 = 32;
 /// (Aborts, whose results queue pairs collect on later polls).
 pub(crate) const ASYNC_SLOTS: usize = 8;
 
+/// The retry rule of the admin path: a status with Do Not Retry clear is
+/// retried, at most `retries` times (counted in `tries`), after the Command
+/// Retry Delay its CRD field names (`delays`, zero while ACRE is off).
+/// Returns the wait before the retry, or `None` when `result` stands.
+pub(crate) fn retry_wait(
+    result: &Result<CompletionEntry>,
+    tries: &mut u8,
+    retries: u8,
+    delays: [Duration; 3],
+) -> Option<Duration> {
+    match result {
+        Err(Error::Command(status)) if !status.dnr() && *tries < retries => {
+            *tries += 1;
+            Some(delays.get(usize::from(status.crd()).wrapping_sub(1)).copied().unwrap_or(Duration::ZERO))
+        }
+        _ => None,
+    }
+}
+
 /// An admin command submitted without waiting ([`AdminQueue::submit_async`]).
 #[derive(Clone, Copy)]
 struct AsyncCommand {
@@ -239,14 +258,10 @@ impl AdminQueue {
     ) -> Result<CompletionEntry> {
         let mut tries = 0;
         loop {
-            match self.execute(hal, cmd, timeout) {
-                Err(Error::Command(status)) if !status.dnr() && tries < retries => {
-                    tries += 1;
-                    if let Some(&delay) = delays.get(usize::from(status.crd()).wrapping_sub(1)) {
-                        hal.delay(delay);
-                    }
-                }
-                other => return other,
+            let result = self.execute(hal, cmd, timeout);
+            match retry_wait(&result, &mut tries, retries, delays) {
+                Some(delay) => hal.delay(delay),
+                None => return result,
             }
         }
     }

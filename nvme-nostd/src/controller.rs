@@ -1,7 +1,7 @@
 //! Controller bring-up, the admin commands, and orderly shutdown (NVMe Base
 //! Specification 1.4, section 7.6.1 "Initialization" and 7.6.2 "Shutdown").
 
-use crate::admin::{AdminQueue, AsyncResult, ADMIN_QUEUE_ENTRIES, ASYNC_SLOTS};
+use crate::admin::{retry_wait, AdminQueue, AsyncResult, ADMIN_QUEUE_ENTRIES, ASYNC_SLOTS};
 use crate::dma::DmaAlloc;
 use crate::error::{Argument, Error, Feature, Malformed, Result, Wait};
 use crate::namespace::{csi_from_descriptors, Binding, Namespace};
@@ -110,6 +110,14 @@ impl ControllerOptions {
         self.recovery_attempts = attempts;
         self.recovery_backoff = backoff;
         self
+    }
+
+    /// The wait before the next attempt after `failures` failed ones:
+    /// `recovery_backoff`, doubled with each further failure, at most 64
+    /// times it.
+    pub(crate) fn backoff_after(&self, failures: u8) -> Duration {
+        let doublings = u32::from(failures.clamp(1, 7) - 1);
+        self.recovery_backoff.saturating_mul(1 << doublings)
     }
 
     /// Sets [`timeout_callback`](Self::timeout_callback).
@@ -560,17 +568,17 @@ impl<H: Hal> Controller<H> {
                 }
                 (r, Cid(admin.last_cid()), epoch)
             };
-            match result {
-                // Retried without the admin lock held across the Command
-                // Retry Delay, so other threads' admin commands go on.
-                Err(Error::Command(status)) if !status.dnr() && tries < self.options.retry_count => {
-                    tries += 1;
-                    let delay = self.retry_delay(status);
-                    if !delay.is_zero() {
-                        self.hal.delay(delay);
-                    }
-                    continue;
+            // Retried without the admin lock held across the Command Retry
+            // Delay, so other threads' admin commands go on.
+            if let Some(delay) =
+                retry_wait(&result, &mut tries, self.options.retry_count, self.retry_delays())
+            {
+                if !delay.is_zero() {
+                    self.hal.delay(delay);
                 }
+                continue;
+            }
+            match result {
                 Err(Error::Timeout(_))
                 | Err(Error::ControllerFatal)
                 | Err(Error::MalformedDevice(Malformed::CompletionFlood)) => {
@@ -798,8 +806,7 @@ impl<H: Hal> Controller<H> {
             if seen.is_some() {
                 admin.reset_failures = admin.reset_failures.saturating_add(1);
             }
-            let doublings = u32::from(admin.reset_failures.clamp(1, 7) - 1);
-            let backoff = self.options.recovery_backoff.saturating_mul(1 << doublings);
+            let backoff = self.options.backoff_after(admin.reset_failures);
             admin.next_reset = self.hal.now().saturating_add(backoff);
         }
         result

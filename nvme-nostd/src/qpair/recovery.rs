@@ -109,8 +109,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             self.health = Health::Gone(Error::QueuePairBroken(broken), by_hand);
             return;
         }
-        let doublings = u32::from(attempts.clamp(1, 7) - 1);
-        let backoff = options.recovery_backoff.saturating_mul(1 << doublings);
+        let backoff = options.backoff_after(attempts);
         let rate = self.ctrlr.hal.ticks_per_second();
         let at = now.saturating_add(hal_traits::duration_to_ticks(backoff, rate));
         self.health = Health::Down { broken, at };
