@@ -33,14 +33,14 @@ use core::time::Duration;
 use nvme_nostd::hal_traits::faulty::FaultyHal;
 use nvme_nostd::hal_traits::Hal;
 use nvme_nostd::spec::command::{AdminOpcode, IoOpcode};
-use nvme_nostd::spec::dwords::Select;
+use nvme_nostd::spec::dwords::{AsyncEventConfig, Select};
 use nvme_nostd::spec::identify::{as_str, trim_padding};
-use nvme_nostd::spec::ids::{Fid, Lid};
+use nvme_nostd::spec::ids::{AsyncEventInfo, AsyncEventType, Fid, Lid};
 use nvme_nostd::spec::log::ErrorInformation;
 use nvme_nostd::ALL_NAMESPACES;
 use nvme_nostd::{
-    Argument, Controller, ControllerOptions, DmaBuffer, Error, Feature, FormatNvm, IoQueuePair, QpairOptions,
-    SanitizeAction, SelfTest,
+    Argument, AsyncEvent, Controller, ControllerOptions, DmaBuffer, Error, Feature, FormatNvm, IoQueuePair,
+    QpairOptions, SanitizeAction, SelfTest,
 };
 pub use report::{Outcome, Reason, Report, Totals};
 
@@ -176,6 +176,8 @@ pub fn run_controller<H: Hal>(
     totals.record(out, format_args!("{label} features"), features.into());
     let maintenance = check_maintenance(&ctrlr, label, out);
     totals.record(out, format_args!("{label} self-test, sanitize, security"), maintenance.into());
+    let events = check_events(&ctrlr, label, out);
+    totals.record(out, format_args!("{label} asynchronous event: temperature threshold"), events.into());
 
     let mut nsids: heapless::Vec<u32, MAX_NAMESPACES> = heapless::Vec::new();
     let listed = list_namespaces(&ctrlr, &mut nsids);
@@ -352,6 +354,73 @@ fn check_features<H: Hal>(
         er.tler(),
         queues.nsq() + 1,
         queues.ncq() + 1,
+    ));
+    Ok(())
+}
+
+/// Asynchronous events: enabled for temperature warnings (and namespace
+/// notices where advertised), then an over-temperature threshold at the
+/// composite temperature the SMART log reports raises a SMART / health
+/// event, which the driver hands out after reading the SMART log (which lets
+/// the controller report the next one: the threshold is crossed a second
+/// time and must be reported again). The threshold is restored, and the
+/// requests stay outstanding for the rest of the run.
+fn check_events<H: Hal>(ctrlr: &Controller<Fh<H>>, label: &str, out: &mut dyn Report) -> Result<(), Reason> {
+    let mut config = AsyncEventConfig::new().with_smart_warnings(1 << 1);
+    if ctrlr.identify().oaes.namespace_attribute() {
+        config = config.with_namespace_attribute(true);
+    }
+    let armed = ctrlr.enable_async_events(config).map_err(|e| reason!("enable: {e}"))?;
+    if armed == 0 {
+        return Err(reason!("no Asynchronous Event Request outstanding"));
+    }
+    let before =
+        ctrlr.temperature_threshold(0, false, Select::Current).map_err(|e| reason!("threshold: {e}"))?;
+    let kelvin = ctrlr.smart_health(ALL_NAMESPACES).map_err(|e| reason!("SMART: {e}"))?.temperature();
+    if kelvin == 0 {
+        return Err(reason!("the controller reports no temperature"));
+    }
+    let mut seen = heapless::Vec::<AsyncEvent, 4>::new();
+    for round in 0..2 {
+        ctrlr
+            .set_temperature_threshold(kelvin, 0, false, false)
+            .map_err(|e| reason!("set threshold: {e}"))?;
+        let deadline = ctrlr.hal().now() + Duration::from_secs(2);
+        let got = loop {
+            let mut got = None;
+            ctrlr
+                .process_admin_completions(usize::MAX, |e| got = Some(e))
+                .map_err(|e| reason!("process admin completions: {e}"))?;
+            if got.is_some() || ctrlr.hal().now() >= deadline {
+                break got;
+            }
+            ctrlr.hal().delay(Duration::from_millis(1));
+        };
+        let Some(event) = got else {
+            let _ = ctrlr.set_temperature_threshold(before, 0, false, false);
+            return Err(reason!("no event within 2 s of the threshold crossing (round {round})"));
+        };
+        let _ = seen.push(event);
+        // Back above the temperature before the next round, so that setting
+        // it is a crossing again.
+        ctrlr
+            .set_temperature_threshold(before, 0, false, false)
+            .map_err(|e| reason!("restore threshold: {e}"))?;
+    }
+    for e in &seen {
+        let expected =
+            (AsyncEventType::SMART_HEALTH, AsyncEventInfo::SMART_TEMPERATURE_THRESHOLD, Lid::SMART_HEALTH);
+        if (e.event_type, e.info, e.log_page) != expected || !e.cleared {
+            return Err(reason!("unexpected event {e:?}"));
+        }
+    }
+    let outstanding = ctrlr.async_events_outstanding();
+    if outstanding != armed {
+        return Err(reason!("{outstanding} AERs outstanding after the events, {armed} before"));
+    }
+    out.line(format_args!(
+        "{label}: {armed} AERs outstanding; threshold {kelvin} K raised event {:#010x} twice, SMART log read to clear it",
+        seen[0].raw
     ));
     Ok(())
 }

@@ -3,12 +3,17 @@
 //!
 //! Admin commands are rare and slow; they run one at a time under the
 //! controller's admin lock and wait for their completion against a deadline.
+//! Beside the one waited for, the queue holds commands nobody waits for:
+//! Aborts (their queue pairs collect the results) and Asynchronous Event
+//! Requests (outstanding until the controller has an event; see
+//! `events.rs`). Every completion, whoever reaps it, goes through
+//! [`AdminQueue::route`].
 
 use crate::dma::DmaMemory;
 use crate::error::{Error, Malformed, Result, Wait};
 use crate::queue::{CompletionQueue, SubmissionQueue};
 use crate::registers::Registers;
-use crate::spec::command::{CompletionEntry, SubmissionEntry};
+use crate::spec::command::{AdminOpcode, CompletionEntry, SubmissionEntry};
 use core::time::Duration;
 use hal_traits::Hal;
 
@@ -18,6 +23,15 @@ pub(crate) const ADMIN_QUEUE_ENTRIES: u16 = 32;
 /// Admin commands that may be outstanding without anyone waiting for them
 /// (Aborts, whose results queue pairs collect on later polls).
 pub(crate) const ASYNC_SLOTS: usize = 8;
+
+/// Asynchronous Event Requests the driver keeps outstanding at most (the
+/// controller's AERL + 1 may be lower).
+pub(crate) const MAX_AERS: usize = 4;
+
+/// Events received and not yet handed out. AERs are re-armed only while
+/// the events they could bring still fit, so none is ever dropped: the
+/// controller holds the rest until the host asks again.
+pub(crate) const EVENT_QUEUE: usize = 16;
 
 /// The retry rule of the admin path: a status with Do Not Retry clear is
 /// retried, at most `retries` times (counted in `tries`), after the Command
@@ -79,6 +93,20 @@ pub(crate) struct AdminQueue {
     pub(crate) next_reset: Duration,
     /// Admin commands in flight that nobody waits for.
     asynchronous: heapless::Vec<AsyncCommand, ASYNC_SLOTS>,
+    /// The CIDs of the Asynchronous Event Requests outstanding.
+    aers: heapless::Vec<u16, MAX_AERS>,
+    /// How many AERs the host wants outstanding (0 until it enables
+    /// events).
+    pub(crate) aers_wanted: u8,
+    /// Completion DW0s of AERs, oldest first, not yet handed out.
+    pub(crate) events: heapless::Deque<u32, EVENT_QUEUE>,
+    /// AERs that completed with an error status (not re-armed).
+    pub(crate) aer_errors: u32,
+    /// The Asynchronous Event Configuration the host enabled events with,
+    /// set again after each reset.
+    pub(crate) aec: Option<u32>,
+    /// The AERs the host enabled (`aers_wanted` after each reset).
+    pub(crate) aer_limit: u8,
 }
 
 impl AdminQueue {
@@ -94,6 +122,12 @@ impl AdminQueue {
             reset_failures: 0,
             next_reset: Duration::ZERO,
             asynchronous: heapless::Vec::new(),
+            aers: heapless::Vec::new(),
+            aers_wanted: 0,
+            events: heapless::Deque::new(),
+            aer_errors: 0,
+            aec: None,
+            aer_limit: 0,
         }
     }
 
@@ -103,12 +137,87 @@ impl AdminQueue {
     }
 
     /// Starts over after the controller was disabled: empty rings, phase 1.
-    /// Asynchronous commands are forgotten (their owners hear `Reset`).
+    /// Asynchronous commands are forgotten (their owners hear `Reset`), and
+    /// so are the AERs (the controller forgot them); events already
+    /// received stay queued.
     pub(crate) fn restart(&mut self) {
         self.sq.restart();
         self.cq.restart();
         self.failed = false;
         self.asynchronous.clear();
+        self.aers.clear();
+    }
+
+    /// Asynchronous Event Requests outstanding.
+    pub(crate) fn aers_outstanding(&self) -> usize {
+        self.aers.len()
+    }
+
+    /// Submits Asynchronous Event Requests until `aers_wanted` are
+    /// outstanding, or until the events they could bring would no longer
+    /// fit the event queue, or the submission queue is full (then a later
+    /// call tops up). Returns how many are outstanding.
+    pub(crate) fn arm_aers<H: Hal>(&mut self, hal: &H) -> usize {
+        let mut rung = false;
+        while !self.failed
+            && self.aers.len() < usize::from(self.aers_wanted).min(MAX_AERS)
+            && self.aers.len() + self.events.len() < EVENT_QUEUE
+        {
+            let mut cmd = SubmissionEntry::new(AdminOpcode::ASYNC_EVENT_REQUEST.0, 0);
+            let cid = self.take_cid();
+            cmd.cdw0.set_cid(cid);
+            if !self.sq.push(&cmd) {
+                break;
+            }
+            let _ = self.aers.push(cid);
+            rung = true;
+        }
+        if rung {
+            self.sq.ring(hal);
+        }
+        self.aers.len()
+    }
+
+    /// Consumes up to `max` completions posted so far (at most a ring's
+    /// worth), each through [`route`](Self::route); returns how many.
+    pub(crate) fn reap<H: Hal>(&mut self, hal: &H, max: usize) -> usize {
+        let mut n = 0;
+        while n < max.min(usize::from(self.cq.size())) {
+            let Some(entry) = self.cq.peek(hal) else { break };
+            self.cq.advance();
+            self.cq.ring(hal);
+            n += 1;
+            let sq_ok = entry.sqid == 0 && self.sq.update_head(entry.sqhd);
+            if !(sq_ok && self.route(hal, &entry)) {
+                self.bogus_completions += 1;
+            }
+        }
+        n
+    }
+
+    /// Takes a completion that is not the one a caller waits for: the result
+    /// of an asynchronous command, or an event (queued, and its AER
+    /// re-armed). False if it names no command outstanding.
+    fn route<H: Hal>(&mut self, hal: &H, entry: &CompletionEntry) -> bool {
+        if self.keep_async(entry) {
+            return true;
+        }
+        let Some(i) = self.aers.iter().position(|&cid| cid == entry.cid) else {
+            return false;
+        };
+        self.aers.swap_remove(i);
+        if entry.status.without_phase().is_success() {
+            // `arm_aers` left room for every event the outstanding AERs
+            // can bring.
+            let _ = self.events.push_back(entry.dw0);
+        } else {
+            // Refused (Asynchronous Event Request Limit Exceeded, or a
+            // controller that does not take them): not submitted again.
+            self.aer_errors = self.aer_errors.saturating_add(1);
+            self.aers_wanted = self.aers_wanted.saturating_sub(1);
+        }
+        self.arm_aers(hal);
+        true
     }
 
     /// Asynchronous commands in flight.
@@ -157,15 +266,7 @@ impl AdminQueue {
     /// handed out once). A command past its deadline is a timeout, and the
     /// admin queue is then failed until a reset.
     pub(crate) fn async_result<H: Hal>(&mut self, hal: &H, cid: u16) -> AsyncResult {
-        for _ in 0..self.cq.size() {
-            let Some(entry) = self.cq.peek(hal) else { break };
-            self.cq.advance();
-            self.cq.ring(hal);
-            let sq_ok = entry.sqid == 0 && self.sq.update_head(entry.sqhd);
-            if !(sq_ok && self.keep_async(&entry)) {
-                self.bogus_completions += 1;
-            }
-        }
+        self.reap(hal, usize::MAX);
         let Some(i) = self.asynchronous.iter().position(|a| a.cid == cid) else {
             // Dropped by a reset (or never submitted).
             return AsyncResult::Done(Err(Error::Reset));
@@ -203,6 +304,7 @@ impl AdminQueue {
     /// doorbell; returns the CID.
     fn send<H: Hal>(&mut self, hal: &H, mut cmd: SubmissionEntry) -> Result<u16> {
         let cid = self.take_cid();
+        self.last_cid = cid;
         cmd.cdw0.set_cid(cid);
         if !self.sq.push(&cmd) {
             // One command waited for at a time, and a few asynchronous ones:
@@ -216,13 +318,12 @@ impl AdminQueue {
     }
 
     /// The next CID: never 0xFFFF, and never one an asynchronous command
-    /// still holds.
+    /// or an AER still holds.
     fn take_cid(&mut self) -> u16 {
         loop {
             let cid = self.next_cid;
             self.next_cid = self.next_cid.wrapping_add(1) % 0xffff;
-            if !self.asynchronous.iter().any(|a| a.cid == cid) {
-                self.last_cid = cid;
+            if !self.asynchronous.iter().any(|a| a.cid == cid) && !self.aers.contains(&cid) {
                 return cid;
             }
         }
@@ -294,7 +395,7 @@ impl AdminQueue {
                     let status = entry.status.without_phase();
                     return if status.is_success() { Ok(entry) } else { Err(Error::Command(status)) };
                 }
-                if sq_ok && self.keep_async(&entry) {
+                if sq_ok && self.route(hal, &entry) {
                     continue;
                 }
                 self.bogus_completions += 1;

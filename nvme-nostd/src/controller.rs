@@ -214,9 +214,10 @@ pub struct Controller<H: Hal> {
     qids: spin::Mutex<u128>,
     /// `detach` has shut the controller down already.
     detached: bool,
-    /// Formats through this driver so far: `Namespace` handles from before
-    /// the last one are refused (their geometry may have changed).
-    generation: u32,
+    /// Formats through this driver and Namespace Attribute Changed events
+    /// so far: `Namespace` handles from before the last one are refused
+    /// (their geometry may have changed).
+    generation: AtomicU32,
     /// Memory and queue identifiers the device may still use, kept until a
     /// reset proves it stopped (lock order: admin, then this, then `qids`).
     pub(crate) quarantine: spin::Mutex<Quarantine<H::Mapping>>,
@@ -330,7 +331,7 @@ impl<H: Hal> Controller<H> {
             qids: spin::Mutex::new(0),
             quarantine: spin::Mutex::new(Quarantine::new()),
             detached: false,
-            generation: 0,
+            generation: AtomicU32::new(0),
         };
         // From here on, Drop disables the controller before freeing memory.
         wait_ready(&ctrlr.hal, true, ready_timeout(cap))?;
@@ -395,9 +396,10 @@ impl<H: Hal> Controller<H> {
         Some(if shift >= usize::BITS { usize::MAX } else { 1usize << shift })
     }
 
-    /// Every `Namespace` handle identified so far goes stale.
-    pub(crate) fn new_format_generation(&mut self) {
-        self.generation = self.generation.wrapping_add(1);
+    /// Every `Namespace` handle identified so far goes stale (after a
+    /// Format NVM, or a Namespace Attribute Changed event).
+    pub(crate) fn namespaces_changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Whether a namespace handle is this controller's, and from after its
@@ -405,7 +407,7 @@ impl<H: Hal> Controller<H> {
     pub(crate) fn check_binding(&self, binding: Binding) -> Result {
         if binding.controller != self.id {
             Err(Error::InvalidArgument(Argument::ForeignNamespace))
-        } else if binding.generation != self.generation {
+        } else if binding.generation != self.generation.load(Ordering::Acquire) {
             Err(Error::InvalidArgument(Argument::StaleNamespace))
         } else {
             Ok(())
@@ -618,7 +620,7 @@ impl<H: Hal> Controller<H> {
     /// unusable, tries the reset again, once the backoff since the last
     /// failed one has passed and fewer than `recovery_attempts` failed in a
     /// row. `ControllerFailed` when it is not tried, or does not work.
-    fn heal(&self) -> Result {
+    pub(crate) fn heal(&self) -> Result {
         let (due, seen) = {
             let admin = self.admin.lock();
             if !admin.failed {
@@ -840,7 +842,24 @@ impl<H: Hal> Controller<H> {
         )?;
         // A reset cleared Host Behavior Support. A controller that refuses
         // it is used without; one that does not answer failed the reset.
-        self.enable_acre(admin)
+        self.enable_acre(admin)?;
+        self.rearm_events(admin)
+    }
+
+    /// After a reset: Asynchronous Event Configuration as the host enabled
+    /// it, and the AERs outstanding again. A controller that refuses the
+    /// configuration keeps its default (the AERs still go out); one that
+    /// does not answer failed the reset.
+    fn rearm_events(&self, admin: &mut AdminQueue) -> Result {
+        let Some(aec) = admin.aec else { return Ok(()) };
+        let cmd = crate::features::set_features_command(Fid::ASYNC_EVENT_CONFIG, 0, aec, false);
+        match admin.execute(&self.hal, cmd, self.options.admin_timeout) {
+            Ok(_) | Err(Error::Command(_)) => {}
+            Err(e) => return Err(e),
+        }
+        admin.aers_wanted = admin.aer_limit;
+        admin.arm_aers(&self.hal);
+        Ok(())
     }
 
     /// Identify with any CNS value (section 5.15), copying the 4096-byte data
@@ -893,8 +912,11 @@ impl<H: Hal> Controller<H> {
     /// A handle to active namespace `nsid`, built from its Identify Namespace
     /// data, which is checked before the driver relies on it.
     pub fn namespace(&self, nsid: u32) -> Result<Namespace> {
+        // Read before the identify data, so a change that lands in between
+        // leaves this handle stale rather than wrong.
+        let generation = self.generation.load(Ordering::Acquire);
         let id = self.identify_namespace(nsid)?;
-        let binding = Binding { controller: self.id, generation: self.generation };
+        let binding = Binding { controller: self.id, generation };
         Namespace::from_identify(nsid, &id, self.namespace_csi(nsid)?, self.max_transfer_bytes(), binding)
     }
 

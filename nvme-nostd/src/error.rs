@@ -139,6 +139,8 @@ pub enum Feature {
     Sanitize,
     /// Security Send and Receive (OACS bit 0).
     Security,
+    /// An asynchronous event notice the controller does not advertise (OAES).
+    AsyncEvent,
 }
 
 impl Feature {
@@ -160,6 +162,7 @@ impl Feature {
             Feature::SelfTest => "controller lacks Device Self-test (OACS bit 4)",
             Feature::Sanitize => "controller does not offer this sanitize action (SANICAP)",
             Feature::Security => "controller lacks Security Send and Receive (OACS bit 0)",
+            Feature::AsyncEvent => "controller does not advertise this asynchronous event notice (OAES)",
         }
     }
 }

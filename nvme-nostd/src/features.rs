@@ -26,7 +26,7 @@ fn get_features_command(fid: Fid, nsid: u32, select: Select, cdw11: u32) -> Subm
 
 /// Set Features (section 5.21, figure 227): `fid` of namespace `nsid` to the
 /// value in CDW11, saved across resets when `save` (SV).
-fn set_features_command(fid: Fid, nsid: u32, cdw11: u32, save: bool) -> SubmissionEntry {
+pub(crate) fn set_features_command(fid: Fid, nsid: u32, cdw11: u32, save: bool) -> SubmissionEntry {
     let mut cmd = SubmissionEntry::new(AdminOpcode::SET_FEATURES.0, nsid);
     cmd.cdw10 = FeaturesCdw10::new().with_fid(fid).with_sv(save).into_bits();
     cmd.cdw11 = cdw11;

@@ -143,7 +143,7 @@ impl<H: Hal> Controller<H> {
             }
         }
         let result = self.admin_exec(format_command(nsid, format), None).map(|_| ());
-        self.new_format_generation();
+        self.namespaces_changed();
         result
     }
 }

@@ -26,6 +26,7 @@ mod buffer;
 mod controller;
 mod dma;
 mod error;
+mod events;
 mod features;
 mod format;
 mod log;
@@ -48,6 +49,7 @@ pub use controller::{
 pub use error::{
     Argument, Broken, Cause, Error, Feature, Malformed, Origin, PrpShape, RecoveryStep, Result, Wait,
 };
+pub use events::AsyncEvent;
 pub use format::{FormatNvm, SecureErase};
 pub use hal_traits::{self, Hal};
 pub use log::ALL_NAMESPACES;

@@ -125,4 +125,6 @@ pub struct IdentifyLies {
     pub nlbaf: Option<u8>,
     /// Identify Namespace FLBAS (formatted LBA size, format index in bits 3:0).
     pub flbas: Option<u8>,
+    /// Identify Controller OAES (optional asynchronous events).
+    pub oaes: Option<u32>,
 }

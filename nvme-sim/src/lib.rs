@@ -58,6 +58,7 @@ pub use memory::{IOVA_BASE, POISON_BOUNCE, POISON_FREED};
 
 use core::time::Duration;
 use device::State;
+use nvme_spec::ids::{AsyncEventInfo, AsyncEventType, Lid};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// A simulated NVMe controller. Clones share the same controller; so do the
@@ -194,9 +195,37 @@ impl Sim {
         self.lock().set_fatal()
     }
 
+    /// The controller has an asynchronous event to report (Asynchronous
+    /// Event Configuration is not consulted): it completes a held
+    /// Asynchronous Event Request with it at once, or when one comes, unless
+    /// an earlier event of its type is still masked (until the host reads
+    /// that event's log page with RAE clear). A reset drops events not yet
+    /// delivered.
+    pub fn raise_event(&self, event_type: AsyncEventType, info: AsyncEventInfo, log_page: Lid) {
+        self.lock().raise_event(event_type, info, log_page)
+    }
+
+    /// Turns the masking of delivered event types off (a controller that
+    /// misbehaves: it reports events of a type again before their log page
+    /// was read) or back on.
+    pub fn set_event_masking(&self, masking: bool) {
+        self.lock().set_event_masking(masking)
+    }
+
+    /// Another host formats namespace `nsid` with LBA format `lbaf` (0: its
+    /// configured block size, 1: the other of 512 and 4096 bytes): its data
+    /// is zeroed, its block size changes, it joins the Changed Namespace
+    /// List, and a Namespace Attribute Changed notice goes out if the host
+    /// enabled them. False if there is no such active namespace or format.
+    pub fn format_by_other_host(&self, nsid: u32, lbaf: usize) -> bool {
+        self.lock().format_by_other_host(nsid, lbaf)
+    }
+
     /// The namespace disappears: Identify Namespace returns zeros, it leaves
     /// the active list, and I/O to it fails with Invalid Namespace or Format.
-    /// Its data stays readable through [`Sim::read_blocks`].
+    /// Its data stays readable through [`Sim::read_blocks`]. It joins the
+    /// Changed Namespace List (log page 04h), and a Namespace Attribute
+    /// Changed notice goes out if the host enabled them.
     pub fn remove_namespace(&self, nsid: u32) {
         self.lock().remove_namespace(nsid)
     }

@@ -44,7 +44,9 @@ fn conformance_passes_on_the_simulator() {
     assert_clean(&sim);
     let s = sim.stats();
     assert!(s.commands_fetched > 1000, "{s:?}");
-    assert_eq!(s.completions_posted, s.commands_fetched, "every command completed once: {s:?}");
+    // Every command completed once, but the four Asynchronous Event
+    // Requests the events check left outstanding: the detach ends them.
+    assert_eq!(s.completions_posted + 4, s.commands_fetched, "every command completed once: {s:?}");
 }
 
 #[test]

@@ -1,15 +1,15 @@
 //! Get Log Page and the typed log pages against the simulated controller;
-//! `conformance` runs the same reads against QEMU's. The simulator has no
-//! asynchronous events, so it does not advertise the Changed Namespace List
-//! (OAES bit 8): that read must be refused before anything is sent.
+//! `conformance` runs the same reads against QEMU's. A controller that does
+//! not advertise the Changed Namespace List (OAES bit 8; the simulator with
+//! that bit lied away) must have that read refused before anything is sent.
 
 mod common;
 
-use common::{assert_clean, setup};
+use common::{assert_clean, attach, setup};
 use nvme_nostd::spec::ids::Lid;
 use nvme_nostd::spec::log::ErrorInformation;
 use nvme_nostd::{Argument, Error, Feature, ALL_NAMESPACES};
-use nvme_sim::SimConfig;
+use nvme_sim::{IdentifyLies, Sim, SimConfig};
 
 #[test]
 fn typed_log_pages() {
@@ -78,10 +78,16 @@ fn bad_log_page_requests_send_nothing() {
             "{lid:?} {offset} {len}"
         );
     }
-    assert_eq!(ctrlr.changed_namespaces().err(), Some(Error::Unsupported(Feature::LogPage)));
     assert_eq!(ctrlr.smart_health(1).err(), Some(Error::Unsupported(Feature::SmartPerNamespace)));
     assert_eq!(ctrlr.error_log(&mut []), Err(Error::InvalidArgument(Argument::LogPageAlignment)));
-    assert!(!ctrlr.is_log_page_supported(Lid::CHANGED_NAMESPACE_LIST));
+    assert!(ctrlr.is_log_page_supported(Lid::CHANGED_NAMESPACE_LIST));
+    let quiet = Sim::new(SimConfig::default());
+    quiet.set_lies(IdentifyLies { oaes: Some(0), ..IdentifyLies::default() });
+    let quiet_ctrlr = attach(&quiet);
+    let sent_quiet = quiet.stats().admin_commands;
+    assert!(!quiet_ctrlr.is_log_page_supported(Lid::CHANGED_NAMESPACE_LIST));
+    assert_eq!(quiet_ctrlr.changed_namespaces().err(), Some(Error::Unsupported(Feature::LogPage)));
+    assert_eq!(quiet.stats().admin_commands, sent_quiet, "nothing was sent");
     assert!(ctrlr.is_log_page_supported(Lid::COMMANDS_SUPPORTED_AND_EFFECTS));
     assert_eq!(sim.stats().admin_commands, sent, "nothing was sent");
     // A log page the controller does not know: its status, from the device.

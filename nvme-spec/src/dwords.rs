@@ -2,7 +2,7 @@
 //! command stores them as plain `u32`s (`SubmissionEntry::cdw10` and so on):
 //! build one with `with_*` and `into_bits()`, read one with `from_bits()`.
 
-use crate::ids::{Cns, Csi, Fid, Lid};
+use crate::ids::{AsyncEventInfo, AsyncEventType, Cns, Csi, Fid, Lid};
 use bitfield_struct::bitfield;
 
 /// CDW10 of Create I/O Completion Queue and Create I/O Submission Queue
@@ -254,6 +254,27 @@ pub struct AsyncEventConfig {
     pub discovery_log: bool,
 }
 
+/// An Asynchronous Event Request's completion DW0 (section 5.2.1, figure
+/// 146): what happened, and the log page that tells more (reading it with
+/// RAE clear lets the controller report events of this type again).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct AsyncEventCompletion {
+    /// Asynchronous Event Type.
+    #[bits(3)]
+    pub event_type: AsyncEventType,
+    #[bits(5)]
+    __: u8,
+    /// Asynchronous Event Information.
+    #[bits(8)]
+    pub info: AsyncEventInfo,
+    /// Log Page Identifier associated with the event.
+    #[bits(8)]
+    pub log_page: Lid,
+    #[bits(8)]
+    __: u8,
+}
+
 /// Abort's completion DW0 (section 5.1.1, figure 142).
 #[bitfield(u32)]
 #[derive(PartialEq, Eq)]
@@ -319,6 +340,22 @@ pub struct ReadWriteCdw12 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Figure 146: type in bits 2:0, information in 15:8, log page in 23:16.
+    #[test]
+    fn async_event_completion() {
+        let e = AsyncEventCompletion::from_bits(0x0004_0002);
+        assert_eq!(
+            (e.event_type(), e.info(), e.log_page()),
+            (AsyncEventType::NOTICE, AsyncEventInfo(0), Lid(4))
+        );
+        let e = AsyncEventCompletion::from_bits(0xff02_01f9);
+        assert_eq!(e.event_type(), AsyncEventType::SMART_HEALTH, "bits 7:3 are reserved");
+        assert_eq!(
+            (e.info(), e.log_page()),
+            (AsyncEventInfo::SMART_TEMPERATURE_THRESHOLD, Lid::SMART_HEALTH)
+        );
+    }
 
     #[test]
     fn layouts_match_the_figures() {

@@ -169,6 +169,62 @@ open_newtype! {
     CSI = 4;
 }
 
+open_newtype! {
+    /// Asynchronous Event Type, bits 2:0 of an Asynchronous Event Request's
+    /// completion DW0 (section 5.2.1, figure 146).
+    pub struct AsyncEventType(u8);
+    /// 0h: Error status.
+    ERROR = 0;
+    /// 1h: SMART / Health status.
+    SMART_HEALTH = 1;
+    /// 2h: Notice.
+    NOTICE = 2;
+    /// 6h: I/O Command Set specific status.
+    IO_COMMAND_SET = 6;
+    /// 7h: Vendor specific.
+    VENDOR = 7;
+}
+
+open_newtype! {
+    /// Asynchronous Event Information, bits 15:8 of an Asynchronous Event
+    /// Request's completion DW0 (section 5.2.1, figures 147 to 149). Its
+    /// meaning depends on the event type: the constants are named after
+    /// theirs.
+    pub struct AsyncEventInfo(u8);
+    /// Error status 00h: write to an invalid doorbell register.
+    ERROR_INVALID_DOORBELL = 0x00;
+    /// Error status 01h: invalid doorbell write value.
+    ERROR_INVALID_DOORBELL_VALUE = 0x01;
+    /// Error status 02h: diagnostic failure.
+    ERROR_DIAGNOSTIC_FAILURE = 0x02;
+    /// Error status 03h: persistent internal error.
+    ERROR_PERSISTENT_INTERNAL = 0x03;
+    /// Error status 04h: transient internal error.
+    ERROR_TRANSIENT_INTERNAL = 0x04;
+    /// Error status 05h: firmware image load error.
+    ERROR_FIRMWARE_IMAGE_LOAD = 0x05;
+    /// SMART / Health status 00h: NVM subsystem reliability.
+    SMART_RELIABILITY = 0x00;
+    /// SMART / Health status 01h: temperature threshold.
+    SMART_TEMPERATURE_THRESHOLD = 0x01;
+    /// SMART / Health status 02h: spare below threshold.
+    SMART_SPARE_BELOW_THRESHOLD = 0x02;
+    /// Notice 00h: namespace attribute changed.
+    NOTICE_NAMESPACE_ATTRIBUTE_CHANGED = 0x00;
+    /// Notice 01h: firmware activation starting.
+    NOTICE_FIRMWARE_ACTIVATION_STARTING = 0x01;
+    /// Notice 02h: telemetry log changed.
+    NOTICE_TELEMETRY_LOG_CHANGED = 0x02;
+    /// Notice 03h: asymmetric namespace access change.
+    NOTICE_ANA_CHANGE = 0x03;
+    /// Notice 04h: predictable latency event aggregate log change.
+    NOTICE_PREDICTABLE_LATENCY = 0x04;
+    /// Notice 05h: LBA status information alert.
+    NOTICE_LBA_STATUS = 0x05;
+    /// Notice 06h: endurance group event aggregate log page change.
+    NOTICE_ENDURANCE_GROUP = 0x06;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,5 +236,6 @@ mod tests {
         assert_eq!(Csi::ZONED.0, 2);
         assert_eq!(Lid::SMART_HEALTH.into_bits(), 2);
         assert_eq!(Nidt::CSI, Nidt(4));
+        assert_eq!(AsyncEventType::NOTICE.0, 2);
     }
 }

@@ -4,6 +4,7 @@
 //! Keep Alive, and Asynchronous Event Requests beyond the limit.
 
 use super::commands::Pending;
+use super::events::TEMPERATURE;
 use super::queues::{Cq, PostKind, Sq};
 use super::status::{
     spec, ABORTED_BY_REQUEST, ABORTED_SQ_DELETION, AER_LIMIT_EXCEEDED, COMMAND_SEQUENCE_ERROR, CQ_INVALID,
@@ -17,7 +18,7 @@ use nvme_spec::dwords::{
     AbortCdw10, CreateIoCqCdw11, CreateIoQueueCdw10, CreateIoSqCdw11, DeleteIoQueueCdw10, FeaturesCdw10,
     GetLogPageCdw10, GetLogPageCdw11, IdentifyCdw10, NumberOfQueues, TemperatureThreshold,
 };
-use nvme_spec::ids::{Cns, Fid, Lid, Nidt};
+use nvme_spec::ids::{AsyncEventInfo, Cns, Fid, Lid, Nidt};
 use nvme_spec::status::command_specific as cs;
 
 /// The largest log page transfer accepted.
@@ -271,6 +272,13 @@ impl State {
                     return (INVALID_FIELD, 0);
                 }
                 self.features.insert(feature_key(fid, cmd.cdw11), u32::from(t.kelvin()));
+                // As QEMU: setting a threshold the temperature has crossed
+                // is a temperature warning (Critical Warning bit 1).
+                let over = self.feature_value(Fid::TEMPERATURE_THRESHOLD, 0);
+                let under = self.feature_value(Fid::TEMPERATURE_THRESHOLD, 1 << 20);
+                if t.sensor() == 0 && (TEMPERATURE >= over as u16 || TEMPERATURE <= under as u16) {
+                    self.smart_warning(1, AsyncEventInfo::SMART_TEMPERATURE_THRESHOLD);
+                }
                 (SUCCESS, 0)
             }
             Fid(0x01..=0x06 | 0x08..=0x0b) | Fid::KEEP_ALIVE_TIMER => {
@@ -313,6 +321,11 @@ impl State {
         (SUCCESS, value)
     }
 
+    /// A feature's current value (its default until the host set it).
+    fn feature_value(&self, fid: Fid, cdw11: u32) -> u32 {
+        self.features.get(&feature_key(fid, cdw11)).copied().unwrap_or(feature_default(fid, cdw11))
+    }
+
     /// Number of Queues DW0: NSQA and NCQA, 0-based.
     fn queues_allocated(&self) -> u32 {
         NumberOfQueues::new().with_nsq(self.nsqa).with_ncq(self.ncqa).into_bits()
@@ -337,7 +350,18 @@ impl State {
             Lid::ERROR_INFORMATION => vec![0u8; (usize::from(ELPE) + 1) * 64],
             Lid::SMART_HEALTH => {
                 let mut page = vec![0u8; 512];
-                put(&mut page, 1, &313u16.to_le_bytes());
+                put(&mut page, 1, &TEMPERATURE.to_le_bytes());
+                page
+            }
+            Lid::CHANGED_NAMESPACE_LIST => {
+                let mut page = vec![0u8; PAGE_SIZE];
+                if self.events.changed.len() > 1024 {
+                    put(&mut page, 0, &u32::MAX.to_le_bytes());
+                } else {
+                    for (i, nsid) in self.events.changed.iter().enumerate() {
+                        put(&mut page, 4 * i, &nsid.to_le_bytes());
+                    }
+                }
                 page
             }
             Lid::FIRMWARE_SLOT => {
@@ -363,7 +387,11 @@ impl State {
         }
         page.drain(..offset);
         page.resize(len, 0);
-        self.write_to_host(cmd, &page)
+        let status = self.write_to_host(cmd, &page);
+        if status == SUCCESS {
+            self.log_page_read(cdw10.lid(), cdw10.rae());
+        }
+        status
     }
 
     // ----- identify -----
@@ -417,6 +445,8 @@ impl State {
         put_str(b, 24, 40, "nvme-sim");
         put(b, 64, FIRMWARE_REVISION);
         b[72] = 6; // RAB
+                   // OAES: namespace attribute notices.
+        put(b, 92, &lies.oaes.unwrap_or(0x100).to_le_bytes());
         b[77] = lies.mdts.unwrap_or(self.cfg.mdts);
         put(b, 78, &1u16.to_le_bytes()); // CNTLID
         put(b, 80, &VERSION.to_le_bytes());
@@ -452,20 +482,26 @@ impl State {
         if lbaf > 1 || rest != 0 {
             return INVALID_FORMAT;
         }
-        let all = cmd.nsid == u32::MAX;
-        let mut found = false;
-        for ns in self.namespaces.iter_mut().filter(|n| n.active && (all || n.cfg.nsid == cmd.nsid)) {
-            found = true;
-            let block = ns.formats[lbaf];
-            ns.data.iter_mut().for_each(|b| *b = 0);
-            ns.cfg.block_size = block;
-            ns.cfg.blocks = ns.data.len() as u64 / u64::from(block);
-        }
-        if found {
+        if self.apply_format(cmd.nsid, lbaf) {
             SUCCESS
         } else {
             INVALID_NAMESPACE
         }
+    }
+
+    /// Formats active namespace `nsid` (every one for FFFFFFFFh) with LBA
+    /// format `lbaf` (0 or 1): zeroed, new block size. False if none is.
+    pub(crate) fn apply_format(&mut self, nsid: u32, lbaf: usize) -> bool {
+        let all = nsid == u32::MAX;
+        let mut found = false;
+        for ns in self.namespaces.iter_mut().filter(|n| n.active && (all || n.cfg.nsid == nsid)) {
+            let Some(&block) = ns.formats.get(lbaf) else { return false };
+            found = true;
+            ns.data.iter_mut().for_each(|b| *b = 0);
+            ns.cfg.block_size = block;
+            ns.cfg.blocks = ns.data.len() as u64 / u64::from(block);
+        }
+        found
     }
 
     /// Device Self-test (section 5.8): a short (1) or extended (2) test

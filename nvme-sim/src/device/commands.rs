@@ -16,7 +16,7 @@ pub(super) struct Pending {
     pub(super) seq: u64,
     pub(super) sqid: u16,
     pub(super) cmd: SubmissionEntry,
-    fault: Option<Fault>,
+    pub(super) fault: Option<Fault>,
 }
 
 impl State {
@@ -67,8 +67,9 @@ impl State {
             let held =
                 self.stuck.values().filter(|s| s.sqid == 0 && s.cmd.cdw0.opc() == cmd.cdw0.opc()).count();
             if held < AER_LIMIT {
-                // Held until an event (none ever happens), an Abort or a reset.
+                // Held until an event, an Abort or a reset.
                 self.stuck.insert(p.seq, p);
+                self.deliver_events();
                 return;
             }
         }

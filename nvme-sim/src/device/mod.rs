@@ -14,6 +14,7 @@
 //!   the bogus command identifiers some faults post;
 //! - `transfer`: PRP walking and moving data to and from host memory;
 //! - `admin`: the admin command set, identify data and log pages;
+//! - `events`: asynchronous events, their queue and masks;
 //! - `nvm`: the NVM I/O command set;
 //! - `status`: the completion status values the controller posts;
 //! - `buffers`: the bookkeeping behind `Hal::translate` and the cache
@@ -27,6 +28,7 @@
 mod admin;
 mod buffers;
 mod commands;
+mod events;
 mod faults;
 mod nvm;
 mod queues;
@@ -100,6 +102,8 @@ pub(crate) struct State {
     ncqa: u16,
     /// Device self-tests run, their status bytes newest first (at most 20).
     self_tests: Vec<u8>,
+    /// Asynchronous events waiting for an AER, and the masked types.
+    events: events::Events,
     /// Feature values set by the host, by [`feature_key`](Self::feature_key).
     features: BTreeMap<u16, u32>,
     namespaces: Vec<Namespace>,
@@ -181,6 +185,7 @@ impl State {
             nsqa: max,
             ncqa: max,
             features: BTreeMap::new(),
+            events: events::Events::default(),
             self_tests: Vec::new(),
             namespaces,
             nn,
@@ -214,9 +219,22 @@ impl State {
     }
 
     pub(crate) fn remove_namespace(&mut self, nsid: u32) {
-        for ns in self.namespaces.iter_mut().filter(|n| n.cfg.nsid == nsid) {
+        let mut changed = false;
+        for ns in self.namespaces.iter_mut().filter(|n| n.cfg.nsid == nsid && n.active) {
             ns.active = false;
+            changed = true;
         }
+        if changed {
+            self.namespace_changed(nsid);
+        }
+    }
+
+    pub(crate) fn format_by_other_host(&mut self, nsid: u32, lbaf: usize) -> bool {
+        let done = nsid != u32::MAX && self.apply_format(nsid, lbaf);
+        if done {
+            self.namespace_changed(nsid);
+        }
+        done
     }
 
     /// Commands fetched and not yet completed (dropped ones included).

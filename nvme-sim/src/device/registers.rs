@@ -199,6 +199,7 @@ impl State {
         self.nsqa = max;
         self.ncqa = max;
         self.features.clear();
+        self.reset_events();
         self.stats.resets += 1;
         self.rdy_event = if self.rdy && !self.cfg.disable_never {
             Some((self.now.saturating_add(self.cfg.ready_delay), false))

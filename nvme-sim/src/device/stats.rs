@@ -41,6 +41,10 @@ pub struct SimStats {
     pub dma_faults: u64,
     /// CC.EN 1 -> 0 transitions.
     pub resets: u64,
+    /// Asynchronous events the controller had to report.
+    pub events_raised: u64,
+    /// Of those, delivered in an Asynchronous Event Request's completion.
+    pub events_delivered: u64,
     /// CC.EN 0 -> 1 transitions that the controller refused (bad CC or admin
     /// queue attributes): it then never becomes ready.
     pub enable_failures: u64,
