@@ -132,7 +132,8 @@ pub fn run_controller<H: Hal>(
     out: &mut dyn Report,
     totals: &mut Totals,
 ) {
-    let attach = Controller::new(FaultyHal::new(hal), ControllerOptions::default().with_io_queues(4));
+    let wanted = ControllerOptions::default().with_io_queues(4).with_keep_alive(Some(KEEP_ALIVE));
+    let attach = Controller::new(FaultyHal::new(hal), wanted);
     let mut ctrlr = match attach {
         Ok(c) => {
             totals.record(out, format_args!("{label} attach"), Outcome::Ok);
@@ -176,6 +177,8 @@ pub fn run_controller<H: Hal>(
     totals.record(out, format_args!("{label} features"), features.into());
     let maintenance = check_maintenance(&ctrlr, label, out);
     totals.record(out, format_args!("{label} self-test, sanitize, security"), maintenance.into());
+    let keep_alive = check_keep_alive(&ctrlr, label, out);
+    totals.record(out, format_args!("{label} keep alive as KAS offers it"), keep_alive.into());
     let events = check_events(&ctrlr, label, out);
     totals.record(out, format_args!("{label} asynchronous event: temperature threshold"), events.into());
 
@@ -355,6 +358,34 @@ fn check_features<H: Hal>(
         queues.nsq() + 1,
         queues.ncq() + 1,
     ));
+    Ok(())
+}
+
+/// The Keep Alive Timeout every controller is attached with.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// Keep alive was asked for at attach: granted (rounded up to KAS) exactly
+/// when the controller has KAS, and then the controller holds that timeout.
+fn check_keep_alive<H: Hal>(
+    ctrlr: &Controller<Fh<H>>,
+    label: &str,
+    out: &mut dyn Report,
+) -> Result<(), Reason> {
+    let kas = ctrlr.identify().kas;
+    match (kas, ctrlr.keep_alive_timeout()) {
+        (0, None) => out.line(format_args!("{label}: KAS 0, keep alive not granted")),
+        (0, Some(t)) => return Err(reason!("KAS 0, yet keep alive granted at {t:?}")),
+        (_, None) => return Err(reason!("KAS {kas}, yet keep alive not granted")),
+        (_, Some(t)) => {
+            let held =
+                ctrlr.keep_alive_timer(Select::Current).map_err(|e| reason!("keep alive timer: {e}"))?;
+            if t < KEEP_ALIVE || u128::from(held) != t.as_millis() {
+                return Err(reason!("granted {t:?}, the controller holds {held} ms"));
+            }
+            ctrlr.process_admin_completions(usize::MAX, |_| {}).map_err(|e| reason!("keep alive: {e}"))?;
+            out.line(format_args!("{label}: KAS {kas}, keep alive timeout {held} ms"));
+        }
+    }
     Ok(())
 }
 

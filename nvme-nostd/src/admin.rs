@@ -56,6 +56,10 @@ pub(crate) fn retry_wait(
 #[derive(Clone, Copy)]
 struct AsyncCommand {
     cid: u16,
+    /// Nobody comes back for its result (Keep Alive): it is dropped when
+    /// its completion arrives, and it does not count toward the abort
+    /// command limit.
+    detached: bool,
     /// When it times out.
     deadline: Duration,
     /// Its result, once its completion was seen.
@@ -107,6 +111,13 @@ pub(crate) struct AdminQueue {
     pub(crate) aec: Option<u32>,
     /// The AERs the host enabled (`aers_wanted` after each reset).
     pub(crate) aer_limit: u8,
+    /// The Keep Alive Timeout the controller was given, in milliseconds (0:
+    /// keep alive off).
+    pub(crate) kato_ms: u32,
+    /// When the next Keep Alive is due.
+    pub(crate) next_keep_alive: Duration,
+    /// Keep Alive commands that completed with an error status.
+    pub(crate) keep_alive_errors: u32,
 }
 
 impl AdminQueue {
@@ -128,6 +139,9 @@ impl AdminQueue {
             aer_errors: 0,
             aec: None,
             aer_limit: 0,
+            kato_ms: 0,
+            next_keep_alive: Duration::ZERO,
+            keep_alive_errors: 0,
         }
     }
 
@@ -220,9 +234,29 @@ impl AdminQueue {
         true
     }
 
-    /// Asynchronous commands in flight.
+    /// Asynchronous commands in flight that someone waits for (Aborts).
     pub(crate) fn async_in_flight(&self) -> usize {
-        self.asynchronous.iter().filter(|a| a.result.is_none()).count()
+        self.asynchronous.iter().filter(|a| a.result.is_none() && !a.detached).count()
+    }
+
+    /// Sends Keep Alive (section 5.16) when it is due, at half the Keep
+    /// Alive Timeout since the last one, unless one is still out (its
+    /// timeout then resets the controller through `expire_async`).
+    pub(crate) fn keep_alive<H: Hal>(&mut self, hal: &H, timeout: Duration) -> Result {
+        let now = hal.now();
+        if self.kato_ms == 0 || now < self.next_keep_alive || self.asynchronous.iter().any(|a| a.detached) {
+            return Ok(());
+        }
+        if self.asynchronous.is_full() {
+            // Aborts hold every slot: try again on the next call.
+            return Ok(());
+        }
+        let cmd = SubmissionEntry::new(AdminOpcode::KEEP_ALIVE.0, 0);
+        let cid = self.send(hal, cmd)?;
+        let deadline = now.saturating_add(timeout);
+        let _ = self.asynchronous.push(AsyncCommand { cid, detached: true, deadline, result: None });
+        self.next_keep_alive = now.saturating_add(Duration::from_millis(u64::from(self.kato_ms) / 2));
+        Ok(())
     }
 
     /// Submits `cmd` without waiting for it; returns its CID, the ticket for
@@ -243,7 +277,7 @@ impl AdminQueue {
         }
         let cid = self.send(hal, cmd)?;
         let deadline = now.saturating_add(timeout);
-        let _ = self.asynchronous.push(AsyncCommand { cid, deadline, result: None });
+        let _ = self.asynchronous.push(AsyncCommand { cid, detached: false, deadline, result: None });
         Ok(Some(cid))
     }
 
@@ -292,10 +326,18 @@ impl AdminQueue {
     /// Records `entry` as the result of the asynchronous command it names;
     /// false if it names none that waits for one.
     fn keep_async(&mut self, entry: &CompletionEntry) -> bool {
-        let Some(a) = self.asynchronous.iter_mut().find(|a| a.cid == entry.cid && a.result.is_none()) else {
+        let Some(i) = self.asynchronous.iter().position(|a| a.cid == entry.cid && a.result.is_none()) else {
             return false;
         };
         let status = entry.status.without_phase();
+        if self.asynchronous[i].detached {
+            self.asynchronous.swap_remove(i);
+            if !status.is_success() {
+                self.keep_alive_errors = self.keep_alive_errors.saturating_add(1);
+            }
+            return true;
+        }
+        let a = &mut self.asynchronous[i];
         a.result = Some(if status.is_success() { Ok(*entry) } else { Err(Error::Command(status)) });
         true
     }

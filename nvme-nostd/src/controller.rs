@@ -63,6 +63,14 @@ pub struct ControllerOptions {
     /// The wait before the second attempt of a failed recovery step; it
     /// doubles with each further attempt, up to 64 times this. Default 10 ms.
     pub recovery_backoff: Duration,
+    /// The Keep Alive Timeout to give a controller that supports Keep Alive
+    /// (Identify Controller KAS non-zero), rounded up to its granularity;
+    /// the driver then sends Keep Alive from
+    /// [`Controller::process_admin_completions`] at half of it, so that must
+    /// be called at least that often. A controller without KAS ignores it
+    /// ([`Controller::keep_alive_timeout`] says what was granted). Default
+    /// `None`: off.
+    pub keep_alive_timeout: Option<Duration>,
 }
 
 impl Default for ControllerOptions {
@@ -75,6 +83,7 @@ impl Default for ControllerOptions {
             timeout_callback: None,
             recovery_attempts: 8,
             recovery_backoff: Duration::from_millis(10),
+            keep_alive_timeout: None,
         }
     }
 }
@@ -120,6 +129,12 @@ impl ControllerOptions {
         self.recovery_backoff.saturating_mul(1 << doublings)
     }
 
+    /// Sets [`keep_alive_timeout`](Self::keep_alive_timeout).
+    pub const fn with_keep_alive(mut self, timeout: Option<Duration>) -> Self {
+        self.keep_alive_timeout = timeout;
+        self
+    }
+
     /// Sets [`timeout_callback`](Self::timeout_callback).
     pub const fn with_timeout_callback(mut self, callback: Option<TimeoutCallback>) -> Self {
         self.timeout_callback = callback;
@@ -137,6 +152,7 @@ impl fmt::Debug for ControllerOptions {
             .field("timeout_callback", &self.timeout_callback.is_some())
             .field("recovery_attempts", &self.recovery_attempts)
             .field("recovery_backoff", &self.recovery_backoff)
+            .field("keep_alive_timeout", &self.keep_alive_timeout)
             .finish()
     }
 }
@@ -349,6 +365,18 @@ impl<H: Hal> Controller<H> {
         {
             let mut admin = ctrlr.admin.lock();
             ctrlr.enable_acre(&mut admin)?;
+            if let (Some(timeout), kas @ 1..) = (options.keep_alive_timeout, ctrlr.identify.kas) {
+                // KATO in ms, rounded up to KAS (100 ms units), at least one.
+                let unit = 100 * u128::from(kas);
+                let ms = timeout.as_millis().max(1).div_ceil(unit) * unit;
+                admin.kato_ms = u32::try_from(ms).unwrap_or(u32::MAX / 2);
+                match ctrlr.set_keep_alive(&mut admin) {
+                    Ok(()) => {}
+                    // Refused: no keep alive.
+                    Err(Error::Command(_)) => admin.kato_ms = 0,
+                    Err(e) => return Err(e),
+                }
+            }
         }
         Ok(ctrlr)
     }
@@ -417,6 +445,25 @@ impl<H: Hal> Controller<H> {
     /// The options the controller was attached with.
     pub fn options(&self) -> &ControllerOptions {
         &self.options
+    }
+
+    /// The Keep Alive Timeout the controller was given (the option rounded
+    /// up to its granularity), or `None` when keep alive is off: not asked
+    /// for, or the controller lacks it (KAS 0, as QEMU's) or refused it.
+    pub fn keep_alive_timeout(&self) -> Option<Duration> {
+        let ms = self.admin.lock().kato_ms;
+        (ms != 0).then(|| Duration::from_millis(u64::from(ms)))
+    }
+
+    /// Set Features / Keep Alive Timer (FID 0Fh) to `admin.kato_ms`; the
+    /// controller's timer starts, so the next Keep Alive is due at half of
+    /// it.
+    fn set_keep_alive(&self, admin: &mut AdminQueue) -> Result {
+        let cmd = crate::features::set_features_command(Fid::KEEP_ALIVE_TIMER, 0, admin.kato_ms, false);
+        admin.execute(&self.hal, cmd, self.options.admin_timeout)?;
+        let half = Duration::from_millis(u64::from(admin.kato_ms) / 2);
+        admin.next_keep_alive = self.hal.now().saturating_add(half);
+        Ok(())
     }
 
     /// True once the controller's registers have read all ones: it is gone, and
@@ -846,11 +893,17 @@ impl<H: Hal> Controller<H> {
         self.rearm_events(admin)
     }
 
-    /// After a reset: Asynchronous Event Configuration as the host enabled
-    /// it, and the AERs outstanding again. A controller that refuses the
+    /// After a reset: the Keep Alive Timer set again, Asynchronous Event
+    /// Configuration as the host enabled it, and the AERs outstanding again. A controller that refuses the
     /// configuration keeps its default (the AERs still go out); one that
     /// does not answer failed the reset.
     fn rearm_events(&self, admin: &mut AdminQueue) -> Result {
+        if admin.kato_ms != 0 {
+            match self.set_keep_alive(admin) {
+                Ok(()) | Err(Error::Command(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let Some(aec) = admin.aec else { return Ok(()) };
         let cmd = crate::features::set_features_command(Fid::ASYNC_EVENT_CONFIG, 0, aec, false);
         match admin.execute(&self.hal, cmd, self.options.admin_timeout) {

@@ -131,7 +131,9 @@ impl<H: Hal> Controller<H> {
 
     /// The admin queue's periodic work, as SPDK's
     /// `spdk_nvme_ctrlr_process_admin_completions`: consumes up to `max`
-    /// admin completions, tops up the Asynchronous Event Requests, and hands
+    /// admin completions, sends Keep Alive when it is due
+    /// ([`ControllerOptions::keep_alive_timeout`](crate::ControllerOptions::keep_alive_timeout)),
+    /// tops up the Asynchronous Event Requests, and hands
     /// each event received (here or during other admin commands) to
     /// `on_event`, at most 16 per call, after reading the log page that
     /// clears it ([`AsyncEvent::clearing_read`]). A Namespace Attribute
@@ -144,7 +146,9 @@ impl<H: Hal> Controller<H> {
     ///
     /// A controller whose reset failed is reset again here once its backoff
     /// has passed, as on every admin call; [`Error::ControllerFailed`] while
-    /// it stays down.
+    /// it stays down. A command nobody waits for (a Keep Alive) that timed
+    /// out resets the controller, and is reported as
+    /// [`Error::Timeout`](crate::Error::Timeout).
     pub fn process_admin_completions(
         &self,
         max: usize,
@@ -154,12 +158,37 @@ impl<H: Hal> Controller<H> {
             return Err(Error::DeviceRemoved);
         }
         self.heal()?;
-        let reaped = {
+        // The controller's health: a fatal status (a Keep Alive Timer that
+        // expired, say) is answered with a reset here, not at the next
+        // command.
+        match self.csts() {
+            Ok(csts) if csts.cfs() => {
+                let _ = self.reset_from(self.epoch());
+                return Err(Error::ControllerFatal);
+            }
+            Err(Error::DeviceRemoved) if self.confirm_removed() => return Err(Error::DeviceRemoved),
+            _ => {}
+        }
+        let (reaped, expired, epoch) = {
             let mut admin = self.admin.lock();
             let n = if admin.failed { 0 } else { admin.reap(&self.hal, max) };
             admin.arm_aers(&self.hal);
-            n
+            // A command nobody waited for (a Keep Alive, an Abort whose
+            // queue pair stopped polling) that timed out; else the next
+            // Keep Alive, when due.
+            let expired = admin.expire_async(&self.hal).and_then(|()| {
+                if admin.failed {
+                    Ok(())
+                } else {
+                    admin.keep_alive(&self.hal, self.options().admin_timeout)
+                }
+            });
+            (n, expired, self.epoch())
         };
+        if let Err(e) = expired {
+            let _ = self.reset_from(epoch);
+            return Err(e);
+        }
         // Bounded: the log reads below run admin commands, during which a
         // controller may complete more AERs.
         for _ in 0..crate::admin::EVENT_QUEUE {

@@ -34,7 +34,7 @@ pub(crate) fn set_features_command(fid: Fid, nsid: u32, cdw11: u32, save: bool) 
 }
 
 /// Features the driver sets itself: a caller changing them would break it.
-const DRIVER_OWNED: [Fid; 2] = [Fid::NUMBER_OF_QUEUES, Fid::HOST_BEHAVIOR_SUPPORT];
+const DRIVER_OWNED: [Fid; 3] = [Fid::NUMBER_OF_QUEUES, Fid::HOST_BEHAVIOR_SUPPORT, Fid::KEEP_ALIVE_TIMER];
 
 impl<H: Hal> Controller<H> {
     /// Whether the controller supports feature `fid`: the mandatory ones

@@ -70,6 +70,12 @@ pub struct SimConfig {
     /// without DNR carry once the host enabled ACRE through Set Features /
     /// Host Behavior Support. Default 0 (none).
     pub status_crd: u8,
+    /// KAS of Identify Controller: Keep Alive Support, the granularity of
+    /// the Keep Alive Timer in 100 ms units; 0 (the default, as QEMU) means
+    /// no keep alive. Otherwise a Keep Alive Timeout set through Set
+    /// Features (rounded up to the granularity) that passes without a Keep
+    /// Alive command makes the controller fatal (CSTS.CFS).
+    pub kas: u16,
 }
 
 impl Default for SimConfig {
@@ -95,6 +101,7 @@ impl Default for SimConfig {
             auto_advance: true,
             crdt: [0; 3],
             status_crd: 0,
+            kas: 0,
         }
     }
 }

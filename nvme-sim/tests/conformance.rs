@@ -52,8 +52,10 @@ fn conformance_passes_on_the_simulator() {
 #[test]
 fn conformance_passes_with_two_namespaces_and_no_transfer_limit() {
     // MDTS 0: the suite caps transfers at 4 MiB; a 4 KiB-block namespace
-    // next to a 512-byte one, and NSIDs with a gap.
+    // next to a 512-byte one, and NSIDs with a gap. Keep Alive with a 100 ms
+    // granularity: the suite asks for a 10 s timeout.
     let sim = Sim::new(SimConfig {
+        kas: 1,
         mdts: 0,
         memory_bytes: 64 << 20,
         namespaces: vec![
@@ -65,6 +67,7 @@ fn conformance_passes_with_two_namespaces_and_no_transfer_limit() {
     let totals = run(&sim, "sim1", clean_options());
     assert_eq!(totals.failed, 0, "{totals:?}");
     assert!(totals.passed > 30, "{totals:?}");
+    assert_eq!(sim.stats().keep_alive_expired, 0, "the run is shorter than the timeout");
     assert_clean(&sim);
 }
 

@@ -12,6 +12,7 @@ use super::status::{
     INVALID_QSIZE, INVALID_QUEUE_DELETION, NOT_SAVEABLE, PRP_OFFSET_INVALID, SUCCESS,
 };
 use super::{State, AER_LIMIT, CQ_ENTRY, PAGE, SQ_ENTRY, VERSION};
+use core::time::Duration;
 use hal_traits::PAGE_SIZE;
 use nvme_spec::command::{AdminOpcode, SubmissionEntry};
 use nvme_spec::dwords::{
@@ -101,7 +102,10 @@ impl State {
             AdminOpcode::GET_FEATURES => self.get_features(cmd),
             // Only reached beyond the limit: the others are held in `stuck`.
             AdminOpcode::ASYNC_EVENT_REQUEST => (AER_LIMIT_EXCEEDED, 0),
-            AdminOpcode::KEEP_ALIVE => (SUCCESS, 0),
+            AdminOpcode::KEEP_ALIVE => {
+                self.restart_keep_alive();
+                (SUCCESS, 0)
+            }
             _ => (INVALID_OPCODE, 0),
         }
     }
@@ -281,7 +285,15 @@ impl State {
                 }
                 (SUCCESS, 0)
             }
-            Fid(0x01..=0x06 | 0x08..=0x0b) | Fid::KEEP_ALIVE_TIMER => {
+            Fid::KEEP_ALIVE_TIMER => {
+                if self.cfg.kas == 0 {
+                    return (INVALID_FIELD, 0);
+                }
+                self.features.insert(feature_key(fid, cmd.cdw11), cmd.cdw11);
+                self.restart_keep_alive();
+                (SUCCESS, 0)
+            }
+            Fid(0x01..=0x06 | 0x08..=0x0b) => {
                 self.features.insert(feature_key(fid, cmd.cdw11), cmd.cdw11);
                 (SUCCESS, 0)
             }
@@ -319,6 +331,15 @@ impl State {
             _ => 1 << 2,
         };
         (SUCCESS, value)
+    }
+
+    /// Starts the Keep Alive Timer over: KATO rounded up to the KAS
+    /// granularity; stopped while KATO is 0.
+    fn restart_keep_alive(&mut self) {
+        let kato = self.features.get(&u16::from(Fid::KEEP_ALIVE_TIMER.0)).copied().unwrap_or(0);
+        let unit = 100 * u64::from(self.cfg.kas.max(1));
+        self.keep_alive_at = (kato != 0)
+            .then(|| self.now.saturating_add(Duration::from_millis(u64::from(kato).div_ceil(unit) * unit)));
     }
 
     /// A feature's current value (its default until the host set it).
@@ -457,6 +478,7 @@ impl State {
         b[258] = 3; // ACL: 4 concurrent aborts
         put(b, 256, &0x0012u16.to_le_bytes()); // OACS: Format NVM, Device Self-test
         b[259] = (AER_LIMIT - 1) as u8; // AERL
+        put(b, 320, &self.cfg.kas.to_le_bytes()); // KAS
         b[260] = 0x02; // FRMW: one slot
         b[261] = 0x06; // LPA: commands supported and effects, extended data
         b[262] = ELPE;

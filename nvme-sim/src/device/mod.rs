@@ -84,6 +84,8 @@ pub(crate) struct State {
     shst: u8,
     rdy_event: Option<(Duration, bool)>,
     shst_event: Option<Duration>,
+    /// When the Keep Alive Timer expires, while it runs.
+    keep_alive_at: Option<Duration>,
     /// CC.EN = 1 and the admin queue was accepted.
     enabled: bool,
     removed: bool,
@@ -173,6 +175,7 @@ impl State {
             shst: 0,
             rdy_event: None,
             shst_event: None,
+            keep_alive_at: None,
             enabled: false,
             removed: false,
             back_at: None,

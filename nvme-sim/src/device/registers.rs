@@ -195,6 +195,7 @@ impl State {
         self.cfs = false;
         self.shst = 0;
         self.shst_event = None;
+        self.keep_alive_at = None;
         let max = self.cfg.max_io_queues - 1;
         self.nsqa = max;
         self.ncqa = max;

@@ -41,6 +41,8 @@ pub struct SimStats {
     pub dma_faults: u64,
     /// CC.EN 1 -> 0 transitions.
     pub resets: u64,
+    /// Keep Alive Timer expiries (each made the controller fatal).
+    pub keep_alive_expired: u64,
     /// Asynchronous events the controller had to report.
     pub events_raised: u64,
     /// Of those, delivered in an Asynchronous Event Request's completion.

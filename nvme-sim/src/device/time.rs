@@ -41,11 +41,9 @@ impl State {
             self.removed = false;
         }
         while !self.removed {
-            let ctrl = match (self.rdy_event, self.shst_event) {
-                (Some((a, _)), Some(b)) => Some(a.min(b)),
-                (Some((a, _)), None) => Some(a),
-                (None, b) => b,
-            };
+            let keep_alive = if self.commands_run() { self.keep_alive_at } else { None };
+            let ctrl =
+                [self.rdy_event.map(|(a, _)| a), self.shst_event, keep_alive].into_iter().flatten().min();
             let cmd = if self.commands_run() { self.pending.keys().next().map(|k| k.0) } else { None };
             let (when, is_ctrl) = match (ctrl, cmd) {
                 (Some(a), Some(b)) if a <= b => (a, true),
@@ -68,6 +66,16 @@ impl State {
 
     fn fire_controller_event(&mut self) {
         let rdy_due = self.rdy_event.map(|(at, _)| at);
+        let first = [rdy_due, self.shst_event].into_iter().flatten().min();
+        if let Some(at) = self.keep_alive_at.filter(|&k| first.is_none_or(|f| k < f)) {
+            // The Keep Alive Timer expired (section 7.12): fatal.
+            if at <= self.now {
+                self.keep_alive_at = None;
+                self.cfs = true;
+                self.stats.keep_alive_expired += 1;
+                return;
+            }
+        }
         match (rdy_due, self.shst_event) {
             (Some(a), Some(b)) if b < a => {
                 self.shst_event = None;
