@@ -36,7 +36,7 @@ use nvme_nostd::spec::command::{AdminOpcode, IoOpcode};
 use nvme_nostd::spec::dwords::{AsyncEventConfig, Select};
 use nvme_nostd::spec::identify::{as_str, trim_padding};
 use nvme_nostd::spec::ids::{AsyncEventInfo, AsyncEventType, Fid, Lid};
-use nvme_nostd::spec::log::ErrorInformation;
+use nvme_nostd::spec::log::{ChangedNamespaceList, ErrorInformation};
 use nvme_nostd::ALL_NAMESPACES;
 use nvme_nostd::{
     Argument, AsyncEvent, Controller, ControllerOptions, DmaBuffer, Error, Feature, FormatNvm, IoQueuePair,
@@ -198,6 +198,11 @@ pub fn run_controller<H: Hal>(
             format_args!("{label} ns{nsid} Format NVM to 4096-byte blocks and back"),
             formatted.into(),
         );
+    }
+    if ctrlr.identify().oacs.namespace_management() {
+        if let Some(outcome) = check_attachment(&mut ctrlr, label, out) {
+            totals.record(out, format_args!("{label} namespace attach and detach"), outcome);
+        }
     }
     if options.backend_failures {
         backend::run(&ctrlr, tested, label, out, totals);
@@ -452,6 +457,95 @@ fn check_events<H: Hal>(ctrlr: &Controller<Fh<H>>, label: &str, out: &mut dyn Re
     out.line(format_args!(
         "{label}: {armed} AERs outstanding; threshold {kelvin} K raised event {:#010x} twice, SMART log read to clear it",
         seen[0].raw
+    ));
+    Ok(())
+}
+
+/// Waits up to 2 s for a Namespace Attribute Changed notice, then reads
+/// the Changed Namespace List (which clears the event) and returns it.
+fn await_namespace_notice<H: Hal>(ctrlr: &Controller<Fh<H>>) -> Result<ChangedNamespaceList, Reason> {
+    let deadline = ctrlr.hal().now() + Duration::from_secs(2);
+    loop {
+        let mut notice = false;
+        ctrlr
+            .process_admin_completions(usize::MAX, |e| notice |= e.is_namespace_changed())
+            .map_err(|e| reason!("process admin completions: {e}"))?;
+        if notice {
+            return ctrlr.changed_namespaces().map_err(|e| reason!("changed namespace list: {e}"));
+        }
+        if ctrlr.hal().now() >= deadline {
+            return Err(reason!("no Namespace Attribute Changed notice within 2 s"));
+        }
+        ctrlr.hal().delay(Duration::from_millis(1));
+    }
+}
+
+/// Namespace Attachment, on a controller with namespace management and an
+/// allocated namespace that is not attached (QEMU: `nvme-ns,detached=on` in
+/// an `nvme-subsys`): attached to this controller, it joins the active
+/// list with identify data equal to what CNS 11h said, a Namespace Attribute
+/// Changed notice names it, handles from before are stale; detached, it
+/// leaves the list and a notice names it again. `None` (no outcome) where
+/// every allocated namespace is attached.
+fn check_attachment<H: Hal>(
+    ctrlr: &mut Controller<Fh<H>>,
+    label: &str,
+    out: &mut dyn Report,
+) -> Option<Outcome> {
+    let allocated = match ctrlr.allocated_namespaces(0) {
+        Ok(list) => list,
+        Err(e) => return Some(Outcome::Failed(reason!("allocated namespace list: {e}"))),
+    };
+    let mut active = heapless::Vec::<u32, MAX_NAMESPACES>::new();
+    if let Err(why) = list_namespaces(ctrlr, &mut active) {
+        return Some(Outcome::Failed(why));
+    }
+    let detached = allocated.iter().find(|nsid| !active.contains(nsid))?;
+    Some(attach_and_detach(ctrlr, detached, label, out).into())
+}
+
+fn attach_and_detach<H: Hal>(
+    ctrlr: &mut Controller<Fh<H>>,
+    nsid: u32,
+    label: &str,
+    out: &mut dyn Report,
+) -> Result<(), Reason> {
+    let me = ctrlr.controller_id();
+    let before = ctrlr.identify_allocated_namespace(nsid).map_err(|e| reason!("identify allocated: {e}"))?;
+    let attached = ctrlr.attached_controllers(nsid, 0).map_err(|e| reason!("attached controllers: {e}"))?;
+    if attached.iter().any(|c| c == me) {
+        return Err(reason!("namespace {nsid} is inactive, yet attached to this controller"));
+    }
+    let stale = ctrlr.namespace_ids().next().and_then(|n| n.ok()).map(|n| ctrlr.namespace(n));
+    ctrlr.attach_namespace(nsid, &[me]).map_err(|e| reason!("attach {nsid}: {e}"))?;
+    let changed = await_namespace_notice(ctrlr)?;
+    if !changed.iter().any(|n| n == nsid) {
+        return Err(reason!("the changed namespace list {changed:?} lacks {nsid}"));
+    }
+    let ns = ctrlr.namespace(nsid).map_err(|e| reason!("namespace {nsid} after attach: {e}"))?;
+    if ns.blocks() != before.nsze || !ctrlr.namespace_ids().any(|n| n == Ok(nsid)) {
+        return Err(reason!("namespace {nsid}: {} blocks, NSZE {} before attach", ns.blocks(), before.nsze));
+    }
+    if let Some(Ok(old)) = stale {
+        let mut qp: Qp<'_, H, 4> = ctrlr
+            .create_io_qpair(QpairOptions::default().with_entries(8))
+            .map_err(|e| reason!("queue pair: {e}"))?;
+        let buf = DmaBuffer::new(ctrlr.hal(), 4096).map_err(|e| reason!("buffer: {e:?}"))?;
+        match qp.read(&old, 0, 1, buf, 0) {
+            Err(e) if e.error == Error::InvalidArgument(Argument::StaleNamespace) => {}
+            other => {
+                return Err(reason!("a handle from before the attach: {:?}", other.map_err(|e| e.error)))
+            }
+        }
+    }
+    let blocks = ns.blocks();
+    ctrlr.detach_namespace(nsid, &[me]).map_err(|e| reason!("detach {nsid}: {e}"))?;
+    let changed = await_namespace_notice(ctrlr)?;
+    if !changed.iter().any(|n| n == nsid) || ctrlr.namespace_ids().any(|n| n == Ok(nsid)) {
+        return Err(reason!("after detach: changed {changed:?}, {nsid} still active"));
+    }
+    out.line(format_args!(
+        "{label}: namespace {nsid} ({blocks} blocks) attached to controller {me} and detached"
     ));
     Ok(())
 }

@@ -71,6 +71,10 @@ pub enum Argument {
     /// An LBA format index above the namespace's NLBAF (or above 15), or a
     /// protection information type above 3.
     LbaFormat,
+    /// A namespace size or capacity of 0, or a capacity above the size.
+    NamespaceSize,
+    /// A controller list that is empty or holds more than 2047 identifiers.
+    ControllerList,
 }
 
 impl Argument {
@@ -100,6 +104,8 @@ impl Argument {
             Argument::AdminDataTooLarge => "admin command data above 4 KiB",
             Argument::Timestamp => "timestamp above 48 bits of milliseconds",
             Argument::LbaFormat => "LBA format index beyond NLBAF, or protection information type above 3",
+            Argument::NamespaceSize => "namespace size or capacity 0, or capacity above size",
+            Argument::ControllerList => "controller list empty or above 2047 identifiers",
         }
     }
 }
@@ -141,6 +147,8 @@ pub enum Feature {
     Security,
     /// An asynchronous event notice the controller does not advertise (OAES).
     AsyncEvent,
+    /// Namespace Management and Attachment (OACS bit 3).
+    NamespaceManagement,
 }
 
 impl Feature {
@@ -163,6 +171,9 @@ impl Feature {
             Feature::Sanitize => "controller does not offer this sanitize action (SANICAP)",
             Feature::Security => "controller lacks Security Send and Receive (OACS bit 0)",
             Feature::AsyncEvent => "controller does not advertise this asynchronous event notice (OAES)",
+            Feature::NamespaceManagement => {
+                "controller lacks Namespace Management and Attachment (OACS bit 3)"
+            }
         }
     }
 }
@@ -187,6 +198,8 @@ pub enum Malformed {
     NamespaceList,
     /// A completion queue kept posting entries that name no command.
     CompletionFlood,
+    /// Namespace Management / create returned NSID 0 or FFFFFFFFh.
+    NamespaceId,
 }
 
 impl Malformed {
@@ -199,6 +212,7 @@ impl Malformed {
             Malformed::LbaDataSize => "LBA data size outside 512 B to 64 KiB",
             Malformed::AdminQueueStuck => "admin submission queue never drained",
             Malformed::NamespaceList => "active namespace list not increasing",
+            Malformed::NamespaceId => "namespace created with identifier 0 or FFFFFFFFh",
             Malformed::CompletionFlood => "completion queue flooded with entries that name no command",
         }
     }

@@ -32,6 +32,7 @@ mod format;
 mod log;
 mod maintenance;
 mod namespace;
+mod nsmgmt;
 mod prp;
 mod qpair;
 mod quarantine;
@@ -55,6 +56,7 @@ pub use hal_traits::{self, Hal};
 pub use log::ALL_NAMESPACES;
 pub use maintenance::{SanitizeAction, SelfTest};
 pub use namespace::Namespace;
+pub use nsmgmt::NamespaceDescription;
 /// The wire formats of the specification (the `nvme-spec` crate).
 pub use nvme_spec as spec;
 pub use nvme_spec::status::Status;

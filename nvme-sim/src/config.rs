@@ -76,6 +76,12 @@ pub struct SimConfig {
     /// Features (rounded up to the granularity) that passes without a Keep
     /// Alive command makes the controller fatal (CSTS.CFS).
     pub kas: u16,
+    /// Identify Controller NN: the most namespaces (and the highest NSID),
+    /// at least the highest configured NSID. Default 16.
+    pub max_namespaces: u32,
+    /// Bytes of NVM capacity for all namespaces, configured and created
+    /// (Namespace Management refuses a namespace beyond it). Default 64 MiB.
+    pub capacity_bytes: usize,
 }
 
 impl Default for SimConfig {
@@ -102,6 +108,8 @@ impl Default for SimConfig {
             crdt: [0; 3],
             status_crd: 0,
             kas: 0,
+            max_namespaces: 16,
+            capacity_bytes: 64 << 20,
         }
     }
 }
@@ -134,4 +142,6 @@ pub struct IdentifyLies {
     pub flbas: Option<u8>,
     /// Identify Controller OAES (optional asynchronous events).
     pub oaes: Option<u32>,
+    /// Identify Controller OACS (optional admin commands).
+    pub oacs: Option<u16>,
 }

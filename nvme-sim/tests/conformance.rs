@@ -9,10 +9,14 @@ use nvme_conformance::{run_controller, Options, Totals};
 use nvme_sim::{Sim, SimConfig, SimNamespace, SplitMix64};
 
 fn run(sim: &Sim, label: &str, options: Options) -> Totals {
-    let mut out = String::new();
+    run_into(sim, label, options, &mut String::new())
+}
+
+/// [`run`], keeping the output in `out`.
+fn run_into(sim: &Sim, label: &str, options: Options, out: &mut String) -> Totals {
     let mut totals = Totals::default();
-    run_controller(sim.hal(), label, &options, &mut out, &mut totals);
-    totals.summary(&mut out);
+    run_controller(sim.hal(), label, &options, out, &mut totals);
+    totals.summary(out);
     print!("{out}");
     totals
 }
@@ -69,6 +73,26 @@ fn conformance_passes_with_two_namespaces_and_no_transfer_limit() {
     assert!(totals.passed > 30, "{totals:?}");
     assert_eq!(sim.stats().keep_alive_expired, 0, "the run is shorter than the timeout");
     assert_clean(&sim);
+}
+
+/// The suite's attachment check (QEMU runs it in an NVM subsystem with a
+/// namespace that starts detached) on a namespace the simulator starts
+/// detached.
+#[test]
+fn conformance_attaches_a_detached_namespace() {
+    let sim = Sim::new(SimConfig {
+        namespaces: vec![
+            SimNamespace { nsid: 1, block_size: 512, blocks: 8192 },
+            SimNamespace { nsid: 2, block_size: 4096, blocks: 1024 },
+        ],
+        ..SimConfig::default()
+    });
+    sim.remove_namespace(2);
+    let mut text = String::new();
+    let totals = run_into(&sim, "simn", clean_options(), &mut text);
+    assert_eq!(totals.failed, 0, "{totals:?}");
+    assert!(text.contains("test simn namespace attach and detach ... ok"), "{text}");
+    assert!(text.contains("namespace 2 (1024 blocks) attached to controller 1 and detached"), "{text}");
 }
 
 /// The suite's Format NVM check (QEMU runs it on a scratch namespace) on

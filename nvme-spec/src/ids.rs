@@ -58,6 +58,8 @@ open_newtype! {
     ALLOCATED_NAMESPACE = 0x11;
     /// 12h: Controller list of controllers attached to the NSID.
     ATTACHED_CONTROLLERS = 0x12;
+    /// 13h: Controller list of the controllers in the NVM subsystem.
+    SUBSYSTEM_CONTROLLERS = 0x13;
     /// 13h: Controller list of the NVM subsystem.
     CONTROLLERS = 0x13;
     /// 1Ch: I/O Command Set data structure (2.0).

@@ -23,6 +23,9 @@ tasks:
         (xtask/barrier-probe: dmb oshst / fence ow,o before the doorbell
         store, dmb oshld / fence ir,ir after the phase-tag load), the
         kernel under every QEMU configuration; ends with 'N passed, N failed'
+  qemu [--kvm] <text>
+        the kernel under the QEMU configurations of 'test' whose name
+        contains <text>
   lint  rustfmt check, clippy -D warnings (host crates and the kernel on its
         target), rustdoc -D warnings
   soak [--schedules N] [--seed S]
@@ -62,6 +65,10 @@ fn main() -> ExitCode {
     let ok = match args.first().map(String::as_str) {
         Some("demo") => qemu::demo(kvm, &extra),
         Some("test") => test(kvm),
+        Some("qemu") => {
+            let wanted = args.iter().skip(1).find(|a| !a.starts_with("--")).cloned().unwrap_or_default();
+            qemu_matching(kvm, &wanted)
+        }
         Some("lint") => lint(),
         Some("soak") => {
             let mut tally = Tally::default();
@@ -142,6 +149,24 @@ fn test(kvm: bool) -> bool {
     match qemu::build_kernel() {
         Some(kernel) => {
             for config in qemu::test_configs() {
+                let ok = qemu::run_config(&kernel, &config, kvm);
+                tally.step(&format!("qemu {}", config.name), ok);
+            }
+        }
+        None => tally.step("kernel build", false),
+    }
+    tally.finish()
+}
+
+/// The QEMU configurations whose name contains `wanted`.
+fn qemu_matching(kvm: bool, wanted: &str) -> bool {
+    if !setup::ensure_tools() {
+        return false;
+    }
+    let mut tally = Tally::default();
+    match qemu::build_kernel() {
+        Some(kernel) => {
+            for config in qemu::test_configs().into_iter().filter(|c| c.name.contains(wanted)) {
                 let ok = qemu::run_config(&kernel, &config, kvm);
                 tally.step(&format!("qemu {}", config.name), ok);
             }

@@ -55,11 +55,14 @@ const fn ns(nsid: u32, block: u32) -> Ns {
 
 /// A controller: extra `-device nvme` properties and its namespaces. With
 /// `legacy_drive`, the single namespace is attached the old way (`drive=` on
-/// the controller) instead of as an `nvme-ns` device.
+/// the controller) instead of as an `nvme-ns` device. With `subsys`, the
+/// controller is in an NVM subsystem of its own (`nvme-subsys`), where a
+/// namespace may start detached.
 pub struct Ctrl {
     props: &'static str,
     namespaces: Vec<Ns>,
     legacy_drive: bool,
+    subsys: bool,
 }
 
 /// One QEMU run of the test matrix.
@@ -78,7 +81,7 @@ pub struct Config {
 }
 
 fn simple(props: &'static str) -> Ctrl {
-    Ctrl { props, namespaces: vec![ns(1, 512)], legacy_drive: true }
+    Ctrl { props, namespaces: vec![ns(1, 512)], legacy_drive: true, subsys: false }
 }
 
 fn config(name: &str, bios: Bios, controllers: Vec<Ctrl>) -> Config {
@@ -96,7 +99,8 @@ fn config(name: &str, bios: Bios, controllers: Vec<Ctrl>) -> Config {
 
 /// The configurations `cargo xtask test` boots.
 pub fn test_configs() -> Vec<Config> {
-    let two_ns = || Ctrl { props: "", namespaces: vec![ns(2, 4096), ns(5, 4096)], legacy_drive: false };
+    let two_ns =
+        || Ctrl { props: "", namespaces: vec![ns(2, 4096), ns(5, 4096)], legacy_drive: false, subsys: false };
     let eight_ns = || Ctrl {
         props: "",
         namespaces: [1, 2, 3, 5, 8, 13, 21, 34]
@@ -105,6 +109,7 @@ pub fn test_configs() -> Vec<Config> {
             .map(|(i, &nsid)| ns(nsid, if i % 2 == 0 { 512 } else { 4096 }))
             .collect(),
         legacy_drive: false,
+        subsys: false,
     };
     // Namespaces the self-test cannot exercise yet must be skipped, not failed.
     let untestable = || Ctrl {
@@ -117,6 +122,7 @@ pub fn test_configs() -> Vec<Config> {
             ns(6, 512),
         ],
         legacy_drive: false,
+        subsys: false,
     };
     let mut planted = config("planted verify mismatch must fail", Bios::SeaBios, vec![simple("")]);
     planted.append = "plant-mismatch";
@@ -129,6 +135,7 @@ pub fn test_configs() -> Vec<Config> {
         props: "",
         namespaces: vec![ns(1, 512), Ns { scratch: true, ..ns(2, 512) }],
         legacy_drive: false,
+        subsys: false,
     };
     let mut format = config(
         "Format NVM of a scratch namespace, 512 to 4096-byte blocks and back",
@@ -136,6 +143,12 @@ pub fn test_configs() -> Vec<Config> {
         vec![scratch],
     );
     format.append = "format=2";
+    let subsystem = Ctrl {
+        props: "",
+        namespaces: vec![ns(1, 512), Ns { props: ",detached=on", ..ns(2, 4096) }],
+        legacy_drive: false,
+        subsys: true,
+    };
     let mut exception = config("CPU exception must fail", Bios::SeaBios, vec![simple("")]);
     exception.append = "raise-exception";
     exception.expect_pass = false;
@@ -160,6 +173,7 @@ pub fn test_configs() -> Vec<Config> {
             Bios::SeaBios,
             vec![untestable()],
         ),
+        config("NVM subsystem, namespace 2 detached: attach and detach", Bios::SeaBios, vec![subsystem]),
         format,
         planted,
         unrestored,
@@ -261,6 +275,10 @@ fn command(kernel: &Path, config: &Config, kvm: bool) -> std::io::Result<(Comman
     let tag = slug(&config.name);
     for (i, ctrl) in config.controllers.iter().enumerate() {
         let mut dev = format!("nvme,id=nvme{i},serial=xtask{i}");
+        if ctrl.subsys {
+            cmd.args(["-device", &format!("nvme-subsys,id=subsys{i},nqn=xtask-subsys{i}")]);
+            dev.push_str(&format!(",subsys=subsys{i}"));
+        }
         if !ctrl.props.is_empty() {
             dev.push(',');
             dev.push_str(ctrl.props);

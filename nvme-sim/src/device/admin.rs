@@ -57,7 +57,7 @@ fn commands_effects() -> Vec<u8> {
     let mut page = vec![0u8; 4096];
     let supported = 1u32;
     let lba_change = 1 << 1;
-    for op in [0x00u8, 0x01, 0x02, 0x04, 0x05, 0x06, 0x08, 0x09, 0x0a, 0x0c, 0x18] {
+    for op in [0x00u8, 0x01, 0x02, 0x04, 0x05, 0x06, 0x08, 0x09, 0x0a, 0x0c, 0x0d, 0x15, 0x18] {
         put(&mut page, usize::from(op) * 4, &supported.to_le_bytes());
     }
     for (op, effects) in [
@@ -97,6 +97,8 @@ impl State {
             AdminOpcode::IDENTIFY => (self.identify(cmd), 0),
             AdminOpcode::ABORT => (SUCCESS, self.abort(cmd)),
             AdminOpcode::FORMAT_NVM => (self.format_nvm(cmd), 0),
+            AdminOpcode::NAMESPACE_MANAGEMENT => self.namespace_management(cmd),
+            AdminOpcode::NAMESPACE_ATTACHMENT => (self.namespace_attachment(cmd), 0),
             AdminOpcode::DEVICE_SELF_TEST => (self.device_self_test(cmd), 0),
             AdminOpcode::SET_FEATURES => self.set_features(cmd),
             AdminOpcode::GET_FEATURES => self.get_features(cmd),
@@ -422,11 +424,24 @@ impl State {
         let nsid = cmd.nsid;
         let mut page = vec![0u8; PAGE_SIZE];
         match cns {
-            Cns::NAMESPACE => {
+            Cns::NAMESPACE | Cns::ALLOCATED_NAMESPACE => {
                 if nsid == 0 || nsid > self.nn {
                     return INVALID_NAMESPACE;
                 }
-                self.identify_namespace(nsid, &mut page);
+                self.identify_namespace(nsid, cns == Cns::ALLOCATED_NAMESPACE, &mut page);
+            }
+            Cns::ALLOCATED_NAMESPACES => {
+                if nsid >= 0xffff_fffe {
+                    return INVALID_NAMESPACE;
+                }
+                self.allocated_list(nsid, &mut page);
+            }
+            Cns::ATTACHED_CONTROLLERS | Cns::SUBSYSTEM_CONTROLLERS => {
+                let attached_to = (cns == Cns::ATTACHED_CONTROLLERS).then_some(nsid);
+                let status = self.controller_list(attached_to, (cmd.cdw10 >> 16) as u16, &mut page);
+                if status != SUCCESS {
+                    return status;
+                }
             }
             Cns::CONTROLLER => self.identify_controller(&mut page),
             Cns::ACTIVE_NAMESPACES => {
@@ -476,7 +491,8 @@ impl State {
             put(b, 128 + 2 * i, &crdt.to_le_bytes()); // CRDT1..3
         }
         b[258] = 3; // ACL: 4 concurrent aborts
-        put(b, 256, &0x0012u16.to_le_bytes()); // OACS: Format NVM, Device Self-test
+                    // OACS: Format NVM, Namespace Management, Device Self-test.
+        put(b, 256, &lies.oacs.unwrap_or(0x001a).to_le_bytes());
         b[259] = (AER_LIMIT - 1) as u8; // AERL
         put(b, 320, &self.cfg.kas.to_le_bytes()); // KAS
         b[260] = 0x02; // FRMW: one slot
@@ -543,8 +559,8 @@ impl State {
     }
 
     /// Identify Namespace (CNS 00h): zeros for an inactive NSID.
-    fn identify_namespace(&self, nsid: u32, b: &mut [u8]) {
-        let Some(ns) = self.namespaces.iter().find(|n| n.active && n.cfg.nsid == nsid) else {
+    fn identify_namespace(&self, nsid: u32, allocated: bool, b: &mut [u8]) {
+        let Some(ns) = self.namespaces.iter().find(|n| (n.active || allocated) && n.cfg.nsid == nsid) else {
             return;
         };
         let lies = self.cfg.lies;

@@ -15,6 +15,7 @@
 //! - `transfer`: PRP walking and moving data to and from host memory;
 //! - `admin`: the admin command set, identify data and log pages;
 //! - `events`: asynchronous events, their queue and masks;
+//! - `nsmgmt`: namespace management and attachment;
 //! - `nvm`: the NVM I/O command set;
 //! - `status`: the completion status values the controller posts;
 //! - `buffers`: the bookkeeping behind `Hal::translate` and the cache
@@ -30,6 +31,7 @@ mod buffers;
 mod commands;
 mod events;
 mod faults;
+mod nsmgmt;
 mod nvm;
 mod queues;
 mod registers;
@@ -156,7 +158,7 @@ impl State {
             });
         }
         namespaces.sort_by_key(|n| n.cfg.nsid);
-        let nn = namespaces.last().map_or(0, |n| n.cfg.nsid);
+        let nn = namespaces.last().map_or(0, |n| n.cfg.nsid).max(cfg.max_namespaces);
         let stride = 4usize << cfg.dstrd;
         let doorbells = 2 * (cfg.max_io_queues as usize + 1) * stride;
         let bar_size = (offset::DOORBELLS + doorbells).next_multiple_of(PAGE_SIZE).max(0x2000);

@@ -41,6 +41,8 @@ pub struct SimStats {
     pub dma_faults: u64,
     /// CC.EN 1 -> 0 transitions.
     pub resets: u64,
+    /// Namespaces created through Namespace Management.
+    pub namespaces_created: u64,
     /// Keep Alive Timer expiries (each made the controller fatal).
     pub keep_alive_expired: u64,
     /// Asynchronous events the controller had to report.

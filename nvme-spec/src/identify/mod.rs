@@ -23,7 +23,7 @@ mod power;
 pub use controller::{
     Cmic, Ctratt, Fna, Frmw, Fuses, IdentifyController, Lpa, Oacs, Oaes, Oncs, QueueEntrySizes, Sgls, Vwc,
 };
-pub use lists::ActiveNamespaceList;
+pub use lists::{ActiveNamespaceList, ControllerList};
 pub use namespace::{Dlfeat, Dpc, Dps, Flbas, IdentifyNamespace, LbaFormat, Mc, Nmic, Nsfeat};
 pub use power::{PowerStateDescriptor, PsdActive, PsdFlags, PsdIdle};
 
