@@ -39,8 +39,8 @@ use nvme_nostd::spec::ids::{AsyncEventInfo, AsyncEventType, Fid, Lid};
 use nvme_nostd::spec::log::{ChangedNamespaceList, ErrorInformation};
 use nvme_nostd::ALL_NAMESPACES;
 use nvme_nostd::{
-    Argument, AsyncEvent, Controller, ControllerOptions, DmaBuffer, Error, Feature, FormatNvm, IoQueuePair,
-    QpairOptions, SanitizeAction, SelfTest,
+    Argument, AsyncEvent, CommitAction, Controller, ControllerOptions, DmaBuffer, Error, Feature, FormatNvm,
+    IoQueuePair, QpairOptions, SanitizeAction, SelfTest,
 };
 pub use report::{Outcome, Reason, Report, Totals};
 
@@ -177,6 +177,8 @@ pub fn run_controller<H: Hal>(
     totals.record(out, format_args!("{label} features"), features.into());
     let maintenance = check_maintenance(&ctrlr, label, out);
     totals.record(out, format_args!("{label} self-test, sanitize, security"), maintenance.into());
+    let firmware = check_firmware(&ctrlr, label, out);
+    totals.record(out, format_args!("{label} firmware slots, download and commit refusals"), firmware.into());
     let keep_alive = check_keep_alive(&ctrlr, label, out);
     totals.record(out, format_args!("{label} keep alive as KAS offers it"), keep_alive.into());
     let events = check_events(&ctrlr, label, out);
@@ -362,6 +364,54 @@ fn check_features<H: Hal>(
         er.tler(),
         queues.nsq() + 1,
         queues.ncq() + 1,
+    ));
+    Ok(())
+}
+
+/// Firmware, without changing any: the slot log agrees with FRMW; where
+/// the controller lacks the commands (OACS bit 2; QEMU 7.2), download and
+/// commit are refused as unsupported; where it has them, bad input (an
+/// empty piece, a slot beyond FRMW's count, replacing read-only slot 1) is
+/// refused. Nothing is downloaded or committed: this suite also runs on
+/// real drives.
+fn check_firmware<H: Hal>(
+    ctrlr: &Controller<Fh<H>>,
+    label: &str,
+    out: &mut dyn Report,
+) -> Result<(), Reason> {
+    let frmw = ctrlr.identify().frmw;
+    let log = ctrlr.firmware_slot().map_err(|e| reason!("firmware slot log: {e}"))?;
+    let slots = frmw.slots().max(1);
+    if log.active_slot() == 0 || log.active_slot() > slots {
+        return Err(reason!("active slot {} of {slots}", log.active_slot()));
+    }
+    if !ctrlr.identify().oacs.firmware() {
+        let unsupported = Error::Unsupported(Feature::Firmware);
+        if ctrlr.download_firmware(&[0; 64]) != Err(unsupported)
+            || ctrlr.commit_firmware(2, CommitAction::Replace) != Err(unsupported)
+        {
+            return Err(reason!("firmware commands not refused on a controller without them"));
+        }
+        out.line(format_args!(
+            "{label}: firmware slot {} of {slots} active; no firmware commands",
+            log.active_slot()
+        ));
+        return Ok(());
+    }
+    let piece = Err(Error::InvalidArgument(Argument::FirmwarePiece));
+    let slot = Err(Error::InvalidArgument(Argument::FirmwareSlot));
+    if ctrlr.firmware_image_download(0, &[]) != piece
+        || ctrlr.commit_firmware(slots + 1, CommitAction::Replace) != slot
+    {
+        return Err(reason!("bad firmware input not refused"));
+    }
+    if frmw.slot1_read_only() && ctrlr.commit_firmware(1, CommitAction::Replace) != slot {
+        return Err(reason!("replacing read-only slot 1 not refused"));
+    }
+    out.line(format_args!(
+        "{label}: firmware slot {} of {slots} active, granularity {} bytes",
+        log.active_slot(),
+        ctrlr.firmware_granularity()
     ));
     Ok(())
 }

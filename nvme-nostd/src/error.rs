@@ -75,6 +75,12 @@ pub enum Argument {
     NamespaceSize,
     /// A controller list that is empty or holds more than 2047 identifiers.
     ControllerList,
+    /// A firmware image piece that is empty, above 4 KiB, not a multiple of
+    /// 4 bytes, or off the update granularity (FWUG).
+    FirmwarePiece,
+    /// A firmware slot above FRMW's number of slots, slot 0 where the
+    /// action needs a slot, or read-only slot 1 to replace.
+    FirmwareSlot,
 }
 
 impl Argument {
@@ -106,6 +112,10 @@ impl Argument {
             Argument::LbaFormat => "LBA format index beyond NLBAF, or protection information type above 3",
             Argument::NamespaceSize => "namespace size or capacity 0, or capacity above size",
             Argument::ControllerList => "controller list empty or above 2047 identifiers",
+            Argument::FirmwarePiece => {
+                "firmware piece empty, above 4 KiB, not dword-sized or off the granularity"
+            }
+            Argument::FirmwareSlot => "firmware slot out of range, or read-only slot 1 to replace",
         }
     }
 }
@@ -149,6 +159,13 @@ pub enum Feature {
     AsyncEvent,
     /// Namespace Management and Attachment (OACS bit 3).
     NamespaceManagement,
+    /// Firmware Commit and Firmware Image Download (OACS bit 2).
+    Firmware,
+    /// A firmware update granularity (FWUG) above the 4 KiB a piece of the
+    /// image can be.
+    FirmwareGranularity,
+    /// Firmware activation without a reset (FRMW bit 4).
+    FirmwareActivation,
 }
 
 impl Feature {
@@ -174,6 +191,9 @@ impl Feature {
             Feature::NamespaceManagement => {
                 "controller lacks Namespace Management and Attachment (OACS bit 3)"
             }
+            Feature::Firmware => "controller lacks Firmware Commit and Image Download (OACS bit 2)",
+            Feature::FirmwareGranularity => "firmware update granularity (FWUG) above 4 KiB",
+            Feature::FirmwareActivation => "controller cannot activate firmware without a reset (FRMW bit 4)",
         }
     }
 }

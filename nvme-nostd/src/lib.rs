@@ -28,6 +28,7 @@ mod dma;
 mod error;
 mod events;
 mod features;
+mod firmware;
 mod format;
 mod log;
 mod maintenance;
@@ -51,6 +52,7 @@ pub use error::{
     Argument, Broken, Cause, Error, Feature, Malformed, Origin, PrpShape, RecoveryStep, Result, Wait,
 };
 pub use events::AsyncEvent;
+pub use firmware::{Activation, CommitAction};
 pub use format::{FormatNvm, SecureErase};
 pub use hal_traits::{self, Hal};
 pub use log::ALL_NAMESPACES;

@@ -82,6 +82,9 @@ pub struct SimConfig {
     /// Bytes of NVM capacity for all namespaces, configured and created
     /// (Namespace Management refuses a namespace beyond it). Default 64 MiB.
     pub capacity_bytes: usize,
+    /// Identify Controller FWUG: firmware update granularity in 4 KiB
+    /// units (0: none stated, FFh: no restriction). Default 1.
+    pub fwug: u8,
 }
 
 impl Default for SimConfig {
@@ -110,6 +113,7 @@ impl Default for SimConfig {
             kas: 0,
             max_namespaces: 16,
             capacity_bytes: 64 << 20,
+            fwug: 1,
         }
     }
 }

@@ -275,6 +275,22 @@ pub struct AsyncEventCompletion {
     __: u8,
 }
 
+/// CDW10 of Firmware Commit (NVMe 1.4, the Firmware Commit command).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct FirmwareCommitCdw10 {
+    /// FS: Firmware Slot (0: the controller chooses).
+    #[bits(3)]
+    pub slot: u8,
+    /// CA: Commit Action.
+    #[bits(3)]
+    pub action: u8,
+    #[bits(25)]
+    __: u32,
+    /// BPID: Boot Partition ID (commit actions 6 and 7).
+    pub bpid: bool,
+}
+
 /// Abort's completion DW0 (section 5.1.1, figure 142).
 #[bitfield(u32)]
 #[derive(PartialEq, Eq)]
@@ -340,6 +356,13 @@ pub struct ReadWriteCdw12 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Firmware Commit: FS in bits 2:0, CA in 5:3, BPID in bit 31.
+    #[test]
+    fn firmware_commit() {
+        let c = FirmwareCommitCdw10::new().with_slot(2).with_action(3).with_bpid(true);
+        assert_eq!(c.into_bits(), 0x8000_001a);
+    }
 
     /// Figure 146: type in bits 2:0, information in 15:8, log page in 23:16.
     #[test]

@@ -5,6 +5,7 @@
 
 use super::commands::Pending;
 use super::events::TEMPERATURE;
+use super::firmware::FRMW;
 use super::queues::{Cq, PostKind, Sq};
 use super::status::{
     spec, ABORTED_BY_REQUEST, ABORTED_SQ_DELETION, AER_LIMIT_EXCEEDED, COMMAND_SEQUENCE_ERROR, CQ_INVALID,
@@ -48,16 +49,13 @@ fn feature_default(fid: Fid, cdw11: u32) -> u32 {
 /// ELPE: Error Log Page Entries, 0-based.
 const ELPE: u8 = 3;
 
-/// The firmware revision in Identify Controller and in firmware slot 1.
-const FIRMWARE_REVISION: &[u8; 8] = b"1.0     ";
-
 /// The Commands Supported and Effects log (figure 196): the admin and I/O
 /// opcodes this controller executes; writes change logical block content.
 fn commands_effects() -> Vec<u8> {
     let mut page = vec![0u8; 4096];
     let supported = 1u32;
     let lba_change = 1 << 1;
-    for op in [0x00u8, 0x01, 0x02, 0x04, 0x05, 0x06, 0x08, 0x09, 0x0a, 0x0c, 0x0d, 0x15, 0x18] {
+    for op in [0x00u8, 0x01, 0x02, 0x04, 0x05, 0x06, 0x08, 0x09, 0x0a, 0x0c, 0x0d, 0x10, 0x11, 0x15, 0x18] {
         put(&mut page, usize::from(op) * 4, &supported.to_le_bytes());
     }
     for (op, effects) in [
@@ -97,6 +95,8 @@ impl State {
             AdminOpcode::IDENTIFY => (self.identify(cmd), 0),
             AdminOpcode::ABORT => (SUCCESS, self.abort(cmd)),
             AdminOpcode::FORMAT_NVM => (self.format_nvm(cmd), 0),
+            AdminOpcode::FIRMWARE_IMAGE_DOWNLOAD => (self.firmware_download(cmd), 0),
+            AdminOpcode::FIRMWARE_COMMIT => (self.firmware_commit(cmd), 0),
             AdminOpcode::NAMESPACE_MANAGEMENT => self.namespace_management(cmd),
             AdminOpcode::NAMESPACE_ATTACHMENT => (self.namespace_attachment(cmd), 0),
             AdminOpcode::DEVICE_SELF_TEST => (self.device_self_test(cmd), 0),
@@ -387,12 +387,7 @@ impl State {
                 }
                 page
             }
-            Lid::FIRMWARE_SLOT => {
-                let mut page = vec![0u8; 512];
-                page[0] = 1; // AFI: slot 1 active
-                put(&mut page, 8, FIRMWARE_REVISION);
-                page
-            }
+            Lid::FIRMWARE_SLOT => self.firmware.log(),
             Lid::COMMANDS_SUPPORTED_AND_EFFECTS => commands_effects(),
             Lid::DEVICE_SELF_TEST => {
                 // Nothing in progress; results newest first, unused Fh.
@@ -479,7 +474,7 @@ impl State {
         put(b, 2, &0x1af4u16.to_le_bytes()); // SSVID
         put_str(b, 4, 20, "SIM0001");
         put_str(b, 24, 40, "nvme-sim");
-        put(b, 64, FIRMWARE_REVISION);
+        put(b, 64, &self.firmware.revision());
         b[72] = 6; // RAB
                    // OAES: namespace attribute notices.
         put(b, 92, &lies.oaes.unwrap_or(0x100).to_le_bytes());
@@ -491,11 +486,13 @@ impl State {
             put(b, 128 + 2 * i, &crdt.to_le_bytes()); // CRDT1..3
         }
         b[258] = 3; // ACL: 4 concurrent aborts
-                    // OACS: Format NVM, Namespace Management, Device Self-test.
-        put(b, 256, &lies.oacs.unwrap_or(0x001a).to_le_bytes());
+                    // OACS: Format NVM, Firmware, Namespace Management, Device
+                    // Self-test.
+        put(b, 256, &lies.oacs.unwrap_or(0x001e).to_le_bytes());
         b[259] = (AER_LIMIT - 1) as u8; // AERL
         put(b, 320, &self.cfg.kas.to_le_bytes()); // KAS
-        b[260] = 0x02; // FRMW: one slot
+        b[260] = FRMW;
+        b[319] = self.cfg.fwug; // FWUG
         b[261] = 0x06; // LPA: commands supported and effects, extended data
         b[262] = ELPE;
         b[263] = 0; // NPSS: one power state

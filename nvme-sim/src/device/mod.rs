@@ -16,6 +16,7 @@
 //! - `admin`: the admin command set, identify data and log pages;
 //! - `events`: asynchronous events, their queue and masks;
 //! - `nsmgmt`: namespace management and attachment;
+//! - `firmware`: firmware slots, download and commit;
 //! - `nvm`: the NVM I/O command set;
 //! - `status`: the completion status values the controller posts;
 //! - `buffers`: the bookkeeping behind `Hal::translate` and the cache
@@ -31,6 +32,7 @@ mod buffers;
 mod commands;
 mod events;
 mod faults;
+mod firmware;
 mod nsmgmt;
 mod nvm;
 mod queues;
@@ -106,6 +108,8 @@ pub(crate) struct State {
     ncqa: u16,
     /// Device self-tests run, their status bytes newest first (at most 20).
     self_tests: Vec<u8>,
+    /// Firmware slots and the image being downloaded.
+    firmware: firmware::Firmware,
     /// Asynchronous events waiting for an AER, and the masked types.
     events: events::Events,
     /// Feature values set by the host, by [`feature_key`](Self::feature_key).
@@ -191,6 +195,7 @@ impl State {
             ncqa: max,
             features: BTreeMap::new(),
             events: events::Events::default(),
+            firmware: firmware::Firmware::default(),
             self_tests: Vec::new(),
             namespaces,
             nn,

@@ -201,6 +201,7 @@ impl State {
         self.ncqa = max;
         self.features.clear();
         self.reset_events();
+        self.firmware.on_reset();
         self.stats.resets += 1;
         self.rdy_event = if self.rdy && !self.cfg.disable_never {
             Some((self.now.saturating_add(self.cfg.ready_delay), false))

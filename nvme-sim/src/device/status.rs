@@ -40,4 +40,7 @@ pub(super) const NSID_UNAVAILABLE: u16 = spec(cs::NAMESPACE_ID_UNAVAILABLE);
 pub(super) const ALREADY_ATTACHED: u16 = spec(cs::NAMESPACE_ALREADY_ATTACHED);
 pub(super) const NOT_ATTACHED: u16 = spec(cs::NAMESPACE_NOT_ATTACHED);
 pub(super) const THIN_PROVISIONING: u16 = spec(cs::THIN_PROVISIONING_NOT_SUPPORTED);
+pub(super) const INVALID_FIRMWARE_SLOT: u16 = spec(cs::INVALID_FIRMWARE_SLOT);
+pub(super) const INVALID_FIRMWARE_IMAGE: u16 = spec(cs::INVALID_FIRMWARE_IMAGE);
+pub(super) const OVERLAPPING_RANGE: u16 = spec(cs::OVERLAPPING_RANGE);
 pub(super) const CONTROLLER_LIST_INVALID: u16 = spec(cs::CONTROLLER_LIST_INVALID);
