@@ -123,6 +123,12 @@ type Fh<H> = FaultyHal<H>;
 type Buf<'a, H> = DmaBuffer<'a, Fh<H>>;
 type Qp<'a, H, const N: usize> = IoQueuePair<'a, Fh<H>, Buf<'a, H>, u64, N>;
 
+/// The options the suite attaches controllers with (what a probe callback
+/// sets): four I/O queue pairs, a keep-alive timeout.
+pub fn controller_options() -> ControllerOptions {
+    ControllerOptions::default().with_io_queues(4).with_keep_alive(Some(KEEP_ALIVE))
+}
+
 /// Attaches the controller behind `hal` and runs every check on it, adding the
 /// outcomes to `totals`. `label` names the controller in the output.
 pub fn run_controller<H: Hal>(
@@ -132,8 +138,20 @@ pub fn run_controller<H: Hal>(
     out: &mut dyn Report,
     totals: &mut Totals,
 ) {
-    let wanted = ControllerOptions::default().with_io_queues(4).with_keep_alive(Some(KEEP_ALIVE));
-    let attach = Controller::new(FaultyHal::new(hal), wanted);
+    let attach = Controller::new(FaultyHal::new(hal), controller_options());
+    run_attached(attach, label, options, out, totals);
+}
+
+/// Runs every check on a controller attached (by a probe over a
+/// [`FaultyBus`](nvme_nostd::hal_traits::faulty::FaultyBus), with
+/// [`controller_options`]), or records why the attach failed.
+pub fn run_attached<H: Hal>(
+    attach: nvme_nostd::Result<Controller<FaultyHal<H>>>,
+    label: &str,
+    options: &Options,
+    out: &mut dyn Report,
+    totals: &mut Totals,
+) {
     let mut ctrlr = match attach {
         Ok(c) => {
             totals.record(out, format_args!("{label} attach"), Outcome::Ok);

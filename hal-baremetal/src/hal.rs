@@ -33,6 +33,16 @@ impl LinearMap {
         }
         self.phys_start.checked_add(offset as u64)
     }
+
+    /// The virtual address of `len` bytes at physical address `phys`, when
+    /// all of them lie in the map.
+    pub fn virt_of(&self, phys: u64, len: usize) -> Option<usize> {
+        let offset = usize::try_from(phys.checked_sub(self.phys_start)?).ok()?;
+        if offset.checked_add(len)? > self.len {
+            return None;
+        }
+        self.virt_start.checked_add(offset)
+    }
 }
 
 /// One controller's registers, plus the shared DMA pool and clock.

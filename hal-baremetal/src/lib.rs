@@ -9,6 +9,7 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+pub mod bus;
 pub mod claim;
 pub mod clock;
 pub mod dma;
@@ -17,6 +18,7 @@ pub mod hal;
 pub mod pci;
 pub mod serial;
 
+pub use bus::BareMetalBus;
 pub use claim::{claim, Claim};
 pub use clock::TscClock;
 pub use dma::DmaPool;

@@ -239,6 +239,23 @@ unsafe impl<H: Hal> Hal for FaultyHal<H> {
     }
 }
 
+/// A [`PciBus`](crate::pci::PciBus) whose HALs are [`FaultyHal`]s: probing
+/// through it attaches controllers whose back-end can be made to fail.
+#[derive(Debug)]
+pub struct FaultyBus<B>(pub B);
+
+impl<B: crate::pci::PciBus> crate::pci::PciBus for FaultyBus<B> {
+    type Hal = FaultyHal<B::Hal>;
+
+    fn nvme_function(&self, index: usize) -> Option<crate::pci::PciFunction> {
+        self.0.nvme_function(index)
+    }
+
+    fn open(&mut self, function: &crate::pci::PciFunction) -> Result<Self::Hal, HalError> {
+        self.0.open(function).map(FaultyHal::new)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,9 @@
 //! sharing of caller buffers with the device, cache maintenance, memory
 //! barriers and a clock. Everything else (PCI enumeration, mapping the BAR,
 //! choosing where DMA memory comes from, IOMMU domains) is the back-end's
-//! business and stays out of the driver.
+//! business and stays out of the driver, which sees PCI only through
+//! [`pci::PciBus`]: the NVMe functions a back-end can reach, and a [`Hal`]
+//! for one it claims (for probing).
 //!
 //! The contract is written for three kinds of back-end at once:
 //! - a kernel on x86_64 with coherent DMA and an identity or linear map
@@ -29,6 +31,7 @@
 pub mod barrier;
 pub mod faulty;
 mod mmio;
+pub mod pci;
 
 pub use mmio::MmioRegion;
 
@@ -140,6 +143,11 @@ pub enum HalErrorKind {
     MapFailed,
     /// The back-end cannot do this at all.
     Unsupported,
+    /// The device is claimed by another driver (see "Exclusive ownership").
+    Claimed,
+    /// The device cannot be used: its BAR0 is missing, unmapped or too
+    /// small, or it does not answer.
+    Unusable,
 }
 
 /// An error from a back-end. Back-ends with richer errors keep them to themselves

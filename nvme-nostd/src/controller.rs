@@ -29,6 +29,14 @@ use hal_traits::{Hal, PAGE_SIZE};
 /// timeout (the driver stays sound, but that call's work is cut short).
 pub type TimeoutCallback = &'static (dyn Fn(TimeoutEvent) + Sync);
 
+/// Told once that the controller is gone (its registers read all ones, again
+/// and again), with its Identify Controller data (serial number, CNTLID) to
+/// tell which. It runs without any driver lock, on the thread that noticed
+/// (inside `poll`, an admin call,
+/// [`process_admin_completions`](Controller::process_admin_completions) or
+/// [`check_removal`](Controller::check_removal)).
+pub type RemoveCallback = &'static (dyn Fn(&IdentifyController) + Sync);
+
 /// What the caller asks of a controller at attach time. What the controller
 /// grants is reported by [`Controller`]'s accessors.
 ///
@@ -71,6 +79,8 @@ pub struct ControllerOptions {
     /// ([`Controller::keep_alive_timeout`] says what was granted). Default
     /// `None`: off.
     pub keep_alive_timeout: Option<Duration>,
+    /// Told once when the controller is found removed. Default `None`.
+    pub remove_callback: Option<RemoveCallback>,
 }
 
 impl Default for ControllerOptions {
@@ -84,6 +94,7 @@ impl Default for ControllerOptions {
             recovery_attempts: 8,
             recovery_backoff: Duration::from_millis(10),
             keep_alive_timeout: None,
+            remove_callback: None,
         }
     }
 }
@@ -129,6 +140,12 @@ impl ControllerOptions {
         self.recovery_backoff.saturating_mul(1 << doublings)
     }
 
+    /// Sets [`remove_callback`](Self::remove_callback).
+    pub const fn with_remove_callback(mut self, callback: Option<RemoveCallback>) -> Self {
+        self.remove_callback = callback;
+        self
+    }
+
     /// Sets [`keep_alive_timeout`](Self::keep_alive_timeout).
     pub const fn with_keep_alive(mut self, timeout: Option<Duration>) -> Self {
         self.keep_alive_timeout = timeout;
@@ -153,6 +170,7 @@ impl fmt::Debug for ControllerOptions {
             .field("recovery_attempts", &self.recovery_attempts)
             .field("recovery_backoff", &self.recovery_backoff)
             .field("keep_alive_timeout", &self.keep_alive_timeout)
+            .field("remove_callback", &self.remove_callback.is_some())
             .finish()
     }
 }
@@ -220,6 +238,8 @@ pub struct Controller<H: Hal> {
     resets_by_hand: AtomicU32,
     /// Set once the registers read all ones.
     removed: AtomicBool,
+    /// The remove callback ran (or there is none to run).
+    removal_reported: AtomicBool,
     /// ACRE is enabled (Host Behavior Support): error statuses may carry a
     /// Command Retry Delay, which the driver honours.
     acre: AtomicBool,
@@ -342,6 +362,7 @@ impl<H: Hal> Controller<H> {
             epoch: AtomicU32::new(0),
             resets_by_hand: AtomicU32::new(0),
             removed: AtomicBool::new(false),
+            removal_reported: AtomicBool::new(false),
             acre: AtomicBool::new(false),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             qids: spin::Mutex::new(0),
@@ -472,6 +493,29 @@ impl<H: Hal> Controller<H> {
         self.removed.load(Ordering::Acquire)
     }
 
+    /// Reads CSTS: if it reads all ones, again and again, the controller is
+    /// marked removed (every call then fails with [`Error::DeviceRemoved`])
+    /// and the remove callback runs, once. Returns whether it is removed.
+    /// Poll it where the platform gives no hot-plug notice (SPDK's
+    /// `spdk_nvme_probe_poll_async` plays this part for PCIe).
+    pub fn check_removal(&self) -> bool {
+        if !self.is_removed() && self.csts() == Err(Error::DeviceRemoved) {
+            self.confirm_removed();
+        }
+        self.report_removal();
+        self.is_removed()
+    }
+
+    /// Runs the remove callback once the controller is marked removed (the
+    /// first caller to see it does). Never called with a driver lock held.
+    pub(crate) fn report_removal(&self) {
+        if self.is_removed() && !self.removal_reported.swap(true, Ordering::AcqRel) {
+            if let Some(cb) = self.options.remove_callback {
+                cb(&self.identify);
+            }
+        }
+    }
+
     /// Called when a register read all ones: reads CSTS a few more times,
     /// 1 ms apart, and marks the controller removed only if every read is all
     /// ones (one bad read is not proof that the device is gone). Returns
@@ -583,6 +627,17 @@ impl<H: Hal> Controller<H> {
     /// was submitted in (read under the admin lock, so whatever the command
     /// did on the controller is undone once the epoch moves on from it).
     pub(crate) fn admin_exec_epoch(
+        &self,
+        cmd: SubmissionEntry,
+        data: AdminData<'_>,
+    ) -> (Result<CompletionEntry>, u32) {
+        let done = self.admin_exec_unreported(cmd, data);
+        // A removal it found is reported here, with no lock held.
+        self.report_removal();
+        done
+    }
+
+    fn admin_exec_unreported(
         &self,
         mut cmd: SubmissionEntry,
         mut data: AdminData<'_>,

@@ -155,6 +155,7 @@ impl<H: Hal> Controller<H> {
         mut on_event: impl FnMut(AsyncEvent),
     ) -> Result<usize> {
         if self.is_removed() {
+            self.report_removal();
             return Err(Error::DeviceRemoved);
         }
         self.heal()?;
@@ -166,7 +167,7 @@ impl<H: Hal> Controller<H> {
                 let _ = self.reset_from(self.epoch());
                 return Err(Error::ControllerFatal);
             }
-            Err(Error::DeviceRemoved) if self.confirm_removed() => return Err(Error::DeviceRemoved),
+            Err(Error::DeviceRemoved) if self.check_removal() => return Err(Error::DeviceRemoved),
             _ => {}
         }
         let (reaped, expired, epoch) = {

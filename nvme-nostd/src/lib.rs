@@ -34,6 +34,7 @@ mod log;
 mod maintenance;
 mod namespace;
 mod nsmgmt;
+mod probe;
 mod prp;
 mod qpair;
 mod quarantine;
@@ -46,7 +47,7 @@ mod trid;
 
 pub use buffer::{DmaBuffer, IoBuffer};
 pub use controller::{
-    Controller, ControllerOptions, NamespaceIds, TimeoutCallback, TimeoutEvent, MAX_IO_QUEUES,
+    Controller, ControllerOptions, NamespaceIds, RemoveCallback, TimeoutCallback, TimeoutEvent, MAX_IO_QUEUES,
 };
 pub use error::{
     Argument, Broken, Cause, Error, Feature, Malformed, Origin, PrpShape, RecoveryStep, Result, Wait,
@@ -62,6 +63,7 @@ pub use nsmgmt::NamespaceDescription;
 /// The wire formats of the specification (the `nvme-spec` crate).
 pub use nvme_spec as spec;
 pub use nvme_spec::status::Status;
+pub use probe::{probe, Probed};
 pub use qpair::{
     AbortOutcome, Completion, DoorbellMode, IoQueuePair, PollLimit, QpairOptions, QueueStats, Resubmit,
     SubmitError,

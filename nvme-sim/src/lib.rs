@@ -44,12 +44,14 @@
 //! [`SimStats`] counts bad frees and unshares instead of panicking.
 #![deny(missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+mod bus;
 mod config;
 mod device;
 mod fault;
 mod hal;
 mod memory;
 
+pub use bus::SimBus;
 pub use config::{IdentifyLies, SimConfig, SimNamespace};
 pub use device::SimStats;
 pub use fault::{Fault, FaultKind, FaultRule, QueueFilter, RandomFaults, SplitMix64};

@@ -32,9 +32,12 @@ use core::ptr::NonNull;
 use hal_baremetal::exit::exit_qemu;
 use hal_baremetal::pci::{self, BarWindow, MemoryBar, NvmeFunction, PortConfigAccess};
 use hal_baremetal::serial::Serial;
-use hal_baremetal::{BareMetalHal, Claim, DmaPool, LinearMap, TscClock};
+use hal_baremetal::{BareMetalBus, BareMetalHal, Claim, DmaPool, LinearMap, TscClock};
+use hal_traits::faulty::FaultyBus;
+use hal_traits::pci::PciBus;
 use hal_traits::MmioRegion;
 use nvme_conformance::{reason, Options, Outcome, Reason, Totals};
+use nvme_nostd::probe;
 use nvme_nostd::spec::ids::Cns;
 use pci_types::PciAddress;
 
@@ -148,38 +151,59 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     };
     totals.record(&mut out, format_args!("find NVMe controllers ({} found)", functions.len()), found);
 
-    for (i, f) in functions.iter().enumerate() {
-        let a = f.address;
+    // The driver probes the bus: every NVMe function is shown to the probe
+    // callback, which sets the suite's options; each is claimed, its BARs
+    // assigned, and attached; the attach callback runs the suite on it.
+    // SAFETY: the kernel owns configuration space (the scan above is done
+    // with it); the window is free address space on q35; the first 4 GiB
+    // are identity mapped, uncached where BARs live, and there is no IOMMU.
+    let bus = unsafe {
+        BareMetalBus::new(PortConfigAccess::new(), window, pool, clock, identity_map(), identity_map())
+    };
+    let mut bus = FaultyBus(bus);
+    if dump_identify {
+        if let Some(first) = bus.0.nvme_function(0) {
+            match bus.0.open(&first) {
+                // The dump's controller releases the claim when dropped.
+                Ok(hal) => dump(hal, &mut out),
+                Err(e) => {
+                    let _ = writeln!(out, "dump-identify: {e:?}");
+                }
+            }
+        }
+    }
+    // Accepted functions are attached in the order they are probed.
+    let index = core::cell::Cell::new(0);
+    let label_of = |i: usize, a: PciAddress| {
         let mut label: heapless::String<32> = heapless::String::new();
         let _ = write!(label, "nvme{i} ({:02x}:{:02x}.{})", a.bus(), a.device(), a.function());
-        let _ = writeln!(out, "{label}: PCI {:04x}:{:04x}", f.id.0, f.id.1);
-        let setup =
-            claim(a).and_then(|claim| usable_bar0(&access, &claim, &mut window).map(|bar| (claim, bar)));
-        let (mut claim, bar0) = match setup {
-            Ok(claimed) => claimed,
-            Err(why) => {
-                totals.record(&mut out, format_args!("{label} PCI setup"), Outcome::Failed(why));
-                continue;
-            }
-        };
-        let _ = writeln!(out, "{label}: BAR0 at {:#x}, {} KiB", bar0.address, bar0.size / 1024);
-        if dump_identify && i == 0 {
-            dump(hal_for(claim, bar0, pool, clock), &mut out);
-            // The dump's controller released the claim when it was dropped.
-            claim = match self::claim(a) {
-                Ok(c) => c,
-                Err(why) => {
-                    totals.record(&mut out, format_args!("{label} claim"), Outcome::Failed(why));
-                    continue;
-                }
-            };
-        }
-        let hal = hal_for(claim, bar0, pool, clock);
-        nvme_conformance::run_controller(hal, &label, &options, &mut out, &mut totals);
-    }
+        label
+    };
+    let attached = probe(
+        &mut bus,
+        None,
+        |found, wanted| {
+            let f = found.function;
+            let label = label_of(index.get(), f.address);
+            let _ = writeln!(Console, "{label}: PCI {:04x}:{:04x}, {}", f.vendor_id, f.device_id, found.trid);
+            *wanted = nvme_conformance::controller_options();
+            true
+        },
+        |found, result| {
+            let label = label_of(index.get(), found.function.address);
+            index.set(index.get() + 1);
+            nvme_conformance::run_attached(result, &label, &options, &mut Console, &mut totals);
+        },
+    );
+    let _ = writeln!(out, "probe: {attached} of {} controllers attached", functions.len());
     totals.summary(&mut out);
     let _ = writeln!(out, "DMA pool: {} of {} pages free", pool.free_pages(), DMA_PAGES);
     exit_qemu(totals.success())
+}
+
+/// The identity map of the first 4 GiB the boot code sets up.
+fn identity_map() -> LinearMap {
+    LinearMap { virt_start: 0, phys_start: 0, len: MAPPED_LIMIT as usize }
 }
 
 /// Claims the function at `function` for this kernel's driver.

@@ -52,6 +52,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         self.aborts.clear();
         if removed {
             self.health = Health::Gone(Error::DeviceRemoved, 0);
+            self.ctrlr.report_removal();
             return;
         }
         // The reset disabled the controller, which forgot every queue.
