@@ -39,7 +39,7 @@ pub enum Argument {
     TooManyBlocks,
     /// `ControllerOptions::io_queues` outside 1 to 64.
     IoQueues,
-    /// A queue too small for the request slots, or of fewer than 2 entries.
+    /// A queue of fewer than 2 entries (after CAP.MQES), or no request slot.
     QueueEntries,
     /// A queue priority (QPRIO) above 3.
     Priority,
@@ -94,7 +94,9 @@ impl Argument {
             Argument::ZeroLength => "zero-length transfer",
             Argument::TooManyBlocks => "more than 65536 blocks in one command",
             Argument::IoQueues => "io_queues must be 1 to 64",
-            Argument::QueueEntries => "queue needs at least N + 1 entries (capped by CAP.MQES)",
+            Argument::QueueEntries => {
+                "queue needs at least 2 entries (capped by CAP.MQES) and 1 request slot"
+            }
             Argument::Priority => "priority is 0 to 3",
             Argument::MaxTransfer => "max_transfer_bytes below one page",
             Argument::RawCommandPointers => "raw commands may not carry data pointers, SGLs or fused bits",

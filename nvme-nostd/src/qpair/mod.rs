@@ -122,6 +122,8 @@ pub struct IoQueuePair<'c, H: Hal, B: IoBuffer, C, const N: usize> {
     aborts: heapless::Vec<(u16, Cid), ASYNC_SLOTS>,
     /// Retries waiting out a Command Retry Delay.
     parked: usize,
+    /// Requests waiting for room in the submission queue, oldest first.
+    waiting: heapless::Deque<Cid, N>,
 }
 
 struct SlotPrpSink<'a> {
@@ -447,7 +449,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         };
         let dma = DmaUse { region, direction, mapping };
         let cid = self.slots.fill(slot, |cid| request::request(cmd, cid, Some(buf), Some(dma), context));
-        self.push(cmd, cid, path);
+        self.push_or_wait(cmd, cid, path);
         Ok(cid)
     }
 
@@ -460,25 +462,54 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             return Err((Error::QueueFull, context));
         };
         let cid = self.slots.fill(slot, |cid| request::request(cmd, cid, None, None, context));
-        self.push(cmd, cid, path);
+        self.push_or_wait(cmd, cid, path);
         Ok(cid)
     }
 
-    /// The slot [`reserve`](Self::reserve) will take next, if the submission
-    /// queue has room too.
+    /// The slot [`reserve`](Self::reserve) will take next.
     fn free_slot(&self) -> Option<usize> {
-        if self.sq.is_full() {
-            return None;
-        }
         self.slots.next_free()
     }
 
-    /// A free request slot, if the submission queue has room too.
+    /// A free request slot (with or without room in the submission queue:
+    /// a request that finds it full waits).
     fn reserve(&mut self) -> Option<crate::slots::Reserved> {
-        if self.sq.is_full() {
-            return None;
-        }
         self.slots.reserve()
+    }
+
+    /// Submits the new request `cid`, or, when the submission queue is full
+    /// or older requests wait already, makes it wait (in order) for `poll`
+    /// to submit it. A waiting request is not on the device: it cannot time
+    /// out, and a reset or removal ends it like the others.
+    fn push_or_wait(&mut self, cmd: SubmissionEntry, cid: Cid, path: Path) {
+        if self.waiting.is_empty() && !self.sq.is_full() {
+            self.push(cmd, cid, path);
+            return;
+        }
+        // The deque holds N, one per slot: a slot waits at most once.
+        if self.waiting.push_back(cid).is_ok() {
+            if let Some(req) = self.slots.get_mut(cid) {
+                req.queued = true;
+                req.deadline = request::PARKED;
+            }
+            self.stats.waited += 1;
+        }
+    }
+
+    /// Submits waiting requests, oldest first, while the submission queue
+    /// has room.
+    pub(super) fn submit_waiting(&mut self) {
+        while !self.sq.is_full() {
+            let Some(cid) = self.waiting.pop_front() else { return };
+            let Some(req) = self.slots.get_mut(cid) else { continue };
+            if !req.queued || req.done.is_some() {
+                continue;
+            }
+            req.queued = false;
+            req.deadline = request::NOT_STAMPED;
+            let cmd = req.cmd;
+            self.push(cmd, cid, Path::InPoll);
+        }
     }
 
     /// Writes the entry under `cid` and rings the doorbell as `path` and the

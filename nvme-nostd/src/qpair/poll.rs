@@ -173,6 +173,9 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             on_complete(&mut Resubmit { qp: self }, done);
         }
         drop(guard);
+        if !self.waiting.is_empty() {
+            self.submit_waiting();
+        }
         if self.parked > 0 {
             self.resubmit_parked();
         }

@@ -120,7 +120,10 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
     /// submission returned, also after the driver retried it under another
     /// one). The request still completes through `poll`, exactly once. A CID
     /// names its request only while it is in flight (see
-    /// [`wait`](Self::wait)).
+    /// [`wait`](Self::wait)). A request still waiting for room in the
+    /// submission queue is not on the device: the controller finds nothing
+    /// to abort ([`AbortOutcome::NotAborted`]), and it is submitted when room
+    /// comes.
     pub fn abort(&mut self, cid: Cid) -> Result<AbortOutcome> {
         self.ready()?;
         let wire = self.given(cid).ok_or(Error::InvalidArgument(crate::error::Argument::UnknownCid))?;
@@ -156,14 +159,23 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
     /// Every request in flight is ended, to be delivered by the next `poll`.
     fn end_in_flight(&mut self, removed: bool) {
         let reason = if removed { Error::DeviceRemoved } else { Error::Reset };
-        // Parked retries end with the rest.
+        // Parked retries and waiting requests end with the rest.
         self.parked = 0;
+        self.waiting.clear();
         let hal = &self.ctrlr.hal;
         for (_, req) in self.slots.iter_mut() {
             if req.done.is_some() {
                 continue;
             }
-            if removed {
+            if req.queued {
+                // Never on the device: its buffer goes back even from a
+                // removed one.
+                req.queued = false;
+                // SAFETY: the command was never submitted, so the device
+                // never had the buffer's address.
+                let buffer = unsafe { finish(hal, req) };
+                req.buffer = buffer.map(core::mem::ManuallyDrop::new);
+            } else if removed {
                 // A removed device cannot be proven stopped: its registers
                 // read all ones, so it cannot be disabled. The request still
                 // ends (without its buffer), and the buffer and its mapping

@@ -39,6 +39,8 @@ pub(super) struct Request<M, B, C> {
     /// A retry waiting out a Command Retry Delay: submitted by the first
     /// `poll` at or after this tick (0: not waiting).
     pub(super) retry_at: u64,
+    /// Waiting for room in the submission queue: never on the device.
+    pub(super) queued: bool,
 }
 
 /// A deadline not yet set: submissions do not read the clock.
@@ -102,5 +104,6 @@ pub(super) fn request<M, B, C>(
         abort_sent: false,
         done: None,
         retry_at: 0,
+        queued: false,
     }
 }

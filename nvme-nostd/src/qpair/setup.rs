@@ -59,7 +59,7 @@ impl<H: Hal> Controller<H> {
         options: QpairOptions,
     ) -> Result<IoQueuePair<'_, H, B, C, N>> {
         let entries = options.entries.min(self.cap().mqes().saturating_add(1));
-        if entries < 2 || (entries as usize) < N + 1 {
+        if entries < 2 || N == 0 {
             return Err(Error::InvalidArgument(Argument::QueueEntries));
         }
         if options.priority > 3 {
@@ -93,6 +93,7 @@ impl<H: Hal> Controller<H> {
                 sq_pending: false,
                 aborts: heapless::Vec::new(),
                 parked: 0,
+                waiting: heapless::Deque::new(),
                 ctrlr: self,
                 qid,
                 sq,

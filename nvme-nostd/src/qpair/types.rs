@@ -31,8 +31,10 @@ pub enum DoorbellMode {
 #[non_exhaustive]
 pub struct QpairOptions {
     /// Entries in each of the submission and completion queues; capped by
-    /// CAP.MQES + 1, and at least one more than the number of request slots.
-    /// Default 256.
+    /// CAP.MQES + 1, at least 2. A queue pair with more request slots (`N`)
+    /// than the submission queue holds (entries - 1) keeps the requests that
+    /// find it full waiting, in order, in a fixed-capacity queue, and
+    /// submits them from `poll` as room comes. Default 256.
     pub entries: u16,
     /// The largest transfer to allow, in bytes; the controller's MDTS lowers it.
     /// Each request slot keeps PRP list pages for this much. Default 4 MiB.
@@ -104,6 +106,8 @@ pub struct QueueStats {
     pub failed_by_driver: u64,
     /// Submission queue doorbell writes.
     pub sq_doorbells: u64,
+    /// Requests that found the submission queue full and waited for room.
+    pub waited: u64,
 }
 
 /// How much one [`IoQueuePair::poll`](crate::IoQueuePair::poll) call may deliver.
