@@ -37,6 +37,32 @@ pub type TimeoutCallback = &'static (dyn Fn(TimeoutEvent) + Sync);
 /// [`check_removal`](Controller::check_removal)).
 pub type RemoveCallback = &'static (dyn Fn(&IdentifyController) + Sync);
 
+/// The arbitration mechanism between submission queues (CC.AMS, section
+/// 4.13 of NVMe 1.4 "Command Arbitration").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ArbitrationMechanism {
+    /// Round robin: every submission queue alike (every controller has it).
+    #[default]
+    RoundRobin,
+    /// Weighted round robin with urgent priority class: urgent queues first,
+    /// then high, medium and low in the proportions of the Arbitration
+    /// feature's weights ([`Controller::set_arbitration`]); a queue pair's
+    /// class is [`QpairOptions::priority`](crate::QpairOptions::priority).
+    /// Needs CAP.AMS bit 0.
+    WeightedRoundRobin,
+}
+
+impl ArbitrationMechanism {
+    /// The CC.AMS value.
+    const fn ams(self) -> u8 {
+        match self {
+            ArbitrationMechanism::RoundRobin => 0,
+            ArbitrationMechanism::WeightedRoundRobin => 1,
+        }
+    }
+}
+
 /// What the caller asks of a controller at attach time. What the controller
 /// grants is reported by [`Controller`]'s accessors.
 ///
@@ -81,6 +107,11 @@ pub struct ControllerOptions {
     pub keep_alive_timeout: Option<Duration>,
     /// Told once when the controller is found removed. Default `None`.
     pub remove_callback: Option<RemoveCallback>,
+    /// How the controller arbitrates between submission queues. Asking for
+    /// weighted round robin from a controller without it (CAP.AMS bit 0) is
+    /// an error at attach ([`Feature::WeightedRoundRobin`]), before the
+    /// controller is touched. Default round robin.
+    pub arbitration: ArbitrationMechanism,
 }
 
 impl Default for ControllerOptions {
@@ -95,6 +126,7 @@ impl Default for ControllerOptions {
             recovery_backoff: Duration::from_millis(10),
             keep_alive_timeout: None,
             remove_callback: None,
+            arbitration: ArbitrationMechanism::RoundRobin,
         }
     }
 }
@@ -140,6 +172,12 @@ impl ControllerOptions {
         self.recovery_backoff.saturating_mul(1 << doublings)
     }
 
+    /// Sets [`arbitration`](Self::arbitration).
+    pub const fn with_arbitration(mut self, arbitration: ArbitrationMechanism) -> Self {
+        self.arbitration = arbitration;
+        self
+    }
+
     /// Sets [`remove_callback`](Self::remove_callback).
     pub const fn with_remove_callback(mut self, callback: Option<RemoveCallback>) -> Self {
         self.remove_callback = callback;
@@ -171,6 +209,7 @@ impl fmt::Debug for ControllerOptions {
             .field("recovery_backoff", &self.recovery_backoff)
             .field("keep_alive_timeout", &self.keep_alive_timeout)
             .field("remove_callback", &self.remove_callback.is_some())
+            .field("arbitration", &self.arbitration)
             .finish()
     }
 }
@@ -264,10 +303,11 @@ fn ready_timeout(cap: Cap) -> Duration {
     Duration::from_millis(500 * (cap.to().max(1) as u64))
 }
 
-/// The CC the driver runs with: NVM command set, 4 KiB pages, round robin,
-/// 64-byte submission and 16-byte completion entries (section 3.1.5).
-fn cc_base() -> Cc {
-    Cc::new().with_css(0).with_mps(0).with_ams(0).with_iosqes(6).with_iocqes(4)
+/// The CC the driver runs with: NVM command set, 4 KiB pages, arbitration
+/// mechanism `ams`, 64-byte submission and 16-byte completion entries
+/// (section 3.1.5).
+fn cc_base(ams: u8) -> Cc {
+    Cc::new().with_css(0).with_mps(0).with_ams(ams).with_iosqes(6).with_iocqes(4)
 }
 
 /// Waits until CSTS.RDY equals `ready`, bounded by `timeout`.
@@ -293,11 +333,11 @@ fn wait_ready<H: Hal>(hal: &H, ready: bool, timeout: Duration) -> Result {
 
 /// Programs the admin queue and enables the controller (section 7.6.1 steps
 /// 3 to 6); the caller waits for CSTS.RDY.
-fn start_admin<H: Hal>(hal: &H, admin: &AdminQueue) {
+fn start_admin<H: Hal>(hal: &H, admin: &AdminQueue, ams: u8) {
     // SAFETY: the admin queues are DMA memory owned by the driver and lent to
     // the device for as long as the controller may use them (they are freed
     // only after a disable), the CQ zeroed by `restart` or allocation.
-    unsafe { Registers::new(hal).enable(admin.sq.size(), admin.sq.daddr(), admin.cq.daddr(), cc_base()) }
+    unsafe { Registers::new(hal).enable(admin.sq.size(), admin.sq.daddr(), admin.cq.daddr(), cc_base(ams)) }
 }
 
 /// Clears CC.EN and waits for CSTS.RDY=0 (section 7.6.1 step 1, 3.1.5).
@@ -336,6 +376,9 @@ impl<H: Hal> Controller<H> {
         if options.io_queues == 0 || options.io_queues > MAX_IO_QUEUES {
             return Err(Error::InvalidArgument(Argument::IoQueues));
         }
+        if options.arbitration == ArbitrationMechanism::WeightedRoundRobin && cap.ams() & 1 == 0 {
+            return Err(Error::Unsupported(Feature::WeightedRoundRobin));
+        }
 
         disable(&hal, cap)?;
 
@@ -349,7 +392,7 @@ impl<H: Hal> Controller<H> {
             CompletionQueue::new(cq.lend(), entries, 0, cap.dstrd()),
             data.lend(),
         );
-        start_admin(&hal, &admin);
+        start_admin(&hal, &admin, options.arbitration.ams());
 
         let mut ctrlr = Controller {
             hal,
@@ -466,6 +509,11 @@ impl<H: Hal> Controller<H> {
     /// The options the controller was attached with.
     pub fn options(&self) -> &ControllerOptions {
         &self.options
+    }
+
+    /// The arbitration mechanism the controller runs with (CC.AMS).
+    pub fn arbitration_mechanism(&self) -> ArbitrationMechanism {
+        self.options.arbitration
     }
 
     /// The Keep Alive Timeout the controller was given (the option rounded
@@ -929,7 +977,7 @@ impl<H: Hal> Controller<H> {
         }
         self.epoch.fetch_add(1, Ordering::AcqRel);
         admin.restart();
-        start_admin(&self.hal, admin);
+        start_admin(&self.hal, admin, self.options.arbitration.ams());
         // Until the controller is ready again, the admin queue stays failed:
         // no command goes to a controller with CSTS.RDY = 0.
         admin.failed = true;

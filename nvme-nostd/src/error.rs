@@ -168,6 +168,8 @@ pub enum Feature {
     FirmwareGranularity,
     /// Firmware activation without a reset (FRMW bit 4).
     FirmwareActivation,
+    /// Weighted round robin arbitration with urgent priority (CAP.AMS bit 0).
+    WeightedRoundRobin,
 }
 
 impl Feature {
@@ -196,6 +198,9 @@ impl Feature {
             Feature::Firmware => "controller lacks Firmware Commit and Image Download (OACS bit 2)",
             Feature::FirmwareGranularity => "firmware update granularity (FWUG) above 4 KiB",
             Feature::FirmwareActivation => "controller cannot activate firmware without a reset (FRMW bit 4)",
+            Feature::WeightedRoundRobin => {
+                "controller lacks weighted round robin arbitration (CAP.AMS bit 0)"
+            }
         }
     }
 }

@@ -47,7 +47,8 @@ mod trid;
 
 pub use buffer::{DmaBuffer, IoBuffer};
 pub use controller::{
-    Controller, ControllerOptions, NamespaceIds, RemoveCallback, TimeoutCallback, TimeoutEvent, MAX_IO_QUEUES,
+    ArbitrationMechanism, Controller, ControllerOptions, NamespaceIds, RemoveCallback, TimeoutCallback,
+    TimeoutEvent, MAX_IO_QUEUES,
 };
 pub use error::{
     Argument, Broken, Cause, Error, Feature, Malformed, Origin, PrpShape, RecoveryStep, Result, Wait,

@@ -85,6 +85,9 @@ pub struct SimConfig {
     /// Identify Controller FWUG: firmware update granularity in 4 KiB
     /// units (0: none stated, FFh: no restriction). Default 1.
     pub fwug: u8,
+    /// CAP.AMS bit 0: weighted round robin with urgent priority class is
+    /// offered (see the `arbitration` module). Default false, as QEMU.
+    pub wrr: bool,
 }
 
 impl Default for SimConfig {
@@ -114,6 +117,7 @@ impl Default for SimConfig {
             max_namespaces: 16,
             capacity_bytes: 64 << 20,
             fwug: 1,
+            wrr: false,
         }
     }
 }

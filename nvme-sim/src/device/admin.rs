@@ -173,7 +173,7 @@ impl State {
         if self.mem.device_range(cmd.prp1, size as usize * SQ_ENTRY as usize).is_none() {
             return INVALID_FIELD;
         }
-        self.sqs.insert(qid, Sq::new(cmd.prp1, size, cqid));
+        self.sqs.insert(qid, Sq::new(cmd.prp1, size, cqid, cdw11.qprio()));
         SUCCESS
     }
 

@@ -77,8 +77,14 @@ impl State {
             Some(Fault::Delay(d)) => d,
             _ => Duration::ZERO,
         };
-        match self.now.checked_add(self.cfg.latency).and_then(|t| t.checked_add(extra)) {
+        // Under weighted round robin, one command at a time: the order of
+        // fetching is the order of completion.
+        let start = if self.wrr { self.now.max(self.busy_until) } else { self.now };
+        match start.checked_add(self.cfg.latency).and_then(|t| t.checked_add(extra)) {
             Some(due) => {
+                if self.wrr {
+                    self.busy_until = due;
+                }
                 self.pending.insert((due, p.seq), p);
             }
             None => {

@@ -18,6 +18,7 @@
 //! - `nsmgmt`: namespace management and attachment;
 //! - `firmware`: firmware slots, download and commit;
 //! - `nvm`: the NVM I/O command set;
+//! - `arbitration`: weighted round robin between submission queues;
 //! - `status`: the completion status values the controller posts;
 //! - `buffers`: the bookkeeping behind `Hal::translate` and the cache
 //!   maintenance calls;
@@ -28,6 +29,7 @@
 //! host input.
 
 mod admin;
+mod arbitration;
 mod buffers;
 mod commands;
 mod events;
@@ -90,6 +92,11 @@ pub(crate) struct State {
     shst_event: Option<Duration>,
     /// When the Keep Alive Timer expires, while it runs.
     keep_alive_at: Option<Duration>,
+    /// CC.AMS chose weighted round robin.
+    wrr: bool,
+    /// Under weighted round robin the controller runs one command at a
+    /// time: when the last one fetched is done.
+    busy_until: Duration,
     /// CC.EN = 1 and the admin queue was accepted.
     enabled: bool,
     removed: bool,
@@ -182,6 +189,8 @@ impl State {
             rdy_event: None,
             shst_event: None,
             keep_alive_at: None,
+            wrr: false,
+            busy_until: Duration::ZERO,
             enabled: false,
             removed: false,
             back_at: None,

@@ -11,10 +11,12 @@ use nvme_spec::status::Status;
 use std::collections::{BTreeSet, VecDeque};
 
 pub(super) struct Sq {
-    base: u64,
-    size: u16,
-    head: u16,
-    tail: u16,
+    pub(super) base: u64,
+    pub(super) size: u16,
+    pub(super) head: u16,
+    pub(super) tail: u16,
+    /// QPRIO (0 urgent to 3 low), for weighted round robin.
+    pub(super) prio: u8,
     pub(super) cqid: u16,
     /// Every CID fetched from this queue since it was created.
     pub(super) issued: BTreeSet<u16>,
@@ -58,12 +60,13 @@ pub(super) enum PostKind {
 }
 
 impl Sq {
-    pub(super) fn new(base: u64, size: u16, cqid: u16) -> Sq {
+    pub(super) fn new(base: u64, size: u16, cqid: u16, prio: u8) -> Sq {
         Sq {
             base,
             size,
             head: 0,
             tail: 0,
+            prio,
             cqid,
             issued: BTreeSet::new(),
             last_completed: None,
@@ -125,7 +128,7 @@ fn ring_distance(from: u16, to: u16, size: u16) -> u16 {
     }
 }
 
-fn parse_sqe(b: &[u8; 64]) -> SubmissionEntry {
+pub(super) fn parse_sqe(b: &[u8; 64]) -> SubmissionEntry {
     zerocopy::transmute!(*b)
 }
 
@@ -167,20 +170,11 @@ impl State {
         }
         sq.tail = value as u16;
         self.stats.sq_doorbells += 1;
-        while self.commands_run() {
-            let Some(sq) = self.sqs.get_mut(&qid) else { return };
-            if sq.head == sq.tail {
-                return;
-            }
-            let addr = sq.base + sq.head as u64 * SQ_ENTRY;
-            sq.head = (sq.head + 1) % sq.size;
-            let mut raw = [0u8; 64];
-            if !self.mem.device_read(addr, &mut raw) {
-                self.dma_fault();
-                return;
-            }
-            self.accept(qid, parse_sqe(&raw));
+        // Under weighted round robin, the arbiter fetches when time moves.
+        if self.arbitrated(qid) {
+            return;
         }
+        while self.fetch_one(qid) {}
     }
 
     /// CQ head doorbell: the host released entries up to `value`.
@@ -211,7 +205,7 @@ impl State {
         self.flush_cq(qid);
     }
 
-    fn dma_fault(&mut self) {
+    pub(super) fn dma_fault(&mut self) {
         self.stats.dma_faults += 1;
         self.cfs = true;
     }

@@ -15,6 +15,7 @@ impl State {
             .with_to(self.cfg.timeout_500ms)
             .with_dstrd(self.cfg.dstrd)
             .with_css(1)
+            .with_ams(u8::from(self.cfg.wrr))
             .with_mpsmin(0)
             .with_mpsmax(0)
             .into_bits()
@@ -156,7 +157,10 @@ impl State {
         let (sq_size, cq_size) = (aqa.asqs() + 1, aqa.acqs() + 1);
         let sq_ok = self.mem.device_range(self.asq, sq_size as usize * SQ_ENTRY as usize).is_some();
         let cq_ok = self.mem.device_range(self.acq, cq_size as usize * CQ_ENTRY as usize).is_some();
+        // Round robin, or weighted round robin where CAP.AMS offers it.
+        let ams_ok = cc.ams() == 0 || (cc.ams() == 1 && self.cfg.wrr);
         let ok = cc.mps() == 0
+            && ams_ok
             && cc.css() == 0
             && cc.iosqes() == 6
             && cc.iocqes() == 4
@@ -169,7 +173,8 @@ impl State {
             self.stats.enable_failures += 1;
             return;
         }
-        self.sqs.insert(0, Sq::new(self.asq, sq_size, 0));
+        self.sqs.insert(0, Sq::new(self.asq, sq_size, 0, 0));
+        self.wrr = cc.ams() == 1;
         self.cqs.insert(0, Cq::new(self.acq, cq_size));
         self.enabled = true;
         if !self.cfg.rdy_never {
@@ -196,6 +201,7 @@ impl State {
         self.shst = 0;
         self.shst_event = None;
         self.keep_alive_at = None;
+        self.busy_until = self.now;
         let max = self.cfg.max_io_queues - 1;
         self.nsqa = max;
         self.ncqa = max;

@@ -34,6 +34,10 @@ impl State {
     /// changes before commands at the same instant, commands in fetch order),
     /// then sets the clock to `t`.
     pub(super) fn run_until(&mut self, t: Duration) {
+        // The arbiter fetches what I/O doorbells announced once time moves.
+        if self.wrr && t > self.now {
+            self.arbitrate();
+        }
         if self.back_at.is_some_and(|at| t >= at) {
             // Back from a brief disappearance; what fell due meanwhile runs
             // now.
