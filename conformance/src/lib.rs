@@ -34,8 +34,8 @@ use nvme_nostd::hal_traits::faulty::FaultyHal;
 use nvme_nostd::hal_traits::Hal;
 use nvme_nostd::spec::command::{AdminOpcode, IoOpcode};
 use nvme_nostd::spec::dwords::{AsyncEventConfig, Select};
-use nvme_nostd::spec::identify::{as_str, trim_padding};
-use nvme_nostd::spec::ids::{AsyncEventInfo, AsyncEventType, Fid, Lid};
+use nvme_nostd::spec::identify::{as_str, trim_padding, IdentifyController};
+use nvme_nostd::spec::ids::{AsyncEventInfo, AsyncEventType, Cns, Fid, Lid};
 use nvme_nostd::spec::log::{ChangedNamespaceList, ErrorInformation};
 use nvme_nostd::ALL_NAMESPACES;
 use nvme_nostd::{
@@ -195,6 +195,8 @@ pub fn run_attached<H: Hal>(
     totals.record(out, format_args!("{label} features"), features.into());
     let maintenance = check_maintenance(&ctrlr, label, out);
     totals.record(out, format_args!("{label} self-test, sanitize, security"), maintenance.into());
+    let asynchronous = check_admin_requests(&ctrlr, label, out);
+    totals.record(out, format_args!("{label} asynchronous admin requests"), asynchronous.into());
     let firmware = check_firmware(&ctrlr, label, out);
     totals.record(out, format_args!("{label} firmware slots, download and commit refusals"), firmware.into());
     let keep_alive = check_keep_alive(&ctrlr, label, out);
@@ -430,6 +432,55 @@ fn check_firmware<H: Hal>(
         "{label}: firmware slot {} of {slots} active, granularity {} bytes",
         log.active_slot(),
         ctrlr.firmware_granularity()
+    ));
+    Ok(())
+}
+
+/// Asynchronous admin requests: Identify Controller, the SMART log and a
+/// Get Features submitted together without waiting, collected by
+/// `process`, equal to what the blocking calls return.
+fn check_admin_requests<H: Hal>(
+    ctrlr: &Controller<Fh<H>>,
+    label: &str,
+    out: &mut dyn Report,
+) -> Result<(), Reason> {
+    let mut pool = ctrlr.admin_requests::<Buf<'_, H>, u8, 4>().map_err(|e| reason!("pool: {e}"))?;
+    let buffer = |len| DmaBuffer::new(ctrlr.hal(), len).map_err(|e| reason!("buffer: {e:?}"));
+    pool.identify(Cns::CONTROLLER, 0, buffer(4096)?, 1).map_err(|e| reason!("identify: {}", e.error))?;
+    pool.get_log_page(Lid::SMART_HEALTH, ALL_NAMESPACES, 0, buffer(512)?, 2)
+        .map_err(|e| reason!("log page: {}", e.error))?;
+    pool.get_features(Fid::ARBITRATION, 0, Select::Current, 0, 3)
+        .map_err(|e| reason!("features: {}", e.error))?;
+    let deadline = ctrlr.hal().now() + Duration::from_secs(5);
+    let mut seen = [false; 3];
+    let mut failure = None;
+    while seen.iter().any(|s| !s) && ctrlr.hal().now() < deadline {
+        pool.process(usize::MAX, |done| {
+            let i = usize::from(done.context - 1);
+            seen[i] = true;
+            let page = done.buffer.as_deref();
+            let ok = match (i, done.result, page) {
+                (0, Ok(_), Some(p)) => p.get(..4096).is_some_and(|p| {
+                    p.try_into().is_ok_and(|p| IdentifyController::from_bytes(p).sn == ctrlr.identify().sn)
+                }),
+                (1, Ok(_), Some(p)) => p.len() == 512,
+                (2, Ok(c), None) => ctrlr.arbitration(Select::Current).is_ok_and(|a| a.into_bits() == c.dw0),
+                _ => false,
+            };
+            if !ok && failure.is_none() {
+                failure = Some(reason!("request {} came back wrong: {:?}", i + 1, done.result));
+            }
+        });
+        ctrlr.hal().delay(Duration::from_micros(100));
+    }
+    if let Some(why) = failure {
+        return Err(why);
+    }
+    if seen.iter().any(|s| !s) {
+        return Err(reason!("requests not completed within 5 s: {seen:?}"));
+    }
+    out.line(format_args!(
+        "{label}: Identify, SMART log and Get Features submitted together, collected by process"
     ));
     Ok(())
 }

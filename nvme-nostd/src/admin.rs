@@ -20,9 +20,24 @@ use hal_traits::Hal;
 /// Entries in each admin queue.
 pub(crate) const ADMIN_QUEUE_ENTRIES: u16 = 32;
 
-/// Admin commands that may be outstanding without anyone waiting for them
-/// (Aborts, whose results queue pairs collect on later polls).
-pub(crate) const ASYNC_SLOTS: usize = 8;
+/// Admin commands that may be outstanding without anyone waiting for them:
+/// Aborts (whose results queue pairs collect on later polls), a Keep Alive,
+/// and the commands of [`AdminRequests`](crate::AdminRequests).
+pub(crate) const ASYNC_SLOTS: usize = 16;
+
+/// Aborts outstanding at most (the controller's ACL + 1 may be lower).
+pub(crate) const MAX_ABORTS: usize = 8;
+
+/// What an admin command nobody waits for is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AsyncKind {
+    /// An Abort (counts toward the abort command limit).
+    Abort,
+    /// A Keep Alive: its result is dropped when it arrives.
+    KeepAlive,
+    /// A command of an `AdminRequests` pool.
+    Request,
+}
 
 /// Asynchronous Event Requests the driver keeps outstanding at most (the
 /// controller's AERL + 1 may be lower).
@@ -56,10 +71,7 @@ pub(crate) fn retry_wait(
 #[derive(Clone, Copy)]
 struct AsyncCommand {
     cid: u16,
-    /// Nobody comes back for its result (Keep Alive): it is dropped when
-    /// its completion arrives, and it does not count toward the abort
-    /// command limit.
-    detached: bool,
+    kind: AsyncKind,
     /// When it times out.
     deadline: Duration,
     /// Its result, once its completion was seen.
@@ -234,9 +246,9 @@ impl AdminQueue {
         true
     }
 
-    /// Asynchronous commands in flight that someone waits for (Aborts).
-    pub(crate) fn async_in_flight(&self) -> usize {
-        self.asynchronous.iter().filter(|a| a.result.is_none() && !a.detached).count()
+    /// Aborts in flight.
+    pub(crate) fn aborts_in_flight(&self) -> usize {
+        self.asynchronous.iter().filter(|a| a.result.is_none() && a.kind == AsyncKind::Abort).count()
     }
 
     /// Sends Keep Alive (section 5.16) when it is due, at half the Keep
@@ -244,7 +256,10 @@ impl AdminQueue {
     /// timeout then resets the controller through `expire_async`).
     pub(crate) fn keep_alive<H: Hal>(&mut self, hal: &H, timeout: Duration) -> Result {
         let now = hal.now();
-        if self.kato_ms == 0 || now < self.next_keep_alive || self.asynchronous.iter().any(|a| a.detached) {
+        if self.kato_ms == 0
+            || now < self.next_keep_alive
+            || self.asynchronous.iter().any(|a| a.kind == AsyncKind::KeepAlive)
+        {
             return Ok(());
         }
         if self.asynchronous.is_full() {
@@ -254,7 +269,8 @@ impl AdminQueue {
         let cmd = SubmissionEntry::new(AdminOpcode::KEEP_ALIVE.0, 0);
         let cid = self.send(hal, cmd)?;
         let deadline = now.saturating_add(timeout);
-        let _ = self.asynchronous.push(AsyncCommand { cid, detached: true, deadline, result: None });
+        let _ =
+            self.asynchronous.push(AsyncCommand { cid, kind: AsyncKind::KeepAlive, deadline, result: None });
         self.next_keep_alive = now.saturating_add(Duration::from_millis(u64::from(self.kato_ms) / 2));
         Ok(())
     }
@@ -266,6 +282,7 @@ impl AdminQueue {
         hal: &H,
         cmd: SubmissionEntry,
         timeout: Duration,
+        kind: AsyncKind,
     ) -> Result<Option<u16>> {
         if self.failed {
             return Err(Error::ControllerFailed);
@@ -277,7 +294,7 @@ impl AdminQueue {
         }
         let cid = self.send(hal, cmd)?;
         let deadline = now.saturating_add(timeout);
-        let _ = self.asynchronous.push(AsyncCommand { cid, detached: false, deadline, result: None });
+        let _ = self.asynchronous.push(AsyncCommand { cid, kind, deadline, result: None });
         Ok(Some(cid))
     }
 
@@ -330,7 +347,7 @@ impl AdminQueue {
             return false;
         };
         let status = entry.status.without_phase();
-        if self.asynchronous[i].detached {
+        if self.asynchronous[i].kind == AsyncKind::KeepAlive {
             self.asynchronous.swap_remove(i);
             if !status.is_success() {
                 self.keep_alive_errors = self.keep_alive_errors.saturating_add(1);

@@ -1,7 +1,7 @@
 //! Controller bring-up, the admin commands, and orderly shutdown (NVMe Base
 //! Specification 1.4, section 7.6.1 "Initialization" and 7.6.2 "Shutdown").
 
-use crate::admin::{retry_wait, AdminQueue, AsyncResult, ADMIN_QUEUE_ENTRIES, ASYNC_SLOTS};
+use crate::admin::{retry_wait, AdminQueue, AsyncKind, AsyncResult, ADMIN_QUEUE_ENTRIES, MAX_ABORTS};
 use crate::dma::DmaAlloc;
 use crate::error::{Argument, Error, Feature, Malformed, Result, Wait};
 use crate::namespace::{csi_from_descriptors, Binding, Namespace};
@@ -802,7 +802,7 @@ impl<H: Hal> Controller<H> {
     /// wire on submission queue `sqid`, without waiting for its result: the
     /// ticket (the Abort's own CID) is for [`abort_result`](Self::abort_result).
     /// `None` when the abort command limit (ACL + 1, at most
-    /// [`ASYNC_SLOTS`]) is reached or another thread holds the admin queue:
+    /// [`MAX_ABORTS`]) is reached or another thread holds the admin queue:
     /// try again later.
     pub(crate) fn abort_async(&self, sqid: u16, cid: u16) -> Result<Option<u16>> {
         if self.is_removed() {
@@ -814,11 +814,11 @@ impl<H: Hal> Controller<H> {
         let mut cmd = SubmissionEntry::new(AdminOpcode::ABORT.0, 0);
         cmd.cdw10 = AbortCdw10::new().with_sqid(sqid).with_cid(cid).into_bits();
         admin.expire_async(&self.hal)?;
-        let limit = (usize::from(self.identify.acl) + 1).min(ASYNC_SLOTS);
-        if admin.async_in_flight() >= limit {
+        let limit = (usize::from(self.identify.acl) + 1).min(MAX_ABORTS);
+        if admin.aborts_in_flight() >= limit {
             return Ok(None);
         }
-        admin.submit_async(&self.hal, cmd, self.options.admin_timeout)
+        admin.submit_async(&self.hal, cmd, self.options.admin_timeout, AsyncKind::Abort)
     }
 
     /// The result of the Abort with `ticket`, once it came back: whether the

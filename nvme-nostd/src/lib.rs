@@ -22,6 +22,7 @@
 #![deny(missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod admin;
+mod admin_requests;
 mod buffer;
 mod controller;
 mod dma;
@@ -45,6 +46,7 @@ mod slots;
 mod test_hal;
 mod trid;
 
+pub use admin_requests::{AdminCompletion, AdminRequests};
 pub use buffer::{DmaBuffer, IoBuffer};
 pub use controller::{
     ArbitrationMechanism, Controller, ControllerOptions, NamespaceIds, RemoveCallback, TimeoutCallback,

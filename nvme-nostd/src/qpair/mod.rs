@@ -20,7 +20,7 @@ pub use types::{Completion, DoorbellMode, PollLimit, QpairOptions, QueueStats, S
 
 use request::{DmaUse, Request};
 
-use crate::admin::ASYNC_SLOTS;
+use crate::admin::MAX_ABORTS;
 use crate::buffer::IoBuffer;
 use crate::controller::Controller;
 use crate::dma::DmaMemory;
@@ -119,17 +119,19 @@ pub struct IoQueuePair<'c, H: Hal, B: IoBuffer, C, const N: usize> {
     sq_pending: bool,
     /// Aborts sent for timed-out requests and not yet answered: the admin
     /// CID (the ticket) and the request's CID on the wire.
-    aborts: heapless::Vec<(u16, Cid), ASYNC_SLOTS>,
+    aborts: heapless::Vec<(u16, Cid), MAX_ABORTS>,
     /// Retries waiting out a Command Retry Delay.
     parked: usize,
     /// Requests waiting for room in the submission queue, oldest first.
     waiting: heapless::Deque<Cid, N>,
 }
 
-struct SlotPrpSink<'a> {
-    mem: Option<&'a DmaMemory>,
-    first: usize,
-    pages: usize,
+/// The PRP list pages of one request slot: `pages` pages from page `first`
+/// of `mem` (shared with the admin requests of `admin_requests.rs`).
+pub(crate) struct SlotPrpSink<'a> {
+    pub(crate) mem: Option<&'a DmaMemory>,
+    pub(crate) first: usize,
+    pub(crate) pages: usize,
 }
 
 impl PrpListSink for SlotPrpSink<'_> {

@@ -291,7 +291,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
                             req.abort_sent = true;
                             req.deadline = now.saturating_add(timeout).max(1);
                         }
-                        // Room for it: at most ASYNC_SLOTS Aborts are out.
+                        // Room for it: at most MAX_ABORTS Aborts are out.
                         let _ = self.aborts.push((ticket, *cid));
                     }
                     // At the abort command limit, or the admin queue is busy
