@@ -14,11 +14,10 @@
 //! leaked, its mapping kept by the controller, if that cannot be proven).
 
 use crate::admin::{AsyncKind, AsyncResult};
-use crate::buffer::IoBuffer;
+use crate::buffer::{hand_to_device, IoBuffer};
 use crate::controller::Controller;
 use crate::dma::{DmaAlloc, DmaMemory};
-use crate::error::{Argument, Error, PrpShape, Result};
-use crate::prp::PrpBuilder;
+use crate::error::{Argument, Error, Result};
 use crate::qpair::AbortOutcome;
 use crate::qpair::{SlotPrpSink, SubmitError};
 use crate::quarantine::DmaUse;
@@ -233,39 +232,18 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> AdminRequests<'c, H, B, C, N> {
                 }
                 let region = NonNull::slice_from_raw_parts(slice.cast::<u8>(), len);
                 let mut sink = SlotPrpSink { mem: self.prp.as_ref(), first: index, pages: 1 };
-                let mut prp = PrpBuilder::new(&mut sink, len);
-                let mapping = if hal.translate(region, &mut prp) {
-                    None
-                } else {
-                    // SAFETY: `buf` is an IoBuffer, so its bytes stay in
-                    // place and exclusive while the request owns it;
-                    // `unshare` comes once the device is done, or below if
-                    // the submission fails.
-                    match unsafe { hal.share(region, direction, &mut prp) } {
-                        Ok(m) => Some(m),
-                        Err(e) => return refuse(Error::Hal(e), Some(buf), context),
-                    }
-                };
-                match prp.finish() {
-                    Ok(p) => {
-                        cmd.prp1 = p.prp1;
-                        cmd.prp2 = p.prp2;
-                    }
-                    Err(e) => {
-                        if let Some(m) = mapping {
-                            // SAFETY: shared just above; the device never
-                            // saw it.
-                            unsafe { hal.unshare(region, direction, m) };
+                // SAFETY: `buf` is an IoBuffer that the request owns from
+                // here on; its mapping is undone once the device is done
+                // (`release`), or below if the submission fails.
+                let mapping =
+                    match unsafe { hand_to_device(hal, region, direction, &mut sink, self.max_transfer) } {
+                        Ok((p, mapping)) => {
+                            cmd.prp1 = p.prp1;
+                            cmd.prp2 = p.prp2;
+                            mapping
                         }
-                        let e = match e {
-                            Error::NotPrpShaped(PrpShape::TooManyPages) => {
-                                Error::TransferTooLarge { requested: len, max: self.max_transfer }
-                            }
-                            other => other,
-                        };
-                        return refuse(e, Some(buf), context);
-                    }
-                }
+                        Err(e) => return refuse(e, Some(buf), context),
+                    };
                 // SAFETY: the CPU leaves the buffer alone until `finish`.
                 unsafe { hal.sync_for_device(region, direction) };
                 (Some(buf), Some(DmaUse { region, direction, mapping }))

@@ -182,3 +182,53 @@ mod tests {
         assert_eq!(v.as_dma_slice().len(), 0);
     }
 }
+
+/// Hands the bytes at `region` to the device for a transfer in `direction`:
+/// translated, when the HAL can already reach them (its own DMA memory,
+/// memory registered up front), else shared; and builds their PRPs, list
+/// pages in `sink`. Returns the PRPs and the share's mapping (`None` when
+/// translated). On error nothing was handed over: a failed share, or a
+/// buffer the PRPs cannot describe (above `max` bytes of pages:
+/// [`Error::TransferTooLarge`]).
+///
+/// # Safety
+///
+/// `region` is an [`IoBuffer`]'s bytes, owned by a request from now until
+/// the device is done with them, when its owner calls `unshare` with the
+/// mapping (if any).
+pub(crate) unsafe fn hand_to_device<H: Hal, S: crate::prp::PrpListSink>(
+    hal: &H,
+    region: NonNull<[u8]>,
+    direction: hal_traits::Direction,
+    sink: &mut S,
+    max: usize,
+) -> crate::error::Result<(crate::prp::Prp, Option<H::Mapping>)> {
+    use crate::error::{Error, PrpShape};
+    let len = region.len();
+    let mut prp = crate::prp::PrpBuilder::new(sink, len);
+    let mapping = if hal.translate(region, &mut prp) {
+        None
+    } else {
+        // SAFETY: forwarded from the caller: the bytes stay in place and
+        // exclusive while the request owns them, and `unshare` comes once the
+        // device is done, or just below if the PRPs fail.
+        Some(unsafe { hal.share(region, direction, &mut prp) }.map_err(Error::Hal)?)
+    };
+    match prp.finish() {
+        Ok(p) => Ok((p, mapping)),
+        Err(error) => {
+            if let Some(m) = mapping {
+                // SAFETY: shared just above; the device never saw it (and,
+                // with no `sync_for_cpu` before it, a bouncing back-end
+                // copies nothing back).
+                unsafe { hal.unshare(region, direction, m) };
+            }
+            Err(match error {
+                Error::NotPrpShaped(PrpShape::TooManyPages) => {
+                    Error::TransferTooLarge { requested: len, max }
+                }
+                other => other,
+            })
+        }
+    }
+}

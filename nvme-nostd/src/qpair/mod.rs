@@ -21,12 +21,12 @@ pub use types::{Completion, DoorbellMode, PollLimit, QpairOptions, QueueStats, S
 use request::{DmaUse, Request};
 
 use crate::admin::MAX_ABORTS;
-use crate::buffer::IoBuffer;
+use crate::buffer::{hand_to_device, IoBuffer};
 use crate::controller::Controller;
 use crate::dma::DmaMemory;
-use crate::error::{Argument, Broken, Error, PrpShape, Result};
+use crate::error::{Argument, Broken, Error, Result};
 use crate::namespace::Namespace;
-use crate::prp::{PrpBuilder, PrpListSink};
+use crate::prp::PrpListSink;
 use crate::queue::{CompletionQueue, SubmissionQueue};
 use crate::slots::{Cid, SlotPool};
 use crate::spec::command::{IoOpcode, SubmissionEntry};
@@ -399,41 +399,17 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             first: index * self.prp_pages_per_slot,
             pages: self.prp_pages_per_slot,
         };
-        let mut prp = PrpBuilder::new(&mut sink, len);
-        // Memory the HAL can already reach (its own DMA memory, memory
-        // registered up front) is translated; any other buffer is shared.
-        let mapping = if hal.translate(region, &mut prp) {
-            None
-        } else {
-            // SAFETY: `buf` is an IoBuffer, so its bytes stay in place and
-            // exclusive while the request owns it; `unshare` is called once the
-            // device is done (`finish`), or just below if the submission fails.
-            match unsafe { hal.share(region, direction, &mut prp) } {
-                Ok(m) => Some(m),
-                Err(e) => return Err(SubmitError { error: Error::Hal(e), buffer: buf, context }),
-            }
-        };
-        match prp.finish() {
-            Ok(p) => {
+        // SAFETY: `buf` is an IoBuffer that the request owns from here on;
+        // its mapping is undone once the device is done (`finish`), or
+        // below if the submission fails.
+        let mapping = match unsafe { hand_to_device(hal, region, direction, &mut sink, self.max_transfer) } {
+            Ok((p, mapping)) => {
                 cmd.prp1 = p.prp1;
                 cmd.prp2 = p.prp2;
+                mapping
             }
-            Err(error) => {
-                if let Some(m) = mapping {
-                    // SAFETY: shared just above; the device never saw it (and,
-                    // with no `sync_for_cpu` before it, a bouncing back-end
-                    // copies nothing back).
-                    unsafe { hal.unshare(region, direction, m) };
-                }
-                let error = match error {
-                    Error::NotPrpShaped(PrpShape::TooManyPages) => {
-                        Error::TransferTooLarge { requested: len, max: self.max_transfer }
-                    }
-                    other => other,
-                };
-                return Err(SubmitError { error, buffer: buf, context });
-            }
-        }
+            Err(error) => return Err(SubmitError { error, buffer: buf, context }),
+        };
         // SAFETY: the region is the request's buffer, which the CPU does not
         // touch until `finish` calls `sync_for_cpu` for it.
         unsafe { hal.sync_for_device(region, direction) };
