@@ -126,8 +126,14 @@ type Qp<'a, H, const N: usize> = IoQueuePair<'a, Fh<H>, Buf<'a, H>, u64, N>;
 /// The options the suite attaches controllers with (what a probe callback
 /// sets): four I/O queue pairs, a keep-alive timeout.
 pub fn controller_options() -> ControllerOptions {
-    ControllerOptions::default().with_io_queues(4).with_keep_alive(Some(KEEP_ALIVE))
+    ControllerOptions::default()
+        .with_io_queues(4)
+        .with_keep_alive(Some(KEEP_ALIVE))
+        .with_host_identifier(Some(HOST_ID))
 }
+
+/// The Host Identifier every controller is attached with.
+const HOST_ID: [u8; 16] = *b"nvme-conformance";
 
 /// Attaches the controller behind `hal` and runs every check on it, adding the
 /// outcomes to `totals`. `label` names the controller in the output.
@@ -377,8 +383,24 @@ fn check_features<H: Hal>(
     {
         return Err(reason!("Set Features / Number of Queues was not refused"));
     }
+    // The Host Identifier: given at attach where reservations are, else
+    // refused unsent.
+    let reservations = ctrlr.identify().oncs.reservations();
+    let host_id = ctrlr.host_identifier(true);
+    match (reservations, host_id) {
+        (true, Ok(id)) if id == HOST_ID && ctrlr.host_identifier_granted() => {}
+        (false, Err(Error::Unsupported(Feature::FeatureId))) if !ctrlr.host_identifier_granted() => {}
+        (r, other) => return Err(reason!("host identifier with reservations {r}: {other:?}")),
+    }
+    // LBA Range Type: optional, with no capability bit: a range list, or
+    // the controller's refusal.
+    let ranges = match ctrlr.lba_range_types(nsid) {
+        Ok(r) => reason!("{} LBA range(s)", r.len()),
+        Err(Error::Command(s)) => reason!("LBA range type refused ({s})"),
+        Err(e) => return Err(reason!("LBA range type: {e}")),
+    };
     out.line(format_args!(
-        "{label}: arbitration burst {}, power state {}, TLER {}, queues {}+{}, over-temperature {over} K, write cache {vwc}",
+        "{label}: arbitration burst {}, power state {}, TLER {}, queues {}+{}, over-temperature {over} K, write cache {vwc}, {ranges}",
         arb.burst(),
         pm.power_state(),
         er.tler(),

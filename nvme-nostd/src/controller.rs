@@ -107,6 +107,11 @@ pub struct ControllerOptions {
     pub keep_alive_timeout: Option<Duration>,
     /// Told once when the controller is found removed. Default `None`.
     pub remove_callback: Option<RemoveCallback>,
+    /// The Host Identifier to give the controller at attach and after each
+    /// reset (extended, 128 bits), where it keeps one (reservations, ONCS
+    /// bit 5); [`Controller::host_identifier_granted`] says whether it
+    /// did. SPDK's host NQN plays this part on fabrics. Default `None`.
+    pub host_identifier: Option<[u8; 16]>,
     /// How the controller arbitrates between submission queues. Asking for
     /// weighted round robin from a controller without it (CAP.AMS bit 0) is
     /// an error at attach ([`Feature::WeightedRoundRobin`]), before the
@@ -127,6 +132,7 @@ impl Default for ControllerOptions {
             keep_alive_timeout: None,
             remove_callback: None,
             arbitration: ArbitrationMechanism::RoundRobin,
+            host_identifier: None,
         }
     }
 }
@@ -172,6 +178,12 @@ impl ControllerOptions {
         self.recovery_backoff.saturating_mul(1 << doublings)
     }
 
+    /// Sets [`host_identifier`](Self::host_identifier).
+    pub const fn with_host_identifier(mut self, id: Option<[u8; 16]>) -> Self {
+        self.host_identifier = id;
+        self
+    }
+
     /// Sets [`arbitration`](Self::arbitration).
     pub const fn with_arbitration(mut self, arbitration: ArbitrationMechanism) -> Self {
         self.arbitration = arbitration;
@@ -210,6 +222,7 @@ impl fmt::Debug for ControllerOptions {
             .field("keep_alive_timeout", &self.keep_alive_timeout)
             .field("remove_callback", &self.remove_callback.is_some())
             .field("arbitration", &self.arbitration)
+            .field("host_identifier", &self.host_identifier)
             .finish()
     }
 }
@@ -277,6 +290,8 @@ pub struct Controller<H: Hal> {
     resets_by_hand: AtomicU32,
     /// Set once the registers read all ones.
     removed: AtomicBool,
+    /// The controller took the Host Identifier of the options.
+    host_id_granted: AtomicBool,
     /// The remove callback ran (or there is none to run).
     removal_reported: AtomicBool,
     /// ACRE is enabled (Host Behavior Support): error statuses may carry a
@@ -406,6 +421,7 @@ impl<H: Hal> Controller<H> {
             resets_by_hand: AtomicU32::new(0),
             removed: AtomicBool::new(false),
             removal_reported: AtomicBool::new(false),
+            host_id_granted: AtomicBool::new(false),
             acre: AtomicBool::new(false),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             qids: spin::Mutex::new(0),
@@ -429,6 +445,7 @@ impl<H: Hal> Controller<H> {
         {
             let mut admin = ctrlr.admin.lock();
             ctrlr.enable_acre(&mut admin)?;
+            ctrlr.give_host_identifier(&mut admin)?;
             if let (Some(timeout), kas @ 1..) = (options.keep_alive_timeout, ctrlr.identify.kas) {
                 // KATO in ms, rounded up to KAS (100 ms units), at least one.
                 let unit = 100 * u128::from(kas);
@@ -522,6 +539,34 @@ impl<H: Hal> Controller<H> {
     pub fn keep_alive_timeout(&self) -> Option<Duration> {
         let ms = self.admin.lock().kato_ms;
         (ms != 0).then(|| Duration::from_millis(u64::from(ms)))
+    }
+
+    /// Whether the controller took the Host Identifier of
+    /// [`ControllerOptions::host_identifier`] (at attach, and after each
+    /// reset).
+    pub fn host_identifier_granted(&self) -> bool {
+        self.host_id_granted.load(Ordering::Acquire)
+    }
+
+    /// Set Features / Host Identifier (FID 81h, extended) from the options,
+    /// where the controller has reservations. A controller that refuses it
+    /// is used without (not granted); one that does not answer is an error.
+    fn give_host_identifier(&self, admin: &mut AdminQueue) -> Result {
+        let Some(id) = self.options.host_identifier else { return Ok(()) };
+        if !self.identify.oncs.reservations() {
+            return Ok(());
+        }
+        admin.data.zero();
+        admin.data.write_bytes(0, &id);
+        let mut cmd = crate::features::set_features_command(Fid::HOST_IDENTIFIER, 0, 1, false);
+        cmd.prp1 = admin.data.daddr(0).0;
+        let granted = match admin.execute(&self.hal, cmd, self.options.admin_timeout) {
+            Ok(_) => true,
+            Err(Error::Command(_)) => false,
+            Err(e) => return Err(e),
+        };
+        self.host_id_granted.store(granted, Ordering::Release);
+        Ok(())
     }
 
     /// Set Features / Keep Alive Timer (FID 0Fh) to `admin.kato_ms`; the
@@ -996,11 +1041,13 @@ impl<H: Hal> Controller<H> {
         self.rearm_events(admin)
     }
 
-    /// After a reset: the Keep Alive Timer set again, Asynchronous Event
+    /// After a reset: the Host Identifier and the Keep Alive Timer set
+    /// again, Asynchronous Event
     /// Configuration as the host enabled it, and the AERs outstanding again. A controller that refuses the
     /// configuration keeps its default (the AERs still go out); one that
     /// does not answer failed the reset.
     fn rearm_events(&self, admin: &mut AdminQueue) -> Result {
+        self.give_host_identifier(admin)?;
         if admin.kato_ms != 0 {
             match self.set_keep_alive(admin) {
                 Ok(()) | Err(Error::Command(_)) => {}

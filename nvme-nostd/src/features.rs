@@ -10,6 +10,7 @@ use crate::spec::dwords::{
     Arbitration, AsyncEventConfig, ErrorRecovery, FeatureCapabilities, FeaturesCdw10, InterruptCoalescing,
     NumberOfQueues, PowerManagement, Select, TemperatureThreshold, VolatileWriteCache,
 };
+use crate::spec::features::LbaRangeType;
 use crate::spec::ids::Fid;
 use hal_traits::Hal;
 
@@ -63,6 +64,8 @@ impl<H: Hal> Controller<H> {
             Fid::KEEP_ALIVE_TIMER => id.kas != 0,
             Fid::HOST_CONTROLLED_THERMAL_MANAGEMENT => id.hctma & 1 != 0,
             Fid::HOST_BEHAVIOR_SUPPORT => id.crdt1 != 0 || id.crdt2 != 0 || id.crdt3 != 0,
+            // The Host Identifier is part of reservations (ONCS bit 5).
+            Fid::HOST_IDENTIFIER => id.oncs.reservations(),
             _ => false,
         }
     }
@@ -227,6 +230,48 @@ impl<H: Hal> Controller<H> {
         let mut data = [0u8; 8];
         data[..6].copy_from_slice(&ms.to_le_bytes()[..6]);
         self.admin_write(set_features_command(Fid::TIMESTAMP, 0, 0, false), &data).map(|_| ())
+    }
+
+    /// The Host Identifier (FID 81h): 16 bytes where the controller keeps
+    /// the extended (128-bit) one, else 8 bytes and 8 zeros. Where the
+    /// controller supports it (reservations, ONCS bit 5; else
+    /// [`Feature::FeatureId`], unsent).
+    pub fn host_identifier(&self, extended: bool) -> Result<[u8; 16]> {
+        self.check_feature(Fid::HOST_IDENTIFIER, false)?;
+        let mut id = [0u8; 16];
+        let len = if extended { 16 } else { 8 };
+        let cmd = get_features_command(Fid::HOST_IDENTIFIER, 0, Select::Current, u32::from(extended));
+        self.admin_read(cmd, &mut id[..len])?;
+        Ok(id)
+    }
+
+    /// Sets the Host Identifier (FID 81h): `id` as the extended 128-bit
+    /// identifier (EXHID set), or its first 8 bytes when `extended` is
+    /// false. Refused as [`host_identifier`](Self::host_identifier) is.
+    pub fn set_host_identifier(&self, id: [u8; 16], extended: bool) -> Result {
+        self.check_feature(Fid::HOST_IDENTIFIER, false)?;
+        let len = if extended { 16 } else { 8 };
+        let cmd = set_features_command(Fid::HOST_IDENTIFIER, 0, u32::from(extended), false);
+        self.admin_write(cmd, &id[..len]).map(|_| ())
+    }
+
+    /// The LBA Range Type entries of namespace `nsid` (FID 03h): as many
+    /// as the completion's DW0 says are valid, at most 64. The feature is
+    /// optional and no capability bit says who has it: a controller without
+    /// it answers with its status (QEMU 7.2: Invalid Field).
+    pub fn lba_range_types(&self, nsid: u32) -> Result<heapless::Vec<LbaRangeType, 64>> {
+        if nsid == 0 || nsid == u32::MAX {
+            return Err(Error::InvalidArgument(Argument::NamespaceId));
+        }
+        let mut page = [0u8; 4096];
+        let done =
+            self.admin_read(get_features_command(Fid::LBA_RANGE_TYPE, nsid, Select::Current, 0), &mut page)?;
+        let count = (done.dw0 & 0x3f) as usize + 1;
+        Ok(page
+            .chunks_exact(LbaRangeType::SIZE)
+            .take(count)
+            .filter_map(|c| c.try_into().ok().map(LbaRangeType::from_bytes))
+            .collect())
     }
 
     /// The Keep Alive Timeout (FID 0Fh), in milliseconds, where the

@@ -88,6 +88,9 @@ pub struct SimConfig {
     /// CAP.AMS bit 0: weighted round robin with urgent priority class is
     /// offered (see the `arbitration` module). Default false, as QEMU.
     pub wrr: bool,
+    /// ONCS bit 5: reservations. Only the Host Identifier feature (FID 81h)
+    /// comes with it so far; the reservation commands do not. Default false.
+    pub reservations: bool,
 }
 
 impl Default for SimConfig {
@@ -118,6 +121,7 @@ impl Default for SimConfig {
             capacity_bytes: 64 << 20,
             fwug: 1,
             wrr: false,
+            reservations: false,
         }
     }
 }

@@ -57,9 +57,11 @@ fn conformance_passes_on_the_simulator() {
 fn conformance_passes_with_two_namespaces_and_no_transfer_limit() {
     // MDTS 0: the suite caps transfers at 4 MiB; a 4 KiB-block namespace
     // next to a 512-byte one, and NSIDs with a gap. Keep Alive with a 100 ms
-    // granularity: the suite asks for a 10 s timeout.
+    // granularity: the suite asks for a 10 s timeout. Reservations: the suite
+    // gives its Host Identifier at attach.
     let sim = Sim::new(SimConfig {
         kas: 1,
+        reservations: true,
         mdts: 0,
         memory_bytes: 64 << 20,
         namespaces: vec![

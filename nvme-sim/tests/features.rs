@@ -9,8 +9,8 @@ mod common;
 use common::setup;
 use nvme_nostd::spec::dwords::{Arbitration, AsyncEventConfig, PowerManagement, Select};
 use nvme_nostd::spec::ids::Fid;
-use nvme_nostd::{Argument, Error, Feature};
-use nvme_sim::SimConfig;
+use nvme_nostd::{Argument, Controller, Error, Feature};
+use nvme_sim::{Sim, SimConfig};
 
 #[test]
 fn typed_features_round_trip() {
@@ -125,4 +125,33 @@ fn raw_admin_commands_with_data() {
     assert_eq!(ctrlr.timestamp(), Err(Error::Unsupported(Feature::FeatureId)), "ONCS has no timestamp");
     assert_eq!(ctrlr.set_timestamp(1 << 48), Err(Error::InvalidArgument(Argument::Timestamp)));
     assert_eq!(sim.stats().admin_commands, sent, "nothing was sent");
+}
+
+/// Features that move data: the Host Identifier (given at attach from the
+/// options, again after a reset, and read and set by hand) where the
+/// controller has reservations; refused unsent where it does not (QEMU
+/// 7.2); the LBA Range Type of a namespace.
+#[test]
+fn features_with_data() {
+    const ID: [u8; 16] = *b"host-0123456789a";
+    let sim = Sim::new(SimConfig { reservations: true, ..SimConfig::default() });
+    let ctrlr = Controller::new(sim.hal(), common::options().with_host_identifier(Some(ID))).unwrap();
+    assert!(ctrlr.host_identifier_granted());
+    assert_eq!(ctrlr.host_identifier(true), Ok(ID));
+    ctrlr.set_host_identifier(*b"12345678xxxxxxxx", false).unwrap();
+    assert_eq!(ctrlr.host_identifier(false), Ok(*b"12345678\0\0\0\0\0\0\0\0"), "8 bytes");
+    ctrlr.reset().unwrap();
+    assert_eq!(ctrlr.host_identifier(true), Ok(ID), "the option's, again after the reset");
+    let ranges = ctrlr.lba_range_types(1).unwrap();
+    assert_eq!(ranges.len(), 1);
+    assert_eq!((ranges[0].slba, ranges[0].nlb, ranges[0].overwritable()), (0, 8191, true));
+    assert_eq!(ctrlr.lba_range_types(0).err(), Some(Error::InvalidArgument(Argument::NamespaceId)));
+
+    let plain = Sim::new(SimConfig::default());
+    let ctrlr = Controller::new(plain.hal(), common::options().with_host_identifier(Some(ID))).unwrap();
+    assert!(!ctrlr.host_identifier_granted());
+    let sent = plain.stats().admin_commands;
+    assert_eq!(ctrlr.host_identifier(true), Err(Error::Unsupported(Feature::FeatureId)));
+    assert_eq!(ctrlr.set_host_identifier(ID, true), Err(Error::Unsupported(Feature::FeatureId)));
+    assert_eq!(plain.stats().admin_commands, sent, "nothing was sent");
 }

@@ -17,6 +17,7 @@
 //! | [`registers`] | CAP, VS, CC, CSTS, AQA, CMBLOC, CMBSZ; register offsets; doorbells |
 //! | [`command`] | submission and completion queue entries, CDW0, opcodes |
 //! | [`dwords`] | command-specific dwords (CDW10 to CDW15) that have fields |
+//! | [`features`] | data structures of features: LBA range type |
 //! | [`ids`] | CNS, FID, CSI, LID, NIDT |
 //! | [`status`] | the completion status field and named status codes |
 //! | [`identify`] | Identify Controller, Identify Namespace, namespace lists |
@@ -27,6 +28,7 @@
 
 pub mod command;
 pub mod dwords;
+pub mod features;
 pub mod identify;
 pub mod ids;
 pub mod log;

@@ -299,6 +299,19 @@ impl State {
                 self.features.insert(feature_key(fid, cmd.cdw11), cmd.cdw11);
                 (SUCCESS, 0)
             }
+            // The Host Identifier: 16 bytes with EXHID (CDW11 bit 0), else 8;
+            // where reservations are (ONCS bit 5).
+            Fid::HOST_IDENTIFIER if self.cfg.reservations => {
+                let len = if cmd.cdw11 & 1 != 0 { 16 } else { 8 };
+                match self.read_from_host(cmd, len) {
+                    Ok(data) => {
+                        self.host_id = [0; 16];
+                        self.host_id[..len].copy_from_slice(&data);
+                        (SUCCESS, 0)
+                    }
+                    Err(status) => (status, 0),
+                }
+            }
             Fid::HOST_BEHAVIOR_SUPPORT => {
                 // A 512-byte structure from the host; byte 0 is ACRE.
                 match self.read_from_host(cmd, 512) {
@@ -320,6 +333,21 @@ impl State {
     fn get_features(&mut self, cmd: &SubmissionEntry) -> (u16, u32) {
         let cdw10 = FeaturesCdw10::from_bits(cmd.cdw10);
         let fid = cdw10.fid();
+        if fid == Fid::HOST_IDENTIFIER && self.cfg.reservations && cdw10.sel() == 0 {
+            let len = if cmd.cdw11 & 1 != 0 { 16 } else { 8 };
+            let id = self.host_id;
+            return (self.write_to_host(cmd, &id[..len]), 0);
+        }
+        if fid == Fid::LBA_RANGE_TYPE && cdw10.sel() == 0 {
+            // One range: the whole namespace, general purpose, overwritable.
+            let Some(ns) = self.namespaces.iter().find(|n| n.active && n.cfg.nsid == cmd.nsid) else {
+                return (INVALID_NAMESPACE, 0);
+            };
+            let mut entry = [0u8; 64];
+            entry[1] = 1;
+            put(&mut entry, 24, &(ns.cfg.blocks - 1).to_le_bytes());
+            return (self.write_to_host(cmd, &entry), 0);
+        }
         let known = matches!(fid, Fid(0x01..=0x0b) | Fid::KEEP_ALIVE_TIMER);
         if !known || cdw10.sel() > 3 {
             return (INVALID_FIELD, 0);
@@ -501,7 +529,9 @@ impl State {
         b[512] = 0x66; // SQES
         b[513] = 0x44; // CQES
         put(b, 516, &lies.nn.unwrap_or(self.nn).to_le_bytes());
-        put(b, 520, &0x001cu16.to_le_bytes()); // ONCS: DSM, Write Zeroes, save/select
+        // ONCS: DSM, Write Zeroes, save/select, reservations where configured.
+        let reservations = if self.cfg.reservations { 1 << 5 } else { 0 };
+        put(b, 520, &(0x001cu16 | reservations).to_le_bytes());
         b[525] = 0x01; // VWC present
         put(b, 768, b"nqn.2024-01.io.github.nvme-sim:SIM0001");
         put(b, 2048, &2500u16.to_le_bytes()); // PSD0 MP: 25 W

@@ -115,6 +115,8 @@ pub(crate) struct State {
     ncqa: u16,
     /// Device self-tests run, their status bytes newest first (at most 20).
     self_tests: Vec<u8>,
+    /// The Host Identifier the host set (FID 81h).
+    host_id: [u8; 16],
     /// Firmware slots and the image being downloaded.
     firmware: firmware::Firmware,
     /// Asynchronous events waiting for an AER, and the masked types.
@@ -205,6 +207,7 @@ impl State {
             features: BTreeMap::new(),
             events: events::Events::default(),
             firmware: firmware::Firmware::default(),
+            host_id: [0; 16],
             self_tests: Vec::new(),
             namespaces,
             nn,
