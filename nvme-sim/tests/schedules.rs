@@ -3,9 +3,11 @@
 //! RELIABILITY.md are checked.
 //!
 //! A schedule mixes reads, writes, flushes and polls with resets by hand (also
-//! from inside a poll callback), brief disappearances of the device, and
+//! from inside a poll callback), brief disappearances of the device,
 //! queue-pair churn (a pair dropped with requests in flight and created
-//! again). Faults hit I/O commands and the admin commands that recovery
+//! again), asynchronous events with the admin completion processing that
+//! hands them out, and (in some) queues smaller than the request pool, whose
+//! extra requests wait for room. Faults hit I/O commands and the admin commands that recovery
 //! itself sends (Abort, Create/Delete I/O CQ/SQ, Set Features, Identify).
 //! Invariants: every request is completed exactly once (or, for a dropped
 //! pair, never); each block holds one of the values the model allows; once
@@ -23,6 +25,8 @@
 mod common;
 
 use nvme_nostd::spec::command::AdminOpcode;
+use nvme_nostd::spec::dwords::AsyncEventConfig;
+use nvme_nostd::spec::ids::{AsyncEventInfo, AsyncEventType, Lid};
 use nvme_nostd::{Controller, ControllerOptions, Error, IoQueuePair, Namespace, PollLimit, QpairOptions};
 use nvme_sim::{Fault, FaultKind, FaultRule, Sim, SimConfig, SimHal, SimNamespace};
 use proptest::prelude::*;
@@ -74,6 +78,14 @@ enum Op {
     Churn {
         q: usize,
     },
+    /// The controller has an asynchronous event to report.
+    Event {
+        event_type: u8,
+        info: u8,
+        lid: u8,
+    },
+    /// `process_admin_completions`: events handed out, their logs read.
+    Admin,
 }
 
 /// A fault and the command (counted per queue) it hits.
@@ -100,10 +112,15 @@ struct Schedule {
     /// The controller asks for a 100 ms Command Retry Delay on retryable
     /// statuses (CRDT1 = 1, CRD = 1), so retries are parked.
     retry_delay: bool,
+    /// Queue pairs of 4 entries (3 commands on the device) for 8 request
+    /// slots: the extra requests wait for room.
+    small_queues: bool,
+    /// Asynchronous events enabled at attach (AERs outstanding throughout).
+    events: bool,
 }
 
 /// The admin commands that recovery sends.
-const RECOVERY_OPCODES: [AdminOpcode; 7] = [
+const RECOVERY_OPCODES: [AdminOpcode; 8] = [
     AdminOpcode::ABORT,
     AdminOpcode::CREATE_IO_CQ,
     AdminOpcode::CREATE_IO_SQ,
@@ -111,6 +128,7 @@ const RECOVERY_OPCODES: [AdminOpcode; 7] = [
     AdminOpcode::DELETE_IO_SQ,
     AdminOpcode::SET_FEATURES,
     AdminOpcode::IDENTIFY,
+    AdminOpcode::ASYNC_EVENT_REQUEST,
 ];
 
 fn admin_injection() -> impl Strategy<Value = AdminInjection> {
@@ -130,6 +148,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..2usize).prop_map(|q| Op::ResetInPoll { q }),
         1 => (1..2100u64).prop_map(|us| Op::Blip { us }),
         1 => (0..2usize).prop_map(|q| Op::Churn { q }),
+        1 => (0..8u8, any::<u8>(), any::<u8>()).prop_map(|(event_type, info, lid)| Op::Event { event_type, info, lid }),
+        1 => Just(Op::Admin),
     ]
 }
 
@@ -151,14 +171,16 @@ fn schedule() -> impl Strategy<Value = Schedule> {
         proptest::option::weighted(0.25, (0..2usize, 20..24u64)),
         proptest::collection::vec(admin_injection(), 0..3),
         proptest::bool::weighted(0.3),
+        proptest::bool::weighted(0.3),
+        proptest::bool::weighted(0.5),
     )
-        .prop_map(|(ops, nths, kinds, removal, admin, retry_delay)| {
+        .prop_map(|(ops, nths, kinds, removal, admin, retry_delay, small_queues, events)| {
             let mut faults: Vec<Injection> =
                 nths.into_iter().zip(kinds).map(|(nth, (q, kind))| Injection { q, nth, kind }).collect();
             if let Some((q, nth)) = removal {
                 faults.push(Injection { q, nth, kind: FaultKind::Removal });
             }
-            Schedule { ops, faults, admin, retry_delay }
+            Schedule { ops, faults, admin, retry_delay, small_queues, events }
         })
 }
 
@@ -397,8 +419,14 @@ fn run(s: &Schedule, totals: &mut Totals, canary: bool) -> Result<Outcome, Strin
         status_crd: 1,
         ..SimConfig::default()
     });
+    ENTRIES.set(if s.small_queues { 4 } else { 16 });
     let ctrlr = Controller::new(sim.hal(), options()).map_err(|e| format!("attach: {e}"))?;
-    let ns = ctrlr.namespace(1).map_err(|e| format!("namespace: {e}"))?;
+    if s.events {
+        // Refused by an injected fault, at worst: the schedule goes on.
+        let config = AsyncEventConfig::new().with_smart_warnings(0xff).with_namespace_attribute(true);
+        let _ = ctrlr.enable_async_events(config);
+    }
+    let mut ns = ctrlr.namespace(1).map_err(|e| format!("namespace: {e}"))?;
     let mut qps: Vec<Option<Qp<'_>>> = Vec::new();
     for _ in 0..2 {
         qps.push(Some(ctrlr.create_io_qpair(qopts()).map_err(|e| format!("create qpair: {e}"))?));
@@ -503,6 +531,24 @@ fn run(s: &Schedule, totals: &mut Totals, canary: bool) -> Result<Outcome, Strin
                 sim.disappear_for(Duration::from_micros(us));
                 for qp in qps.iter_mut().flatten() {
                     poll_into(qp, &mut model);
+                }
+            }
+            Op::Event { event_type, info, lid } => {
+                sim.raise_event(AsyncEventType(event_type), AsyncEventInfo(info), Lid(lid));
+            }
+            Op::Admin => {
+                let mut changed = false;
+                let _ = ctrlr.process_admin_completions(usize::MAX, |e| changed |= e.is_namespace_changed());
+                // A Namespace Attribute Changed notice made the handle
+                // stale: get a new one (an injected fault may refuse it;
+                // I/O is then refused until the final check gets one).
+                if changed {
+                    if let Ok(fresh) = ctrlr.namespace(1) {
+                        ns = fresh;
+                    }
+                }
+                if ctrlr.async_events_outstanding() > 4 {
+                    model.violations.push(format!("{} AERs outstanding", ctrlr.async_events_outstanding()));
                 }
             }
             Op::Churn { q } => {
@@ -654,6 +700,18 @@ fn run(s: &Schedule, totals: &mut Totals, canary: bool) -> Result<Outcome, Strin
                 *slot = Some(create_after_faults(&ctrlr, &sim, &mut out)?);
             }
         }
+        // The handle may be stale (a Namespace Attribute Changed notice): a
+        // new one, before the queue pairs heal (the Identify may meet a
+        // planned admin fault, and its reset).
+        let mut fresh = Err(String::new());
+        for _ in 0..HEAL_POLLS {
+            fresh = ctrlr.namespace(1).map_err(|e| format!("namespace after the faults: {e}"));
+            if fresh.is_ok() {
+                break;
+            }
+            sim.advance(Duration::from_millis(1));
+        }
+        let ns = fresh?;
         for qp in qps.iter_mut().flatten() {
             if let Some(e) = heal(qp, &sim, &mut model)? {
                 if !matches!(e, Error::QueuePairBroken(_) | Error::ControllerFailed) {
@@ -715,8 +773,14 @@ fn options() -> ControllerOptions {
         .with_recovery(8, Duration::from_millis(1))
 }
 
+thread_local! {
+    /// The queue size of this schedule's queue pairs (see
+    /// `Schedule::small_queues`).
+    static ENTRIES: std::cell::Cell<u16> = const { std::cell::Cell::new(16) };
+}
+
 fn qopts() -> QpairOptions {
-    QpairOptions::default().with_entries(16).with_max_transfer_bytes(64 << 10)
+    QpairOptions::default().with_entries(ENTRIES.get()).with_max_transfer_bytes(64 << 10)
 }
 
 /// Reads every block through `qp` and checks it against the model; then one
