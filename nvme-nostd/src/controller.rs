@@ -278,7 +278,9 @@ pub struct Controller<H: Hal> {
     pub(crate) hal: H,
     cap: Cap,
     vs: Vs,
-    identify: IdentifyController,
+    /// Identify Controller, read at attach and by every reset (a leaf lock:
+    /// nothing else is taken while it is held).
+    identify: spin::RwLock<IdentifyController>,
     pub(crate) admin: spin::Mutex<AdminQueue>,
     options: ControllerOptions,
     io_queues: u16,
@@ -323,6 +325,15 @@ fn ready_timeout(cap: Cap) -> Duration {
 /// (section 3.1.5).
 fn cc_base(ams: u8) -> Cc {
     Cc::new().with_css(0).with_mps(0).with_ams(ams).with_iosqes(6).with_iocqes(4)
+}
+
+/// The entry sizes the driver uses (64-byte submission, 16-byte completion)
+/// must be within SQES and CQES.
+fn check_entry_sizes(id: &IdentifyController) -> Result {
+    if id.sqes.required() > 6 || id.sqes.maximum() < 6 || id.cqes.required() > 4 || id.cqes.maximum() < 4 {
+        return Err(Error::MalformedDevice(Malformed::EntrySizes));
+    }
+    Ok(())
 }
 
 /// Waits until CSTS.RDY equals `ready`, bounded by `timeout`.
@@ -413,7 +424,7 @@ impl<H: Hal> Controller<H> {
             hal,
             cap,
             vs,
-            identify: IdentifyController::default(),
+            identify: spin::RwLock::new(IdentifyController::default()),
             admin: spin::Mutex::new(admin),
             options,
             io_queues: 0,
@@ -434,19 +445,17 @@ impl<H: Hal> Controller<H> {
 
         let mut page = [0u8; PAGE_SIZE];
         ctrlr.identify_raw(Cns::CONTROLLER, 0, &mut page)?;
-        ctrlr.identify = IdentifyController::from_bytes(&page);
-        let id = &ctrlr.identify;
-        if id.sqes.required() > 6 || id.sqes.maximum() < 6 || id.cqes.required() > 4 || id.cqes.maximum() < 4
-        {
-            return Err(Error::MalformedDevice(Malformed::EntrySizes));
-        }
+        let id = IdentifyController::from_bytes(&page);
+        check_entry_sizes(&id)?;
+        *ctrlr.identify.get_mut() = id;
 
         ctrlr.io_queues = ctrlr.set_number_of_queues(options.io_queues)?;
         {
             let mut admin = ctrlr.admin.lock();
             ctrlr.enable_acre(&mut admin)?;
             ctrlr.give_host_identifier(&mut admin)?;
-            if let (Some(timeout), kas @ 1..) = (options.keep_alive_timeout, ctrlr.identify.kas) {
+            let kas = ctrlr.identify.read().kas;
+            if let (Some(timeout), kas @ 1..) = (options.keep_alive_timeout, kas) {
                 // KATO in ms, rounded up to KAS (100 ms units), at least one.
                 let unit = 100 * u128::from(kas);
                 let ms = timeout.as_millis().max(1).div_ceil(unit) * unit;
@@ -482,9 +491,12 @@ impl<H: Hal> Controller<H> {
         Registers::new(&self.hal).csts()
     }
 
-    /// The Identify Controller data read at attach.
-    pub fn identify(&self) -> &IdentifyController {
-        &self.identify
+    /// The Identify Controller data: read at attach, and again by every
+    /// reset (a firmware activated by it may change the revision, MDTS,
+    /// ...). A copy, so that a reset on another thread never waits for the
+    /// caller.
+    pub fn identify(&self) -> IdentifyController {
+        self.identify.read().clone()
     }
 
     /// The number of I/O queue pairs granted by the controller (and available to
@@ -496,7 +508,7 @@ impl<H: Hal> Controller<H> {
     /// The largest transfer the controller accepts, in bytes (MDTS, in units of
     /// CAP.MPSMIN), or `None` when it states no limit.
     pub fn max_transfer_bytes(&self) -> Option<usize> {
-        let mdts = self.identify.mdts;
+        let mdts = self.identify.read().mdts;
         if mdts == 0 {
             return None;
         }
@@ -541,6 +553,33 @@ impl<H: Hal> Controller<H> {
         (ms != 0).then(|| Duration::from_millis(u64::from(ms)))
     }
 
+    /// After a reset: Identify Controller again (a firmware the reset
+    /// activated may report a new revision, MDTS, capabilities). Entry sizes
+    /// the driver cannot use fail the reset. If what namespaces depend on
+    /// changed (firmware revision, NN, MDTS, OACS, ONCS), every `Namespace`
+    /// handle goes stale.
+    fn reidentify(&self, admin: &mut AdminQueue) -> Result {
+        admin.data.zero();
+        let mut cmd = SubmissionEntry::new(AdminOpcode::IDENTIFY.0, 0);
+        cmd.cdw10 = IdentifyCdw10::new().with_cns(Cns::CONTROLLER).into_bits();
+        cmd.prp1 = admin.data.daddr(0).0;
+        admin.execute(&self.hal, cmd, self.options.admin_timeout)?;
+        let mut page = [0u8; PAGE_SIZE];
+        admin.data.read_bytes(0, &mut page);
+        let fresh = IdentifyController::from_bytes(&page);
+        check_entry_sizes(&fresh)?;
+        let changed = {
+            let old = self.identify.read();
+            (old.fr, old.nn, old.mdts, old.oacs, old.oncs)
+                != (fresh.fr, fresh.nn, fresh.mdts, fresh.oacs, fresh.oncs)
+        };
+        *self.identify.write() = fresh;
+        if changed {
+            self.namespaces_changed();
+        }
+        Ok(())
+    }
+
     /// Whether the controller took the Host Identifier of
     /// [`ControllerOptions::host_identifier`] (at attach, and after each
     /// reset).
@@ -553,7 +592,7 @@ impl<H: Hal> Controller<H> {
     /// is used without (not granted); one that does not answer is an error.
     fn give_host_identifier(&self, admin: &mut AdminQueue) -> Result {
         let Some(id) = self.options.host_identifier else { return Ok(()) };
-        if !self.identify.oncs.reservations() {
+        if !self.identify.read().oncs.reservations() {
             return Ok(());
         }
         admin.data.zero();
@@ -604,7 +643,7 @@ impl<H: Hal> Controller<H> {
     pub(crate) fn report_removal(&self) {
         if self.is_removed() && !self.removal_reported.swap(true, Ordering::AcqRel) {
             if let Some(cb) = self.options.remove_callback {
-                cb(&self.identify);
+                cb(&self.identify());
             }
         }
     }
@@ -859,7 +898,7 @@ impl<H: Hal> Controller<H> {
         let mut cmd = SubmissionEntry::new(AdminOpcode::ABORT.0, 0);
         cmd.cdw10 = AbortCdw10::new().with_sqid(sqid).with_cid(cid).into_bits();
         admin.expire_async(&self.hal)?;
-        let limit = (usize::from(self.identify.acl) + 1).min(MAX_ABORTS);
+        let limit = (usize::from(self.identify.read().acl) + 1).min(MAX_ABORTS);
         if admin.aborts_in_flight() >= limit {
             return Ok(None);
         }
@@ -912,8 +951,10 @@ impl<H: Hal> Controller<H> {
     /// one that does not answer (a timeout, a fatal status) is an error. The
     /// feature is cleared by every reset, which calls this again.
     fn enable_acre(&self, admin: &mut AdminQueue) -> Result {
-        let id = &self.identify;
-        let wanted = id.crdt1 != 0 || id.crdt2 != 0 || id.crdt3 != 0;
+        let wanted = {
+            let id = self.identify.read();
+            id.crdt1 != 0 || id.crdt2 != 0 || id.crdt3 != 0
+        };
         let mut enabled = false;
         if wanted {
             // The 512-byte Host Behavior Support structure: byte 0 is ACRE.
@@ -948,7 +989,7 @@ impl<H: Hal> Controller<H> {
         if !self.acre.load(Ordering::Acquire) {
             return [Duration::ZERO; 3];
         }
-        let id = &self.identify;
+        let id = self.identify.read();
         [id.crdt1, id.crdt2, id.crdt3].map(|units| Duration::from_millis(100 * u64::from(units)))
     }
 
@@ -1035,6 +1076,7 @@ impl<H: Hal> Controller<H> {
             self.options.retry_count,
             self.retry_delays(),
         )?;
+        self.reidentify(admin)?;
         // A reset cleared Host Behavior Support. A controller that refuses
         // it is used without; one that does not answer failed the reset.
         self.enable_acre(admin)?;

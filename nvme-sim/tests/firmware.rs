@@ -45,10 +45,28 @@ fn download_commit_and_activate_at_reset() {
     assert_eq!((log.active_slot(), log.next_slot()), (1, Some(2)));
     assert_eq!(log.revision(2), Some(b"2.0     "));
     assert_eq!(&running(&ctrlr), b"1.0     ");
+    let ns = ctrlr.namespace(1).unwrap();
     ctrlr.reset().unwrap();
     let log = ctrlr.firmware_slot().unwrap();
     assert_eq!((log.active_slot(), log.next_slot()), (2, None));
     assert_eq!(&running(&ctrlr), b"2.0     ");
+    // The reset read Identify Controller again: the new revision, and the
+    // namespace handles from before are stale.
+    assert_eq!(&ctrlr.identify().fr, b"2.0     ");
+    {
+        let mut qp = common::qpair(&ctrlr);
+        let e = qp.read(&ns, 0, 1, vec![0; 512], 1).map_err(|e| e.error).unwrap_err();
+        assert_eq!(e, Error::InvalidArgument(Argument::StaleNamespace));
+        let fresh = ctrlr.namespace(1).unwrap();
+        qp.read(&fresh, 0, 1, vec![0; 512], 2).map_err(|e| e.error).unwrap();
+    }
+    // A reset that changes nothing leaves handles valid.
+    let ns = ctrlr.namespace(1).unwrap();
+    ctrlr.reset().unwrap();
+    {
+        let mut qp = common::qpair(&ctrlr);
+        qp.read(&ns, 0, 1, vec![0; 512], 3).map_err(|e| e.error).unwrap();
+    }
 
     // Back to slot 1: the controller says a Controller Level Reset
     // activates it, which is a success here.
