@@ -64,7 +64,16 @@ pub struct Options {
     /// Formats this namespace (its data is lost) to 4096-byte blocks and
     /// back to its format before, on every controller that has it.
     pub format_nsid: Option<u32>,
+    /// Waits for a SMART critical warning raised
+    /// from outside the run (QEMU: `smart_critical_warning` set over QMP by
+    /// `cargo xtask` when it sees [`SMART_WARNING_MARKER`]) and checks its
+    /// event and the SMART log.
+    pub external_smart_warning: bool,
 }
+
+/// The line the suite prints when it waits for an external SMART critical
+/// warning (spare below threshold, Critical Warning bit 0).
+pub const SMART_WARNING_MARKER: &str = "waiting for a SMART critical warning (spare below threshold)";
 
 impl Default for Options {
     fn default() -> Self {
@@ -75,6 +84,7 @@ impl Default for Options {
             backend_failures: true,
             skip_restore: false,
             format_nsid: None,
+            external_smart_warning: false,
         }
     }
 }
@@ -89,6 +99,12 @@ impl Options {
     /// Sets [`max_transfer`](Self::max_transfer).
     pub const fn with_max_transfer(mut self, bytes: usize) -> Self {
         self.max_transfer = bytes;
+        self
+    }
+
+    /// Sets [`external_smart_warning`](Self::external_smart_warning).
+    pub const fn with_external_smart_warning(mut self, wait: bool) -> Self {
+        self.external_smart_warning = wait;
         self
     }
 
@@ -209,6 +225,14 @@ pub fn run_attached<H: Hal>(
     totals.record(out, format_args!("{label} keep alive as KAS offers it"), keep_alive.into());
     let events = check_events(&ctrlr, label, out);
     totals.record(out, format_args!("{label} asynchronous event: temperature threshold"), events.into());
+    if options.external_smart_warning {
+        let warning = check_external_warning(&ctrlr, label, out);
+        totals.record(
+            out,
+            format_args!("{label} asynchronous event: critical warning raised over QMP"),
+            warning.into(),
+        );
+    }
 
     let mut nsids: heapless::Vec<u32, MAX_NAMESPACES> = heapless::Vec::new();
     let listed = list_namespaces(&ctrlr, &mut nsids);
@@ -688,6 +712,53 @@ fn attach_and_detach<H: Hal>(
     out.line(format_args!(
         "{label}: namespace {nsid} ({blocks} blocks) attached to controller {me} and detached"
     ));
+    Ok(())
+}
+
+/// A SMART critical warning raised from outside (QEMU:
+/// `smart_critical_warning` bit 0 over QMP): with spare warnings enabled,
+/// the event comes (SMART / health, spare below threshold, log 02h), and the
+/// SMART log's Critical Warning has bit 0 set.
+fn check_external_warning<H: Hal>(
+    ctrlr: &Controller<Fh<H>>,
+    label: &str,
+    out: &mut dyn Report,
+) -> Result<(), Reason> {
+    let mut config = AsyncEventConfig::new().with_smart_warnings(0b11);
+    if ctrlr.identify().oaes.namespace_attribute() {
+        config = config.with_namespace_attribute(true);
+    }
+    ctrlr.enable_async_events(config).map_err(|e| reason!("enable: {e}"))?;
+    out.line(format_args!("{label}: {SMART_WARNING_MARKER}"));
+    let deadline = ctrlr.hal().now() + Duration::from_secs(60);
+    let event = loop {
+        let mut got = None;
+        ctrlr
+            .process_admin_completions(usize::MAX, |e| {
+                if e.event_type == AsyncEventType::SMART_HEALTH {
+                    got = Some(e);
+                }
+            })
+            .map_err(|e| reason!("process admin completions: {e}"))?;
+        if let Some(e) = got {
+            break e;
+        }
+        if ctrlr.hal().now() >= deadline {
+            return Err(reason!("no SMART event within 60 s"));
+        }
+        ctrlr.hal().delay(Duration::from_millis(10));
+    };
+    if (event.info, event.log_page) != (AsyncEventInfo::SMART_SPARE_BELOW_THRESHOLD, Lid::SMART_HEALTH)
+        || !event.cleared
+    {
+        return Err(reason!("unexpected event {event:?}"));
+    }
+    let warning =
+        ctrlr.smart_health(ALL_NAMESPACES).map_err(|e| reason!("SMART: {e}"))?.critical_warning.into_bits();
+    if warning & 1 == 0 {
+        return Err(reason!("SMART critical warning {warning:#04x} lacks bit 0"));
+    }
+    out.line(format_args!("{label}: event {:#010x}, SMART critical warning {warning:#04x}", event.raw));
     Ok(())
 }
 

@@ -77,6 +77,9 @@ pub struct Config {
     /// The run must leave a changed disk image (the canary of the image
     /// check).
     image_must_change: bool,
+    /// Raise a SMART critical warning over QMP (`smart_critical_warning`
+    /// of the first controller) when the kernel says it waits for one.
+    qmp_warning: bool,
     controllers: Vec<Ctrl>,
 }
 
@@ -93,6 +96,7 @@ fn config(name: &str, bios: Bios, controllers: Vec<Ctrl>) -> Config {
         expect_pass: true,
         failure_text: "",
         image_must_change: false,
+        qmp_warning: false,
         controllers,
     }
 }
@@ -149,6 +153,10 @@ pub fn test_configs() -> Vec<Config> {
         legacy_drive: false,
         subsys: true,
     };
+    let mut warning =
+        config("a SMART critical warning raised over QMP during the run", Bios::SeaBios, vec![simple("")]);
+    warning.append = "smart-warning";
+    warning.qmp_warning = true;
     let mut exception = config("CPU exception must fail", Bios::SeaBios, vec![simple("")]);
     exception.append = "raise-exception";
     exception.expect_pass = false;
@@ -175,6 +183,7 @@ pub fn test_configs() -> Vec<Config> {
         ),
         config("NVM subsystem, namespace 2 detached: attach and detach", Bios::SeaBios, vec![subsystem]),
         format,
+        warning,
         planted,
         unrestored,
         exception,
@@ -273,6 +282,11 @@ fn command(kernel: &Path, config: &Config, kvm: bool) -> std::io::Result<(Comman
         cmd.args(["-append", config.append]);
     }
     let tag = slug(&config.name);
+    if config.qmp_warning {
+        let socket = qmp_socket(config);
+        let _ = fs::remove_file(&socket);
+        cmd.arg("-qmp").arg(format!("unix:{},server=on,wait=off", socket.display()));
+    }
     for (i, ctrl) in config.controllers.iter().enumerate() {
         let mut dev = format!("nvme,id=nvme{i},serial=xtask{i}");
         if ctrl.subsys {
@@ -393,7 +407,12 @@ pub fn run_config(kernel: &Path, config: &Config, kvm: bool) -> bool {
         cmd.stderr(e);
     }
     let status = match cmd.spawn() {
-        Ok(mut child) => wait(&mut child),
+        Ok(mut child) => {
+            if config.qmp_warning {
+                raise_smart_warning(&mut child, &log, &qmp_socket(config));
+            }
+            wait(&mut child)
+        }
         Err(e) => {
             eprintln!("xtask: cannot start QEMU: {e}");
             return false;
@@ -470,5 +489,65 @@ pub fn demo(kvm: bool, extra: &[String]) -> bool {
             eprintln!("xtask: demo FAILED (QEMU exit status {other:?}; {PASS_STATUS} means pass)");
             false
         }
+    }
+}
+
+/// The QMP socket of `config`'s run.
+fn qmp_socket(config: &Config) -> PathBuf {
+    work_dir().join("logs").join(format!("{}.qmp", slug(&config.name)))
+}
+
+/// The line the kernel prints when it waits for the warning (the
+/// conformance suite's `SMART_WARNING_MARKER`).
+const SMART_WARNING_MARKER: &str = "waiting for a SMART critical warning (spare below threshold)";
+
+/// Watches the run's log for the kernel's marker, then sets
+/// `smart_critical_warning` of controller `nvme0` to 1 (spare below
+/// threshold) over QMP. Gives up (and lets the kernel's own timeout fail the
+/// check) when QEMU exits first or the boot timeout passes.
+fn raise_smart_warning(child: &mut std::process::Child, log: &Path, socket: &Path) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    let start = Instant::now();
+    loop {
+        if matches!(child.try_wait(), Ok(Some(_))) || start.elapsed() > BOOT_TIMEOUT {
+            return;
+        }
+        if fs::read_to_string(log).is_ok_and(|t| t.contains(SMART_WARNING_MARKER)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let talk = || -> std::io::Result<String> {
+        let stream = UnixStream::connect(socket)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut writer = stream;
+        let mut line = String::new();
+        reader.read_line(&mut line)?; // the greeting
+        let mut answers = String::new();
+        for command in [
+            r#"{"execute":"qmp_capabilities"}"#,
+            r#"{"execute":"qom-set","arguments":{"path":"/machine/peripheral/nvme0","property":"smart_critical_warning","value":1}}"#,
+        ] {
+            writeln!(writer, "{command}")?;
+            // Skip asynchronous events until the command's answer.
+            loop {
+                line.clear();
+                reader.read_line(&mut line)?;
+                if line.contains("\"return\"") || line.contains("\"error\"") || line.is_empty() {
+                    break;
+                }
+            }
+            answers.push_str(line.trim());
+        }
+        Ok(answers)
+    };
+    match talk() {
+        Ok(answers) if !answers.contains("error") => {
+            eprintln!("xtask: QMP: smart_critical_warning set on nvme0")
+        }
+        Ok(answers) => eprintln!("xtask: QMP refused: {answers}"),
+        Err(e) => eprintln!("xtask: QMP: {e}"),
     }
 }

@@ -9,6 +9,9 @@
 //!   Identify Namespace (NSID 1) data in hex, for test fixtures;
 //! - `raise-exception`: execute UD2, to prove a CPU exception fails the run
 //!   (with a message) instead of triple-faulting;
+//! - `smart-warning`: the first controller waits for a SMART critical
+//!   warning raised over QMP (`cargo xtask` sets `smart_critical_warning`
+//!   when the kernel prints that it waits);
 //! - `format=NSID`: format that namespace (a scratch one) to 4096-byte
 //!   blocks and back;
 //! - `skip-restore`: leave the blocks the checks overwrote as they are, to
@@ -140,6 +143,9 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     let mut totals = Totals::default();
     // `format=NSID`: Format NVM that namespace (a scratch one) and back.
     let format = cmdline.split(' ').find_map(|w| w.strip_prefix("format=")).and_then(|n| n.parse().ok());
+    // `smart-warning`: the first controller waits for a SMART critical
+    // warning that `cargo xtask` raises over QMP.
+    let smart_warning = cmdline.split(' ').any(|w| w == "smart-warning");
     let options = Options::default()
         .with_plant_mismatch(plant_mismatch)
         .with_skip_restore(skip_restore)
@@ -191,7 +197,9 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         },
         |found, result| {
             let label = label_of(index.get(), found.function.address);
+            let first = index.get() == 0;
             index.set(index.get() + 1);
+            let options = options.with_external_smart_warning(smart_warning && first);
             nvme_conformance::run_attached(result, &label, &options, &mut Console, &mut totals);
         },
     );
