@@ -14,16 +14,18 @@
 //! leaked, its mapping kept by the controller, if that cannot be proven).
 
 use crate::admin::{AsyncKind, AsyncResult};
-use crate::buffer::{hand_to_device, IoBuffer};
-use crate::controller::Controller;
+use crate::buffer::{check_transfer, hand_to_device, IoBuffer};
+use crate::controller::{check_raw_admin, identify_command, Controller};
 use crate::dma::{DmaAlloc, DmaMemory};
 use crate::error::{Argument, Error, Result};
+use crate::features::get_features_command;
+use crate::log::get_log_page_command;
 use crate::qpair::AbortOutcome;
 use crate::qpair::{SlotPrpSink, SubmitError};
 use crate::quarantine::DmaUse;
 use crate::slots::Cid;
-use crate::spec::command::{AdminOpcode, CompletionEntry, SubmissionEntry};
-use crate::spec::dwords::{FeaturesCdw10, GetLogPageCdw10, GetLogPageCdw11, IdentifyCdw10, Select};
+use crate::spec::command::{CompletionEntry, SubmissionEntry};
+use crate::spec::dwords::Select;
 use crate::spec::ids::{Cns, Fid, Lid};
 use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
@@ -129,8 +131,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> AdminRequests<'c, H, B, C, N> {
         data: Option<(B, Direction)>,
         context: C,
     ) -> core::result::Result<Cid, SubmitError<Option<B>, C>> {
-        if cmd.prp1 != 0 || cmd.prp2 != 0 || cmd.mptr != 0 || cmd.cdw0.psdt() != 0 || cmd.cdw0.fuse() != 0 {
-            let error = Error::InvalidArgument(Argument::RawCommandPointers);
+        if let Err(error) = check_raw_admin(&cmd) {
             return Err(SubmitError { error, buffer: data.map(|(b, _)| b), context });
         }
         self.submit(cmd, data, context)
@@ -152,12 +153,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> AdminRequests<'c, H, B, C, N> {
             let error = Error::InvalidArgument(Argument::LogPageAlignment);
             return Err(SubmitError { error, buffer: Some(buffer), context });
         }
-        let dwords = (len / 4 - 1) as u32;
-        let mut cmd = SubmissionEntry::new(AdminOpcode::GET_LOG_PAGE.0, nsid);
-        cmd.cdw10 = GetLogPageCdw10::new().with_lid(lid).with_numdl(dwords as u16).into_bits();
-        cmd.cdw11 = GetLogPageCdw11::new().with_numdu((dwords >> 16) as u16).into_bits();
-        cmd.cdw12 = offset as u32;
-        cmd.cdw13 = (offset >> 32) as u32;
+        let cmd = get_log_page_command(lid, nsid, offset, len);
         self.submit(cmd, Some((buffer, Direction::FromDevice)), context)
     }
 
@@ -170,9 +166,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> AdminRequests<'c, H, B, C, N> {
         buffer: B,
         context: C,
     ) -> core::result::Result<Cid, SubmitError<Option<B>, C>> {
-        let mut cmd = SubmissionEntry::new(AdminOpcode::IDENTIFY.0, nsid);
-        cmd.cdw10 = IdentifyCdw10::new().with_cns(cns).into_bits();
-        self.submit(cmd, Some((buffer, Direction::FromDevice)), context)
+        self.submit(identify_command(cns, nsid), Some((buffer, Direction::FromDevice)), context)
     }
 
     /// Get Features of `fid` (no data structure), without waiting: the
@@ -185,10 +179,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> AdminRequests<'c, H, B, C, N> {
         cdw11: u32,
         context: C,
     ) -> core::result::Result<Cid, SubmitError<Option<B>, C>> {
-        let mut cmd = SubmissionEntry::new(AdminOpcode::GET_FEATURES.0, nsid);
-        cmd.cdw10 = FeaturesCdw10::new().with_fid(fid).with_sel(select as u8).into_bits();
-        cmd.cdw11 = cdw11;
-        self.submit(cmd, None, context)
+        self.submit(get_features_command(fid, nsid, select, cdw11), None, context)
     }
 
     fn submit(
@@ -212,22 +203,8 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> AdminRequests<'c, H, B, C, N> {
             Some((mut buf, direction)) => {
                 let slice = buf.as_dma_slice();
                 let len = slice.len();
-                let start = slice.cast::<u8>().as_ptr() as usize;
                 let align = H::DMA_ALIGNMENT.max(4);
-                let bad = if len == 0 {
-                    Some(Error::InvalidArgument(Argument::ZeroLength))
-                } else if len > self.max_transfer {
-                    Some(Error::TransferTooLarge { requested: len, max: self.max_transfer })
-                } else if !start.is_multiple_of(4) {
-                    Some(Error::BufferMisaligned { required: 4 })
-                } else if direction.device_writes()
-                    && !(start.is_multiple_of(align) && len.is_multiple_of(align))
-                {
-                    Some(Error::BufferMisaligned { required: align })
-                } else {
-                    None
-                };
-                if let Some(error) = bad {
+                if let Err(error) = check_transfer(slice, len, self.max_transfer, direction, align) {
                     return refuse(error, Some(buf), context);
                 }
                 let region = NonNull::slice_from_raw_parts(slice.cast::<u8>(), len);

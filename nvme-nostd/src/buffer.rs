@@ -183,6 +183,35 @@ mod tests {
     }
 }
 
+/// Whether `len` bytes of `slice` may go to the device in `direction`: not
+/// empty, within the slice and `max`, dword-aligned, and (for the device to
+/// write them) aligned to `align` at both ends, because cache maintenance on
+/// a non-coherent system works on whole lines and the device must not write
+/// a line the CPU shares.
+pub(crate) fn check_transfer(
+    slice: NonNull<[u8]>,
+    len: usize,
+    max: usize,
+    direction: hal_traits::Direction,
+    align: usize,
+) -> crate::error::Result {
+    use crate::error::{Argument, Error};
+    let start = slice.cast::<u8>().as_ptr() as usize;
+    if len == 0 {
+        Err(Error::InvalidArgument(Argument::ZeroLength))
+    } else if len > slice.len() {
+        Err(Error::BufferTooSmall { needed: len, actual: slice.len() })
+    } else if len > max {
+        Err(Error::TransferTooLarge { requested: len, max })
+    } else if !start.is_multiple_of(4) {
+        Err(Error::BufferMisaligned { required: 4 })
+    } else if direction.device_writes() && !(start.is_multiple_of(align) && len.is_multiple_of(align)) {
+        Err(Error::BufferMisaligned { required: align })
+    } else {
+        Ok(())
+    }
+}
+
 /// Hands the bytes at `region` to the device for a transfer in `direction`:
 /// translated, when the HAL can already reach them (its own DMA memory,
 /// memory registered up front), else shared; and builds their PRPs, list

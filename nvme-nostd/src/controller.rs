@@ -242,7 +242,7 @@ pub struct TimeoutEvent {
 
 /// Refuses a raw admin command that carries data pointers (PRP1, PRP2,
 /// MPTR), SGLs (PSDT) or fused bits: the driver sets PRP1 itself.
-fn check_raw_admin(cmd: &SubmissionEntry) -> Result {
+pub(crate) fn check_raw_admin(cmd: &SubmissionEntry) -> Result {
     if cmd.prp1 != 0 || cmd.prp2 != 0 || cmd.mptr != 0 || cmd.cdw0.psdt() != 0 || cmd.cdw0.fuse() != 0 {
         return Err(Error::InvalidArgument(Argument::RawCommandPointers));
     }
@@ -560,8 +560,7 @@ impl<H: Hal> Controller<H> {
     /// handle goes stale.
     fn reidentify(&self, admin: &mut AdminQueue) -> Result {
         admin.data.zero();
-        let mut cmd = SubmissionEntry::new(AdminOpcode::IDENTIFY.0, 0);
-        cmd.cdw10 = IdentifyCdw10::new().with_cns(Cns::CONTROLLER).into_bits();
+        let mut cmd = identify_command(Cns::CONTROLLER, 0);
         cmd.prp1 = admin.data.daddr(0).0;
         admin.execute(&self.hal, cmd, self.options.admin_timeout)?;
         let mut page = [0u8; PAGE_SIZE];
@@ -1110,9 +1109,7 @@ impl<H: Hal> Controller<H> {
     /// Identify with any CNS value (section 5.15), copying the 4096-byte data
     /// structure into `out` unparsed.
     pub fn identify_raw(&self, cns: Cns, nsid: u32, out: &mut [u8; PAGE_SIZE]) -> Result {
-        let mut cmd = SubmissionEntry::new(AdminOpcode::IDENTIFY.0, nsid);
-        cmd.cdw10 = IdentifyCdw10::new().with_cns(cns).into_bits();
-        self.admin_exec(cmd, Some(out)).map(|_| ())
+        self.admin_exec(identify_command(cns, nsid), Some(out)).map(|_| ())
     }
 
     /// Identify Namespace (CNS 00h) for `nsid`.
@@ -1282,6 +1279,13 @@ impl<H: Hal> Controller<H> {
         // the quarantine holds: it is leaked.
         result
     }
+}
+
+/// Identify (section 5.15) of the structure `cns` names, for `nsid`.
+pub(crate) fn identify_command(cns: Cns, nsid: u32) -> SubmissionEntry {
+    let mut cmd = SubmissionEntry::new(AdminOpcode::IDENTIFY.0, nsid);
+    cmd.cdw10 = IdentifyCdw10::new().with_cns(cns).into_bits();
+    cmd
 }
 
 /// Set Features / Number of Queues (section 5.21.1.7) asking for `wanted`

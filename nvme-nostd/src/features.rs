@@ -18,7 +18,7 @@ use hal_traits::Hal;
 /// for a feature of the controller) with SEL `select`; CDW11 carries the
 /// feature's own selector where it has one (the temperature threshold's
 /// sensor, say).
-fn get_features_command(fid: Fid, nsid: u32, select: Select, cdw11: u32) -> SubmissionEntry {
+pub(crate) fn get_features_command(fid: Fid, nsid: u32, select: Select, cdw11: u32) -> SubmissionEntry {
     let mut cmd = SubmissionEntry::new(AdminOpcode::GET_FEATURES.0, nsid);
     cmd.cdw10 = FeaturesCdw10::new().with_fid(fid).with_sel(select as u8).into_bits();
     cmd.cdw11 = cdw11;

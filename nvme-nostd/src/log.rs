@@ -20,7 +20,7 @@ pub const ALL_NAMESPACES: u32 = u32::MAX;
 /// non-zero multiple of 4) of log page `lid` from byte `offset`: NUMD is
 /// 0-based and split into NUMDL (CDW10) and NUMDU (CDW11), LPO into LPOL
 /// (CDW12) and LPOU (CDW13). RAE, LSP and LSI are clear.
-fn get_log_page_command(lid: Lid, nsid: u32, offset: u64, len: usize) -> SubmissionEntry {
+pub(crate) fn get_log_page_command(lid: Lid, nsid: u32, offset: u64, len: usize) -> SubmissionEntry {
     let dwords = (len / 4).saturating_sub(1) as u32;
     let mut cmd = SubmissionEntry::new(AdminOpcode::GET_LOG_PAGE.0, nsid);
     cmd.cdw10 = GetLogPageCdw10::new().with_lid(lid).with_numdl(dwords as u16).into_bits();

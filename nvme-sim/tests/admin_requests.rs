@@ -6,6 +6,8 @@
 //! command. QEMU's controller never aborts; the conformance suite reads its
 //! SMART log through this path; the failure paths run here.
 
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
 mod common;
 
 use common::{aligned_vec, assert_clean, assert_no_bad_frees, options, setup};
@@ -221,4 +223,74 @@ fn a_panicking_callback() {
     assert!(r.is_err());
     assert_eq!(collect(&sim, &mut pool, 2).len(), 2);
     assert_eq!(pool.in_flight(), 0);
+}
+
+/// Another thread resets the controller, again and again, while this one
+/// submits and collects admin requests and a third hands out events: every
+/// request is delivered exactly once, with its buffer (a reset disabled the
+/// controller before handing it back), and nothing is freed while the
+/// device names it.
+#[test]
+fn resets_from_another_thread() {
+    use nvme_nostd::spec::dwords::AsyncEventConfig;
+    use nvme_nostd::spec::ids::{AsyncEventInfo, AsyncEventType};
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let (sim, ctrlr, _ns) = setup(SimConfig::default());
+    ctrlr.enable_async_events(AsyncEventConfig::new().with_smart_warnings(0xff)).unwrap();
+    let stop = AtomicBool::new(false);
+    let (mut submitted, mut delivered, mut with_buffer) = (0u32, 0u32, 0u32);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(SeqCst) {
+                let _ = ctrlr.reset();
+                std::thread::sleep(Duration::from_micros(300));
+            }
+        });
+        s.spawn(|| {
+            while !stop.load(SeqCst) {
+                sim.raise_event(AsyncEventType::ERROR, AsyncEventInfo(4), Lid::ERROR_INFORMATION);
+                let _ = ctrlr.process_admin_completions(usize::MAX, |_| {});
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        });
+        let mut pool: Pool<'_> = ctrlr.admin_requests().unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        // At least 2,000 requests, and on until 20 resets struck them (a
+        // release build submits faster than the other thread resets).
+        let mut i = 0u32;
+        while i < 2000 || (sim.stats().resets < 20 && i < 2_000_000) {
+            i += 1;
+            match pool.get_log_page(Lid::SMART_HEALTH, ALL_NAMESPACES, 0, aligned_vec(512, 0), i) {
+                Ok(_) => submitted += 1,
+                Err(e) => assert!(e.buffer.is_some(), "a refused request keeps its buffer"),
+            }
+            pool.process(usize::MAX, |d| {
+                assert!(seen.insert(d.context), "request {} delivered twice", d.context);
+                delivered += 1;
+                with_buffer += u32::from(d.buffer.is_some());
+            });
+            sim.advance(Duration::from_micros(20));
+        }
+        for _ in 0..100_000 {
+            if pool.in_flight() == 0 {
+                break;
+            }
+            pool.process(usize::MAX, |d| {
+                assert!(seen.insert(d.context), "request {} delivered twice", d.context);
+                delivered += 1;
+                with_buffer += u32::from(d.buffer.is_some());
+            });
+            sim.advance(Duration::from_micros(20));
+        }
+        stop.store(true, SeqCst);
+    });
+    println!("submitted {submitted}, resets {}", sim.stats().resets);
+    assert!(submitted > 100, "{submitted}");
+    assert_eq!(delivered, submitted, "each exactly once");
+    assert_eq!(with_buffer, delivered, "every buffer came back");
+    let s = sim.stats();
+    assert_eq!(s.released_in_use, 0, "{s:?}");
+    assert!(s.resets >= 20, "{}", s.resets);
+    drop(ctrlr);
+    assert_clean(&sim);
 }

@@ -21,7 +21,7 @@ pub use types::{Completion, DoorbellMode, PollLimit, QpairOptions, QueueStats, S
 use request::{DmaUse, Request};
 
 use crate::admin::MAX_ABORTS;
-use crate::buffer::{hand_to_device, IoBuffer};
+use crate::buffer::{check_transfer, hand_to_device, IoBuffer};
 use crate::controller::Controller;
 use crate::dma::DmaMemory;
 use crate::error::{Argument, Broken, Error, Result};
@@ -364,25 +364,9 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         path: Path,
     ) -> Result<Cid, SubmitError<B, C>> {
         let slice = buf.as_dma_slice();
-        let start = slice.cast::<u8>().as_ptr() as usize;
         let align = H::DMA_ALIGNMENT.max(4);
-        let check = if let Err(e) = self.usable(path) {
-            Err(e)
-        } else if len == 0 {
-            Err(Error::InvalidArgument(Argument::ZeroLength))
-        } else if len > slice.len() {
-            Err(Error::BufferTooSmall { needed: len, actual: slice.len() })
-        } else if len > self.max_transfer {
-            Err(Error::TransferTooLarge { requested: len, max: self.max_transfer })
-        } else if !start.is_multiple_of(4) {
-            Err(Error::BufferMisaligned { required: 4 })
-        } else if direction.device_writes() && !(start.is_multiple_of(align) && len.is_multiple_of(align)) {
-            // Cache maintenance on a non-coherent system works on whole
-            // lines: the device must not write a line the CPU shares.
-            Err(Error::BufferMisaligned { required: align })
-        } else {
-            Ok(())
-        };
+        let check =
+            self.usable(path).and_then(|()| check_transfer(slice, len, self.max_transfer, direction, align));
         if let Err(error) = check {
             return Err(SubmitError { error, buffer: buf, context });
         }
