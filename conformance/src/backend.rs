@@ -50,8 +50,13 @@ pub(crate) fn run<H: Hal>(
 fn check_alloc<H: Hal>(ctrlr: &Controller<Fh<H>>) -> Result<(), Reason> {
     let hal = ctrlr.hal();
     let before = hal.live_pages();
-    // Submission ring, completion ring, PRP list pages.
-    for skip in 0..3 {
+    // Submission ring (unless it goes to the CMB), completion ring, PRP list
+    // pages.
+    let in_cmb = ctrlr
+        .create_io_qpair::<Buf<'_, H>, u64, 16>(QpairOptions::default())
+        .map_err(|e| reason!("{e}"))?
+        .sq_in_cmb();
+    for skip in 0..if in_cmb { 2 } else { 3 } {
         hal.fail_allocs(skip, 1);
         let r = ctrlr.create_io_qpair::<Buf<'_, H>, u64, 16>(QpairOptions::default());
         hal.fail_allocs(0, 0);

@@ -166,6 +166,15 @@ pub(crate) fn run_namespace<H: Hal>(
             return false;
         }
     };
+    if ctrlr.cmb().is_some() && !qp.sq_in_cmb() {
+        // The verified I/O below is what proves the queues in the CMB.
+        t.record(
+            out,
+            format_args!("{}", name("queue pair in the CMB")),
+            Outcome::Failed(reason!("in host memory")),
+        );
+        return false;
+    }
     let bs = ns.block_size() as usize;
     let Some(plan) = Plan::new(bs, qp.max_transfer_bytes(), ns.blocks()) else {
         t.record(

@@ -146,6 +146,7 @@ pub fn controller_options() -> ControllerOptions {
         .with_io_queues(4)
         .with_keep_alive(Some(KEEP_ALIVE))
         .with_host_identifier(Some(HOST_ID))
+        .with_sq_in_cmb(true)
 }
 
 /// The Host Identifier every controller is attached with.
@@ -223,6 +224,8 @@ pub fn run_attached<H: Hal>(
     totals.record(out, format_args!("{label} firmware slots, download and commit refusals"), firmware.into());
     let keep_alive = check_keep_alive(&ctrlr, label, out);
     totals.record(out, format_args!("{label} keep alive as KAS offers it"), keep_alive.into());
+    let cmb = check_cmb(&ctrlr, label, out);
+    totals.record(out, format_args!("{label} submission queues in the CMB where it has one"), cmb.into());
     let events = check_events(&ctrlr, label, out);
     totals.record(out, format_args!("{label} asynchronous event: temperature threshold"), events.into());
     if options.external_smart_warning {
@@ -556,6 +559,58 @@ fn check_keep_alive<H: Hal>(
             out.line(format_args!("{label}: KAS {kas}, keep alive timeout {held} ms"));
         }
     }
+    Ok(())
+}
+
+/// Submission queues in the controller memory buffer: where CAP.CMBS says
+/// there is one, the driver (asked to) must use it. A small queue and one
+/// that fills its slot exactly land there, one a page larger stays in host
+/// memory, and all three carry Flush commands (the small one three times
+/// round its ring). The namespace checks then run their verified I/O
+/// through queues in the CMB. Where there is none, none is reported.
+fn check_cmb<H: Hal>(ctrlr: &Controller<Fh<H>>, label: &str, out: &mut dyn Report) -> Result<(), Reason> {
+    let Some(cmb) = ctrlr.cmb() else {
+        if ctrlr.cap().cmbs() {
+            return Err(reason!("CAP.CMBS set, yet no usable CMB"));
+        }
+        out.line(format_args!("{label}: no controller memory buffer"));
+        return Ok(());
+    };
+    let per_queue = cmb.bytes_per_queue;
+    let most = usize::from(ctrlr.cap().mqes()) + 1;
+    let create = |entries: usize, in_cmb: bool| -> Result<Qp<'_, H, 8>, Reason> {
+        let entries = entries.min(most) as u16;
+        let qp = ctrlr
+            .create_io_qpair(QpairOptions::default().with_entries(entries))
+            .map_err(|e| reason!("create {entries} entries: {e}"))?;
+        if qp.sq_in_cmb() != in_cmb {
+            return Err(reason!("a queue of {entries} entries in the CMB: {}", qp.sq_in_cmb()));
+        }
+        Ok(qp)
+    };
+    let ns = match ctrlr.namespaces().next() {
+        Some(ns) => Some(ns.map_err(|e| reason!("namespace: {e}"))?),
+        None => None,
+    };
+    // One queue pair at a time: the controller may grant only one.
+    let larger = (per_queue / 64 < most).then_some((per_queue / 64 + 64, false, 16));
+    let mut flushed = 0;
+    for (entries, in_cmb, rounds) in [(16, true, 48), (per_queue / 64, true, 16)].into_iter().chain(larger) {
+        let mut qp = create(entries, in_cmb)?;
+        for round in 0..rounds * u64::from(ns.is_some()) {
+            let ns = ns.as_ref().ok_or_else(|| reason!("no namespace"))?;
+            let cid = qp.flush(ns, round).map_err(|e| reason!("flush: {}", e.error))?;
+            let done = qp.wait(cid, Duration::from_secs(10), |_| {}).map_err(|e| reason!("flush: {e}"))?;
+            done.result().map_err(|e| reason!("flush: {e}"))?;
+            flushed += 1;
+        }
+    }
+    out.line(format_args!(
+        "{label}: CMB of {} KiB at {:#x}, {} KiB per queue; {flushed} flushes through queues in and out of it",
+        cmb.size >> 10,
+        cmb.base,
+        per_queue >> 10
+    ));
     Ok(())
 }
 

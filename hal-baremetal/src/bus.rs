@@ -7,7 +7,7 @@ use crate::pci::{self, BarWindow, NvmeFunction};
 use crate::{BareMetalHal, DmaPool, LinearMap, TscClock};
 use core::ptr::NonNull;
 use hal_traits::pci::{PciBus, PciFunction};
-use hal_traits::{HalError, HalErrorKind, MmioRegion};
+use hal_traits::{DeviceAddr, HalError, HalErrorKind, MemoryBar, MmioRegion};
 use pci_types::{ConfigRegionAccess, EndpointHeader, PciHeader};
 
 /// The most NVMe functions a [`BareMetalBus`] lists.
@@ -70,8 +70,11 @@ impl<A: ConfigRegionAccess> PciBus for BareMetalBus<A> {
     fn open(&mut self, function: &PciFunction) -> Result<BareMetalHal, HalError> {
         let claim = crate::claim(function.address)
             .ok_or(HalError::new(HalErrorKind::Claimed, "PCI function claimed by another driver"))?;
-        let bar0 = pci::enable(&self.access, &claim, &mut self.window)
+        let bars = pci::enable_all(&self.access, &claim, &mut self.window)
             .map_err(|_| HalError::new(HalErrorKind::Unusable, "BAR0 missing or no room to assign it"))?;
+        let Some(bar0) = bars.0[0] else {
+            return Err(HalError::new(HalErrorKind::Unusable, "BAR0 missing"));
+        };
         let too_small = bar0.size < 0x2000;
         let size = usize::try_from(bar0.size).unwrap_or(usize::MAX);
         let virt = match self.mmio.virt_of(bar0.address, size).and_then(|v| NonNull::new(v as *mut u8)) {
@@ -83,6 +86,27 @@ impl<A: ConfigRegionAccess> PciBus for BareMetalBus<A> {
         let mmio = unsafe { MmioRegion::new(virt, size) };
         // SAFETY: `mmio` is this function's BAR0; `dma` is as `new`'s caller
         // vouched.
-        Ok(unsafe { BareMetalHal::new(claim, mmio, self.pool, self.clock, self.dma) })
+        let mut hal = unsafe { BareMetalHal::new(claim, mmio, self.pool, self.clock, self.dma) };
+        // The other memory BARs (the controller memory buffer's) that the
+        // uncached map reaches.
+        for (index, bar) in bars.0.iter().enumerate().skip(1) {
+            let Some(bar) = bar else { continue };
+            let Ok(size) = usize::try_from(bar.size) else { continue };
+            let Some(virt) = self.mmio.virt_of(bar.address, size).and_then(|v| NonNull::new(v as *mut u8))
+            else {
+                continue;
+            };
+            // SAFETY: the BAR was just enabled for this claimed function and
+            // lies in the uncached map `new`'s caller vouched for; its bus
+            // address is MMIO space, which neither the DMA pool nor the
+            // linear map of RAM hands the device.
+            hal = unsafe {
+                hal.with_memory_bar(
+                    index as u8,
+                    MemoryBar { mmio: MmioRegion::new(virt, size), bus: DeviceAddr(bar.address) },
+                )
+            };
+        }
+        Ok(hal)
     }
 }

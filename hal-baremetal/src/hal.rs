@@ -6,7 +6,8 @@ use crate::dma::DmaPool;
 use core::ptr::NonNull;
 use core::time::Duration;
 use hal_traits::{
-    DeviceAddr, DeviceSegment, Direction, DmaRegion, Hal, HalError, HalErrorKind, MmioRegion, SegmentSink,
+    DeviceAddr, DeviceSegment, Direction, DmaRegion, Hal, HalError, HalErrorKind, MemoryBar, MmioRegion,
+    SegmentSink,
 };
 
 /// A range of virtual memory mapped linearly onto physical memory: virtual
@@ -63,6 +64,8 @@ impl LinearMap {
 /// ```
 pub struct BareMetalHal {
     bar0: MmioRegion,
+    /// Memory BARs other than BAR0 that the kernel maps (the CMB's).
+    bars: [Option<MemoryBar>; 6],
     pool: &'static DmaPool,
     clock: &'static TscClock,
     map: LinearMap,
@@ -86,7 +89,23 @@ impl BareMetalHal {
         clock: &'static TscClock,
         map: LinearMap,
     ) -> Self {
-        BareMetalHal { bar0, pool, clock, map, _claim: claim }
+        BareMetalHal { bar0, bars: [None; 6], pool, clock, map, _claim: claim }
+    }
+
+    /// Offers memory BAR `index` (1 to 5) to the driver, which may put
+    /// queues in the controller memory buffer there ([`Hal::memory_bar`]).
+    ///
+    /// # Safety
+    ///
+    /// `bar.mmio` maps exactly that BAR of this HAL's function, uncached, for
+    /// as long as the HAL lives; `bar.bus` is the BAR's assigned address,
+    /// outside the memory the linear map and the DMA pool hand the device;
+    /// nothing else writes the BAR.
+    pub unsafe fn with_memory_bar(mut self, index: u8, bar: MemoryBar) -> Self {
+        if let Some(slot) = self.bars.get_mut(index as usize).filter(|_| index != 0) {
+            *slot = Some(bar);
+        }
+        self
     }
 
     /// The DMA pool the HAL allocates from.
@@ -128,6 +147,10 @@ unsafe impl Hal for BareMetalHal {
     unsafe fn write64(&self, offset: usize, value: u64) {
         // SAFETY: forwarded from the caller.
         unsafe { self.bar0.write64(offset, value) }
+    }
+
+    fn memory_bar(&self, index: u8) -> Option<MemoryBar> {
+        *self.bars.get(index as usize)?
     }
 
     fn dma_alloc(&self, pages: usize) -> Result<DmaRegion, HalError> {

@@ -156,6 +156,21 @@ pub fn enable(
     claim: &Claim,
     window: &mut BarWindow,
 ) -> Result<MemoryBar, PciError> {
+    enable_all(access, claim, window).map(|bars| bars.0[0].unwrap_or(MemoryBar { address: 0, size: 0 }))
+}
+
+/// The memory BARs of an enabled function, by index (a 64-bit BAR at its
+/// lower index); BAR0 is always there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryBars(pub [Option<MemoryBar>; 6]);
+
+/// [`enable`], returning every memory BAR (BAR2 may hold the controller
+/// memory buffer).
+pub fn enable_all(
+    access: &impl ConfigRegionAccess,
+    claim: &Claim,
+    window: &mut BarWindow,
+) -> Result<MemoryBars, PciError> {
     let address = claim.address();
     let header = PciHeader::new(address);
     let Some(mut endpoint) = EndpointHeader::from_header(header, access) else {
@@ -165,7 +180,7 @@ pub fn enable(
     endpoint
         .update_command(access, |c| c - CommandRegister::MEMORY_ENABLE - CommandRegister::BUS_MASTER_ENABLE);
 
-    let mut bar0 = None;
+    let mut bars = [None; 6];
     let mut slot = 0u8;
     while slot < 6 {
         // SAFETY: reading a BAR of an existing endpoint function.
@@ -199,8 +214,8 @@ pub fn enable(
                 return Err(PciError::NoMemoryBar0);
             }
         }
-        if slot == 0 && size > 0 {
-            bar0 = Some(MemoryBar { address, size });
+        if size > 0 {
+            bars[slot as usize] = Some(MemoryBar { address, size });
         }
         slot += width;
     }
@@ -209,7 +224,10 @@ pub fn enable(
             | CommandRegister::BUS_MASTER_ENABLE
             | CommandRegister::INTERRUPT_DISABLE
     });
-    bar0.ok_or(PciError::NoMemoryBar0)
+    match bars[0] {
+        Some(_) => Ok(MemoryBars(bars)),
+        None => Err(PciError::NoMemoryBar0),
+    }
 }
 
 #[cfg(test)]
@@ -555,6 +573,28 @@ mod tests {
         assert_eq!(config.register(nvme, 0x18), 0xc000_4000, "BAR2 right after BAR0");
         assert_eq!(window.next, 0xc000_5000, "16 KiB + 4 KiB taken, nothing for BAR1");
         assert!(config.bar_writes(nvme).iter().all(|w| w.0 != 0x14 || w.1 == 0xffff_ffff || w.1 == 0));
+    }
+
+    #[test]
+    fn every_memory_bar_is_reported_by_index() {
+        // QEMU's controller with a CMB: BAR0 64-bit registers, BAR2 a 64-bit
+        // prefetchable CMB of 4 MiB (naturally aligned in the window).
+        let nvme = at(0, 4, 0);
+        let function = FakeFunction::nvme(nvme).bar64(0, 0x4000, 0).bar64(2, 4 << 20, 0);
+        let config = FakeConfig::new(vec![function]);
+        let mut window = BarWindow::new(0xc000_0000, 0xc100_0000);
+        let bars = enable_all(&config, &claimed(nvme_function(nvme)), &mut window).expect("enabled");
+        assert_eq!(
+            bars.0,
+            [
+                Some(MemoryBar { address: 0xc000_0000, size: 0x4000 }),
+                None,
+                Some(MemoryBar { address: 0xc040_0000, size: 4 << 20 }),
+                None,
+                None,
+                None
+            ]
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! the driver's answers to back-end failures are tested on every back-end
 //! (QEMU's controller included), not only on a simulator.
 
-use crate::{Direction, DmaRegion, Hal, HalError, HalErrorKind, SegmentSink};
+use crate::{Direction, DmaRegion, Hal, HalError, HalErrorKind, MemoryBar, SegmentSink};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
@@ -163,6 +163,10 @@ unsafe impl<H: Hal> Hal for FaultyHal<H> {
             // SAFETY: forwarded from the caller.
             unsafe { self.inner.write64(offset, value) }
         }
+    }
+
+    fn memory_bar(&self, index: u8) -> Option<MemoryBar> {
+        self.inner.memory_bar(index)
     }
 
     fn dma_alloc(&self, pages: usize) -> Result<DmaRegion, HalError> {

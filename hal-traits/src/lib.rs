@@ -110,6 +110,20 @@ impl DmaRegion {
     }
 }
 
+/// A memory BAR of the controller, mapped for the CPU, with the address the
+/// BAR has on the bus ([`Hal::memory_bar`]): where the driver finds the
+/// controller memory buffer (CMB) and tells the controller where it is.
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryBar {
+    /// The whole BAR, mapped uncached (or write-combined, with a
+    /// [`Hal::barrier_before_doorbell`] that drains write-combining buffers).
+    pub mmio: MmioRegion,
+    /// The BAR's address on the bus (`pci_bus_address` in Linux terms): the
+    /// driver programs it into CMBMSC.CBA, and the controller then treats
+    /// addresses from there on as its own memory.
+    pub bus: DeviceAddr,
+}
+
 /// A run of bytes that is contiguous in device space.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeviceSegment {
@@ -305,6 +319,25 @@ pub unsafe trait Hal {
             self.write32(offset, value as u32);
             self.write32(offset + 4, (value >> 32) as u32);
         }
+    }
+
+    /// The memory BAR `index` (0 to 5) of the controller, for its controller
+    /// memory buffer (the BAR that CMBLOC.BIR names, NVMe 1.4 section
+    /// 3.1.11); `None` (the default) when the back-end does not map it, and
+    /// the driver then keeps every queue in host memory.
+    ///
+    /// # Implementation safety
+    ///
+    /// `mmio` maps exactly the BAR (all of it, as sized), and stays mapped for
+    /// as long as this HAL value lives; `bus` is the address the BAR is
+    /// assigned on the bus, which no memory from
+    /// [`dma_alloc`](Hal::dma_alloc), [`translate`](Hal::translate) or
+    /// [`share`](Hal::share) uses as a device address (the controller would
+    /// take such addresses for its own memory). Only the driver of this
+    /// controller writes the BAR.
+    fn memory_bar(&self, index: u8) -> Option<MemoryBar> {
+        let _ = index;
+        None
     }
 
     /// Allocates `pages` pages of zeroed DMA memory, contiguous for the CPU and

@@ -397,7 +397,7 @@ impl AdminQueue {
         self.failed = true;
         // SAFETY: the caller guarantees the device is done with the memory.
         unsafe {
-            self.sq.mem.free(hal);
+            self.sq.free(hal);
             self.cq.mem.free(hal);
             self.data.free(hal);
         }

@@ -2,6 +2,7 @@
 //! Specification 1.4, section 7.6.1 "Initialization" and 7.6.2 "Shutdown").
 
 use crate::admin::{retry_wait, AdminQueue, AsyncKind, AsyncResult, ADMIN_QUEUE_ENTRIES, MAX_ABORTS};
+use crate::cmb::{Cmb, CmbInfo, DeviceRing};
 use crate::dma::DmaAlloc;
 use crate::error::{Argument, Error, Feature, Malformed, Result, Wait};
 use crate::namespace::{csi_from_descriptors, Binding, Namespace};
@@ -117,6 +118,15 @@ pub struct ControllerOptions {
     /// an error at attach ([`Feature::WeightedRoundRobin`]), before the
     /// controller is touched. Default round robin.
     pub arbitration: ArbitrationMechanism,
+    /// Put I/O submission queues in the controller memory buffer (SPDK's
+    /// `use_cmb_sqes`), where the controller has one that holds them
+    /// (CMBSZ.SQS) and the HAL maps its BAR ([`Hal::memory_bar`]). The CMB
+    /// is cut into one slot per granted I/O queue; a queue too large for
+    /// its slot, and every queue where there is no usable CMB, stays in
+    /// host memory ([`Controller::cmb`] and
+    /// [`IoQueuePair::sq_in_cmb`](crate::IoQueuePair::sq_in_cmb) say what
+    /// happened). Default false.
+    pub sq_in_cmb: bool,
 }
 
 impl Default for ControllerOptions {
@@ -133,6 +143,7 @@ impl Default for ControllerOptions {
             remove_callback: None,
             arbitration: ArbitrationMechanism::RoundRobin,
             host_identifier: None,
+            sq_in_cmb: false,
         }
     }
 }
@@ -141,6 +152,12 @@ impl ControllerOptions {
     /// Sets [`io_queues`](Self::io_queues).
     pub const fn with_io_queues(mut self, io_queues: u16) -> Self {
         self.io_queues = io_queues;
+        self
+    }
+
+    /// Sets [`sq_in_cmb`](Self::sq_in_cmb).
+    pub const fn with_sq_in_cmb(mut self, sq_in_cmb: bool) -> Self {
+        self.sq_in_cmb = sq_in_cmb;
         self
     }
 
@@ -313,6 +330,9 @@ pub struct Controller<H: Hal> {
     /// Memory and queue identifiers the device may still use, kept until a
     /// reset proves it stopped (lock order: admin, then this, then `qids`).
     pub(crate) quarantine: spin::Mutex<Quarantine<H::Mapping>>,
+    /// The controller memory buffer, where options asked for submission
+    /// queues there and the controller has a usable one.
+    cmb: Option<Cmb>,
 }
 
 /// CAP.TO in 500 ms units, at least one unit.
@@ -407,6 +427,7 @@ impl<H: Hal> Controller<H> {
         }
 
         disable(&hal, cap)?;
+        let cmb = if options.sq_in_cmb { Cmb::find(&hal, cap) } else { None };
 
         let entries = ADMIN_QUEUE_ENTRIES.min(cap.mqes().saturating_add(1));
         // Until `lend`, each of these frees itself if a later step fails.
@@ -439,6 +460,7 @@ impl<H: Hal> Controller<H> {
             quarantine: spin::Mutex::new(Quarantine::new()),
             detached: false,
             generation: AtomicU32::new(0),
+            cmb,
         };
         // From here on, Drop disables the controller before freeing memory.
         wait_ready(&ctrlr.hal, true, ready_timeout(cap))?;
@@ -1061,6 +1083,11 @@ impl<H: Hal> Controller<H> {
             self.resets_by_hand.fetch_add(1, Ordering::Release);
         }
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        // The memory space may have been turned off with the controller;
+        // the queues re-created in their CMB slots need it.
+        if self.cmb.is_some_and(|cmb| !cmb.enable(&self.hal)) {
+            return Err(Error::MalformedDevice(Malformed::CmbAddress));
+        }
         admin.restart();
         start_admin(&self.hal, admin, self.options.arbitration.ams());
         // Until the controller is ready again, the admin queue stays failed:
@@ -1183,6 +1210,19 @@ impl<H: Hal> Controller<H> {
         // DW0: NSQA and NCQA, both 0-based.
         let granted = NumberOfQueues::from_bits(done.dw0);
         Ok(granted.nsq().min(granted.ncq()).saturating_add(1).min(wanted))
+    }
+
+    /// The controller memory buffer that holds submission queues, if
+    /// [`ControllerOptions::sq_in_cmb`] asked for it and the controller has
+    /// a usable one.
+    pub fn cmb(&self) -> Option<CmbInfo> {
+        self.cmb.map(|cmb| cmb.info(self.io_queues))
+    }
+
+    /// The CMB slot of queue `qid` for a submission queue of `entries`
+    /// entries, if there is a CMB and the slot holds them.
+    pub(crate) fn cmb_ring(&self, qid: u16, entries: u16) -> Option<DeviceRing> {
+        self.cmb?.ring(qid, entries as usize * 64, self.io_queues)
     }
 
     /// Reserves an I/O queue identifier.

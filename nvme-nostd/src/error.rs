@@ -227,6 +227,9 @@ pub enum Malformed {
     CompletionFlood,
     /// Namespace Management / create returned NSID 0 or FFFFFFFFh.
     NamespaceId,
+    /// After a reset, the controller refused the CMB address it had
+    /// accepted at attach (CMBSTS.CBAI), with submission queues there.
+    CmbAddress,
 }
 
 impl Malformed {
@@ -241,6 +244,7 @@ impl Malformed {
             Malformed::NamespaceList => "active namespace list not increasing",
             Malformed::NamespaceId => "namespace created with identifier 0 or FFFFFFFFh",
             Malformed::CompletionFlood => "completion queue flooded with entries that name no command",
+            Malformed::CmbAddress => "CMB address refused after a reset",
         }
     }
 }

@@ -24,6 +24,7 @@
 mod admin;
 mod admin_requests;
 mod buffer;
+mod cmb;
 mod controller;
 mod dma;
 mod error;
@@ -48,6 +49,7 @@ mod trid;
 
 pub use admin_requests::{AdminCompletion, AdminRequests};
 pub use buffer::{DmaBuffer, IoBuffer};
+pub use cmb::CmbInfo;
 pub use controller::{
     ArbitrationMechanism, Controller, ControllerOptions, NamespaceIds, RemoveCallback, TimeoutCallback,
     TimeoutEvent, MAX_IO_QUEUES,

@@ -4,6 +4,7 @@
 //! The rings know indices, phase tags and doorbells; which command sits in which
 //! slot is the business of [`crate::slots`].
 
+use crate::cmb::DeviceRing;
 use crate::dma::DmaMemory;
 use crate::spec::command::{CompletionEntry, SubmissionEntry, COMPLETION_STATUS_OFFSET};
 use crate::spec::registers::doorbell_offset;
@@ -47,11 +48,21 @@ pub(crate) const fn ring_distance(from: u16, to: u16, size: u16) -> u16 {
     }
 }
 
+/// Where a submission queue's entries live.
+#[derive(Debug)]
+pub(crate) enum SqMemory {
+    /// Host DMA memory, lent to the device.
+    Host(DmaMemory),
+    /// The controller memory buffer: the controller's own memory, which
+    /// needs no freeing (its slot follows the queue identifier).
+    Device(DeviceRing),
+}
+
 /// A submission queue: the host writes entries at the tail, the controller
 /// consumes them from the head (which it reports in each completion's SQHD).
 #[derive(Debug)]
 pub(crate) struct SubmissionQueue {
-    pub(crate) mem: DmaMemory,
+    mem: SqMemory,
     size: u16,
     tail: u16,
     head: u16,
@@ -62,11 +73,46 @@ impl SubmissionQueue {
     /// A ring of `size` entries over `mem` (at least `size * 64` bytes).
     pub(crate) fn new(mem: DmaMemory, size: u16, qid: u16, dstrd: u8) -> Self {
         debug_assert!(mem.len() >= size as usize * SQ_ENTRY_SIZE);
+        Self::over(SqMemory::Host(mem), size, qid, dstrd)
+    }
+
+    /// A ring of `size` entries over `mem` (host memory of at least
+    /// `size * 64` bytes, or a CMB slot that holds them).
+    pub(crate) fn over(mem: SqMemory, size: u16, qid: u16, dstrd: u8) -> Self {
         SubmissionQueue { mem, size, tail: 0, head: 0, doorbell: Doorbell::new(qid, false, dstrd) }
     }
 
     pub(crate) fn daddr(&self) -> DeviceAddr {
-        self.mem.daddr(0)
+        match &self.mem {
+            SqMemory::Host(mem) => mem.daddr(0),
+            SqMemory::Device(ring) => ring.daddr(),
+        }
+    }
+
+    /// True when the ring lies in the controller memory buffer.
+    pub(crate) fn in_cmb(&self) -> bool {
+        matches!(self.mem, SqMemory::Device(_))
+    }
+
+    /// Moves host ring memory out (to the quarantine), leaving none; a ring
+    /// in the CMB has none to give.
+    pub(crate) fn take_memory(&mut self) -> Option<DmaMemory> {
+        match &mut self.mem {
+            SqMemory::Host(mem) => Some(mem.take()),
+            SqMemory::Device(_) => None,
+        }
+    }
+
+    /// Frees host ring memory (a second call does nothing).
+    ///
+    /// # Safety
+    ///
+    /// As for [`DmaMemory::free`]: the device no longer accesses the ring.
+    pub(crate) unsafe fn free<H: Hal>(&mut self, hal: &H) {
+        if let SqMemory::Host(mem) = &mut self.mem {
+            // SAFETY: forwarded from the caller.
+            unsafe { mem.free(hal) }
+        }
     }
 
     pub(crate) const fn size(&self) -> u16 {
@@ -95,7 +141,11 @@ impl SubmissionQueue {
         if self.is_full() {
             return false;
         }
-        self.mem.write(self.tail as usize * SQ_ENTRY_SIZE, *entry);
+        let offset = self.tail as usize * SQ_ENTRY_SIZE;
+        match &self.mem {
+            SqMemory::Host(mem) => mem.write(offset, *entry),
+            SqMemory::Device(ring) => ring.write_entry(offset, entry.to_qwords()),
+        }
         self.tail = (self.tail + 1) % self.size;
         true
     }
@@ -285,6 +335,6 @@ mod tests {
         assert!(!sq.head_plausible(3), "3 lies behind the head now");
         assert!(sq.head_plausible(1));
         // SAFETY: nothing else uses the memory.
-        unsafe { sq.mem.free(&hal) };
+        unsafe { sq.free(&hal) };
     }
 }

@@ -91,6 +91,15 @@ pub struct SimConfig {
     /// ONCS bit 5: reservations. Only the Host Identifier feature (FID 81h)
     /// comes with it so far; the reservation commands do not. Default false.
     pub reservations: bool,
+    /// A controller memory buffer of this many bytes in BAR2 (rounded up to
+    /// 4 KiB), for submission queues only (CMBSZ.SQS), with CAP.CMBS and
+    /// CMBMSC as NVMe 1.4 and QEMU have them; the `SimHal` maps it
+    /// ([`Hal::memory_bar`](hal_traits::Hal::memory_bar)). 0 (the default):
+    /// none.
+    pub cmb_bytes: usize,
+    /// Refuse every controller base address the host writes to CMBMSC
+    /// (CMBSTS.CBAI), so the memory space never turns on. Default false.
+    pub cmb_refuse_cba: bool,
 }
 
 impl Default for SimConfig {
@@ -122,6 +131,8 @@ impl Default for SimConfig {
             fwug: 1,
             wrr: false,
             reservations: false,
+            cmb_bytes: 0,
+            cmb_refuse_cba: false,
         }
     }
 }

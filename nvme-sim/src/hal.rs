@@ -1,11 +1,15 @@
 //! The [`Hal`] the driver sees: registers of the simulated controller, the DMA
 //! arena, and virtual time.
 
+use crate::device::cmb::{CMB_BAR, CMB_BUS_ADDRESS};
 use crate::device::State;
 pub use crate::memory::Mapping;
 use core::ptr::NonNull;
 use core::time::Duration;
-use hal_traits::{DeviceSegment, Direction, DmaRegion, Hal, HalError, SegmentSink, PAGE_SIZE};
+use hal_traits::{
+    DeviceAddr, DeviceSegment, Direction, DmaRegion, Hal, HalError, MemoryBar, MmioRegion, SegmentSink,
+    PAGE_SIZE,
+};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The one handle through which a driver drives a simulated controller; get
@@ -118,6 +122,15 @@ unsafe impl Hal for SimHal {
 
     unsafe fn write64(&self, offset: usize, value: u64) {
         self.lock().write64(offset, value)
+    }
+
+    fn memory_bar(&self, index: u8) -> Option<MemoryBar> {
+        let state = self.lock();
+        let (base, len) = state.cmb.as_ref().filter(|_| index == CMB_BAR)?.mapping();
+        // SAFETY: the CMB's allocation lives as long as the state this handle
+        // keeps alive, and nothing holds a Rust reference into it.
+        let mmio = unsafe { MmioRegion::new(base, len) };
+        Some(MemoryBar { mmio, bus: DeviceAddr(CMB_BUS_ADDRESS) })
     }
 
     fn dma_alloc(&self, pages: usize) -> Result<DmaRegion, HalError> {

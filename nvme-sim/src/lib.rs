@@ -53,6 +53,7 @@ mod memory;
 
 pub use bus::SimBus;
 pub use config::{IdentifyLies, SimConfig, SimNamespace};
+pub use device::cmb::{CMB_BAR, CMB_BUS_ADDRESS};
 pub use device::SimStats;
 pub use fault::{Fault, FaultKind, FaultRule, QueueFilter, RandomFaults, SplitMix64};
 pub use hal::{Mapping, SimHal};

@@ -117,6 +117,9 @@ struct Schedule {
     small_queues: bool,
     /// Asynchronous events enabled at attach (AERs outstanding throughout).
     events: bool,
+    /// The controller has a 64 KiB controller memory buffer, and the
+    /// submission queues go there.
+    cmb: bool,
 }
 
 /// The admin commands that recovery sends.
@@ -173,14 +176,15 @@ fn schedule() -> impl Strategy<Value = Schedule> {
         proptest::bool::weighted(0.3),
         proptest::bool::weighted(0.3),
         proptest::bool::weighted(0.5),
+        proptest::bool::weighted(0.3),
     )
-        .prop_map(|(ops, nths, kinds, removal, admin, retry_delay, small_queues, events)| {
+        .prop_map(|(ops, nths, kinds, removal, admin, retry_delay, small_queues, events, cmb)| {
             let mut faults: Vec<Injection> =
                 nths.into_iter().zip(kinds).map(|(nth, (q, kind))| Injection { q, nth, kind }).collect();
             if let Some((q, nth)) = removal {
                 faults.push(Injection { q, nth, kind: FaultKind::Removal });
             }
-            Schedule { ops, faults, admin, retry_delay, small_queues, events }
+            Schedule { ops, faults, admin, retry_delay, small_queues, events, cmb }
         })
 }
 
@@ -417,9 +421,11 @@ fn run(s: &Schedule, totals: &mut Totals, canary: bool) -> Result<Outcome, Strin
         memory_bytes: 2 << 20,
         crdt: [u16::from(s.retry_delay), 0, 0],
         status_crd: 1,
+        cmb_bytes: if s.cmb { 64 << 10 } else { 0 },
         ..SimConfig::default()
     });
     ENTRIES.set(if s.small_queues { 4 } else { 16 });
+    CMB.set(s.cmb);
     let ctrlr = Controller::new(sim.hal(), options()).map_err(|e| format!("attach: {e}"))?;
     if s.events {
         // Refused by an injected fault, at worst: the schedule goes on.
@@ -739,6 +745,11 @@ fn run(s: &Schedule, totals: &mut Totals, canary: bool) -> Result<Outcome, Strin
             s.live_dma_pages, s.live_shares
         ));
     }
+    // Every queue fits its CMB slot: every I/O command came from there.
+    let io_fetched = s.commands_fetched - s.admin_commands;
+    if CMB.get() && s.cmb_fetches != io_fetched {
+        return Err(format!("{io_fetched} I/O commands fetched, {} of them from the CMB", s.cmb_fetches));
+    }
     if removed {
         // Re-attach: a new controller on the same (now healthy) device.
         totals.reattached += 1;
@@ -768,6 +779,7 @@ const HEAL_POLLS: usize = 2_000;
 
 fn options() -> ControllerOptions {
     ControllerOptions::default()
+        .with_sq_in_cmb(CMB.get())
         .with_io_timeout(Some(IO_TIMEOUT))
         .with_admin_timeout(IO_TIMEOUT * 4)
         .with_recovery(8, Duration::from_millis(1))
@@ -777,6 +789,8 @@ thread_local! {
     /// The queue size of this schedule's queue pairs (see
     /// `Schedule::small_queues`).
     static ENTRIES: std::cell::Cell<u16> = const { std::cell::Cell::new(16) };
+    /// Submission queues in the CMB (see `Schedule::cmb`).
+    static CMB: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn qopts() -> QpairOptions {

@@ -29,6 +29,11 @@ pub mod offset {
     pub const CMBLOC: usize = 0x38;
     /// CMBSZ: Controller Memory Buffer Size.
     pub const CMBSZ: usize = 0x3c;
+    /// CMBMSC: Controller Memory Buffer Memory Space Control (64 bits,
+    /// NVMe 1.4).
+    pub const CMBMSC: usize = 0x50;
+    /// CMBSTS: Controller Memory Buffer Status (NVMe 1.4).
+    pub const CMBSTS: usize = 0x58;
     /// The first doorbell register (SQ 0 Tail Doorbell).
     pub const DOORBELLS: usize = 0x1000;
 }
@@ -240,6 +245,43 @@ impl Cmbsz {
     }
 }
 
+/// CMBMSC: Controller Memory Buffer Memory Space Control (NVMe 1.4 section
+/// 3.1.17). Exists where CAP.CMBS is set.
+#[bitfield(u64)]
+#[derive(PartialEq, Eq)]
+pub struct Cmbmsc {
+    /// CRE: Capabilities Registers Enabled (CMBLOC and CMBSZ read non-zero).
+    pub cre: bool,
+    /// CMSE: Controller Memory Space Enable (addresses from CBA on reach
+    /// the CMB).
+    pub cmse: bool,
+    #[bits(10)]
+    __: u16,
+    /// CBA: Controller Base Address, bits 63:12 of the address where the
+    /// controller places the CMB.
+    #[bits(52)]
+    pub cba: u64,
+}
+
+impl Cmbmsc {
+    /// Capabilities and memory space on, the CMB at `base` (4 KiB aligned:
+    /// the low 12 bits are dropped).
+    pub fn enabled_at(base: u64) -> Self {
+        Cmbmsc::new().with_cre(true).with_cmse(true).with_cba(base >> 12)
+    }
+}
+
+/// CMBSTS: Controller Memory Buffer Status (NVMe 1.4 section 3.1.18).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct Cmbsts {
+    /// CBAI: Controller Base Address Invalid (the CBA written last was
+    /// refused, and the memory space stays off).
+    pub cbai: bool,
+    #[bits(31)]
+    __: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,6 +325,15 @@ mod tests {
         assert_eq!(doorbell_offset(0, true, 0), 0x1004);
         assert_eq!(doorbell_offset(3, false, 0), 0x1018);
         assert_eq!(doorbell_offset(3, true, 2), 0x1000 + (7 << 4));
+    }
+
+    #[test]
+    fn cmb_memory_space_control() {
+        // CRE bit 0, CMSE bit 1, CBA in bits 63:12.
+        assert_eq!(Cmbmsc::enabled_at(0xc040_0000).into_bits(), 0xc040_0003);
+        assert_eq!(Cmbmsc::enabled_at(0x80_0000_1000).into_bits(), 0x80_0000_1003);
+        assert_eq!(Cmbmsc::new().with_cre(true).into_bits(), 1);
+        assert!(Cmbsts::from_bits(1).cbai());
     }
 
     #[test]

@@ -160,6 +160,12 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         self.qid
     }
 
+    /// True when this pair's submission queue lies in the controller memory
+    /// buffer ([`ControllerOptions::sq_in_cmb`](crate::ControllerOptions::sq_in_cmb)).
+    pub fn sq_in_cmb(&self) -> bool {
+        self.sq.in_cmb()
+    }
+
     /// Entries in each queue.
     pub fn entries(&self) -> u16 {
         self.sq.size()

@@ -8,7 +8,7 @@ use crate::controller::{AdminData, Controller};
 use crate::dma::{DmaAlloc, DmaMemory};
 use crate::error::{Argument, Error, RecoveryStep, Result};
 use crate::prp;
-use crate::queue::{CompletionQueue, SubmissionQueue};
+use crate::queue::{CompletionQueue, SqMemory, SubmissionQueue};
 use crate::slots::SlotPool;
 use crate::spec::command::{AdminOpcode, SubmissionEntry};
 use crate::spec::dwords::{CreateIoCqCdw11, CreateIoQueueCdw10, CreateIoSqCdw11, DeleteIoQueueCdw10};
@@ -132,7 +132,12 @@ impl<H: Hal> Controller<H> {
         // Each frees itself on an early return until a command names it to
         // the device. The PRP list pages are named only by I/O commands, so
         // they are lent to the queue pair, not to these commands.
-        let sq = DmaAlloc::new(&self.hal, sq_pages).map_err(|e| (e.into(), false))?;
+        // A ring in the CMB (where asked for and its slot holds one) is the
+        // controller's own memory: nothing to allocate or free.
+        let sq = match self.cmb_ring(qid, entries) {
+            Some(ring) => Ok(ring),
+            None => Err(DmaAlloc::new(&self.hal, sq_pages).map_err(|e| (e.into(), false))?),
+        };
         let cq = DmaAlloc::new(&self.hal, cq_pages).map_err(|e| (e.into(), false))?;
         let prp = match prp_pages_per_slot {
             0 => None,
@@ -160,26 +165,30 @@ impl<H: Hal> Controller<H> {
                 }
                 // The device is gone, or could not be reset: it may hold the
                 // queue. Kept until a reset proves otherwise.
-                self.put_away(&mut [cq_mem], qid, cq_epoch);
+                self.put_away([Some(cq_mem), None], qid, cq_epoch);
                 return Err((e, true));
             }
         }
-        let mut sq_mem = sq.lend();
-        let (created_sq, sq_epoch) = self
-            .admin_exec_epoch(create_sq_command(qid, entries, sq_mem.daddr(0), priority), AdminData::None);
+        let mem = match sq {
+            Ok(ring) => SqMemory::Device(ring),
+            Err(host) => SqMemory::Host(host.lend()),
+        };
+        let mut sq = SubmissionQueue::over(mem, entries, qid, dstrd);
+        let (created_sq, sq_epoch) =
+            self.admin_exec_epoch(create_sq_command(qid, entries, sq.daddr(), priority), AdminData::None);
         let epoch = match created_sq {
             Ok(_) if sq_epoch == cq_epoch => sq_epoch,
             // A submission queue on a completion queue that a reset deleted:
             // the device is not to be trusted with this memory.
             Ok(_) => {
-                self.put_away(&mut [cq_mem, sq_mem], qid, sq_epoch);
+                self.put_away([Some(cq_mem), sq.take_memory()], qid, sq_epoch);
                 return Err((Error::Reset, true));
             }
             Err(e) if not_created(e) => {
                 // SAFETY: the controller refused to create the submission
                 // queue, or never saw the command, so it does not use this
                 // memory.
-                unsafe { sq_mem.free(&self.hal) };
+                unsafe { sq.free(&self.hal) };
                 let reset_since = self.epoch() != cq_epoch;
                 if reset_since || self.delete_queue(AdminOpcode::DELETE_IO_CQ, qid).is_ok() {
                     // SAFETY: the completion queue is deleted, or a reset
@@ -189,7 +198,7 @@ impl<H: Hal> Controller<H> {
                 }
                 // The completion queue may still exist on the device: keep
                 // its memory and its identifier out of use.
-                self.put_away(&mut [cq_mem], qid, cq_epoch);
+                self.put_away([Some(cq_mem), None], qid, cq_epoch);
                 return Err((e, true));
             }
             Err(e) => {
@@ -198,17 +207,17 @@ impl<H: Hal> Controller<H> {
                     // (so since Create I/O CQ too) disabled the controller,
                     // which forgot both queues.
                     unsafe {
-                        sq_mem.free(&self.hal);
+                        sq.free(&self.hal);
                         cq_mem.free(&self.hal);
                     }
                     return Err((e, false));
                 }
-                self.put_away(&mut [cq_mem, sq_mem], qid, sq_epoch);
+                self.put_away([Some(cq_mem), sq.take_memory()], qid, sq_epoch);
                 return Err((e, true));
             }
         };
         Ok(CreatedQueues {
-            sq: SubmissionQueue::new(sq_mem, entries, qid, dstrd),
+            sq,
             cq: CompletionQueue::new(cq_mem, entries, qid, dstrd),
             prp: prp.map(DmaAlloc::lend),
             epoch,
@@ -217,13 +226,13 @@ impl<H: Hal> Controller<H> {
 
     /// Hands queue memory and the queue identifier that the device may still
     /// use to the quarantine (a removed device's is leaked instead).
-    fn put_away(&self, memory: &mut [DmaMemory], qid: u16, epoch: u32) {
+    fn put_away(&self, memory: [Option<DmaMemory>; 2], qid: u16, epoch: u32) {
         if self.is_removed() {
             return;
         }
         let mut quarantine = self.quarantine.lock();
-        for m in memory {
-            quarantine.memory(m.take(), epoch);
+        for m in memory.into_iter().flatten() {
+            quarantine.memory(m, epoch);
         }
         quarantine.qid(qid, epoch);
     }
@@ -375,7 +384,9 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> Drop for IoQueuePair<'_, H, B, C, N
             }
             if !removed {
                 let mut q = self.ctrlr.quarantine.lock();
-                q.memory(self.sq.mem.take(), epoch);
+                if let Some(sq) = self.sq.take_memory() {
+                    q.memory(sq, epoch);
+                }
                 q.memory(self.cq.mem.take(), epoch);
                 if let Some(p) = &mut self.prp {
                     q.memory(p.take(), epoch);
@@ -392,7 +403,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> Drop for IoQueuePair<'_, H, B, C, N
         }
         // SAFETY: as above, the device no longer uses the rings or PRP lists.
         unsafe {
-            self.sq.mem.free(hal);
+            self.sq.free(hal);
             self.cq.mem.free(hal);
             if let Some(p) = &mut self.prp {
                 p.free(hal);

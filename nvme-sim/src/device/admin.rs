@@ -170,7 +170,7 @@ impl State {
             return INVALID_FIELD;
         }
         let size = qsize + 1;
-        if self.mem.device_range(cmd.prp1, size as usize * SQ_ENTRY as usize).is_none() {
+        if !self.sq_memory_ok(cmd.prp1, size as usize * SQ_ENTRY as usize) {
             return INVALID_FIELD;
         }
         self.sqs.insert(qid, Sq::new(cmd.prp1, size, cqid, cdw11.qprio()));

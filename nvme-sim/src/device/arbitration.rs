@@ -66,7 +66,7 @@ impl State {
         let addr = sq.base + u64::from(sq.head) * SQ_ENTRY;
         sq.head = (sq.head + 1) % sq.size;
         let mut raw = [0u8; 64];
-        if !self.mem.device_read(addr, &mut raw) {
+        if !self.sq_read(addr, &mut raw) {
             self.dma_fault();
             return false;
         }

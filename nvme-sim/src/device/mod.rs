@@ -31,6 +31,7 @@
 mod admin;
 mod arbitration;
 mod buffers;
+pub mod cmb;
 mod commands;
 mod events;
 mod faults;
@@ -135,6 +136,8 @@ pub(crate) struct State {
     rules: Vec<RuleState>,
     random: Option<RandomState>,
     stats: SimStats,
+    /// The controller memory buffer, if configured.
+    pub(crate) cmb: Option<cmb::Cmb>,
 }
 
 impl State {
@@ -176,6 +179,8 @@ impl State {
         let doorbells = 2 * (cfg.max_io_queues as usize + 1) * stride;
         let bar_size = (offset::DOORBELLS + doorbells).next_multiple_of(PAGE_SIZE).max(0x2000);
         let max = cfg.max_io_queues - 1;
+        let cmb = (cfg.cmb_bytes > 0)
+            .then(|| cmb::Cmb::new(cfg.cmb_bytes.next_multiple_of(PAGE_SIZE), cfg.cmb_refuse_cba));
         State {
             mem: Arena::new(cfg.memory_bytes),
             cfg,
@@ -217,6 +222,7 @@ impl State {
             rules: Vec::new(),
             random: None,
             stats: SimStats::default(),
+            cmb,
         }
     }
 

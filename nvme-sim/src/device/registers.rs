@@ -18,6 +18,7 @@ impl State {
             .with_ams(u8::from(self.cfg.wrr))
             .with_mpsmin(0)
             .with_mpsmax(0)
+            .with_cmbs(self.cmb.is_some())
             .into_bits()
     }
 
@@ -63,6 +64,9 @@ impl State {
         if !off.is_multiple_of(4) {
             return 0;
         }
+        if let Some(value) = self.cmb_read32(off) {
+            return value;
+        }
         match off {
             offset::CAP => self.cap() as u32,
             0x04 => (self.cap() >> 32) as u32,
@@ -100,6 +104,9 @@ impl State {
             if off >= offset::DOORBELLS {
                 self.stats.ignored_doorbells += 1;
             }
+            return;
+        }
+        if self.cmb_write32(off, value) {
             return;
         }
         match off {
@@ -192,6 +199,7 @@ impl State {
     /// CC.EN 1 -> 0: a controller reset. Every queue and command is dropped,
     /// CFS and SHST clear, and CSTS.RDY follows after the ready delay.
     fn reset(&mut self) {
+        self.cmb_reset();
         self.sqs.clear();
         self.cqs.clear();
         self.pending.clear();

@@ -41,6 +41,11 @@ pub struct SimStats {
     pub dma_faults: u64,
     /// CC.EN 1 -> 0 transitions.
     pub resets: u64,
+    /// Submission entries fetched from the controller memory buffer.
+    pub cmb_fetches: u64,
+    /// Writes of CMBMSC's lower half (each turns the memory space off, and
+    /// on again when it sets CRE and CMSE).
+    pub cmb_msc_writes: u64,
     /// Namespaces created through Namespace Management.
     pub namespaces_created: u64,
     /// Keep Alive Timer expiries (each made the controller fatal).
