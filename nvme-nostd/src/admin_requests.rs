@@ -170,7 +170,9 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> AdminRequests<'c, H, B, C, N> {
     }
 
     /// Get Features of `fid` (no data structure), without waiting: the
-    /// value is the completion's DW0.
+    /// value is the completion's DW0. Refused, unsent, as
+    /// [`Controller::get_features`] refuses it (a feature the controller
+    /// does not advertise, one that moves data, a SEL it lacks).
     pub fn get_features(
         &mut self,
         fid: Fid,
@@ -179,6 +181,9 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> AdminRequests<'c, H, B, C, N> {
         cdw11: u32,
         context: C,
     ) -> core::result::Result<Cid, SubmitError<Option<B>, C>> {
+        if let Err(error) = self.ctrlr.check_get_features(fid, select) {
+            return Err(SubmitError { error, buffer: None, context });
+        }
         self.submit(get_features_command(fid, nsid, select, cdw11), None, context)
     }
 

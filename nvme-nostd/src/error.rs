@@ -58,8 +58,14 @@ pub enum Argument {
     /// A log page read past the end of the page.
     LogPageRange,
     /// Set Features of a feature the driver sets itself (Number of Queues,
-    /// Host Behavior Support).
+    /// Host Behavior Support, Keep Alive Timer, Host Memory Buffer).
     DriverOwnedFeature,
+    /// Get or Set Features without data of a feature that moves a data
+    /// structure (LBA Range Type, Autonomous Power State Transition, Host
+    /// Memory Buffer attributes, Timestamp, Host Behavior Support, Host
+    /// Identifier): the controller would move it to or from address 0.
+    /// Their typed helpers carry the data.
+    FeatureWithData,
     /// A power state above NPSS.
     PowerState,
     /// A temperature sensor above 8.
@@ -107,6 +113,7 @@ impl Argument {
             }
             Argument::LogPageRange => "log page read past the end of the page",
             Argument::DriverOwnedFeature => "the driver sets this feature itself",
+            Argument::FeatureWithData => "this feature moves data: use its typed helper",
             Argument::PowerState => "power state above NPSS",
             Argument::TemperatureSensor => "temperature sensor above 8",
             Argument::AdminDataTooLarge => "admin command data above 4 KiB",

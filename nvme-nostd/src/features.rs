@@ -34,8 +34,23 @@ pub(crate) fn set_features_command(fid: Fid, nsid: u32, cdw11: u32, save: bool) 
     cmd
 }
 
+/// Features whose Get Features (and Set Features, but for the Host Memory
+/// Buffer, whose Set carries addresses in CDW12 to CDW15) moves a data
+/// structure through PRP1 (section 5.21.1, figure 271). Without a buffer the
+/// controller would move it to or from address 0.
+const WITH_DATA: [Fid; 6] = [
+    Fid::LBA_RANGE_TYPE,
+    Fid::AUTONOMOUS_POWER_STATE_TRANSITION,
+    Fid::HOST_MEMORY_BUFFER,
+    Fid::TIMESTAMP,
+    Fid::HOST_BEHAVIOR_SUPPORT,
+    Fid::HOST_IDENTIFIER,
+];
+
 /// Features the driver sets itself: a caller changing them would break it.
-const DRIVER_OWNED: [Fid; 3] = [Fid::NUMBER_OF_QUEUES, Fid::HOST_BEHAVIOR_SUPPORT, Fid::KEEP_ALIVE_TIMER];
+/// The Host Memory Buffer is one of them: it names memory to the device.
+const DRIVER_OWNED: [Fid; 4] =
+    [Fid::NUMBER_OF_QUEUES, Fid::HOST_BEHAVIOR_SUPPORT, Fid::KEEP_ALIVE_TIMER, Fid::HOST_MEMORY_BUFFER];
 
 impl<H: Hal> Controller<H> {
     /// Whether the controller supports feature `fid`: the mandatory ones
@@ -76,9 +91,11 @@ impl<H: Hal> Controller<H> {
     /// carries the feature's selector where it has one. A `select` other than [`Select::Current`] needs a
     /// controller that supports it (ONCS bit 4; else
     /// [`Feature::SaveSelect`]); nothing is sent for a feature the controller
-    /// does not advertise ([`Feature::FeatureId`]).
+    /// does not advertise ([`Feature::FeatureId`]), nor for one that moves a
+    /// data structure ([`Argument::FeatureWithData`]; but its supported
+    /// capabilities come in DW0): their typed helpers carry the data.
     pub fn get_features(&self, fid: Fid, nsid: u32, select: Select, cdw11: u32) -> Result<u32> {
-        self.check_feature(fid, select != Select::Current)?;
+        self.check_get_features(fid, select)?;
         Ok(self.admin_exec(get_features_command(fid, nsid, select, cdw11), None)?.dw0)
     }
 
@@ -87,11 +104,15 @@ impl<H: Hal> Controller<H> {
     /// saved across resets when `save` (which needs ONCS bit 4); returns DW0
     /// of the completion. The features the driver sets itself (Number of
     /// Queues, Host Behavior Support) are refused
-    /// ([`Argument::DriverOwnedFeature`]), as is a feature the controller
+    /// ([`Argument::DriverOwnedFeature`]), as are a feature that moves a
+    /// data structure ([`Argument::FeatureWithData`]) and one the controller
     /// does not advertise; nothing is sent then.
     pub fn set_features(&self, fid: Fid, nsid: u32, cdw11: u32, save: bool) -> Result<u32> {
         if DRIVER_OWNED.contains(&fid) {
             return Err(Error::InvalidArgument(Argument::DriverOwnedFeature));
+        }
+        if WITH_DATA.contains(&fid) {
+            return Err(Error::InvalidArgument(Argument::FeatureWithData));
         }
         self.check_feature(fid, save)?;
         Ok(self.admin_exec(set_features_command(fid, nsid, cdw11, save), None)?.dw0)
@@ -101,6 +122,16 @@ impl<H: Hal> Controller<H> {
     /// saveable, namespace specific, changeable.
     pub fn feature_capabilities(&self, fid: Fid) -> Result<FeatureCapabilities> {
         self.get_features(fid, 0, Select::Supported, 0).map(FeatureCapabilities::from_bits)
+    }
+
+    /// What a Get Features without data must pass (see
+    /// [`get_features`](Self::get_features)).
+    pub(crate) fn check_get_features(&self, fid: Fid, select: Select) -> Result {
+        // Supported capabilities come back in DW0 only.
+        if select != Select::Supported && WITH_DATA.contains(&fid) {
+            return Err(Error::InvalidArgument(Argument::FeatureWithData));
+        }
+        self.check_feature(fid, select != Select::Current)
     }
 
     fn check_feature(&self, fid: Fid, needs_save_select: bool) -> Result {

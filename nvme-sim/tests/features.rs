@@ -155,3 +155,39 @@ fn features_with_data() {
     assert_eq!(ctrlr.set_host_identifier(ID, true), Err(Error::Unsupported(Feature::FeatureId)));
     assert_eq!(plain.stats().admin_commands, sent, "nothing was sent");
 }
+
+/// A feature that moves a data structure, asked for through the calls that
+/// carry none (Get and Set Features by dwords, and the asynchronous Get
+/// Features): the controller would move it to or from address 0, so it is
+/// refused unsent; its supported capabilities (DW0 only) still come.
+#[test]
+fn features_with_data_need_their_typed_helpers() {
+    let sim = Sim::new(SimConfig { reservations: true, ..SimConfig::default() });
+    let ctrlr = Controller::new(sim.hal(), common::options()).unwrap();
+    let sent = sim.stats().admin_commands;
+    let data = Error::InvalidArgument(Argument::FeatureWithData);
+    for fid in [Fid::HOST_IDENTIFIER, Fid::TIMESTAMP, Fid::LBA_RANGE_TYPE, Fid::HOST_BEHAVIOR_SUPPORT] {
+        assert_eq!(ctrlr.get_features(fid, 0, Select::Current, 0), Err(data), "{fid:?}");
+        assert_eq!(ctrlr.get_features(fid, 0, Select::Default, 0), Err(data), "{fid:?}");
+    }
+    assert_eq!(ctrlr.set_features(Fid::HOST_IDENTIFIER, 0, 1, false), Err(data));
+    assert_eq!(ctrlr.set_features(Fid::TIMESTAMP, 0, 0, false), Err(data));
+    assert_eq!(
+        ctrlr.set_features(Fid::HOST_MEMORY_BUFFER, 0, 1, false),
+        Err(Error::InvalidArgument(Argument::DriverOwnedFeature))
+    );
+    let mut pool: nvme_nostd::AdminRequests<'_, nvme_sim::SimHal, Vec<u8>, u32, 2> =
+        ctrlr.admin_requests().unwrap();
+    let refused = pool.get_features(Fid::HOST_IDENTIFIER, 0, Select::Current, 0, 7).unwrap_err();
+    assert_eq!((refused.error, refused.context), (data, 7));
+    let refused = pool.get_features(Fid(0x7f), 0, Select::Current, 0, 8).unwrap_err();
+    assert_eq!(refused.error, Error::Unsupported(Feature::FeatureId), "not advertised");
+    assert_eq!(sim.stats().admin_commands, sent, "nothing was sent");
+    assert_eq!(sim.stats().dma_faults, 0);
+    drop(pool);
+    // SEL = supported capabilities moves no data: sent (this controller
+    // refuses SEL on it, with its own status).
+    let caps = ctrlr.feature_capabilities(Fid::HOST_IDENTIFIER);
+    assert!(matches!(caps, Ok(_) | Err(Error::Command(_))), "{caps:?}");
+    assert_eq!(sim.stats().admin_commands, sent + 1);
+}
