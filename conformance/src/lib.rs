@@ -147,7 +147,11 @@ pub fn controller_options() -> ControllerOptions {
         .with_keep_alive(Some(KEEP_ALIVE))
         .with_host_identifier(Some(HOST_ID))
         .with_sq_in_cmb(true)
+        .with_host_memory_buffer(HMB_LIMIT)
 }
+
+/// The most host memory buffer a controller is given.
+const HMB_LIMIT: usize = 4 << 20;
 
 /// The Host Identifier every controller is attached with.
 const HOST_ID: [u8; 16] = *b"nvme-conformance";
@@ -224,6 +228,8 @@ pub fn run_attached<H: Hal>(
     totals.record(out, format_args!("{label} firmware slots, download and commit refusals"), firmware.into());
     let keep_alive = check_keep_alive(&ctrlr, label, out);
     totals.record(out, format_args!("{label} keep alive as KAS offers it"), keep_alive.into());
+    let hmb = check_hmb(&ctrlr, label, out);
+    totals.record(out, format_args!("{label} host memory buffer as HMPRE asks"), hmb.into());
     let cmb = check_cmb(&ctrlr, label, out);
     totals.record(out, format_args!("{label} submission queues in the CMB where it has one"), cmb.into());
     let events = check_events(&ctrlr, label, out);
@@ -559,6 +565,36 @@ fn check_keep_alive<H: Hal>(
             out.line(format_args!("{label}: KAS {kas}, keep alive timeout {held} ms"));
         }
     }
+    Ok(())
+}
+
+/// The host memory buffer: a controller that asks for one (HMPRE) holds
+/// one of HMPRE or the limit, whichever is less, and says so in Get
+/// Features; one that does not (QEMU's) is given none, and its attributes
+/// are refused before anything is sent.
+fn check_hmb<H: Hal>(ctrlr: &Controller<Fh<H>>, label: &str, out: &mut dyn Report) -> Result<(), Reason> {
+    let id = ctrlr.identify();
+    let held = ctrlr.host_memory_buffer();
+    if id.hmpre == 0 {
+        if let Some(h) = held {
+            return Err(reason!("HMPRE 0, yet a buffer of {} bytes", h.bytes));
+        }
+        match ctrlr.host_memory_buffer_attributes() {
+            Err(Error::Unsupported(Feature::FeatureId)) => {}
+            other => return Err(reason!("attributes without HMPRE: {other:?}")),
+        }
+        out.line(format_args!("{label}: HMPRE 0, no host memory buffer"));
+        return Ok(());
+    }
+    let wanted = (u64::from(id.hmpre) * 4096).min(HMB_LIMIT as u64);
+    let Some(h) = held else {
+        return Err(reason!("HMPRE {} KiB, no buffer given", u64::from(id.hmpre) * 4));
+    };
+    let (dw0, attrs) = ctrlr.host_memory_buffer_attributes().map_err(|e| reason!("attributes: {e}"))?;
+    if !dw0.ehm() || u64::from(attrs.hsize) * 4096 != h.bytes || h.bytes > wanted {
+        return Err(reason!("holds {} bytes, attributes {attrs:?}", h.bytes));
+    }
+    out.line(format_args!("{label}: host memory buffer of {} KiB in {} pieces", h.bytes >> 10, h.pieces));
     Ok(())
 }
 

@@ -130,6 +130,9 @@ pub(crate) struct AdminQueue {
     pub(crate) next_keep_alive: Duration,
     /// Keep Alive commands that completed with an error status.
     pub(crate) keep_alive_errors: u32,
+    /// The host memory buffer handed to the controller (given back after
+    /// each reset, freed with the admin queue).
+    pub(crate) hmb: Option<crate::hmb::Hmb>,
 }
 
 impl AdminQueue {
@@ -154,6 +157,7 @@ impl AdminQueue {
             kato_ms: 0,
             next_keep_alive: Duration::ZERO,
             keep_alive_errors: 0,
+            hmb: None,
         }
     }
 
@@ -400,6 +404,9 @@ impl AdminQueue {
             self.sq.free(hal);
             self.cq.mem.free(hal);
             self.data.free(hal);
+            if let Some(mut hmb) = self.hmb.take() {
+                hmb.free(hal);
+            }
         }
     }
 

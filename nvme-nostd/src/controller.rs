@@ -5,6 +5,7 @@ use crate::admin::{retry_wait, AdminQueue, AsyncKind, AsyncResult, ADMIN_QUEUE_E
 use crate::cmb::{Cmb, CmbInfo, DeviceRing};
 use crate::dma::DmaAlloc;
 use crate::error::{Argument, Error, Feature, Malformed, Result, Wait};
+use crate::hmb::{Hmb, HmbInfo};
 use crate::namespace::{csi_from_descriptors, Binding, Namespace};
 use crate::qpair::AbortOutcome;
 use crate::quarantine::Quarantine;
@@ -127,6 +128,13 @@ pub struct ControllerOptions {
     /// [`IoQueuePair::sq_in_cmb`](crate::IoQueuePair::sq_in_cmb) say what
     /// happened). Default false.
     pub sq_in_cmb: bool,
+    /// The most bytes of DMA memory to hand a controller that asks for a
+    /// host memory buffer (Identify Controller HMPRE; one below HMMIN gets
+    /// none). The driver gives the controller HMPRE or this, whichever is
+    /// less, at attach, gives it back after each reset and frees it once
+    /// the controller is disabled; [`Controller::host_memory_buffer`] says
+    /// what it holds. 0 (the default): none.
+    pub host_memory_buffer: usize,
 }
 
 impl Default for ControllerOptions {
@@ -144,6 +152,7 @@ impl Default for ControllerOptions {
             arbitration: ArbitrationMechanism::RoundRobin,
             host_identifier: None,
             sq_in_cmb: false,
+            host_memory_buffer: 0,
         }
     }
 }
@@ -152,6 +161,12 @@ impl ControllerOptions {
     /// Sets [`io_queues`](Self::io_queues).
     pub const fn with_io_queues(mut self, io_queues: u16) -> Self {
         self.io_queues = io_queues;
+        self
+    }
+
+    /// Sets [`host_memory_buffer`](Self::host_memory_buffer).
+    pub const fn with_host_memory_buffer(mut self, bytes: usize) -> Self {
+        self.host_memory_buffer = bytes;
         self
     }
 
@@ -476,6 +491,7 @@ impl<H: Hal> Controller<H> {
             let mut admin = ctrlr.admin.lock();
             ctrlr.enable_acre(&mut admin)?;
             ctrlr.give_host_identifier(&mut admin)?;
+            ctrlr.give_host_memory(&mut admin)?;
             let kas = ctrlr.identify.read().kas;
             if let (Some(timeout), kas @ 1..) = (options.keep_alive_timeout, kas) {
                 // KATO in ms, rounded up to KAS (100 ms units), at least one.
@@ -627,6 +643,60 @@ impl<H: Hal> Controller<H> {
         };
         self.host_id_granted.store(granted, Ordering::Release);
         Ok(())
+    }
+
+    /// Hands a host memory buffer to a controller that asks for one, as
+    /// much as the options allow. A controller that refuses it gets none
+    /// (and the memory is freed); one that does not answer fails the
+    /// attach (and the memory goes with the admin queue's, once the
+    /// controller is disabled).
+    fn give_host_memory(&self, admin: &mut AdminQueue) -> Result {
+        let limit = self.options.host_memory_buffer;
+        if limit == 0 {
+            return Ok(());
+        }
+        let Some(mut hmb) = Hmb::allocate(&self.hal, &self.identify.read(), limit) else { return Ok(()) };
+        match admin.execute(&self.hal, hmb.enable_command(false), self.options.admin_timeout) {
+            Ok(_) => admin.hmb = Some(hmb),
+            // SAFETY: the controller refused the buffer: it does not use it.
+            Err(Error::Command(_)) => unsafe { hmb.free(&self.hal) },
+            Err(e) => {
+                // It may hold the buffer: kept until the controller is
+                // disabled.
+                admin.hmb = Some(hmb);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// After a reset (which disabled the buffer): the same buffer given
+    /// back with Memory Return. A controller that refuses it loses it (the
+    /// memory is freed: the reset disabled the controller, and it did not
+    /// take the buffer again); one that does not answer fails the reset.
+    fn return_host_memory(&self, admin: &mut AdminQueue) -> Result {
+        let Some(hmb) = admin.hmb.take() else { return Ok(()) };
+        match admin.execute(&self.hal, hmb.enable_command(true), self.options.admin_timeout) {
+            Ok(_) => admin.hmb = Some(hmb),
+            Err(Error::Command(_)) => {
+                let mut hmb = hmb;
+                // SAFETY: the controller was disabled by the reset and
+                // refused the buffer since: it does not use it.
+                unsafe { hmb.free(&self.hal) }
+            }
+            Err(e) => {
+                admin.hmb = Some(hmb);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// The host memory buffer the controller holds, if
+    /// [`ControllerOptions::host_memory_buffer`] allowed one and the
+    /// controller asked for and took it.
+    pub fn host_memory_buffer(&self) -> Option<HmbInfo> {
+        self.admin.lock().hmb.as_ref().map(Hmb::info)
     }
 
     /// Set Features / Keep Alive Timer (FID 0Fh) to `admin.kato_ms`; the
@@ -1116,6 +1186,7 @@ impl<H: Hal> Controller<H> {
     /// does not answer failed the reset.
     fn rearm_events(&self, admin: &mut AdminQueue) -> Result {
         self.give_host_identifier(admin)?;
+        self.return_host_memory(admin)?;
         if admin.kato_ms != 0 {
             match self.set_keep_alive(admin) {
                 Ok(()) | Err(Error::Command(_)) => {}
@@ -1305,6 +1376,12 @@ impl<H: Hal> Controller<H> {
     /// Shutdown, then free the admin queue and the quarantine once the
     /// controller is disabled; otherwise leak them.
     fn teardown(&mut self) -> Result {
+        // The host memory buffer is taken back before the shutdown, as a
+        // courtesy to the controller; it is freed only after the disable.
+        let admin = self.admin.get_mut();
+        if admin.hmb.is_some() && !admin.failed && !self.removed.load(Ordering::Acquire) {
+            let _ = admin.execute(&self.hal, Hmb::disable_command(), self.options.admin_timeout);
+        }
         let result = self.shutdown();
         if matches!(result, Ok(()) | Err(Error::Timeout(Wait::Shutdown))) {
             // SAFETY: the controller is disabled (CSTS.RDY = 0), so it no

@@ -6,11 +6,12 @@
 use crate::controller::Controller;
 use crate::error::{Argument, Error, Feature, Result};
 use crate::spec::command::{AdminOpcode, SubmissionEntry};
+use crate::spec::dwords::HostMemoryBuffer;
 use crate::spec::dwords::{
     Arbitration, AsyncEventConfig, ErrorRecovery, FeatureCapabilities, FeaturesCdw10, InterruptCoalescing,
     NumberOfQueues, PowerManagement, Select, TemperatureThreshold, VolatileWriteCache,
 };
-use crate::spec::features::LbaRangeType;
+use crate::spec::features::{HostMemoryAttributes, LbaRangeType};
 use crate::spec::ids::Fid;
 use hal_traits::Hal;
 
@@ -248,6 +249,20 @@ impl<H: Hal> Controller<H> {
         let mut ms = [0u8; 8];
         ms[..6].copy_from_slice(&data[..6]);
         Ok((u64::from_le_bytes(ms), data[6]))
+    }
+
+    /// Host Memory Buffer (FID 0Dh): whether the controller uses a buffer
+    /// now (EHM, DW0) and what it holds (the first 16 bytes of the
+    /// attributes: size, descriptor list address and entries). Where the
+    /// controller asks for one (HMPRE; else [`Feature::FeatureId`], unsent).
+    /// The driver hands the buffer over itself
+    /// ([`ControllerOptions::host_memory_buffer`](crate::ControllerOptions::host_memory_buffer)).
+    pub fn host_memory_buffer_attributes(&self) -> Result<(HostMemoryBuffer, HostMemoryAttributes)> {
+        self.check_feature(Fid::HOST_MEMORY_BUFFER, false)?;
+        let mut data = [0u8; 16];
+        let cmd = get_features_command(Fid::HOST_MEMORY_BUFFER, 0, Select::Current, 0);
+        let done = self.admin_read(cmd, &mut data)?;
+        Ok((HostMemoryBuffer::from_bits(done.dw0), HostMemoryAttributes::from_bytes(&data)))
     }
 
     /// Sets the controller's timestamp (FID 0Eh) to `ms` milliseconds since

@@ -100,6 +100,16 @@ pub struct SimConfig {
     /// Refuse every controller base address the host writes to CMBMSC
     /// (CMBSTS.CBAI), so the memory space never turns on. Default false.
     pub cmb_refuse_cba: bool,
+    /// Identify Controller HMPRE: the host memory buffer the controller
+    /// would like, in 4 KiB units (0, the default: it asks for none, as
+    /// QEMU's). HMMIN, HMMINDS and HMMAXD follow.
+    pub hmpre: u32,
+    /// HMMIN: the least buffer it can use, in 4 KiB units.
+    pub hmmin: u32,
+    /// HMMINDS: the least size of one piece, in 4 KiB units.
+    pub hmminds: u32,
+    /// HMMAXD: the most pieces (0: no limit).
+    pub hmmaxd: u16,
 }
 
 impl Default for SimConfig {
@@ -133,6 +143,10 @@ impl Default for SimConfig {
             reservations: false,
             cmb_bytes: 0,
             cmb_refuse_cba: false,
+            hmpre: 0,
+            hmmin: 0,
+            hmminds: 0,
+            hmmaxd: 0,
         }
     }
 }

@@ -58,10 +58,14 @@ fn conformance_passes_with_two_namespaces_and_no_transfer_limit() {
     // MDTS 0: the suite caps transfers at 4 MiB; a 4 KiB-block namespace
     // next to a 512-byte one, and NSIDs with a gap. Keep Alive with a 100 ms
     // granularity: the suite asks for a 10 s timeout. Reservations: the suite
-    // gives its Host Identifier at attach.
+    // gives its Host Identifier at attach. A host memory buffer (2 MiB asked
+    // for) and a 1 MiB CMB, which QEMU's controller lacks and has.
     let sim = Sim::new(SimConfig {
         kas: 1,
         reservations: true,
+        hmpre: 512,
+        hmmin: 128,
+        cmb_bytes: 1 << 20,
         mdts: 0,
         memory_bytes: 64 << 20,
         namespaces: vec![
@@ -73,7 +77,10 @@ fn conformance_passes_with_two_namespaces_and_no_transfer_limit() {
     let totals = run(&sim, "sim1", clean_options());
     assert_eq!(totals.failed, 0, "{totals:?}");
     assert!(totals.passed > 30, "{totals:?}");
-    assert_eq!(sim.stats().keep_alive_expired, 0, "the run is shorter than the timeout");
+    let s = sim.stats();
+    assert_eq!(s.keep_alive_expired, 0, "the run is shorter than the timeout");
+    assert!(s.hmb_enables >= 1 && s.hmb_touches > 100 && s.hmb_corrupted == 0, "{s:?}");
+    assert!(s.cmb_fetches > 1000, "{s:?}");
     assert_clean(&sim);
 }
 

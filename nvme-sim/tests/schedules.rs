@@ -120,6 +120,8 @@ struct Schedule {
     /// The controller has a 64 KiB controller memory buffer, and the
     /// submission queues go there.
     cmb: bool,
+    /// The controller asks for a 256 KiB host memory buffer, and gets it.
+    hmb: bool,
 }
 
 /// The admin commands that recovery sends.
@@ -177,14 +179,15 @@ fn schedule() -> impl Strategy<Value = Schedule> {
         proptest::bool::weighted(0.3),
         proptest::bool::weighted(0.5),
         proptest::bool::weighted(0.3),
+        proptest::bool::weighted(0.3),
     )
-        .prop_map(|(ops, nths, kinds, removal, admin, retry_delay, small_queues, events, cmb)| {
+        .prop_map(|(ops, nths, kinds, removal, admin, retry_delay, small_queues, events, cmb, hmb)| {
             let mut faults: Vec<Injection> =
                 nths.into_iter().zip(kinds).map(|(nth, (q, kind))| Injection { q, nth, kind }).collect();
             if let Some((q, nth)) = removal {
                 faults.push(Injection { q, nth, kind: FaultKind::Removal });
             }
-            Schedule { ops, faults, admin, retry_delay, small_queues, events, cmb }
+            Schedule { ops, faults, admin, retry_delay, small_queues, events, cmb, hmb }
         })
 }
 
@@ -422,10 +425,13 @@ fn run(s: &Schedule, totals: &mut Totals, canary: bool) -> Result<Outcome, Strin
         crdt: [u16::from(s.retry_delay), 0, 0],
         status_crd: 1,
         cmb_bytes: if s.cmb { 64 << 10 } else { 0 },
+        hmpre: if s.hmb { 64 } else { 0 },
+        hmmin: 16,
         ..SimConfig::default()
     });
     ENTRIES.set(if s.small_queues { 4 } else { 16 });
     CMB.set(s.cmb);
+    HMB.set(s.hmb);
     let ctrlr = Controller::new(sim.hal(), options()).map_err(|e| format!("attach: {e}"))?;
     if s.events {
         // Refused by an injected fault, at worst: the schedule goes on.
@@ -745,6 +751,9 @@ fn run(s: &Schedule, totals: &mut Totals, canary: bool) -> Result<Outcome, Strin
             s.live_dma_pages, s.live_shares
         ));
     }
+    if s.hmb_corrupted != 0 || s.hmb_lost != 0 {
+        return Err(format!("host memory buffer: {} corrupted, {} lost", s.hmb_corrupted, s.hmb_lost));
+    }
     // Every queue fits its CMB slot: every I/O command came from there.
     let io_fetched = s.commands_fetched - s.admin_commands;
     if CMB.get() && s.cmb_fetches != io_fetched {
@@ -780,6 +789,7 @@ const HEAL_POLLS: usize = 2_000;
 fn options() -> ControllerOptions {
     ControllerOptions::default()
         .with_sq_in_cmb(CMB.get())
+        .with_host_memory_buffer(if HMB.get() { 1 << 20 } else { 0 })
         .with_io_timeout(Some(IO_TIMEOUT))
         .with_admin_timeout(IO_TIMEOUT * 4)
         .with_recovery(8, Duration::from_millis(1))
@@ -791,6 +801,8 @@ thread_local! {
     static ENTRIES: std::cell::Cell<u16> = const { std::cell::Cell::new(16) };
     /// Submission queues in the CMB (see `Schedule::cmb`).
     static CMB: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// A host memory buffer (see `Schedule::hmb`).
+    static HMB: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn qopts() -> QpairOptions {

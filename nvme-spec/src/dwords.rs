@@ -216,6 +216,21 @@ pub struct VolatileWriteCache {
     __: u32,
 }
 
+/// Host Memory Buffer, CDW11 of Set Features and DW0 of Get Features (FID
+/// 0Dh, section 5.21.1.13). CDW12 carries HSIZE (memory pages), CDW13 and
+/// CDW14 the descriptor list's address, CDW15 its entry count.
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct HostMemoryBuffer {
+    /// EHM: Enable Host Memory.
+    pub ehm: bool,
+    /// MR: Memory Return (the buffer is the one the controller had before,
+    /// contents unchanged since).
+    pub mr: bool,
+    #[bits(30)]
+    __: u32,
+}
+
 /// Interrupt Coalescing (FID 08h, section 5.21.1.8, figure 287).
 #[bitfield(u32)]
 #[derive(PartialEq, Eq)]

@@ -299,6 +299,7 @@ impl State {
                 self.features.insert(feature_key(fid, cmd.cdw11), cmd.cdw11);
                 (SUCCESS, 0)
             }
+            Fid::HOST_MEMORY_BUFFER if self.cfg.hmpre != 0 => (self.set_hmb(cmd), 0),
             // The Host Identifier: 16 bytes with EXHID (CDW11 bit 0), else 8;
             // where reservations are (ONCS bit 5).
             Fid::HOST_IDENTIFIER if self.cfg.reservations => {
@@ -337,6 +338,9 @@ impl State {
             let len = if cmd.cdw11 & 1 != 0 { 16 } else { 8 };
             let id = self.host_id;
             return (self.write_to_host(cmd, &id[..len]), 0);
+        }
+        if fid == Fid::HOST_MEMORY_BUFFER && self.cfg.hmpre != 0 && cdw10.sel() == 0 {
+            return self.get_hmb(cmd);
         }
         if fid == Fid::LBA_RANGE_TYPE && cdw10.sel() == 0 {
             // One range: the whole namespace, general purpose, overwritable.
@@ -519,6 +523,10 @@ impl State {
         put(b, 256, &lies.oacs.unwrap_or(0x001e).to_le_bytes());
         b[259] = (AER_LIMIT - 1) as u8; // AERL
         put(b, 320, &self.cfg.kas.to_le_bytes()); // KAS
+        put(b, 272, &self.cfg.hmpre.to_le_bytes()); // HMPRE
+        put(b, 276, &self.cfg.hmmin.to_le_bytes()); // HMMIN
+        put(b, 332, &self.cfg.hmminds.to_le_bytes()); // HMMINDS
+        put(b, 336, &self.cfg.hmmaxd.to_le_bytes()); // HMMAXD
         b[260] = FRMW;
         b[319] = self.cfg.fwug; // FWUG
         b[261] = 0x06; // LPA: commands supported and effects, extended data

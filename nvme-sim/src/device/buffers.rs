@@ -57,8 +57,9 @@ impl State {
 
     /// Before memory goes back to the host (`dma_free`, `unshare`): counts
     /// [`SimStats::released_in_use`](super::SimStats::released_in_use) when a
-    /// live queue ring, or a data pointer (PRP1, PRP2) of a command still
-    /// inside the device, lies in `span`.
+    /// live queue ring, a data pointer (PRP1, PRP2) of a command still
+    /// inside the device, or an enabled host memory buffer (or its
+    /// descriptor list) lies in `span`.
     pub(crate) fn check_released(&mut self, span: core::ops::Range<u64>) {
         let overlaps = |r: core::ops::Range<u64>| r.start < span.end && span.start < r.end;
         let names = |addr: u64| addr != 0 && span.contains(&addr);
@@ -66,7 +67,8 @@ impl State {
             self.sqs.values().any(|q| overlaps(q.span())) || self.cqs.values().any(|q| overlaps(q.span()));
         let commands =
             self.pending.values().chain(self.stuck.values()).any(|p| names(p.cmd.prp1) || names(p.cmd.prp2));
-        if rings || commands {
+        let hmb = self.hmb.as_ref().is_some_and(|h| h.spans().any(overlaps));
+        if rings || commands || hmb {
             self.stats.released_in_use += 1;
         }
     }

@@ -25,6 +25,8 @@ impl State {
         self.stats.commands_fetched += 1;
         if sqid == 0 {
             self.stats.admin_commands += 1;
+        } else {
+            self.touch_hmb();
         }
         if let Some(sq) = self.sqs.get_mut(&sqid) {
             sq.issued.insert(cmd.cdw0.cid());

@@ -36,6 +36,7 @@ mod commands;
 mod events;
 mod faults;
 mod firmware;
+mod hmb;
 mod nsmgmt;
 mod nvm;
 mod queues;
@@ -138,6 +139,8 @@ pub(crate) struct State {
     stats: SimStats,
     /// The controller memory buffer, if configured.
     pub(crate) cmb: Option<cmb::Cmb>,
+    /// The host memory buffer the host handed over, if it did.
+    hmb: Option<hmb::Hmb>,
 }
 
 impl State {
@@ -223,6 +226,7 @@ impl State {
             random: None,
             stats: SimStats::default(),
             cmb,
+            hmb: None,
         }
     }
 

@@ -200,6 +200,7 @@ impl State {
     /// CFS and SHST clear, and CSTS.RDY follows after the ready delay.
     fn reset(&mut self) {
         self.cmb_reset();
+        self.hmb_reset();
         self.sqs.clear();
         self.cqs.clear();
         self.pending.clear();

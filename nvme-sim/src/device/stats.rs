@@ -41,6 +41,16 @@ pub struct SimStats {
     pub dma_faults: u64,
     /// CC.EN 1 -> 0 transitions.
     pub resets: u64,
+    /// Set Features that enabled the host memory buffer.
+    pub hmb_enables: u64,
+    /// Times the controller used the host memory buffer.
+    pub hmb_touches: u64,
+    /// Of those, where it did not find what it had left there, or could
+    /// not reach the memory (the host wrote or freed it).
+    pub hmb_corrupted: u64,
+    /// Memory Return of a buffer that is not the one the controller had,
+    /// or whose contents changed meanwhile.
+    pub hmb_lost: u64,
     /// Submission entries fetched from the controller memory buffer.
     pub cmb_fetches: u64,
     /// Writes of CMBMSC's lower half (each turns the memory space off, and
