@@ -772,7 +772,9 @@ fn attach_and_detach<H: Hal>(
     if attached.iter().any(|c| c == me) {
         return Err(reason!("namespace {nsid} is inactive, yet attached to this controller"));
     }
-    let stale = ctrlr.namespace_ids().next().and_then(|n| n.ok()).map(|n| ctrlr.namespace(n));
+    // A handle of another namespace, from before: the notices about this
+    // one must leave it usable.
+    let other = ctrlr.namespace_ids().next().and_then(|n| n.ok()).map(|n| ctrlr.namespace(n));
     ctrlr.attach_namespace(nsid, &[me]).map_err(|e| reason!("attach {nsid}: {e}"))?;
     let changed = await_namespace_notice(ctrlr)?;
     if !changed.iter().any(|n| n == nsid) {
@@ -782,23 +784,32 @@ fn attach_and_detach<H: Hal>(
     if ns.blocks() != before.nsze || !ctrlr.namespace_ids().any(|n| n == Ok(nsid)) {
         return Err(reason!("namespace {nsid}: {} blocks, NSZE {} before attach", ns.blocks(), before.nsze));
     }
-    if let Some(Ok(old)) = stale {
-        let mut qp: Qp<'_, H, 4> = ctrlr
-            .create_io_qpair(QpairOptions::default().with_entries(8))
-            .map_err(|e| reason!("queue pair: {e}"))?;
-        let buf = DmaBuffer::new(ctrlr.hal(), 4096).map_err(|e| reason!("buffer: {e:?}"))?;
-        match qp.read(&old, 0, 1, buf, 0) {
-            Err(e) if e.error == Error::InvalidArgument(Argument::StaleNamespace) => {}
-            other => {
-                return Err(reason!("a handle from before the attach: {:?}", other.map_err(|e| e.error)))
-            }
-        }
+    let read_with = |ctrlr: &Controller<Fh<H>>, handle: &nvme_nostd::Namespace| -> Result<(), Error> {
+        let mut qp: Qp<'_, H, 4> =
+            ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).map_err(|_| Error::QueueFull)?;
+        let buf = DmaBuffer::new(ctrlr.hal(), 4096).map_err(Error::Hal)?;
+        let cid = qp.read(handle, 0, 1, buf, 0).map_err(|e| e.error)?;
+        let done = qp.wait(cid, Duration::from_secs(10), |_| {})?;
+        done.result()
+    };
+    if let Some(Ok(old)) = &other {
+        read_with(ctrlr, old)
+            .map_err(|e| reason!("a handle of namespace {} after the attach: {e}", old.id()))?;
     }
+    read_with(ctrlr, &ns).map_err(|e| reason!("namespace {nsid} after the attach: {e}"))?;
     let blocks = ns.blocks();
     ctrlr.detach_namespace(nsid, &[me]).map_err(|e| reason!("detach {nsid}: {e}"))?;
     let changed = await_namespace_notice(ctrlr)?;
     if !changed.iter().any(|n| n == nsid) || ctrlr.namespace_ids().any(|n| n == Ok(nsid)) {
         return Err(reason!("after detach: changed {changed:?}, {nsid} still active"));
+    }
+    match read_with(ctrlr, &ns) {
+        Err(Error::InvalidArgument(Argument::StaleNamespace)) => {}
+        other => return Err(reason!("a handle of namespace {nsid} after its detach: {other:?}")),
+    }
+    if let Some(Ok(old)) = &other {
+        read_with(ctrlr, old)
+            .map_err(|e| reason!("a handle of namespace {} after the detach: {e}", old.id()))?;
     }
     out.line(format_args!(
         "{label}: namespace {nsid} ({blocks} blocks) attached to controller {me} and detached"

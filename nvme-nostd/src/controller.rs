@@ -6,7 +6,7 @@ use crate::cmb::{Cmb, CmbInfo, DeviceRing};
 use crate::dma::DmaAlloc;
 use crate::error::{Argument, Error, Feature, Malformed, Result, Wait};
 use crate::hmb::{Hmb, HmbInfo};
-use crate::namespace::{csi_from_descriptors, Binding, Namespace};
+use crate::namespace::{csi_from_descriptors, Binding, Geometry, Namespace, Tracker};
 use crate::qpair::AbortOutcome;
 use crate::quarantine::Quarantine;
 use crate::queue::{CompletionQueue, SubmissionQueue};
@@ -348,6 +348,8 @@ pub struct Controller<H: Hal> {
     /// The controller memory buffer, where options asked for submission
     /// queues there and the controller has a usable one.
     cmb: Option<Cmb>,
+    /// Per-namespace generations (a leaf lock inside).
+    tracker: Tracker,
 }
 
 /// CAP.TO in 500 ms units, at least one unit.
@@ -476,6 +478,7 @@ impl<H: Hal> Controller<H> {
             detached: false,
             generation: AtomicU32::new(0),
             cmb,
+            tracker: Tracker::new(),
         };
         // From here on, Drop disables the controller before freeing memory.
         wait_ready(&ctrlr.hal, true, ready_timeout(cap))?;
@@ -556,21 +559,73 @@ impl<H: Hal> Controller<H> {
     }
 
     /// Every `Namespace` handle identified so far goes stale (after a
-    /// Format NVM, or a Namespace Attribute Changed event).
+    /// Format NVM of all namespaces, or a changed Identify Controller).
     pub(crate) fn namespaces_changed(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Whether a namespace handle is this controller's, and from after its
-    /// last Format NVM.
+    /// The handles of namespace `nsid` go stale (all of them for
+    /// [`ALL_NAMESPACES`](crate::ALL_NAMESPACES)): it was formatted,
+    /// deleted, attached or detached through this driver.
+    pub(crate) fn namespace_changed(&self, nsid: u32) {
+        if nsid == u32::MAX {
+            self.namespaces_changed();
+        } else {
+            self.tracker.changed(nsid);
+        }
+    }
+
+    /// Whether a namespace handle is this controller's, and its geometry
+    /// is still the namespace's as far as the driver has seen.
     pub(crate) fn check_binding(&self, binding: Binding) -> Result {
         if binding.controller != self.id {
             Err(Error::InvalidArgument(Argument::ForeignNamespace))
-        } else if binding.generation != self.generation.load(Ordering::Acquire) {
+        } else if binding.generation != self.generation.load(Ordering::Acquire)
+            || !self.tracker.is_current(binding.slot, binding.slot_generation)
+        {
             Err(Error::InvalidArgument(Argument::StaleNamespace))
         } else {
             Ok(())
         }
+    }
+
+    /// Identifies every namespace the driver follows again (its handles go
+    /// stale where the geometry changed or the namespace went inactive),
+    /// with the admin queue held (a reset). Handles beyond the followed
+    /// ones go stale. A controller that does not answer fails the caller.
+    fn revalidate_locked(&self, admin: &mut AdminQueue) -> Result {
+        for (nsid, before) in self.tracker.snapshot() {
+            admin.data.zero();
+            let mut cmd = identify_command(Cns::NAMESPACE, nsid);
+            cmd.prp1 = admin.data.daddr(0).0;
+            let geometry = match admin.execute(&self.hal, cmd, self.options.admin_timeout) {
+                Ok(_) => {
+                    let mut page = [0u8; PAGE_SIZE];
+                    admin.data.read_bytes(0, &mut page);
+                    Geometry::of(&IdentifyNamespace::from_bytes(&page))
+                }
+                Err(Error::Command(_)) => Geometry::default(),
+                Err(e) => return Err(e),
+            };
+            self.tracker.revalidated(nsid, before, geometry);
+        }
+        self.tracker.untracked_changed();
+        Ok(())
+    }
+
+    /// [`revalidate_locked`](Self::revalidate_locked) through the admin
+    /// path (a Namespace Attribute Changed event).
+    pub(crate) fn revalidate_namespaces(&self) -> Result {
+        for (nsid, before) in self.tracker.snapshot() {
+            let geometry = match self.identify_namespace(nsid) {
+                Ok(id) => Geometry::of(&id),
+                Err(Error::Command(_)) => Geometry::default(),
+                Err(e) => return Err(e),
+            };
+            self.tracker.revalidated(nsid, before, geometry);
+        }
+        self.tracker.untracked_changed();
+        Ok(())
     }
 
     /// The options the controller was attached with.
@@ -1173,6 +1228,7 @@ impl<H: Hal> Controller<H> {
             self.retry_delays(),
         )?;
         self.reidentify(admin)?;
+        self.revalidate_locked(admin)?;
         // A reset cleared Host Behavior Support. A controller that refuses
         // it is used without; one that does not answer failed the reset.
         self.enable_acre(admin)?;
@@ -1255,8 +1311,11 @@ impl<H: Hal> Controller<H> {
         // Read before the identify data, so a change that lands in between
         // leaves this handle stale rather than wrong.
         let generation = self.generation.load(Ordering::Acquire);
+        let before = self.tracker.before(nsid);
         let id = self.identify_namespace(nsid)?;
-        let binding = Binding { controller: self.id, generation };
+        let (slot, slot_generation) =
+            if id.nsze == 0 { before } else { self.tracker.bind(nsid, Geometry::of(&id), before) };
+        let binding = Binding { controller: self.id, generation, slot, slot_generation };
         Namespace::from_identify(nsid, &id, self.namespace_csi(nsid)?, self.max_transfer_bytes(), binding)
     }
 

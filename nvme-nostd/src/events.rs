@@ -195,7 +195,8 @@ impl<H: Hal> Controller<H> {
         for _ in 0..crate::admin::EVENT_QUEUE {
             let Some(dw0) = self.admin.lock().events.pop_front() else { break };
             let mut event = AsyncEvent::from_completion(dw0);
-            if event.is_namespace_changed() {
+            if event.is_namespace_changed() && self.revalidate_namespaces().is_err() {
+                // Not told which changed: all of them may have.
                 self.namespaces_changed();
             }
             if let Some(len) = event.clearing_read() {

@@ -143,7 +143,7 @@ impl<H: Hal> Controller<H> {
             }
         }
         let result = self.admin_exec(format_command(nsid, format), None).map(|_| ());
-        self.namespaces_changed();
+        self.namespace_changed(nsid);
         result
     }
 }

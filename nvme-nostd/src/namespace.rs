@@ -4,6 +4,7 @@
 use crate::error::{Argument, Error, Feature, Malformed, Result};
 use crate::spec::identify::IdentifyNamespace;
 use crate::spec::ids::{Csi, Nidt};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// Finds the Command Set Identifier in a Namespace Identification Descriptor
 /// list (NVMe 1.4 section 5.15.2.3, figure 249). Walks untrusted data with
@@ -43,13 +44,170 @@ pub struct Namespace {
     binding: Binding,
 }
 
-/// Which controller, at which format generation, identified a namespace.
+/// Which controller, at which generations, identified a namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Binding {
     /// `Controller::id`.
     pub(crate) controller: u32,
-    /// Formats through this driver so far.
+    /// The controller's generation: changes that make every handle stale
+    /// (a Format NVM of all namespaces, a changed Identify Controller).
     pub(crate) generation: u32,
+    /// The namespace's slot in the controller's [`Tracker`], or
+    /// [`Tracker::UNTRACKED`].
+    pub(crate) slot: u8,
+    /// The slot's generation (or the untracked one) then.
+    pub(crate) slot_generation: u32,
+}
+
+impl Binding {
+    /// A binding to no controller (for handles built outside one: the fuzz
+    /// targets).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) const fn detached() -> Binding {
+        Binding { controller: 0, generation: 0, slot: Tracker::UNTRACKED, slot_generation: 0 }
+    }
+}
+
+/// The namespaces a controller follows one by one.
+pub const TRACKED_NAMESPACES: usize = 32;
+
+/// What must stay as it was for a `Namespace` handle to stay right: size,
+/// LBA format (block and metadata size), metadata placement, protection.
+/// An inactive namespace has the default (NSZE 0).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    nsze: u64,
+    flbas: u8,
+    lbaf: u32,
+    dps: u8,
+}
+
+impl Geometry {
+    pub(crate) fn of(id: &IdentifyNamespace) -> Geometry {
+        Geometry {
+            nsze: id.nsze,
+            flbas: id.flbas.into_bits(),
+            lbaf: id.current_lba_format().map_or(u32::MAX, |f| f.into_bits()),
+            dps: id.dps.into_bits(),
+        }
+    }
+}
+
+/// Per-namespace generations: the first [`TRACKED_NAMESPACES`] namespaces
+/// a controller hands out handles for each get a slot, whose generation
+/// moves on when the namespace's geometry is seen to change (a reset's
+/// revalidation, a Namespace Attribute Changed event, a Format NVM or
+/// namespace management through this driver). Handles of further
+/// namespaces share one generation, which every revalidation moves on (it
+/// cannot tell whether they changed).
+///
+/// A geometry is stored only if the slot's generation did not move between
+/// the read before the Identify and the store: a newer observation (of
+/// another thread, or of a revalidation) wins, and the handle built from
+/// the older one is stale rather than wrong.
+pub(crate) struct Tracker {
+    table: spin::Mutex<heapless::Vec<(u32, Geometry), TRACKED_NAMESPACES>>,
+    generations: [AtomicU32; TRACKED_NAMESPACES],
+    untracked: AtomicU32,
+    /// A handle without a slot was handed out.
+    any_untracked: AtomicBool,
+}
+
+impl Tracker {
+    /// The slot of handles beyond the table.
+    pub(crate) const UNTRACKED: u8 = u8::MAX;
+
+    pub(crate) const fn new() -> Tracker {
+        Tracker {
+            table: spin::Mutex::new(heapless::Vec::new()),
+            generations: [const { AtomicU32::new(0) }; TRACKED_NAMESPACES],
+            untracked: AtomicU32::new(0),
+            any_untracked: AtomicBool::new(false),
+        }
+    }
+
+    /// The slot and generation of `nsid` now (read before its Identify).
+    pub(crate) fn before(&self, nsid: u32) -> (u8, u32) {
+        match self.table.lock().iter().position(|e| e.0 == nsid) {
+            Some(i) => (i as u8, self.generations[i].load(Ordering::Acquire)),
+            None => (Self::UNTRACKED, self.untracked.load(Ordering::Acquire)),
+        }
+    }
+
+    /// Records `geometry` of `nsid`, seen after [`before`](Self::before)
+    /// returned `before`; returns the slot and generation for its handle.
+    pub(crate) fn bind(&self, nsid: u32, geometry: Geometry, before: (u8, u32)) -> (u8, u32) {
+        let mut table = self.table.lock();
+        let (i, inserted) = match table.iter().position(|e| e.0 == nsid) {
+            Some(i) => (i, false),
+            None => {
+                if table.push((nsid, geometry)).is_err() {
+                    self.any_untracked.store(true, Ordering::Release);
+                    return before;
+                }
+                (table.len() - 1, true)
+            }
+        };
+        let now = self.generations[i].load(Ordering::Acquire);
+        if !inserted && before != (i as u8, now) {
+            // Another observation came in since the read before the
+            // Identify (or the slot was made meanwhile): it stands, and this
+            // handle is born stale.
+            return (i as u8, now.wrapping_sub(1));
+        }
+        if table[i].1 != geometry {
+            table[i].1 = geometry;
+            return (i as u8, self.generations[i].fetch_add(1, Ordering::AcqRel).wrapping_add(1));
+        }
+        (i as u8, now)
+    }
+
+    /// Whether a handle's slot generation is current.
+    #[inline]
+    pub(crate) fn is_current(&self, slot: u8, generation: u32) -> bool {
+        let now = match self.generations.get(slot as usize) {
+            Some(g) => g.load(Ordering::Acquire),
+            None => self.untracked.load(Ordering::Acquire),
+        };
+        now == generation
+    }
+
+    /// The tracked namespaces, each with its slot generation now.
+    pub(crate) fn snapshot(&self) -> heapless::Vec<(u32, u32), TRACKED_NAMESPACES> {
+        let table = self.table.lock();
+        table.iter().enumerate().map(|(i, e)| (e.0, self.generations[i].load(Ordering::Acquire))).collect()
+    }
+
+    /// A revalidation saw `geometry` (default: inactive or unreadable) for
+    /// `nsid`, after its slot generation read `before`: stores it, and moves
+    /// the slot on if it changed.
+    pub(crate) fn revalidated(&self, nsid: u32, before: u32, geometry: Geometry) {
+        let mut table = self.table.lock();
+        if let Some(i) = table.iter().position(|e| e.0 == nsid) {
+            if self.generations[i].load(Ordering::Acquire) == before && table[i].1 != geometry {
+                table[i].1 = geometry;
+                self.generations[i].fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Handles without a slot go stale (nothing tells whether they changed).
+    pub(crate) fn untracked_changed(&self) {
+        if self.any_untracked.load(Ordering::Acquire) {
+            self.untracked.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Namespace `nsid` changed (through this driver): its handles go stale.
+    pub(crate) fn changed(&self, nsid: u32) {
+        let table = self.table.lock();
+        match table.iter().position(|e| e.0 == nsid) {
+            Some(i) => {
+                self.generations[i].fetch_add(1, Ordering::AcqRel);
+            }
+            None => self.untracked_changed(),
+        }
+    }
 }
 
 impl Namespace {
@@ -164,6 +322,55 @@ impl Namespace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn geometry(nsze: u64) -> Geometry {
+        Geometry { nsze, ..Geometry::default() }
+    }
+
+    #[test]
+    fn the_newer_observation_wins() {
+        let t = Tracker::new();
+        let before = t.before(5);
+        assert_eq!(before, (Tracker::UNTRACKED, 0));
+        assert_eq!(t.bind(5, geometry(10), before), (0, 0));
+        assert!(t.is_current(0, 0));
+        // A handle's Identify saw 10 blocks; meanwhile a revalidation saw 20
+        // and stored it: the handle is born stale, and 20 stays.
+        let before = t.before(5);
+        t.revalidated(5, before.1, geometry(20));
+        let (slot, generation) = t.bind(5, geometry(10), before);
+        assert!(!t.is_current(slot, generation));
+        let (slot, generation) = t.bind(5, geometry(20), t.before(5));
+        assert_eq!((slot, generation), (0, 1), "20 blocks: current, no new generation");
+        assert!(t.is_current(slot, generation));
+        // A revalidation whose Identify started before that moved on
+        // stores nothing.
+        t.revalidated(5, 0, geometry(30));
+        assert!(t.is_current(0, 1));
+        // A fresh handle seeing a new geometry retires the older ones.
+        let (_, fresh) = t.bind(5, geometry(30), t.before(5));
+        assert_eq!(fresh, 2);
+        assert!(!t.is_current(0, 1) && t.is_current(0, 2));
+        t.changed(5);
+        assert!(!t.is_current(0, 2));
+    }
+
+    #[test]
+    fn beyond_the_table_one_generation_is_shared() {
+        let t = Tracker::new();
+        for nsid in 1..=TRACKED_NAMESPACES as u32 {
+            assert_ne!(t.bind(nsid, geometry(1), t.before(nsid)).0, Tracker::UNTRACKED);
+        }
+        t.untracked_changed();
+        assert!(t.is_current(Tracker::UNTRACKED, 0), "no untracked handle yet: nothing moves");
+        let nsid = TRACKED_NAMESPACES as u32 + 1;
+        let late = t.bind(nsid, geometry(1), t.before(nsid));
+        assert_eq!(late, (Tracker::UNTRACKED, 0));
+        t.changed(1);
+        assert!(t.is_current(late.0, late.1), "another namespace's change");
+        t.untracked_changed();
+        assert!(!t.is_current(late.0, late.1));
+    }
 
     #[test]
     fn csi_descriptor_is_found_among_others() {

@@ -173,7 +173,7 @@ impl<H: Hal> Controller<H> {
             return Err(Error::InvalidArgument(Argument::NamespaceId));
         }
         let result = self.admin_exec(management_command(nsid, true), None).map(|_| ());
-        self.namespaces_changed();
+        self.namespace_changed(nsid);
         result
     }
 
@@ -222,7 +222,7 @@ impl<H: Hal> Controller<H> {
         }
         let list = ControllerList::of(controllers).ok_or(Error::InvalidArgument(Argument::ControllerList))?;
         let result = self.admin_write(attachment_command(nsid, detach), list.as_bytes()).map(|_| ());
-        self.namespaces_changed();
+        self.namespace_changed(nsid);
         result
     }
 

@@ -537,6 +537,17 @@ fn worker(
     cfg: RunConfig,
 ) -> Result<WorkerReport, String> {
     let first = t as u64 * RANGE;
+    // A reset's revalidation makes the handle stale when it cannot vouch
+    // for the namespace (an Identify the faults refused): a new one is got,
+    // as an application would.
+    let mut ns = *ns;
+    let renew = |ns: &mut Namespace, e: Error| {
+        if e == Error::InvalidArgument(nvme_nostd::Argument::StaleNamespace) {
+            if let Ok(fresh) = ctrlr.namespace(1) {
+                *ns = fresh;
+            }
+        }
+    };
     let create =
         || ctrlr.create_io_qpair(QpairOptions::default().with_entries(32).with_max_transfer_bytes(64 << 10));
     let publish = |qid: u16| qids.lock().unwrap_or_else(|e| e.into_inner())[t] = qid;
@@ -648,13 +659,14 @@ fn worker(
             if w.conflicts(write, lba, n) {
                 continue;
             }
-            match w.submit(&mut qp, ns, write, lba, n) {
+            match w.submit(&mut qp, &ns, write, lba, n) {
                 Ok(_) => {
                     w.r.ops_done += 1;
                     refused_in_a_row = 0;
                     refused_since = Instant::now();
                 }
-                Err(_) => {
+                Err(e) => {
+                    renew(&mut ns, e);
                     refused = true;
                     break;
                 }
@@ -744,13 +756,19 @@ fn worker(
             w.r.resets_by_hand += 1;
         }
         match step {
-            Step::Write => match w.submit(&mut qp, ns, true, first, 1) {
+            Step::Write => match w.submit(&mut qp, &ns, true, first, 1) {
                 Ok(id) => step = Step::WaitWrite(id),
-                Err(e) => last_error = Some(format!("write refused: {e}")),
+                Err(e) => {
+                    renew(&mut ns, e);
+                    last_error = Some(format!("write refused: {e}"));
+                }
             },
-            Step::Read => match w.submit(&mut qp, ns, false, first, RANGE) {
+            Step::Read => match w.submit(&mut qp, &ns, false, first, RANGE) {
                 Ok(id) => step = Step::WaitRead(id),
-                Err(e) => last_error = Some(format!("read refused: {e}")),
+                Err(e) => {
+                    renew(&mut ns, e);
+                    last_error = Some(format!("read refused: {e}"));
+                }
             },
             _ => {}
         }
