@@ -76,7 +76,10 @@ pub use qpair::{
     SubmitError,
 };
 pub use slots::Cid;
-pub use trid::{PciAddress, TransportId, TransportType, TridError, TridErrorKind};
+pub use trid::{
+    AddressFamily, PciAddress, ServiceId, SubsystemNqn, TransportId, TransportType, TridError, TridErrorKind,
+    TridText,
+};
 
 /// Internals for the fuzz targets in `fuzz/` (feature `fuzzing`); not a stable
 /// API.
