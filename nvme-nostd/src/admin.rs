@@ -1,13 +1,19 @@
-//! The admin queue pair and its synchronous command path (NVMe Base
-//! Specification 1.4, section 5 "Admin Command Set").
+//! The admin queue pair (NVMe Base Specification 1.4, section 5 "Admin
+//! Command Set").
 //!
-//! Admin commands are rare and slow; they run one at a time under the
-//! controller's admin lock and wait for their completion against a deadline.
-//! Beside the one waited for, the queue holds commands nobody waits for:
-//! Aborts (their queue pairs collect the results) and Asynchronous Event
-//! Requests (outstanding until the controller has an event; see
-//! `events.rs`). Every completion, whoever reaps it, goes through
-//! [`AdminQueue::route`].
+//! Every admin command the driver's callers send is asynchronous here: it
+//! takes a slot of the table of commands in flight (an Abort, a Keep Alive,
+//! a command of an [`AdminRequests`](crate::AdminRequests) pool, or one a
+//! blocking call waits for) and its result is kept there until its owner
+//! collects it. Blocking calls (`Controller::admin_exec` and everything
+//! built on it) are helpers on top: they submit, then poll for their result
+//! with the admin lock taken only for each look, so other threads' admin
+//! commands, events and Keep Alive go on meanwhile. Asynchronous Event Requests stay outstanding until
+//! the controller has an event (see `events.rs`). Every completion, whoever
+//! reaps it, goes through [`AdminQueue::route`].
+//!
+//! Bring-up and resets own the queue: they run their commands one at a time
+//! with the lock held throughout ([`AdminQueue::execute`]).
 
 use crate::dma::DmaMemory;
 use crate::error::{Error, Malformed, Result, Wait};
@@ -37,6 +43,8 @@ pub(crate) enum AsyncKind {
     KeepAlive,
     /// A command of an `AdminRequests` pool.
     Request,
+    /// A command a blocking call waits for (without the admin lock).
+    Waited,
 }
 
 /// Asynchronous Event Requests the driver keeps outstanding at most (the
@@ -96,8 +104,6 @@ pub(crate) struct AdminQueue {
     pub(crate) cq: CompletionQueue,
     pub(crate) data: DmaMemory,
     next_cid: u16,
-    /// The CID of the last command submitted.
-    last_cid: u16,
     /// Set when a command timed out: the controller may still complete it, so
     /// the queue is not used again until a reset.
     pub(crate) failed: bool,
@@ -133,6 +139,9 @@ pub(crate) struct AdminQueue {
     /// The host memory buffer handed to the controller (given back after
     /// each reset, freed with the admin queue).
     pub(crate) hmb: Option<crate::hmb::Hmb>,
+    /// The waited command whose data `data` holds, until its caller has
+    /// collected the result (a reset frees the page too).
+    pub(crate) data_owner: Option<u16>,
 }
 
 impl AdminQueue {
@@ -142,7 +151,6 @@ impl AdminQueue {
             cq,
             data,
             next_cid: 0,
-            last_cid: 0,
             failed: false,
             bogus_completions: 0,
             reset_failures: 0,
@@ -158,12 +166,8 @@ impl AdminQueue {
             next_keep_alive: Duration::ZERO,
             keep_alive_errors: 0,
             hmb: None,
+            data_owner: None,
         }
-    }
-
-    /// The CID of the last command submitted.
-    pub(crate) fn last_cid(&self) -> u16 {
-        self.last_cid
     }
 
     /// Starts over after the controller was disabled: empty rings, phase 1.
@@ -176,6 +180,7 @@ impl AdminQueue {
         self.failed = false;
         self.asynchronous.clear();
         self.aers.clear();
+        self.data_owner = None;
     }
 
     /// Asynchronous Event Requests outstanding.
@@ -302,6 +307,30 @@ impl AdminQueue {
         Ok(Some(cid))
     }
 
+    /// Submits a command a blocking caller will wait for (with
+    /// [`async_result`](Self::async_result), taking the lock for each look).
+    /// `Ok(None)`: no slot is free now, try again. `ControllerFailed`:
+    /// nothing was sent, because the queue is failed, or because another
+    /// command is past its deadline (the queue is failed from now on, and
+    /// the caller heals it with a reset).
+    pub(crate) fn submit_waited<H: Hal>(
+        &mut self,
+        hal: &H,
+        cmd: SubmissionEntry,
+        timeout: Duration,
+    ) -> Result<Option<u16>> {
+        if self.failed || self.expire_async(hal).is_err() {
+            return Err(Error::ControllerFailed);
+        }
+        if self.asynchronous.is_full() {
+            return Ok(None);
+        }
+        let cid = self.send(hal, cmd)?;
+        let deadline = hal.now().saturating_add(timeout);
+        let _ = self.asynchronous.push(AsyncCommand { cid, kind: AsyncKind::Waited, deadline, result: None });
+        Ok(Some(cid))
+    }
+
     /// An asynchronous command past its deadline whose owner has not come
     /// back for it (a queue pair that is not polled) would hold its slot,
     /// and its place under the abort command limit, for good: that is a
@@ -367,7 +396,6 @@ impl AdminQueue {
     /// doorbell; returns the CID.
     fn send<H: Hal>(&mut self, hal: &H, mut cmd: SubmissionEntry) -> Result<u16> {
         let cid = self.take_cid();
-        self.last_cid = cid;
         cmd.cdw0.set_cid(cid);
         if !self.sq.push(&cmd) {
             // One command waited for at a time, and a few asynchronous ones:

@@ -3,7 +3,7 @@
 
 use crate::admin::{retry_wait, AdminQueue, AsyncKind, AsyncResult, ADMIN_QUEUE_ENTRIES, MAX_ABORTS};
 use crate::cmb::{Cmb, CmbInfo, DeviceRing};
-use crate::dma::DmaAlloc;
+use crate::dma::{DmaAlloc, DmaMemory};
 use crate::error::{Argument, Error, Feature, Malformed, Result, Wait};
 use crate::hmb::{Hmb, HmbInfo};
 use crate::namespace::{csi_from_descriptors, Binding, Geometry, Namespace, Tracker};
@@ -290,6 +290,41 @@ pub(crate) enum AdminData<'a> {
     FromDevice(&'a mut [u8]),
     /// These bytes to the device, copied in before the command.
     ToDevice(&'a [u8]),
+}
+
+/// Fails the admin queue if a waited command's caller unwinds (a panicking
+/// HAL) before its result came: the command and the data page are the
+/// device's until a reset.
+struct WaitGuard<'c, H: Hal> {
+    ctrlr: &'c Controller<H>,
+    cid: u16,
+    epoch: u32,
+    /// The command's own data page, if it has one.
+    own: Option<DmaMemory>,
+    armed: bool,
+}
+
+impl<H: Hal> WaitGuard<'_, H> {
+    /// The wait ended normally; hands back the page and the epoch.
+    fn disarm(mut self) -> (Option<DmaMemory>, u32) {
+        self.armed = false;
+        (self.own.take(), self.epoch)
+    }
+}
+
+impl<H: Hal> Drop for WaitGuard<'_, H> {
+    fn drop(&mut self) {
+        if self.armed {
+            {
+                let mut admin = self.ctrlr.admin.lock();
+                if self.ctrlr.epoch() == self.epoch {
+                    admin.cancel_async(self.cid);
+                    admin.failed = true;
+                }
+            }
+            self.ctrlr.release_page(self.own.take(), false, self.epoch);
+        }
+    }
 }
 
 /// Identities for `Controller::id`.
@@ -885,10 +920,12 @@ impl<H: Hal> Controller<H> {
         self.admin_exec_epoch(cmd, AdminData::ToDevice(data)).0
     }
 
-    /// The one admin path: runs `cmd` (with the admin data page as its data
-    /// when `out` is given, copied out afterwards) and answers failures of the
-    /// device: a timeout or fatal status resets the controller, all-ones
-    /// registers mark it removed. The command's own error goes to the caller.
+    /// The one admin path of blocking calls: runs `cmd` as a waited command
+    /// (with a data page when `out` is given, copied out afterwards; see
+    /// `exec_waited`) and answers failures of the device: a timeout or fatal
+    /// status resets the controller, all-ones registers mark it removed. The
+    /// command's own error goes to the caller, and `Reset` when another
+    /// thread's reset dropped it.
     pub(crate) fn admin_exec(
         &self,
         cmd: SubmissionEntry,
@@ -921,6 +958,7 @@ impl<H: Hal> Controller<H> {
         mut data: AdminData<'_>,
     ) -> (Result<CompletionEntry>, u32) {
         let mut tries = 0;
+        let mut healed = false;
         loop {
             if self.is_removed() {
                 return (Err(Error::DeviceRemoved), self.epoch());
@@ -929,27 +967,13 @@ impl<H: Hal> Controller<H> {
             if let Err(e) = self.heal() {
                 return (Err(e), self.epoch());
             }
-            let (result, cid, epoch) = {
-                let mut admin = self.admin.lock();
-                match &data {
-                    AdminData::None => {}
-                    AdminData::FromDevice(_) => {
-                        admin.data.zero();
-                        cmd.prp1 = admin.data.daddr(0).0;
-                    }
-                    AdminData::ToDevice(bytes) => {
-                        admin.data.zero();
-                        admin.data.write_bytes(0, bytes);
-                        cmd.prp1 = admin.data.daddr(0).0;
-                    }
-                }
-                let epoch = self.epoch();
-                let r = admin.execute(&self.hal, cmd, self.options.admin_timeout);
-                if let (Ok(_), AdminData::FromDevice(out)) = (&r, &mut data) {
-                    admin.data.read_bytes(0, out);
-                }
-                (r, Cid(admin.last_cid()), epoch)
-            };
+            let (result, cid, epoch) = self.exec_waited(&mut cmd, &mut data);
+            if result == Err(Error::ControllerFailed) && !healed {
+                // Nothing was sent: another command ran past its deadline
+                // (the queue is failed now). Heal it, then go once more.
+                healed = true;
+                continue;
+            }
             // Retried without the admin lock held across the Command Retry
             // Delay, so other threads' admin commands go on.
             if let Some(delay) =
@@ -983,6 +1007,148 @@ impl<H: Hal> Controller<H> {
                 _ => {}
             }
             return (result, epoch);
+        }
+    }
+
+    /// Submits `cmd` as a waited command and polls for its result, taking
+    /// the admin lock only for each look: other threads' admin commands,
+    /// their results and events go on meanwhile, and Keep Alive goes out
+    /// when due. Data goes through the admin data page, or, while another
+    /// waited command holds that, through a page of its own (given back
+    /// once the device is done with it: at once after the completion, after
+    /// a reset otherwise). Returns the result, the CID and the reset epoch
+    /// the command was sent in (`Reset` when a reset since dropped it).
+    /// `ControllerFailed`: nothing was sent.
+    fn exec_waited(
+        &self,
+        cmd: &mut SubmissionEntry,
+        data: &mut AdminData<'_>,
+    ) -> (Result<CompletionEntry>, Cid, u32) {
+        let timeout = self.options.admin_timeout;
+        let uses_page = !matches!(data, AdminData::None);
+        // A slot frees up as other commands end, or run past their
+        // deadlines, which fails the queue; twice the timeout bounds the
+        // wait all the same.
+        let give_up = self.hal.now().saturating_add(timeout.saturating_mul(2));
+        let mut own: Option<DmaMemory> = None;
+        let (cid, epoch) = loop {
+            {
+                let mut admin = self.admin.lock();
+                let epoch = self.epoch();
+                if admin.failed {
+                    return (Err(Error::ControllerFailed), Cid(0), epoch);
+                }
+                let shared = uses_page && admin.data_owner.is_none();
+                if uses_page && !shared && own.is_none() {
+                    // Not yet named to the device: freed if unused.
+                    match DmaAlloc::new(&self.hal, 1) {
+                        Ok(page) => own = Some(page.lend()),
+                        Err(e) => return (Err(e.into()), Cid(0), epoch),
+                    }
+                }
+                if uses_page {
+                    let page = if shared { &admin.data } else { own.as_ref().unwrap_or(&admin.data) };
+                    page.zero();
+                    if let AdminData::ToDevice(bytes) = data {
+                        page.write_bytes(0, bytes);
+                    }
+                    cmd.prp1 = page.daddr(0).0;
+                }
+                match admin.submit_waited(&self.hal, *cmd, timeout) {
+                    Ok(Some(cid)) => {
+                        if shared {
+                            admin.data_owner = Some(cid);
+                        }
+                        break (cid, epoch);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        drop(admin);
+                        self.release_page(own, true, epoch);
+                        return (Err(e), Cid(0), epoch);
+                    }
+                }
+            }
+            if self.is_removed() || self.hal.now() >= give_up {
+                let e = if self.is_removed() { Error::DeviceRemoved } else { Error::ControllerFailed };
+                self.release_page(own, true, self.epoch());
+                return (Err(e), Cid(0), self.epoch());
+            }
+            self.hal.delay(Duration::from_micros(10));
+        };
+        // Should the HAL panic while this waits, the queue's state is not
+        // known: failed until a reset, and the page goes to the quarantine.
+        let guard = WaitGuard { ctrlr: self, cid, epoch, own, armed: true };
+        let bogus_before = self.admin.lock().bogus_completions;
+        let mut looks: u32 = 0;
+        loop {
+            let ended = {
+                let mut admin = self.admin.lock();
+                if self.epoch() != epoch {
+                    // A reset since: the command went with it (and the
+                    // reset freed the shared page).
+                    Some((Err(Error::Reset), true))
+                } else if let AsyncResult::Done(r) = admin.async_result(&self.hal, cid) {
+                    if let (Ok(_), AdminData::FromDevice(out)) = (&r, &mut *data) {
+                        let page = guard.own.as_ref().unwrap_or(&admin.data);
+                        page.read_bytes(0, out);
+                    }
+                    // A timeout leaves the command, and its page, with the
+                    // device (the queue is failed: the next reset frees
+                    // the shared page).
+                    let done = !matches!(r, Err(Error::Timeout(_)));
+                    if done && admin.data_owner == Some(cid) {
+                        admin.data_owner = None;
+                    }
+                    Some((r, done))
+                } else if admin.bogus_completions.wrapping_sub(bogus_before)
+                    > 2 * u64::from(ADMIN_QUEUE_ENTRIES)
+                {
+                    // Only this command's worth of stale entries, and a
+                    // ring's, can be real: more is a device gone mad.
+                    admin.failed = true;
+                    Some((Err(Error::MalformedDevice(Malformed::CompletionFlood)), false))
+                } else {
+                    let _ = admin.keep_alive(&self.hal, timeout);
+                    None
+                }
+            };
+            if ended.is_none() {
+                looks = looks.wrapping_add(1);
+            }
+            let ended = ended.or_else(|| {
+                if !looks.is_multiple_of(64) {
+                    return None;
+                }
+                let failure = match Registers::new(&self.hal).csts() {
+                    Err(e) => Some(e),
+                    Ok(csts) if csts.cfs() => Some(Error::ControllerFatal),
+                    Ok(_) => None,
+                }?;
+                self.admin.lock().failed = true;
+                Some((Err(failure), false))
+            });
+            if let Some((result, device_done)) = ended {
+                let (own, epoch) = guard.disarm();
+                self.release_page(own, device_done, epoch);
+                return (result, Cid(cid), epoch);
+            }
+            self.hal.delay(Duration::from_micros(10));
+        }
+    }
+
+    /// Gives back a waited command's own data page: freed when the device
+    /// is done with it (`device_done`), else kept in the quarantine until a
+    /// reset after `epoch` (leaked if the device is removed).
+    fn release_page(&self, page: Option<DmaMemory>, device_done: bool, epoch: u32) {
+        let Some(mut page) = page else { return };
+        if device_done || self.epoch() != epoch {
+            // SAFETY: the command completed (or was never sent), or a reset
+            // since it was sent disabled the controller: the device no
+            // longer uses the page.
+            unsafe { page.free(&self.hal) };
+        } else if !self.is_removed() {
+            self.quarantine.lock().memory(page, epoch);
         }
     }
 

@@ -1,0 +1,177 @@
+//! Blocking admin calls are helpers on top of the asynchronous admin path:
+//! they submit a command and poll for its result, taking the admin lock
+//! only for each look. So a long admin command holds up neither another
+//! thread's admin commands nor Keep Alive, several threads' commands with
+//! data each get their own data back, and a HAL that panics while a call
+//! waits leaves a queue that the next call heals.
+
+mod common;
+
+use core::cell::Cell;
+use core::ptr::NonNull;
+use core::time::Duration;
+use nvme_nostd::hal_traits::{Direction, DmaRegion, Hal, HalError, SegmentSink};
+use nvme_nostd::spec::command::AdminOpcode;
+use nvme_nostd::{Controller, ControllerOptions, Error, ALL_NAMESPACES};
+use nvme_sim::{Fault, FaultRule, Sim, SimConfig, SimNamespace};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+fn options() -> ControllerOptions {
+    ControllerOptions::default().with_admin_timeout(Duration::from_secs(10))
+}
+
+/// A Get Log Page the controller takes 3 s over, with a 1 s Keep Alive
+/// Timeout: the call waits, and Keep Alive goes out meanwhile (before, the
+/// wait held the admin queue and the timer expired under it).
+#[test]
+fn keep_alive_goes_out_while_a_long_command_waits() {
+    let sim = Sim::new(SimConfig { kas: 1, ..SimConfig::default() });
+    let ctrlr = Controller::new(sim.hal(), options().with_keep_alive(Some(Duration::from_secs(1)))).unwrap();
+    sim.inject(FaultRule::once(
+        Some(0),
+        Some(AdminOpcode::GET_LOG_PAGE.0),
+        Fault::Delay(Duration::from_secs(3)),
+    ));
+    let start = sim.now();
+    let smart = ctrlr.smart_health(ALL_NAMESPACES).expect("the slow command completes");
+    assert!(sim.now() - start >= Duration::from_secs(3));
+    assert!(smart.temperature() > 0);
+    assert_eq!(sim.stats().keep_alive_expired, 0, "{:?}", sim.stats());
+    assert!(!ctrlr.csts().unwrap().cfs());
+}
+
+/// One thread waits for a Get Log Page the controller never completes
+/// (its deadline is 100 s away); another thread's admin commands complete
+/// meanwhile. Then a reset by hand ends the wait with `Reset`.
+#[test]
+fn a_long_command_does_not_hold_up_another_threads() {
+    let sim = Sim::new(SimConfig::default());
+    let ctrlr = Controller::new(sim.hal(), options().with_admin_timeout(Duration::from_secs(100))).unwrap();
+    sim.inject(FaultRule::once(Some(0), Some(AdminOpcode::GET_LOG_PAGE.0), Fault::Drop));
+    let slow_done = AtomicBool::new(false);
+    let sent = sim.stats().admin_commands;
+    std::thread::scope(|s| {
+        let slow = s.spawn(|| {
+            let r = ctrlr.smart_health(ALL_NAMESPACES).map(|_| ());
+            slow_done.store(true, Ordering::SeqCst);
+            r
+        });
+        // Once the slow command is on the device, another thread's
+        // commands go through while it waits.
+        while sim.stats().admin_commands == sent {
+            std::thread::yield_now();
+        }
+        for _ in 0..20 {
+            ctrlr.identify_namespace(1).expect("identify while the other waits");
+        }
+        assert!(!slow_done.load(Ordering::SeqCst), "the slow command is still out");
+        ctrlr.reset().expect("reset by hand");
+        assert_eq!(slow.join().unwrap(), Err(Error::Reset), "the reset ended the wait");
+    });
+    ctrlr.identify_namespace(1).expect("after the reset");
+}
+
+/// Four threads, each reading its own namespace's Identify (through the
+/// one admin data page) and a log page, 200 times: each gets its own data.
+#[test]
+fn commands_with_data_from_several_threads_get_their_own_data() {
+    let sim = Sim::new(SimConfig {
+        namespaces: (1..=4)
+            .map(|nsid| SimNamespace { nsid, block_size: 512, blocks: 1000 * u64::from(nsid) })
+            .collect(),
+        ..SimConfig::default()
+    });
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    std::thread::scope(|s| {
+        for nsid in 1..=4u32 {
+            let ctrlr = &ctrlr;
+            s.spawn(move || {
+                for i in 0..200 {
+                    let id = ctrlr.identify_namespace(nsid).unwrap();
+                    assert_eq!(id.nsze, 1000 * u64::from(nsid), "namespace {nsid}, round {i}");
+                    let smart = ctrlr.smart_health(ALL_NAMESPACES).unwrap();
+                    assert!(smart.temperature() > 0);
+                }
+            });
+        }
+    });
+    assert_eq!(sim.stats().dma_faults, 0);
+}
+
+/// A HAL whose clock panics once, on demand: the blocking call that was
+/// waiting unwinds, and the next call heals the queue (a reset) and works.
+struct PanicClock<H> {
+    inner: H,
+    armed: Cell<bool>,
+}
+
+// SAFETY: every call is forwarded unchanged to the inner HAL, except that
+// `delay` may panic instead, which hands out nothing wrong.
+unsafe impl<H: Hal> Hal for PanicClock<H> {
+    type Mapping = H::Mapping;
+    fn read32(&self, offset: usize) -> u32 {
+        self.inner.read32(offset)
+    }
+    unsafe fn write32(&self, offset: usize, value: u32) {
+        // SAFETY: forwarded.
+        unsafe { self.inner.write32(offset, value) }
+    }
+    fn dma_alloc(&self, pages: usize) -> Result<DmaRegion, HalError> {
+        self.inner.dma_alloc(pages)
+    }
+    unsafe fn dma_free(&self, region: DmaRegion) {
+        // SAFETY: forwarded.
+        unsafe { self.inner.dma_free(region) }
+    }
+    fn translate(&self, buffer: NonNull<[u8]>, sink: &mut dyn SegmentSink) -> bool {
+        self.inner.translate(buffer, sink)
+    }
+    unsafe fn share(
+        &self,
+        buffer: NonNull<[u8]>,
+        direction: Direction,
+        sink: &mut dyn SegmentSink,
+    ) -> Result<H::Mapping, HalError> {
+        // SAFETY: forwarded.
+        unsafe { self.inner.share(buffer, direction, sink) }
+    }
+    unsafe fn unshare(&self, buffer: NonNull<[u8]>, direction: Direction, mapping: H::Mapping) {
+        // SAFETY: forwarded.
+        unsafe { self.inner.unshare(buffer, direction, mapping) }
+    }
+    fn ticks(&self) -> u64 {
+        self.inner.ticks()
+    }
+    fn ticks_per_second(&self) -> u64 {
+        self.inner.ticks_per_second()
+    }
+    fn delay(&self, d: Duration) {
+        if self.armed.replace(false) {
+            panic!("HAL delay panics");
+        }
+        self.inner.delay(d)
+    }
+}
+
+#[test]
+fn a_panic_while_waiting_leaves_a_queue_the_next_call_heals() {
+    let sim = Sim::new(SimConfig::default());
+    let hal = PanicClock { inner: sim.hal(), armed: Cell::new(false) };
+    let ctrlr = Controller::new(hal, options()).unwrap();
+    sim.inject(FaultRule::once(
+        Some(0),
+        Some(AdminOpcode::IDENTIFY.0),
+        Fault::Delay(Duration::from_millis(5)),
+    ));
+    ctrlr.hal().armed.set(true);
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ctrlr.identify_namespace(1)));
+    assert!(unwound.is_err(), "the HAL's panic reached the caller");
+    let resets = sim.stats().resets;
+    let id = ctrlr.identify_namespace(1).expect("healed by a reset, then sent");
+    assert_eq!(id.nsze, 8192);
+    assert_eq!(sim.stats().resets, resets + 1, "{:?}", sim.stats());
+    let e = ctrlr.identify_namespace(0xffff_fffe).unwrap_err();
+    assert!(matches!(e, Error::Command(_)), "an inactive-namespace status: {e:?}");
+    drop(ctrlr);
+    common::assert_clean(&sim);
+}
