@@ -75,10 +75,23 @@ pub(crate) fn retry_wait(
     }
 }
 
+/// What an asynchronous admin command's owner holds to collect it: its CID,
+/// and how many times the queue had been restarted when it was sent (a CID
+/// is reused in time, and a ticket from before a reset must never collect
+/// or cancel a later command that got the same CID).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ticket {
+    /// The command's CID.
+    pub(crate) cid: u16,
+    restarts: u32,
+}
+
 /// An admin command submitted without waiting ([`AdminQueue::submit_async`]).
 #[derive(Clone, Copy)]
 struct AsyncCommand {
     cid: u16,
+    /// [`AdminQueue::restarts`] when it was sent.
+    restarts: u32,
     kind: AsyncKind,
     /// When it times out.
     deadline: Duration,
@@ -142,6 +155,9 @@ pub(crate) struct AdminQueue {
     /// The waited command whose data `data` holds, until its caller has
     /// collected the result (a reset frees the page too).
     pub(crate) data_owner: Option<u16>,
+    /// Restarts so far (each reset): tickets name the round they were
+    /// issued in.
+    restarts: u32,
 }
 
 impl AdminQueue {
@@ -167,20 +183,57 @@ impl AdminQueue {
             keep_alive_errors: 0,
             hmb: None,
             data_owner: None,
+            restarts: 0,
         }
     }
 
     /// Starts over after the controller was disabled: empty rings, phase 1.
-    /// Asynchronous commands are forgotten (their owners hear `Reset`), and
-    /// so are the AERs (the controller forgot them); events already
-    /// received stay queued.
+    /// Asynchronous commands still out are forgotten (their owners hear
+    /// `Reset`), and so are the AERs (the controller forgot them); results
+    /// that came before the reset stay for the owners who always collect
+    /// them (waited calls and `AdminRequests`), and events already received
+    /// stay queued.
     pub(crate) fn restart(&mut self) {
         self.sq.restart();
         self.cq.restart();
         self.failed = false;
-        self.asynchronous.clear();
+        self.asynchronous
+            .retain(|a| a.result.is_some() && matches!(a.kind, AsyncKind::Waited | AsyncKind::Request));
         self.aers.clear();
         self.data_owner = None;
+        self.restarts = self.restarts.wrapping_add(1);
+    }
+
+    /// Records an asynchronous command (before its doorbell, so that a HAL
+    /// that panics in between leaves a command its deadline catches) and
+    /// sends it. The caller checked that a slot is free.
+    fn post<H: Hal>(
+        &mut self,
+        hal: &H,
+        mut cmd: SubmissionEntry,
+        timeout: Duration,
+        kind: AsyncKind,
+        on_recorded: impl FnOnce(&mut Self, u16),
+    ) -> Result<Ticket> {
+        let deadline = hal.now().saturating_add(timeout);
+        let cid = self.take_cid();
+        let ticket = Ticket { cid, restarts: self.restarts };
+        if self
+            .asynchronous
+            .push(AsyncCommand { cid, restarts: self.restarts, kind, deadline, result: None })
+            .is_err()
+        {
+            return Err(Error::QueueFull);
+        }
+        on_recorded(self, cid);
+        cmd.cdw0.set_cid(cid);
+        if !self.sq.push(&cmd) {
+            self.asynchronous.pop();
+            self.failed = true;
+            return Err(Error::MalformedDevice(Malformed::AdminQueueStuck));
+        }
+        self.sq.ring(hal);
+        Ok(ticket)
     }
 
     /// Asynchronous Event Requests outstanding.
@@ -276,10 +329,7 @@ impl AdminQueue {
             return Ok(());
         }
         let cmd = SubmissionEntry::new(AdminOpcode::KEEP_ALIVE.0, 0);
-        let cid = self.send(hal, cmd)?;
-        let deadline = now.saturating_add(timeout);
-        let _ =
-            self.asynchronous.push(AsyncCommand { cid, kind: AsyncKind::KeepAlive, deadline, result: None });
+        self.post(hal, cmd, timeout, AsyncKind::KeepAlive, |_, _| {})?;
         self.next_keep_alive = now.saturating_add(Duration::from_millis(u64::from(self.kato_ms) / 2));
         Ok(())
     }
@@ -292,19 +342,15 @@ impl AdminQueue {
         cmd: SubmissionEntry,
         timeout: Duration,
         kind: AsyncKind,
-    ) -> Result<Option<u16>> {
+    ) -> Result<Option<Ticket>> {
         if self.failed {
             return Err(Error::ControllerFailed);
         }
         self.expire_async(hal)?;
-        let now = hal.now();
         if self.asynchronous.is_full() {
             return Ok(None);
         }
-        let cid = self.send(hal, cmd)?;
-        let deadline = now.saturating_add(timeout);
-        let _ = self.asynchronous.push(AsyncCommand { cid, kind, deadline, result: None });
-        Ok(Some(cid))
+        self.post(hal, cmd, timeout, kind, |_, _| {}).map(Some)
     }
 
     /// Submits a command a blocking caller will wait for (with
@@ -313,22 +359,27 @@ impl AdminQueue {
     /// nothing was sent, because the queue is failed, or because another
     /// command is past its deadline (the queue is failed from now on, and
     /// the caller heals it with a reset).
+    /// With `shared_page`, the command takes the admin data page
+    /// (`data_owner`) before it goes out.
     pub(crate) fn submit_waited<H: Hal>(
         &mut self,
         hal: &H,
         cmd: SubmissionEntry,
         timeout: Duration,
-    ) -> Result<Option<u16>> {
+        shared_page: bool,
+    ) -> Result<Option<Ticket>> {
         if self.failed || self.expire_async(hal).is_err() {
             return Err(Error::ControllerFailed);
         }
         if self.asynchronous.is_full() {
             return Ok(None);
         }
-        let cid = self.send(hal, cmd)?;
-        let deadline = hal.now().saturating_add(timeout);
-        let _ = self.asynchronous.push(AsyncCommand { cid, kind: AsyncKind::Waited, deadline, result: None });
-        Ok(Some(cid))
+        let take_page = |q: &mut Self, cid| {
+            if shared_page {
+                q.data_owner = Some(cid);
+            }
+        };
+        self.post(hal, cmd, timeout, AsyncKind::Waited, take_page).map(Some)
     }
 
     /// An asynchronous command past its deadline whose owner has not come
@@ -349,9 +400,10 @@ impl AdminQueue {
     /// commands; then says what became of the one with `cid` (a result is
     /// handed out once). A command past its deadline is a timeout, and the
     /// admin queue is then failed until a reset.
-    pub(crate) fn async_result<H: Hal>(&mut self, hal: &H, cid: u16) -> AsyncResult {
+    pub(crate) fn async_result<H: Hal>(&mut self, hal: &H, ticket: Ticket) -> AsyncResult {
         self.reap(hal, usize::MAX);
-        let Some(i) = self.asynchronous.iter().position(|a| a.cid == cid) else {
+        let mine = |a: &AsyncCommand| a.cid == ticket.cid && a.restarts == ticket.restarts;
+        let Some(i) = self.asynchronous.iter().position(mine) else {
             // Dropped by a reset (or never submitted).
             return AsyncResult::Done(Err(Error::Reset));
         };
@@ -367,10 +419,11 @@ impl AdminQueue {
         AsyncResult::Done(done)
     }
 
-    /// Forgets the asynchronous command `cid` (its owner went away); its
-    /// completion, if it ever comes, is counted as bogus.
-    pub(crate) fn cancel_async(&mut self, cid: u16) {
-        self.asynchronous.retain(|a| a.cid != cid);
+    /// Forgets the asynchronous command of `ticket` (its owner went away);
+    /// its completion, if it ever comes, is counted as bogus. A ticket from
+    /// before a reset names nothing any more.
+    pub(crate) fn cancel_async(&mut self, ticket: Ticket) {
+        self.asynchronous.retain(|a| a.cid != ticket.cid || a.restarts != ticket.restarts);
     }
 
     /// Records `entry` as the result of the asynchronous command it names;
@@ -521,5 +574,72 @@ impl AdminQueue {
                 hal.delay(Duration::from_micros(10));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dma::DmaAlloc;
+    use crate::spec::status::Status;
+    use crate::test_hal::TestHal;
+
+    fn queue(hal: &TestHal) -> AdminQueue {
+        let page = || DmaAlloc::new(hal, 1).unwrap().lend();
+        AdminQueue::new(
+            SubmissionQueue::new(page(), ADMIN_QUEUE_ENTRIES, 0, 0),
+            CompletionQueue::new(page(), ADMIN_QUEUE_ENTRIES, 0, 0),
+            page(),
+        )
+    }
+
+    /// The device posts a successful completion of `cid` at `index`, with
+    /// SQHD `sqhd` (phase 1: the first pass).
+    fn complete(q: &AdminQueue, index: u16, cid: u16, sqhd: u16) {
+        let e = CompletionEntry { cid, sqhd, status: Status::new().with_p(true), ..Default::default() };
+        q.cq.mem.write(index as usize * 16, e);
+    }
+
+    fn cleanup(mut q: AdminQueue, hal: &TestHal) {
+        // SAFETY: no device: nothing uses the memory.
+        unsafe { q.free(hal) };
+        assert_eq!(hal.live_pages.get(), 0);
+    }
+
+    #[test]
+    fn a_result_that_came_before_a_reset_is_kept_for_its_owner() {
+        let hal = TestHal::default();
+        let mut q = queue(&hal);
+        let cmd = SubmissionEntry::new(AdminOpcode::IDENTIFY.0, 0);
+        let done = q.submit_waited(&hal, cmd, Duration::from_secs(1), false).unwrap().unwrap();
+        let lost = q.submit_waited(&hal, cmd, Duration::from_secs(1), false).unwrap().unwrap();
+        complete(&q, 0, done.cid, 1);
+        // The reset reaps what was posted, then restarts the queue.
+        q.reap(&hal, usize::MAX);
+        q.restart();
+        assert!(matches!(q.async_result(&hal, done), AsyncResult::Done(Ok(e)) if e.cid == done.cid));
+        assert_eq!(q.async_result(&hal, lost), AsyncResult::Done(Err(Error::Reset)), "still out: gone");
+        cleanup(q, &hal);
+    }
+
+    #[test]
+    fn a_ticket_from_before_a_reset_names_no_later_command() {
+        let hal = TestHal::default();
+        let mut q = queue(&hal);
+        let cmd = SubmissionEntry::new(AdminOpcode::ABORT.0, 0);
+        let old = q.submit_async(&hal, cmd, Duration::from_secs(1), AsyncKind::Abort).unwrap().unwrap();
+        q.restart();
+        // The CID counter wraps round to the old ticket's CID.
+        q.next_cid = old.cid;
+        let new = q.submit_waited(&hal, cmd, Duration::from_secs(1), true).unwrap().unwrap();
+        assert_eq!(new.cid, old.cid, "the same CID, a later round");
+        assert_eq!(q.data_owner, Some(new.cid), "the page is taken before the doorbell");
+        // The stale owner cancels and collects: neither touches the new one.
+        q.cancel_async(old);
+        assert_eq!(q.async_result(&hal, old), AsyncResult::Done(Err(Error::Reset)));
+        assert_eq!(q.async_result(&hal, new), AsyncResult::Pending);
+        complete(&q, 0, new.cid, 1);
+        assert!(matches!(q.async_result(&hal, new), AsyncResult::Done(Ok(_))));
+        cleanup(q, &hal);
     }
 }

@@ -13,7 +13,7 @@
 //! its buffer is handed back only once the device is proven stopped (and is
 //! leaked, its mapping kept by the controller, if that cannot be proven).
 
-use crate::admin::{AsyncKind, AsyncResult};
+use crate::admin::{AsyncKind, AsyncResult, Ticket};
 use crate::buffer::{check_transfer, hand_to_device, IoBuffer};
 use crate::controller::{check_raw_admin, identify_command, Controller};
 use crate::dma::{DmaAlloc, DmaMemory};
@@ -54,8 +54,8 @@ pub struct AdminCompletion<B, C> {
 
 /// One admin request in flight.
 struct Pending<M, B, C> {
-    /// Its CID on the admin queue.
-    ticket: u16,
+    /// Its CID on the admin queue (and the queue's round).
+    ticket: Ticket,
     /// The reset epoch it was submitted in.
     epoch: u32,
     buffer: Option<ManuallyDrop<B>>,
@@ -248,7 +248,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> AdminRequests<'c, H, B, C, N> {
                     dma: dma.map(ManuallyDrop::new),
                     context,
                 });
-                Ok(Cid(ticket))
+                Ok(Cid(ticket.cid))
             }
             Ok(None) | Err(_) => {
                 let error = match sent {
@@ -275,7 +275,8 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> AdminRequests<'c, H, B, C, N> {
     /// CID its submission returned): Abort with SQID 0. It still completes
     /// through [`process`](Self::process), exactly once.
     pub fn abort(&mut self, cid: Cid) -> Result<AbortOutcome> {
-        let mine = self.pending.iter().flatten().any(|p| p.ticket == cid.0 && p.epoch == self.ctrlr.epoch());
+        let mine =
+            self.pending.iter().flatten().any(|p| p.ticket.cid == cid.0 && p.epoch == self.ctrlr.epoch());
         if !mine {
             return Err(Error::InvalidArgument(Argument::UnknownCid));
         }
@@ -303,19 +304,10 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> AdminRequests<'c, H, B, C, N> {
             let (ticket, epoch) = (p.ticket, p.epoch);
             let result = if ctrlr.is_removed() {
                 Err(Error::DeviceRemoved)
-            } else if ctrlr.epoch() != epoch {
-                // A reset ended it (its CID may belong to another command
-                // now: the epoch says which).
-                Err(Error::Reset)
             } else {
-                let outcome = {
-                    let mut admin = ctrlr.admin.lock();
-                    if ctrlr.epoch() != epoch {
-                        AsyncResult::Done(Err(Error::Reset))
-                    } else {
-                        admin.async_result(&ctrlr.hal, ticket)
-                    }
-                };
+                // The ticket names this request only (a reset since ended
+                // it, unless its result had come: then that stands).
+                let outcome = ctrlr.admin.lock().async_result(&ctrlr.hal, ticket);
                 match outcome {
                     AsyncResult::Pending => continue,
                     AsyncResult::Done(Err(Error::Timeout(w))) => {
@@ -333,7 +325,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> AdminRequests<'c, H, B, C, N> {
             let Some(mut p) = self.pending[i].take() else { continue };
             let buffer = self.release(&mut p, stopped);
             delivered += 1;
-            on_complete(AdminCompletion { cid: Cid(ticket), result, buffer, context: p.context });
+            on_complete(AdminCompletion { cid: Cid(ticket.cid), result, buffer, context: p.context });
         }
         delivered
     }

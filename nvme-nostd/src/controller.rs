@@ -1,7 +1,7 @@
 //! Controller bring-up, the admin commands, and orderly shutdown (NVMe Base
 //! Specification 1.4, section 7.6.1 "Initialization" and 7.6.2 "Shutdown").
 
-use crate::admin::{retry_wait, AdminQueue, AsyncKind, AsyncResult, ADMIN_QUEUE_ENTRIES, MAX_ABORTS};
+use crate::admin::{retry_wait, AdminQueue, AsyncKind, AsyncResult, Ticket, ADMIN_QUEUE_ENTRIES, MAX_ABORTS};
 use crate::cmb::{Cmb, CmbInfo, DeviceRing};
 use crate::dma::{DmaAlloc, DmaMemory};
 use crate::error::{Argument, Error, Feature, Malformed, Result, Wait};
@@ -297,7 +297,7 @@ pub(crate) enum AdminData<'a> {
 /// device's until a reset.
 struct WaitGuard<'c, H: Hal> {
     ctrlr: &'c Controller<H>,
-    cid: u16,
+    ticket: Ticket,
     epoch: u32,
     /// The command's own data page, if it has one.
     own: Option<DmaMemory>,
@@ -318,9 +318,9 @@ impl<H: Hal> Drop for WaitGuard<'_, H> {
             {
                 let mut admin = self.ctrlr.admin.lock();
                 if self.ctrlr.epoch() == self.epoch {
-                    admin.cancel_async(self.cid);
                     admin.failed = true;
                 }
+                admin.cancel_async(self.ticket);
             }
             self.ctrlr.release_page(self.own.take(), false, self.epoch);
         }
@@ -1030,74 +1030,82 @@ impl<H: Hal> Controller<H> {
         // deadlines, which fails the queue; twice the timeout bounds the
         // wait all the same.
         let give_up = self.hal.now().saturating_add(timeout.saturating_mul(2));
+        // A page of this call's own, while another waited command holds
+        // the admin data page. Until sent, it was never named to the device.
         let mut own: Option<DmaMemory> = None;
-        let (cid, epoch) = loop {
-            {
+        let (ticket, epoch, shared) = loop {
+            let unsent = {
                 let mut admin = self.admin.lock();
                 let epoch = self.epoch();
                 if admin.failed {
-                    return (Err(Error::ControllerFailed), Cid(0), epoch);
-                }
-                let shared = uses_page && admin.data_owner.is_none();
-                if uses_page && !shared && own.is_none() {
-                    // Not yet named to the device: freed if unused.
-                    match DmaAlloc::new(&self.hal, 1) {
-                        Ok(page) => own = Some(page.lend()),
-                        Err(e) => return (Err(e.into()), Cid(0), epoch),
-                    }
-                }
-                if uses_page {
-                    let page = if shared { &admin.data } else { own.as_ref().unwrap_or(&admin.data) };
-                    page.zero();
-                    if let AdminData::ToDevice(bytes) = data {
-                        page.write_bytes(0, bytes);
-                    }
-                    cmd.prp1 = page.daddr(0).0;
-                }
-                match admin.submit_waited(&self.hal, *cmd, timeout) {
-                    Ok(Some(cid)) => {
-                        if shared {
-                            admin.data_owner = Some(cid);
+                    Some((Error::ControllerFailed, epoch))
+                } else {
+                    let shared = uses_page && admin.data_owner.is_none();
+                    if shared {
+                        // An own page from an earlier pass is not needed.
+                        self.release_page(own.take(), true, epoch);
+                    } else if uses_page && own.is_none() {
+                        match DmaAlloc::new(&self.hal, 1) {
+                            Ok(page) => own = Some(page.lend()),
+                            Err(e) => return (Err(e.into()), Cid(0), epoch),
                         }
-                        break (cid, epoch);
                     }
-                    Ok(None) => {}
-                    Err(e) => {
-                        drop(admin);
-                        self.release_page(own, true, epoch);
-                        return (Err(e), Cid(0), epoch);
+                    if uses_page {
+                        let page = own.as_ref().unwrap_or(&admin.data);
+                        page.zero();
+                        if let AdminData::ToDevice(bytes) = data {
+                            page.write_bytes(0, bytes);
+                        }
+                        cmd.prp1 = page.daddr(0).0;
+                    }
+                    match admin.submit_waited(&self.hal, *cmd, timeout, shared) {
+                        Ok(Some(ticket)) => break (ticket, epoch, shared),
+                        Ok(None) => None,
+                        Err(e) => Some((e, epoch)),
                     }
                 }
-            }
-            if self.is_removed() || self.hal.now() >= give_up {
-                let e = if self.is_removed() { Error::DeviceRemoved } else { Error::ControllerFailed };
-                self.release_page(own, true, self.epoch());
-                return (Err(e), Cid(0), self.epoch());
+            };
+            let unsent = unsent.or_else(|| {
+                if self.is_removed() {
+                    Some((Error::DeviceRemoved, self.epoch()))
+                } else if self.hal.now() >= give_up {
+                    Some((Error::ControllerFailed, self.epoch()))
+                } else {
+                    None
+                }
+            });
+            if let Some((e, epoch)) = unsent {
+                self.release_page(own.take(), true, epoch);
+                return (Err(e), Cid(0), epoch);
             }
             self.hal.delay(Duration::from_micros(10));
         };
+        let cid = Cid(ticket.cid);
         // Should the HAL panic while this waits, the queue's state is not
         // known: failed until a reset, and the page goes to the quarantine.
-        let guard = WaitGuard { ctrlr: self, cid, epoch, own, armed: true };
+        let guard = WaitGuard { ctrlr: self, ticket, epoch, own, armed: true };
         let bogus_before = self.admin.lock().bogus_completions;
         let mut looks: u32 = 0;
         loop {
             let ended = {
                 let mut admin = self.admin.lock();
-                if self.epoch() != epoch {
-                    // A reset since: the command went with it (and the
-                    // reset freed the shared page).
-                    Some((Err(Error::Reset), true))
-                } else if let AsyncResult::Done(r) = admin.async_result(&self.hal, cid) {
-                    if let (Ok(_), AdminData::FromDevice(out)) = (&r, &mut *data) {
-                        let page = guard.own.as_ref().unwrap_or(&admin.data);
-                        page.read_bytes(0, out);
-                    }
+                if let AsyncResult::Done(r) = admin.async_result(&self.hal, ticket) {
+                    let reset_since = self.epoch() != epoch;
+                    let r = match (&r, &mut *data) {
+                        // A reset since used the shared page for its own
+                        // commands: what the device put there is gone.
+                        (Ok(_), AdminData::FromDevice(_)) if shared && reset_since => Err(Error::Reset),
+                        (Ok(_), AdminData::FromDevice(out)) => {
+                            guard.own.as_ref().unwrap_or(&admin.data).read_bytes(0, out);
+                            r
+                        }
+                        _ => r,
+                    };
                     // A timeout leaves the command, and its page, with the
                     // device (the queue is failed: the next reset frees
                     // the shared page).
                     let done = !matches!(r, Err(Error::Timeout(_)));
-                    if done && admin.data_owner == Some(cid) {
+                    if done && shared && !reset_since && admin.data_owner == Some(ticket.cid) {
                         admin.data_owner = None;
                     }
                     Some((r, done))
@@ -1109,7 +1117,9 @@ impl<H: Hal> Controller<H> {
                     admin.failed = true;
                     Some((Err(Error::MalformedDevice(Malformed::CompletionFlood)), false))
                 } else {
-                    let _ = admin.keep_alive(&self.hal, timeout);
+                    if !admin.failed {
+                        let _ = admin.keep_alive(&self.hal, timeout);
+                    }
                     None
                 }
             };
@@ -1131,7 +1141,7 @@ impl<H: Hal> Controller<H> {
             if let Some((result, device_done)) = ended {
                 let (own, epoch) = guard.disarm();
                 self.release_page(own, device_done, epoch);
-                return (result, Cid(cid), epoch);
+                return (result, cid, epoch);
             }
             self.hal.delay(Duration::from_micros(10));
         }
@@ -1200,7 +1210,7 @@ impl<H: Hal> Controller<H> {
     /// `None` when the abort command limit (ACL + 1, at most
     /// [`MAX_ABORTS`]) is reached or another thread holds the admin queue:
     /// try again later.
-    pub(crate) fn abort_async(&self, sqid: u16, cid: u16) -> Result<Option<u16>> {
+    pub(crate) fn abort_async(&self, sqid: u16, cid: u16) -> Result<Option<Ticket>> {
         if self.is_removed() {
             return Err(Error::DeviceRemoved);
         }
@@ -1221,7 +1231,7 @@ impl<H: Hal> Controller<H> {
     /// controller aborted the command, or why the Abort failed (its status,
     /// `Timeout`, `Reset` when a reset dropped it). `None` while it is out,
     /// or while another thread holds the admin queue.
-    pub(crate) fn abort_result(&self, ticket: u16) -> Option<Result<AbortOutcome>> {
+    pub(crate) fn abort_result(&self, ticket: Ticket) -> Option<Result<AbortOutcome>> {
         let mut admin = self.admin.try_lock()?;
         match admin.async_result(&self.hal, ticket) {
             AsyncResult::Pending => None,
@@ -1236,7 +1246,7 @@ impl<H: Hal> Controller<H> {
     }
 
     /// Forgets the Abort with `ticket` (its queue pair goes away).
-    pub(crate) fn cancel_abort(&self, ticket: u16) {
+    pub(crate) fn cancel_abort(&self, ticket: Ticket) {
         self.admin.lock().cancel_async(ticket);
     }
 
@@ -1365,6 +1375,9 @@ impl<H: Hal> Controller<H> {
     /// The reset itself, with the admin queue held.
     fn reset_locked(&self, admin: &mut AdminQueue, by_hand: bool) -> Result {
         admin.failed = true;
+        // Results already posted are kept for their owners (the restart
+        // below keeps the ones that came).
+        admin.reap(&self.hal, usize::MAX);
         disable(&self.hal, self.cap)?;
         // Quiesced: no command of any queue can complete or touch memory any
         // more, so queue pairs may hand their requests back. A reset by hand

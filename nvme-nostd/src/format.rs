@@ -143,7 +143,12 @@ impl<H: Hal> Controller<H> {
             }
         }
         let result = self.admin_exec(format_command(nsid, format), None).map(|_| ());
-        self.namespace_changed(nsid);
+        // FNA bit 0: a format of one namespace formats them all.
+        if self.identify().fna.format_all_namespaces() {
+            self.namespaces_changed();
+        } else {
+            self.namespace_changed(nsid);
+        }
         result
     }
 }

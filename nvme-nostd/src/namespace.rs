@@ -83,6 +83,11 @@ pub(crate) struct Geometry {
 }
 
 impl Geometry {
+    /// A geometry no namespace has: the slot's namespace was not identified
+    /// yet, or two observations disagreed.
+    pub(crate) const UNKNOWN: Geometry =
+        Geometry { nsze: u64::MAX, flbas: u8::MAX, lbaf: u32::MAX, dps: u8::MAX };
+
     pub(crate) fn of(id: &IdentifyNamespace) -> Geometry {
         Geometry {
             nsze: id.nsze,
@@ -127,33 +132,40 @@ impl Tracker {
     }
 
     /// The slot and generation of `nsid` now (read before its Identify).
+    /// A namespace not followed yet gets its slot here, with an unknown
+    /// geometry, so that a revalidation between this and
+    /// [`bind`](Self::bind) moves its generation on; one beyond the table
+    /// marks that untracked handles exist, for the same reason.
     pub(crate) fn before(&self, nsid: u32) -> (u8, u32) {
-        match self.table.lock().iter().position(|e| e.0 == nsid) {
-            Some(i) => (i as u8, self.generations[i].load(Ordering::Acquire)),
-            None => (Self::UNTRACKED, self.untracked.load(Ordering::Acquire)),
-        }
+        let mut table = self.table.lock();
+        let i = match table.iter().position(|e| e.0 == nsid) {
+            Some(i) => i,
+            None if table.push((nsid, Geometry::UNKNOWN)).is_ok() => table.len() - 1,
+            None => {
+                self.any_untracked.store(true, Ordering::Release);
+                return (Self::UNTRACKED, self.untracked.load(Ordering::Acquire));
+            }
+        };
+        (i as u8, self.generations[i].load(Ordering::Acquire))
     }
 
     /// Records `geometry` of `nsid`, seen after [`before`](Self::before)
     /// returned `before`; returns the slot and generation for its handle.
     pub(crate) fn bind(&self, nsid: u32, geometry: Geometry, before: (u8, u32)) -> (u8, u32) {
         let mut table = self.table.lock();
-        let (i, inserted) = match table.iter().position(|e| e.0 == nsid) {
-            Some(i) => (i, false),
-            None => {
-                if table.push((nsid, geometry)).is_err() {
-                    self.any_untracked.store(true, Ordering::Release);
-                    return before;
-                }
-                (table.len() - 1, true)
-            }
+        let Some(i) = table.iter().position(|e| e.0 == nsid).filter(|_| before.0 != Self::UNTRACKED) else {
+            return before;
         };
         let now = self.generations[i].load(Ordering::Acquire);
-        if !inserted && before != (i as u8, now) {
+        if before != (i as u8, now) {
             // Another observation came in since the read before the
-            // Identify (or the slot was made meanwhile): it stands, and this
-            // handle is born stale.
-            return (i as u8, now.wrapping_sub(1));
+            // Identify: the order of the two is not known. The handle is
+            // born stale, and if the two differ, neither is believed.
+            if table[i].1 != geometry {
+                table[i].1 = Geometry::UNKNOWN;
+                self.generations[i].fetch_add(1, Ordering::AcqRel);
+            }
+            return (i as u8, before.1);
         }
         if table[i].1 != geometry {
             table[i].1 = geometry;
@@ -179,15 +191,17 @@ impl Tracker {
     }
 
     /// A revalidation saw `geometry` (default: inactive or unreadable) for
-    /// `nsid`, after its slot generation read `before`: stores it, and moves
-    /// the slot on if it changed.
+    /// `nsid`, after its slot generation read `before`: where it differs
+    /// from what the slot holds, the slot moves on and holds it (or, if
+    /// the slot moved since `before`, an unknown geometry).
     pub(crate) fn revalidated(&self, nsid: u32, before: u32, geometry: Geometry) {
         let mut table = self.table.lock();
-        if let Some(i) = table.iter().position(|e| e.0 == nsid) {
-            if self.generations[i].load(Ordering::Acquire) == before && table[i].1 != geometry {
-                table[i].1 = geometry;
-                self.generations[i].fetch_add(1, Ordering::AcqRel);
-            }
+        if let Some(i) = table.iter().position(|e| e.0 == nsid).filter(|&i| table[i].1 != geometry) {
+            // Moved on since `before`: another observation came in, and
+            // which is newer is not known, so neither is believed.
+            let fresh = self.generations[i].load(Ordering::Acquire) == before;
+            table[i].1 = if fresh { geometry } else { Geometry::UNKNOWN };
+            self.generations[i].fetch_add(1, Ordering::AcqRel);
         }
     }
 
@@ -331,28 +345,45 @@ mod tests {
     fn the_newer_observation_wins() {
         let t = Tracker::new();
         let before = t.before(5);
-        assert_eq!(before, (Tracker::UNTRACKED, 0));
-        assert_eq!(t.bind(5, geometry(10), before), (0, 0));
-        assert!(t.is_current(0, 0));
+        assert_eq!(before, (0, 0), "a slot, with an unknown geometry");
+        let (slot, g) = t.bind(5, geometry(10), before);
+        assert_eq!((slot, g), (0, 1));
+        assert!(t.is_current(0, 1));
         // A handle's Identify saw 10 blocks; meanwhile a revalidation saw 20
-        // and stored it: the handle is born stale, and 20 stays.
+        // and stored it: the handle is born stale, and since the two
+        // disagree, neither is believed.
         let before = t.before(5);
         t.revalidated(5, before.1, geometry(20));
-        let (slot, generation) = t.bind(5, geometry(10), before);
-        assert!(!t.is_current(slot, generation));
-        let (slot, generation) = t.bind(5, geometry(20), t.before(5));
-        assert_eq!((slot, generation), (0, 1), "20 blocks: current, no new generation");
-        assert!(t.is_current(slot, generation));
-        // A revalidation whose Identify started before that moved on
-        // stores nothing.
-        t.revalidated(5, 0, geometry(30));
-        assert!(t.is_current(0, 1));
+        assert!(!t.is_current(0, 1), "the 10-block handles are retired");
+        let (slot, g) = t.bind(5, geometry(10), before);
+        assert!(!t.is_current(slot, g));
+        // The next look believes what it sees.
+        let (slot, g) = t.bind(5, geometry(20), t.before(5));
+        assert!(t.is_current(slot, g));
+        // A revalidation that saw the same stores nothing.
+        t.revalidated(5, g, geometry(20));
+        assert!(t.is_current(slot, g));
+        // One whose Identify started before a later change moved the slot
+        // on, and disagrees: retires everything again.
+        t.revalidated(5, g.wrapping_sub(1), geometry(30));
+        assert!(!t.is_current(slot, g));
         // A fresh handle seeing a new geometry retires the older ones.
-        let (_, fresh) = t.bind(5, geometry(30), t.before(5));
-        assert_eq!(fresh, 2);
-        assert!(!t.is_current(0, 1) && t.is_current(0, 2));
+        let (_, old) = t.bind(5, geometry(30), t.before(5));
+        let (_, fresh) = t.bind(5, geometry(40), t.before(5));
+        assert!(!t.is_current(0, old) && t.is_current(0, fresh));
         t.changed(5);
-        assert!(!t.is_current(0, 2));
+        assert!(!t.is_current(0, fresh));
+    }
+
+    #[test]
+    fn a_revalidation_between_the_first_look_and_the_bind_counts() {
+        let t = Tracker::new();
+        // The namespace is not followed yet when its Identify starts; a
+        // revalidation runs before the handle is bound.
+        let before = t.before(7);
+        t.revalidated(7, t.generations[0].load(Ordering::Acquire), geometry(2));
+        let (slot, g) = t.bind(7, geometry(1), before);
+        assert!(!t.is_current(slot, g), "born stale");
     }
 
     #[test]
@@ -364,7 +395,8 @@ mod tests {
         t.untracked_changed();
         assert!(t.is_current(Tracker::UNTRACKED, 0), "no untracked handle yet: nothing moves");
         let nsid = TRACKED_NAMESPACES as u32 + 1;
-        let late = t.bind(nsid, geometry(1), t.before(nsid));
+        let before = t.before(nsid);
+        let late = t.bind(nsid, geometry(1), before);
         assert_eq!(late, (Tracker::UNTRACKED, 0));
         t.changed(1);
         assert!(t.is_current(late.0, late.1), "another namespace's change");

@@ -181,4 +181,7 @@ pub struct IdentifyLies {
     pub oaes: Option<u32>,
     /// Identify Controller OACS (optional admin commands).
     pub oacs: Option<u16>,
+    /// FNA (byte 524): format and erase attributes (the device formats
+    /// only the namespace named all the same).
+    pub fna: Option<u8>,
 }

@@ -175,3 +175,69 @@ fn a_panic_while_waiting_leaves_a_queue_the_next_call_heals() {
     drop(ctrlr);
     common::assert_clean(&sim);
 }
+
+/// The table of admin commands in flight kept nearly full by a pool of
+/// slow requests, while three threads read Identify data: calls that wait
+/// for a slot and for the data page still read their own data (a call that
+/// had allocated a page of its own while waiting, and then went out with
+/// the shared page, once read its own zeroed page).
+#[test]
+fn data_calls_waiting_for_a_slot_read_their_own_data() {
+    use nvme_nostd::spec::ids::Lid;
+    use nvme_nostd::AdminRequests;
+    let sim = Sim::new(SimConfig {
+        namespaces: (1..=3)
+            .map(|nsid| SimNamespace { nsid, block_size: 512, blocks: 100 * u64::from(nsid) })
+            .collect(),
+        ..SimConfig::default()
+    });
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    // Every Get Log Page takes 2 ms: the pool holds 15 of the 16 slots.
+    sim.inject(FaultRule {
+        count: u64::MAX,
+        ..FaultRule::once(Some(0), Some(AdminOpcode::GET_LOG_PAGE.0), Fault::Delay(Duration::from_millis(2)))
+    });
+    // And every Identify 100 µs, so that the readers overlap.
+    sim.inject(FaultRule {
+        count: u64::MAX,
+        ..FaultRule::once(Some(0), Some(AdminOpcode::IDENTIFY.0), Fault::Delay(Duration::from_micros(100)))
+    });
+    let (stop, filled) = (AtomicBool::new(false), AtomicBool::new(false));
+    std::thread::scope(|s| {
+        let filler = s.spawn(|| {
+            let mut pool: AdminRequests<'_, _, Vec<u8>, u32, 15> = ctrlr.admin_requests().unwrap();
+            let mut sent = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                while pool.get_log_page(Lid::SMART_HEALTH, ALL_NAMESPACES, 0, vec![0; 512], 0).is_ok() {
+                    sent += 1;
+                }
+                filled.store(true, Ordering::SeqCst);
+                pool.process(usize::MAX, |c| assert!(c.result.is_ok(), "{:?}", c.result));
+                std::thread::yield_now();
+            }
+            sent
+        });
+        while !filled.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        let readers: Vec<_> = (1..=3u32)
+            .map(|nsid| {
+                let ctrlr = &ctrlr;
+                s.spawn(move || {
+                    for i in 0..300 {
+                        let id = ctrlr.identify_namespace(nsid).unwrap();
+                        assert_eq!(id.nsze, 100 * u64::from(nsid), "namespace {nsid}, round {i}");
+                    }
+                })
+            })
+            .collect();
+        // The filler stops whatever became of the readers.
+        let joined: Vec<_> = readers.into_iter().map(|r| r.join()).collect();
+        stop.store(true, Ordering::SeqCst);
+        let sent = filler.join().unwrap();
+        for r in joined {
+            r.unwrap();
+        }
+        assert!(sent >= 15, "the pool filled the table");
+    });
+}

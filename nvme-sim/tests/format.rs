@@ -89,3 +89,31 @@ fn self_test_and_the_maintenance_commands_not_advertised() {
     assert_eq!(ctrlr.security_receive(0, 0, &mut out), Err(Error::Unsupported(Feature::Security)));
     assert_eq!(sim.stats().admin_commands, sent, "nothing was sent");
 }
+
+/// A controller whose FNA bit 0 says a format of one namespace formats them
+/// all: every handle goes stale, not only the named namespace's.
+#[test]
+fn a_format_that_applies_to_all_namespaces_retires_every_handle() {
+    use nvme_sim::{IdentifyLies, SimNamespace};
+    let two = |fna| SimConfig {
+        namespaces: vec![
+            SimNamespace { nsid: 1, block_size: 512, blocks: 1024 },
+            SimNamespace { nsid: 2, block_size: 512, blocks: 1024 },
+        ],
+        lies: IdentifyLies { fna: Some(fna), ..IdentifyLies::default() },
+        ..SimConfig::default()
+    };
+    for (fna, other_stale) in [(0u8, false), (1, true)] {
+        let (sim, mut ctrlr, _ns) = setup(two(fna));
+        let other = ctrlr.namespace(2).unwrap();
+        ctrlr.format_nvm(1, FormatNvm::lba_format(1)).unwrap();
+        let mut qp = qpair(&ctrlr);
+        let r = qp.read(&other, 0, 1, vec![0; 512], 1).map_err(|e| e.error);
+        assert_eq!(r.is_err(), other_stale, "FNA {fna}: {r:?}");
+        if other_stale {
+            assert_eq!(r.unwrap_err(), Error::InvalidArgument(Argument::StaleNamespace));
+        } else {
+            assert_eq!(poll_for(&sim, &mut qp, Duration::from_millis(10))[0].result(), Ok(()));
+        }
+    }
+}

@@ -20,7 +20,7 @@ pub use types::{Completion, DoorbellMode, PollLimit, QpairOptions, QueueStats, S
 
 use request::{DmaUse, Request};
 
-use crate::admin::MAX_ABORTS;
+use crate::admin::{Ticket, MAX_ABORTS};
 use crate::buffer::{check_transfer, hand_to_device, IoBuffer};
 use crate::controller::Controller;
 use crate::dma::DmaMemory;
@@ -119,7 +119,7 @@ pub struct IoQueuePair<'c, H: Hal, B: IoBuffer, C, const N: usize> {
     sq_pending: bool,
     /// Aborts sent for timed-out requests and not yet answered: the admin
     /// CID (the ticket) and the request's CID on the wire.
-    aborts: heapless::Vec<(u16, Cid), MAX_ABORTS>,
+    aborts: heapless::Vec<(Ticket, Cid), MAX_ABORTS>,
     /// Retries waiting out a Command Retry Delay.
     parked: usize,
     /// Requests waiting for room in the submission queue, oldest first.

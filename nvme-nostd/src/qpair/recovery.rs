@@ -348,7 +348,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
                 // An Abort that never came back: the admin queue is failed,
                 // whether or not its command completed meanwhile.
                 if let Some(cb) = self.ctrlr.options().timeout_callback {
-                    cb(TimeoutEvent { qid: 0, cid: Cid(ticket), opcode: AdminOpcode::ABORT.0 });
+                    cb(TimeoutEvent { qid: 0, cid: Cid(ticket.cid), opcode: AdminOpcode::ABORT.0 });
                 }
                 reset = true;
                 continue;

@@ -521,6 +521,7 @@ impl State {
                     // OACS: Format NVM, Firmware, Namespace Management, Device
                     // Self-test.
         put(b, 256, &lies.oacs.unwrap_or(0x001e).to_le_bytes());
+        b[524] = lies.fna.unwrap_or(0); // FNA
         b[259] = (AER_LIMIT - 1) as u8; // AERL
         put(b, 320, &self.cfg.kas.to_le_bytes()); // KAS
         put(b, 272, &self.cfg.hmpre.to_le_bytes()); // HMPRE
