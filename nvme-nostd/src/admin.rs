@@ -197,8 +197,14 @@ impl AdminQueue {
         self.sq.restart();
         self.cq.restart();
         self.failed = false;
-        self.asynchronous
-            .retain(|a| a.result.is_some() && matches!(a.kind, AsyncKind::Waited | AsyncKind::Request));
+        // Kept for one round: an owner that did not come for its result by
+        // the next reset never will (it unwound), and its slot comes back.
+        let round = self.restarts;
+        self.asynchronous.retain(|a| {
+            a.result.is_some()
+                && a.restarts == round
+                && matches!(a.kind, AsyncKind::Waited | AsyncKind::Request)
+        });
         self.aers.clear();
         self.data_owner = None;
         self.restarts = self.restarts.wrapping_add(1);
@@ -232,7 +238,11 @@ impl AdminQueue {
             self.failed = true;
             return Err(Error::MalformedDevice(Malformed::AdminQueueStuck));
         }
+        // Failed while the doorbell is rung: should the HAL panic there,
+        // the command's fate is unknown until a reset.
+        let was = core::mem::replace(&mut self.failed, true);
         self.sq.ring(hal);
+        self.failed = was;
         Ok(ticket)
     }
 
@@ -619,6 +629,22 @@ mod tests {
         q.restart();
         assert!(matches!(q.async_result(&hal, done), AsyncResult::Done(Ok(e)) if e.cid == done.cid));
         assert_eq!(q.async_result(&hal, lost), AsyncResult::Done(Err(Error::Reset)), "still out: gone");
+        cleanup(q, &hal);
+    }
+
+    #[test]
+    fn a_result_nobody_collects_goes_at_the_second_reset() {
+        let hal = TestHal::default();
+        let mut q = queue(&hal);
+        let cmd = SubmissionEntry::new(AdminOpcode::IDENTIFY.0, 0);
+        let orphan = q.submit_waited(&hal, cmd, Duration::from_secs(1), false).unwrap().unwrap();
+        complete(&q, 0, orphan.cid, 1);
+        q.reap(&hal, usize::MAX);
+        q.restart();
+        assert_eq!(q.asynchronous.len(), 1, "kept for its owner");
+        q.restart();
+        assert!(q.asynchronous.is_empty(), "its owner never came: the slot is back");
+        assert_eq!(q.async_result(&hal, orphan), AsyncResult::Done(Err(Error::Reset)));
         cleanup(q, &hal);
     }
 

@@ -1113,8 +1113,10 @@ impl<H: Hal> Controller<H> {
                     > 2 * u64::from(ADMIN_QUEUE_ENTRIES)
                 {
                     // Only this command's worth of stale entries, and a
-                    // ring's, can be real: more is a device gone mad.
+                    // ring's, can be real: more is a device gone mad. The
+                    // entry goes (its result would hold a slot for good).
                     admin.failed = true;
+                    admin.cancel_async(ticket);
                     Some((Err(Error::MalformedDevice(Malformed::CompletionFlood)), false))
                 } else {
                     if !admin.failed {
@@ -1135,7 +1137,9 @@ impl<H: Hal> Controller<H> {
                     Ok(csts) if csts.cfs() => Some(Error::ControllerFatal),
                     Ok(_) => None,
                 }?;
-                self.admin.lock().failed = true;
+                let mut admin = self.admin.lock();
+                admin.failed = true;
+                admin.cancel_async(ticket);
                 Some((Err(failure), false))
             });
             if let Some((result, device_done)) = ended {
@@ -1489,11 +1493,20 @@ impl<H: Hal> Controller<H> {
     pub fn namespace(&self, nsid: u32) -> Result<Namespace> {
         // Read before the identify data, so a change that lands in between
         // leaves this handle stale rather than wrong.
+        if nsid == 0 || nsid == u32::MAX {
+            return Err(Error::InvalidArgument(Argument::NamespaceId));
+        }
         let generation = self.generation.load(Ordering::Acquire);
         let before = self.tracker.before(nsid);
-        let id = self.identify_namespace(nsid)?;
-        let (slot, slot_generation) =
-            if id.nsze == 0 { before } else { self.tracker.bind(nsid, Geometry::of(&id), before) };
+        let id = match self.identify_namespace(nsid) {
+            Ok(id) if id.nsze != 0 => id,
+            found => {
+                // No namespace there: the slot taken for it is given up.
+                self.tracker.release(nsid, before);
+                return Err(found.err().unwrap_or(Error::InvalidArgument(Argument::InactiveNamespace)));
+            }
+        };
+        let (slot, slot_generation) = self.tracker.bind(nsid, Geometry::of(&id), before);
         let binding = Binding { controller: self.id, generation, slot, slot_generation };
         Namespace::from_identify(nsid, &id, self.namespace_csi(nsid)?, self.max_transfer_bytes(), binding)
     }

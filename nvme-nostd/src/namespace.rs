@@ -111,7 +111,9 @@ impl Geometry {
 /// another thread, or of a revalidation) wins, and the handle built from
 /// the older one is stale rather than wrong.
 pub(crate) struct Tracker {
-    table: spin::Mutex<heapless::Vec<(u32, Geometry), TRACKED_NAMESPACES>>,
+    /// NSID (0: a free slot), the geometry last seen, and whether a
+    /// handle was ever bound to the slot.
+    table: spin::Mutex<heapless::Vec<(u32, Geometry, bool), TRACKED_NAMESPACES>>,
     generations: [AtomicU32; TRACKED_NAMESPACES],
     untracked: AtomicU32,
     /// A handle without a slot was handed out.
@@ -138,9 +140,15 @@ impl Tracker {
     /// marks that untracked handles exist, for the same reason.
     pub(crate) fn before(&self, nsid: u32) -> (u8, u32) {
         let mut table = self.table.lock();
+        let free = table.iter().position(|e| e.0 == 0);
         let i = match table.iter().position(|e| e.0 == nsid) {
             Some(i) => i,
-            None if table.push((nsid, Geometry::UNKNOWN)).is_ok() => table.len() - 1,
+            None if free.is_some() => {
+                let i = free.unwrap_or_default();
+                table[i] = (nsid, Geometry::UNKNOWN, false);
+                i
+            }
+            None if table.push((nsid, Geometry::UNKNOWN, false)).is_ok() => table.len() - 1,
             None => {
                 self.any_untracked.store(true, Ordering::Release);
                 return (Self::UNTRACKED, self.untracked.load(Ordering::Acquire));
@@ -153,8 +161,13 @@ impl Tracker {
     /// returned `before`; returns the slot and generation for its handle.
     pub(crate) fn bind(&self, nsid: u32, geometry: Geometry, before: (u8, u32)) -> (u8, u32) {
         let mut table = self.table.lock();
-        let Some(i) = table.iter().position(|e| e.0 == nsid).filter(|_| before.0 != Self::UNTRACKED) else {
+        if before.0 == Self::UNTRACKED {
             return before;
+        }
+        let Some(i) = table.iter().position(|e| e.0 == nsid) else {
+            // Its slot was given up meanwhile (a failed look at the same
+            // namespace): born stale.
+            return (before.0, before.1.wrapping_sub(1));
         };
         let now = self.generations[i].load(Ordering::Acquire);
         if before != (i as u8, now) {
@@ -167,11 +180,27 @@ impl Tracker {
             }
             return (i as u8, before.1);
         }
+        table[i].2 = true;
         if table[i].1 != geometry {
             table[i].1 = geometry;
             return (i as u8, self.generations[i].fetch_add(1, Ordering::AcqRel).wrapping_add(1));
         }
         (i as u8, now)
+    }
+
+    /// The look at `nsid` that [`before`](Self::before) began found no
+    /// namespace (inactive, or its Identify failed): a slot it took, that no
+    /// handle was ever bound to, is given up (so that probing many
+    /// identifiers does not fill the table).
+    pub(crate) fn release(&self, nsid: u32, before: (u8, u32)) {
+        let mut table = self.table.lock();
+        let i = before.0 as usize;
+        if let Some(e) = table.get_mut(i) {
+            if e.0 == nsid && !e.2 && self.generations[i].load(Ordering::Acquire) == before.1 {
+                *e = (0, Geometry::UNKNOWN, false);
+                self.generations[i].fetch_add(1, Ordering::AcqRel);
+            }
+        }
     }
 
     /// Whether a handle's slot generation is current.
@@ -187,7 +216,12 @@ impl Tracker {
     /// The tracked namespaces, each with its slot generation now.
     pub(crate) fn snapshot(&self) -> heapless::Vec<(u32, u32), TRACKED_NAMESPACES> {
         let table = self.table.lock();
-        table.iter().enumerate().map(|(i, e)| (e.0, self.generations[i].load(Ordering::Acquire))).collect()
+        table
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.0 != 0)
+            .map(|(i, e)| (e.0, self.generations[i].load(Ordering::Acquire)))
+            .collect()
     }
 
     /// A revalidation saw `geometry` (default: inactive or unreadable) for
@@ -373,6 +407,29 @@ mod tests {
         assert!(!t.is_current(0, old) && t.is_current(0, fresh));
         t.changed(5);
         assert!(!t.is_current(0, fresh));
+    }
+
+    #[test]
+    fn a_look_that_finds_nothing_gives_its_slot_back() {
+        let t = Tracker::new();
+        for nsid in 100..200 {
+            let before = t.before(nsid);
+            t.release(nsid, before);
+        }
+        assert_eq!(t.snapshot().len(), 0, "probing leaves nothing followed");
+        let before = t.before(1);
+        let (slot, g) = t.bind(1, geometry(8), before);
+        assert_eq!(slot, 0, "the first slot, reused");
+        assert!(t.is_current(slot, g));
+        // A bound slot is not given up by a later failed look.
+        t.release(1, t.before(1));
+        assert!(t.is_current(slot, g));
+        // A look whose slot was given up meanwhile (by a concurrent failed
+        // look at the same namespace) is born stale.
+        let before = t.before(2);
+        t.release(2, before);
+        let (slot, g) = t.bind(2, geometry(8), before);
+        assert!(!t.is_current(slot, g));
     }
 
     #[test]
