@@ -943,6 +943,12 @@ fn check_maintenance<H: Hal>(
     {
         return Err(reason!("block erase sanitize not refused, though not advertised"));
     }
+    // The status log is read where sanitize is offered (never started here:
+    // it erases every namespace), refused where not.
+    match (id.sanicap != 0, ctrlr.sanitize_status()) {
+        (true, Ok(_)) | (false, Err(Error::Unsupported(Feature::Sanitize))) => {}
+        (_, other) => return Err(reason!("sanitize status with SANICAP {:#x}: {other:?}", id.sanicap)),
+    }
     out.line(format_args!(
         "{label}: self-test {}, security {}, sanitize capabilities {:#x}",
         if id.oacs.self_test() { "run" } else { "not advertised" },

@@ -7,7 +7,7 @@ use crate::controller::Controller;
 use crate::error::{Argument, Error, Feature, Result};
 use crate::spec::command::{AdminOpcode, SubmissionEntry};
 use crate::spec::ids::Lid;
-use crate::spec::log::DeviceSelfTest;
+use crate::spec::log::{DeviceSelfTest, SanitizeStatus};
 use hal_traits::{Hal, PAGE_SIZE};
 
 /// STC: what Device Self-test does (section 5.8, figure 158).
@@ -114,6 +114,18 @@ impl<H: Hal> Controller<H> {
             return Err(Error::Unsupported(Feature::Sanitize));
         }
         self.admin_exec(sanitize_command(action, unrestricted_exit, false, pattern), None).map(|_| ())
+    }
+
+    /// The Sanitize Status log (81h): the progress and outcome of the last
+    /// sanitize. Where the controller can sanitize (SANICAP; else
+    /// [`Feature::Sanitize`], unsent).
+    pub fn sanitize_status(&self) -> Result<SanitizeStatus> {
+        if !self.is_log_page_supported(Lid::SANITIZE_STATUS) {
+            return Err(Error::Unsupported(Feature::Sanitize));
+        }
+        let mut page = [0u8; SanitizeStatus::SIZE];
+        self.get_log_page(Lid::SANITIZE_STATUS, 0, 0, &mut page)?;
+        Ok(SanitizeStatus::from_bytes(&page))
     }
 
     /// Security Send (section 5.25): `data` (at most 4 KiB) to security

@@ -110,6 +110,13 @@ pub struct SimConfig {
     pub hmminds: u32,
     /// HMMAXD: the most pieces (0: no limit).
     pub hmmaxd: u16,
+    /// Identify Controller SANICAP: the sanitize actions offered (bit 0
+    /// crypto erase, bit 1 block erase, bit 2 overwrite; 0, the default: no
+    /// Sanitize, as QEMU 7.2).
+    pub sanicap: u32,
+    /// OACS bit 0: Security Send and Receive (see the `maintenance`
+    /// module). Default false, as QEMU 7.2.
+    pub security: bool,
 }
 
 impl Default for SimConfig {
@@ -147,6 +154,8 @@ impl Default for SimConfig {
             hmmin: 0,
             hmminds: 0,
             hmmaxd: 0,
+            sanicap: 0,
+            security: false,
         }
     }
 }

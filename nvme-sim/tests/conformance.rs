@@ -59,13 +59,16 @@ fn conformance_passes_with_two_namespaces_and_no_transfer_limit() {
     // next to a 512-byte one, and NSIDs with a gap. Keep Alive with a 100 ms
     // granularity: the suite asks for a 10 s timeout. Reservations: the suite
     // gives its Host Identifier at attach. A host memory buffer (2 MiB asked
-    // for) and a 1 MiB CMB, which QEMU's controller lacks and has.
+    // for) and a 1 MiB CMB, which QEMU's controller lacks and has, and
+    // Sanitize and Security, which it lacks.
     let sim = Sim::new(SimConfig {
         kas: 1,
         reservations: true,
         hmpre: 512,
         hmmin: 128,
         cmb_bytes: 1 << 20,
+        sanicap: 0b111,
+        security: true,
         mdts: 0,
         memory_bytes: 64 << 20,
         namespaces: vec![

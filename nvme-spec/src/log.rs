@@ -490,9 +490,62 @@ impl DeviceSelfTest {
     }
 }
 
+/// Sanitize Status (log page 81h, section 5.14.1.16, figure 213): the
+/// progress and outcome of the last sanitize operation. 512 bytes; the
+/// fields are its first 20.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct SanitizeStatus {
+    /// SPROG (offset 0): progress of the sanitize in progress, in 65536ths
+    /// (FFFFh when none is).
+    pub sprog: u16,
+    /// SSTAT (offset 2): bits 2:0 the status (0 never sanitized, 1
+    /// completed, 2 in progress, 3 failed, 4 completed with no-deallocate
+    /// inhibited), bits 7:3 overwrite passes done, bit 8 global data erased.
+    pub sstat: u16,
+    /// SCDW10 (offset 4): CDW10 of the Sanitize command that started it.
+    pub scdw10: u32,
+    /// Estimated time for overwrite (offset 8), in seconds (FFFFFFFFh:
+    /// not given).
+    pub eto: u32,
+    /// Estimated time for block erase (offset 12).
+    pub etbe: u32,
+    /// Estimated time for crypto erase (offset 16).
+    pub etce: u32,
+}
+
+assert_layout!(SanitizeStatus, 20, { sprog: 0, sstat: 2, scdw10: 4, eto: 8, etbe: 12, etce: 16 });
+
+impl SanitizeStatus {
+    /// The bytes of the page decoded (its first 20).
+    pub const SIZE: usize = 20;
+
+    /// Decodes the first 20 bytes of the page.
+    pub const fn from_bytes(bytes: &[u8; Self::SIZE]) -> Self {
+        zerocopy::transmute!(*bytes)
+    }
+
+    /// SSTAT bits 2:0: 0 never sanitized, 1 completed, 2 in progress, 3
+    /// failed, 4 completed without deallocating.
+    pub const fn status(&self) -> u8 {
+        (self.sstat & 7) as u8
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sanitize_status_fields_at_their_offsets() {
+        let mut b = [0u8; 20];
+        b[0..2].copy_from_slice(&0xffffu16.to_le_bytes());
+        b[2..4].copy_from_slice(&0x0101u16.to_le_bytes());
+        b[4..8].copy_from_slice(&0x0000_0202u32.to_le_bytes());
+        b[16..20].copy_from_slice(&7u32.to_le_bytes());
+        let s = SanitizeStatus::from_bytes(&b);
+        assert_eq!((s.sprog, s.status(), s.sstat >> 8, s.scdw10, s.etce), (0xffff, 1, 1, 0x202, 7));
+    }
 
     fn put(b: &mut [u8], at: usize, bytes: &[u8]) {
         b[at..at + bytes.len()].copy_from_slice(bytes);

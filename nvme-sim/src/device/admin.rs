@@ -100,6 +100,9 @@ impl State {
             AdminOpcode::NAMESPACE_MANAGEMENT => self.namespace_management(cmd),
             AdminOpcode::NAMESPACE_ATTACHMENT => (self.namespace_attachment(cmd), 0),
             AdminOpcode::DEVICE_SELF_TEST => (self.device_self_test(cmd), 0),
+            AdminOpcode::SANITIZE if self.cfg.sanicap != 0 => (self.sanitize(cmd), 0),
+            AdminOpcode::SECURITY_SEND if self.cfg.security => (self.security_send(cmd), 0),
+            AdminOpcode::SECURITY_RECEIVE if self.cfg.security => (self.security_receive(cmd), 0),
             AdminOpcode::SET_FEATURES => self.set_features(cmd),
             AdminOpcode::GET_FEATURES => self.get_features(cmd),
             // Only reached beyond the limit: the others are held in `stuck`.
@@ -429,6 +432,7 @@ impl State {
                 }
                 page
             }
+            Lid::SANITIZE_STATUS if self.cfg.sanicap != 0 => self.sanitize_log(),
             _ => return INVALID_LOG_PAGE,
         };
         let Ok(offset) = usize::try_from(offset) else { return INVALID_FIELD };
@@ -520,8 +524,10 @@ impl State {
         b[258] = 3; // ACL: 4 concurrent aborts
                     // OACS: Format NVM, Firmware, Namespace Management, Device
                     // Self-test.
-        put(b, 256, &lies.oacs.unwrap_or(0x001e).to_le_bytes());
+        let security = u16::from(self.cfg.security); // OACS bit 0
+        put(b, 256, &lies.oacs.unwrap_or(0x001e | security).to_le_bytes());
         b[524] = lies.fna.unwrap_or(0); // FNA
+        put(b, 328, &self.cfg.sanicap.to_le_bytes()); // SANICAP
         b[259] = (AER_LIMIT - 1) as u8; // AERL
         put(b, 320, &self.cfg.kas.to_le_bytes()); // KAS
         put(b, 272, &self.cfg.hmpre.to_le_bytes()); // HMPRE

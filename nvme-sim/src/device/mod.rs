@@ -37,6 +37,7 @@ mod events;
 mod faults;
 mod firmware;
 mod hmb;
+pub mod maintenance;
 mod nsmgmt;
 mod nvm;
 mod queues;
@@ -141,6 +142,8 @@ pub(crate) struct State {
     pub(crate) cmb: Option<cmb::Cmb>,
     /// The host memory buffer the host handed over, if it did.
     hmb: Option<hmb::Hmb>,
+    /// Sanitize and security state.
+    maintenance: maintenance::Maintenance,
 }
 
 impl State {
@@ -227,6 +230,7 @@ impl State {
             stats: SimStats::default(),
             cmb,
             hmb: None,
+            maintenance: maintenance::Maintenance::default(),
         }
     }
 

@@ -41,6 +41,8 @@ pub struct SimStats {
     pub dma_faults: u64,
     /// CC.EN 1 -> 0 transitions.
     pub resets: u64,
+    /// Sanitize commands carried out.
+    pub sanitizes: u64,
     /// Set Features that enabled the host memory buffer.
     pub hmb_enables: u64,
     /// Times the controller used the host memory buffer.
