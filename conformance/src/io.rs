@@ -265,6 +265,11 @@ pub(crate) fn run_namespace<H: Hal>(
         format_args!("{}", name("abort by the CID a submission returned")),
         check_abort(&cx, &mut qp).into(),
     );
+    let outcome = match plan.several_pages().or(plan.one_block()) {
+        Some(span) => check_nvm_commands(&cx, &mut qp, span, next_seed(), out).into(),
+        None => skipped_span("one block", &plan),
+    };
+    t.record(out, format_args!("{}", name("compare, write zeroes and verify as ONCS offers them")), outcome);
     drop(qp);
 
     t.record(out, format_args!("{}", name("batched doorbells")), check_batched(&cx).into());
@@ -539,6 +544,81 @@ fn check_abort<'a, H: Hal>(cx: &Ctx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Result
 
 /// In batched mode, submissions write entries and one doorbell write
 /// announces them all.
+/// Waits for the command `cid` (submitted without a buffer) and returns its
+/// result.
+fn finish<'a, H: Hal>(cx: &Ctx<'a, H>, qp: &mut Qp<'a, H, SLOTS>, cid: nvme_nostd::Cid) -> Result<(), Error> {
+    qp.wait(cid, cx.timeout, |_| {}).and_then(|done| done.result())
+}
+
+/// Compare (the bytes just written compare equal; one flipped byte is a
+/// Compare Failure), Verify, and Write Zeroes (the blocks then read zeros;
+/// with deallocation too), each where ONCS advertises it, else refused
+/// before anything is sent.
+fn check_nvm_commands<'a, H: Hal>(
+    cx: &Ctx<'a, H>,
+    qp: &mut Qp<'a, H, SLOTS>,
+    span: Span,
+    seed: u64,
+    out: &mut dyn Report,
+) -> Result<(), Reason> {
+    use nvme_nostd::spec::status::{media, StatusCodeType};
+    let oncs = cx.ctrlr.identify().oncs;
+    let (lba, blocks) = (span.lba, cx.blocks(span.bytes));
+    let mut wbuf = cx.buffer(span.bytes)?;
+    pattern::fill(&mut wbuf, seed, lba, cx.bs);
+    let mut wbuf = cx.sync(qp, true, lba, wbuf)?;
+    let unsupported = Error::Unsupported(nvme_nostd::Feature::NvmCommand);
+    if oncs.compare() {
+        let cid = qp.compare(&cx.ns, lba, blocks, wbuf, 0).map_err(|e| reason!("compare: {}", e.error))?;
+        let done = qp.wait(cid, cx.timeout, |_| {}).map_err(|e| reason!("compare: {e}"))?;
+        done.result().map_err(|e| reason!("compare of equal data: {e}"))?;
+        wbuf = done.buffer.ok_or_else(|| reason!("compare without its buffer"))?;
+        wbuf[span.bytes / 2] ^= 0x20;
+        let cid = qp.compare(&cx.ns, lba, blocks, wbuf, 1).map_err(|e| reason!("compare: {}", e.error))?;
+        match finish(cx, qp, cid) {
+            Err(Error::Command(s))
+                if s.sct() == StatusCodeType::MEDIA_DATA_INTEGRITY && s.sc() == media::COMPARE_FAILURE => {}
+            other => return Err(reason!("compare of different data: {other:?}")),
+        }
+    } else if qp.compare(&cx.ns, lba, blocks, wbuf, 0).map_err(|e| e.error).err() != Some(unsupported) {
+        return Err(reason!("compare not refused, though not advertised"));
+    }
+    if oncs.verify() {
+        let cid = qp.verify(&cx.ns, lba, blocks, 2).map_err(|e| reason!("verify: {}", e.error))?;
+        finish(cx, qp, cid).map_err(|e| reason!("verify: {e}"))?;
+    } else if qp.verify(&cx.ns, lba, blocks, 2).map_err(|e| e.error).err() != Some(unsupported) {
+        return Err(reason!("verify not refused, though not advertised"));
+    }
+    if oncs.write_zeroes() {
+        let cid = qp
+            .write_zeroes(&cx.ns, lba, blocks, false, 3)
+            .map_err(|e| reason!("write zeroes: {}", e.error))?;
+        finish(cx, qp, cid).map_err(|e| reason!("write zeroes: {e}"))?;
+        let mut rbuf = cx.buffer(span.bytes)?;
+        rbuf.fill(0xa5);
+        let rbuf = cx.sync(qp, false, lba, rbuf)?;
+        if let Some(at) = rbuf.iter().position(|&b| b != 0) {
+            return Err(reason!("byte {at} after write zeroes is {:#04x}", rbuf[at]));
+        }
+        let cid = qp
+            .write_zeroes(&cx.ns, lba, blocks, true, 4)
+            .map_err(|e| reason!("write zeroes: {}", e.error))?;
+        finish(cx, qp, cid).map_err(|e| reason!("write zeroes with deallocate: {e}"))?;
+    } else if qp.write_zeroes(&cx.ns, lba, blocks, false, 3).map_err(|e| e.error).err() != Some(unsupported) {
+        return Err(reason!("write zeroes not refused, though not advertised"));
+    }
+    let said = |on: bool| if on { "run" } else { "refused" };
+    out.line(format_args!(
+        "ns{}: compare {}, verify {}, write zeroes {} ({} blocks at {lba})",
+        cx.ns.id(),
+        said(oncs.compare()),
+        said(oncs.verify()),
+        said(oncs.write_zeroes()),
+        blocks
+    ));
+    Ok(())
+}
+
 fn check_batched<H: Hal>(cx: &Ctx<'_, H>) -> Result<(), Reason> {
     const COUNT: u64 = 8;
     let options = QpairOptions::default()

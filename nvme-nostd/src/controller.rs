@@ -14,12 +14,12 @@ use crate::registers::Registers;
 use crate::slots::Cid;
 use crate::spec::command::{AdminOpcode, CompletionEntry, SubmissionEntry};
 use crate::spec::dwords::{AbortCdw10, AbortResult, FeaturesCdw10, IdentifyCdw10, NumberOfQueues};
-use crate::spec::identify::{ActiveNamespaceList, IdentifyController, IdentifyNamespace};
+use crate::spec::identify::{ActiveNamespaceList, IdentifyController, IdentifyNamespace, Oncs};
 use crate::spec::ids::{Cns, Csi, Fid};
 use crate::spec::registers::{shst, Cap, Cc, Csts, Vs};
 use crate::spec::status::Status;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use core::time::Duration;
 use hal_traits::{Hal, PAGE_SIZE};
 
@@ -385,6 +385,9 @@ pub struct Controller<H: Hal> {
     cmb: Option<Cmb>,
     /// Per-namespace generations (a leaf lock inside).
     tracker: Tracker,
+    /// Identify Controller ONCS, for the I/O path (which must not copy
+    /// the whole structure).
+    oncs: AtomicU16,
 }
 
 /// CAP.TO in 500 ms units, at least one unit.
@@ -514,6 +517,7 @@ impl<H: Hal> Controller<H> {
             generation: AtomicU32::new(0),
             cmb,
             tracker: Tracker::new(),
+            oncs: AtomicU16::new(0),
         };
         // From here on, Drop disables the controller before freeing memory.
         wait_ready(&ctrlr.hal, true, ready_timeout(cap))?;
@@ -522,6 +526,7 @@ impl<H: Hal> Controller<H> {
         ctrlr.identify_raw(Cns::CONTROLLER, 0, &mut page)?;
         let id = IdentifyController::from_bytes(&page);
         check_entry_sizes(&id)?;
+        ctrlr.oncs.store(id.oncs.into_bits(), Ordering::Release);
         *ctrlr.identify.get_mut() = id;
 
         ctrlr.io_queues = ctrlr.set_number_of_queues(options.io_queues)?;
@@ -591,6 +596,12 @@ impl<H: Hal> Controller<H> {
         let shift = 12 + self.cap.mpsmin() as u32 + mdts as u32;
         // A huge MDTS is as good as no limit.
         Some(if shift >= usize::BITS { usize::MAX } else { 1usize << shift })
+    }
+
+    /// Identify Controller ONCS (the optional NVM commands), without copying
+    /// the identify data.
+    pub(crate) fn identify_oncs(&self) -> Oncs {
+        Oncs::from_bits(self.oncs.load(Ordering::Acquire))
     }
 
     /// Every `Namespace` handle identified so far goes stale (after a
@@ -700,6 +711,7 @@ impl<H: Hal> Controller<H> {
             (old.fr, old.nn, old.mdts, old.oacs, old.oncs)
                 != (fresh.fr, fresh.nn, fresh.mdts, fresh.oacs, fresh.oncs)
         };
+        self.oncs.store(fresh.oncs.into_bits(), Ordering::Release);
         *self.identify.write() = fresh;
         if changed {
             self.namespaces_changed();

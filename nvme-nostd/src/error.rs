@@ -168,6 +168,9 @@ pub enum Feature {
     AsyncEvent,
     /// Namespace Management and Attachment (OACS bit 3).
     NamespaceManagement,
+    /// An NVM command the controller does not advertise (ONCS: Compare bit
+    /// 0, Write Zeroes bit 3, Verify bit 7).
+    NvmCommand,
     /// Firmware Commit and Firmware Image Download (OACS bit 2).
     Firmware,
     /// A firmware update granularity (FWUG) above the 4 KiB a piece of the
@@ -203,6 +206,7 @@ impl Feature {
                 "controller lacks Namespace Management and Attachment (OACS bit 3)"
             }
             Feature::Firmware => "controller lacks Firmware Commit and Image Download (OACS bit 2)",
+            Feature::NvmCommand => "controller does not advertise this NVM command (ONCS)",
             Feature::FirmwareGranularity => "firmware update granularity (FWUG) above 4 KiB",
             Feature::FirmwareActivation => "controller cannot activate firmware without a reset (FRMW bit 4)",
             Feature::WeightedRoundRobin => {

@@ -190,6 +190,9 @@ pub struct IdentifyLies {
     pub oaes: Option<u32>,
     /// Identify Controller OACS (optional admin commands).
     pub oacs: Option<u16>,
+    /// Identify Controller ONCS (optional NVM commands; the device runs
+    /// the commands all the same).
+    pub oncs: Option<u16>,
     /// FNA (byte 524): format and erase attributes (the device formats
     /// only the namespace named all the same).
     pub fna: Option<u8>,

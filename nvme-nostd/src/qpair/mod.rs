@@ -24,13 +24,14 @@ use crate::admin::{Ticket, MAX_ABORTS};
 use crate::buffer::{check_transfer, hand_to_device, IoBuffer};
 use crate::controller::Controller;
 use crate::dma::DmaMemory;
-use crate::error::{Argument, Broken, Error, Result};
+use crate::error::{Argument, Broken, Error, Feature, Result};
 use crate::namespace::Namespace;
 use crate::prp::PrpListSink;
 use crate::queue::{CompletionQueue, SubmissionQueue};
 use crate::slots::{Cid, SlotPool};
 use crate::spec::command::{IoOpcode, SubmissionEntry};
 use crate::spec::dwords::ReadWriteCdw12;
+use crate::spec::identify::Oncs;
 use core::ptr::NonNull;
 use hal_traits::{Direction, Hal, PAGE_SIZE};
 
@@ -255,8 +256,93 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         cmd.cdw10 = lba as u32;
         cmd.cdw11 = (lba >> 32) as u32;
         cmd.cdw12 = ReadWriteCdw12::new().with_nlb((blocks - 1) as u16).into_bits();
+        // Read moves data from the device; Write and Compare to it.
         let direction = if opcode == IoOpcode::READ { Direction::FromDevice } else { Direction::ToDevice };
         self.submit_data(cmd, buffer, len, direction, context, path)
+    }
+
+    /// Compares `blocks` logical blocks at `lba` of `ns` with `buffer` (NVM
+    /// command set section 6.2, Compare): the controller reads the blocks
+    /// and the buffer; a difference completes with Compare Failure (SCT 2h,
+    /// SC 85h). Where the controller offers it (ONCS bit 0; else
+    /// [`Feature::NvmCommand`](crate::Feature::NvmCommand), unsent).
+    pub fn compare(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        buffer: B,
+        context: C,
+    ) -> Result<Cid, SubmitError<B, C>> {
+        if !self.ctrlr.identify_oncs().compare() {
+            return Err(SubmitError { error: Error::Unsupported(Feature::NvmCommand), buffer, context });
+        }
+        self.read_write(IoOpcode::COMPARE, ns, lba, blocks, buffer, context, Path::Direct)
+    }
+
+    /// Writes zeroes to `blocks` logical blocks at `lba` of `ns`, moving no
+    /// data (NVM command set section 6.16, Write Zeroes); with `deallocate`
+    /// (DEAC) the controller may deallocate them (what they then read as,
+    /// Identify Namespace DLFEAT says). Where the controller offers it (ONCS
+    /// bit 3; else [`Feature::NvmCommand`](crate::Feature::NvmCommand),
+    /// unsent).
+    pub fn write_zeroes(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        deallocate: bool,
+        context: C,
+    ) -> Result<Cid, SubmitError<(), C>> {
+        let deac = u32::from(deallocate) << 25;
+        self.no_data(IoOpcode::WRITE_ZEROES, ns, lba, blocks, deac, context, |oncs| oncs.write_zeroes())
+    }
+
+    /// Verifies `blocks` logical blocks at `lba` of `ns`: the controller
+    /// reads them (and checks their protection information) without
+    /// transferring data (NVM command set section 6.15, Verify). Where the
+    /// controller offers it (ONCS bit 7; else
+    /// [`Feature::NvmCommand`](crate::Feature::NvmCommand), unsent).
+    pub fn verify(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        context: C,
+    ) -> Result<Cid, SubmitError<(), C>> {
+        self.no_data(IoOpcode::VERIFY, ns, lba, blocks, 0, context, |oncs| oncs.verify())
+    }
+
+    /// A command on a block range that moves no data (Write Zeroes, Verify):
+    /// `flags` are ORed into CDW12 with NLB.
+    #[allow(clippy::too_many_arguments)]
+    fn no_data(
+        &mut self,
+        opcode: IoOpcode,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        flags: u32,
+        context: C,
+        offered: impl FnOnce(Oncs) -> bool,
+    ) -> Result<Cid, SubmitError<(), C>> {
+        let checked = if offered(self.ctrlr.identify_oncs()) {
+            self.ctrlr.check_binding(ns.binding()).and_then(|()| ns.check_range(lba, blocks))
+        } else {
+            Err(Error::Unsupported(Feature::NvmCommand))
+        };
+        if let Err(error) = checked {
+            return Err(SubmitError { error, buffer: (), context });
+        }
+        let mut cmd = SubmissionEntry::new(opcode.0, ns.id());
+        cmd.cdw10 = lba as u32;
+        cmd.cdw11 = (lba >> 32) as u32;
+        cmd.cdw12 = ReadWriteCdw12::new().with_nlb((blocks - 1) as u16).into_bits() | flags;
+        self.submit_entry(cmd, context, Path::Direct).map_err(|(error, context)| SubmitError {
+            error,
+            buffer: (),
+            context,
+        })
     }
 
     /// Flushes the volatile write cache of `ns` (NVM command set, Flush).

@@ -1,9 +1,11 @@
-//! The NVM I/O command set (NVMe 1.4 section 6): Read, Write, Flush, Write
-//! Zeroes and Dataset Management against the namespaces' backing store, with
-//! every LBA range checked against its namespace, and the transfer size of
-//! Read and Write against MDTS.
+//! The NVM I/O command set (NVMe 1.4 section 6): Read, Write, Compare,
+//! Flush, Write Zeroes, Verify and Dataset Management against the
+//! namespaces' backing store, with every LBA range checked against its
+//! namespace, and the transfer size of Read, Write and Compare against MDTS.
 
-use super::status::{INVALID_FIELD, INVALID_NAMESPACE, INVALID_OPCODE, LBA_OUT_OF_RANGE, SUCCESS};
+use super::status::{
+    COMPARE_FAILURE, INVALID_FIELD, INVALID_NAMESPACE, INVALID_OPCODE, LBA_OUT_OF_RANGE, SUCCESS,
+};
 use super::{State, PAGE};
 use nvme_spec::command::{IoOpcode, SubmissionEntry};
 use nvme_spec::dwords::ReadWriteCdw12;
@@ -25,8 +27,13 @@ impl State {
                     INVALID_NAMESPACE
                 }
             }
-            IoOpcode::READ | IoOpcode::WRITE => self.read_write(cmd),
+            IoOpcode::READ | IoOpcode::WRITE | IoOpcode::COMPARE => self.read_write(cmd),
             IoOpcode::WRITE_ZEROES => self.write_zeroes(cmd),
+            IoOpcode::VERIFY => {
+                let slba = cmd.cdw10 as u64 | ((cmd.cdw11 as u64) << 32);
+                let nlb = ReadWriteCdw12::from_bits(cmd.cdw12).nlb() as u64 + 1;
+                self.lba_range(cmd.nsid, slba, nlb).map_or_else(|s| s, |_| SUCCESS)
+            }
             IoOpcode::DATASET_MANAGEMENT => self.dataset_management(cmd),
             _ => INVALID_OPCODE,
         };
@@ -61,8 +68,16 @@ impl State {
             Ok(r) => r,
             Err(s) => return s,
         };
-        if IoOpcode(cmd.cdw0.opc()) == IoOpcode::WRITE {
+        let opcode = IoOpcode(cmd.cdw0.opc());
+        if opcode == IoOpcode::WRITE || opcode == IoOpcode::COMPARE {
             match self.read_from_host(cmd, len) {
+                Ok(data) if opcode == IoOpcode::COMPARE => {
+                    if self.namespaces[index].data[start..start + len] == data[..] {
+                        SUCCESS
+                    } else {
+                        COMPARE_FAILURE
+                    }
+                }
                 Ok(data) => {
                     self.namespaces[index].data[start..start + len].copy_from_slice(&data);
                     SUCCESS

@@ -3,7 +3,7 @@
 //! phase tag left clear for the poster to set. DNR is set where a retry
 //! cannot succeed.
 
-use nvme_spec::status::{command_specific as cs, generic, Status, StatusCode, StatusCodeType};
+use nvme_spec::status::{command_specific as cs, generic, media, Status, StatusCode, StatusCodeType};
 
 pub(super) const DNR: u16 = 1 << 15;
 
@@ -27,6 +27,8 @@ pub(super) const INVALID_NAMESPACE: u16 = gen(generic::INVALID_NAMESPACE_OR_FORM
 pub(super) const COMMAND_SEQUENCE_ERROR: u16 = gen(generic::COMMAND_SEQUENCE_ERROR, true);
 pub(super) const PRP_OFFSET_INVALID: u16 = gen(generic::PRP_OFFSET_INVALID, true);
 pub(super) const LBA_OUT_OF_RANGE: u16 = gen(generic::LBA_OUT_OF_RANGE, true);
+pub(super) const COMPARE_FAILURE: u16 =
+    st(StatusCodeType::MEDIA_DATA_INTEGRITY, media::COMPARE_FAILURE, true);
 pub(super) const CQ_INVALID: u16 = spec(cs::COMPLETION_QUEUE_INVALID);
 pub(super) const INVALID_QID: u16 = spec(cs::INVALID_QUEUE_IDENTIFIER);
 pub(super) const INVALID_QSIZE: u16 = spec(cs::INVALID_QUEUE_SIZE);
