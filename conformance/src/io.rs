@@ -269,7 +269,11 @@ pub(crate) fn run_namespace<H: Hal>(
         Some(span) => check_nvm_commands(&cx, &mut qp, span, next_seed(), out).into(),
         None => skipped_span("one block", &plan),
     };
-    t.record(out, format_args!("{}", name("compare, write zeroes and verify as ONCS offers them")), outcome);
+    t.record(
+        out,
+        format_args!("{}", name("FUA, limited retry; compare, write zeroes, verify as ONCS offers")),
+        outcome,
+    );
     drop(qp);
 
     t.record(out, format_args!("{}", name("batched doorbells")), check_batched(&cx).into());
@@ -550,8 +554,8 @@ fn finish<'a, H: Hal>(cx: &Ctx<'a, H>, qp: &mut Qp<'a, H, SLOTS>, cid: nvme_nost
     qp.wait(cid, cx.timeout, |_| {}).and_then(|done| done.result())
 }
 
-/// Compare (the bytes just written compare equal; one flipped byte is a
-/// Compare Failure), Verify, and Write Zeroes (the blocks then read zeros;
+/// A write with FUA read back with Limited Retry; Compare (the bytes just
+/// written compare equal; one flipped byte is a Compare Failure), Verify, and Write Zeroes (the blocks then read zeros;
 /// with deallocation too), each where ONCS advertises it, else refused
 /// before anything is sent.
 fn check_nvm_commands<'a, H: Hal>(
@@ -564,9 +568,24 @@ fn check_nvm_commands<'a, H: Hal>(
     use nvme_nostd::spec::status::{media, StatusCodeType};
     let oncs = cx.ctrlr.identify().oncs;
     let (lba, blocks) = (span.lba, cx.blocks(span.bytes));
+    // Written with FUA, read back with Limited Retry and compared.
     let mut wbuf = cx.buffer(span.bytes)?;
     pattern::fill(&mut wbuf, seed, lba, cx.bs);
-    let mut wbuf = cx.sync(qp, true, lba, wbuf)?;
+    let flags = nvme_nostd::IoFlags { fua: true, limited_retry: true };
+    let cid =
+        qp.write_with(&cx.ns, lba, blocks, flags, wbuf, 5).map_err(|e| reason!("FUA write: {}", e.error))?;
+    let done = qp.wait(cid, cx.timeout, |_| {}).map_err(|e| reason!("FUA write: {e}"))?;
+    done.result().map_err(|e| reason!("FUA write: {e}"))?;
+    let mut wbuf = done.buffer.ok_or_else(|| reason!("write without its buffer"))?;
+    let mut rbuf = cx.buffer(span.bytes)?;
+    rbuf.fill(0xa5);
+    let cid = qp.read_with(&cx.ns, lba, blocks, flags, rbuf, 6).map_err(|e| reason!("read: {}", e.error))?;
+    let done = qp.wait(cid, cx.timeout, |_| {}).map_err(|e| reason!("limited-retry read: {e}"))?;
+    done.result().map_err(|e| reason!("limited-retry read: {e}"))?;
+    let rbuf = done.buffer.ok_or_else(|| reason!("read without its buffer"))?;
+    if let Some(at) = pattern::first_mismatch(&rbuf, seed, lba, cx.bs) {
+        return Err(reason!("FUA write read back: mismatch at byte {at}"));
+    }
     let unsupported = Error::Unsupported(nvme_nostd::Feature::NvmCommand);
     if oncs.compare() {
         let cid = qp.compare(&cx.ns, lba, blocks, wbuf, 0).map_err(|e| reason!("compare: {}", e.error))?;

@@ -72,8 +72,8 @@ pub use nvme_spec as spec;
 pub use nvme_spec::status::Status;
 pub use probe::{probe, Probed};
 pub use qpair::{
-    AbortOutcome, Completion, DoorbellMode, IoQueuePair, PollLimit, QpairOptions, QueueStats, Resubmit,
-    SubmitError,
+    AbortOutcome, Completion, DoorbellMode, IoFlags, IoQueuePair, PollLimit, QpairOptions, QueueStats,
+    Resubmit, SubmitError,
 };
 pub use slots::Cid;
 pub use trid::{

@@ -77,3 +77,22 @@ fn commands_not_advertised_are_refused_unsent() {
     assert_eq!(qp.verify(&ns, 0, 1, 2).map_err(|e| e.error).unwrap_err(), unsupported);
     assert_eq!(sim.stats().commands_fetched, fetched);
 }
+
+/// FUA and Limited Retry reach the controller on reads and writes, and
+/// plain calls set neither.
+#[test]
+fn io_flags_reach_the_controller() {
+    use nvme_nostd::IoFlags;
+    let (sim, ctrlr, ns) = setup(SimConfig::default());
+    let mut qp = qpair(&ctrlr);
+    qp.write(&ns, 0, 1, pattern(0, 512, 1), 0).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp), Ok(()));
+    assert_eq!((sim.stats().fua_commands, sim.stats().limited_retry_commands), (0, 0));
+    qp.write_with(&ns, 1, 1, IoFlags::FUA, pattern(1, 512, 1), 1).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp), Ok(()));
+    let both = IoFlags { fua: true, limited_retry: true };
+    qp.read_with(&ns, 1, 1, both, vec![0; 512], 2).map_err(|e| e.error).unwrap();
+    let d = poll_for(&sim, &mut qp, Duration::from_millis(10));
+    assert_eq!(d[0].buffer.as_deref(), Some(&pattern(1, 512, 1)[..]));
+    assert_eq!((sim.stats().fua_commands, sim.stats().limited_retry_commands), (2, 1));
+}

@@ -16,7 +16,7 @@ mod types;
 
 pub use poll::Resubmit;
 pub use recovery::AbortOutcome;
-pub use types::{Completion, DoorbellMode, PollLimit, QpairOptions, QueueStats, SubmitError};
+pub use types::{Completion, DoorbellMode, IoFlags, PollLimit, QpairOptions, QueueStats, SubmitError};
 
 use request::{DmaUse, Request};
 
@@ -215,7 +215,20 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         buffer: B,
         context: C,
     ) -> Result<Cid, SubmitError<B, C>> {
-        self.read_write(IoOpcode::READ, ns, lba, blocks, buffer, context, Path::Direct)
+        self.read_write(IoOpcode::READ, ns, lba, blocks, IoFlags::default(), buffer, context, Path::Direct)
+    }
+
+    /// [`read`](Self::read) with I/O flags (FUA, limited retry).
+    pub fn read_with(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        flags: IoFlags,
+        buffer: B,
+        context: C,
+    ) -> Result<Cid, SubmitError<B, C>> {
+        self.read_write(IoOpcode::READ, ns, lba, blocks, flags, buffer, context, Path::Direct)
     }
 
     /// Writes `blocks` logical blocks from `buffer` to `lba` of `ns` (NVM
@@ -228,7 +241,21 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         buffer: B,
         context: C,
     ) -> Result<Cid, SubmitError<B, C>> {
-        self.read_write(IoOpcode::WRITE, ns, lba, blocks, buffer, context, Path::Direct)
+        self.read_write(IoOpcode::WRITE, ns, lba, blocks, IoFlags::default(), buffer, context, Path::Direct)
+    }
+
+    /// [`write`](Self::write) with I/O flags (FUA: on non-volatile media
+    /// before it completes; limited retry).
+    pub fn write_with(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        flags: IoFlags,
+        buffer: B,
+        context: C,
+    ) -> Result<Cid, SubmitError<B, C>> {
+        self.read_write(IoOpcode::WRITE, ns, lba, blocks, flags, buffer, context, Path::Direct)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -238,6 +265,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         ns: &Namespace,
         lba: u64,
         blocks: u32,
+        flags: IoFlags,
         buffer: B,
         context: C,
         path: Path,
@@ -255,7 +283,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         // allows at most 65536 blocks).
         cmd.cdw10 = lba as u32;
         cmd.cdw11 = (lba >> 32) as u32;
-        cmd.cdw12 = ReadWriteCdw12::new().with_nlb((blocks - 1) as u16).into_bits();
+        cmd.cdw12 = ReadWriteCdw12::new().with_nlb((blocks - 1) as u16).into_bits() | flags.cdw12();
         // Read moves data from the device; Write and Compare to it.
         let direction = if opcode == IoOpcode::READ { Direction::FromDevice } else { Direction::ToDevice };
         self.submit_data(cmd, buffer, len, direction, context, path)
@@ -277,7 +305,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         if !self.ctrlr.identify_oncs().compare() {
             return Err(SubmitError { error: Error::Unsupported(Feature::NvmCommand), buffer, context });
         }
-        self.read_write(IoOpcode::COMPARE, ns, lba, blocks, buffer, context, Path::Direct)
+        self.read_write(IoOpcode::COMPARE, ns, lba, blocks, IoFlags::default(), buffer, context, Path::Direct)
     }
 
     /// Writes zeroes to `blocks` logical blocks at `lba` of `ns`, moving no

@@ -3,7 +3,7 @@
 //! device even when the callback panics.
 
 use super::request::{finish, Request, HOST_ABORTED, NOT_STAMPED, PARKED};
-use super::{Completion, Health, IoQueuePair, Path, PollLimit, SubmitError};
+use super::{Completion, Health, IoFlags, IoQueuePair, Path, PollLimit, SubmitError};
 use crate::buffer::IoBuffer;
 use crate::error::{Argument, Error, Result, Wait};
 use crate::namespace::Namespace;
@@ -51,7 +51,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> Resubmit<'_, '_, H, B, C, N> {
         buffer: B,
         context: C,
     ) -> Result<Cid, SubmitError<B, C>> {
-        self.qp.read_write(IoOpcode::READ, ns, lba, blocks, buffer, context, Path::InPoll)
+        self.qp.read_write(IoOpcode::READ, ns, lba, blocks, IoFlags::default(), buffer, context, Path::InPoll)
     }
 
     /// As [`IoQueuePair::write`].
@@ -63,7 +63,16 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> Resubmit<'_, '_, H, B, C, N> {
         buffer: B,
         context: C,
     ) -> Result<Cid, SubmitError<B, C>> {
-        self.qp.read_write(IoOpcode::WRITE, ns, lba, blocks, buffer, context, Path::InPoll)
+        self.qp.read_write(
+            IoOpcode::WRITE,
+            ns,
+            lba,
+            blocks,
+            IoFlags::default(),
+            buffer,
+            context,
+            Path::InPoll,
+        )
     }
 
     /// As [`IoQueuePair::flush`].

@@ -180,3 +180,25 @@ impl<B, C> Completion<B, C> {
         }
     }
 }
+
+/// The I/O flags of a read, write or compare (NVM command set, CDW12 bits 31
+/// and 30): both off by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IoFlags {
+    /// FUA, Force Unit Access: a write is on non-volatile media before it
+    /// completes; a read comes from non-volatile media.
+    pub fua: bool,
+    /// LR, Limited Retry: the controller applies limited retry efforts
+    /// (and fails sooner) rather than all of them.
+    pub limited_retry: bool,
+}
+
+impl IoFlags {
+    /// Force Unit Access only.
+    pub const FUA: IoFlags = IoFlags { fua: true, limited_retry: false };
+
+    /// The bits in CDW12.
+    pub(crate) fn cdw12(self) -> u32 {
+        crate::spec::dwords::ReadWriteCdw12::new().with_fua(self.fua).with_lr(self.limited_retry).into_bits()
+    }
+}

@@ -59,7 +59,10 @@ impl State {
             return INVALID_FIELD;
         }
         let slba = cmd.cdw10 as u64 | ((cmd.cdw11 as u64) << 32);
-        let nlb = ReadWriteCdw12::from_bits(cmd.cdw12).nlb() as u64 + 1;
+        let cdw12 = ReadWriteCdw12::from_bits(cmd.cdw12);
+        self.stats.fua_commands += u64::from(cdw12.fua());
+        self.stats.limited_retry_commands += u64::from(cdw12.lr());
+        let nlb = cdw12.nlb() as u64 + 1;
         let bytes = nlb * self.namespaces[index].cfg.block_size as u64;
         if self.cfg.mdts != 0 && bytes > PAGE << self.cfg.mdts.min(40) {
             return INVALID_FIELD;

@@ -41,6 +41,10 @@ pub struct SimStats {
     pub dma_faults: u64,
     /// CC.EN 1 -> 0 transitions.
     pub resets: u64,
+    /// Reads, writes and compares with FUA set (CDW12 bit 30).
+    pub fua_commands: u64,
+    /// Reads, writes and compares with Limited Retry set (CDW12 bit 31).
+    pub limited_retry_commands: u64,
     /// Sanitize commands carried out.
     pub sanitizes: u64,
     /// Set Features that enabled the host memory buffer.
