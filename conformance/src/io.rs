@@ -271,7 +271,7 @@ pub(crate) fn run_namespace<H: Hal>(
     };
     t.record(
         out,
-        format_args!("{}", name("FUA, limited retry; compare, write zeroes, verify as ONCS offers")),
+        format_args!("{}", name("FUA, limited retry; compare, write zeroes, verify, DSM as ONCS offers")),
         outcome,
     );
     drop(qp);
@@ -626,13 +626,48 @@ fn check_nvm_commands<'a, H: Hal>(
     } else if qp.write_zeroes(&cx.ns, lba, blocks, false, 3).map_err(|e| e.error).err() != Some(unsupported) {
         return Err(reason!("write zeroes not refused, though not advertised"));
     }
+    // Dataset Management: the span deallocated; where DLFEAT says what a
+    // deallocated block reads as, it must read so.
+    let ad = nvme_nostd::spec::dwords::DsmAttributes::new().with_ad(true);
+    let range = [nvme_nostd::spec::command::DsmRange::new(lba, blocks)];
+    let mut checked_read = "not checked (DLFEAT does not say)";
+    if oncs.dataset_management() {
+        let list = cx.buffer(4096)?;
+        let cid =
+            qp.dataset_management(&cx.ns, &range, ad, list, 7).map_err(|e| reason!("DSM: {}", e.error))?;
+        finish(cx, qp, cid).map_err(|e| reason!("DSM deallocate: {e}"))?;
+        let expected = match cx.ctrlr.identify_namespace(cx.ns.id()).map(|id| id.dlfeat.read_value()) {
+            Ok(1) => Some(0u8),
+            Ok(2) => Some(0xff),
+            _ => None,
+        };
+        if let Some(value) = expected {
+            let mut rbuf = cx.buffer(span.bytes)?;
+            rbuf.fill(0xa5);
+            let rbuf = cx.sync(qp, false, lba, rbuf)?;
+            if let Some(at) = rbuf.iter().position(|&b| b != value) {
+                return Err(reason!(
+                    "byte {at} after deallocation is {:#04x}, DLFEAT says {value:#04x}",
+                    rbuf[at]
+                ));
+            }
+            checked_read = "read back as DLFEAT says";
+        }
+    } else {
+        let refused =
+            qp.dataset_management(&cx.ns, &range, ad, cx.buffer(4096)?, 7).map_err(|e| e.error).err();
+        if refused != Some(unsupported) {
+            return Err(reason!("dataset management not refused, though not advertised"));
+        }
+    }
     let said = |on: bool| if on { "run" } else { "refused" };
     out.line(format_args!(
-        "ns{}: compare {}, verify {}, write zeroes {} ({} blocks at {lba})",
+        "ns{}: compare {}, verify {}, write zeroes {}, dataset management {} (deallocated blocks {checked_read}; {} blocks at {lba})",
         cx.ns.id(),
         said(oncs.compare()),
         said(oncs.verify()),
         said(oncs.write_zeroes()),
+        said(oncs.dataset_management()),
         blocks
     ));
     Ok(())

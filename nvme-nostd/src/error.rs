@@ -68,6 +68,9 @@ pub enum Argument {
     FeatureWithData,
     /// A power state above NPSS.
     PowerState,
+    /// Dataset Management with no range, more than 256, or a range of no
+    /// blocks.
+    DsmRanges,
     /// A temperature sensor above 8.
     TemperatureSensor,
     /// Admin command data above 4 KiB (one page, through PRP1).
@@ -115,6 +118,7 @@ impl Argument {
             Argument::DriverOwnedFeature => "the driver sets this feature itself",
             Argument::FeatureWithData => "this feature moves data: use its typed helper",
             Argument::PowerState => "power state above NPSS",
+            Argument::DsmRanges => "dataset management needs 1 to 256 ranges of at least one block",
             Argument::TemperatureSensor => "temperature sensor above 8",
             Argument::AdminDataTooLarge => "admin command data above 4 KiB",
             Argument::Timestamp => "timestamp above 48 bits of milliseconds",

@@ -59,11 +59,11 @@ fn compare_write_zeroes_and_verify() {
     assert_clean(&sim);
 }
 
-/// A controller whose ONCS advertises none of the three: refused unsent.
+/// A controller whose ONCS advertises none of them: refused unsent.
 #[test]
 fn commands_not_advertised_are_refused_unsent() {
     let sim = Sim::new(SimConfig {
-        lies: IdentifyLies { oncs: Some(0x0014), ..IdentifyLies::default() },
+        lies: IdentifyLies { oncs: Some(0x0010), ..IdentifyLies::default() },
         ..SimConfig::default()
     });
     let ctrlr = Controller::new(sim.hal(), common::options()).unwrap();
@@ -75,6 +75,10 @@ fn commands_not_advertised_are_refused_unsent() {
     assert_eq!((refused.error, refused.buffer.len()), (unsupported, 512), "the buffer comes back");
     assert_eq!(qp.write_zeroes(&ns, 0, 1, false, 1).map_err(|e| e.error).unwrap_err(), unsupported);
     assert_eq!(qp.verify(&ns, 0, 1, 2).map_err(|e| e.error).unwrap_err(), unsupported);
+    let dsm = nvme_nostd::spec::command::DsmRange::new(0, 1);
+    let ad = nvme_nostd::spec::dwords::DsmAttributes::new().with_ad(true);
+    let refused = qp.dataset_management(&ns, &[dsm], ad, vec![0; 512], 3).map_err(|e| e.error);
+    assert_eq!(refused.unwrap_err(), unsupported);
     assert_eq!(sim.stats().commands_fetched, fetched);
 }
 
@@ -95,4 +99,44 @@ fn io_flags_reach_the_controller() {
     let d = poll_for(&sim, &mut qp, Duration::from_millis(10));
     assert_eq!(d[0].buffer.as_deref(), Some(&pattern(1, 512, 1)[..]));
     assert_eq!((sim.stats().fua_commands, sim.stats().limited_retry_commands), (2, 1));
+}
+
+/// Dataset Management: deallocated ranges read zeros afterwards (the
+/// simulator's DLFEAT), the list goes in the caller's buffer, and bad lists
+/// are refused unsent.
+#[test]
+fn dataset_management_deallocates_ranges() {
+    use nvme_nostd::spec::command::DsmRange;
+    use nvme_nostd::spec::dwords::DsmAttributes;
+    use nvme_nostd::Argument;
+    let (sim, ctrlr, ns) = setup(SimConfig::default());
+    let mut qp = qpair(&ctrlr);
+    sim.write_blocks(1, 0, &[0x77; 64 * 512]);
+    let ranges = [DsmRange::new(2, 3), DsmRange::new(40, 8)];
+    let ad = DsmAttributes::new().with_ad(true);
+    qp.dataset_management(&ns, &ranges, ad, vec![0; 4096], 0).map_err(|e| e.error).unwrap();
+    let d = poll_for(&sim, &mut qp, Duration::from_millis(10));
+    assert_eq!(d[0].result(), Ok(()));
+    let list = d[0].buffer.as_ref().unwrap();
+    assert_eq!(&list[..16], &ranges[0].to_bytes(), "the list, in the caller's buffer");
+    let data = sim.read_blocks(1, 0, 64);
+    for (block, bytes) in data.chunks(512).enumerate() {
+        let deallocated = (2..5).contains(&block) || (40..48).contains(&block);
+        assert!(bytes.iter().all(|&b| b == if deallocated { 0 } else { 0x77 }), "block {block}");
+    }
+    // Bad lists: nothing sent, the buffer back.
+    let fetched = sim.stats().commands_fetched;
+    let many = [DsmRange::new(0, 1); 257];
+    let cases: [(&[DsmRange], usize, Error); 5] = [
+        (&[], 4096, Error::InvalidArgument(Argument::DsmRanges)),
+        (&many, 8192, Error::InvalidArgument(Argument::DsmRanges)),
+        (&[DsmRange::new(0, 0)], 4096, Error::InvalidArgument(Argument::DsmRanges)),
+        (&[DsmRange::new(ns.blocks() - 1, 2)], 4096, Error::LbaOutOfRange),
+        (&[DsmRange::new(0, 1), DsmRange::new(9, 1)], 16, Error::BufferTooSmall { needed: 32, actual: 16 }),
+    ];
+    for (list, size, error) in cases {
+        let refused = qp.dataset_management(&ns, list, ad, vec![0; size], 9).unwrap_err();
+        assert_eq!((refused.error, refused.buffer.len()), (error, size), "{} ranges", list.len());
+    }
+    assert_eq!(sim.stats().commands_fetched, fetched);
 }

@@ -218,9 +218,49 @@ impl IoOpcode {
     }
 }
 
+/// One Dataset Management range (NVMe 1.4 section 6.7, figure 366): 16
+/// bytes; the command's data is an array of 1 to 256 of them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct DsmRange {
+    /// Context Attributes (offset 0): access hints (0: none).
+    pub cattr: u32,
+    /// Length in logical blocks (offset 4).
+    pub length: u32,
+    /// Starting LBA (offset 8).
+    pub slba: u64,
+}
+
+const _: () = assert!(size_of::<DsmRange>() == 16);
+
+impl DsmRange {
+    /// Size in bytes.
+    pub const SIZE: usize = 16;
+    /// The most ranges one command carries.
+    pub const MAX: usize = 256;
+
+    /// `length` blocks from `slba`, no context attributes.
+    pub const fn new(slba: u64, length: u32) -> Self {
+        DsmRange { cattr: 0, length, slba }
+    }
+
+    /// The range's bytes, as the controller reads them.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dsm_range_layout() {
+        let b = DsmRange { cattr: 0x0102_0304, length: 8, slba: 0x1_0000_0010 }.to_bytes();
+        assert_eq!(&b[0..4], &0x0102_0304u32.to_le_bytes());
+        assert_eq!(&b[4..8], &8u32.to_le_bytes());
+        assert_eq!(&b[8..16], &0x1_0000_0010u64.to_le_bytes());
+    }
 
     #[test]
     fn entry_as_qwords_follows_the_byte_layout() {

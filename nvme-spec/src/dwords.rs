@@ -343,6 +343,22 @@ pub struct GetLogPageCdw11 {
     pub lsi: u16,
 }
 
+/// CDW11 of Dataset Management (NVMe 1.4 section 6.7, figure 364): the
+/// attributes of every range. CDW10 bits 7:0 hold NR, the number of
+/// ranges, 0-based.
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct DsmAttributes {
+    /// IDR: Attribute – Integral Dataset for Read.
+    pub idr: bool,
+    /// IDW: Attribute – Integral Dataset for Write.
+    pub idw: bool,
+    /// AD: Attribute – Deallocate.
+    pub ad: bool,
+    #[bits(29)]
+    __: u32,
+}
+
 /// CDW12 of Read, Write, Compare and similar NVM commands (NVM Command Set
 /// 1.0 figures 21 and 37; Base 1.4 figures 346 and 360).
 #[bitfield(u32)]

@@ -29,8 +29,8 @@ use crate::namespace::Namespace;
 use crate::prp::PrpListSink;
 use crate::queue::{CompletionQueue, SubmissionQueue};
 use crate::slots::{Cid, SlotPool};
-use crate::spec::command::{IoOpcode, SubmissionEntry};
-use crate::spec::dwords::ReadWriteCdw12;
+use crate::spec::command::{DsmRange, IoOpcode, SubmissionEntry};
+use crate::spec::dwords::{DsmAttributes, ReadWriteCdw12};
 use crate::spec::identify::Oncs;
 use core::ptr::NonNull;
 use hal_traits::{Direction, Hal, PAGE_SIZE};
@@ -339,6 +339,53 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         context: C,
     ) -> Result<Cid, SubmitError<(), C>> {
         self.no_data(IoOpcode::VERIFY, ns, lba, blocks, 0, context, |oncs| oncs.verify())
+    }
+
+    /// Dataset Management (NVM command set section 6.7): `attributes`
+    /// (deallocate, integral dataset for read or write) for each of
+    /// `ranges` of `ns`. The driver writes the range list into the first
+    /// `16 × ranges.len()` bytes of `buffer`, which carries it to the device
+    /// and comes back with the completion. Refused unsent: a controller
+    /// without it (ONCS bit 2; [`Feature::NvmCommand`](crate::Feature::NvmCommand)),
+    /// no range, more than 256, or a range of no blocks
+    /// ([`Argument::DsmRanges`]), a range past the end of the namespace
+    /// ([`Error::LbaOutOfRange`]), a buffer too small for the list.
+    pub fn dataset_management(
+        &mut self,
+        ns: &Namespace,
+        ranges: &[DsmRange],
+        attributes: DsmAttributes,
+        mut buffer: B,
+        context: C,
+    ) -> Result<Cid, SubmitError<B, C>>
+    where
+        B: core::ops::DerefMut<Target = [u8]>,
+    {
+        let len = ranges.len() * DsmRange::SIZE;
+        let checked = if !self.ctrlr.identify_oncs().dataset_management() {
+            Err(Error::Unsupported(Feature::NvmCommand))
+        } else if ranges.is_empty() || ranges.len() > DsmRange::MAX || ranges.iter().any(|r| r.length == 0) {
+            Err(Error::InvalidArgument(Argument::DsmRanges))
+        } else if ranges
+            .iter()
+            .any(|r| r.slba.checked_add(u64::from(r.length)).is_none_or(|end| end > ns.blocks()))
+        {
+            Err(Error::LbaOutOfRange)
+        } else if buffer.len() < len {
+            Err(Error::BufferTooSmall { needed: len, actual: buffer.len() })
+        } else {
+            self.ctrlr.check_binding(ns.binding())
+        };
+        if let Err(error) = checked {
+            return Err(SubmitError { error, buffer, context });
+        }
+        for (i, r) in ranges.iter().enumerate() {
+            buffer[i * DsmRange::SIZE..(i + 1) * DsmRange::SIZE].copy_from_slice(&r.to_bytes());
+        }
+        let mut cmd = SubmissionEntry::new(IoOpcode::DATASET_MANAGEMENT.0, ns.id());
+        cmd.cdw10 = (ranges.len() - 1) as u32;
+        cmd.cdw11 = attributes.into_bits();
+        self.submit_data(cmd, buffer, len, Direction::ToDevice, context, Path::Direct)
     }
 
     /// A command on a block range that moves no data (Write Zeroes, Verify):
