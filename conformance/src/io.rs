@@ -269,11 +269,7 @@ pub(crate) fn run_namespace<H: Hal>(
         Some(span) => check_nvm_commands(&cx, &mut qp, span, next_seed(), out).into(),
         None => skipped_span("one block", &plan),
     };
-    t.record(
-        out,
-        format_args!("{}", name("FUA, limited retry; compare, write zeroes, verify, DSM as ONCS offers")),
-        outcome,
-    );
+    t.record(out, format_args!("{}", name("FUA, limited retry; NVM commands as ONCS offers them")), outcome);
     drop(qp);
 
     t.record(out, format_args!("{}", name("batched doorbells")), check_batched(&cx).into());
@@ -660,13 +656,32 @@ fn check_nvm_commands<'a, H: Hal>(
             return Err(reason!("dataset management not refused, though not advertised"));
         }
     }
+    // Write Uncorrectable: a read then fails, until the blocks are written.
+    if oncs.write_uncorrectable() {
+        let cid = qp
+            .write_uncorrectable(&cx.ns, lba, 1, 8)
+            .map_err(|e| reason!("write uncorrectable: {}", e.error))?;
+        finish(cx, qp, cid).map_err(|e| reason!("write uncorrectable: {e}"))?;
+        let cid = qp.read(&cx.ns, lba, 1, cx.buffer(cx.bs)?, 9).map_err(|e| reason!("read: {}", e.error))?;
+        match finish(cx, qp, cid) {
+            Err(Error::Command(s))
+                if s.sct() == StatusCodeType::MEDIA_DATA_INTEGRITY
+                    && s.sc() == media::UNRECOVERED_READ_ERROR => {}
+            other => return Err(reason!("a read of an uncorrectable block: {other:?}")),
+        }
+        let zeros = cx.buffer(cx.bs)?;
+        cx.sync(qp, true, lba, zeros)?;
+    } else if qp.write_uncorrectable(&cx.ns, lba, 1, 8).map_err(|e| e.error).err() != Some(unsupported) {
+        return Err(reason!("write uncorrectable not refused, though not advertised"));
+    }
     let said = |on: bool| if on { "run" } else { "refused" };
     out.line(format_args!(
-        "ns{}: compare {}, verify {}, write zeroes {}, dataset management {} (deallocated blocks {checked_read}; {} blocks at {lba})",
+        "ns{}: compare {}, verify {}, write zeroes {}, write uncorrectable {}, dataset management {} (deallocated blocks {checked_read}; {} blocks at {lba})",
         cx.ns.id(),
         said(oncs.compare()),
         said(oncs.verify()),
         said(oncs.write_zeroes()),
+        said(oncs.write_uncorrectable()),
         said(oncs.dataset_management()),
         blocks
     ));

@@ -75,6 +75,7 @@ fn commands_not_advertised_are_refused_unsent() {
     assert_eq!((refused.error, refused.buffer.len()), (unsupported, 512), "the buffer comes back");
     assert_eq!(qp.write_zeroes(&ns, 0, 1, false, 1).map_err(|e| e.error).unwrap_err(), unsupported);
     assert_eq!(qp.verify(&ns, 0, 1, 2).map_err(|e| e.error).unwrap_err(), unsupported);
+    assert_eq!(qp.write_uncorrectable(&ns, 0, 1, 4).map_err(|e| e.error).unwrap_err(), unsupported);
     let dsm = nvme_nostd::spec::command::DsmRange::new(0, 1);
     let ad = nvme_nostd::spec::dwords::DsmAttributes::new().with_ad(true);
     let refused = qp.dataset_management(&ns, &[dsm], ad, vec![0; 512], 3).map_err(|e| e.error);
@@ -139,4 +140,32 @@ fn dataset_management_deallocates_ranges() {
         assert_eq!((refused.error, refused.buffer.len()), (error, size), "{} ranges", list.len());
     }
     assert_eq!(sim.stats().commands_fetched, fetched);
+}
+
+/// Write Uncorrectable: reads of the marked blocks fail with Unrecovered
+/// Read Error until they are written again (QEMU 7.2 lacks the command: the
+/// conformance suite checks its refusal there).
+#[test]
+fn write_uncorrectable_until_written_again() {
+    use nvme_nostd::spec::status::{media, StatusCodeType};
+    let (sim, ctrlr, ns) = setup(SimConfig::default());
+    let mut qp = qpair(&ctrlr);
+    qp.write_uncorrectable(&ns, 20, 4, 0).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp), Ok(()));
+    qp.read(&ns, 22, 1, vec![0; 512], 1).map_err(|e| e.error).unwrap();
+    match done(&sim, &mut qp) {
+        Err(Error::Command(s)) => {
+            assert_eq!(
+                (s.sct(), s.sc()),
+                (StatusCodeType::MEDIA_DATA_INTEGRITY, media::UNRECOVERED_READ_ERROR)
+            )
+        }
+        other => panic!("a read of an uncorrectable block: {other:?}"),
+    }
+    qp.write(&ns, 22, 1, pattern(22, 512, 3), 2).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp), Ok(()));
+    qp.read(&ns, 22, 1, vec![0; 512], 3).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp), Ok(()), "written again: readable");
+    qp.read(&ns, 23, 1, vec![0; 512], 4).map_err(|e| e.error).unwrap();
+    assert!(done(&sim, &mut qp).is_err(), "its neighbour still is not");
 }

@@ -341,6 +341,23 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         self.no_data(IoOpcode::VERIFY, ns, lba, blocks, 0, context, |oncs| oncs.verify())
     }
 
+    /// Marks `blocks` logical blocks at `lba` of `ns` invalid (NVM command
+    /// set section 6.17, Write Uncorrectable): reads of them fail with
+    /// Unrecovered Read Error until they are written again. Where the
+    /// controller offers it (ONCS bit 1; else
+    /// [`Feature::NvmCommand`](crate::Feature::NvmCommand), unsent).
+    pub fn write_uncorrectable(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        context: C,
+    ) -> Result<Cid, SubmitError<(), C>> {
+        self.no_data(IoOpcode::WRITE_UNCORRECTABLE, ns, lba, blocks, 0, context, |oncs| {
+            oncs.write_uncorrectable()
+        })
+    }
+
     /// Dataset Management (NVM command set section 6.7): `attributes`
     /// (deallocate, integral dataset for read or write) for each of
     /// `ranges` of `ns`. The driver writes the range list into the first

@@ -544,10 +544,11 @@ impl State {
         b[512] = 0x66; // SQES
         b[513] = 0x44; // CQES
         put(b, 516, &lies.nn.unwrap_or(self.nn).to_le_bytes());
-        // ONCS: Compare, DSM, Write Zeroes, save/select, Verify, and
+        // ONCS: Compare, Write Uncorrectable, DSM, Write Zeroes,
+        // save/select, Verify, and
         // reservations where configured.
         let reservations = if self.cfg.reservations { 1 << 5 } else { 0 };
-        put(b, 520, &lies.oncs.unwrap_or(0x009d | reservations).to_le_bytes());
+        put(b, 520, &lies.oncs.unwrap_or(0x009f | reservations).to_le_bytes());
         b[525] = 0x01; // VWC present
         put(b, 768, b"nqn.2024-01.io.github.nvme-sim:SIM0001");
         put(b, 2048, &2500u16.to_le_bytes()); // PSD0 MP: 25 W
@@ -579,6 +580,7 @@ impl State {
             let Some(&block) = ns.formats.get(lbaf) else { return false };
             found = true;
             ns.data.iter_mut().for_each(|b| *b = 0);
+            ns.uncorrectable.clear();
             ns.cfg.block_size = block;
             ns.cfg.blocks = ns.data.len() as u64 / u64::from(block);
         }

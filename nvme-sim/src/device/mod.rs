@@ -75,6 +75,9 @@ struct Namespace {
     /// LBAF0 and LBAF1: the configured block size, and 4096 bytes (512 when
     /// the configured one is 4096).
     formats: [u32; 2],
+    /// Blocks made uncorrectable (Write Uncorrectable): reads of them fail
+    /// until they are written again.
+    uncorrectable: std::collections::BTreeSet<u64>,
 }
 
 /// The whole simulated controller.
@@ -177,6 +180,7 @@ impl State {
                 active: true,
                 data: vec![0; bytes],
                 formats: [ns.block_size, alternative],
+                uncorrectable: Default::default(),
             });
         }
         namespaces.sort_by_key(|n| n.cfg.nsid);

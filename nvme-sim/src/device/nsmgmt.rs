@@ -72,6 +72,7 @@ impl State {
             active: false,
             data: vec![0; bytes],
             formats: [512, 4096],
+            uncorrectable: Default::default(),
         });
         self.namespaces.sort_by_key(|n| n.cfg.nsid);
         self.stats.namespaces_created += 1;

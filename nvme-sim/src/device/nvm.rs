@@ -5,6 +5,7 @@
 
 use super::status::{
     COMPARE_FAILURE, INVALID_FIELD, INVALID_NAMESPACE, INVALID_OPCODE, LBA_OUT_OF_RANGE, SUCCESS,
+    UNRECOVERED_READ_ERROR,
 };
 use super::{State, PAGE};
 use nvme_spec::command::{IoOpcode, SubmissionEntry};
@@ -29,6 +30,17 @@ impl State {
             }
             IoOpcode::READ | IoOpcode::WRITE | IoOpcode::COMPARE => self.read_write(cmd),
             IoOpcode::WRITE_ZEROES => self.write_zeroes(cmd),
+            IoOpcode::WRITE_UNCORRECTABLE => {
+                let slba = cmd.cdw10 as u64 | ((cmd.cdw11 as u64) << 32);
+                let nlb = ReadWriteCdw12::from_bits(cmd.cdw12).nlb() as u64 + 1;
+                match self.lba_range(cmd.nsid, slba, nlb) {
+                    Ok((index, _, _)) => {
+                        self.namespaces[index].uncorrectable.extend(slba..slba + nlb);
+                        SUCCESS
+                    }
+                    Err(s) => s,
+                }
+            }
             IoOpcode::VERIFY => {
                 let slba = cmd.cdw10 as u64 | ((cmd.cdw11 as u64) << 32);
                 let nlb = ReadWriteCdw12::from_bits(cmd.cdw12).nlb() as u64 + 1;
@@ -72,6 +84,13 @@ impl State {
             Err(s) => return s,
         };
         let opcode = IoOpcode(cmd.cdw0.opc());
+        let blocks = slba..slba + nlb;
+        // A block made uncorrectable fails reads and compares until written.
+        if opcode != IoOpcode::WRITE
+            && self.namespaces[index].uncorrectable.range(blocks.clone()).next().is_some()
+        {
+            return UNRECOVERED_READ_ERROR;
+        }
         if opcode == IoOpcode::WRITE || opcode == IoOpcode::COMPARE {
             match self.read_from_host(cmd, len) {
                 Ok(data) if opcode == IoOpcode::COMPARE => {
@@ -83,6 +102,7 @@ impl State {
                 }
                 Ok(data) => {
                     self.namespaces[index].data[start..start + len].copy_from_slice(&data);
+                    self.namespaces[index].uncorrectable.retain(|b| !blocks.contains(b));
                     SUCCESS
                 }
                 Err(s) => s,
@@ -99,6 +119,7 @@ impl State {
         match self.lba_range(cmd.nsid, slba, nlb) {
             Ok((index, start, len)) => {
                 self.namespaces[index].data[start..start + len].fill(0);
+                self.namespaces[index].uncorrectable.retain(|b| !(slba..slba + nlb).contains(b));
                 SUCCESS
             }
             Err(s) => s,

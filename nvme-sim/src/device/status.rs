@@ -29,6 +29,8 @@ pub(super) const PRP_OFFSET_INVALID: u16 = gen(generic::PRP_OFFSET_INVALID, true
 pub(super) const LBA_OUT_OF_RANGE: u16 = gen(generic::LBA_OUT_OF_RANGE, true);
 pub(super) const COMPARE_FAILURE: u16 =
     st(StatusCodeType::MEDIA_DATA_INTEGRITY, media::COMPARE_FAILURE, true);
+pub(super) const UNRECOVERED_READ_ERROR: u16 =
+    st(StatusCodeType::MEDIA_DATA_INTEGRITY, media::UNRECOVERED_READ_ERROR, true);
 pub(super) const CQ_INVALID: u16 = spec(cs::COMPLETION_QUEUE_INVALID);
 pub(super) const INVALID_QID: u16 = spec(cs::INVALID_QUEUE_IDENTIFIER);
 pub(super) const INVALID_QSIZE: u16 = spec(cs::INVALID_QUEUE_SIZE);
