@@ -98,8 +98,8 @@ impl<A: ConfigRegionAccess> PciBus for BareMetalBus<A> {
             };
             // SAFETY: the BAR was just enabled for this claimed function and
             // lies in the uncached map `new`'s caller vouched for; its bus
-            // address is MMIO space, which neither the DMA pool nor the
-            // linear map of RAM hands the device.
+            // address is MMIO space, not RAM, so no DMA pool page and no
+            // caller buffer in RAM has it as a device address.
             hal = unsafe {
                 hal.with_memory_bar(
                     index as u8,

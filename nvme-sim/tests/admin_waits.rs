@@ -7,10 +7,8 @@
 
 mod common;
 
-use core::cell::Cell;
-use core::ptr::NonNull;
+use common::trap::Trap;
 use core::time::Duration;
-use nvme_nostd::hal_traits::{Direction, DmaRegion, Hal, HalError, SegmentSink};
 use nvme_nostd::spec::command::AdminOpcode;
 use nvme_nostd::{Controller, ControllerOptions, Error, ALL_NAMESPACES};
 use nvme_sim::{Fault, FaultRule, Sim, SimConfig, SimNamespace};
@@ -98,66 +96,13 @@ fn commands_with_data_from_several_threads_get_their_own_data() {
     assert_eq!(sim.stats().dma_faults, 0);
 }
 
-/// A HAL whose clock panics once, on demand: the blocking call that was
-/// waiting unwinds, and the next call heals the queue (a reset) and works.
-struct PanicClock<H> {
-    inner: H,
-    armed: Cell<bool>,
-}
-
-// SAFETY: every call is forwarded unchanged to the inner HAL, except that
-// `delay` may panic instead, which hands out nothing wrong.
-unsafe impl<H: Hal> Hal for PanicClock<H> {
-    type Mapping = H::Mapping;
-    fn read32(&self, offset: usize) -> u32 {
-        self.inner.read32(offset)
-    }
-    unsafe fn write32(&self, offset: usize, value: u32) {
-        // SAFETY: forwarded.
-        unsafe { self.inner.write32(offset, value) }
-    }
-    fn dma_alloc(&self, pages: usize) -> Result<DmaRegion, HalError> {
-        self.inner.dma_alloc(pages)
-    }
-    unsafe fn dma_free(&self, region: DmaRegion) {
-        // SAFETY: forwarded.
-        unsafe { self.inner.dma_free(region) }
-    }
-    fn translate(&self, buffer: NonNull<[u8]>, sink: &mut dyn SegmentSink) -> bool {
-        self.inner.translate(buffer, sink)
-    }
-    unsafe fn share(
-        &self,
-        buffer: NonNull<[u8]>,
-        direction: Direction,
-        sink: &mut dyn SegmentSink,
-    ) -> Result<H::Mapping, HalError> {
-        // SAFETY: forwarded.
-        unsafe { self.inner.share(buffer, direction, sink) }
-    }
-    unsafe fn unshare(&self, buffer: NonNull<[u8]>, direction: Direction, mapping: H::Mapping) {
-        // SAFETY: forwarded.
-        unsafe { self.inner.unshare(buffer, direction, mapping) }
-    }
-    fn ticks(&self) -> u64 {
-        self.inner.ticks()
-    }
-    fn ticks_per_second(&self) -> u64 {
-        self.inner.ticks_per_second()
-    }
-    fn delay(&self, d: Duration) {
-        if self.armed.replace(false) {
-            panic!("HAL delay panics");
-        }
-        self.inner.delay(d)
-    }
-}
-
+/// A HAL that panics while a blocking call waits (at its next register
+/// read, the wait's CSTS check): the call unwinds, and the next call heals
+/// the queue (a reset) and works.
 #[test]
 fn a_panic_while_waiting_leaves_a_queue_the_next_call_heals() {
     let sim = Sim::new(SimConfig::default());
-    let hal = PanicClock { inner: sim.hal(), armed: Cell::new(false) };
-    let ctrlr = Controller::new(hal, options()).unwrap();
+    let ctrlr = Controller::new(Trap::new(sim.hal()), options()).unwrap();
     sim.inject(FaultRule::once(
         Some(0),
         Some(AdminOpcode::IDENTIFY.0),

@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::trap::Trap;
 use common::{aligned_vec, assert_clean, options, setup};
 use core::cell::Cell;
 use core::ptr::NonNull;
@@ -115,111 +116,6 @@ fn a_panic_in_drop_leaks_in_flight_buffers_instead_of_freeing_them() {
     assert_eq!(drops.get(), 0, "no buffer of a command still in the device was dropped");
     assert_eq!(sim.stats().live_shares, 4, "their device mappings stay too");
     assert_eq!(sim.stats().bad_unshares, 0);
-}
-
-/// A HAL that panics on the next register read once armed (a back-end
-/// failing in the middle of the driver's cleanup), and asks for `ALIGN`-byte
-/// DMA alignment (a system without DMA coherence).
-struct Trap<H, const ALIGN: usize = 4> {
-    inner: H,
-    armed: Cell<bool>,
-    /// Counts down on each `share`; panics at 1.
-    share_countdown: Cell<u32>,
-    /// Counts down on each `sync_for_cpu`; panics at 1.
-    sync_cpu_countdown: Cell<u32>,
-}
-
-impl<H> Trap<H> {
-    fn new(inner: H) -> Self {
-        Trap {
-            inner,
-            armed: Cell::new(false),
-            share_countdown: Cell::new(0),
-            sync_cpu_countdown: Cell::new(0),
-        }
-    }
-}
-
-/// True on the call where a countdown armed with `n` reaches 1.
-fn fires(countdown: &Cell<u32>) -> bool {
-    match countdown.get() {
-        0 => false,
-        1 => {
-            countdown.set(0);
-            true
-        }
-        n => {
-            countdown.set(n - 1);
-            false
-        }
-    }
-}
-
-// SAFETY: forwards every call to the inner HAL unchanged, except that a
-// register read may panic instead, which returns nothing wrong; a larger DMA
-// alignment only makes the driver refuse more buffers.
-unsafe impl<H: Hal, const ALIGN: usize> Hal for Trap<H, ALIGN> {
-    type Mapping = H::Mapping;
-    const DMA_ALIGNMENT: usize = ALIGN;
-    fn read32(&self, offset: usize) -> u32 {
-        if self.armed.replace(false) {
-            panic!("HAL method panics");
-        }
-        self.inner.read32(offset)
-    }
-    unsafe fn write32(&self, offset: usize, value: u32) {
-        // SAFETY: forwarded.
-        unsafe { self.inner.write32(offset, value) }
-    }
-    fn dma_alloc(&self, pages: usize) -> Result<DmaRegion, HalError> {
-        self.inner.dma_alloc(pages)
-    }
-    unsafe fn dma_free(&self, region: DmaRegion) {
-        // SAFETY: forwarded.
-        unsafe { self.inner.dma_free(region) }
-    }
-    fn translate(&self, buffer: NonNull<[u8]>, sink: &mut dyn SegmentSink) -> bool {
-        self.inner.translate(buffer, sink)
-    }
-    unsafe fn share(
-        &self,
-        buffer: NonNull<[u8]>,
-        direction: Direction,
-        sink: &mut dyn SegmentSink,
-    ) -> Result<H::Mapping, HalError> {
-        if fires(&self.share_countdown) {
-            panic!("share panics");
-        }
-        // SAFETY: forwarded.
-        unsafe { self.inner.share(buffer, direction, sink) }
-    }
-    unsafe fn unshare(&self, buffer: NonNull<[u8]>, direction: Direction, mapping: H::Mapping) {
-        // SAFETY: forwarded.
-        unsafe { self.inner.unshare(buffer, direction, mapping) }
-    }
-    unsafe fn sync_for_device(&self, buffer: NonNull<[u8]>, direction: Direction) {
-        // SAFETY: forwarded.
-        unsafe { self.inner.sync_for_device(buffer, direction) }
-    }
-    unsafe fn sync_for_cpu(&self, buffer: NonNull<[u8]>, direction: Direction) {
-        if fires(&self.sync_cpu_countdown) {
-            panic!("sync_for_cpu panics");
-        }
-        // SAFETY: forwarded.
-        unsafe { self.inner.sync_for_cpu(buffer, direction) }
-    }
-    fn barrier_after_phase(&self) {
-        self.inner.barrier_after_phase()
-    }
-    fn ticks(&self) -> u64 {
-        self.inner.ticks()
-    }
-    fn ticks_per_second(&self) -> u64 {
-        self.inner.ticks_per_second()
-    }
-    fn delay(&self, d: Duration) {
-        self.inner.delay(d)
-    }
 }
 
 /// The same with a HAL method that panics while the drop waits for Delete

@@ -215,7 +215,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         buffer: B,
         context: C,
     ) -> Result<Cid, SubmitError<B, C>> {
-        self.read_write(IoOpcode::READ, ns, lba, blocks, IoFlags::default(), buffer, context, Path::Direct)
+        self.read_with(ns, lba, blocks, IoFlags::default(), buffer, context)
     }
 
     /// [`read`](Self::read) with I/O flags (FUA, limited retry).
@@ -241,7 +241,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         buffer: B,
         context: C,
     ) -> Result<Cid, SubmitError<B, C>> {
-        self.read_write(IoOpcode::WRITE, ns, lba, blocks, IoFlags::default(), buffer, context, Path::Direct)
+        self.write_with(ns, lba, blocks, IoFlags::default(), buffer, context)
     }
 
     /// [`write`](Self::write) with I/O flags (FUA: on non-volatile media

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod trap;
+
 use core::time::Duration;
 use nvme_nostd::{
     Completion, Controller, ControllerOptions, IoQueuePair, Namespace, PollLimit, QpairOptions,
