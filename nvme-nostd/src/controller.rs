@@ -19,7 +19,7 @@ use crate::spec::ids::{Cns, Csi, Fid};
 use crate::spec::registers::{shst, Cap, Cc, Csts, Vs};
 use crate::spec::status::Status;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use core::time::Duration;
 use hal_traits::{Hal, PAGE_SIZE};
 
@@ -385,9 +385,14 @@ pub struct Controller<H: Hal> {
     cmb: Option<Cmb>,
     /// Per-namespace generations (a leaf lock inside).
     tracker: Tracker,
-    /// Identify Controller ONCS, for the I/O path (which must not copy
-    /// the whole structure).
-    oncs: AtomicU16,
+    /// Identify Controller ONCS (bits 15:0) and OCFS (bits 31:16), for the
+    /// I/O path (which must not copy the whole structure).
+    nvm_caps: AtomicU32,
+}
+
+/// ONCS and OCFS in one word, as `Controller::nvm_caps` keeps them.
+fn nvm_caps(id: &IdentifyController) -> u32 {
+    u32::from(id.oncs.into_bits()) | u32::from(id.ocfs) << 16
 }
 
 /// CAP.TO in 500 ms units, at least one unit.
@@ -517,7 +522,7 @@ impl<H: Hal> Controller<H> {
             generation: AtomicU32::new(0),
             cmb,
             tracker: Tracker::new(),
-            oncs: AtomicU16::new(0),
+            nvm_caps: AtomicU32::new(0),
         };
         // From here on, Drop disables the controller before freeing memory.
         wait_ready(&ctrlr.hal, true, ready_timeout(cap))?;
@@ -526,7 +531,7 @@ impl<H: Hal> Controller<H> {
         ctrlr.identify_raw(Cns::CONTROLLER, 0, &mut page)?;
         let id = IdentifyController::from_bytes(&page);
         check_entry_sizes(&id)?;
-        ctrlr.oncs.store(id.oncs.into_bits(), Ordering::Release);
+        ctrlr.nvm_caps.store(nvm_caps(&id), Ordering::Release);
         *ctrlr.identify.get_mut() = id;
 
         ctrlr.io_queues = ctrlr.set_number_of_queues(options.io_queues)?;
@@ -601,7 +606,12 @@ impl<H: Hal> Controller<H> {
     /// Identify Controller ONCS (the optional NVM commands), without copying
     /// the identify data.
     pub(crate) fn identify_oncs(&self) -> Oncs {
-        Oncs::from_bits(self.oncs.load(Ordering::Acquire))
+        Oncs::from_bits(self.nvm_caps.load(Ordering::Acquire) as u16)
+    }
+
+    /// Identify Controller OCFS (the Copy descriptor formats), likewise.
+    pub(crate) fn identify_ocfs(&self) -> u16 {
+        (self.nvm_caps.load(Ordering::Acquire) >> 16) as u16
     }
 
     /// Every `Namespace` handle identified so far goes stale (after a
@@ -708,10 +718,10 @@ impl<H: Hal> Controller<H> {
         check_entry_sizes(&fresh)?;
         let changed = {
             let old = self.identify.read();
-            (old.fr, old.nn, old.mdts, old.oacs, old.oncs)
-                != (fresh.fr, fresh.nn, fresh.mdts, fresh.oacs, fresh.oncs)
+            (old.fr, old.nn, old.mdts, old.oacs, old.oncs, old.ocfs)
+                != (fresh.fr, fresh.nn, fresh.mdts, fresh.oacs, fresh.oncs, fresh.ocfs)
         };
-        self.oncs.store(fresh.oncs.into_bits(), Ordering::Release);
+        self.nvm_caps.store(nvm_caps(&fresh), Ordering::Release);
         *self.identify.write() = fresh;
         if changed {
             self.namespaces_changed();

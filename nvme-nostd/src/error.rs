@@ -71,6 +71,10 @@ pub enum Argument {
     /// Dataset Management with no range, more than 256, or a range of no
     /// blocks.
     DsmRanges,
+    /// Copy with no source range, more ranges than the namespace's MSRC + 1
+    /// allows, a range of no blocks or above MSSRL, or more blocks in all
+    /// than MCL.
+    CopyRanges,
     /// A temperature sensor above 8.
     TemperatureSensor,
     /// Admin command data above 4 KiB (one page, through PRP1).
@@ -119,6 +123,7 @@ impl Argument {
             Argument::FeatureWithData => "this feature moves data: use its typed helper",
             Argument::PowerState => "power state above NPSS",
             Argument::DsmRanges => "dataset management needs 1 to 256 ranges of at least one block",
+            Argument::CopyRanges => "copy ranges outside the namespace's MSRC, MSSRL or MCL",
             Argument::TemperatureSensor => "temperature sensor above 8",
             Argument::AdminDataTooLarge => "admin command data above 4 KiB",
             Argument::Timestamp => "timestamp above 48 bits of milliseconds",

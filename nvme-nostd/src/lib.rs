@@ -65,15 +65,15 @@ pub use hal_traits::{self, Hal};
 pub use hmb::{HmbInfo, HMB_MAX_PIECES};
 pub use log::ALL_NAMESPACES;
 pub use maintenance::{SanitizeAction, SelfTest};
-pub use namespace::{Namespace, TRACKED_NAMESPACES};
+pub use namespace::{CopyLimits, Namespace, TRACKED_NAMESPACES};
 pub use nsmgmt::NamespaceDescription;
 /// The wire formats of the specification (the `nvme-spec` crate).
 pub use nvme_spec as spec;
 pub use nvme_spec::status::Status;
 pub use probe::{probe, Probed};
 pub use qpair::{
-    AbortOutcome, Completion, DoorbellMode, IoFlags, IoQueuePair, PollLimit, QpairOptions, QueueStats,
-    Resubmit, SubmitError,
+    AbortOutcome, Completion, CopyRange, DoorbellMode, IoFlags, IoQueuePair, PollLimit, QpairOptions,
+    QueueStats, Resubmit, SubmitError,
 };
 pub use slots::Cid;
 pub use trid::{

@@ -37,11 +37,26 @@ pub struct Namespace {
     pi_type: u8,
     csi: Csi,
     max_transfer: Option<usize>,
+    copy: CopyLimits,
     /// The controller it was identified on, and the controller's format
     /// generation then: a handle is refused by the queue pairs of any other
     /// controller (whose namespace of the same NSID may have another block
     /// size), and after a Format NVM through this driver.
     binding: Binding,
+}
+
+/// What one Copy command may carry on a namespace (Identify Namespace,
+/// NVM Command Set 1.0 figure 97: MSRC, MSSRL, MCL). All zero on a
+/// namespace whose controller has no Copy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CopyLimits {
+    /// Source ranges per command (MSRC + 1).
+    pub max_ranges: u16,
+    /// Blocks in one source range (MSSRL).
+    pub max_range_blocks: u16,
+    /// Blocks in all the source ranges of one command together (MCL).
+    pub max_blocks: u32,
 }
 
 /// Which controller, at which generations, identified a namespace.
@@ -281,6 +296,11 @@ impl Namespace {
             pi_type: id.dps.pit(),
             csi,
             max_transfer,
+            copy: CopyLimits {
+                max_ranges: u16::from(id.msrc) + 1,
+                max_range_blocks: id.mssrl,
+                max_blocks: id.mcl,
+            },
             binding,
         })
     }
@@ -328,6 +348,11 @@ impl Namespace {
     /// The controller's transfer limit (MDTS) in bytes; `None` when unlimited.
     pub fn max_transfer_bytes(&self) -> Option<usize> {
         self.max_transfer
+    }
+
+    /// What one Copy command may carry here.
+    pub fn copy_limits(&self) -> CopyLimits {
+        self.copy
     }
 
     /// Why plain read and write cannot be used on this namespace yet, if they

@@ -117,6 +117,24 @@ pub struct SimConfig {
     /// OACS bit 0: Security Send and Receive (see the `maintenance`
     /// module). Default false, as QEMU 7.2.
     pub security: bool,
+    /// ONCS bit 8 and OCFS bit 0: Copy with source range descriptors of
+    /// format 0h. Default true (QEMU 7.2 has it).
+    pub copy: bool,
+    /// The Copy limits every namespace reports (Identify Namespace MSSRL,
+    /// MCL, MSRC), and enforces with Command Size Limit Exceeded. Default
+    /// QEMU's: 128 blocks per range, 128 in all, 128 ranges (MSRC 127).
+    pub copy_limits: CopyLimits,
+}
+
+/// Identify Namespace's Copy limits (NVM Command Set 1.0 figure 97).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopyLimits {
+    /// MSSRL: blocks in one source range.
+    pub mssrl: u16,
+    /// MCL: blocks in all the ranges of one command.
+    pub mcl: u32,
+    /// MSRC: ranges per command, 0-based.
+    pub msrc: u8,
 }
 
 impl Default for SimConfig {
@@ -156,6 +174,8 @@ impl Default for SimConfig {
             hmmaxd: 0,
             sanicap: 0,
             security: false,
+            copy: true,
+            copy_limits: CopyLimits { mssrl: 128, mcl: 128, msrc: 127 },
         }
     }
 }

@@ -52,7 +52,7 @@ mod hal;
 mod memory;
 
 pub use bus::SimBus;
-pub use config::{IdentifyLies, SimConfig, SimNamespace};
+pub use config::{CopyLimits, IdentifyLies, SimConfig, SimNamespace};
 pub use device::cmb::{CMB_BAR, CMB_BUS_ADDRESS};
 pub use device::SimStats;
 pub use fault::{Fault, FaultKind, FaultRule, QueueFilter, RandomFaults, SplitMix64};
@@ -61,6 +61,7 @@ pub use memory::{IOVA_BASE, POISON_BOUNCE, POISON_FREED};
 
 use core::time::Duration;
 use device::State;
+use nvme_spec::command::SubmissionEntry;
 use nvme_spec::ids::{AsyncEventInfo, AsyncEventType, Lid};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -289,6 +290,13 @@ impl Sim {
         let (data, bs) = state.namespace_data(nsid).expect("no such namespace");
         let (start, len) = byte_range(lba, count, bs, data.len());
         data[start..start + len].to_vec()
+    }
+
+    /// The last I/O commands the controller executed (at most 64), oldest
+    /// first, as it read them from the submission queues: for tests of
+    /// command encoding.
+    pub fn recent_io_commands(&self) -> Vec<SubmissionEntry> {
+        self.lock().recent_io.iter().copied().collect()
     }
 
     /// Writes whole blocks straight into the backing store, from `lba` of

@@ -1,8 +1,11 @@
-//! Compare, Write Zeroes and Verify (NVM command set sections 6.2, 6.16,
-//! 6.15). QEMU's controller runs all three in the conformance suite; here,
-//! the simulator adds what QEMU cannot be made to do: a controller that
-//! advertises none of them (the calls are refused unsent), and the bad
-//! input each must refuse.
+//! The NVM commands beyond read, write and flush: Compare, Write Zeroes,
+//! Verify, Write Uncorrectable, Dataset Management and Copy (NVM command
+//! set sections 6.2, 6.16, 6.15, 6.17, 6.7; NVM Command Set 1.0 section
+//! 3.2.2), and the I/O flags. QEMU's controller runs those its ONCS offers
+//! in the conformance suite; here, the simulator adds what QEMU cannot be
+//! made to do: a controller that advertises none of them (the calls are
+//! refused unsent), Verify and Write Uncorrectable (QEMU 7.2 offers
+//! neither), and the bad input each must refuse.
 
 mod common;
 
@@ -83,8 +86,9 @@ fn commands_not_advertised_are_refused_unsent() {
     assert_eq!(sim.stats().commands_fetched, fetched);
 }
 
-/// FUA and Limited Retry reach the controller on reads and writes, and
-/// plain calls set neither.
+/// FUA and Limited Retry reach the controller on every command that takes
+/// them (read, write, compare, write zeroes, verify; copy in its own test),
+/// and plain calls set neither.
 #[test]
 fn io_flags_reach_the_controller() {
     use nvme_nostd::IoFlags;
@@ -100,6 +104,23 @@ fn io_flags_reach_the_controller() {
     let d = poll_for(&sim, &mut qp, Duration::from_millis(10));
     assert_eq!(d[0].buffer.as_deref(), Some(&pattern(1, 512, 1)[..]));
     assert_eq!((sim.stats().fua_commands, sim.stats().limited_retry_commands), (2, 1));
+    // And on the other commands that take them; their plain forms set
+    // neither.
+    let lr = IoFlags { fua: false, limited_retry: true };
+    qp.compare_with(&ns, 1, 1, both, pattern(1, 512, 1), 3).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp), Ok(()));
+    qp.write_zeroes_with(&ns, 2, 1, true, IoFlags::FUA, 4).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp), Ok(()));
+    qp.verify_with(&ns, 2, 1, lr, 5).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp), Ok(()));
+    assert_eq!((sim.stats().fua_commands, sim.stats().limited_retry_commands), (4, 3));
+    qp.compare(&ns, 1, 1, pattern(1, 512, 1), 6).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp), Ok(()));
+    qp.write_zeroes(&ns, 2, 1, false, 7).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp), Ok(()));
+    qp.verify(&ns, 2, 1, 8).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp), Ok(()));
+    assert_eq!((sim.stats().fua_commands, sim.stats().limited_retry_commands), (4, 3));
 }
 
 /// Dataset Management: deallocated ranges read zeros afterwards (the
@@ -168,4 +189,110 @@ fn write_uncorrectable_until_written_again() {
     assert_eq!(done(&sim, &mut qp), Ok(()), "written again: readable");
     qp.read(&ns, 23, 1, vec![0; 512], 4).map_err(|e| e.error).unwrap();
     assert!(done(&sim, &mut qp).is_err(), "its neighbour still is not");
+}
+
+/// Copy: the ranges' blocks land one after another at the destination
+/// (QEMU runs it too, in the conformance suite); the descriptors go in the
+/// caller's buffer, the flags reach the controller, and what breaks the
+/// namespace's limits is refused unsent.
+#[test]
+fn copy_gathers_ranges_at_the_destination() {
+    use nvme_nostd::{Argument, CopyRange, IoFlags};
+    let (sim, ctrlr, ns) = setup(SimConfig {
+        copy_limits: nvme_sim::CopyLimits { mssrl: 8, mcl: 16, msrc: 3 },
+        ..SimConfig::default()
+    });
+    let limits = ns.copy_limits();
+    assert_eq!((limits.max_ranges, limits.max_range_blocks, limits.max_blocks), (4, 8, 16));
+    let mut qp = qpair(&ctrlr);
+    let source = pattern(0, 64 * 512, 3);
+    sim.write_blocks(1, 0, &source);
+    let ranges = [CopyRange::new(10, 2), CopyRange::new(3, 8), CopyRange::new(40, 1)];
+    let flags = IoFlags { fua: true, limited_retry: true };
+    qp.copy(&ns, 100, &ranges, flags, vec![0; 4096], 0).map_err(|e| e.error).unwrap();
+    let d = poll_for(&sim, &mut qp, Duration::from_millis(10));
+    assert_eq!(d[0].result(), Ok(()));
+    let list = d[0].buffer.as_ref().unwrap();
+    assert_eq!(&list[32 + 8..32 + 16], &3u64.to_le_bytes()[..], "second descriptor's SLBA");
+    assert_eq!(&list[32 + 16..32 + 18], &7u16.to_le_bytes()[..], "0-based NLB");
+    let block = |b: u64| &source[b as usize * 512..(b as usize + 1) * 512];
+    let expected: Vec<u8> =
+        [10, 11, 3, 4, 5, 6, 7, 8, 9, 10, 40].iter().flat_map(|&b| block(b).to_vec()).collect();
+    assert_eq!(sim.read_blocks(1, 100, 11), expected);
+    assert_eq!(sim.read_blocks(1, 111, 1), vec![0; 512], "nothing past the copied blocks");
+    assert_eq!(sim.stats().copies, 1);
+    assert_eq!((sim.stats().fua_commands, sim.stats().limited_retry_commands), (1, 1));
+
+    // Bad input: nothing sent, the buffer back.
+    let fetched = sim.stats().commands_fetched;
+    let bad = Error::InvalidArgument(Argument::CopyRanges);
+    let r = CopyRange::new;
+    let cases: [(&[CopyRange], u64, usize, Error); 8] = [
+        (&[], 0, 4096, bad),
+        (&[r(0, 1); 5], 100, 4096, bad),
+        (&[r(0, 0)], 100, 4096, bad),
+        (&[r(0, 9)], 100, 4096, bad),
+        (&[r(0, 8), r(8, 8), r(16, 1)], 100, 4096, bad),
+        (&[r(ns.blocks() - 1, 2)], 100, 4096, Error::LbaOutOfRange),
+        (&[r(0, 4)], ns.blocks() - 3, 4096, Error::LbaOutOfRange),
+        (&[r(0, 1), r(9, 1)], 100, 32, Error::BufferTooSmall { needed: 64, actual: 32 }),
+    ];
+    for (list, destination, size, error) in cases {
+        let refused = qp.copy(&ns, destination, list, IoFlags::default(), vec![0; size], 9).unwrap_err();
+        assert_eq!((refused.error, refused.buffer.len()), (error, size), "{list:?} to {destination}");
+    }
+    assert_eq!(sim.stats().commands_fetched, fetched);
+
+    // The simulator enforces the limits it reports: a raw Copy of one
+    // 9-block range is stopped with Command Size Limit Exceeded.
+    use nvme_nostd::spec::command::{CopySourceRange, IoOpcode, SubmissionEntry};
+    use nvme_nostd::spec::status::command_specific;
+    let mut cmd = SubmissionEntry::new(IoOpcode::COPY.0, 1);
+    cmd.cdw10 = 100;
+    let mut list = vec![0; 512];
+    list[..32].copy_from_slice(&CopySourceRange::new(0, 8).to_bytes());
+    // SAFETY: Copy moves only its descriptor list (NR 0: 32 bytes) from the
+    // buffer, and carries no other address.
+    unsafe { qp.submit_raw(cmd, Some(list), 10) }.map_err(|e| e.error).unwrap();
+    match done(&sim, &mut qp) {
+        Err(Error::Command(s)) => assert_eq!(
+            (s.sct(), s.sc()),
+            (StatusCodeType::COMMAND_SPECIFIC, command_specific::COMMAND_SIZE_LIMIT_EXCEEDED)
+        ),
+        other => panic!("9 blocks in a range of at most 8: {other:?}"),
+    }
+    assert_eq!(sim.stats().copies, 1);
+    drop(qp);
+    drop(ctrlr);
+    assert_clean(&sim);
+}
+
+/// Without Copy (ONCS bit 8), or with Copy but not format 0h (OCFS bit 0
+/// clear), a copy is refused unsent.
+#[test]
+fn copy_not_offered_is_refused_unsent() {
+    use nvme_nostd::{CopyRange, IoFlags};
+    let sim = Sim::new(SimConfig { copy: false, ..SimConfig::default() });
+    let ctrlr = Controller::new(sim.hal(), common::options()).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp = qpair(&ctrlr);
+    let fetched = sim.stats().commands_fetched;
+    let refused =
+        qp.copy(&ns, 100, &[CopyRange::new(0, 1)], IoFlags::default(), vec![0; 512], 0).unwrap_err();
+    assert_eq!(refused.error, Error::Unsupported(Feature::NvmCommand));
+    assert_eq!(sim.stats().commands_fetched, fetched);
+    drop(qp);
+    drop(ctrlr);
+    // ONCS says Copy, OCFS says no format 0h.
+    let sim = Sim::new(SimConfig {
+        copy: false,
+        lies: IdentifyLies { oncs: Some(0x019f), ..IdentifyLies::default() },
+        ..SimConfig::default()
+    });
+    let ctrlr = Controller::new(sim.hal(), common::options()).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp = qpair(&ctrlr);
+    let refused =
+        qp.copy(&ns, 100, &[CopyRange::new(0, 1)], IoFlags::default(), vec![0; 512], 0).unwrap_err();
+    assert_eq!(refused.error, Error::Unsupported(Feature::NvmCommand));
 }

@@ -210,6 +210,8 @@ impl IoOpcode {
     pub const RESERVATION_ACQUIRE: Self = Self(0x11);
     /// Reservation Release.
     pub const RESERVATION_RELEASE: Self = Self(0x15);
+    /// Copy (NVM Command Set 1.0 section 3.2.2).
+    pub const COPY: Self = Self(0x19);
 
     /// Bits 1:0 of an opcode give its data transfer direction (section 4.2,
     /// figure 104 note): 01b host to controller, 10b controller to host.
@@ -250,9 +252,80 @@ impl DsmRange {
     }
 }
 
+/// One Source Range entry of a Copy command in descriptor format 0h (NVM
+/// Command Set 1.0 section 3.2.2.1, figure 18): 32 bytes; the command's
+/// data is an array of 1 to 256 of them (no more than the namespace's
+/// MSRC + 1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct CopySourceRange {
+    _rsvd0: u64,
+    /// SLBA: the first logical block of the range (offset 8).
+    pub slba: u64,
+    /// NLB: Number of Logical Blocks, 0-based (offset 16).
+    pub nlb: u16,
+    _rsvd18: u16,
+    _rsvd20: u32,
+    /// EILBRT: Expected Initial Logical Block Reference Tag (offset 24),
+    /// checked when the namespace has protection information.
+    pub eilbrt: u32,
+    /// ELBAT: Expected Logical Block Application Tag (offset 28).
+    pub elbat: u16,
+    /// ELBATM: Expected Logical Block Application Tag Mask (offset 30).
+    pub elbatm: u16,
+}
+
+const _: () = assert!(size_of::<CopySourceRange>() == 32);
+
+impl CopySourceRange {
+    /// Size in bytes.
+    pub const SIZE: usize = 32;
+    /// The most ranges one command carries (NR is 8 bits, 0-based).
+    pub const MAX: usize = 256;
+
+    /// `nlb + 1` blocks from `slba`, no protection information tags.
+    pub const fn new(slba: u64, nlb: u16) -> Self {
+        CopySourceRange { slba, nlb, ..Self::ZERO }
+    }
+
+    const ZERO: Self = CopySourceRange {
+        _rsvd0: 0,
+        slba: 0,
+        nlb: 0,
+        _rsvd18: 0,
+        _rsvd20: 0,
+        eilbrt: 0,
+        elbat: 0,
+        elbatm: 0,
+    };
+
+    /// The entry's bytes, as the controller reads them.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(*self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_source_range_layout() {
+        let r = CopySourceRange {
+            eilbrt: 0x0a0b_0c0d,
+            elbat: 0x1234,
+            elbatm: 0xff00,
+            ..CopySourceRange::new(0x2_0000_0003, 7)
+        };
+        let b = r.to_bytes();
+        assert_eq!(&b[0..8], &[0; 8], "reserved");
+        assert_eq!(&b[8..16], &0x2_0000_0003u64.to_le_bytes());
+        assert_eq!(&b[16..18], &7u16.to_le_bytes());
+        assert_eq!(&b[18..24], &[0; 6], "reserved");
+        assert_eq!(&b[24..28], &0x0a0b_0c0du32.to_le_bytes());
+        assert_eq!(&b[28..30], &0x1234u16.to_le_bytes());
+        assert_eq!(&b[30..32], &0xff00u16.to_le_bytes());
+    }
 
     #[test]
     fn dsm_range_layout() {

@@ -384,9 +384,50 @@ pub struct ReadWriteCdw12 {
     pub lr: bool,
 }
 
+/// CDW12 of Copy (NVM Command Set 1.0 section 3.2.2, figure 16). CDW10
+/// and CDW11 hold SDLBA, the first destination block.
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct CopyCdw12 {
+    /// NR: Number of Ranges, 0-based.
+    pub nr: u8,
+    /// DF: Descriptor Format of the source ranges (0h: figure 18).
+    #[bits(4)]
+    pub df: u8,
+    /// PRINFOR: Protection Information Field for the reads.
+    #[bits(4)]
+    pub prinfor: u8,
+    #[bits(4)]
+    __: u8,
+    /// DTYPE: Directive Type of the write.
+    #[bits(4)]
+    pub dtype: u8,
+    __: bool,
+    /// STCW: Storage Tag Check for the write.
+    pub stcw: bool,
+    /// PRINFOW: Protection Information Field for the write.
+    #[bits(4)]
+    pub prinfow: u8,
+    /// FUA: Force Unit Access.
+    pub fua: bool,
+    /// LR: Limited Retry.
+    pub lr: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_cdw12() {
+        assert_eq!(CopyCdw12::new().with_nr(0xff).into_bits(), 0xff);
+        assert_eq!(CopyCdw12::new().with_df(1).into_bits(), 1 << 8);
+        assert_eq!(CopyCdw12::new().with_prinfor(0xf).into_bits(), 0xf << 12);
+        assert_eq!(CopyCdw12::new().with_dtype(2).into_bits(), 2 << 20);
+        assert_eq!(CopyCdw12::new().with_stcw(true).into_bits(), 1 << 25);
+        assert_eq!(CopyCdw12::new().with_prinfow(0xf).into_bits(), 0xf << 26);
+        assert_eq!(CopyCdw12::new().with_fua(true).with_lr(true).into_bits(), 3 << 30);
+    }
 
     /// Firmware Commit: FS in bits 2:0, CA in 5:3, BPID in bit 31.
     #[test]

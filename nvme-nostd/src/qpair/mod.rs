@@ -16,7 +16,9 @@ mod types;
 
 pub use poll::Resubmit;
 pub use recovery::AbortOutcome;
-pub use types::{Completion, DoorbellMode, IoFlags, PollLimit, QpairOptions, QueueStats, SubmitError};
+pub use types::{
+    Completion, CopyRange, DoorbellMode, IoFlags, PollLimit, QpairOptions, QueueStats, SubmitError,
+};
 
 use request::{DmaUse, Request};
 
@@ -29,8 +31,8 @@ use crate::namespace::Namespace;
 use crate::prp::PrpListSink;
 use crate::queue::{CompletionQueue, SubmissionQueue};
 use crate::slots::{Cid, SlotPool};
-use crate::spec::command::{DsmRange, IoOpcode, SubmissionEntry};
-use crate::spec::dwords::{DsmAttributes, ReadWriteCdw12};
+use crate::spec::command::{CopySourceRange, DsmRange, IoOpcode, SubmissionEntry};
+use crate::spec::dwords::{CopyCdw12, DsmAttributes, ReadWriteCdw12};
 use crate::spec::identify::Oncs;
 use core::ptr::NonNull;
 use hal_traits::{Direction, Hal, PAGE_SIZE};
@@ -302,10 +304,24 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         buffer: B,
         context: C,
     ) -> Result<Cid, SubmitError<B, C>> {
+        self.compare_with(ns, lba, blocks, IoFlags::default(), buffer, context)
+    }
+
+    /// [`compare`](Self::compare) with I/O flags (FUA: the blocks are read
+    /// from non-volatile media; limited retry).
+    pub fn compare_with(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        flags: IoFlags,
+        buffer: B,
+        context: C,
+    ) -> Result<Cid, SubmitError<B, C>> {
         if !self.ctrlr.identify_oncs().compare() {
             return Err(SubmitError { error: Error::Unsupported(Feature::NvmCommand), buffer, context });
         }
-        self.read_write(IoOpcode::COMPARE, ns, lba, blocks, IoFlags::default(), buffer, context, Path::Direct)
+        self.read_write(IoOpcode::COMPARE, ns, lba, blocks, flags, buffer, context, Path::Direct)
     }
 
     /// Writes zeroes to `blocks` logical blocks at `lba` of `ns`, moving no
@@ -322,7 +338,21 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         deallocate: bool,
         context: C,
     ) -> Result<Cid, SubmitError<(), C>> {
-        let deac = u32::from(deallocate) << 25;
+        self.write_zeroes_with(ns, lba, blocks, deallocate, IoFlags::default(), context)
+    }
+
+    /// [`write_zeroes`](Self::write_zeroes) with I/O flags (FUA: the zeroes
+    /// are on non-volatile media when it completes; limited retry).
+    pub fn write_zeroes_with(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        deallocate: bool,
+        flags: IoFlags,
+        context: C,
+    ) -> Result<Cid, SubmitError<(), C>> {
+        let deac = u32::from(deallocate) << 25 | flags.cdw12();
         self.no_data(IoOpcode::WRITE_ZEROES, ns, lba, blocks, deac, context, |oncs| oncs.write_zeroes())
     }
 
@@ -338,7 +368,20 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         blocks: u32,
         context: C,
     ) -> Result<Cid, SubmitError<(), C>> {
-        self.no_data(IoOpcode::VERIFY, ns, lba, blocks, 0, context, |oncs| oncs.verify())
+        self.verify_with(ns, lba, blocks, IoFlags::default(), context)
+    }
+
+    /// [`verify`](Self::verify) with I/O flags (FUA: the blocks are read
+    /// from non-volatile media; limited retry).
+    pub fn verify_with(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        flags: IoFlags,
+        context: C,
+    ) -> Result<Cid, SubmitError<(), C>> {
+        self.no_data(IoOpcode::VERIFY, ns, lba, blocks, flags.cdw12(), context, |oncs| oncs.verify())
     }
 
     /// Marks `blocks` logical blocks at `lba` of `ns` invalid (NVM command
@@ -402,6 +445,71 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         let mut cmd = SubmissionEntry::new(IoOpcode::DATASET_MANAGEMENT.0, ns.id());
         cmd.cdw10 = (ranges.len() - 1) as u32;
         cmd.cdw11 = attributes.into_bits();
+        self.submit_data(cmd, buffer, len, Direction::ToDevice, context, Path::Direct)
+    }
+
+    /// Copies the blocks of `ranges`, one after another, to `destination`
+    /// and on (NVM Command Set 1.0 section 3.2.2, Copy, source range
+    /// descriptors of format 0h) inside `ns`. The driver writes the
+    /// descriptors into the first `32 × ranges.len()` bytes of `buffer`,
+    /// which carries them to the device and comes back with the
+    /// completion. Refused unsent: a controller without Copy or without
+    /// format 0h (ONCS bit 8, OCFS bit 0;
+    /// [`Feature::NvmCommand`](crate::Feature::NvmCommand)), no range,
+    /// more than [`CopyLimits::max_ranges`](crate::CopyLimits), a range of
+    /// no blocks or above `max_range_blocks`, more blocks in all than
+    /// `max_blocks` ([`Argument::CopyRanges`]), a source or destination
+    /// range past the end of the namespace ([`Error::LbaOutOfRange`]), a
+    /// buffer too small for the descriptors.
+    pub fn copy(
+        &mut self,
+        ns: &Namespace,
+        destination: u64,
+        ranges: &[CopyRange],
+        flags: IoFlags,
+        mut buffer: B,
+        context: C,
+    ) -> Result<Cid, SubmitError<B, C>>
+    where
+        B: core::ops::DerefMut<Target = [u8]>,
+    {
+        let len = ranges.len().saturating_mul(CopySourceRange::SIZE);
+        let limits = ns.copy_limits();
+        let total = ranges.iter().try_fold(0u64, |sum, r| sum.checked_add(u64::from(r.blocks)));
+        let offered = self.ctrlr.identify_oncs().copy() && self.ctrlr.identify_ocfs() & 1 != 0;
+        let checked = if !offered {
+            Err(Error::Unsupported(Feature::NvmCommand))
+        } else if ranges.is_empty()
+            || ranges.len() > usize::from(limits.max_ranges).min(CopySourceRange::MAX)
+            || ranges.iter().any(|r| r.blocks == 0 || r.blocks > u32::from(limits.max_range_blocks))
+            || total.is_none_or(|t| t > u64::from(limits.max_blocks))
+        {
+            Err(Error::InvalidArgument(Argument::CopyRanges))
+        } else if ranges
+            .iter()
+            .map(|r| (r.slba, u64::from(r.blocks)))
+            .chain(total.map(|t| (destination, t)))
+            .any(|(slba, blocks)| slba.checked_add(blocks).is_none_or(|end| end > ns.blocks()))
+        {
+            Err(Error::LbaOutOfRange)
+        } else if buffer.len() < len {
+            Err(Error::BufferTooSmall { needed: len, actual: buffer.len() })
+        } else {
+            self.ctrlr.check_binding(ns.binding())
+        };
+        if let Err(error) = checked {
+            return Err(SubmitError { error, buffer, context });
+        }
+        for (i, r) in ranges.iter().enumerate() {
+            // 1 <= blocks <= MSSRL (a u16): the 0-based NLB fits.
+            let entry = CopySourceRange::new(r.slba, (r.blocks - 1) as u16);
+            buffer[i * CopySourceRange::SIZE..(i + 1) * CopySourceRange::SIZE]
+                .copy_from_slice(&entry.to_bytes());
+        }
+        let mut cmd = SubmissionEntry::new(IoOpcode::COPY.0, ns.id());
+        cmd.cdw10 = destination as u32;
+        cmd.cdw11 = (destination >> 32) as u32;
+        cmd.cdw12 = CopyCdw12::new().with_nr((ranges.len() - 1) as u8).into_bits() | flags.cdw12();
         self.submit_data(cmd, buffer, len, Direction::ToDevice, context, Path::Direct)
     }
 

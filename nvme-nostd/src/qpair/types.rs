@@ -202,3 +202,20 @@ impl IoFlags {
         crate::spec::dwords::ReadWriteCdw12::new().with_fua(self.fua).with_lr(self.limited_retry).into_bits()
     }
 }
+
+/// One source range of a Copy: `blocks` logical blocks from `slba`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CopyRange {
+    /// The first block.
+    pub slba: u64,
+    /// How many blocks, at least 1 and at most the namespace's
+    /// [`CopyLimits::max_range_blocks`](crate::CopyLimits::max_range_blocks).
+    pub blocks: u32,
+}
+
+impl CopyRange {
+    /// `blocks` blocks from `slba`.
+    pub const fn new(slba: u64, blocks: u32) -> Self {
+        CopyRange { slba, blocks }
+    }
+}

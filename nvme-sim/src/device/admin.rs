@@ -545,10 +545,12 @@ impl State {
         b[513] = 0x44; // CQES
         put(b, 516, &lies.nn.unwrap_or(self.nn).to_le_bytes());
         // ONCS: Compare, Write Uncorrectable, DSM, Write Zeroes,
-        // save/select, Verify, and
-        // reservations where configured.
+        // save/select, Verify, and reservations and Copy where configured
+        // (with OCFS: format 0h).
         let reservations = if self.cfg.reservations { 1 << 5 } else { 0 };
-        put(b, 520, &lies.oncs.unwrap_or(0x009f | reservations).to_le_bytes());
+        let copy = if self.cfg.copy { 1 << 8 } else { 0 };
+        put(b, 520, &lies.oncs.unwrap_or(0x009f | reservations | copy).to_le_bytes());
+        put(b, 534, &u16::from(self.cfg.copy).to_le_bytes()); // OCFS
         b[525] = 0x01; // VWC present
         put(b, 768, b"nqn.2024-01.io.github.nvme-sim:SIM0001");
         put(b, 2048, &2500u16.to_le_bytes()); // PSD0 MP: 25 W
@@ -625,6 +627,12 @@ impl State {
         }
         if let Some(lbads) = lies.lbads {
             b[128 + 4 * usize::from(current) + 2] = lbads;
+        }
+        if self.cfg.copy {
+            let limits = self.cfg.copy_limits;
+            put(b, 74, &limits.mssrl.to_le_bytes()); // MSSRL
+            put(b, 76, &limits.mcl.to_le_bytes()); // MCL
+            b[80] = limits.msrc; // MSRC
         }
     }
 }

@@ -147,7 +147,13 @@ pub(crate) struct State {
     hmb: Option<hmb::Hmb>,
     /// Sanitize and security state.
     maintenance: maintenance::Maintenance,
+    /// The last [`RECENT_IO`] I/O commands executed, oldest first, as the
+    /// controller read them.
+    pub(crate) recent_io: std::collections::VecDeque<nvme_spec::command::SubmissionEntry>,
 }
+
+/// How many executed I/O commands [`State::recent_io`] keeps.
+pub(crate) const RECENT_IO: usize = 64;
 
 impl State {
     /// A controller as `cfg` describes it, disabled.
@@ -227,6 +233,7 @@ impl State {
             namespaces,
             nn,
             claimed: false,
+            recent_io: std::collections::VecDeque::with_capacity(RECENT_IO),
             babble: None,
             syncs: BTreeMap::new(),
             rules: Vec::new(),

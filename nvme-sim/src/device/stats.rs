@@ -41,10 +41,13 @@ pub struct SimStats {
     pub dma_faults: u64,
     /// CC.EN 1 -> 0 transitions.
     pub resets: u64,
-    /// Reads, writes and compares with FUA set (CDW12 bit 30).
+    /// Reads, writes, compares, write zeroes, verifies and copies with FUA
+    /// set (CDW12 bit 30).
     pub fua_commands: u64,
-    /// Reads, writes and compares with Limited Retry set (CDW12 bit 31).
+    /// The same commands with Limited Retry set (CDW12 bit 31).
     pub limited_retry_commands: u64,
+    /// Copy commands that completed successfully.
+    pub copies: u64,
     /// Sanitize commands carried out.
     pub sanitizes: u64,
     /// Set Features that enabled the host memory buffer.

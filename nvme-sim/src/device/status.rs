@@ -31,6 +31,7 @@ pub(super) const COMPARE_FAILURE: u16 =
     st(StatusCodeType::MEDIA_DATA_INTEGRITY, media::COMPARE_FAILURE, true);
 pub(super) const UNRECOVERED_READ_ERROR: u16 =
     st(StatusCodeType::MEDIA_DATA_INTEGRITY, media::UNRECOVERED_READ_ERROR, true);
+pub(super) const COMMAND_SIZE_LIMIT_EXCEEDED: u16 = spec(cs::COMMAND_SIZE_LIMIT_EXCEEDED);
 pub(super) const CQ_INVALID: u16 = spec(cs::COMPLETION_QUEUE_INVALID);
 pub(super) const INVALID_QID: u16 = spec(cs::INVALID_QUEUE_IDENTIFIER);
 pub(super) const INVALID_QSIZE: u16 = spec(cs::INVALID_QUEUE_SIZE);
