@@ -675,9 +675,10 @@ fn check_nvm_commands<'a, H: Hal>(
         return Err(reason!("write uncorrectable not refused, though not advertised"));
     }
     let copy = check_copy(cx, qp, span, seed ^ 0xc0)?;
+    let reservations = check_reservations(cx, qp)?;
     let said = |on: bool| if on { "run" } else { "refused" };
     out.line(format_args!(
-        "ns{}: compare {}, verify {}, write zeroes {}, write uncorrectable {}, dataset management {} (deallocated blocks {checked_read}), copy {copy} ({} blocks at {lba})",
+        "ns{}: compare {}, verify {}, write zeroes {}, write uncorrectable {}, dataset management {} (deallocated blocks {checked_read}), copy {copy}, reservations {reservations} ({} blocks at {lba})",
         cx.ns.id(),
         said(oncs.compare()),
         said(oncs.verify()),
@@ -753,6 +754,51 @@ fn check_copy<'a, H: Hal>(
         return Err(reason!("copied blocks: mismatch at byte {at} of the second range"));
     }
     Ok(if ranges.len() == 2 { "run (two ranges, read back)" } else { "run (one range, read back)" })
+}
+
+/// Reservations, where ONCS offers them: this host registers a key, finds
+/// itself in the report (extended: the driver gives a 128-bit Host
+/// Identifier), and unregisters, leaving the namespace as it was. Else
+/// every reservation call is refused unsent.
+fn check_reservations<'a, H: Hal>(
+    cx: &Ctx<'a, H>,
+    qp: &mut Qp<'a, H, SLOTS>,
+) -> Result<&'static str, Reason> {
+    use nvme_nostd::{AcquireAction, ReleaseAction, ReservationRegister, ReservationStatus, ReservationType};
+    const KEY: u64 = 0x6e76_6d65_2d6b_6579;
+    let we = ReservationType::WRITE_EXCLUSIVE;
+    if !cx.ctrlr.identify().oncs.reservations() {
+        let unsupported = Some(Error::Unsupported(nvme_nostd::Feature::NvmCommand));
+        let refused = [
+            qp.reservation_register(&cx.ns, ReservationRegister::register(KEY), cx.buffer(4096)?, 20).err(),
+            qp.reservation_acquire(&cx.ns, AcquireAction::Acquire, we, KEY, 0, cx.buffer(4096)?, 21).err(),
+            qp.reservation_release(&cx.ns, ReleaseAction::Clear, we, KEY, cx.buffer(4096)?, 22).err(),
+            qp.reservation_report(&cx.ns, true, cx.buffer(4096)?, 23).err(),
+        ];
+        if refused.into_iter().any(|r| r.map(|e| e.error) != unsupported) {
+            return Err(reason!("a reservation call not refused, though ONCS lacks reservations"));
+        }
+        return Ok("refused");
+    }
+    let cid = qp
+        .reservation_register(&cx.ns, ReservationRegister::register(KEY), cx.buffer(4096)?, 20)
+        .map_err(|e| reason!("reservation register: {}", e.error))?;
+    finish(cx, qp, cid).map_err(|e| reason!("reservation register: {e}"))?;
+    let cid = qp
+        .reservation_report(&cx.ns, true, cx.buffer(4096)?, 21)
+        .map_err(|e| reason!("reservation report: {}", e.error))?;
+    let done = qp.wait(cid, cx.timeout, |_| {}).map_err(|e| reason!("reservation report: {e}"))?;
+    done.result().map_err(|e| reason!("reservation report: {e}"))?;
+    let data = done.buffer.ok_or_else(|| reason!("report without its buffer"))?;
+    let status = ReservationStatus::parse(&data, true).map_err(|e| reason!("report: {e}"))?;
+    if !status.registrants().any(|r| r.key == KEY) {
+        return Err(reason!("this host's key is not in the reservation report"));
+    }
+    let cid = qp
+        .reservation_register(&cx.ns, ReservationRegister::unregister(KEY), cx.buffer(4096)?, 22)
+        .map_err(|e| reason!("reservation unregister: {}", e.error))?;
+    finish(cx, qp, cid).map_err(|e| reason!("reservation unregister: {e}"))?;
+    Ok("run (registered, reported, unregistered)")
 }
 
 fn check_batched<H: Hal>(cx: &Ctx<'_, H>) -> Result<(), Reason> {

@@ -75,6 +75,9 @@ pub enum Argument {
     /// allows, a range of no blocks or above MSSRL, or more blocks in all
     /// than MCL.
     CopyRanges,
+    /// A reservation type, or a Persist Through Power Loss change, that the
+    /// namespace's RESCAP does not offer.
+    Reservation,
     /// A temperature sensor above 8.
     TemperatureSensor,
     /// Admin command data above 4 KiB (one page, through PRP1).
@@ -124,6 +127,7 @@ impl Argument {
             Argument::PowerState => "power state above NPSS",
             Argument::DsmRanges => "dataset management needs 1 to 256 ranges of at least one block",
             Argument::CopyRanges => "copy ranges outside the namespace's MSRC, MSSRL or MCL",
+            Argument::Reservation => "reservation type or PTPL change not in the namespace's RESCAP",
             Argument::TemperatureSensor => "temperature sensor above 8",
             Argument::AdminDataTooLarge => "admin command data above 4 KiB",
             Argument::Timestamp => "timestamp above 48 bits of milliseconds",
@@ -178,7 +182,9 @@ pub enum Feature {
     /// Namespace Management and Attachment (OACS bit 3).
     NamespaceManagement,
     /// An NVM command the controller does not advertise (ONCS: Compare bit
-    /// 0, Write Zeroes bit 3, Verify bit 7).
+    /// 0, Write Uncorrectable bit 1, Dataset Management bit 2, Write Zeroes
+    /// bit 3, Reservations bit 5, Verify bit 7, Copy bit 8 with OCFS bit
+    /// 0).
     NvmCommand,
     /// Firmware Commit and Firmware Image Download (OACS bit 2).
     Firmware,

@@ -43,6 +43,7 @@ mod qpair;
 mod quarantine;
 mod queue;
 mod registers;
+mod reservation;
 mod slots;
 #[cfg(test)]
 mod test_hal;
@@ -74,6 +75,10 @@ pub use probe::{probe, Probed};
 pub use qpair::{
     AbortOutcome, Completion, CopyRange, DoorbellMode, IoFlags, IoQueuePair, PollLimit, QpairOptions,
     QueueStats, Resubmit, SubmitError,
+};
+pub use reservation::{
+    AcquireAction, PtplChange, RegisterAction, Registrant, ReleaseAction, ReservationRegister,
+    ReservationStatus, ReservationType,
 };
 pub use slots::Cid;
 pub use trid::{

@@ -38,6 +38,7 @@ pub struct Namespace {
     csi: Csi,
     max_transfer: Option<usize>,
     copy: CopyLimits,
+    rescap: u8,
     /// The controller it was identified on, and the controller's format
     /// generation then: a handle is refused by the queue pairs of any other
     /// controller (whose namespace of the same NSID may have another block
@@ -301,6 +302,7 @@ impl Namespace {
                 max_range_blocks: id.mssrl,
                 max_blocks: id.mcl,
             },
+            rescap: id.rescap,
             binding,
         })
     }
@@ -348,6 +350,14 @@ impl Namespace {
     /// The controller's transfer limit (MDTS) in bytes; `None` when unlimited.
     pub fn max_transfer_bytes(&self) -> Option<usize> {
         self.max_transfer
+    }
+
+    /// RESCAP (Identify Namespace byte 31): the reservation types offered
+    /// (bits 1 to 6, see
+    /// [`ReservationType::offered_by`](crate::ReservationType::offered_by)),
+    /// Persist Through Power Loss (bit 0), and IEKEY's meaning (bit 7).
+    pub fn reservation_capabilities(&self) -> u8 {
+        self.rescap
     }
 
     /// What one Copy command may carry here.

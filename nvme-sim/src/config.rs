@@ -216,4 +216,7 @@ pub struct IdentifyLies {
     /// FNA (byte 524): format and erase attributes (the device formats
     /// only the namespace named all the same).
     pub fna: Option<u8>,
+    /// RESCAP (Identify Namespace byte 31) of every namespace, where
+    /// reservations are configured.
+    pub rescap: Option<u8>,
 }

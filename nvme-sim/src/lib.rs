@@ -54,6 +54,7 @@ mod memory;
 pub use bus::SimBus;
 pub use config::{CopyLimits, IdentifyLies, SimConfig, SimNamespace};
 pub use device::cmb::{CMB_BAR, CMB_BUS_ADDRESS};
+pub use device::reservations::OTHER_HOST_ID;
 pub use device::SimStats;
 pub use fault::{Fault, FaultKind, FaultRule, QueueFilter, RandomFaults, SplitMix64};
 pub use hal::{Mapping, SimHal};
@@ -290,6 +291,28 @@ impl Sim {
         let (data, bs) = state.namespace_data(nsid).expect("no such namespace");
         let (start, len) = byte_range(lba, count, bs, data.len());
         data[start..start + len].to_vec()
+    }
+
+    /// Sends a reservation command (Register, Acquire, Release or Report:
+    /// `opcode`, its CDW10 and CDW11, and its data) for namespace `nsid` as
+    /// another host on another controller of the subsystem (CNTLID 2, Host
+    /// Identifier [`OTHER_HOST_ID`]), with `SimConfig::reservations`.
+    /// Returns the completion status (SCT and SC as in a completion's bits
+    /// 15:1, shifted down; 0 for success) and, for Report, its data (NUMD
+    /// in CDW10 says how much).
+    pub fn other_host_reservation(
+        &self,
+        nsid: u32,
+        opcode: nvme_spec::command::IoOpcode,
+        cdw10: u32,
+        cdw11: u32,
+        data: &[u8],
+    ) -> (u16, Vec<u8>) {
+        let mut state = self.lock();
+        assert!(state.cfg.reservations, "the configuration has no reservations");
+        let mut cmd = SubmissionEntry::new(opcode.0, nsid);
+        (cmd.cdw10, cmd.cdw11) = (cdw10, cdw11);
+        state.reservation_command(device::reservations::Host::OTHER, &cmd, data)
     }
 
     /// The last I/O commands the controller executed (at most 64), oldest

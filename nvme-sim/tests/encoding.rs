@@ -138,3 +138,57 @@ fn every_io_command_and_flag_byte_by_byte() {
     run(&mut qp);
     check(&sim, "flush", Expected { opcode: 0x00, nsid: 1, data: false, cdw: [0; 6] });
 }
+
+/// The reservation commands (figures 379, 383, 386, 389): RREGA, RACQA and
+/// RRELA in CDW10 bits 2:0, IEKEY bit 3, RTYPE bits 15:8, CPTPL bits 31:30;
+/// Report's NUMD (0-based dwords) in CDW10 and EDS in CDW11 bit 0.
+#[test]
+fn reservation_commands_byte_by_byte() {
+    use nvme_nostd::{AcquireAction, PtplChange, ReleaseAction, ReservationRegister, ReservationType};
+    let sim = Sim::new(SimConfig { reservations: true, ..SimConfig::default() });
+    let options = common::options().with_host_identifier(Some([7; 16]));
+    let ctrlr = nvme_nostd::Controller::new(sim.hal(), options).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp = qpair(&ctrlr);
+    let run = |qp: &mut common::Qp<'_>| {
+        let d = poll_for(&sim, qp, Duration::from_millis(10));
+        assert_eq!(d.len(), 1);
+        d.into_iter().next().unwrap().result().unwrap();
+    };
+    let register = ReservationRegister::register(5).with_ptpl(PtplChange::Set);
+    qp.reservation_register(&ns, register, vec![0; 512], 0).map_err(|e| e.error).unwrap();
+    run(&mut qp);
+    check(&sim, "register", Expected { opcode: 0x0d, nsid: 1, data: true, cdw: [3 << 30, 0, 0, 0, 0, 0] });
+    let replace = ReservationRegister::replace(9, 5).ignoring_existing_key().with_ptpl(PtplChange::Clear);
+    qp.reservation_register(&ns, replace, vec![0; 512], 0).map_err(|e| e.error).unwrap();
+    run(&mut qp);
+    check(
+        &sim,
+        "replace",
+        Expected { opcode: 0x0d, nsid: 1, data: true, cdw: [2 << 30 | 8 | 2, 0, 0, 0, 0, 0] },
+    );
+    let ea = ReservationType::EXCLUSIVE_ACCESS_ALL_REGISTRANTS;
+    qp.reservation_acquire(&ns, AcquireAction::Acquire, ea, 5, 0, vec![0; 512], 0)
+        .map_err(|e| e.error)
+        .unwrap();
+    run(&mut qp);
+    check(&sim, "acquire", Expected { opcode: 0x11, nsid: 1, data: true, cdw: [6 << 8, 0, 0, 0, 0, 0] });
+    qp.reservation_acquire(&ns, AcquireAction::PreemptAndAbort, ea, 5, 6, vec![0; 512], 0)
+        .map_err(|e| e.error)
+        .unwrap();
+    run(&mut qp);
+    check(
+        &sim,
+        "preempt and abort",
+        Expected { opcode: 0x11, nsid: 1, data: true, cdw: [6 << 8 | 2, 0, 0, 0, 0, 0] },
+    );
+    qp.reservation_release(&ns, ReleaseAction::Release, ea, 5, vec![0; 512], 0).map_err(|e| e.error).unwrap();
+    run(&mut qp);
+    check(&sim, "release", Expected { opcode: 0x15, nsid: 1, data: true, cdw: [6 << 8, 0, 0, 0, 0, 0] });
+    qp.reservation_report(&ns, true, vec![0; 4096], 0).map_err(|e| e.error).unwrap();
+    run(&mut qp);
+    check(&sim, "report", Expected { opcode: 0x0e, nsid: 1, data: true, cdw: [1023, 1, 0, 0, 0, 0] });
+    qp.reservation_release(&ns, ReleaseAction::Clear, ea, 5, vec![0; 512], 0).map_err(|e| e.error).unwrap();
+    run(&mut qp);
+    check(&sim, "clear", Expected { opcode: 0x15, nsid: 1, data: true, cdw: [6 << 8 | 1, 0, 0, 0, 0, 0] });
+}

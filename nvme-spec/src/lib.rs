@@ -33,6 +33,7 @@ pub mod identify;
 pub mod ids;
 pub mod log;
 pub mod registers;
+pub mod reservation;
 pub mod status;
 
 const _: () = assert!(

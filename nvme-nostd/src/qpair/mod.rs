@@ -3,7 +3,8 @@
 //! 5.4 and 6).
 //!
 //! `mod.rs` holds the queue pair and its submission path (read, write,
-//! flush, raw commands); `nvm.rs` the other NVM commands; `types.rs` the
+//! flush, raw commands); `nvm.rs` the other NVM commands; `reservation.rs`
+//! the reservation commands; `types.rs` the
 //! public types it speaks (options, counters, completions); `request.rs` a
 //! request in flight and how its buffer is handed back; `poll.rs` the
 //! completion path; `setup.rs` creating and deleting queues; `recovery.rs`
@@ -13,6 +14,7 @@ mod nvm;
 mod poll;
 mod recovery;
 mod request;
+mod reservation;
 mod setup;
 mod types;
 

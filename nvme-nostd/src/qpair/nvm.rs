@@ -3,8 +3,8 @@
 //! Uncorrectable, Dataset Management and Copy, each refused unsent where
 //! the controller's ONCS does not offer it.
 
-use super::{IoFlags, IoQueuePair, Path, SubmitError};
 use super::types::CopyRange;
+use super::{IoFlags, IoQueuePair, Path, SubmitError};
 use crate::buffer::IoBuffer;
 use crate::error::{Argument, Error, Feature, Result};
 use crate::namespace::Namespace;

@@ -311,6 +311,7 @@ impl State {
                     Ok(data) => {
                         self.host_id = [0; 16];
                         self.host_id[..len].copy_from_slice(&data);
+                        self.host_id_extended = len == 16;
                         (SUCCESS, 0)
                     }
                     Err(status) => (status, 0),
@@ -627,6 +628,9 @@ impl State {
         }
         if let Some(lbads) = lies.lbads {
             b[128 + 4 * usize::from(current) + 2] = lbads;
+        }
+        if self.cfg.reservations {
+            b[31] = lies.rescap.unwrap_or(0xff); // RESCAP: every type, PTPL, IEKEY
         }
         if self.cfg.copy {
             let limits = self.cfg.copy_limits;

@@ -42,6 +42,7 @@ mod nsmgmt;
 mod nvm;
 mod queues;
 mod registers;
+pub mod reservations;
 mod stats;
 mod status;
 mod time;
@@ -78,6 +79,8 @@ struct Namespace {
     /// Blocks made uncorrectable (Write Uncorrectable): reads of them fail
     /// until they are written again.
     uncorrectable: std::collections::BTreeSet<u64>,
+    /// Its registrants and reservation.
+    reservation: reservations::Reservation,
 }
 
 /// The whole simulated controller.
@@ -123,6 +126,8 @@ pub(crate) struct State {
     self_tests: Vec<u8>,
     /// The Host Identifier the host set (FID 81h).
     host_id: [u8; 16],
+    /// The Host Identifier is 128 bits (EXHID), as until the host sets one.
+    host_id_extended: bool,
     /// Firmware slots and the image being downloaded.
     firmware: firmware::Firmware,
     /// Asynchronous events waiting for an AER, and the masked types.
@@ -187,6 +192,7 @@ impl State {
                 data: vec![0; bytes],
                 formats: [ns.block_size, alternative],
                 uncorrectable: Default::default(),
+                reservation: Default::default(),
             });
         }
         namespaces.sort_by_key(|n| n.cfg.nsid);
@@ -229,6 +235,7 @@ impl State {
             events: events::Events::default(),
             firmware: firmware::Firmware::default(),
             host_id: [0; 16],
+            host_id_extended: true,
             self_tests: Vec::new(),
             namespaces,
             nn,

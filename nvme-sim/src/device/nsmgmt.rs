@@ -73,6 +73,7 @@ impl State {
             data: vec![0; bytes],
             formats: [512, 4096],
             uncorrectable: Default::default(),
+            reservation: Default::default(),
         });
         self.namespaces.sort_by_key(|n| n.cfg.nsid);
         self.stats.namespaces_created += 1;

@@ -25,6 +25,11 @@ impl State {
         if cmd.cdw0.fuse() != 0 {
             return (INVALID_FIELD, 0);
         }
+        if self.cfg.reservations {
+            if let Some(conflict) = self.reservation_check(cmd) {
+                return (conflict, 0);
+            }
+        }
         // The commands whose CDW12 bits 31 and 30 are LR and FUA.
         let opcode = IoOpcode(cmd.cdw0.opc());
         if [
@@ -68,6 +73,14 @@ impl State {
             }
             IoOpcode::DATASET_MANAGEMENT => self.dataset_management(cmd),
             IoOpcode::COPY if self.cfg.copy => self.copy(cmd),
+            IoOpcode::RESERVATION_REGISTER
+            | IoOpcode::RESERVATION_ACQUIRE
+            | IoOpcode::RESERVATION_RELEASE
+            | IoOpcode::RESERVATION_REPORT
+                if self.cfg.reservations =>
+            {
+                self.reservation_io(cmd)
+            }
             _ => INVALID_OPCODE,
         };
         (status, 0)

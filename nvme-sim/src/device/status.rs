@@ -27,6 +27,8 @@ pub(super) const INVALID_NAMESPACE: u16 = gen(generic::INVALID_NAMESPACE_OR_FORM
 pub(super) const COMMAND_SEQUENCE_ERROR: u16 = gen(generic::COMMAND_SEQUENCE_ERROR, true);
 pub(super) const PRP_OFFSET_INVALID: u16 = gen(generic::PRP_OFFSET_INVALID, true);
 pub(super) const LBA_OUT_OF_RANGE: u16 = gen(generic::LBA_OUT_OF_RANGE, true);
+pub(super) const RESERVATION_CONFLICT: u16 = gen(generic::RESERVATION_CONFLICT, true);
+pub(super) const HOST_ID_INCONSISTENT: u16 = gen(generic::HOST_ID_INCONSISTENT_FORMAT, true);
 pub(super) const COMPARE_FAILURE: u16 =
     st(StatusCodeType::MEDIA_DATA_INTEGRITY, media::COMPARE_FAILURE, true);
 pub(super) const UNRECOVERED_READ_ERROR: u16 =
