@@ -124,7 +124,8 @@ fn skipped_span(what: &str, plan: &Plan) -> Outcome {
     ))
 }
 
-/// Runs the checks of namespace `nsid`; true when its I/O was tested.
+/// Runs the checks of namespace `nsid`; true when its plain I/O (blocks
+/// without metadata) was tested.
 pub(crate) fn run_namespace<H: Hal>(
     ctrlr: &Controller<Fh<H>>,
     nsid: u32,
@@ -153,6 +154,12 @@ pub(crate) fn run_namespace<H: Hal>(
     ));
     if let Some(why) = ns.unsupported_reason() {
         t.record(out, format_args!("{label} ns{nsid} I/O"), Outcome::Skipped(reason!("{}", why.describe())));
+        return false;
+    }
+    if ns.metadata_size() != 0 {
+        // Its own checks; false all the same: the back-end checks need a
+        // namespace whose blocks are plain data.
+        crate::metadata::run_namespace(ctrlr, ns, label, options, out, t);
         return false;
     }
     let name = |check: &str| -> Reason { reason!("{label} ns{nsid} {check}") };

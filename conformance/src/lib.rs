@@ -25,6 +25,7 @@
 
 mod backend;
 mod io;
+mod metadata;
 pub mod pattern;
 pub mod plan;
 pub mod report;

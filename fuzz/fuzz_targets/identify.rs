@@ -29,6 +29,13 @@ fuzz_target!(|data: &[u8]| {
         assert!(ns.blocks() > 0);
         let _ = ns.size_bytes();
         let _ = ns.unsupported_reason();
+        // Any accepted metadata format: layouts and host-side protection
+        // information never panic.
+        let blocks = u32::from(data.get(4098).copied().unwrap_or(1));
+        let _ = (ns.buffer_bytes(u32::MAX, false), ns.buffer_bytes(blocks, true));
+        let small = blocks.min(4);
+        let mut buf = vec![0u8; ns.buffer_bytes(small, false).min(1 << 20)];
+        let _ = nvme_nostd::fill_protection_information(&ns, small, &mut buf, 0, 0);
         let format = id.current_lba_format().expect("accepted namespaces have a format");
         assert_eq!(format.data_size(), Some(ns.block_size()));
     }

@@ -217,15 +217,16 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> AdminRequests<'c, H, B, C, N> {
                 // SAFETY: `buf` is an IoBuffer that the request owns from
                 // here on; its mapping is undone once the device is done
                 // (`release`), or below if the submission fails.
-                let mapping =
-                    match unsafe { hand_to_device(hal, region, direction, &mut sink, self.max_transfer) } {
-                        Ok((p, mapping)) => {
-                            cmd.prp1 = p.prp1;
-                            cmd.prp2 = p.prp2;
-                            mapping
-                        }
-                        Err(e) => return refuse(e, Some(buf), context),
-                    };
+                let mapping = match unsafe {
+                    hand_to_device(hal, region, direction, &mut sink, self.max_transfer, 0)
+                } {
+                    Ok((p, _, mapping)) => {
+                        cmd.prp1 = p.prp1;
+                        cmd.prp2 = p.prp2;
+                        mapping
+                    }
+                    Err(e) => return refuse(e, Some(buf), context),
+                };
                 // SAFETY: the CPU leaves the buffer alone until `finish`.
                 unsafe { hal.sync_for_device(region, direction) };
                 (Some(buf), Some(DmaUse { region, direction, mapping }))

@@ -214,11 +214,15 @@ pub(crate) fn check_transfer(
 
 /// Hands the bytes at `region` to the device for a transfer in `direction`:
 /// translated, when the HAL can already reach them (its own DMA memory,
-/// memory registered up front), else shared; and builds their PRPs, list
-/// pages in `sink`. Returns the PRPs and the share's mapping (`None` when
-/// translated). On error nothing was handed over: a failed share, or a
-/// buffer the PRPs cannot describe (above `max` bytes of pages:
-/// [`Error::TransferTooLarge`]).
+/// memory registered up front), else shared. The first `region.len() -
+/// metadata` bytes are the data: their PRPs are built, list pages in
+/// `sink`. The last `metadata` bytes (none for most commands) are the
+/// separate metadata, which MPTR names: they must come back from the HAL as
+/// one contiguous dword-aligned run. Returns the PRPs, MPTR (0 without
+/// metadata) and the share's mapping (`None` when translated). On error
+/// nothing was handed over: a failed share, data the PRPs cannot describe
+/// (above `max` bytes of pages: [`Error::TransferTooLarge`]), metadata in
+/// pieces ([`Argument::MetadataNotContiguous`](crate::Argument)).
 ///
 /// # Safety
 ///
@@ -231,33 +235,93 @@ pub(crate) unsafe fn hand_to_device<H: Hal, S: crate::prp::PrpListSink>(
     direction: hal_traits::Direction,
     sink: &mut S,
     max: usize,
-) -> crate::error::Result<(crate::prp::Prp, Option<H::Mapping>)> {
-    use crate::error::{Error, PrpShape};
-    let len = region.len();
-    let mut prp = crate::prp::PrpBuilder::new(sink, len);
-    let mapping = if hal.translate(region, &mut prp) {
+    metadata: usize,
+) -> crate::error::Result<(crate::prp::Prp, u64, Option<H::Mapping>)> {
+    use crate::error::{Argument, Error, PrpShape};
+    let data = region.len().saturating_sub(metadata);
+    let mut split =
+        Split { prp: crate::prp::PrpBuilder::new(sink, data), data_left: data, meta: MetaRun::default() };
+    let mapping = if hal.translate(region, &mut split) {
         None
     } else {
         // SAFETY: forwarded from the caller: the bytes stay in place and
         // exclusive while the request owns them, and `unshare` comes once the
         // device is done, or just below if the PRPs fail.
-        Some(unsafe { hal.share(region, direction, &mut prp) }.map_err(Error::Hal)?)
+        Some(unsafe { hal.share(region, direction, &mut split) }.map_err(Error::Hal)?)
     };
-    match prp.finish() {
-        Ok(p) => Ok((p, mapping)),
-        Err(error) => {
-            if let Some(m) = mapping {
-                // SAFETY: shared just above; the device never saw it (and,
-                // with no `sync_for_cpu` before it, a bouncing back-end
-                // copies nothing back).
-                unsafe { hal.unshare(region, direction, m) };
+    let mptr = split.meta.mptr(metadata);
+    let result = match (split.prp.finish(), mptr) {
+        (Ok(p), Some(mptr)) => return Ok((p, mptr, mapping)),
+        (Err(Error::NotPrpShaped(PrpShape::TooManyPages)), _) => {
+            Error::TransferTooLarge { requested: data, max }
+        }
+        (Err(other), _) => other,
+        (Ok(_), None) => Error::InvalidArgument(Argument::MetadataNotContiguous),
+    };
+    if let Some(m) = mapping {
+        // SAFETY: shared just above; the device never saw it (and, with no
+        // `sync_for_cpu` before it, a bouncing back-end copies nothing back).
+        unsafe { hal.unshare(region, direction, m) };
+    }
+    Err(result)
+}
+
+/// Routes a buffer's device segments: the first `data_left` bytes to the
+/// PRP builder, the rest (separate metadata) into one run.
+struct Split<'a, S: crate::prp::PrpListSink> {
+    prp: crate::prp::PrpBuilder<'a, S>,
+    data_left: usize,
+    meta: MetaRun,
+}
+
+/// The device addresses of separate metadata, which must be one run.
+#[derive(Default)]
+struct MetaRun {
+    start: Option<u64>,
+    end: u64,
+    broken: bool,
+}
+
+impl MetaRun {
+    fn push(&mut self, addr: u64, len: usize) {
+        let Some(end) = addr.checked_add(len as u64) else {
+            self.broken = true;
+            return;
+        };
+        match self.start {
+            None => {
+                self.start = Some(addr);
+                self.end = end;
             }
-            Err(match error {
-                Error::NotPrpShaped(PrpShape::TooManyPages) => {
-                    Error::TransferTooLarge { requested: len, max }
-                }
-                other => other,
-            })
+            Some(_) if addr == self.end => self.end = end,
+            Some(_) => self.broken = true,
+        }
+    }
+
+    /// MPTR for `len` bytes of metadata (0 for none), or `None` if the run
+    /// is broken, of another length, or not dword-aligned.
+    fn mptr(&self, len: usize) -> Option<u64> {
+        match self.start {
+            _ if len == 0 => Some(0),
+            Some(start) if !self.broken && self.end - start == len as u64 && start.is_multiple_of(4) => {
+                Some(start)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl<S: crate::prp::PrpListSink> hal_traits::SegmentSink for Split<'_, S> {
+    fn push(&mut self, segment: hal_traits::DeviceSegment) {
+        let mut segment = segment;
+        if self.data_left > 0 {
+            let n = segment.len.min(self.data_left);
+            self.prp.push(hal_traits::DeviceSegment { addr: segment.addr, len: n });
+            self.data_left -= n;
+            segment = hal_traits::DeviceSegment { addr: segment.addr.offset(n as u64), len: segment.len - n };
+        }
+        if segment.len > 0 {
+            self.meta.push(segment.addr.0, segment.len);
         }
     }
 }

@@ -78,6 +78,12 @@ pub enum Argument {
     /// A reservation type, or a Persist Through Power Loss change, that the
     /// namespace's RESCAP does not offer.
     Reservation,
+    /// Protection information actions or checks on a namespace formatted
+    /// without protection information.
+    ProtectionInformation,
+    /// The metadata of a separate-metadata namespace is not one contiguous
+    /// dword-aligned run in device space, as MPTR needs.
+    MetadataNotContiguous,
     /// A temperature sensor above 8.
     TemperatureSensor,
     /// Admin command data above 4 KiB (one page, through PRP1).
@@ -128,6 +134,10 @@ impl Argument {
             Argument::DsmRanges => "dataset management needs 1 to 256 ranges of at least one block",
             Argument::CopyRanges => "copy ranges outside the namespace's MSRC, MSSRL or MCL",
             Argument::Reservation => "reservation type or PTPL change not in the namespace's RESCAP",
+            Argument::ProtectionInformation => "protection information asked of a namespace without it",
+            Argument::MetadataNotContiguous => {
+                "metadata not one contiguous dword-aligned run in device space"
+            }
             Argument::TemperatureSensor => "temperature sensor above 8",
             Argument::AdminDataTooLarge => "admin command data above 4 KiB",
             Argument::Timestamp => "timestamp above 48 bits of milliseconds",
@@ -154,10 +164,6 @@ pub enum Feature {
     ZonedNamespace,
     /// A namespace of a command set other than NVM.
     OtherCommandSet,
-    /// A namespace formatted with protection information.
-    ProtectionInformation,
-    /// A namespace formatted with metadata.
-    Metadata,
     /// Get Log Page with an offset or more than 4 KiB: the controller lacks
     /// extended data (Identify Controller LPA bit 2).
     ExtendedLogPage,
@@ -205,8 +211,6 @@ impl Feature {
             Feature::PageSize => "controller's minimum page size is above 4 KiB (CAP.MPSMIN)",
             Feature::ZonedNamespace => "zoned namespaces are not supported yet",
             Feature::OtherCommandSet => "namespace of a command set other than NVM",
-            Feature::ProtectionInformation => "protection information is not supported yet",
-            Feature::Metadata => "metadata is not supported yet",
             Feature::ExtendedLogPage => "controller lacks extended Get Log Page data (LPA bit 2)",
             Feature::SmartPerNamespace => "controller keeps no SMART / health information per namespace",
             Feature::LogPage => "controller does not advertise this log page",
@@ -256,6 +260,9 @@ pub enum Malformed {
     /// After a reset, the controller refused the CMB address it had
     /// accepted at attach (CMBSTS.CBAI), with submission queues there.
     CmbAddress,
+    /// DPS names a protection information type above 3, or one the LBA
+    /// format's metadata has no room for (MS under 8 bytes).
+    ProtectionInformation,
 }
 
 impl Malformed {
@@ -271,6 +278,7 @@ impl Malformed {
             Malformed::NamespaceId => "namespace created with identifier 0 or FFFFFFFFh",
             Malformed::CompletionFlood => "completion queue flooded with entries that name no command",
             Malformed::CmbAddress => "CMB address refused after a reset",
+            Malformed::ProtectionInformation => "DPS names protection information the format cannot hold",
         }
     }
 }

@@ -38,6 +38,7 @@ mod maintenance;
 mod namespace;
 mod nsmgmt;
 mod probe;
+mod protection;
 mod prp;
 mod qpair;
 mod quarantine;
@@ -72,6 +73,7 @@ pub use nsmgmt::NamespaceDescription;
 pub use nvme_spec as spec;
 pub use nvme_spec::status::Status;
 pub use probe::{probe, Probed};
+pub use protection::{fill_protection_information, Protection};
 pub use qpair::{
     AbortOutcome, Completion, CopyRange, DoorbellMode, IoFlags, IoQueuePair, PollLimit, QpairOptions,
     QueueStats, Resubmit, SubmitError,

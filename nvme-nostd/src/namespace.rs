@@ -35,6 +35,7 @@ pub struct Namespace {
     metadata_size: u16,
     extended_lba: bool,
     pi_type: u8,
+    pi_first: bool,
     csi: Csi,
     max_transfer: Option<usize>,
     copy: CopyLimits,
@@ -58,6 +59,15 @@ pub struct CopyLimits {
     pub max_range_blocks: u16,
     /// Blocks in all the source ranges of one command together (MCL).
     pub max_blocks: u32,
+}
+
+/// Where a transfer's bytes lie in its buffer: `data` bytes through the
+/// data pointer (with metadata interleaved on an extended-LBA namespace),
+/// then `metadata` bytes through MPTR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub(crate) data: usize,
+    pub(crate) metadata: usize,
 }
 
 /// Which controller, at which generations, identified a namespace.
@@ -288,6 +298,11 @@ impl Namespace {
         }
         let format = id.current_lba_format().ok_or(Error::MalformedDevice(Malformed::LbaFormatIndex))?;
         let block_size = format.data_size().ok_or(Error::MalformedDevice(Malformed::LbaDataSize))?;
+        if id.dps.pit() > 3
+            || (id.dps.pit() != 0 && usize::from(format.ms()) < crate::spec::pi::PiTuple::SIZE)
+        {
+            return Err(Error::MalformedDevice(Malformed::ProtectionInformation));
+        }
         Ok(Namespace {
             nsid,
             block_size,
@@ -295,6 +310,7 @@ impl Namespace {
             metadata_size: format.ms(),
             extended_lba: id.flbas.extended(),
             pi_type: id.dps.pit(),
+            pi_first: id.dps.first(),
             csi,
             max_transfer,
             copy: CopyLimits {
@@ -365,17 +381,47 @@ impl Namespace {
         self.copy
     }
 
-    /// Why plain read and write cannot be used on this namespace yet, if they
-    /// cannot: metadata and protection information need their own buffers.
+    /// PIP (DPS bit 3): the protection information is the first 8 bytes of
+    /// each block's metadata; otherwise the last 8.
+    pub fn pi_first(&self) -> bool {
+        self.pi_first
+    }
+
+    /// The bytes a read, write or compare of `blocks` blocks needs in its
+    /// buffer: the data; on an extended-LBA namespace with the metadata of
+    /// each block after its data; on one with separate metadata, all the
+    /// metadata after all the data (the driver points MPTR there). With
+    /// `pract` (the controller inserts or strips protection information)
+    /// on a namespace whose metadata is that information alone (8 bytes),
+    /// no metadata moves.
+    pub fn buffer_bytes(&self, blocks: u32, pract: bool) -> usize {
+        let layout = self.layout(blocks, pract);
+        layout.data + layout.metadata
+    }
+
+    /// Where a transfer of `blocks` blocks lies in its buffer.
+    pub(crate) fn layout(&self, blocks: u32, pract: bool) -> Layout {
+        // Saturating: a 32-bit target cannot hold 65536 blocks of 64 KiB,
+        // and a buffer of usize::MAX bytes is refused as too small.
+        let blocks = blocks as usize;
+        let data = blocks.saturating_mul(self.block_size as usize);
+        let ms = usize::from(self.metadata_size);
+        let pi_only = pract && self.pi_type != 0 && ms == crate::spec::pi::PiTuple::SIZE;
+        let metadata = if pi_only { 0 } else { blocks.saturating_mul(ms) };
+        if self.extended_lba {
+            Layout { data: data.saturating_add(metadata), metadata: 0 }
+        } else {
+            Layout { data, metadata }
+        }
+    }
+
+    /// Why read and write cannot be used on this namespace, if they
+    /// cannot: a namespace of another command set (zoned, or unknown).
     pub fn unsupported_reason(&self) -> Option<Feature> {
         if self.csi == Csi::ZONED {
             Some(Feature::ZonedNamespace)
         } else if self.csi != Csi::NVM {
             Some(Feature::OtherCommandSet)
-        } else if self.pi_type != 0 {
-            Some(Feature::ProtectionInformation)
-        } else if self.metadata_size != 0 {
-            Some(Feature::Metadata)
         } else {
             None
         }

@@ -124,6 +124,29 @@ pub struct SimConfig {
     /// MCL, MSRC), and enforces with Command Size Limit Exceeded. Default
     /// QEMU's: 128 blocks per range, 128 in all, 128 ranges (MSRC 127).
     pub copy_limits: CopyLimits,
+    /// The metadata formats of namespaces (by NSID); namespaces not named
+    /// here have none.
+    pub metadata: Vec<SimMetadata>,
+}
+
+/// The metadata and protection information of one namespace (Identify
+/// Namespace LBAF MS, FLBAS bit 4, DPS), as QEMU's `nvme-ns` properties
+/// `ms`, `mset`, `pi` and `pil` set them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimMetadata {
+    /// The namespace.
+    pub nsid: u32,
+    /// MS: metadata bytes per block (at least 8 with protection
+    /// information).
+    pub ms: u16,
+    /// FLBAS bit 4: metadata interleaved with the data (an extended LBA);
+    /// otherwise a separate buffer through MPTR.
+    pub extended: bool,
+    /// DPS bits 2:0: protection information type, 0 (none) to 3.
+    pub pi: u8,
+    /// DPS bit 3: the protection information is the first 8 bytes of the
+    /// metadata; otherwise the last 8.
+    pub pi_first: bool,
 }
 
 /// Identify Namespace's Copy limits (NVM Command Set 1.0 figure 97).
@@ -176,6 +199,7 @@ impl Default for SimConfig {
             security: false,
             copy: true,
             copy_limits: CopyLimits { mssrl: 128, mcl: 128, msrc: 127 },
+            metadata: Vec::new(),
         }
     }
 }

@@ -52,7 +52,7 @@ mod hal;
 mod memory;
 
 pub use bus::SimBus;
-pub use config::{CopyLimits, IdentifyLies, SimConfig, SimNamespace};
+pub use config::{CopyLimits, IdentifyLies, SimConfig, SimMetadata, SimNamespace};
 pub use device::cmb::{CMB_BAR, CMB_BUS_ADDRESS};
 pub use device::reservations::OTHER_HOST_ID;
 pub use device::SimStats;
@@ -313,6 +313,33 @@ impl Sim {
         let mut cmd = SubmissionEntry::new(opcode.0, nsid);
         (cmd.cdw10, cmd.cdw11) = (cdw10, cdw11);
         state.reservation_command(device::reservations::Host::OTHER, &cmd, data)
+    }
+
+    /// The metadata of `count` blocks from `lba` of namespace `nsid`,
+    /// straight from the backing store (empty without metadata).
+    ///
+    /// # Panics
+    ///
+    /// When the namespace does not exist or the range is beyond its end.
+    pub fn read_metadata(&self, nsid: u32, lba: u64, count: u64) -> Vec<u8> {
+        let state = self.lock();
+        let (meta, ms) = state.namespace_metadata(nsid).expect("no such namespace");
+        meta[lba as usize * ms..(lba + count) as usize * ms].to_vec()
+    }
+
+    /// Writes the metadata of whole blocks from `lba` of namespace `nsid`
+    /// straight into the backing store (`data` is a whole number of blocks'
+    /// metadata).
+    ///
+    /// # Panics
+    ///
+    /// When the namespace does not exist, has no metadata, or the range is
+    /// beyond its end.
+    pub fn write_metadata(&self, nsid: u32, lba: u64, data: &[u8]) {
+        let mut state = self.lock();
+        let (meta, ms) = state.namespace_metadata_mut(nsid).expect("no such namespace");
+        assert!(ms > 0 && data.len().is_multiple_of(ms), "whole blocks' metadata");
+        meta[lba as usize * ms..lba as usize * ms + data.len()].copy_from_slice(data);
     }
 
     /// The last I/O commands the controller executed (at most 64), oldest

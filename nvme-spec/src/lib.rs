@@ -32,6 +32,7 @@ pub mod features;
 pub mod identify;
 pub mod ids;
 pub mod log;
+pub mod pi;
 pub mod registers;
 pub mod reservation;
 pub mod status;

@@ -31,7 +31,8 @@ use crate::buffer::{check_transfer, hand_to_device, IoBuffer};
 use crate::controller::Controller;
 use crate::dma::DmaMemory;
 use crate::error::{Argument, Broken, Error, Result};
-use crate::namespace::Namespace;
+use crate::namespace::{Layout, Namespace};
+use crate::protection::Protection;
 use crate::prp::PrpListSink;
 use crate::queue::{CompletionQueue, SubmissionQueue};
 use crate::slots::{Cid, SlotPool};
@@ -211,7 +212,11 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     }
 
     /// Reads `blocks` logical blocks from `lba` of `ns` into `buffer` (NVM
-    /// command set, Read). The buffer must hold at least `blocks` blocks.
+    /// command set, Read). The buffer must hold at least
+    /// [`ns.buffer_bytes(blocks, false)`](Namespace::buffer_bytes) bytes:
+    /// the blocks, and on a namespace with metadata their metadata too
+    /// (interleaved, or after the data), protection information included,
+    /// unchecked.
     pub fn read(
         &mut self,
         ns: &Namespace,
@@ -233,7 +238,59 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         buffer: B,
         context: C,
     ) -> Result<Cid, SubmitError<B, C>> {
-        self.read_write(IoOpcode::READ, ns, lba, blocks, flags, buffer, context, Path::Direct)
+        self.read_write(
+            IoOpcode::READ,
+            ns,
+            lba,
+            blocks,
+            flags,
+            Protection::none(),
+            buffer,
+            context,
+            Path::Direct,
+        )
+    }
+
+    /// [`read_with`](Self::read_with) on a namespace with protection
+    /// information, asking the controller for `protection`: checks of each
+    /// block's guard, application tag and reference tag (a failed check is
+    /// the request's error: End-to-end Guard, Application Tag or Reference
+    /// Tag Check Error), or PRACT, which strips the information. The buffer
+    /// holds [`Namespace::buffer_bytes`] bytes. Refused unsent: anything
+    /// asked of a namespace without protection information
+    /// ([`Argument::ProtectionInformation`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn read_pi(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        flags: IoFlags,
+        protection: Protection,
+        buffer: B,
+        context: C,
+    ) -> Result<Cid, SubmitError<B, C>> {
+        self.read_write(IoOpcode::READ, ns, lba, blocks, flags, protection, buffer, context, Path::Direct)
+    }
+
+    /// [`write_with`](Self::write_with) on a namespace with protection
+    /// information: with PRACT the controller inserts it (with
+    /// `protection`'s tags); else the buffer carries it
+    /// ([`fill_protection_information`](crate::fill_protection_information))
+    /// and the controller checks what `protection` asks before writing.
+    /// Refused unsent as [`read_pi`](Self::read_pi).
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_pi(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        flags: IoFlags,
+        protection: Protection,
+        buffer: B,
+        context: C,
+    ) -> Result<Cid, SubmitError<B, C>> {
+        self.read_write(IoOpcode::WRITE, ns, lba, blocks, flags, protection, buffer, context, Path::Direct)
     }
 
     /// Writes `blocks` logical blocks from `buffer` to `lba` of `ns` (NVM
@@ -260,7 +317,17 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         buffer: B,
         context: C,
     ) -> Result<Cid, SubmitError<B, C>> {
-        self.read_write(IoOpcode::WRITE, ns, lba, blocks, flags, buffer, context, Path::Direct)
+        self.read_write(
+            IoOpcode::WRITE,
+            ns,
+            lba,
+            blocks,
+            flags,
+            Protection::none(),
+            buffer,
+            context,
+            Path::Direct,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -271,27 +338,34 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         lba: u64,
         blocks: u32,
         flags: IoFlags,
+        protection: Protection,
         buffer: B,
         context: C,
         path: Path,
     ) -> Result<Cid, SubmitError<B, C>> {
         let checked = self.ctrlr.check_binding(ns.binding()).and_then(|()| match ns.unsupported_reason() {
             Some(why) => Err(Error::Unsupported(why)),
-            None => ns.check_range(lba, blocks),
+            None => ns.check_range(lba, blocks).and_then(|_| protection.check(ns)),
         });
-        let len = match checked {
-            Ok(len) => len,
-            Err(error) => return Err(SubmitError { error, buffer, context }),
-        };
+        if let Err(error) = checked {
+            return Err(SubmitError { error, buffer, context });
+        }
+        let layout = ns.layout(blocks, protection.pract);
         let mut cmd = SubmissionEntry::new(opcode.0, ns.id());
         // SLBA in CDW10 (low) and CDW11 (high); NLB is 0-based (check_range
-        // allows at most 65536 blocks).
+        // allows at most 65536 blocks); PRINFO in CDW12, the tags in CDW14
+        // and CDW15.
         cmd.cdw10 = lba as u32;
         cmd.cdw11 = (lba >> 32) as u32;
-        cmd.cdw12 = ReadWriteCdw12::new().with_nlb((blocks - 1) as u16).into_bits() | flags.cdw12();
+        cmd.cdw12 = ReadWriteCdw12::new().with_nlb((blocks - 1) as u16).into_bits()
+            | flags.cdw12()
+            | protection.cdw12();
+        if ns.pi_type() != 0 {
+            (cmd.cdw14, cmd.cdw15) = protection.cdw14_15(lba);
+        }
         // Read moves data from the device; Write and Compare to it.
         let direction = if opcode == IoOpcode::READ { Direction::FromDevice } else { Direction::ToDevice };
-        self.submit_data(cmd, buffer, len, direction, context, path)
+        self.submit_transfer(cmd, buffer, layout, direction, context, path)
     }
 
     /// Flushes the volatile write cache of `ns` (NVM command set, Flush).
@@ -397,17 +471,37 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     /// reached the device and the buffer comes back.
     fn submit_data(
         &mut self,
+        cmd: SubmissionEntry,
+        buf: B,
+        len: usize,
+        direction: Direction,
+        context: C,
+        path: Path,
+    ) -> Result<Cid, SubmitError<B, C>> {
+        self.submit_transfer(cmd, buf, Layout { data: len, metadata: 0 }, direction, context, path)
+    }
+
+    /// As [`submit_data`](Self::submit_data), with `layout.metadata` bytes of
+    /// separate metadata after the data in the buffer, named by MPTR.
+    fn submit_transfer(
+        &mut self,
         mut cmd: SubmissionEntry,
         mut buf: B,
-        len: usize,
+        layout: Layout,
         direction: Direction,
         context: C,
         path: Path,
     ) -> Result<Cid, SubmitError<B, C>> {
         let slice = buf.as_dma_slice();
         let align = H::DMA_ALIGNMENT.max(4);
-        let check =
-            self.usable(path).and_then(|()| check_transfer(slice, len, self.max_transfer, direction, align));
+        let len = layout.data.saturating_add(layout.metadata);
+        let check = self.usable(path).and_then(|()| {
+            if layout.data > self.max_transfer {
+                Err(Error::TransferTooLarge { requested: layout.data, max: self.max_transfer })
+            } else {
+                check_transfer(slice, len, usize::MAX, direction, align)
+            }
+        });
         if let Err(error) = check {
             return Err(SubmitError { error, buffer: buf, context });
         }
@@ -427,10 +521,13 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         // SAFETY: `buf` is an IoBuffer that the request owns from here on;
         // its mapping is undone once the device is done (`finish`), or
         // below if the submission fails.
-        let mapping = match unsafe { hand_to_device(hal, region, direction, &mut sink, self.max_transfer) } {
-            Ok((p, mapping)) => {
+        let handed =
+            unsafe { hand_to_device(hal, region, direction, &mut sink, self.max_transfer, layout.metadata) };
+        let mapping = match handed {
+            Ok((p, mptr, mapping)) => {
                 cmd.prp1 = p.prp1;
                 cmd.prp2 = p.prp2;
+                cmd.mptr = mptr;
                 mapping
             }
             Err(error) => return Err(SubmitError { error, buffer: buf, context }),

@@ -8,6 +8,7 @@ use super::{IoFlags, IoQueuePair, Path, SubmitError};
 use crate::buffer::IoBuffer;
 use crate::error::{Argument, Error, Feature, Result};
 use crate::namespace::Namespace;
+use crate::protection::Protection;
 use crate::slots::Cid;
 use crate::spec::command::{CopySourceRange, DsmRange, IoOpcode, SubmissionEntry};
 use crate::spec::dwords::{CopyCdw12, DsmAttributes, ReadWriteCdw12};
@@ -45,7 +46,36 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         if !self.ctrlr.identify_oncs().compare() {
             return Err(SubmitError { error: Error::Unsupported(Feature::NvmCommand), buffer, context });
         }
-        self.read_write(IoOpcode::COMPARE, ns, lba, blocks, flags, buffer, context, Path::Direct)
+        self.read_write(
+            IoOpcode::COMPARE,
+            ns,
+            lba,
+            blocks,
+            flags,
+            Protection::none(),
+            buffer,
+            context,
+            Path::Direct,
+        )
+    }
+
+    /// [`compare_with`](Self::compare_with) with protection information
+    /// checks or PRACT, as [`read_pi`](Self::read_pi) takes them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn compare_pi(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        flags: IoFlags,
+        protection: Protection,
+        buffer: B,
+        context: C,
+    ) -> Result<Cid, SubmitError<B, C>> {
+        if !self.ctrlr.identify_oncs().compare() {
+            return Err(SubmitError { error: Error::Unsupported(Feature::NvmCommand), buffer, context });
+        }
+        self.read_write(IoOpcode::COMPARE, ns, lba, blocks, flags, protection, buffer, context, Path::Direct)
     }
 
     /// Writes zeroes to `blocks` logical blocks at `lba` of `ns`, moving no

@@ -7,6 +7,7 @@ use super::{Completion, Health, IoFlags, IoQueuePair, Path, PollLimit, SubmitErr
 use crate::buffer::IoBuffer;
 use crate::error::{Argument, Error, Result, Wait};
 use crate::namespace::Namespace;
+use crate::protection::Protection;
 use crate::queue::Doorbell;
 use crate::slots::{Cid, SlotPool};
 use crate::spec::command::{IoOpcode, SubmissionEntry};
@@ -51,7 +52,18 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> Resubmit<'_, '_, H, B, C, N> {
         buffer: B,
         context: C,
     ) -> Result<Cid, SubmitError<B, C>> {
-        self.qp.read_write(IoOpcode::READ, ns, lba, blocks, IoFlags::default(), buffer, context, Path::InPoll)
+        let none = Protection::none();
+        self.qp.read_write(
+            IoOpcode::READ,
+            ns,
+            lba,
+            blocks,
+            IoFlags::default(),
+            none,
+            buffer,
+            context,
+            Path::InPoll,
+        )
     }
 
     /// As [`IoQueuePair::write`].
@@ -69,6 +81,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> Resubmit<'_, '_, H, B, C, N> {
             lba,
             blocks,
             IoFlags::default(),
+            Protection::none(),
             buffer,
             context,
             Path::InPoll,

@@ -586,6 +586,7 @@ impl State {
             ns.uncorrectable.clear();
             ns.cfg.block_size = block;
             ns.cfg.blocks = ns.data.len() as u64 / u64::from(block);
+            ns.meta = vec![0; ns.cfg.blocks as usize * usize::from(ns.md.ms)];
         }
         found
     }
@@ -618,12 +619,22 @@ impl State {
         put(b, 16, &blocks.to_le_bytes()); // NUSE
         let current = u8::from(ns.cfg.block_size != ns.formats[0]);
         b[25] = lies.nlbaf.unwrap_or(1);
-        b[26] = lies.flbas.unwrap_or(current);
+        let md = ns.md;
+        b[26] = lies.flbas.unwrap_or(current | u8::from(md.extended) << 4);
+        if md.ms != 0 {
+            b[27] = 0x03; // MC: extended and separate metadata
+        }
+        if md.pi != 0 {
+            b[28] = 0x1f; // DPC: types 1 to 3, first or last bytes
+            b[29] = md.pi | u8::from(md.pi_first) << 3; // DPS
+        }
         put(b, 104, b"nvme-sim");
         put(b, 112, &nsid.to_be_bytes());
-        // LBAF0 and LBAF1: no metadata, LBADS = log2(block size), best
-        // performance. (A lie about LBADS replaces the current format's.)
+        // LBAF0 and LBAF1: the namespace's metadata size, LBADS = log2(block
+        // size), best performance. (A lie about LBADS replaces the current
+        // format's.)
         for (i, block) in ns.formats.iter().enumerate() {
+            put(b, 128 + 4 * i, &md.ms.to_le_bytes());
             b[128 + 4 * i + 2] = block.trailing_zeros() as u8;
         }
         if let Some(lbads) = lies.lbads {

@@ -40,6 +40,7 @@ mod hmb;
 pub mod maintenance;
 mod nsmgmt;
 mod nvm;
+mod pi;
 mod queues;
 mod registers;
 pub mod reservations;
@@ -81,6 +82,9 @@ struct Namespace {
     uncorrectable: std::collections::BTreeSet<u64>,
     /// Its registrants and reservation.
     reservation: reservations::Reservation,
+    /// Its metadata format (MS 0: none), and the metadata of every block.
+    md: crate::SimMetadata,
+    meta: Vec<u8>,
 }
 
 /// The whole simulated controller.
@@ -186,6 +190,8 @@ impl State {
                 .and_then(|b| usize::try_from(b).ok())
                 .expect("namespace too large for memory");
             let alternative = if ns.block_size == 4096 { 512 } else { 4096 };
+            let md = cfg.metadata.iter().find(|m| m.nsid == ns.nsid).copied().unwrap_or_default();
+            assert!(md.pi <= 3 && (md.pi == 0 || md.ms >= 8), "namespace {}: {md:?}", ns.nsid);
             namespaces.push(Namespace {
                 cfg: *ns,
                 active: true,
@@ -193,6 +199,8 @@ impl State {
                 formats: [ns.block_size, alternative],
                 uncorrectable: Default::default(),
                 reservation: Default::default(),
+                md,
+                meta: vec![0; ns.blocks as usize * usize::from(md.ms)],
             });
         }
         namespaces.sort_by_key(|n| n.cfg.nsid);
@@ -298,6 +306,17 @@ impl State {
 
     pub(crate) fn namespace_data(&self, nsid: u32) -> Option<(&[u8], u32)> {
         self.namespaces.iter().find(|n| n.cfg.nsid == nsid).map(|n| (&n.data[..], n.cfg.block_size))
+    }
+
+    pub(crate) fn namespace_metadata(&self, nsid: u32) -> Option<(&[u8], usize)> {
+        self.namespaces.iter().find(|n| n.cfg.nsid == nsid).map(|n| (&n.meta[..], usize::from(n.md.ms)))
+    }
+
+    pub(crate) fn namespace_metadata_mut(&mut self, nsid: u32) -> Option<(&mut [u8], usize)> {
+        self.namespaces
+            .iter_mut()
+            .find(|n| n.cfg.nsid == nsid)
+            .map(|n| (&mut n.meta[..], usize::from(n.md.ms)))
     }
 
     pub(crate) fn namespace_data_mut(&mut self, nsid: u32) -> Option<(&mut [u8], u32)> {

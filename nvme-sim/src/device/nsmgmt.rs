@@ -74,6 +74,8 @@ impl State {
             formats: [512, 4096],
             uncorrectable: Default::default(),
             reservation: Default::default(),
+            md: crate::SimMetadata { nsid, ..Default::default() },
+            meta: Vec::new(),
         });
         self.namespaces.sort_by_key(|n| n.cfg.nsid);
         self.stats.namespaces_created += 1;

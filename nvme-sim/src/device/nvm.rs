@@ -4,9 +4,10 @@
 //! namespaces' backing store, with every LBA range checked against its
 //! namespace, and the transfer size of Read, Write and Compare against MDTS.
 
+use super::pi;
 use super::status::{
-    COMMAND_SIZE_LIMIT_EXCEEDED, COMPARE_FAILURE, INVALID_FIELD, INVALID_NAMESPACE, INVALID_OPCODE,
-    LBA_OUT_OF_RANGE, SUCCESS, UNRECOVERED_READ_ERROR,
+    COMMAND_SIZE_LIMIT_EXCEEDED, COMPARE_FAILURE, DATA_TRANSFER_ERROR, INVALID_FIELD, INVALID_NAMESPACE,
+    INVALID_OPCODE, INVALID_PROTECTION_INFORMATION, LBA_OUT_OF_RANGE, SUCCESS, UNRECOVERED_READ_ERROR,
 };
 use super::{State, PAGE};
 use nvme_spec::command::{IoOpcode, SubmissionEntry};
@@ -99,6 +100,9 @@ impl State {
         Ok((index, slba as usize * bs, nlb as usize * bs))
     }
 
+    /// Read, Write and Compare, with the namespace's metadata (interleaved
+    /// through the PRPs on an extended-LBA namespace, else through MPTR)
+    /// and protection information (PRACT, PRCHK).
     fn read_write(&mut self, cmd: &SubmissionEntry) -> u16 {
         let Some(index) = self.active_namespace(cmd.nsid) else { return INVALID_NAMESPACE };
         if cmd.cdw0.psdt() != 0 {
@@ -107,14 +111,28 @@ impl State {
         let slba = cmd.cdw10 as u64 | ((cmd.cdw11 as u64) << 32);
         let cdw12 = ReadWriteCdw12::from_bits(cmd.cdw12);
         let nlb = cdw12.nlb() as u64 + 1;
-        let bytes = nlb * self.namespaces[index].cfg.block_size as u64;
-        if self.cfg.mdts != 0 && bytes > PAGE << self.cfg.mdts.min(40) {
+        let (md, bs) = (self.namespaces[index].md, self.namespaces[index].cfg.block_size as usize);
+        let asked = pi::Asked::of(cmd.cdw12, cmd.cdw14, cmd.cdw15);
+        if asked.prinfo.into_bits() != 0 && md.pi == 0 {
+            return INVALID_FIELD;
+        }
+        if md.pi == 1 && asked.prinfo.check_ref_tag() && cmd.cdw14 != slba as u32 {
+            return INVALID_PROTECTION_INFORMATION;
+        }
+        let (n, ms) = (nlb as usize, usize::from(md.ms));
+        // With PRACT, metadata that is only protection information does
+        // not move.
+        let meta_moves = ms > 0 && !(asked.prinfo.pract() && md.pi != 0 && ms == 8);
+        let host_meta = if meta_moves { n * ms } else { 0 };
+        let wire = n * bs + if md.extended { host_meta } else { 0 };
+        if self.cfg.mdts != 0 && wire as u64 > PAGE << self.cfg.mdts.min(40) {
             return INVALID_FIELD;
         }
         let (index, start, len) = match self.lba_range(cmd.nsid, slba, nlb) {
             Ok(r) => r,
             Err(s) => return s,
         };
+        let mstart = slba as usize * ms;
         let opcode = IoOpcode(cmd.cdw0.opc());
         let blocks = slba..slba + nlb;
         // A block made uncorrectable fails reads and compares until written.
@@ -123,25 +141,65 @@ impl State {
         {
             return UNRECOVERED_READ_ERROR;
         }
+        let separate = meta_moves && !md.extended;
         if opcode == IoOpcode::WRITE || opcode == IoOpcode::COMPARE {
-            match self.read_from_host(cmd, len) {
-                Ok(data) if opcode == IoOpcode::COMPARE => {
-                    if self.namespaces[index].data[start..start + len] == data[..] {
-                        SUCCESS
-                    } else {
-                        COMPARE_FAILURE
+            let wire_bytes = match self.read_from_host(cmd, wire) {
+                Ok(d) => d,
+                Err(s) => return s,
+            };
+            let (data, mut meta) = if md.extended && meta_moves {
+                deinterleave(&wire_bytes, bs, ms)
+            } else {
+                (wire_bytes, vec![0; n * ms])
+            };
+            if separate {
+                meta = vec![0; host_meta];
+                if !self.mem.device_read(cmd.mptr, &mut meta) {
+                    return DATA_TRANSFER_ERROR;
+                }
+            }
+            let ns = &mut self.namespaces[index];
+            if opcode == IoOpcode::COMPARE {
+                let stored = (&ns.data[start..start + len], &ns.meta[mstart..mstart + n * ms]);
+                if md.pi != 0 && asked.checks() {
+                    let status = pi::check(&md, &asked, stored.0, stored.1, bs);
+                    if status != SUCCESS {
+                        return status;
                     }
                 }
-                Ok(data) => {
-                    self.namespaces[index].data[start..start + len].copy_from_slice(&data);
-                    self.namespaces[index].uncorrectable.retain(|b| !blocks.contains(b));
+                return if stored.0 == &data[..] && (!meta_moves || stored.1 == &meta[..]) {
                     SUCCESS
-                }
-                Err(s) => s,
+                } else {
+                    COMPARE_FAILURE
+                };
             }
+            if md.pi != 0 && asked.prinfo.pract() {
+                pi::insert(&md, &asked, &data, &mut meta, bs);
+            } else if md.pi != 0 && asked.checks() {
+                let status = pi::check(&md, &asked, &data, &meta, bs);
+                if status != SUCCESS {
+                    return status;
+                }
+            }
+            ns.data[start..start + len].copy_from_slice(&data);
+            ns.meta[mstart..mstart + n * ms].copy_from_slice(&meta);
+            ns.uncorrectable.retain(|b| !blocks.contains(b));
+            SUCCESS
         } else {
-            let data = self.namespaces[index].data[start..start + len].to_vec();
-            self.write_to_host(cmd, &data)
+            let ns = &self.namespaces[index];
+            let (data, meta) = (&ns.data[start..start + len], &ns.meta[mstart..mstart + n * ms]);
+            if md.pi != 0 && asked.checks() {
+                let status = pi::check(&md, &asked, data, meta, bs);
+                if status != SUCCESS {
+                    return status;
+                }
+            }
+            let out = if md.extended && meta_moves { interleave(data, meta, bs, ms) } else { data.to_vec() };
+            let meta = meta.to_vec();
+            if separate && !self.mem.device_write(cmd.mptr, &meta) {
+                return DATA_TRANSFER_ERROR;
+            }
+            self.write_to_host(cmd, &out)
         }
     }
 
@@ -150,8 +208,11 @@ impl State {
         let nlb = ReadWriteCdw12::from_bits(cmd.cdw12).nlb() as u64 + 1;
         match self.lba_range(cmd.nsid, slba, nlb) {
             Ok((index, start, len)) => {
-                self.namespaces[index].data[start..start + len].fill(0);
-                self.namespaces[index].uncorrectable.retain(|b| !(slba..slba + nlb).contains(b));
+                let ns = &mut self.namespaces[index];
+                ns.data[start..start + len].fill(0);
+                let ms = usize::from(ns.md.ms);
+                ns.meta[slba as usize * ms..(slba + nlb) as usize * ms].fill(0);
+                ns.uncorrectable.retain(|b| !(slba..slba + nlb).contains(b));
                 SUCCESS
             }
             Err(s) => s,
@@ -236,13 +297,31 @@ impl State {
         if sources.iter().any(|&(slba, nlb, _)| ns.uncorrectable.range(slba..slba + nlb).next().is_some()) {
             return UNRECOVERED_READ_ERROR;
         }
-        let mut data = Vec::with_capacity(len);
-        for (_, _, (_, start, n)) in sources {
+        let ms = usize::from(ns.md.ms);
+        let (mut data, mut meta) = (Vec::with_capacity(len), Vec::new());
+        for (slba, nlb, (_, start, n)) in sources {
             data.extend_from_slice(&ns.data[start..start + n]);
+            meta.extend_from_slice(&ns.meta[slba as usize * ms..(slba + nlb) as usize * ms]);
         }
         ns.data[dest..dest + len].copy_from_slice(&data);
+        ns.meta[sdlba as usize * ms..sdlba as usize * ms + meta.len()].copy_from_slice(&meta);
         ns.uncorrectable.retain(|b| !(sdlba..sdlba + total).contains(b));
         self.stats.copies += 1;
         SUCCESS
     }
+}
+
+/// Splits an extended-LBA transfer into the blocks' data and metadata.
+fn deinterleave(wire: &[u8], bs: usize, ms: usize) -> (Vec<u8>, Vec<u8>) {
+    let (mut data, mut meta) = (Vec::with_capacity(wire.len()), Vec::with_capacity(wire.len()));
+    for block in wire.chunks_exact(bs + ms) {
+        data.extend_from_slice(&block[..bs]);
+        meta.extend_from_slice(&block[bs..]);
+    }
+    (data, meta)
+}
+
+/// The blocks' data with each block's metadata after it.
+fn interleave(data: &[u8], meta: &[u8], bs: usize, ms: usize) -> Vec<u8> {
+    data.chunks_exact(bs).zip(meta.chunks_exact(ms)).flat_map(|(d, m)| d.iter().chain(m).copied()).collect()
 }

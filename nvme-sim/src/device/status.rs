@@ -34,6 +34,13 @@ pub(super) const COMPARE_FAILURE: u16 =
 pub(super) const UNRECOVERED_READ_ERROR: u16 =
     st(StatusCodeType::MEDIA_DATA_INTEGRITY, media::UNRECOVERED_READ_ERROR, true);
 pub(super) const COMMAND_SIZE_LIMIT_EXCEEDED: u16 = spec(cs::COMMAND_SIZE_LIMIT_EXCEEDED);
+pub(super) const GUARD_CHECK: u16 =
+    st(StatusCodeType::MEDIA_DATA_INTEGRITY, media::END_TO_END_GUARD_CHECK_ERROR, true);
+pub(super) const APP_TAG_CHECK: u16 =
+    st(StatusCodeType::MEDIA_DATA_INTEGRITY, media::END_TO_END_APPLICATION_TAG_CHECK_ERROR, true);
+pub(super) const REF_TAG_CHECK: u16 =
+    st(StatusCodeType::MEDIA_DATA_INTEGRITY, media::END_TO_END_REFERENCE_TAG_CHECK_ERROR, true);
+pub(super) const INVALID_PROTECTION_INFORMATION: u16 = spec(cs::INVALID_PROTECTION_INFORMATION);
 pub(super) const CQ_INVALID: u16 = spec(cs::COMPLETION_QUEUE_INVALID);
 pub(super) const INVALID_QID: u16 = spec(cs::INVALID_QUEUE_IDENTIFIER);
 pub(super) const INVALID_QSIZE: u16 = spec(cs::INVALID_QUEUE_SIZE);

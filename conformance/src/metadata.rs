@@ -1,0 +1,361 @@
+//! The checks of a namespace with metadata, and with protection
+//! information where it has it: data and metadata written and read back in
+//! the namespace's layout (interleaved, or after the data through MPTR),
+//! the host's guards and tags checked by the controller, each check shown
+//! to fail when the guard or a tag is wrong, PRACT inserting and stripping,
+//! and the caller errors refused unsent. The blocks are saved with their
+//! metadata first and written back exactly last.
+
+use crate::report::{Outcome, Reason, Report, Totals};
+use crate::{reason, Buf, Fh, Options, Qp, SLOTS};
+use core::time::Duration;
+use nvme_nostd::hal_traits::Hal;
+use nvme_nostd::spec::pi::PiTuple;
+use nvme_nostd::spec::status::{media, StatusCode, StatusCodeType};
+use nvme_nostd::{
+    fill_protection_information, Argument, Controller, DmaBuffer, Error, IoFlags, Namespace, Protection,
+    QpairOptions,
+};
+
+struct Cx<'a, H: Hal> {
+    ctrlr: &'a Controller<Fh<H>>,
+    ns: Namespace,
+    timeout: Duration,
+    /// The blocks the checks use: from LBA 0.
+    blocks: u32,
+}
+
+/// Read, write or compare, with `protection`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Read,
+    Write,
+}
+
+impl<'a, H: Hal> Cx<'a, H> {
+    fn buffer(&self, len: usize) -> Result<Buf<'a, H>, Reason> {
+        DmaBuffer::new(self.ctrlr.hal(), len).map_err(|e| reason!("DMA allocation of {len} bytes: {e}"))
+    }
+
+    /// The full layout of the check's blocks (data and metadata).
+    fn bytes(&self) -> usize {
+        self.ns.buffer_bytes(self.blocks, false)
+    }
+
+    /// Runs one command and waits: the device's result, and the buffer.
+    fn run(
+        &self,
+        qp: &mut Qp<'a, H, SLOTS>,
+        op: Op,
+        protection: Protection,
+        buf: Buf<'a, H>,
+    ) -> Result<(Result<(), Error>, Buf<'a, H>), Reason> {
+        let (ns, n, flags) = (&self.ns, self.blocks, IoFlags::default());
+        let submitted = match op {
+            Op::Read => qp.read_pi(ns, 0, n, flags, protection, buf, 0),
+            Op::Write => qp.write_pi(ns, 0, n, flags, protection, buf, 0),
+        };
+        let cid = submitted.map_err(|e| reason!("submission refused: {}", e.error))?;
+        let done = qp.wait(cid, self.timeout, |_| {}).map_err(|e| reason!("wait: {e}"))?;
+        let result = done.result();
+        let buf = done.buffer.ok_or_else(|| reason!("completion without its buffer"))?;
+        Ok((result, buf))
+    }
+
+    /// As [`run`](Self::run), and the command must succeed.
+    fn ok(
+        &self,
+        qp: &mut Qp<'a, H, SLOTS>,
+        op: Op,
+        protection: Protection,
+        buf: Buf<'a, H>,
+        what: &str,
+    ) -> Result<Buf<'a, H>, Reason> {
+        match self.run(qp, op, protection, buf)? {
+            (Ok(()), buf) => Ok(buf),
+            (Err(e), _) => Err(reason!("{what}: {e}")),
+        }
+    }
+
+    /// As [`run`](Self::run), and the command must fail with media error
+    /// `sc` (an end-to-end check).
+    fn fails(
+        &self,
+        qp: &mut Qp<'a, H, SLOTS>,
+        op: Op,
+        protection: Protection,
+        buf: Buf<'a, H>,
+        sc: StatusCode,
+        what: &str,
+    ) -> Result<Buf<'a, H>, Reason> {
+        match self.run(qp, op, protection, buf)? {
+            (Err(Error::Command(s)), buf)
+                if s.sct() == StatusCodeType::MEDIA_DATA_INTEGRITY && s.sc() == sc =>
+            {
+                Ok(buf)
+            }
+            (other, _) => Err(reason!("{what}: {other:?}, expected {}", sc.0)),
+        }
+    }
+}
+
+/// Fills `buf` with bytes from `seed` (data and metadata alike).
+fn fill(buf: &mut [u8], seed: u8) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(13).wrapping_add(seed) ^ (i >> 9) as u8;
+    }
+}
+
+/// Runs the checks of a namespace with metadata.
+pub(crate) fn run_namespace<H: Hal>(
+    ctrlr: &Controller<Fh<H>>,
+    ns: Namespace,
+    label: &str,
+    options: &Options,
+    out: &mut dyn Report,
+    t: &mut Totals,
+) {
+    let nsid = ns.id();
+    let name = |check: &str| -> Reason { reason!("{label} ns{nsid} {check}") };
+    let mut qp: Qp<'_, H, SLOTS> = match ctrlr
+        .create_io_qpair(QpairOptions::default().with_max_transfer_bytes(options.max_transfer))
+    {
+        Ok(q) => q,
+        Err(e) => {
+            t.record(out, format_args!("{}", name("create I/O queue pair")), Outcome::Failed(reason!("{e}")));
+            return;
+        }
+    };
+    // Up to 4 blocks, within the transfer limit (which an extended LBA's
+    // metadata counts against).
+    let per_block = ns.buffer_bytes(1, false).max(1);
+    let fit = if ns.extended_lba() {
+        qp.max_transfer_bytes() / per_block
+    } else {
+        qp.max_transfer_bytes() / ns.block_size() as usize
+    };
+    let blocks = (fit.min(4) as u64).min(ns.blocks()) as u32;
+    if blocks == 0 {
+        t.record(
+            out,
+            format_args!("{}", name("metadata I/O")),
+            Outcome::Skipped(reason!("transfer limit below one block")),
+        );
+        return;
+    }
+    let cx = Cx { ctrlr, ns, timeout: options.io_timeout, blocks };
+    let layout = if cx.ns.extended_lba() { "interleaved" } else { "after the data (MPTR)" };
+    out.line(format_args!(
+        "{label} ns{nsid}: {} blocks checked with {} metadata bytes each, {layout}, protection type {} ({} of the metadata)",
+        blocks,
+        cx.ns.metadata_size(),
+        cx.ns.pi_type(),
+        if cx.ns.pi_first() { "first 8 bytes" } else { "last 8 bytes" },
+    ));
+
+    // Saved with their metadata, as they are (no checks).
+    let saved = cx.buffer(cx.bytes()).and_then(|b| cx.ok(&mut qp, Op::Read, Protection::none(), b, "save"));
+    let saved = match saved {
+        Ok(b) => {
+            t.record(out, format_args!("{}", name("save blocks and metadata")), Outcome::Ok);
+            b
+        }
+        Err(why) => {
+            t.record(out, format_args!("{}", name("save blocks and metadata")), Outcome::Failed(why));
+            return;
+        }
+    };
+    t.record(
+        out,
+        format_args!("{}", name("data and metadata written and read back")),
+        round_trip(&cx, &mut qp).into(),
+    );
+    t.record(
+        out,
+        format_args!("{}", name("metadata caller errors refused")),
+        caller_errors(&cx, &mut qp).into(),
+    );
+    if cx.ns.pi_type() != 0 {
+        t.record(
+            out,
+            format_args!("{}", name("host protection information checked")),
+            host_pi(&cx, &mut qp).into(),
+        );
+        t.record(out, format_args!("{}", name("end-to-end check errors")), check_errors(&cx, &mut qp).into());
+        t.record(out, format_args!("{}", name("PRACT inserts and strips")), pract(&cx, &mut qp).into());
+    }
+    // Written back exactly, then read back to prove it.
+    let restore = restore(&cx, &mut qp, saved);
+    t.record(out, format_args!("{}", name("restore blocks and metadata")), restore.into());
+}
+
+fn restore<'a, H: Hal>(cx: &Cx<'a, H>, qp: &mut Qp<'a, H, SLOTS>, saved: Buf<'a, H>) -> Result<(), Reason> {
+    let saved = cx.ok(qp, Op::Write, Protection::none(), saved, "write back")?;
+    let back = cx.ok(qp, Op::Read, Protection::none(), cx.buffer(cx.bytes())?, "read back")?;
+    if let Some(at) = back.iter().zip(saved.iter()).position(|(a, b)| a != b) {
+        return Err(reason!("restored byte {at} differs"));
+    }
+    Ok(())
+}
+
+/// Data and metadata (protection information as plain bytes, unchecked)
+/// written and read back.
+fn round_trip<'a, H: Hal>(cx: &Cx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Result<(), Reason> {
+    let mut w = cx.buffer(cx.bytes())?;
+    fill(&mut w, 0x31);
+    let w = cx.ok(qp, Op::Write, Protection::none(), w, "write")?;
+    let mut r = cx.buffer(cx.bytes())?;
+    r.fill(0xa5);
+    let r = cx.ok(qp, Op::Read, Protection::none(), r, "read")?;
+    match r.iter().zip(w.iter()).position(|(a, b)| a != b) {
+        Some(at) => Err(reason!("byte {at} of {} read back differs", cx.bytes())),
+        None => Ok(()),
+    }
+}
+
+/// A buffer without room for the metadata, and protection asked of a
+/// namespace without it: refused before anything is sent.
+fn caller_errors<'a, H: Hal>(cx: &Cx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Result<(), Reason> {
+    let short = cx.ns.block_size() as usize * cx.blocks as usize;
+    let mut buf = cx.buffer(short)?;
+    if !buf.set_window(0, short) {
+        return Err(reason!("buffer window"));
+    }
+    match qp.read(&cx.ns, 0, cx.blocks, buf, 0) {
+        Err(e) if matches!(e.error, Error::BufferTooSmall { .. }) => {}
+        Err(e) => return Err(reason!("a buffer for the data alone: {}", e.error)),
+        Ok(_) => return Err(reason!("a buffer for the data alone was accepted")),
+    }
+    if cx.ns.pi_type() == 0 {
+        let refused = qp.read_pi(
+            &cx.ns,
+            0,
+            cx.blocks,
+            IoFlags::default(),
+            Protection::check_all(),
+            cx.buffer(cx.bytes())?,
+            0,
+        );
+        match refused.map_err(|e| e.error) {
+            Err(Error::InvalidArgument(Argument::ProtectionInformation)) => {}
+            other => {
+                return Err(reason!("protection checks without protection information: {:?}", other.err()))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where block `i`'s tuple lies in a buffer of the check's layout.
+fn tuple_at<H: Hal>(cx: &Cx<'_, H>, i: usize) -> usize {
+    let (bs, ms, n) = (cx.ns.block_size() as usize, usize::from(cx.ns.metadata_size()), cx.blocks as usize);
+    let meta = if cx.ns.extended_lba() { i * (bs + ms) + bs } else { n * bs + i * ms };
+    meta + if cx.ns.pi_first() { 0 } else { ms - PiTuple::SIZE }
+}
+
+/// Guards and tags the host computed, checked by the controller on the
+/// write and on the read.
+fn host_pi<'a, H: Hal>(cx: &Cx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Result<(), Reason> {
+    let mut w = cx.buffer(cx.bytes())?;
+    fill(&mut w, 0x47);
+    fill_protection_information(&cx.ns, cx.blocks, &mut w, 0x0e2e, 0).map_err(|e| reason!("fill: {e}"))?;
+    let check = Protection::check_all().with_app_tag(0x0e2e, 0xffff).with_reference_tag(0);
+    let check = if cx.ns.pi_type() == 3 { Protection { check_ref_tag: false, ..check } } else { check };
+    let w = cx.ok(qp, Op::Write, check, w, "checked write")?;
+    let r = cx.ok(qp, Op::Read, check, cx.buffer(cx.bytes())?, "checked read")?;
+    match r.iter().zip(w.iter()).position(|(a, b)| a != b) {
+        Some(at) => Err(reason!("byte {at} read back differs")),
+        None => Ok(()),
+    }
+}
+
+/// A wrong guard fails the write's check, and, written unchecked, the
+/// read's; a wrong application tag and (types 1 and 2) a wrong reference
+/// tag fail theirs.
+fn check_errors<'a, H: Hal>(cx: &Cx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Result<(), Reason> {
+    let mut w = cx.buffer(cx.bytes())?;
+    fill(&mut w, 0x59);
+    fill_protection_information(&cx.ns, cx.blocks, &mut w, 0x0e2e, 0).map_err(|e| reason!("fill: {e}"))?;
+    let last = tuple_at(cx, cx.blocks as usize - 1);
+    w[last] ^= 0x10; // the last block's guard
+    let guard = Protection { check_guard: true, ..Protection::none() };
+    let w =
+        cx.fails(qp, Op::Write, guard, w, media::END_TO_END_GUARD_CHECK_ERROR, "write with a wrong guard")?;
+    cx.ok(qp, Op::Write, Protection::none(), w, "unchecked write of a wrong guard")?;
+    let r = cx.buffer(cx.bytes())?;
+    let r = cx.fails(qp, Op::Read, guard, r, media::END_TO_END_GUARD_CHECK_ERROR, "read of a wrong guard")?;
+    cx.ok(qp, Op::Read, Protection::none(), r, "unchecked read of a wrong guard")?;
+    // Good guards again; then the tags.
+    let mut w = cx.buffer(cx.bytes())?;
+    fill(&mut w, 0x5a);
+    fill_protection_information(&cx.ns, cx.blocks, &mut w, 0x0e2e, 0).map_err(|e| reason!("fill: {e}"))?;
+    if cx.ns.pi_type() != 3 {
+        // Block 0's reference tag off by one, written unchecked.
+        let at = tuple_at(cx, 0) + 4;
+        w[at + 3] ^= 1;
+    }
+    cx.ok(qp, Op::Write, Protection::none(), w, "unchecked write")?;
+    let app = Protection { check_app_tag: true, ..Protection::none() }.with_app_tag(0x0e2f, 0xffff);
+    let r = cx.buffer(cx.bytes())?;
+    let r =
+        cx.fails(qp, Op::Read, app, r, media::END_TO_END_APPLICATION_TAG_CHECK_ERROR, "read, wrong tag")?;
+    let masked = app.with_app_tag(0x0e2f, 0xfff0);
+    let r = cx.ok(qp, Op::Read, masked, r, "read with the differing bit masked off")?;
+    if cx.ns.pi_type() != 3 {
+        let reference = Protection { check_ref_tag: true, ..Protection::none() }.with_reference_tag(0);
+        cx.fails(
+            qp,
+            Op::Read,
+            reference,
+            r,
+            media::END_TO_END_REFERENCE_TAG_CHECK_ERROR,
+            "read, wrong ref tag",
+        )?;
+    }
+    Ok(())
+}
+
+/// PRACT on a write: the controller inserts the tuples (the buffer holds
+/// the data alone where the metadata is only the tuple), and they are
+/// what the host computes; PRACT on a read strips them.
+fn pract<'a, H: Hal>(cx: &Cx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Result<(), Reason> {
+    let data_only = usize::from(cx.ns.metadata_size()) == PiTuple::SIZE;
+    let len = cx.ns.buffer_bytes(cx.blocks, true);
+    let mut w = cx.buffer(len)?;
+    fill(&mut w, 0x6b);
+    let insert = Protection::pract().with_app_tag(0x0e2e, 0).with_reference_tag(0);
+    let w = cx.ok(qp, Op::Write, insert, w, "write with PRACT")?;
+    // What the controller stored, read whole and unchecked, against the
+    // host's computation over the same data.
+    let stored = cx.ok(qp, Op::Read, Protection::none(), cx.buffer(cx.bytes())?, "read")?;
+    let mut expected = cx.buffer(cx.bytes())?;
+    if data_only {
+        let (bs, ms) = (cx.ns.block_size() as usize, usize::from(cx.ns.metadata_size()));
+        for i in 0..cx.blocks as usize {
+            let (from, to) = (i * bs, if cx.ns.extended_lba() { i * (bs + ms) } else { i * bs });
+            expected[to..to + bs].copy_from_slice(&w[from..from + bs]);
+        }
+    } else {
+        expected.copy_from_slice(&w);
+    }
+    fill_protection_information(&cx.ns, cx.blocks, &mut expected, 0x0e2e, 0)
+        .map_err(|e| reason!("fill: {e}"))?;
+    for i in 0..cx.blocks as usize {
+        let at = tuple_at(cx, i);
+        let (got, want) = (&stored[at..at + PiTuple::SIZE], &expected[at..at + PiTuple::SIZE]);
+        // Type 3's reference tag is the host's to choose: guard and
+        // application tag only.
+        let compared = if cx.ns.pi_type() == 3 { 4 } else { 8 };
+        if got[..compared] != want[..compared] {
+            return Err(reason!("block {i}: the controller's tuple {got:02x?}, the host's {want:02x?}"));
+        }
+    }
+    let check = Protection::check_all().with_app_tag(0x0e2e, 0xffff).with_reference_tag(0);
+    let strip = Protection { pract: true, ..check };
+    let strip = if cx.ns.pi_type() == 3 { Protection { check_ref_tag: false, ..strip } } else { strip };
+    let r = cx.ok(qp, Op::Read, strip, cx.buffer(len)?, "read with PRACT")?;
+    match r.iter().zip(w.iter()).position(|(a, b)| a != b) {
+        Some(at) if data_only => Err(reason!("byte {at} of the stripped read differs")),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,244 @@
+//! Metadata and end-to-end protection information (NVM Command Set 1.0
+//! section 5.2) against the simulator; QEMU's controller runs the same in
+//! the conformance suite on namespaces formatted with `ms`, `mset`, `pi`
+//! and `pil`. Metadata goes interleaved on an extended-LBA namespace and
+//! through MPTR (after the data, in the same buffer) on one with separate
+//! metadata; the controller checks guards and tags as PRCHK asks, and a
+//! failed check is the error of the request's owner.
+
+mod common;
+
+use common::{poll_for, qpair, Qp};
+use core::time::Duration;
+use nvme_nostd::spec::pi::{crc16_t10dif, PiTuple};
+use nvme_nostd::spec::status::{command_specific, media, StatusCodeType};
+use nvme_nostd::{fill_protection_information, Argument, Controller, Error, IoFlags, Namespace, Protection};
+use nvme_sim::{Sim, SimConfig, SimMetadata, SimNamespace};
+
+/// One namespace (NSID 1, 512-byte blocks) with metadata `md`; shares are
+/// one contiguous run unless `scatter`.
+fn setup(md: SimMetadata, scatter: bool) -> (Sim, Controller<nvme_sim::SimHal>, Namespace) {
+    let sim = Sim::new(SimConfig {
+        namespaces: vec![SimNamespace { nsid: 1, block_size: 512, blocks: 4096 }],
+        metadata: vec![SimMetadata { nsid: 1, ..md }],
+        scatter_shares: scatter,
+        ..SimConfig::default()
+    });
+    let ctrlr = Controller::new(sim.hal(), common::options()).expect("attach");
+    let ns = ctrlr.namespace(1).expect("namespace 1");
+    (sim, ctrlr, ns)
+}
+
+fn done(sim: &Sim, qp: &mut Qp<'_>) -> (Result<(), Error>, Vec<u8>) {
+    let d = poll_for(sim, qp, Duration::from_millis(10));
+    assert_eq!(d.len(), 1);
+    let d = d.into_iter().next().unwrap();
+    (d.result(), d.buffer.unwrap_or_default())
+}
+
+fn media_error(result: Result<(), Error>) -> Option<u8> {
+    match result {
+        Err(Error::Command(s)) if s.sct() == StatusCodeType::MEDIA_DATA_INTEGRITY => Some(s.sc().0),
+        _ => None,
+    }
+}
+
+fn bytes(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+#[test]
+fn separate_metadata_goes_after_the_data_through_mptr() {
+    let (sim, ctrlr, ns) = setup(SimMetadata { ms: 16, ..Default::default() }, false);
+    let mut qp = qpair(&ctrlr);
+    assert_eq!((ns.metadata_size(), ns.extended_lba(), ns.pi_type()), (16, false, 0));
+    assert_eq!(ns.buffer_bytes(4, false), 4 * 512 + 4 * 16);
+    let buffer = bytes(ns.buffer_bytes(4, false), 1);
+    qp.write(&ns, 10, 4, buffer.clone(), 0).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp).0, Ok(()));
+    assert_eq!(sim.read_blocks(1, 10, 4), buffer[..2048]);
+    assert_eq!(sim.read_metadata(1, 10, 4), buffer[2048..], "the metadata, from after the data");
+    let cmd = *sim.recent_io_commands().last().unwrap();
+    assert_ne!(cmd.mptr, 0, "MPTR names the metadata");
+    qp.read(&ns, 10, 4, vec![0; buffer.len()], 1).map_err(|e| e.error).unwrap();
+    let (result, back) = done(&sim, &mut qp);
+    assert_eq!((result, back), (Ok(()), buffer));
+    // A buffer for the data alone, or protection asked of a namespace
+    // without it: refused unsent.
+    let fetched = sim.stats().commands_fetched;
+    let short = qp.read(&ns, 10, 4, vec![0; 2048], 2).unwrap_err();
+    assert_eq!(
+        (short.error, short.buffer.len()),
+        (Error::BufferTooSmall { needed: 2112, actual: 2048 }, 2048)
+    );
+    let pi = qp.read_pi(&ns, 10, 4, IoFlags::default(), Protection::check_all(), vec![0; 2112], 3);
+    assert_eq!(pi.map_err(|e| e.error).unwrap_err(), Error::InvalidArgument(Argument::ProtectionInformation));
+    let pract = qp.write_pi(&ns, 10, 4, IoFlags::default(), Protection::pract(), vec![0; 2112], 4);
+    assert_eq!(
+        pract.map_err(|e| e.error).unwrap_err(),
+        Error::InvalidArgument(Argument::ProtectionInformation)
+    );
+    assert_eq!(sim.stats().commands_fetched, fetched);
+}
+
+#[test]
+fn extended_lbas_interleave_the_metadata() {
+    let (sim, ctrlr, ns) = setup(SimMetadata { ms: 8, extended: true, ..Default::default() }, true);
+    let mut qp = qpair(&ctrlr);
+    assert_eq!(ns.buffer_bytes(3, false), 3 * 520);
+    let buffer = bytes(3 * 520, 7);
+    qp.write(&ns, 0, 3, buffer.clone(), 0).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp).0, Ok(()));
+    let (data, meta) = (sim.read_blocks(1, 0, 3), sim.read_metadata(1, 0, 3));
+    for i in 0..3 {
+        assert_eq!(data[i * 512..(i + 1) * 512], buffer[i * 520..i * 520 + 512], "block {i}");
+        assert_eq!(meta[i * 8..(i + 1) * 8], buffer[i * 520 + 512..(i + 1) * 520], "metadata {i}");
+    }
+    assert_eq!(sim.recent_io_commands().last().unwrap().mptr, 0, "no MPTR");
+    qp.read(&ns, 0, 3, vec![0; 3 * 520], 1).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp), (Ok(()), buffer));
+}
+
+/// Type 1, separate metadata: a host-computed guard passes every check; a
+/// corrupted one fails the write's check, or, written unchecked, the read's;
+/// the application and reference tags likewise.
+#[test]
+fn type1_guard_and_tags_are_checked() {
+    let (sim, ctrlr, ns) = setup(SimMetadata { ms: 8, pi: 1, ..Default::default() }, false);
+    let mut qp = qpair(&ctrlr);
+    let (lba, n) = (100u64, 4u32);
+    let mut buffer = bytes(ns.buffer_bytes(n, false), 3);
+    fill_protection_information(&ns, n, &mut buffer, 0x0abc, lba as u32).unwrap();
+    // The tuple of block 2 as the specification lays it out.
+    let tuple = PiTuple::from_bytes(buffer[2048 + 16..2048 + 24].try_into().unwrap());
+    assert_eq!(tuple, PiTuple { guard: crc16_t10dif(0, &buffer[1024..1536]), app_tag: 0x0abc, ref_tag: 102 });
+    let check = Protection::check_all().with_app_tag(0x0abc, 0xffff);
+    let flags = IoFlags::default();
+    qp.write_pi(&ns, lba, n, flags, check, buffer.clone(), 0).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp).0, Ok(()));
+    qp.read_pi(&ns, lba, n, flags, check, vec![0; buffer.len()], 1).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp), (Ok(()), buffer.clone()));
+
+    // A wrong guard: the write's check refuses it, nothing stored.
+    let mut bad = buffer.clone();
+    bad[2048 + 8] ^= 0x01; // block 1's guard
+    qp.write_pi(&ns, lba, n, flags, check, bad.clone(), 2).map_err(|e| e.error).unwrap();
+    assert_eq!(media_error(done(&sim, &mut qp).0), Some(media::END_TO_END_GUARD_CHECK_ERROR.0));
+    assert_eq!(sim.read_metadata(1, lba, 4), buffer[2048..], "a failed check stores nothing");
+    // Written without checks, the read's guard check finds it; a read
+    // without checks still works.
+    qp.write_pi(&ns, lba, n, flags, Protection::none(), bad, 3).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp).0, Ok(()));
+    let guard_only = Protection { check_guard: true, ..Protection::none() };
+    qp.read_pi(&ns, lba, n, flags, guard_only, vec![0; buffer.len()], 4).map_err(|e| e.error).unwrap();
+    assert_eq!(media_error(done(&sim, &mut qp).0), Some(media::END_TO_END_GUARD_CHECK_ERROR.0));
+    qp.read(&ns, lba, n, vec![0; buffer.len()], 5).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp).0, Ok(()));
+    // Restore, then the application tag: checked under its mask.
+    qp.write_pi(&ns, lba, n, flags, check, buffer.clone(), 6).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp).0, Ok(()));
+    let app = Protection { check_app_tag: true, ..Protection::none() };
+    qp.read_pi(&ns, lba, n, flags, app.with_app_tag(0x0abd, 0xffff), vec![0; buffer.len()], 7)
+        .map_err(|e| e.error)
+        .unwrap();
+    assert_eq!(media_error(done(&sim, &mut qp).0), Some(media::END_TO_END_APPLICATION_TAG_CHECK_ERROR.0));
+    qp.read_pi(&ns, lba, n, flags, app.with_app_tag(0x0abd, 0xfff0), vec![0; buffer.len()], 8)
+        .map_err(|e| e.error)
+        .unwrap();
+    assert_eq!(done(&sim, &mut qp).0, Ok(()), "the differing bit is masked off");
+    // Type 1's reference tag is the LBA: asking another is the command's
+    // error (Invalid Protection Information).
+    let reference = Protection { check_ref_tag: true, ..Protection::none() };
+    qp.read_pi(&ns, lba, n, flags, reference.with_reference_tag(7), vec![0; buffer.len()], 9)
+        .map_err(|e| e.error)
+        .unwrap();
+    match done(&sim, &mut qp).0 {
+        Err(Error::Command(s)) => assert_eq!(
+            (s.sct(), s.sc()),
+            (StatusCodeType::COMMAND_SPECIFIC, command_specific::INVALID_PROTECTION_INFORMATION)
+        ),
+        other => panic!("{other:?}"),
+    }
+    // The encoding: PRINFO in CDW12 bits 29:26, EILBRT in CDW14, LBATM and
+    // LBAT in CDW15.
+    qp.read_pi(&ns, lba, n, flags, check, vec![0; buffer.len()], 10).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp).0, Ok(()));
+    let cmd = *sim.recent_io_commands().last().unwrap();
+    assert_eq!((cmd.cdw12 >> 26 & 0xf, cmd.cdw14, cmd.cdw15), (0b0111, 100, 0xffff_0abc));
+}
+
+/// PRACT: on a write the controller inserts the protection information
+/// (the buffer holds data alone where the metadata is just that), on a read
+/// it strips it; what it inserted is what the host computes.
+#[test]
+fn pract_inserts_and_strips() {
+    let (sim, ctrlr, ns) = setup(SimMetadata { ms: 8, pi: 2, ..Default::default() }, false);
+    let mut qp = qpair(&ctrlr);
+    let (lba, n, flags) = (40u64, 3u32, IoFlags::default());
+    assert_eq!(ns.buffer_bytes(n, true), 3 * 512, "no metadata moves");
+    let data = bytes(3 * 512, 9);
+    let insert = Protection::pract().with_app_tag(0x1111, 0).with_reference_tag(0x5000);
+    qp.write_pi(&ns, lba, n, flags, insert, data.clone(), 0).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp).0, Ok(()));
+    let mut expected = data.clone();
+    expected.resize(ns.buffer_bytes(n, false), 0);
+    fill_protection_information(&ns, n, &mut expected, 0x1111, 0x5000).unwrap();
+    assert_eq!(sim.read_metadata(1, lba, 3), expected[1536..], "the controller's tuples are the host's");
+    // Type 2: the reference tag runs from the command's initial tag.
+    let check = Protection::check_all().with_app_tag(0x1111, 0xffff).with_reference_tag(0x5000);
+    qp.read_pi(&ns, lba, n, flags, check, vec![0; expected.len()], 1).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp), (Ok(()), expected));
+    let wrong = check.with_reference_tag(0x5001);
+    qp.read_pi(&ns, lba, n, flags, wrong, vec![0; 1536 + 24], 2).map_err(|e| e.error).unwrap();
+    assert_eq!(media_error(done(&sim, &mut qp).0), Some(media::END_TO_END_REFERENCE_TAG_CHECK_ERROR.0));
+    let strip = Protection { pract: true, ..check };
+    qp.read_pi(&ns, lba, n, flags, strip, vec![0; 1536], 3).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp), (Ok(()), data));
+}
+
+/// The tuple in the last 8 of 16 metadata bytes of an extended LBA: the
+/// guard covers the data and the 8 metadata bytes before it; in the first
+/// 8, only the data. Host and controller agree on both, and on type 3.
+#[test]
+fn tuple_position_and_type3() {
+    for (pi, pi_first) in [(1, false), (1, true), (3, false)] {
+        let md = SimMetadata { ms: 16, extended: true, pi, pi_first, ..Default::default() };
+        let (sim, ctrlr, ns) = setup(md, true);
+        let mut qp = qpair(&ctrlr);
+        let (lba, n, flags) = (8u64, 2u32, IoFlags::default());
+        let mut buffer = bytes(ns.buffer_bytes(n, false), 5);
+        fill_protection_information(&ns, n, &mut buffer, 0x2222, lba as u32).unwrap();
+        let (at, covered) = if pi_first { (512, 0) } else { (520, 8) };
+        let tuple = PiTuple::from_bytes(buffer[at..at + 8].try_into().unwrap());
+        let guard = crc16_t10dif(crc16_t10dif(0, &buffer[..512]), &buffer[512..512 + covered]);
+        assert_eq!(tuple.guard, guard, "pi {pi} first {pi_first}");
+        let check = Protection::check_all().with_app_tag(0x2222, 0xffff);
+        qp.write_pi(&ns, lba, n, flags, check, buffer.clone(), 0).map_err(|e| e.error).unwrap();
+        assert_eq!(done(&sim, &mut qp).0, Ok(()), "pi {pi} first {pi_first}");
+        qp.read_pi(&ns, lba, n, flags, check, vec![0; buffer.len()], 1).map_err(|e| e.error).unwrap();
+        assert_eq!(done(&sim, &mut qp), (Ok(()), buffer.clone()));
+        // Corrupt a metadata byte the guard covers only with the tuple last.
+        let mut touched = buffer.clone();
+        touched[if pi_first { 512 + 8 } else { 512 }] ^= 0x80;
+        qp.write_pi(&ns, lba, n, flags, check, touched, 2).map_err(|e| e.error).unwrap();
+        let expected = if pi_first { None } else { Some(media::END_TO_END_GUARD_CHECK_ERROR.0) };
+        assert_eq!(media_error(done(&sim, &mut qp).0), expected, "pi {pi} first {pi_first}");
+    }
+}
+
+/// Separate metadata the HAL hands over in pieces cannot be named by MPTR:
+/// refused unsent, the buffer back, nothing left shared.
+#[test]
+fn metadata_in_pieces_is_refused() {
+    let (sim, ctrlr, ns) = setup(SimMetadata { ms: 64, ..Default::default() }, true);
+    let mut qp = qpair(&ctrlr);
+    // 64 blocks: 8 KiB of metadata, at least two pages, scattered.
+    let fetched = sim.stats().commands_fetched;
+    let refused = qp.write(&ns, 0, 64, vec![0; ns.buffer_bytes(64, false)], 0).unwrap_err();
+    assert_eq!(refused.error, Error::InvalidArgument(Argument::MetadataNotContiguous));
+    assert_eq!(refused.buffer.len(), 64 * 576);
+    assert_eq!(sim.stats().commands_fetched, fetched);
+    drop(qp);
+    drop(ctrlr);
+    common::assert_clean(&sim);
+}
