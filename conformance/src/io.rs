@@ -240,11 +240,18 @@ pub(crate) fn run_namespace<H: Hal>(
     };
     t.record(out, format_args!("{} ({largest} bytes)", name("write/read/verify largest transfer")), outcome);
 
-    t.record(
-        out,
-        format_args!("{}", name("oversized transfer refused")),
-        check_oversize(&cx, &mut qp).into(),
-    );
+    let outcome = match plan.split() {
+        Some(span) => check_split(&cx, &mut qp, span, next_seed()).into(),
+        None => skipped_span("twice the largest transfer", &plan),
+    };
+    t.record(out, format_args!("{}", name("transfer above the limit split")), outcome);
+    if qp.max_transfer_bytes() <= 8192 && cx.ns.blocks() >= (BIG_READ / bs) as u64 {
+        t.record(
+            out,
+            format_args!("{}", name("8 MiB read in one call, split at MDTS")),
+            check_big_read(&cx, &mut qp, largest).into(),
+        );
+    }
     t.record(
         out,
         format_args!("{}", name("caller errors refused")),
@@ -314,24 +321,76 @@ pub(crate) fn run_namespace<H: Hal>(
 
 /// A transfer over the limit is refused with `TransferTooLarge` and nothing is
 /// submitted.
-fn check_oversize<'a, H: Hal>(cx: &Ctx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Result<(), Reason> {
+/// A transfer above the queue pair's limit, written and read back in one
+/// call each: the driver splits it into commands the controller takes
+/// (three here), and the caller sees one completion with the whole buffer.
+fn check_split<'a, H: Hal>(
+    cx: &Ctx<'a, H>,
+    qp: &mut Qp<'a, H, SLOTS>,
+    span: Span,
+    seed: u64,
+) -> Result<(), Reason> {
     let max = qp.max_transfer_bytes();
-    let len = (max / cx.bs + 1) * cx.bs;
-    if (len / cx.bs) as u64 > cx.ns.blocks() || len / cx.bs > 0x1_0000 {
-        return Ok(());
-    }
-    let buf = cx.buffer(len)?;
+    let blocks = cx.blocks(span.bytes);
+    let mut w = cx.buffer(span.bytes)?;
+    pattern::fill(&mut w, seed, span.lba, cx.bs);
     let before = qp.stats().submitted;
-    match qp.read(&cx.ns, 0, cx.blocks(len), buf, 0) {
-        Ok(_) => Err(reason!("a {len}-byte read was accepted over the {max}-byte limit")),
-        Err(e) if matches!(e.error, Error::TransferTooLarge { .. }) && e.buffer.len() == len => {
-            if qp.stats().submitted != before || qp.in_flight() != 0 {
-                Err(reason!("refused request reached the queue"))
-            } else {
-                Ok(())
-            }
-        }
-        Err(e) => Err(reason!("wrong error: {}", e.error)),
+    let cid = qp.write(&cx.ns, span.lba, blocks, w, 1).map_err(|e| reason!("split write: {}", e.error))?;
+    let done = qp.wait(cid, cx.timeout, |_| {}).map_err(|e| reason!("split write: {e}"))?;
+    done.result().map_err(|e| reason!("split write: {e}"))?;
+    let commands = qp.stats().submitted - before;
+    if commands < 3 {
+        return Err(reason!(
+            "{} bytes over a {max}-byte limit went out as {commands} command(s)",
+            span.bytes
+        ));
+    }
+    let mut r = cx.buffer(span.bytes)?;
+    r.fill(0xa5);
+    let cid = qp.read(&cx.ns, span.lba, blocks, r, 2).map_err(|e| reason!("split read: {}", e.error))?;
+    let done = qp.wait(cid, cx.timeout, |_| {}).map_err(|e| reason!("split read: {e}"))?;
+    done.result().map_err(|e| reason!("split read: {e}"))?;
+    let r = done.buffer.ok_or_else(|| reason!("split read without its buffer"))?;
+    if let Some(at) = pattern::first_mismatch(&r, seed, span.lba, cx.bs) {
+        return Err(reason!("split read: mismatch at byte {at}"));
+    }
+    if qp.in_flight() != 0 {
+        return Err(reason!("{} requests left in flight", qp.in_flight()));
+    }
+    Ok(())
+}
+
+/// The bytes of [`check_big_read`].
+const BIG_READ: usize = 8 << 20;
+
+/// With a small transfer limit (`mdts=1`: 8 KiB), 8 MiB read in one call
+/// on a queue pair with room for its 1024 commands, against the same
+/// blocks read a limit at a time.
+fn check_big_read<'a, H: Hal>(
+    cx: &Ctx<'a, H>,
+    qp: &mut Qp<'a, H, SLOTS>,
+    chunk: usize,
+) -> Result<(), Reason> {
+    let options = QpairOptions::default().with_entries(256).with_max_transfer_bytes(BIG_READ);
+    let mut big: Qp<'_, H, 1100> = cx.ctrlr.create_io_qpair(options).map_err(|e| reason!("create: {e}"))?;
+    let blocks = cx.blocks(BIG_READ);
+    let mut r = cx.buffer(BIG_READ)?;
+    r.fill(0xa5);
+    let cid = big.read(&cx.ns, 0, blocks, r, 1).map_err(|e| reason!("8 MiB read: {}", e.error))?;
+    let children = big.in_flight() - 1;
+    let done = big.wait(cid, cx.timeout, |_| {}).map_err(|e| reason!("8 MiB read: {e}"))?;
+    done.result().map_err(|e| reason!("8 MiB read: {e}"))?;
+    let r = done.buffer.ok_or_else(|| reason!("read without its buffer"))?;
+    if big.stats().submitted != children as u64 || children < BIG_READ / big.max_transfer_bytes() {
+        return Err(reason!("{children} children, {} commands", big.stats().submitted));
+    }
+    drop(big);
+    let mut c = cx.buffer(BIG_READ)?;
+    c.fill(0x5a);
+    let c = cx.chunked(qp, false, 0, c, chunk)?;
+    match r.iter().zip(c.iter()).position(|(a, b)| a != b) {
+        Some(at) => Err(reason!("byte {at} differs from the same blocks read a limit at a time")),
+        None => Ok(()),
     }
 }
 

@@ -100,9 +100,18 @@ impl Plan {
             .then_some(Span { lba: 0, bytes: TWO_QUEUE_BLOCKS as usize * self.bs })
     }
 
+    /// A transfer the queue pair splits: twice the largest and a block more
+    /// (three commands), at most 4 MiB in all.
+    pub fn split(&self) -> Option<Span> {
+        let bytes = self.max_transfer.checked_mul(2)?.checked_add(self.bs)? / self.bs * self.bs;
+        let span = Span { lba: 0, bytes };
+        (bytes <= 4 << 20 && span.end(self.bs) <= self.blocks).then_some(span)
+    }
+
     /// Every span a check writes.
-    pub fn writes(&self) -> [Option<Span>; 7] {
+    pub fn writes(&self) -> [Option<Span>; 8] {
         [
+            self.split(),
             self.one_block(),
             self.several_pages(),
             self.prp_list(),
@@ -144,6 +153,7 @@ mod tests {
         }
         let plan = Plan::new(512, 32 << 10, 100_000).unwrap();
         assert_eq!(plan.prp_list(), Some(Span { lba: 2, bytes: 32 << 10 }));
-        assert_eq!(plan.extent(), 66, "2 + 64 blocks of the PRP-list check");
+        assert_eq!(plan.split(), Some(Span { lba: 0, bytes: (64 << 10) + 512 }));
+        assert_eq!(plan.extent(), 129, "the split check's 2 × 64 + 1 blocks, beyond the PRP-list check's 66");
     }
 }

@@ -95,6 +95,7 @@ pub use trid::{
 pub mod fuzzing {
     pub use crate::namespace::csi_from_descriptors;
     pub use crate::prp::{build as prp_build, list_pages_for, pages_touched, Prp, PrpBuilder, PrpListSink};
+    pub use crate::qpair::split_chunks;
 
     /// [`crate::Namespace`]'s checks of identify data.
     pub fn namespace(

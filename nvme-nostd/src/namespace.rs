@@ -40,6 +40,7 @@ pub struct Namespace {
     max_transfer: Option<usize>,
     copy: CopyLimits,
     rescap: u8,
+    noiob: u16,
     /// The controller it was identified on, and the controller's format
     /// generation then: a handle is refused by the queue pairs of any other
     /// controller (whose namespace of the same NSID may have another block
@@ -319,6 +320,7 @@ impl Namespace {
                 max_blocks: id.mcl,
             },
             rescap: id.rescap,
+            noiob: id.noiob,
             binding,
         })
     }
@@ -366,6 +368,12 @@ impl Namespace {
     /// The controller's transfer limit (MDTS) in bytes; `None` when unlimited.
     pub fn max_transfer_bytes(&self) -> Option<usize> {
         self.max_transfer
+    }
+
+    /// NOIOB: the Namespace Optimal I/O Boundary in blocks (0: none). Reads
+    /// and writes that would cross a multiple of it are split there.
+    pub fn optimal_io_boundary(&self) -> u16 {
+        self.noiob
     }
 
     /// RESCAP (Identify Namespace byte 31): the reservation types offered
@@ -430,6 +438,18 @@ impl Namespace {
     /// The controller (and format generation) the handle belongs to.
     pub(crate) fn binding(&self) -> Binding {
         self.binding
+    }
+
+    /// Checks a block range of any length (reads and writes split what one
+    /// command cannot carry).
+    pub(crate) fn check_span(&self, lba: u64, blocks: u32) -> Result {
+        if blocks == 0 {
+            return Err(Error::InvalidArgument(Argument::ZeroLength));
+        }
+        match lba.checked_add(u64::from(blocks)) {
+            Some(end) if end <= self.blocks => Ok(()),
+            _ => Err(Error::LbaOutOfRange),
+        }
     }
 
     /// Checks a block range and returns its length in bytes.

@@ -72,6 +72,11 @@ impl<T, const N: usize> SlotPool<T, N> {
         N - self.free.len()
     }
 
+    /// The number of free slots.
+    pub(crate) fn free_count(&self) -> usize {
+        self.free.len()
+    }
+
     /// True when no slot is free.
     #[cfg(test)]
     pub(crate) fn is_full(&self) -> bool {
@@ -103,6 +108,21 @@ impl<T, const N: usize> SlotPool<T, N> {
         }
     }
 
+    /// Gives a reserved slot back unfilled.
+    pub(crate) fn cancel(&mut self, reserved: Reserved) {
+        // Cannot fail: a reserved index is not in `free`.
+        let _ = self.free.push(reserved.0);
+    }
+
+    /// Gives slot `index` back to the pool if it is empty and not free: a
+    /// reservation lost to a panic.
+    pub(crate) fn reclaim(&mut self, index: usize) {
+        let Ok(i) = u16::try_from(index) else { return };
+        if index < N && self.slots[index].is_none() && !self.free.contains(&i) {
+            let _ = self.free.push(i);
+        }
+    }
+
     /// Fills a reserved slot with the value `make` builds for the CID that
     /// names the slot now, and returns that CID.
     pub(crate) fn fill(&mut self, reserved: Reserved, make: impl FnOnce(Cid) -> T) -> Cid {
@@ -128,6 +148,14 @@ impl<T, const N: usize> SlotPool<T, N> {
     pub(crate) fn at(&self, index: usize) -> Option<(Cid, &T)> {
         let value = self.slots.get(index)?.as_ref()?;
         Some((self.cid_of(index as u16), value))
+    }
+
+    /// Mutable access to the request in slot `index`, with its CID, if the
+    /// slot is in use.
+    pub(crate) fn at_mut(&mut self, index: usize) -> Option<(Cid, &mut T)> {
+        let cid = self.cid_of(u16::try_from(index).ok()?);
+        let value = self.slots.get_mut(index)?.as_mut()?;
+        Some((cid, value))
     }
 
     /// Peeks at the request that `cid` names, if it is in flight now.

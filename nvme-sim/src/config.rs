@@ -127,6 +127,9 @@ pub struct SimConfig {
     /// The metadata formats of namespaces (by NSID); namespaces not named
     /// here have none.
     pub metadata: Vec<SimMetadata>,
+    /// NOIOB (Identify Namespace bytes 47:46) of every namespace: the
+    /// optimal I/O boundary in blocks (0, the default: none).
+    pub noiob: u16,
 }
 
 /// The metadata and protection information of one namespace (Identify
@@ -200,6 +203,7 @@ impl Default for SimConfig {
             copy: true,
             copy_limits: CopyLimits { mssrl: 128, mcl: 128, msrc: 127 },
             metadata: Vec::new(),
+            noiob: 0,
         }
     }
 }

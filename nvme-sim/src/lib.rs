@@ -372,6 +372,17 @@ impl Sim {
         self.lock().scribble_cq(cqid, bytes)
     }
 
+    /// Posts a successful completion naming `cid` of submission queue
+    /// `sqid` on its completion queue, at the device's tail, whether or not
+    /// such a command was ever issued (a device completing what it was never
+    /// given). Returns false when the queue does not exist.
+    pub fn post_completion(&self, sqid: u16, cid: u16) -> bool {
+        let mut state = self.lock();
+        let Some(cqid) = state.cq_of(sqid) else { return false };
+        state.post_bogus(cqid, sqid, cid);
+        true
+    }
+
     /// Makes completion queue `cqid` babble: `count` bogus, phase-valid
     /// entries written at the device's own tail regardless of the host's
     /// head, one now and one each time the host reads a completion (a device

@@ -23,7 +23,7 @@ core::arch::global_asm!(
 boot_pml4:  .skip 4096
 boot_pdpt:  .skip 4096
 boot_pd:    .skip 4 * 4096
-boot_stack: .skip 512 * 1024
+boot_stack: .skip 2048 * 1024
 boot_stack_top:
 
     .section .rodata.boot, "a"

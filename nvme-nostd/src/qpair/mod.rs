@@ -16,10 +16,13 @@ mod recovery;
 mod request;
 mod reservation;
 mod setup;
+mod split;
 mod types;
 
 pub use poll::Resubmit;
 pub use recovery::AbortOutcome;
+#[cfg(feature = "fuzzing")]
+pub use split::chunks as split_chunks;
 pub use types::{
     Completion, CopyRange, DoorbellMode, IoFlags, PollLimit, QpairOptions, QueueStats, SubmitError,
 };
@@ -131,6 +134,10 @@ pub struct IoQueuePair<'c, H: Hal, B: IoBuffer, C, const N: usize> {
     parked: usize,
     /// Requests waiting for room in the submission queue, oldest first.
     waiting: heapless::Deque<Cid, N>,
+    /// The parent slot of a split request being built (see `split.rs`):
+    /// set only while its children are handed to the device, so that one
+    /// cut short by a panic is cleaned up by the next call.
+    splitting: Option<u16>,
 }
 
 /// The PRP list pages of one request slot: `pages` pages from page `first`
@@ -183,12 +190,14 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         N
     }
 
-    /// Requests submitted and not yet completed.
+    /// Slots taken by requests submitted and not yet completed: one per
+    /// request, and one more per command of a split one.
     pub fn in_flight(&self) -> usize {
         self.slots.in_flight()
     }
 
-    /// The largest transfer this queue pair accepts, in bytes.
+    /// The largest transfer of one command on this queue pair, in bytes:
+    /// reads and writes above it are split.
     pub fn max_transfer_bytes(&self) -> usize {
         self.max_transfer
     }
@@ -212,7 +221,13 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     }
 
     /// Reads `blocks` logical blocks from `lba` of `ns` into `buffer` (NVM
-    /// command set, Read). The buffer must hold at least
+    /// command set, Read). A read above the transfer limit, above 65536
+    /// blocks or across the namespace's optimal I/O boundary goes out as
+    /// several commands, one slot each, and completes once (with the first
+    /// failure); one that cannot get enough free slots is refused at once
+    /// with [`Error::QueueFull`], as is one above the limit on a namespace
+    /// with separate metadata ([`Error::TransferTooLarge`]: not split). The
+    /// buffer must hold at least
     /// [`ns.buffer_bytes(blocks, false)`](Namespace::buffer_bytes) bytes:
     /// the blocks, and on a namespace with metadata their metadata too
     /// (interleaved, or after the data), protection information included,
@@ -345,27 +360,43 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     ) -> Result<Cid, SubmitError<B, C>> {
         let checked = self.ctrlr.check_binding(ns.binding()).and_then(|()| match ns.unsupported_reason() {
             Some(why) => Err(Error::Unsupported(why)),
-            None => ns.check_range(lba, blocks).and_then(|_| protection.check(ns)),
+            None => ns.check_span(lba, blocks).and_then(|()| protection.check(ns)),
         });
         if let Err(error) = checked {
             return Err(SubmitError { error, buffer, context });
         }
         let layout = ns.layout(blocks, protection.pract);
         let mut cmd = SubmissionEntry::new(opcode.0, ns.id());
-        // SLBA in CDW10 (low) and CDW11 (high); NLB is 0-based (check_range
-        // allows at most 65536 blocks); PRINFO in CDW12, the tags in CDW14
-        // and CDW15.
+        // SLBA in CDW10 (low) and CDW11 (high); NLB is 0-based; PRINFO in
+        // CDW12, the tags in CDW14 and CDW15.
         cmd.cdw10 = lba as u32;
         cmd.cdw11 = (lba >> 32) as u32;
-        cmd.cdw12 = ReadWriteCdw12::new().with_nlb((blocks - 1) as u16).into_bits()
-            | flags.cdw12()
-            | protection.cdw12();
-        if ns.pi_type() != 0 {
-            (cmd.cdw14, cmd.cdw15) = protection.cdw14_15(lba);
-        }
+        cmd.cdw12 = flags.cdw12() | protection.cdw12();
+        let ref_tag = (ns.pi_type() != 0).then(|| {
+            let (cdw14, cdw15) = protection.cdw14_15(lba);
+            (cmd.cdw14, cmd.cdw15) = (cdw14, cdw15);
+            cdw14
+        });
         // Read moves data from the device; Write and Compare to it.
         let direction = if opcode == IoOpcode::READ { Direction::FromDevice } else { Direction::ToDevice };
-        self.submit_transfer(cmd, buffer, layout, direction, context, path)
+        // One command, unless the transfer limit, NLB's 16 bits or the
+        // namespace's optimal I/O boundary say otherwise.
+        let per_block = ns.layout(1, protection.pract).data;
+        let max_blocks = (self.max_transfer / per_block.max(1)).min(0x1_0000) as u32;
+        let boundary = u32::from(ns.optimal_io_boundary());
+        let crosses = boundary != 0 && lba % u64::from(boundary) + u64::from(blocks) > u64::from(boundary);
+        if blocks <= max_blocks && !crosses {
+            cmd.cdw12 |= ReadWriteCdw12::new().with_nlb((blocks - 1) as u16).into_bits();
+            return self.submit_transfer(cmd, buffer, layout, direction, context, path);
+        }
+        if layout.metadata != 0 || max_blocks == 0 {
+            // Separate metadata is not split (each child would need two
+            // parts of the buffer); nor is a block above the limit.
+            let error = Error::TransferTooLarge { requested: layout.data, max: self.max_transfer };
+            return Err(SubmitError { error, buffer, context });
+        }
+        let cut = split::Cut { base: cmd, lba, blocks, per_block, max_blocks, boundary, ref_tag };
+        self.submit_split(cut, buffer, direction, context, path)
     }
 
     /// Flushes the volatile write cache of `ns` (NVM command set, Flush).
@@ -452,6 +483,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
 
     /// Whether the queue pair takes requests on `path`.
     fn usable(&mut self, path: Path) -> Result {
+        self.finish_broken_split();
         match path {
             Path::Direct => self.ready(),
             Path::InPoll => {

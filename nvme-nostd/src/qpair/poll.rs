@@ -2,7 +2,7 @@
 //! to its callback, and the guard that releases consumed completions to the
 //! device even when the callback panics.
 
-use super::request::{finish, Request, HOST_ABORTED, NOT_STAMPED, PARKED};
+use super::request::{finish, Request, Role, HOST_ABORTED, NOT_STAMPED, PARKED};
 use super::{Completion, Health, IoFlags, IoQueuePair, Path, PollLimit, SubmitError};
 use crate::buffer::IoBuffer;
 use crate::error::{Argument, Error, Result, Wait};
@@ -140,6 +140,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     where
         F: FnMut(&mut Resubmit<'_, 'c, H, B, C, N>, Completion<B, C>),
     {
+        self.finish_broken_split();
         self.catch_up();
         self.heal_if_due();
         self.ring_doorbell();
@@ -158,9 +159,11 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             consumed += 1;
             guard.pending = Some(self.cq.pending_head());
             let cid = Cid(entry.cid);
+            // A split request's parent is never on the wire: a completion
+            // naming it is as bogus as one naming a free slot.
             let valid = entry.sqid == self.qid
                 && self.sq.head_plausible(entry.sqhd)
-                && self.slots.get(cid).is_some_and(|r| r.done.is_none());
+                && self.slots.get(cid).is_some_and(|r| r.done.is_none() && !r.role.is_parent());
             if !valid {
                 self.stats.bogus_completions += 1;
                 continue;
@@ -188,10 +191,18 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             // buffer.
             let buffer = unsafe { finish(hal, &mut req) };
             let error = (req.timed_out && !status.is_success()).then_some(Error::Timeout(Wait::IoCommand));
+            let done = match req.role {
+                Role::Own { context, .. } => {
+                    Completion { cid: req.given, status, error, dw0: entry.dw0, buffer, context }
+                }
+                // A child: its parent completes with the last of them.
+                Role::Child { parent } => match self.child_done(parent, status, error) {
+                    Some(done) => done,
+                    None => continue,
+                },
+            };
             self.stats.completed += 1;
             delivered += 1;
-            let done =
-                Completion { cid: req.given, status, error, dw0: entry.dw0, buffer, context: req.context };
             on_complete(&mut Resubmit { qp: self }, done);
         }
         drop(guard);
@@ -341,14 +352,12 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             // `recover` already gave the device's access back (or leaked the
             // buffer, for a removed device): only the buffer is left.
             let buffer = req.buffer.take().map(ManuallyDrop::into_inner);
-            let done = Completion {
-                cid: req.given,
-                status: HOST_ABORTED,
-                error: req.done,
-                dw0: 0,
-                buffer,
-                context: req.context,
-            };
+            // Children never wait here: `end_in_flight` folds them into
+            // their parents.
+            let Role::Own { context, failure, .. } = req.role else { continue };
+            // A split request: the first of its children's failures.
+            let (status, error) = failure.map_or((HOST_ABORTED, req.done), |f| (f.status, f.error));
+            let done = Completion { cid: req.given, status, error, dw0: 0, buffer, context };
             on_complete(&mut Resubmit { qp: self }, done);
         }
         delivered

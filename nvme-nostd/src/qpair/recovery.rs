@@ -127,6 +127,10 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
     pub fn abort(&mut self, cid: Cid) -> Result<AbortOutcome> {
         self.ready()?;
         let wire = self.given(cid).ok_or(Error::InvalidArgument(crate::error::Argument::UnknownCid))?;
+        if self.slots.get(wire).is_some_and(|req| req.role.is_parent() && req.done.is_none()) {
+            // A split request: its children are what the device has.
+            return self.abort_children(wire);
+        }
         if self.slots.get(wire).is_some_and(|req| req.done.is_some()) {
             // Ended by the driver (a reset, a removal) and waiting for
             // `poll`: nothing of it is left in the device to abort.
@@ -193,8 +197,12 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             req.done = Some(if req.timed_out && !removed { Error::Timeout(Wait::IoCommand) } else { reason });
             // Counted at once: if a HAL method panics on a later request,
             // this one is still delivered (the next call ends the rest).
-            self.pending_done += 1;
+            // Children are not delivered: they fold into their parents.
+            if req.role.parent().is_none() {
+                self.pending_done += 1;
+            }
         }
+        self.fold_ended_children();
     }
 
     /// Looks for requests past their deadline (at most every eighth of the

@@ -17,7 +17,8 @@ pub(crate) use crate::quarantine::DmaUse;
 pub(super) struct Request<M, B, C> {
     pub(super) buffer: Option<ManuallyDrop<B>>,
     pub(super) dma: Option<ManuallyDrop<DmaUse<M>>>,
-    pub(super) context: C,
+    /// The caller's request, or a child of a split one.
+    pub(super) role: Role<C>,
     /// The command as submitted (for retries, aborts and reports).
     pub(super) cmd: SubmissionEntry,
     /// The CID the submission returned to the caller.
@@ -41,6 +42,53 @@ pub(super) struct Request<M, B, C> {
     pub(super) retry_at: u64,
     /// Waiting for room in the submission queue: never on the device.
     pub(super) queued: bool,
+}
+
+/// Whose a request is. A request too large for one command (above the
+/// transfer limit or 65536 blocks, or across the namespace's optimal I/O
+/// boundary) is split: its parent holds the caller's buffer and context and
+/// is never on the wire; each child is one command over its part of the
+/// buffer, owning only the DMA record of that part. The parent completes to
+/// the caller once, when its last child has, with the first failure.
+pub(super) enum Role<C> {
+    /// The caller's request.
+    Own {
+        /// The caller's context.
+        context: C,
+        /// Children still out (0: not split, or every child done).
+        children: u32,
+        /// The first failure among the children that completed.
+        failure: Option<Failure>,
+    },
+    /// A child of the request in slot `parent`.
+    Child {
+        /// The parent's slot index.
+        parent: u16,
+    },
+}
+
+impl<C> Role<C> {
+    /// A parent: split, and waiting for children (never on the wire, so a
+    /// completion naming it is bogus).
+    pub(super) fn is_parent(&self) -> bool {
+        matches!(self, Role::Own { children, .. } if *children > 0)
+    }
+
+    /// The parent's slot index, for a child.
+    pub(super) fn parent(&self) -> Option<u16> {
+        match self {
+            Role::Child { parent } => Some(*parent),
+            Role::Own { .. } => None,
+        }
+    }
+}
+
+/// How a child of a split request failed: the status it completed with,
+/// and the driver's error, if the driver ended it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Failure {
+    pub(super) status: Status,
+    pub(super) error: Option<Error>,
 }
 
 /// A deadline not yet set: submissions do not read the clock.
@@ -91,10 +139,21 @@ pub(super) fn request<M, B, C>(
     dma: Option<DmaUse<M>>,
     context: C,
 ) -> Request<M, B, C> {
+    with_role(cmd, cid, buffer, dma, Role::Own { context, children: 0, failure: None })
+}
+
+/// A new request of any role.
+pub(super) fn with_role<M, B, C>(
+    cmd: SubmissionEntry,
+    cid: Cid,
+    buffer: Option<B>,
+    dma: Option<DmaUse<M>>,
+    role: Role<C>,
+) -> Request<M, B, C> {
     Request {
         buffer: buffer.map(ManuallyDrop::new),
         dma: dma.map(ManuallyDrop::new),
-        context,
+        role,
         cmd,
         given: cid,
         deadline: NOT_STAMPED,

@@ -94,6 +94,7 @@ impl<H: Hal> Controller<H> {
                 aborts: heapless::Vec::new(),
                 parked: 0,
                 waiting: heapless::Deque::new(),
+                splitting: None,
                 ctrlr: self,
                 qid,
                 sq,
@@ -396,7 +397,17 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> Drop for IoQueuePair<'_, H, B, C, N
             return;
         }
         let hal = &self.ctrlr.hal;
-        while let Some((_, _, mut req)) = self.slots.take_next(0, |_| true) {
+        // Children first: their parts of a split request's buffer go back
+        // to the CPU before the parent's buffer is dropped.
+        let mut children_first = true;
+        loop {
+            let next = self.slots.take_next(0, |r| !children_first || r.role.parent().is_some());
+            let Some((_, _, mut req)) = next else {
+                if core::mem::take(&mut children_first) {
+                    continue;
+                }
+                break;
+            };
             // SAFETY: the queues are deleted or the controller is disabled;
             // the device no longer accesses the buffer.
             drop(unsafe { finish(hal, &mut req) });

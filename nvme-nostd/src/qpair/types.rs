@@ -36,8 +36,10 @@ pub struct QpairOptions {
     /// find it full waiting, in order, in a fixed-capacity queue, and
     /// submits them from `poll` as room comes. Default 256.
     pub entries: u16,
-    /// The largest transfer to allow, in bytes; the controller's MDTS lowers it.
-    /// Each request slot keeps PRP list pages for this much. Default 4 MiB.
+    /// The largest transfer of one command, in bytes; the controller's MDTS
+    /// lowers it. Each request slot keeps PRP list pages for this much. A
+    /// read or write above it is split into several commands, each taking a
+    /// slot of its own. Default 4 MiB.
     pub max_transfer_bytes: usize,
     /// QPRIO for weighted round robin arbitration (0 urgent to 3 low); ignored
     /// under round robin. Default 0.

@@ -628,6 +628,7 @@ impl State {
             b[28] = 0x1f; // DPC: types 1 to 3, first or last bytes
             b[29] = md.pi | u8::from(md.pi_first) << 3; // DPS
         }
+        put(b, 46, &self.cfg.noiob.to_le_bytes()); // NOIOB
         put(b, 104, b"nvme-sim");
         put(b, 112, &nsid.to_be_bytes());
         // LBAF0 and LBAF1: the namespace's metadata size, LBADS = log2(block

@@ -283,6 +283,17 @@ impl State {
         self.babble = (left > 1).then_some((cqid, left - 1));
         let Some(sqid) = self.sqs.iter().find(|(_, sq)| sq.cqid == cqid).map(|(&id, _)| id) else { return };
         let cid = self.unissued_cid(sqid, 0x0bab);
+        self.post_bogus(cqid, sqid, cid);
+    }
+
+    /// The completion queue of submission queue `sqid`.
+    pub(crate) fn cq_of(&self, sqid: u16) -> Option<u16> {
+        self.sqs.get(&sqid).map(|sq| sq.cqid)
+    }
+
+    /// Posts a phase-valid completion for `cid` of `sqid` on `cqid`, at the
+    /// device's own tail, as if it had completed such a command.
+    pub(crate) fn post_bogus(&mut self, cqid: u16, sqid: u16, cid: u16) {
         let head = self.sqs.get(&sqid).map_or(0, |sq| sq.head);
         let Some(cq) = self.cqs.get_mut(&cqid) else { return };
         let entry =

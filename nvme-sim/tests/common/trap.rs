@@ -16,6 +16,8 @@ pub struct Trap<H, const ALIGN: usize = 4> {
     pub armed: Cell<bool>,
     /// Counts down on each `share`; panics at 1.
     pub share_countdown: Cell<u32>,
+    /// Counts down on each `share`; fails (no memory) at 1.
+    pub share_fail_countdown: Cell<u32>,
     /// Counts down on each `sync_for_cpu`; panics at 1.
     pub sync_cpu_countdown: Cell<u32>,
 }
@@ -27,6 +29,7 @@ impl<H> Trap<H> {
             inner,
             armed: Cell::new(false),
             share_countdown: Cell::new(0),
+            share_fail_countdown: Cell::new(0),
             sync_cpu_countdown: Cell::new(0),
         }
     }
@@ -81,6 +84,9 @@ unsafe impl<H: Hal, const ALIGN: usize> Hal for Trap<H, ALIGN> {
     ) -> Result<H::Mapping, HalError> {
         if fires(&self.share_countdown) {
             panic!("share panics");
+        }
+        if fires(&self.share_fail_countdown) {
+            return Err(HalError::new(nvme_nostd::hal_traits::HalErrorKind::NoMemory, "trap: share fails"));
         }
         // SAFETY: forwarded.
         unsafe { self.inner.share(buffer, direction, sink) }

@@ -1,0 +1,282 @@
+//! Requests too large for one command: above the queue pair's transfer
+//! limit (MDTS), above 65536 blocks, or across the namespace's optimal I/O
+//! boundary (NOIOB). The request is split into children, one command each
+//! over its part of the caller's buffer, all from the queue pair's own
+//! slots: a request that cannot get them all is refused at once
+//! ([`Error::QueueFull`]), never half-sent. The parent keeps the buffer and
+//! the context, is never on the wire, and completes to the caller once,
+//! when its last child has, with the first failure among them.
+
+use super::request::{self, finish, leak, Failure, Role, HOST_ABORTED, PARKED};
+use super::{AbortOutcome, Completion, IoQueuePair, Path, SlotPrpSink, SubmitError};
+use crate::buffer::{check_transfer, hand_to_device, IoBuffer};
+use crate::error::{Error, Result};
+use crate::quarantine::DmaUse;
+use crate::slots::Cid;
+use crate::spec::command::SubmissionEntry;
+use crate::spec::status::Status;
+use core::mem::ManuallyDrop;
+use core::ptr::NonNull;
+use hal_traits::{Direction, Hal};
+
+/// The children of a request of `blocks` blocks from `lba`: `(lba, blocks)`
+/// of each, at most `max` blocks, none across a multiple of `boundary`
+/// (0: none), in order, covering the request exactly.
+pub fn chunks(lba: u64, blocks: u32, max: u32, boundary: u32) -> impl Iterator<Item = (u64, u32)> {
+    let end = lba.saturating_add(u64::from(blocks));
+    let mut at = lba;
+    core::iter::from_fn(move || {
+        if at >= end || max == 0 {
+            return None;
+        }
+        let mut n = (end - at).min(u64::from(max));
+        if boundary != 0 {
+            n = n.min(u64::from(boundary) - at % u64::from(boundary));
+        }
+        let chunk = (at, n as u32);
+        at += n;
+        Some(chunk)
+    })
+}
+
+/// How a split request's children are cut and encoded.
+#[derive(Clone, Copy)]
+pub(super) struct Cut {
+    /// The command as a whole: opcode, NSID, CDW12 flags (NLB is set per
+    /// child), CDW15.
+    pub(super) base: SubmissionEntry,
+    pub(super) lba: u64,
+    pub(super) blocks: u32,
+    /// Bytes of the buffer per block (data, and interleaved metadata).
+    pub(super) per_block: usize,
+    /// The most blocks in one child.
+    pub(super) max_blocks: u32,
+    /// NOIOB, in blocks (0: none).
+    pub(super) boundary: u32,
+    /// The reference tag of the first block, where the namespace has
+    /// protection information (each child's is this plus its offset).
+    pub(super) ref_tag: Option<u32>,
+}
+
+impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
+    /// Submits a request as the children `cut` describes. On error nothing
+    /// was submitted and the buffer comes back.
+    pub(super) fn submit_split(
+        &mut self,
+        cut: Cut,
+        mut buf: B,
+        direction: Direction,
+        context: C,
+        path: Path,
+    ) -> core::result::Result<Cid, SubmitError<B, C>> {
+        self.finish_broken_split();
+        let slice = buf.as_dma_slice();
+        let align = H::DMA_ALIGNMENT.max(4);
+        let total = (cut.blocks as usize).saturating_mul(cut.per_block);
+        let children = chunks(cut.lba, cut.blocks, cut.max_blocks, cut.boundary).count();
+        let check = self.usable(path).and_then(|()| {
+            check_transfer(slice, total, usize::MAX, direction, align)?;
+            if direction.device_writes() && !cut.per_block.is_multiple_of(align) {
+                // Children would share cache lines the device writes.
+                Err(Error::BufferMisaligned { required: align })
+            } else if self.slots.free_count() < children.saturating_add(1) {
+                Err(Error::QueueFull)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(error) = check {
+            return Err(SubmitError { error, buffer: buf, context });
+        }
+        // The parent's slot is taken first and filled last: until then the
+        // buffer stays here, to come back on any error.
+        let Some(parent_slot) = self.reserve() else {
+            return Err(SubmitError { error: Error::QueueFull, buffer: buf, context });
+        };
+        let parent = parent_slot.index() as u16;
+        self.splitting = Some(parent);
+        for (lba, blocks) in chunks(cut.lba, cut.blocks, cut.max_blocks, cut.boundary) {
+            let offset = (lba - cut.lba) as usize * cut.per_block;
+            // SAFETY: offset + len <= total <= the buffer's length
+            // (`check_transfer`), so the part lies inside the buffer.
+            let start = unsafe { slice.cast::<u8>().add(offset) };
+            let part = NonNull::slice_from_raw_parts(start, blocks as usize * cut.per_block);
+            let ref_tag = cut.ref_tag.map(|t| t.wrapping_add((lba - cut.lba) as u32));
+            if let Err(error) = self.add_child(parent, &cut, lba, blocks, ref_tag, part, direction) {
+                self.unwind_split(parent);
+                self.slots.cancel(parent_slot);
+                self.splitting = None;
+                return Err(SubmitError { error, buffer: buf, context });
+            }
+        }
+        let mut base = cut.base;
+        base.cdw10 = cut.lba as u32;
+        base.cdw11 = (cut.lba >> 32) as u32;
+        let role = Role::Own { context, children: children as u32, failure: None };
+        let cid = self.slots.fill(parent_slot, |cid| {
+            let mut r = request::with_role(base, cid, Some(buf), None, role);
+            // Never on the wire: it cannot time out.
+            r.deadline = PARKED;
+            r
+        });
+        self.splitting = None;
+        // Out they go.
+        for i in 0..N {
+            let child =
+                self.slots.at(i).filter(|(_, r)| r.role.parent() == Some(parent)).map(|(c, r)| (c, r.cmd));
+            if let Some((child, cmd)) = child {
+                self.push_or_wait(cmd, child, path);
+            }
+        }
+        Ok(cid)
+    }
+
+    /// Hands one child's part of the buffer to the device and fills its
+    /// slot (not submitted yet).
+    #[allow(clippy::too_many_arguments)]
+    fn add_child(
+        &mut self,
+        parent: u16,
+        cut: &Cut,
+        lba: u64,
+        blocks: u32,
+        ref_tag: Option<u32>,
+        part: NonNull<[u8]>,
+        direction: Direction,
+    ) -> Result {
+        let index = self.free_slot().ok_or(Error::QueueFull)?;
+        let hal = &self.ctrlr.hal;
+        let mut sink = SlotPrpSink {
+            mem: self.prp.as_ref(),
+            first: index * self.prp_pages_per_slot,
+            pages: self.prp_pages_per_slot,
+        };
+        // SAFETY: the part belongs to the buffer the parent will own until
+        // every child is done; its mapping is undone when the child
+        // finishes, or by `unwind_split`.
+        let (prp, _, mapping) =
+            unsafe { hand_to_device(hal, part, direction, &mut sink, self.max_transfer, 0) }?;
+        // SAFETY: the CPU does not touch the part until `finish`.
+        unsafe { hal.sync_for_device(part, direction) };
+        let Some(slot) = self.reserve().filter(|s| s.index() == index) else {
+            // SAFETY: never submitted: the device never saw the part.
+            unsafe {
+                hal.sync_for_cpu(part, direction);
+                if let Some(m) = mapping {
+                    hal.unshare(part, direction, m);
+                }
+            }
+            return Err(Error::QueueFull);
+        };
+        let mut cmd = cut.base;
+        cmd.cdw10 = lba as u32;
+        cmd.cdw11 = (lba >> 32) as u32;
+        cmd.cdw12 = (cut.base.cdw12 & !0xffff) | (blocks - 1);
+        if let Some(tag) = ref_tag {
+            cmd.cdw14 = tag;
+        }
+        cmd.prp1 = prp.prp1;
+        cmd.prp2 = prp.prp2;
+        let dma = DmaUse { region: part, direction, mapping };
+        self.slots.fill(slot, |cid| request::with_role(cmd, cid, None, Some(dma), Role::Child { parent }));
+        Ok(())
+    }
+
+    /// Takes back the children of `parent` that were built but never
+    /// submitted: the device never saw their parts.
+    fn unwind_split(&mut self, parent: u16) {
+        let hal = &self.ctrlr.hal;
+        let mut from = 0;
+        while let Some((i, _, mut child)) = self.slots.take_next(from, |r| r.role.parent() == Some(parent)) {
+            from = i + 1;
+            // SAFETY: never submitted.
+            drop(unsafe { finish(hal, &mut child) });
+        }
+    }
+
+    /// Cleans up after a split whose building was cut short by a panic (in
+    /// the HAL or the buffer): its children were never submitted, and the
+    /// buffer they point into may be gone, so their mappings are leaked
+    /// rather than undone; the parent's slot goes back to the pool.
+    pub(super) fn finish_broken_split(&mut self) {
+        let Some(parent) = self.splitting.take() else { return };
+        let mut from = 0;
+        while let Some((i, _, mut child)) = self.slots.take_next(from, |r| r.role.parent() == Some(parent)) {
+            from = i + 1;
+            leak(&mut child);
+        }
+        self.slots.reclaim(parent as usize);
+    }
+
+    /// A child of the request in slot `parent` completed with `status`
+    /// (and the driver's `error`): the parent's completion, when it was the
+    /// last.
+    pub(super) fn child_done(
+        &mut self,
+        parent: u16,
+        status: Status,
+        error: Option<Error>,
+    ) -> Option<Completion<B, C>> {
+        let (cid, req) = self.slots.at_mut(usize::from(parent))?;
+        let Role::Own { children, failure, .. } = &mut req.role else { return None };
+        *children = children.saturating_sub(1);
+        if failure.is_none() && (error.is_some() || !status.is_success()) {
+            *failure = Some(Failure { status, error });
+        }
+        if *children > 0 {
+            return None;
+        }
+        let mut req = self.slots.remove(cid)?;
+        let buffer = req.buffer.take().map(ManuallyDrop::into_inner);
+        let Role::Own { context, failure, .. } = req.role else { return None };
+        let (status, error) = failure.map_or((Status::SUCCESS, None), |f| (f.status, f.error));
+        Some(Completion { cid: req.given, status, error, dw0: 0, buffer, context })
+    }
+
+    /// After `end_in_flight` ended every request: the ended children leave
+    /// their slots, and their parents (ended too) learn of them, so that a
+    /// parent is delivered once, with the first failure.
+    pub(super) fn fold_ended_children(&mut self) {
+        let mut from = 0;
+        while let Some((i, _, child)) =
+            self.slots.take_next(from, |r| r.role.parent().is_some() && r.done.is_some())
+        {
+            from = i + 1;
+            let Role::Child { parent } = child.role else { continue };
+            // Its part of the buffer went back to the CPU (or was leaked)
+            // with the rest.
+            if let Some((_, p)) = self.slots.at_mut(usize::from(parent)) {
+                if let Role::Own { children, failure, .. } = &mut p.role {
+                    *children = children.saturating_sub(1);
+                    failure.get_or_insert(Failure { status: HOST_ABORTED, error: child.done });
+                }
+            }
+        }
+    }
+
+    /// Aborts every child of the split request `parent` (its CID now).
+    pub(super) fn abort_children(&mut self, parent: Cid) -> Result<AbortOutcome> {
+        let index =
+            crate::slots::SlotPool::<super::request::Request<H::Mapping, B, C>, N>::index_of(parent) as u16;
+        let mut outcome = AbortOutcome::NotAborted;
+        for i in 0..N {
+            let Some((wire, req)) = self.slots.at_mut(i) else { continue };
+            if req.role.parent() != Some(index) || req.done.is_some() {
+                continue;
+            }
+            req.aborted = true;
+            let result = self.ctrlr.abort_wire(self.qid, wire.0);
+            if !matches!(result, Ok(true)) {
+                if let Some((_, req)) = self.slots.at_mut(i) {
+                    req.aborted = false;
+                }
+            }
+            match result {
+                Ok(true) => outcome = AbortOutcome::Aborted,
+                Ok(false) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,346 @@
+//! Requests too large for one command are split (above the transfer limit,
+//! above 65536 blocks, across NOIOB): one call, children from the queue
+//! pair's own slots, one completion with the first failure. QEMU runs a
+//! split write and read back in the conformance suite (three commands, and
+//! an 8 MiB read with `mdts=1`); here the simulator adds the adversarial
+//! cases: failures of one child, a reset, an abort, a completion naming the
+//! parent, a HAL that fails or panics half-way, too few slots.
+
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+mod common;
+
+use common::trap::Trap;
+use common::{assert_clean, options, pattern};
+use core::time::Duration;
+use nvme_nostd::spec::command::IoOpcode;
+use nvme_nostd::spec::status::{generic, StatusCodeType};
+use nvme_nostd::{
+    fill_protection_information, Completion, Controller, Error, IoFlags, IoQueuePair, PollLimit, Protection,
+    QpairOptions,
+};
+use nvme_sim::{Fault, FaultRule, Sim, SimConfig, SimHal, SimMetadata, SimNamespace};
+
+type Big<'c, H = SimHal> = IoQueuePair<'c, H, Vec<u8>, u32, 2048>;
+type Small<'c, H = SimHal> = IoQueuePair<'c, H, Vec<u8>, u32, 16>;
+
+fn sim(mdts: u8, blocks: u64) -> Sim {
+    Sim::new(SimConfig {
+        mdts,
+        memory_bytes: 96 << 20,
+        namespaces: vec![SimNamespace { nsid: 1, block_size: 512, blocks }],
+        ..SimConfig::default()
+    })
+}
+
+fn drain<H: nvme_nostd::Hal, const N: usize>(
+    sim: &Sim,
+    qp: &mut IoQueuePair<'_, H, Vec<u8>, u32, N>,
+) -> Vec<Completion<Vec<u8>, u32>> {
+    let mut done = Vec::new();
+    for _ in 0..100_000 {
+        qp.poll(PollLimit::All, |_, c| done.push(c));
+        if qp.in_flight() == 0 {
+            break;
+        }
+        sim.advance(Duration::from_micros(10));
+    }
+    done
+}
+
+/// The acceptance case: with MDTS 1 (8 KiB), an 8 MiB read and write in
+/// one call each, as 1024 commands, one completion each.
+#[test]
+fn eight_mib_in_one_call_with_mdts_1() {
+    // 2048 slots of requests: a larger stack than the test harness's.
+    std::thread::Builder::new()
+        .stack_size(32 << 20)
+        .spawn(|| {
+            let sim = sim(1, 32768);
+            let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+            let ns = ctrlr.namespace(1).unwrap();
+            let mut qp: Big<'_> = ctrlr
+                .create_io_qpair(QpairOptions::default().with_entries(1024).with_max_transfer_bytes(8 << 20))
+                .unwrap();
+            assert_eq!(qp.max_transfer_bytes(), 8192, "MDTS caps it");
+            let data: Vec<u8> = (0..16384u64).flat_map(|lba| pattern(lba, 512, 7)).collect();
+            sim.write_blocks(1, 0, &data);
+            qp.read(&ns, 0, 16384, vec![0; 8 << 20], 1).map_err(|e| e.error).unwrap();
+            assert_eq!(qp.in_flight(), 1025, "the parent and 1024 children");
+            let done = drain(&sim, &mut qp);
+            assert_eq!(done.len(), 1, "one completion");
+            assert_eq!((done[0].result(), done[0].context), (Ok(()), 1));
+            assert!(done[0].buffer.as_deref() == Some(&data[..]), "the whole 8 MiB read back");
+            assert_eq!(qp.stats().submitted, 1024);
+            // And a write, back to front.
+            let reversed: Vec<u8> = data.iter().rev().copied().collect();
+            qp.write(&ns, 0, 16384, reversed.clone(), 2).map_err(|e| e.error).unwrap();
+            let done = drain(&sim, &mut qp);
+            assert_eq!((done.len(), done[0].result()), (1, Ok(())));
+            assert!(sim.read_blocks(1, 0, 16384) == reversed);
+            drop(qp);
+            drop(ctrlr);
+            assert_clean(&sim);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+/// NOIOB: a transfer within the limit that crosses a multiple of the
+/// boundary goes out as two commands, cut exactly there; one that does not
+/// cross it, as one.
+#[test]
+fn the_optimal_io_boundary_cuts() {
+    let sim = Sim::new(SimConfig { noiob: 8, ..SimConfig::default() });
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    assert_eq!(ns.optimal_io_boundary(), 8);
+    let mut qp: Small<'_> = ctrlr.create_io_qpair(QpairOptions::default().with_entries(16)).unwrap();
+    qp.write(&ns, 5, 12, vec![0x3c; 12 * 512], 0).map_err(|e| e.error).unwrap();
+    let done = drain(&sim, &mut qp);
+    assert_eq!((done.len(), done[0].result()), (1, Ok(())));
+    let cuts: Vec<(u32, u32)> =
+        sim.recent_io_commands().iter().map(|c| (c.cdw10, (c.cdw12 & 0xffff) + 1)).collect();
+    assert_eq!(cuts, [(5, 3), (8, 8), (16, 1)], "(SLBA, blocks) of each command");
+    assert_eq!(sim.read_blocks(1, 5, 12), vec![0x3c; 12 * 512]);
+    qp.write(&ns, 8, 8, vec![0; 8 * 512], 0).map_err(|e| e.error).unwrap();
+    drain(&sim, &mut qp);
+    assert_eq!(sim.recent_io_commands().len(), 4, "within one boundary: one command");
+}
+
+/// One child fails: the others still complete, and the caller hears once,
+/// with that child's status and the whole buffer.
+#[test]
+fn the_first_failure_completes_the_request_once() {
+    let sim = sim(1, 4096);
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: Small<'_> = ctrlr.create_io_qpair(QpairOptions::default().with_entries(16)).unwrap();
+    let write = Some(IoOpcode::WRITE.0);
+    let lba_range = Fault::Status { sct: 0, sc: generic::LBA_OUT_OF_RANGE.0, dnr: true };
+    sim.inject(FaultRule { queue: Some(qp.qid()), opcode: write, skip: 2, count: 1, fault: lba_range });
+    let cid = qp.write(&ns, 0, 64, vec![0x11; 64 * 512], 9).map_err(|e| e.error).unwrap();
+    let done = drain(&sim, &mut qp);
+    assert_eq!(done.len(), 1, "one completion for four commands");
+    assert_eq!((done[0].cid, done[0].context), (cid, 9));
+    match done[0].result() {
+        Err(Error::Command(s)) => {
+            assert_eq!((s.sct(), s.sc()), (StatusCodeType::GENERIC, generic::LBA_OUT_OF_RANGE))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(done[0].buffer.as_ref().map(Vec::len), Some(64 * 512));
+    assert_eq!(qp.stats().submitted, 4);
+    // The other three wrote their blocks; the third did not.
+    assert_eq!(sim.read_blocks(1, 0, 32), vec![0x11; 32 * 512]);
+    assert_eq!(sim.read_blocks(1, 32, 16), vec![0; 16 * 512]);
+    assert_eq!(sim.read_blocks(1, 48, 16), vec![0x11; 16 * 512]);
+    drop(qp);
+    drop(ctrlr);
+    assert_clean(&sim);
+}
+
+/// Not enough free slots for every child: refused at once, nothing sent,
+/// the buffer back; with room again, the same request goes.
+#[test]
+fn too_few_slots_refuse_unsent() {
+    let sim = sim(1, 4096);
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: Small<'_> = ctrlr.create_io_qpair(QpairOptions::default().with_entries(16)).unwrap();
+    // 16 children and a parent: 17 slots of 16.
+    let refused = qp.read(&ns, 0, 256, vec![0; 256 * 512], 0).unwrap_err();
+    assert_eq!((refused.error, refused.buffer.len()), (Error::QueueFull, 256 * 512));
+    assert_eq!((qp.stats().submitted, qp.in_flight()), (0, 0));
+    // 15 children and a parent fit exactly.
+    qp.read(&ns, 0, 240, refused.buffer, 0).map_err(|e| e.error).unwrap();
+    assert_eq!(qp.in_flight(), 16);
+    let also = qp.read(&ns, 0, 1, vec![0; 512], 1).unwrap_err();
+    assert_eq!(also.error, Error::QueueFull);
+    let done = drain(&sim, &mut qp);
+    assert_eq!((done.len(), done[0].result()), (1, Ok(())));
+}
+
+/// Separate metadata is not split: refused unsent; extended-LBA metadata
+/// with protection information is, each child with its own reference tag.
+#[test]
+fn metadata_and_protection_information_split() {
+    let sim = Sim::new(SimConfig {
+        mdts: 1,
+        namespaces: vec![
+            SimNamespace { nsid: 1, block_size: 512, blocks: 1024 },
+            SimNamespace { nsid: 2, block_size: 512, blocks: 1024 },
+        ],
+        metadata: vec![
+            SimMetadata { nsid: 1, ms: 8, extended: false, pi: 0, pi_first: false },
+            SimMetadata { nsid: 2, ms: 8, extended: true, pi: 1, pi_first: false },
+        ],
+        ..SimConfig::default()
+    });
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    let mut qp: Small<'_> = ctrlr.create_io_qpair(QpairOptions::default().with_entries(16)).unwrap();
+    let separate = ctrlr.namespace(1).unwrap();
+    let refused = qp.read(&separate, 0, 32, vec![0; separate.buffer_bytes(32, false)], 0).unwrap_err();
+    assert!(matches!(refused.error, Error::TransferTooLarge { .. }), "{:?}", refused.error);
+    assert_eq!(qp.stats().submitted, 0);
+    let ns = ctrlr.namespace(2).unwrap();
+    let (lba, n) = (100u64, 40u32);
+    let mut buffer: Vec<u8> = (0..ns.buffer_bytes(n, false)).map(|i| (i * 7) as u8).collect();
+    fill_protection_information(&ns, n, &mut buffer, 0x7777, lba as u32).unwrap();
+    let check = Protection::check_all().with_app_tag(0x7777, 0xffff);
+    qp.write_pi(&ns, lba, n, IoFlags::default(), check, buffer.clone(), 0).map_err(|e| e.error).unwrap();
+    let done = drain(&sim, &mut qp);
+    assert_eq!((done.len(), done[0].result()), (1, Ok(())), "every child's tags checked");
+    // 520-byte blocks: 15 per 8 KiB command.
+    let cuts: Vec<(u32, u32, u32)> =
+        sim.recent_io_commands().iter().map(|c| (c.cdw10, (c.cdw12 & 0xffff) + 1, c.cdw14)).collect();
+    assert_eq!(cuts, [(100, 15, 100), (115, 15, 115), (130, 10, 130)]);
+    qp.read_pi(&ns, lba, n, IoFlags::default(), check, vec![0; buffer.len()], 1)
+        .map_err(|e| e.error)
+        .unwrap();
+    let done = drain(&sim, &mut qp);
+    assert_eq!((done[0].result(), done[0].buffer.as_deref()), (Ok(()), Some(&buffer[..])));
+}
+
+/// A reset (from another thread too) while children are out: the request
+/// completes once, with the reset as its error, and every part of the
+/// buffer is back.
+#[test]
+fn a_reset_mid_split_completes_it_once() {
+    let sim = sim(1, 4096);
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: Small<'_> = ctrlr.create_io_qpair(QpairOptions::default().with_entries(4)).unwrap();
+    // Some children on the device, some waiting for room; one dropped.
+    sim.inject(FaultRule::once(Some(qp.qid()), Some(IoOpcode::READ.0), Fault::Drop));
+    let cid = qp.read(&ns, 0, 128, vec![0; 128 * 512], 5).map_err(|e| e.error).unwrap();
+    qp.poll(PollLimit::All, |_, c| panic!("nothing completes yet: {:?}", c.cid));
+    std::thread::scope(|s| {
+        s.spawn(|| ctrlr.reset().unwrap());
+    });
+    let done = drain(&sim, &mut qp);
+    assert_eq!(done.len(), 1);
+    assert_eq!((done[0].cid, done[0].context, done[0].result()), (cid, 5, Err(Error::Reset)));
+    assert_eq!(done[0].buffer.as_ref().map(Vec::len), Some(128 * 512));
+    // The queue pair heals, and splits again.
+    qp.read(&ns, 0, 128, vec![0; 128 * 512], 6).map_err(|e| e.error).unwrap();
+    let done = drain(&sim, &mut qp);
+    assert_eq!((done.len(), done[0].result()), (1, Ok(())));
+    drop(qp);
+    drop(ctrlr);
+    assert_clean(&sim);
+}
+
+/// Abort by the CID the submission returned aborts the children; a
+/// completion naming the parent (never on the wire) is bogus.
+#[test]
+fn abort_by_the_parents_cid_and_a_completion_naming_it() {
+    let sim = sim(1, 4096);
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: Small<'_> = ctrlr.create_io_qpair(QpairOptions::default().with_entries(16)).unwrap();
+    let every = FaultRule {
+        queue: Some(qp.qid()),
+        opcode: Some(IoOpcode::READ.0),
+        skip: 0,
+        count: 3,
+        fault: Fault::Drop,
+    };
+    sim.inject(every);
+    let cid = qp.read(&ns, 0, 48, vec![0; 48 * 512], 3).map_err(|e| e.error).unwrap();
+    // The device posts a completion naming the parent: ignored.
+    assert!(sim.post_completion(qp.qid(), cid.0));
+    qp.poll(PollLimit::All, |_, c| panic!("a completion for the parent was delivered: {:?}", c.cid));
+    assert_eq!(qp.stats().bogus_completions, 1);
+    assert_eq!(qp.abort(cid), Ok(nvme_nostd::AbortOutcome::Aborted));
+    let done = drain(&sim, &mut qp);
+    assert_eq!(done.len(), 1);
+    match done[0].result() {
+        Err(Error::Command(s)) => assert_eq!(s.sc(), generic::ABORTED_BY_REQUEST),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(qp.in_flight(), 0);
+}
+
+/// The HAL fails to share the third child's part: the request is refused,
+/// the parts already shared are given back, the buffer returns. If it
+/// panics there instead, the next call cleans up and the pair goes on.
+#[test]
+fn a_hal_failing_or_panicking_half_way() {
+    let sim = sim(1, 4096);
+    let hal = Trap::new(sim.hal());
+    let ctrlr = Controller::new(hal, options()).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: Small<'_, Trap<SimHal>> =
+        ctrlr.create_io_qpair(QpairOptions::default().with_entries(16)).unwrap();
+    ctrlr.hal().share_fail_countdown.set(3);
+    let refused = qp.write(&ns, 0, 64, vec![1; 64 * 512], 0).unwrap_err();
+    assert_eq!(refused.error.origin(), nvme_nostd::Origin::Backend, "{:?}", refused.error);
+    assert_eq!((refused.buffer.len(), qp.in_flight(), qp.stats().submitted), (64 * 512, 0, 0));
+    assert_eq!(sim.stats().live_shares, 0, "the first two parts were given back");
+    ctrlr.hal().share_countdown.set(3);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = qp.write(&ns, 0, 64, vec![2; 64 * 512], 0);
+    }));
+    assert!(panicked.is_err());
+    // The next call finds the half-built request and takes it apart.
+    qp.write(&ns, 0, 64, vec![3; 64 * 512], 1).map_err(|e| e.error).unwrap();
+    let done = drain(&sim, &mut qp);
+    assert_eq!((done.len(), done[0].result(), done[0].context), (1, Ok(()), 1));
+    assert_eq!(sim.read_blocks(1, 0, 64), vec![3; 64 * 512]);
+    assert_eq!(qp.in_flight(), 0, "no slot left taken by the panic");
+}
+
+/// Dropping the queue pair with a split read out: its queues are deleted,
+/// every child's part goes back to the CPU before the parent's buffer is
+/// dropped, and nothing is left shared.
+#[test]
+fn dropping_the_pair_mid_split() {
+    let sim = sim(1, 4096);
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: Small<'_> = ctrlr.create_io_qpair(QpairOptions::default().with_entries(16)).unwrap();
+    sim.inject(FaultRule {
+        queue: Some(qp.qid()),
+        opcode: Some(IoOpcode::READ.0),
+        skip: 0,
+        count: 2,
+        fault: Fault::Delay(Duration::from_secs(1)),
+    });
+    qp.read(&ns, 0, 64, vec![0; 64 * 512], 0).map_err(|e| e.error).unwrap();
+    qp.poll(PollLimit::All, |_, _| {});
+    drop(qp);
+    drop(ctrlr);
+    assert_clean(&sim);
+}
+
+proptest::proptest! {
+    /// The cut of any request: children in order, covering it exactly,
+    /// none empty, none above the limit, none across a boundary, and each
+    /// as long as it may be (it ends at the request's end, at the limit,
+    /// or at a boundary).
+    #[test]
+    fn cuts_cover_exactly_within_limit_and_boundary(
+        lba in 0u64..1 << 40,
+        blocks in 1u32..1 << 20,
+        max in 1u32..=0x1_0000,
+        boundary in proptest::prop_oneof![proptest::strategy::Just(0u32), 1u32..5000],
+    ) {
+        let mut at = lba;
+        for (start, n) in nvme_nostd::fuzzing::split_chunks(lba, blocks, max, boundary) {
+            proptest::prop_assert_eq!(start, at);
+            proptest::prop_assert!(n >= 1 && n <= max);
+            let end = start + u64::from(n);
+            if boundary != 0 {
+                let b = u64::from(boundary);
+                proptest::prop_assert!(start / b == (end - 1) / b, "crosses a boundary");
+                proptest::prop_assert!(end == lba + u64::from(blocks) || n == max || end % b == 0, "not maximal");
+            } else {
+                proptest::prop_assert!(end == lba + u64::from(blocks) || n == max, "not maximal");
+            }
+            at = end;
+        }
+        proptest::prop_assert_eq!(at, lba + u64::from(blocks));
+    }
+}
