@@ -153,6 +153,9 @@ impl<T, const N: usize> SlotPool<T, N> {
     /// Mutable access to the request in slot `index`, with its CID, if the
     /// slot is in use.
     pub(crate) fn at_mut(&mut self, index: usize) -> Option<(Cid, &mut T)> {
+        if index >= N {
+            return None;
+        }
         let cid = self.cid_of(u16::try_from(index).ok()?);
         let value = self.slots.get_mut(index)?.as_mut()?;
         Some((cid, value))

@@ -141,22 +141,28 @@ fn the_first_failure_completes_the_request_once() {
     assert_clean(&sim);
 }
 
-/// Not enough free slots for every child: refused at once, nothing sent,
-/// the buffer back; with room again, the same request goes.
+/// Not enough free slots for every child now: refused at once, nothing
+/// sent, the buffer back; with room again, the same request goes. More
+/// children than the pair has slots at all: too large, not "full".
 #[test]
 fn too_few_slots_refuse_unsent() {
     let sim = sim(1, 4096);
     let ctrlr = Controller::new(sim.hal(), options()).unwrap();
     let ns = ctrlr.namespace(1).unwrap();
     let mut qp: Small<'_> = ctrlr.create_io_qpair(QpairOptions::default().with_entries(16)).unwrap();
-    // 16 children and a parent: 17 slots of 16.
+    // 16 children and a parent: 17 slots of 16, ever.
     let refused = qp.read(&ns, 0, 256, vec![0; 256 * 512], 0).unwrap_err();
-    assert_eq!((refused.error, refused.buffer.len()), (Error::QueueFull, 256 * 512));
-    assert_eq!((qp.stats().submitted, qp.in_flight()), (0, 0));
-    // 15 children and a parent fit exactly.
-    qp.read(&ns, 0, 240, refused.buffer, 0).map_err(|e| e.error).unwrap();
+    assert!(matches!(refused.error, Error::TransferTooLarge { .. }), "{:?}", refused.error);
+    // One slot taken: 15 children and a parent do not fit now.
+    qp.read(&ns, 0, 1, vec![0; 512], 1).map_err(|e| e.error).unwrap();
+    let refused = qp.read(&ns, 0, 240, vec![0; 240 * 512], 2).unwrap_err();
+    assert_eq!((refused.error, refused.buffer.len()), (Error::QueueFull, 240 * 512));
+    assert_eq!((qp.stats().submitted, qp.in_flight()), (1, 1));
+    assert_eq!(drain(&sim, &mut qp).len(), 1);
+    // With every slot free, they fit exactly.
+    qp.read(&ns, 0, 240, refused.buffer, 2).map_err(|e| e.error).unwrap();
     assert_eq!(qp.in_flight(), 16);
-    let also = qp.read(&ns, 0, 1, vec![0; 512], 1).unwrap_err();
+    let also = qp.read(&ns, 0, 1, vec![0; 512], 3).unwrap_err();
     assert_eq!(also.error, Error::QueueFull);
     let done = drain(&sim, &mut qp);
     assert_eq!((done.len(), done[0].result()), (1, Ok(())));
@@ -313,6 +319,84 @@ fn dropping_the_pair_mid_split() {
     drop(qp);
     drop(ctrlr);
     assert_clean(&sim);
+}
+
+/// Review findings: a HAL that panics half-way while the unwinding drops
+/// the pair (the half-built children point into a buffer already gone:
+/// leaked, never synced or unshared); type 3's reference tag is the same
+/// in every child; a request needing more commands than the pair has slots
+/// is too large, not "full"; NOIOB is only a hint where cutting cannot
+/// work; a removal is what the owner hears over an earlier failure.
+#[test]
+fn review_findings() {
+    // The panic, with the pair dropped by the unwinding.
+    let sim = sim(1, 4096);
+    let hal = Trap::new(sim.hal());
+    let ctrlr = Controller::new(hal, options()).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    ctrlr.hal().share_countdown.set(3);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut qp: Small<'_, Trap<SimHal>> =
+            ctrlr.create_io_qpair(QpairOptions::default().with_entries(16)).unwrap();
+        let _ = qp.read(&ns, 0, 64, vec![0; 64 * 512], 0);
+    }));
+    assert!(panicked.is_err());
+    let s = sim.stats();
+    assert_eq!((s.bad_syncs, s.bad_unshares, s.released_in_use), (0, 0, 0), "{s:?}");
+    assert_eq!(s.live_shares, 2, "the two parts shared before the panic are leaked, not undone");
+    drop(ctrlr);
+
+    // Type 3: one reference tag for all; more commands than slots.
+    let sim2 = Sim::new(SimConfig {
+        mdts: 1,
+        noiob: 16,
+        namespaces: vec![
+            SimNamespace { nsid: 1, block_size: 512, blocks: 1024 },
+            SimNamespace { nsid: 2, block_size: 512, blocks: 1024 },
+        ],
+        metadata: vec![
+            SimMetadata { nsid: 1, ms: 8, extended: true, pi: 3, pi_first: false },
+            SimMetadata { nsid: 2, ms: 8, extended: false, pi: 0, pi_first: false },
+        ],
+        ..SimConfig::default()
+    });
+    let ctrlr = Controller::new(sim2.hal(), options()).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: Small<'_> = ctrlr.create_io_qpair(QpairOptions::default().with_entries(16)).unwrap();
+    let pract = Protection::pract().with_reference_tag(0x77).with_app_tag(1, 0);
+    qp.write_pi(&ns, 0, 40, IoFlags::default(), pract, vec![5; 40 * 512], 0).map_err(|e| e.error).unwrap();
+    let done = drain(&sim2, &mut qp);
+    assert_eq!((done.len(), done[0].result()), (1, Ok(())));
+    let tags: Vec<u32> = sim2.recent_io_commands().iter().map(|c| c.cdw14).collect();
+    assert_eq!(tags.len(), 3);
+    assert!(tags.iter().all(|&t| t == 0x77), "{tags:x?}");
+    let refused = qp.read(&ns, 0, 16 * 16, vec![0; ns.buffer_bytes(256, false)], 0).unwrap_err();
+    assert!(matches!(refused.error, Error::TransferTooLarge { .. }), "{:?}", refused.error);
+    // Separate metadata across NOIOB, within MDTS: one command.
+    let separate = ctrlr.namespace(2).unwrap();
+    let before = sim2.recent_io_commands().len();
+    qp.read(&separate, 10, 12, vec![0; separate.buffer_bytes(12, false)], 0).map_err(|e| e.error).unwrap();
+    let done = drain(&sim2, &mut qp);
+    assert_eq!((done.len(), done[0].result()), (1, Ok(())));
+    assert_eq!(sim2.recent_io_commands().len(), before + 1);
+    drop(qp);
+    drop(ctrlr);
+
+    // A failed child, then a removal: the owner hears the removal.
+    let sim = crate::sim(1, 4096);
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: Small<'_> = ctrlr.create_io_qpair(QpairOptions::default().with_entries(16)).unwrap();
+    let read = Some(IoOpcode::READ.0);
+    let status = Fault::Status { sct: 0, sc: generic::LBA_OUT_OF_RANGE.0, dnr: true };
+    sim.inject(FaultRule { queue: Some(qp.qid()), opcode: read, skip: 0, count: 1, fault: status });
+    sim.inject(FaultRule { queue: Some(qp.qid()), opcode: read, skip: 1, count: 1, fault: Fault::Removal });
+    qp.read(&ns, 0, 48, vec![0; 48 * 512], 0).map_err(|e| e.error).unwrap();
+    qp.poll(PollLimit::All, |_, c| panic!("not yet: {:?}", c.result()));
+    assert!(ctrlr.check_removal(), "the device is gone");
+    let done = drain(&sim, &mut qp);
+    assert_eq!(done.len(), 1);
+    assert_eq!((done[0].result(), done[0].buffer.is_none()), (Err(Error::DeviceRemoved), true));
 }
 
 proptest::proptest! {

@@ -385,7 +385,18 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         let max_blocks = (self.max_transfer / per_block.max(1)).min(0x1_0000) as u32;
         let boundary = u32::from(ns.optimal_io_boundary());
         let crosses = boundary != 0 && lba % u64::from(boundary) + u64::from(blocks) > u64::from(boundary);
-        if blocks <= max_blocks && !crosses {
+        let ref_tag_counts = matches!(ns.pi_type(), 1 | 2);
+        let cut =
+            split::Cut { base: cmd, lba, blocks, per_block, max_blocks, boundary, ref_tag, ref_tag_counts };
+        let fits = blocks <= max_blocks;
+        // NOIOB is a hint: a request that fits one command is cut there
+        // only where cutting can work (no separate metadata, parts on
+        // whole cache lines, slots for every part).
+        let cut_at_boundary = crosses
+            && layout.metadata == 0
+            && (!direction.device_writes() || per_block.is_multiple_of(H::DMA_ALIGNMENT.max(4)))
+            && self.slots.free_count() > cut.children();
+        if fits && !cut_at_boundary {
             cmd.cdw12 |= ReadWriteCdw12::new().with_nlb((blocks - 1) as u16).into_bits();
             return self.submit_transfer(cmd, buffer, layout, direction, context, path);
         }
@@ -395,7 +406,6 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             let error = Error::TransferTooLarge { requested: layout.data, max: self.max_transfer };
             return Err(SubmitError { error, buffer, context });
         }
-        let cut = split::Cut { base: cmd, lba, blocks, per_block, max_blocks, boundary, ref_tag };
         self.submit_split(cut, buffer, direction, context, path)
     }
 

@@ -356,7 +356,11 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             // their parents.
             let Role::Own { context, failure, .. } = req.role else { continue };
             // A split request: the first of its children's failures.
-            let (status, error) = failure.map_or((HOST_ABORTED, req.done), |f| (f.status, f.error));
+            let (status, error) = match (failure, req.done) {
+                // A removal is what the owner must hear, over any failure.
+                (_, Some(Error::DeviceRemoved)) | (None, _) => (HOST_ABORTED, req.done),
+                (Some(f), _) => (f.status, f.error),
+            };
             let done = Completion { cid: req.given, status, error, dw0: 0, buffer, context };
             on_complete(&mut Resubmit { qp: self }, done);
         }

@@ -41,6 +41,9 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
     /// flight (delivered by the next `poll`) and marks the queues as needing
     /// to be created again. Sends nothing to the controller.
     pub(super) fn catch_up(&mut self) {
+        // A split cut short by a panic first: its children were never
+        // submitted and must not be finished with the rest.
+        self.finish_broken_split();
         let removed = self.ctrlr.is_removed();
         // Removal wins over an earlier failure: every call then reports it.
         let removal_news = removed && !matches!(self.health, Health::Gone(Error::DeviceRemoved, _));

@@ -350,6 +350,10 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
 
 impl<H: Hal, B: IoBuffer, C, const N: usize> Drop for IoQueuePair<'_, H, B, C, N> {
     fn drop(&mut self) {
+        // A split cut short by a panic (perhaps the unwinding that drops
+        // this pair now): its children point into a buffer that may be
+        // gone, and are leaked, not finished.
+        self.finish_broken_split();
         // Aborts still out are no one's business any more.
         for (ticket, _) in core::mem::take(&mut self.aborts) {
             self.ctrlr.cancel_abort(ticket);

@@ -54,8 +54,18 @@ pub(super) struct Cut {
     /// NOIOB, in blocks (0: none).
     pub(super) boundary: u32,
     /// The reference tag of the first block, where the namespace has
-    /// protection information (each child's is this plus its offset).
+    /// protection information.
     pub(super) ref_tag: Option<u32>,
+    /// Each child's reference tag is the first block's plus its offset
+    /// (types 1 and 2; type 3's does not count blocks).
+    pub(super) ref_tag_counts: bool,
+}
+
+impl Cut {
+    /// How many children the request needs.
+    pub(super) fn children(&self) -> usize {
+        chunks(self.lba, self.blocks, self.max_blocks, self.boundary).count()
+    }
 }
 
 impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
@@ -73,12 +83,16 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         let slice = buf.as_dma_slice();
         let align = H::DMA_ALIGNMENT.max(4);
         let total = (cut.blocks as usize).saturating_mul(cut.per_block);
-        let children = chunks(cut.lba, cut.blocks, cut.max_blocks, cut.boundary).count();
+        let children = cut.children();
         let check = self.usable(path).and_then(|()| {
             check_transfer(slice, total, usize::MAX, direction, align)?;
             if direction.device_writes() && !cut.per_block.is_multiple_of(align) {
                 // Children would share cache lines the device writes.
                 Err(Error::BufferMisaligned { required: align })
+            } else if children >= N {
+                // More commands than the pair has slots: never, not later.
+                let max = (N - 1).saturating_mul(cut.max_blocks as usize).saturating_mul(cut.per_block);
+                Err(Error::TransferTooLarge { requested: total, max })
             } else if self.slots.free_count() < children.saturating_add(1) {
                 Err(Error::QueueFull)
             } else {
@@ -101,7 +115,8 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             // (`check_transfer`), so the part lies inside the buffer.
             let start = unsafe { slice.cast::<u8>().add(offset) };
             let part = NonNull::slice_from_raw_parts(start, blocks as usize * cut.per_block);
-            let ref_tag = cut.ref_tag.map(|t| t.wrapping_add((lba - cut.lba) as u32));
+            let step = if cut.ref_tag_counts { (lba - cut.lba) as u32 } else { 0 };
+            let ref_tag = cut.ref_tag.map(|t| t.wrapping_add(step));
             if let Err(error) = self.add_child(parent, &cut, lba, blocks, ref_tag, part, direction) {
                 self.unwind_split(parent);
                 self.slots.cancel(parent_slot);
@@ -120,13 +135,17 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             r
         });
         self.splitting = None;
-        // Out they go.
+        // Out they go, written first and announced once (a doorbell that
+        // panics then leaves every child on the ring, for the next ring).
         for i in 0..N {
             let child =
                 self.slots.at(i).filter(|(_, r)| r.role.parent() == Some(parent)).map(|(c, r)| (c, r.cmd));
             if let Some((child, cmd)) = child {
-                self.push_or_wait(cmd, child, path);
+                self.push_or_wait(cmd, child, Path::InPoll);
             }
+        }
+        if path == Path::Direct && self.doorbell == super::DoorbellMode::PerSubmission {
+            self.ring_doorbell();
         }
         Ok(cid)
     }
@@ -248,7 +267,14 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             if let Some((_, p)) = self.slots.at_mut(usize::from(parent)) {
                 if let Role::Own { children, failure, .. } = &mut p.role {
                     *children = children.saturating_sub(1);
-                    failure.get_or_insert(Failure { status: HOST_ABORTED, error: child.done });
+                    let ended = Failure { status: HOST_ABORTED, error: child.done };
+                    // A removal is what the owner must hear, over any
+                    // earlier failure of another child.
+                    if child.done == Some(Error::DeviceRemoved) {
+                        *failure = Some(ended);
+                    } else {
+                        failure.get_or_insert(ended);
+                    }
                 }
             }
         }
