@@ -30,7 +30,10 @@ pub enum Argument {
     InactiveNamespace,
     /// A namespace handle that another controller identified.
     ForeignNamespace,
-    /// A namespace handle from before a Format NVM: get a new one
+    /// A namespace handle that may no longer describe its namespace: from
+    /// before a Format NVM, or a change seen after a reset or a Namespace
+    /// Attribute Changed notice, or a revalidation whose Identify failed
+    /// (nothing vouches for it then). Get a new one
     /// (`Controller::namespace`).
     StaleNamespace,
     /// A transfer of zero blocks or bytes.
@@ -112,7 +115,9 @@ impl Argument {
             Argument::NamespaceId => "namespace identifier 0 or FFFFFFFFh",
             Argument::InactiveNamespace => "namespace is not active (NSZE is 0)",
             Argument::ForeignNamespace => "namespace handle of another controller",
-            Argument::StaleNamespace => "namespace handle from before a format; get a new one",
+            Argument::StaleNamespace => {
+                "namespace handle out of date (a format, a change, or unverified); get a new one"
+            }
             Argument::ZeroLength => "zero-length transfer",
             Argument::TooManyBlocks => "more than 65536 blocks in one command",
             Argument::IoQueues => "io_queues must be 1 to 64",

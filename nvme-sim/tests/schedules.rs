@@ -7,7 +7,8 @@
 //! queue-pair churn (a pair dropped with requests in flight and created
 //! again), asynchronous events with the admin completion processing that
 //! hands them out, and (in some) queues smaller than the request pool, whose
-//! extra requests wait for room. Faults hit I/O commands and the admin commands that recovery
+//! extra requests wait for room, and (in some) a namespace whose optimal
+//! I/O boundary splits most requests into two commands. Faults hit I/O commands and the admin commands that recovery
 //! itself sends (Abort, Create/Delete I/O CQ/SQ, Set Features, Identify).
 //! Invariants: every request is completed exactly once (or, for a dropped
 //! pair, never); each block holds one of the values the model allows; once
@@ -122,6 +123,9 @@ struct Schedule {
     cmb: bool,
     /// The controller asks for a 256 KiB host memory buffer, and gets it.
     hmb: bool,
+    /// The namespace's optimal I/O boundary is 3 blocks, so most requests of
+    /// 2 to 4 blocks are split into two commands (see `split.rs`).
+    split: bool,
 }
 
 /// The admin commands that recovery sends.
@@ -180,15 +184,18 @@ fn schedule() -> impl Strategy<Value = Schedule> {
         proptest::bool::weighted(0.5),
         proptest::bool::weighted(0.3),
         proptest::bool::weighted(0.3),
+        proptest::bool::weighted(0.4),
     )
-        .prop_map(|(ops, nths, kinds, removal, admin, retry_delay, small_queues, events, cmb, hmb)| {
-            let mut faults: Vec<Injection> =
-                nths.into_iter().zip(kinds).map(|(nth, (q, kind))| Injection { q, nth, kind }).collect();
-            if let Some((q, nth)) = removal {
-                faults.push(Injection { q, nth, kind: FaultKind::Removal });
-            }
-            Schedule { ops, faults, admin, retry_delay, small_queues, events, cmb, hmb }
-        })
+        .prop_map(
+            |(ops, nths, kinds, removal, admin, retry_delay, small_queues, events, cmb, hmb, split)| {
+                let mut faults: Vec<Injection> =
+                    nths.into_iter().zip(kinds).map(|(nth, (q, kind))| Injection { q, nth, kind }).collect();
+                if let Some((q, nth)) = removal {
+                    faults.push(Injection { q, nth, kind: FaultKind::Removal });
+                }
+                Schedule { ops, faults, admin, retry_delay, small_queues, events, cmb, hmb, split }
+            },
+        )
 }
 
 fn fault_of(kind: FaultKind) -> Fault {
@@ -417,6 +424,17 @@ fn create_after_faults<'c>(
     ctrlr.create_io_qpair(qopts()).map_err(|e| format!("create after a reset by hand: {e}"))
 }
 
+/// A handle refused as stale gets replaced, as a caller would: a reset's
+/// revalidation that met an Identify fault cannot vouch for the namespace,
+/// and retires its handles (`Argument::StaleNamespace`).
+fn refresh_if_stale(ctrlr: &Controller<SimHal>, ns: &mut Namespace, error: Error) {
+    if error == Error::InvalidArgument(nvme_nostd::Argument::StaleNamespace) {
+        if let Ok(fresh) = ctrlr.namespace(1) {
+            *ns = fresh;
+        }
+    }
+}
+
 /// Runs one schedule; returns the number of commands submitted.
 fn run(s: &Schedule, totals: &mut Totals, canary: bool) -> Result<Outcome, String> {
     let sim = Sim::new(SimConfig {
@@ -427,6 +445,7 @@ fn run(s: &Schedule, totals: &mut Totals, canary: bool) -> Result<Outcome, Strin
         cmb_bytes: if s.cmb { 64 << 10 } else { 0 },
         hmpre: if s.hmb { 64 } else { 0 },
         hmmin: 16,
+        noiob: if s.split { 3 } else { 0 },
         ..SimConfig::default()
     });
     ENTRIES.set(if s.small_queues { 4 } else { 16 });
@@ -507,7 +526,7 @@ fn run(s: &Schedule, totals: &mut Totals, canary: bool) -> Result<Outcome, Strin
                     }
                     // Refused submissions never reach the device: nothing to track.
                     Err(e) if matches!(e.error, Error::QueueFull) => poll_into(qp, &mut model),
-                    Err(_) => {}
+                    Err(e) => refresh_if_stale(&ctrlr, &mut ns, e.error),
                 }
             }
             Op::Flush { q } => {
@@ -636,6 +655,7 @@ fn run(s: &Schedule, totals: &mut Totals, canary: bool) -> Result<Outcome, Strin
                         if trace() {
                             eprintln!("top-up submit on q{q} refused: {}", e.error);
                         }
+                        refresh_if_stale(&ctrlr, &mut ns, e.error);
                         false
                     }
                 }
