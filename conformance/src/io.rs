@@ -245,6 +245,17 @@ pub(crate) fn run_namespace<H: Hal>(
         None => skipped_span("twice the largest transfer", &plan),
     };
     t.record(out, format_args!("{}", name("transfer above the limit split")), outcome);
+    let outcome = match plan.several_pages().filter(|s| s.bytes == 16 << 10) {
+        Some(span) => match check_scatter(&cx, span, next_seed()) {
+            Ok(how) => {
+                out.line(format_args!("{label} ns{nsid}: scatter lists: {how}"));
+                Outcome::Ok
+            }
+            Err(why) => Outcome::Failed(why),
+        },
+        None => skipped_span("16 KiB", &plan),
+    };
+    t.record(out, format_args!("{}", name("scatter list (PRPs, and an SGL where offered)")), outcome);
     if qp.max_transfer_bytes() <= 8192 && cx.ns.blocks() >= (BIG_READ / bs) as u64 {
         t.record(
             out,
@@ -358,6 +369,64 @@ fn check_split<'a, H: Hal>(
         return Err(reason!("{} requests left in flight", qp.in_flight()));
     }
     Ok(())
+}
+
+/// A scatter list of four 4 KiB pieces: written from whole pages (which
+/// PRPs describe), read back into pieces that start 1 KiB into their pages
+/// (which only an SGL describes: where the controller's SGLS offers them,
+/// else refused unsent and read back from whole pages), and verified.
+fn check_scatter<H: Hal>(cx: &Ctx<'_, H>, span: Span, seed: u64) -> Result<&'static str, Reason> {
+    use nvme_nostd::ScatterList;
+    let options = QpairOptions::default().with_entries(8);
+    let mut qp: nvme_nostd::IoQueuePair<'_, Fh<H>, ScatterList<Buf<'_, H>, 4>, u64, 4> =
+        cx.ctrlr.create_io_qpair(options).map_err(|e| reason!("create: {e}"))?;
+    let per = 4096 / cx.bs;
+    let blocks = cx.blocks(span.bytes);
+    let mut w = ScatterList::new();
+    for i in 0..4 {
+        let mut b = cx.buffer(4096)?;
+        pattern::fill(&mut b, seed, span.lba + (i * per) as u64, cx.bs);
+        w.push(b).map_err(|_| reason!("list full"))?;
+    }
+    let cid = qp.write(&cx.ns, span.lba, blocks, w, 1).map_err(|e| reason!("scatter write: {}", e.error))?;
+    let done = qp.wait(cid, cx.timeout, |_| {}).map_err(|e| reason!("scatter write: {e}"))?;
+    done.result().map_err(|e| reason!("scatter write: {e}"))?;
+    let pieces = |offset: usize| -> Result<ScatterList<Buf<'_, H>, 4>, Reason> {
+        let mut r = ScatterList::new();
+        for _ in 0..4 {
+            let mut b = cx.buffer(offset + 4096)?;
+            b.fill(0xa5);
+            if !b.set_window(offset, 4096) {
+                return Err(reason!("buffer window"));
+            }
+            r.push(b).map_err(|_| reason!("list full"))?;
+        }
+        Ok(r)
+    };
+    let sgls = cx.ctrlr.identify().sgls.support() != 0;
+    let (back, how) = match qp.read(&cx.ns, span.lba, blocks, pieces(1024)?, 2) {
+        Ok(cid) if sgls => {
+            let done = qp.wait(cid, cx.timeout, |_| {}).map_err(|e| reason!("scatter read: {e}"))?;
+            done.result().map_err(|e| reason!("scatter read: {e}"))?;
+            (done.buffer.ok_or_else(|| reason!("read without its buffer"))?, "PRPs, and an SGL")
+        }
+        Ok(_) => return Err(reason!("pieces off their pages accepted without SGLs")),
+        Err(e) if !sgls && matches!(e.error, Error::NotPrpShaped(_)) => {
+            let cid =
+                qp.read(&cx.ns, span.lba, blocks, pieces(0)?, 3).map_err(|e| reason!("read: {}", e.error))?;
+            let done = qp.wait(cid, cx.timeout, |_| {}).map_err(|e| reason!("scatter read: {e}"))?;
+            done.result().map_err(|e| reason!("scatter read: {e}"))?;
+            let back = done.buffer.ok_or_else(|| reason!("read without its buffer"))?;
+            (back, "PRPs; pieces off their pages refused unsent (no SGLs)")
+        }
+        Err(e) => return Err(reason!("scatter read: {}", e.error)),
+    };
+    for (i, piece) in back.as_slice().iter().enumerate() {
+        if let Some(at) = pattern::first_mismatch(piece, seed, span.lba + (i * per) as u64, cx.bs) {
+            return Err(reason!("piece {i}: mismatch at byte {at}"));
+        }
+    }
+    Ok(how)
 }
 
 /// The bytes of [`check_big_read`].

@@ -37,8 +37,102 @@ use hal_traits::{DmaRegion, Hal, HalError, PAGE_SIZE};
 /// that address.)
 pub unsafe trait IoBuffer {
     /// The bytes the device may read or write: pointer and length from one
-    /// place.
+    /// place. For a scatter list ([`pieces`](IoBuffer::pieces) above 1),
+    /// its first piece.
     fn as_dma_slice(&mut self) -> NonNull<[u8]>;
+
+    /// How many pieces the buffer is made of: 1 (the default) for
+    /// contiguous bytes, more for a scatter list such as [`ScatterList`].
+    /// The same on every call, as are the pieces.
+    fn pieces(&mut self) -> usize {
+        1
+    }
+
+    /// Piece `index` (below [`pieces`](IoBuffer::pieces)), under the same
+    /// guarantees as [`as_dma_slice`](IoBuffer::as_dma_slice); pieces do
+    /// not overlap. The default is the one slice.
+    fn piece(&mut self, index: usize) -> NonNull<[u8]> {
+        let _ = index;
+        self.as_dma_slice()
+    }
+}
+
+/// A scatter list: up to `S` buffers that one read or write fills or
+/// drains in order, as the seed's `readv`/`writev` do with their
+/// scatter-gather callbacks. Each piece must be memory the controller's HAL
+/// reaches without sharing it ([`Hal::translate`]: its own DMA memory, as a
+/// [`DmaBuffer`], or memory registered up front); the driver describes the
+/// pieces with PRPs where their shape allows, else with an SGL where the
+/// controller has them.
+pub struct ScatterList<T, const S: usize> {
+    pieces: heapless::Vec<T, S>,
+}
+
+impl<T: IoBuffer, const S: usize> ScatterList<T, S> {
+    /// An empty list.
+    pub const fn new() -> Self {
+        ScatterList { pieces: heapless::Vec::new() }
+    }
+
+    /// Appends a piece; hands it back when the list is full.
+    pub fn push(&mut self, piece: T) -> Result<(), T> {
+        self.pieces.push(piece)
+    }
+
+    /// The pieces.
+    pub fn as_slice(&self) -> &[T] {
+        &self.pieces
+    }
+
+    /// The pieces, to read or refill between requests.
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.pieces
+    }
+
+    /// The pieces, taken back.
+    pub fn into_pieces(self) -> heapless::Vec<T, S> {
+        self.pieces
+    }
+
+    /// The bytes of every piece together.
+    pub fn len(&mut self) -> usize {
+        (0..self.pieces.len()).map(|i| self.piece(i).len()).sum()
+    }
+
+    /// True without pieces.
+    pub fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
+}
+
+impl<T: IoBuffer, const S: usize> Default for ScatterList<T, S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: each piece is an IoBuffer, whose bytes stay put and exclusive
+// while the list (which owns it) is not mutated through its API; the list
+// only moves the pieces' values, which their own contract allows. Pieces
+// are distinct values owning distinct bytes, so they do not overlap.
+unsafe impl<T: IoBuffer, const S: usize> IoBuffer for ScatterList<T, S> {
+    fn as_dma_slice(&mut self) -> NonNull<[u8]> {
+        match self.pieces.first_mut() {
+            Some(p) => p.as_dma_slice(),
+            None => NonNull::slice_from_raw_parts(NonNull::dangling(), 0),
+        }
+    }
+
+    fn pieces(&mut self) -> usize {
+        self.pieces.len()
+    }
+
+    fn piece(&mut self, index: usize) -> NonNull<[u8]> {
+        match self.pieces.get_mut(index) {
+            Some(p) => p.as_dma_slice(),
+            None => NonNull::slice_from_raw_parts(NonNull::dangling(), 0),
+        }
+    }
 }
 
 #[cfg(feature = "alloc")]

@@ -388,11 +388,25 @@ pub struct Controller<H: Hal> {
     /// Identify Controller ONCS (bits 15:0) and OCFS (bits 31:16), for the
     /// I/O path (which must not copy the whole structure).
     nvm_caps: AtomicU32,
+    /// Identify Controller SGLS, likewise.
+    sgls: AtomicU32,
 }
 
 /// ONCS and OCFS in one word, as `Controller::nvm_caps` keeps them.
 fn nvm_caps(id: &IdentifyController) -> u32 {
     u32::from(id.oncs.into_bits()) | u32::from(id.ocfs) << 16
+}
+
+/// How a controller takes SGLs for I/O data (Identify Controller SGLS bits
+/// 1:0), as the submission path needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SglSupport {
+    /// No SGLs.
+    None,
+    /// Any alignment.
+    Unaligned,
+    /// Dword alignment and granularity.
+    Dword,
 }
 
 /// CAP.TO in 500 ms units, at least one unit.
@@ -523,6 +537,7 @@ impl<H: Hal> Controller<H> {
             cmb,
             tracker: Tracker::new(),
             nvm_caps: AtomicU32::new(0),
+            sgls: AtomicU32::new(0),
         };
         // From here on, Drop disables the controller before freeing memory.
         wait_ready(&ctrlr.hal, true, ready_timeout(cap))?;
@@ -532,6 +547,7 @@ impl<H: Hal> Controller<H> {
         let id = IdentifyController::from_bytes(&page);
         check_entry_sizes(&id)?;
         ctrlr.nvm_caps.store(nvm_caps(&id), Ordering::Release);
+        ctrlr.sgls.store(id.sgls.into_bits(), Ordering::Release);
         *ctrlr.identify.get_mut() = id;
 
         ctrlr.io_queues = ctrlr.set_number_of_queues(options.io_queues)?;
@@ -607,6 +623,16 @@ impl<H: Hal> Controller<H> {
     /// the identify data.
     pub(crate) fn identify_oncs(&self) -> Oncs {
         Oncs::from_bits(self.nvm_caps.load(Ordering::Acquire) as u16)
+    }
+
+    /// Whether and how the controller takes SGLs for I/O data (SGLS bits
+    /// 1:0).
+    pub(crate) fn sgl_support(&self) -> SglSupport {
+        match self.sgls.load(Ordering::Acquire) & 3 {
+            1 => SglSupport::Unaligned,
+            2 => SglSupport::Dword,
+            _ => SglSupport::None,
+        }
     }
 
     /// Identify Controller OCFS (the Copy descriptor formats), likewise.
@@ -718,10 +744,11 @@ impl<H: Hal> Controller<H> {
         check_entry_sizes(&fresh)?;
         let changed = {
             let old = self.identify.read();
-            (old.fr, old.nn, old.mdts, old.oacs, old.oncs, old.ocfs)
-                != (fresh.fr, fresh.nn, fresh.mdts, fresh.oacs, fresh.oncs, fresh.ocfs)
+            (old.fr, old.nn, old.mdts, old.oacs, old.oncs, old.ocfs, old.sgls)
+                != (fresh.fr, fresh.nn, fresh.mdts, fresh.oacs, fresh.oncs, fresh.ocfs, fresh.sgls)
         };
         self.nvm_caps.store(nvm_caps(&fresh), Ordering::Release);
+        self.sgls.store(fresh.sgls.into_bits(), Ordering::Release);
         *self.identify.write() = fresh;
         if changed {
             self.namespaces_changed();

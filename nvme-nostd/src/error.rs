@@ -87,6 +87,13 @@ pub enum Argument {
     /// The metadata of a separate-metadata namespace is not one contiguous
     /// dword-aligned run in device space, as MPTR needs.
     MetadataNotContiguous,
+    /// A scatter list where one cannot go: with separate metadata, or for a
+    /// raw command.
+    ScatterList,
+    /// A piece of a scatter list that the HAL cannot translate: scatter
+    /// lists need memory the HAL reaches without sharing (its DMA memory,
+    /// or memory registered up front).
+    ScatterNotTranslatable,
     /// A temperature sensor above 8.
     TemperatureSensor,
     /// Admin command data above 4 KiB (one page, through PRP1).
@@ -142,6 +149,12 @@ impl Argument {
             Argument::ProtectionInformation => "protection information asked of a namespace without it",
             Argument::MetadataNotContiguous => {
                 "metadata not one contiguous dword-aligned run in device space"
+            }
+            Argument::ScatterList => {
+                "a scatter list carries data only: not with separate metadata or raw commands"
+            }
+            Argument::ScatterNotTranslatable => {
+                "a scatter list piece the HAL cannot translate (register it first)"
             }
             Argument::TemperatureSensor => "temperature sensor above 8",
             Argument::AdminDataTooLarge => "admin command data above 4 KiB",
@@ -321,7 +334,8 @@ impl Wait {
 }
 
 /// Why a buffer's device segments cannot be described by PRPs (NVMe 1.4
-/// section 4.3) ([`Error::NotPrpShaped`]).
+/// section 4.3), nor, where the controller has them, by an SGL (section
+/// 4.4) ([`Error::NotPrpShaped`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum PrpShape {
@@ -335,6 +349,11 @@ pub enum PrpShape {
     LengthMismatch,
     /// More pages than the request slot's PRP list pages can name.
     TooManyPages,
+    /// More SGL descriptors than the request slot's list pages hold.
+    TooManyDescriptors,
+    /// A piece that does not start and end on a dword, for a controller
+    /// whose SGLs need dword alignment and granularity (SGLS 10b).
+    SglNotDwordGranular,
 }
 
 impl PrpShape {
@@ -342,6 +361,10 @@ impl PrpShape {
     pub const fn describe(self) -> &'static str {
         match self {
             PrpShape::FirstNotDwordAligned => "first segment not dword aligned",
+            PrpShape::TooManyDescriptors => "more SGL descriptors than the request's list pages hold",
+            PrpShape::SglNotDwordGranular => {
+                "a piece not dword aligned and sized, as the controller's SGLs need"
+            }
             PrpShape::InnerStartNotPageAligned => {
                 "a segment after the first does not start on a page boundary"
             }

@@ -45,13 +45,14 @@ mod quarantine;
 mod queue;
 mod registers;
 mod reservation;
+mod sgl;
 mod slots;
 #[cfg(test)]
 mod test_hal;
 mod trid;
 
 pub use admin_requests::{AdminCompletion, AdminRequests};
-pub use buffer::{DmaBuffer, IoBuffer};
+pub use buffer::{DmaBuffer, IoBuffer, ScatterList};
 pub use cmb::CmbInfo;
 pub use controller::{
     ArbitrationMechanism, Controller, ControllerOptions, NamespaceIds, RemoveCallback, TimeoutCallback,
@@ -96,6 +97,7 @@ pub mod fuzzing {
     pub use crate::namespace::csi_from_descriptors;
     pub use crate::prp::{build as prp_build, list_pages_for, pages_touched, Prp, PrpBuilder, PrpListSink};
     pub use crate::qpair::split_chunks;
+    pub use crate::sgl::SglBuilder;
 
     /// [`crate::Namespace`]'s checks of identify data.
     pub fn namespace(

@@ -130,6 +130,10 @@ pub struct SimConfig {
     /// NOIOB (Identify Namespace bytes 47:46) of every namespace: the
     /// optimal I/O boundary in blocks (0, the default: none).
     pub noiob: u16,
+    /// Identify Controller SGLS: bits 1:0 01b SGLs for I/O data with any
+    /// alignment (the default), 10b with dword alignment and granularity,
+    /// 00b none (PSDT 01b is then Invalid Field).
+    pub sgls: u32,
 }
 
 /// The metadata and protection information of one namespace (Identify
@@ -204,6 +208,7 @@ impl Default for SimConfig {
             copy_limits: CopyLimits { mssrl: 128, mcl: 128, msrc: 127 },
             metadata: Vec::new(),
             noiob: 0,
+            sgls: 1,
         }
     }
 }

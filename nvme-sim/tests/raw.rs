@@ -422,10 +422,14 @@ fn chained_prp_lists_are_followed_in_order() {
     // A list pointer that is not qword aligned.
     r.prp2 = lists.daddr.0 + 4;
     assert_eq!(sc_of(&io.run(&sim, &hal, r)), (0, generic::PRP_OFFSET_INVALID));
-    // SGLs are not supported.
+    // PSDT 10b (an SGL for metadata too) is not supported; an SGL whose
+    // DPTR holds a descriptor of an unknown type is refused.
     let mut sgl = w;
-    sgl.cdw0.set_psdt(1);
+    sgl.cdw0.set_psdt(2);
     assert_eq!(sc_of(&io.run(&sim, &hal, sgl)), (0, generic::INVALID_FIELD));
+    sgl.cdw0.set_psdt(1);
+    sgl.prp2 = 0xf0 << 56;
+    assert_eq!(sc_of(&io.run(&sim, &hal, sgl)), (0, generic::SGL_DESCRIPTOR_TYPE_INVALID));
     // Deleting the CQ before its SQ is refused.
     let mut c = SubmissionEntry::new(AdminOpcode::DELETE_IO_CQ.0, 0);
     c.cdw10 = 1;

@@ -305,9 +305,74 @@ impl CopySourceRange {
     }
 }
 
+/// A Scatter Gather List descriptor (section 4.4, figures 112 to 118): 16
+/// bytes. The first one of a command lies in its DPTR (the PRP1 and PRP2
+/// fields, PSDT 01b); a Segment or Last Segment descriptor points to a list
+/// of further descriptors.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct SglDescriptor {
+    /// Address (offset 0).
+    pub address: u64,
+    /// Length in bytes (offset 8).
+    pub length: u32,
+    _rsvd12: [u8; 3],
+    /// SGL Identifier (offset 15): descriptor type in bits 7:4, sub type in
+    /// bits 3:0.
+    pub identifier: u8,
+}
+
+const _: () = assert!(size_of::<SglDescriptor>() == 16);
+
+impl SglDescriptor {
+    /// Size in bytes.
+    pub const SIZE: usize = 16;
+    /// Descriptor type 0h: SGL Data Block (`length` bytes of data at
+    /// `address`).
+    pub const DATA_BLOCK: u8 = 0x0;
+    /// Descriptor type 2h: SGL Segment (a list of `length / 16` descriptors
+    /// at `address`, not the last).
+    pub const SEGMENT: u8 = 0x2;
+    /// Descriptor type 3h: SGL Last Segment (the last list).
+    pub const LAST_SEGMENT: u8 = 0x3;
+
+    /// A descriptor of type `kind` (sub type 0h: an address).
+    pub const fn new(kind: u8, address: u64, length: u32) -> Self {
+        SglDescriptor { address, length, _rsvd12: [0; 3], identifier: kind << 4 }
+    }
+
+    /// The descriptor type (bits 7:4 of the identifier).
+    pub const fn kind(&self) -> u8 {
+        self.identifier >> 4
+    }
+
+    /// The descriptor as two quadwords: PRP1 and PRP2 of a command's DPTR,
+    /// or an entry of a list.
+    pub const fn to_qwords(&self) -> [u64; 2] {
+        [self.address, self.length as u64 | (self.identifier as u64) << 56]
+    }
+
+    /// The descriptor in two quadwords (a DPTR, or a list entry).
+    pub const fn from_qwords(q: [u64; 2]) -> Self {
+        SglDescriptor { address: q[0], length: q[1] as u32, _rsvd12: [0; 3], identifier: (q[1] >> 56) as u8 }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sgl_descriptor_layout() {
+        let d = SglDescriptor::new(SglDescriptor::LAST_SEGMENT, 0x1234_5000, 48);
+        let b = zerocopy::IntoBytes::as_bytes(&d).to_vec();
+        assert_eq!(&b[0..8], &0x1234_5000u64.to_le_bytes());
+        assert_eq!(&b[8..12], &48u32.to_le_bytes());
+        assert_eq!(b[15], 0x30, "type 3h in bits 7:4");
+        assert_eq!(d.to_qwords(), [0x1234_5000, 48 | 0x30 << 56]);
+        assert_eq!(SglDescriptor::from_qwords(d.to_qwords()), d);
+        assert_eq!(SglDescriptor::new(SglDescriptor::DATA_BLOCK, 1, 2).kind(), 0);
+    }
 
     #[test]
     fn copy_source_range_layout() {

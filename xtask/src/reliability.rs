@@ -84,7 +84,7 @@ pub fn fuzz(seconds: u64) -> bool {
         eprintln!("xtask: cargo-fuzz is missing and could not be installed: cargo install cargo-fuzz");
         return false;
     }
-    let targets = ["identify", "completion_queue", "prp", "trid", "log_events", "split"];
+    let targets = ["identify", "completion_queue", "prp", "trid", "log_events", "split", "sgl"];
     let mut tally = Tally::default();
     for pair in targets.chunks(2) {
         let children: Vec<_> = pair

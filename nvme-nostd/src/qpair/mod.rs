@@ -15,6 +15,7 @@ mod poll;
 mod recovery;
 mod request;
 mod reservation;
+mod scatter;
 mod setup;
 mod split;
 mod types;
@@ -354,7 +355,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         blocks: u32,
         flags: IoFlags,
         protection: Protection,
-        buffer: B,
+        mut buffer: B,
         context: C,
         path: Path,
     ) -> Result<Cid, SubmitError<B, C>> {
@@ -395,14 +396,16 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         let cut_at_boundary = crosses
             && layout.metadata == 0
             && (!direction.device_writes() || per_block.is_multiple_of(H::DMA_ALIGNMENT.max(4)))
-            && self.slots.free_count() > cut.children();
+            && self.slots.free_count() > cut.children()
+            && buffer.pieces() == 1;
         if fits && !cut_at_boundary {
             cmd.cdw12 |= ReadWriteCdw12::new().with_nlb((blocks - 1) as u16).into_bits();
             return self.submit_transfer(cmd, buffer, layout, direction, context, path);
         }
-        if layout.metadata != 0 || max_blocks == 0 {
+        if layout.metadata != 0 || max_blocks == 0 || buffer.pieces() > 1 {
             // Separate metadata is not split (each child would need two
-            // parts of the buffer); nor is a block above the limit.
+            // parts of the buffer); nor is a block above the limit, nor a
+            // scatter list.
             let error = Error::TransferTooLarge { requested: layout.data, max: self.max_transfer };
             return Err(SubmitError { error, buffer, context });
         }
@@ -464,6 +467,8 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         };
         let bad = if cmd.cdw0.psdt() != 0 || cmd.cdw0.fuse() != 0 || cmd.mptr != 0 {
             Some(Error::InvalidArgument(Argument::RawCommandPointers))
+        } else if buffer.as_mut().is_some_and(|b| b.pieces() > 1) {
+            Some(Error::InvalidArgument(Argument::ScatterList))
         } else if direction.is_none() && buffer.is_some() {
             Some(Error::InvalidArgument(Argument::DataForNoDataOpcode))
         } else {
@@ -534,6 +539,9 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         context: C,
         path: Path,
     ) -> Result<Cid, SubmitError<B, C>> {
+        if buf.pieces() > 1 {
+            return self.submit_scatter(cmd, buf, layout, direction, context, path);
+        }
         let slice = buf.as_dma_slice();
         let align = H::DMA_ALIGNMENT.max(4);
         let len = layout.data.saturating_add(layout.metadata);

@@ -1,6 +1,7 @@
 //! One request in flight: what it owns, and how its buffer goes back to the
 //! CPU (or is leaked) once the device is done (or cannot be proven done).
 
+use crate::buffer::IoBuffer;
 use crate::error::Error;
 use crate::slots::Cid;
 use crate::spec::command::SubmissionEntry;
@@ -42,6 +43,9 @@ pub(super) struct Request<M, B, C> {
     pub(super) retry_at: u64,
     /// Waiting for room in the submission queue: never on the device.
     pub(super) queued: bool,
+    /// A scatter list handed over piece by piece (translated, so nothing
+    /// to unshare): its pieces go back to the CPU in this direction.
+    pub(super) scatter: Option<hal_traits::Direction>,
 }
 
 /// Whose a request is. A request too large for one command (above the
@@ -109,7 +113,10 @@ pub(super) const HOST_ABORTED: Status =
 ///
 /// The device no longer accesses the buffer: its command completed, or its
 /// queue was deleted, or the controller was disabled since it was submitted.
-pub(super) unsafe fn finish<H: Hal, B, C>(hal: &H, req: &mut Request<H::Mapping, B, C>) -> Option<B> {
+pub(super) unsafe fn finish<H: Hal, B: IoBuffer, C>(
+    hal: &H,
+    req: &mut Request<H::Mapping, B, C>,
+) -> Option<B> {
     if let Some(dma) = req.dma.take().map(ManuallyDrop::into_inner) {
         // SAFETY: the caller guarantees the device is done; `sync_for_device`
         // was called with the same region and direction at submission, and
@@ -119,6 +126,16 @@ pub(super) unsafe fn finish<H: Hal, B, C>(hal: &H, req: &mut Request<H::Mapping,
             if let Some(mapping) = dma.mapping {
                 hal.unshare(dma.region, dma.direction, mapping);
             }
+        }
+    }
+    if let (Some(direction), Some(buffer)) = (req.scatter.take(), req.buffer.as_mut()) {
+        let buffer: &mut B = buffer;
+        for i in 0..buffer.pieces() {
+            let piece = buffer.piece(i);
+            // SAFETY: as above; each piece was synced for the device with
+            // the same direction at submission, and the pieces are the
+            // same on every call (`IoBuffer`'s contract).
+            unsafe { hal.sync_for_cpu(piece, direction) };
         }
     }
     req.buffer.take().map(ManuallyDrop::into_inner)
@@ -164,5 +181,6 @@ pub(super) fn with_role<M, B, C>(
         done: None,
         retry_at: 0,
         queued: false,
+        scatter: None,
     }
 }

@@ -552,6 +552,7 @@ impl State {
         let copy = if self.cfg.copy { 1 << 8 } else { 0 };
         put(b, 520, &lies.oncs.unwrap_or(0x009f | reservations | copy).to_le_bytes());
         put(b, 534, &u16::from(self.cfg.copy).to_le_bytes()); // OCFS
+        put(b, 536, &self.cfg.sgls.to_le_bytes()); // SGLS
         b[525] = 0x01; // VWC present
         put(b, 768, b"nqn.2024-01.io.github.nvme-sim:SIM0001");
         put(b, 2048, &2500u16.to_le_bytes()); // PSD0 MP: 25 W

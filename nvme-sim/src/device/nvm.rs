@@ -105,7 +105,7 @@ impl State {
     /// and protection information (PRACT, PRCHK).
     fn read_write(&mut self, cmd: &SubmissionEntry) -> u16 {
         let Some(index) = self.active_namespace(cmd.nsid) else { return INVALID_NAMESPACE };
-        if cmd.cdw0.psdt() != 0 {
+        if !self.psdt_ok(cmd) {
             return INVALID_FIELD;
         }
         let slba = cmd.cdw10 as u64 | ((cmd.cdw11 as u64) << 32);
@@ -225,7 +225,7 @@ impl State {
         if self.active_namespace(cmd.nsid).is_none() {
             return INVALID_NAMESPACE;
         }
-        if cmd.cdw0.psdt() != 0 {
+        if !self.psdt_ok(cmd) {
             return INVALID_FIELD;
         }
         let ranges = (cmd.cdw10 & 0xff) as usize + 1;
@@ -259,7 +259,7 @@ impl State {
             return INVALID_NAMESPACE;
         }
         let format = (cmd.cdw12 >> 8) & 0xf;
-        if cmd.cdw0.psdt() != 0 || format != 0 {
+        if !self.psdt_ok(cmd) || format != 0 {
             return INVALID_FIELD;
         }
         let limits = self.cfg.copy_limits;

@@ -266,7 +266,7 @@ impl State {
 
     /// A reservation command of this host, read from the submission queue.
     pub(super) fn reservation_io(&mut self, cmd: &SubmissionEntry) -> u16 {
-        if cmd.cdw0.psdt() != 0 {
+        if !self.psdt_ok(cmd) {
             return INVALID_FIELD;
         }
         let opcode = IoOpcode(cmd.cdw0.opc());

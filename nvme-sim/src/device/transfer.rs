@@ -1,14 +1,121 @@
 //! Data transfer: walking a command's PRP1/PRP2 and PRP lists (NVMe 1.4
-//! section 4.3) and moving data between host memory and the controller.
+//! section 4.3), or its SGL (section 4.4, PSDT 01b, where `SimConfig::sgls`
+//! offers them), and moving data between host memory and the controller.
 //! Every address comes from the host and is checked: a bad one fails the
 //! command with Data Transfer Error (or PRP Offset Invalid), never a panic.
 
-use super::status::{DATA_TRANSFER_ERROR, PRP_OFFSET_INVALID, SUCCESS};
+use super::status::{
+    DATA_SGL_LENGTH_INVALID, DATA_TRANSFER_ERROR, INVALID_FIELD, INVALID_SGL_SEGMENT, PRP_OFFSET_INVALID,
+    SGL_GRANULARITY_INVALID, SGL_TYPE_INVALID, SUCCESS,
+};
 use super::{State, PAGE};
 use hal_traits::PAGE_SIZE;
-use nvme_spec::command::SubmissionEntry;
+use nvme_spec::command::{SglDescriptor, SubmissionEntry};
+
+/// The most SGL descriptors one command may use (a bound on a hostile
+/// chain that loops).
+const MAX_SGL_DESCRIPTORS: usize = 8192;
 
 impl State {
+    /// The memory segments of `len` bytes of `cmd`'s data: its PRPs, or
+    /// its SGL.
+    fn data_segments(&self, cmd: &SubmissionEntry, len: usize) -> Result<Vec<(u64, usize)>, u16> {
+        match cmd.cdw0.psdt() {
+            0 => self.prp_segments(cmd.prp1, cmd.prp2, len),
+            1 if self.cfg.sgls & 3 != 0 => self.sgl_segments(cmd.prp1, cmd.prp2, len),
+            _ => Err(INVALID_FIELD),
+        }
+    }
+
+    /// Whether `cmd`'s PSDT is one the controller takes for I/O data.
+    pub(super) fn psdt_ok(&self, cmd: &SubmissionEntry) -> bool {
+        match cmd.cdw0.psdt() {
+            0 => true,
+            1 => self.cfg.sgls & 3 != 0,
+            _ => false,
+        }
+    }
+
+    /// The memory segments an SGL describes for `len` bytes (section 4.4):
+    /// Data Block descriptors, in DPTR or in lists that Segment and Last
+    /// Segment descriptors name. Every descriptor is read bounds-checked;
+    /// the descriptors must describe exactly `len` bytes.
+    fn sgl_segments(&self, dptr1: u64, dptr2: u64, len: usize) -> Result<Vec<(u64, usize)>, u16> {
+        let dword = self.cfg.sgls & 3 == 2;
+        let mut segs = Vec::new();
+        let mut total = 0usize;
+        let mut data = |d: SglDescriptor, segs: &mut Vec<(u64, usize)>| -> Result<(), u16> {
+            if d.identifier & 0xf != 0 {
+                return Err(SGL_TYPE_INVALID);
+            }
+            if dword && !(d.address.is_multiple_of(4) && d.length.is_multiple_of(4)) {
+                return Err(SGL_GRANULARITY_INVALID);
+            }
+            total = total.checked_add(d.length as usize).ok_or(DATA_SGL_LENGTH_INVALID)?;
+            if d.length > 0 {
+                segs.push((d.address, d.length as usize));
+            }
+            Ok(())
+        };
+        let mut next = SglDescriptor::from_qwords([dptr1, dptr2]);
+        let mut seen = 0usize;
+        loop {
+            match next.kind() {
+                SglDescriptor::DATA_BLOCK => {
+                    data(next, &mut segs)?;
+                    break;
+                }
+                kind @ (SglDescriptor::SEGMENT | SglDescriptor::LAST_SEGMENT) => {
+                    let count = next.length as usize / SglDescriptor::SIZE;
+                    if next.length == 0
+                        || !(next.length as usize).is_multiple_of(SglDescriptor::SIZE)
+                        || next.identifier & 0xf != 0
+                    {
+                        return Err(INVALID_SGL_SEGMENT);
+                    }
+                    let mut chained = None;
+                    for i in 0..count {
+                        seen += 1;
+                        if seen > MAX_SGL_DESCRIPTORS {
+                            return Err(INVALID_SGL_SEGMENT);
+                        }
+                        let at = next
+                            .address
+                            .checked_add((i * SglDescriptor::SIZE) as u64)
+                            .ok_or(DATA_TRANSFER_ERROR)?;
+                        let q0 = self.mem.device_read_u64(at).ok_or(DATA_TRANSFER_ERROR)?;
+                        let q1 = self.mem.device_read_u64(at + 8).ok_or(DATA_TRANSFER_ERROR)?;
+                        let d = SglDescriptor::from_qwords([q0, q1]);
+                        match d.kind() {
+                            SglDescriptor::DATA_BLOCK => data(d, &mut segs)?,
+                            // Only the last descriptor of a Segment's list
+                            // chains on; a Last Segment's list does not.
+                            SglDescriptor::SEGMENT | SglDescriptor::LAST_SEGMENT
+                                if kind == SglDescriptor::SEGMENT && i + 1 == count =>
+                            {
+                                chained = Some(d);
+                            }
+                            SglDescriptor::SEGMENT | SglDescriptor::LAST_SEGMENT => {
+                                return Err(INVALID_SGL_SEGMENT)
+                            }
+                            _ => return Err(SGL_TYPE_INVALID),
+                        }
+                    }
+                    match chained {
+                        Some(d) => next = d,
+                        None if kind == SglDescriptor::LAST_SEGMENT => break,
+                        None => return Err(INVALID_SGL_SEGMENT),
+                    }
+                }
+                _ => return Err(SGL_TYPE_INVALID),
+            }
+        }
+        if total != len {
+            return Err(DATA_SGL_LENGTH_INVALID);
+        }
+        Ok(segs)
+    }
+
     /// The memory segments (device address, length) that PRP1/PRP2 describe
     /// for `len` bytes, walking PRP lists (NVMe 1.4 section 4.3). Every list
     /// entry read is bounds-checked; the data pages are checked by the caller.
@@ -61,7 +168,7 @@ impl State {
 
     /// Device -> host: writes `data` where the command's PRPs point.
     pub(super) fn write_to_host(&mut self, cmd: &SubmissionEntry, data: &[u8]) -> u16 {
-        let segs = match self.prp_segments(cmd.prp1, cmd.prp2, data.len()) {
+        let segs = match self.data_segments(cmd, data.len()) {
             Ok(s) => s,
             Err(status) => return status,
         };
@@ -78,7 +185,7 @@ impl State {
 
     /// Host -> device: reads `len` bytes from where the command's PRPs point.
     pub(super) fn read_from_host(&self, cmd: &SubmissionEntry, len: usize) -> Result<Vec<u8>, u16> {
-        let segs = self.prp_segments(cmd.prp1, cmd.prp2, len)?;
+        let segs = self.data_segments(cmd, len)?;
         let mut data = vec![0u8; len];
         let mut at = 0;
         for (addr, n) in segs {

@@ -1,0 +1,397 @@
+//! Scatter lists (the seed's `readv`/`writev`): pieces translated by the
+//! HAL, described by PRPs where their shape allows, by an SGL where it
+//! does not and the controller has SGLs, refused unsent otherwise. QEMU runs
+//! both shapes in the conformance suite; here the simulator adds SGL chains
+//! across list pages, a controller without SGLs or with dword granularity,
+//! and the bad input.
+
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+mod common;
+
+use common::{assert_clean, options, poll_for};
+use core::time::Duration;
+use nvme_nostd::spec::command::SglDescriptor;
+use nvme_nostd::{
+    Argument, Controller, DmaBuffer, Error, IoQueuePair, PollLimit, PrpShape, QpairOptions, ScatterList,
+};
+use nvme_sim::{Sim, SimConfig, SimHal};
+
+type List<'h> = ScatterList<DmaBuffer<'h, SimHal>, PIECES>;
+type Qp<'c, 'h> = IoQueuePair<'c, SimHal, List<'h>, u32, 8>;
+
+/// Pieces a list holds: enough for an SGL over two list pages (each request
+/// slot holds its list inline, so the tests run with a larger stack).
+const PIECES: usize = 320;
+
+/// Runs `f` on a thread with a stack for slots of 320-piece lists.
+fn big_stack(f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new().stack_size(64 << 20).spawn(f).unwrap().join().unwrap();
+}
+
+fn sim(sgls: u32) -> Sim {
+    Sim::new(SimConfig { sgls, memory_bytes: 64 << 20, ..SimConfig::default() })
+}
+
+/// `count` pieces of `len` bytes, each `offset` bytes into a page of its
+/// own, filled from `seed`.
+fn pieces<'h>(hal: &'h SimHal, count: usize, offset: usize, len: usize, seed: u8) -> List<'h> {
+    let mut list = List::new();
+    for i in 0..count {
+        let mut b = DmaBuffer::new(hal, offset + len).unwrap();
+        assert!(b.set_window(offset, len));
+        b.iter_mut().enumerate().for_each(|(j, x)| *x = (i as u8).wrapping_mul(7) ^ (j as u8) ^ seed);
+        assert!(list.push(b).is_ok());
+    }
+    list
+}
+
+fn flat(list: &List<'_>) -> Vec<u8> {
+    list.as_slice().iter().flat_map(|p| p.to_vec()).collect()
+}
+
+fn run<'c, 'h>(sim: &Sim, qp: &mut Qp<'c, 'h>) -> (Result<(), Error>, Option<List<'h>>) {
+    let mut done = Vec::new();
+    for _ in 0..1000 {
+        qp.poll(PollLimit::All, |_, c| done.push(c));
+        if qp.in_flight() == 0 {
+            break;
+        }
+        sim.advance(Duration::from_micros(10));
+    }
+    assert_eq!(done.len(), 1);
+    let c = done.pop().unwrap();
+    (c.result(), c.buffer)
+}
+
+#[test]
+fn page_shaped_pieces_go_as_prps_others_as_an_sgl() {
+    big_stack(page_shaped_pieces_go_as_prps_others_as_an_sgl_body);
+}
+
+fn page_shaped_pieces_go_as_prps_others_as_an_sgl_body() {
+    let sim = sim(1);
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    let hal = ctrlr.hal();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: Qp<'_, '_> = ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).unwrap();
+    // Whole pages: PRPs (PSDT 00b).
+    let list = pieces(hal, 3, 0, 4096, 1);
+    let expected = flat(&list);
+    qp.write(&ns, 0, 24, list, 0).map_err(|e| e.error).unwrap();
+    assert_eq!(run(&sim, &mut qp).0, Ok(()));
+    assert_eq!(sim.read_blocks(1, 0, 24), expected);
+    assert_eq!(sim.recent_io_commands().last().unwrap().cdw0.psdt(), 0);
+    // 512-byte pieces in the middle of their pages: an SGL (PSDT 01b),
+    // its Last Segment descriptor in DPTR naming five Data Blocks.
+    let list = pieces(hal, 5, 1024, 512, 2);
+    let expected = flat(&list);
+    qp.write(&ns, 100, 5, list, 1).map_err(|e| e.error).unwrap();
+    assert_eq!(run(&sim, &mut qp).0, Ok(()));
+    assert_eq!(sim.read_blocks(1, 100, 5), expected);
+    let cmd = *sim.recent_io_commands().last().unwrap();
+    assert_eq!(cmd.cdw0.psdt(), 1, "CDW0 bits 15:14");
+    let dptr = SglDescriptor::from_qwords([cmd.prp1, cmd.prp2]);
+    assert_eq!((dptr.kind(), dptr.length), (SglDescriptor::LAST_SEGMENT, 5 * 16));
+    // Read back into other such pieces.
+    qp.read(&ns, 100, 5, pieces(hal, 5, 2048, 512, 0), 2).map_err(|e| e.error).unwrap();
+    let (result, back) = run(&sim, &mut qp);
+    assert_eq!((result, flat(&back.unwrap())), (Ok(()), expected));
+    drop(qp);
+    drop(ctrlr);
+    assert_clean(&sim);
+}
+
+/// 300 pieces: 300 Data Block descriptors, across two list pages chained
+/// by a Last Segment descriptor (a request slot has three list pages for
+/// 4 MiB transfers, without MDTS).
+#[test]
+fn an_sgl_chains_across_list_pages() {
+    big_stack(an_sgl_chains_across_list_pages_body);
+}
+
+fn an_sgl_chains_across_list_pages_body() {
+    let sim = Sim::new(SimConfig { sgls: 1, mdts: 0, memory_bytes: 64 << 20, ..SimConfig::default() });
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    let hal = ctrlr.hal();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: Qp<'_, '_> = ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).unwrap();
+    let list = pieces(hal, 300, 512, 512, 3);
+    let expected = flat(&list);
+    qp.write(&ns, 1000, 300, list, 0).map_err(|e| e.error).unwrap();
+    assert_eq!(run(&sim, &mut qp).0, Ok(()));
+    assert_eq!(sim.read_blocks(1, 1000, 300), expected);
+    let cmd = *sim.recent_io_commands().last().unwrap();
+    let dptr = SglDescriptor::from_qwords([cmd.prp1, cmd.prp2]);
+    assert_eq!((dptr.kind(), dptr.length), (SglDescriptor::SEGMENT, 256 * 16), "255 data + the chain");
+    qp.read(&ns, 1000, 300, pieces(hal, 300, 0, 512, 0), 1).map_err(|e| e.error).unwrap();
+    let (result, back) = run(&sim, &mut qp);
+    assert_eq!((result, flat(&back.unwrap())), (Ok(()), expected));
+}
+
+/// Without SGLs, pieces PRPs cannot describe are refused unsent; with
+/// dword granularity (SGLS 10b), a piece of an odd dword count is.
+#[test]
+fn controllers_without_sgls_or_with_dword_granularity() {
+    big_stack(controllers_without_sgls_or_with_dword_granularity_body);
+}
+
+fn controllers_without_sgls_or_with_dword_granularity_body() {
+    let sim = sim(0);
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    let hal = ctrlr.hal();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: Qp<'_, '_> = ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).unwrap();
+    let refused = qp.write(&ns, 0, 5, pieces(hal, 5, 1024, 512, 0), 0).unwrap_err();
+    assert!(matches!(refused.error, Error::NotPrpShaped(_)), "{:?}", refused.error);
+    assert_eq!(refused.buffer.as_slice().len(), 5, "the pieces come back");
+    drop(refused);
+    qp.write(&ns, 0, 16, pieces(hal, 2, 0, 4096, 0), 1).map_err(|e| e.error).unwrap();
+    assert_eq!(run(&sim, &mut qp).0, Ok(()), "page-shaped pieces need no SGL");
+    drop(qp);
+    drop(ctrlr);
+
+    let sim = Sim::new(SimConfig { sgls: 2, ..SimConfig::default() });
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    let hal = ctrlr.hal();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: Qp<'_, '_> = ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).unwrap();
+    let mut odd = pieces(hal, 1, 8, 510, 0);
+    let more = pieces(hal, 1, 520, 514, 0).into_pieces().into_iter().next().unwrap();
+    assert!(odd.push(more).is_ok());
+    let fetched = sim.stats().commands_fetched;
+    let refused = qp.write(&ns, 0, 2, odd, 0).unwrap_err();
+    assert_eq!(refused.error, Error::NotPrpShaped(PrpShape::SglNotDwordGranular));
+    assert_eq!(sim.stats().commands_fetched, fetched);
+    // The same pieces on a controller without the granularity rule work.
+    let sim1 = sim_with_sgls_1_write(refused.buffer.as_slice().iter().map(|p| p.len()).collect());
+    assert_eq!(sim1, Ok(()));
+}
+
+/// 510 and 514-byte pieces, written and read back on an SGLS 01b
+/// controller.
+fn sim_with_sgls_1_write(lens: Vec<usize>) -> Result<(), Error> {
+    let sim = sim(1);
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    let hal = ctrlr.hal();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: Qp<'_, '_> = ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).unwrap();
+    let mut list = List::new();
+    for (i, len) in lens.iter().enumerate() {
+        let mut b = DmaBuffer::new(hal, 8 + len).unwrap();
+        assert!(b.set_window(8, *len));
+        b.fill(i as u8 + 1);
+        assert!(list.push(b).is_ok());
+    }
+    let expected = flat(&list);
+    qp.write(&ns, 0, 2, list, 0).map_err(|e| e.error)?;
+    run(&sim, &mut qp).0?;
+    assert_eq!(sim.read_blocks(1, 0, 2), expected);
+    Ok(())
+}
+
+/// Bad input, each refused unsent with the pieces back.
+#[test]
+fn bad_scatter_lists_are_refused_unsent() {
+    big_stack(bad_scatter_lists_are_refused_unsent_body);
+}
+
+fn bad_scatter_lists_are_refused_unsent_body() {
+    let sim = sim(1);
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    let hal = ctrlr.hal();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: Qp<'_, '_> = ctrlr
+        .create_io_qpair(QpairOptions::default().with_entries(8).with_max_transfer_bytes(64 << 10))
+        .unwrap();
+    let fetched = sim.stats().commands_fetched;
+    // Shorter than the blocks.
+    let e = qp.read(&ns, 0, 4, pieces(hal, 3, 0, 512, 0), 0).unwrap_err();
+    assert_eq!(e.error, Error::BufferTooSmall { needed: 2048, actual: 1536 });
+    // A piece not on a dword.
+    let e = qp.read(&ns, 0, 2, pieces(hal, 2, 2, 512, 0), 0).unwrap_err();
+    assert_eq!(e.error, Error::BufferMisaligned { required: 4 });
+    // Above the transfer limit: scatter lists are not split.
+    let e = qp.read(&ns, 0, 256, pieces(hal, 32, 0, 4096, 0), 0).unwrap_err();
+    assert!(matches!(e.error, Error::TransferTooLarge { .. }), "{:?}", e.error);
+    // A raw command.
+    let cmd = nvme_nostd::spec::command::SubmissionEntry::new(0x02, 1);
+    // SAFETY: refused before anything is sent (a scatter list).
+    let e = unsafe { qp.submit_raw(cmd, Some(pieces(hal, 2, 0, 512, 0)), 0) }.unwrap_err();
+    assert_eq!(e.error, Error::InvalidArgument(Argument::ScatterList));
+    assert_eq!(sim.stats().commands_fetched, fetched);
+    assert_eq!(qp.in_flight(), 0);
+}
+
+/// Pieces the HAL cannot translate (here, `Vec`s, which the simulator's HAL
+/// only shares): refused unsent.
+#[test]
+fn pieces_the_hal_cannot_translate_are_refused() {
+    big_stack(pieces_the_hal_cannot_translate_are_refused_body);
+}
+
+fn pieces_the_hal_cannot_translate_are_refused_body() {
+    let sim = sim(1);
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: IoQueuePair<'_, SimHal, ScatterList<Vec<u8>, 4>, u32, 8> =
+        ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).unwrap();
+    let mut list = ScatterList::new();
+    assert!(list.push(vec![0u8; 512]).is_ok() && list.push(vec![0u8; 512]).is_ok());
+    let e = qp.write(&ns, 0, 2, list, 0).unwrap_err();
+    assert_eq!(e.error, Error::InvalidArgument(Argument::ScatterNotTranslatable));
+    assert_eq!(qp.in_flight(), 0);
+    drop(qp);
+    drop(ctrlr);
+    assert_clean(&sim);
+}
+
+/// A reset with scatter lists in flight: each comes back once, its pieces
+/// synced back, nothing left open.
+#[test]
+fn a_reset_with_scatter_lists_in_flight() {
+    big_stack(a_reset_with_scatter_lists_in_flight_body);
+}
+
+fn a_reset_with_scatter_lists_in_flight_body() {
+    let sim = sim(1);
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    let hal = ctrlr.hal();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: Qp<'_, '_> = ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).unwrap();
+    sim.set_latency(Duration::from_millis(10));
+    for i in 0..3 {
+        qp.read(&ns, i * 8, 8, pieces(hal, 8, 1024, 512, 0), i as u32).map_err(|e| e.error).unwrap();
+    }
+    ctrlr.reset().unwrap();
+    let done = {
+        let mut d = Vec::new();
+        for _ in 0..100 {
+            qp.poll(PollLimit::All, |_, c| d.push(c));
+            sim.advance(Duration::from_micros(10));
+        }
+        d
+    };
+    assert_eq!(done.len(), 3);
+    assert!(done.iter().all(|c| c.result() == Err(Error::Reset) && c.buffer.is_some()));
+    drop(done);
+    drop(qp);
+    drop(ctrlr);
+    assert_clean(&sim);
+    let _ = poll_for;
+}
+
+/// List pages for the property test: addresses from 0x7000_0000.
+struct Pages(Vec<[u64; 512]>);
+
+impl nvme_nostd::fuzzing::PrpListSink for Pages {
+    fn pages(&self) -> usize {
+        self.0.len()
+    }
+    fn page_addr(&self, page: usize) -> u64 {
+        0x7000_0000 + page as u64 * 4096
+    }
+    fn write(&mut self, page: usize, index: usize, entry: u64) {
+        self.0[page][index] = entry;
+    }
+}
+
+/// Walks an SGL from DPTR the way a controller does: the data runs.
+fn walk(dptr: [u64; 2], pages: &Pages) -> Result<Vec<(u64, u64)>, String> {
+    let read = |addr: u64| -> Result<SglDescriptor, String> {
+        let off = addr.checked_sub(0x7000_0000).ok_or("below the list pages")? as usize;
+        let (page, index) = (off / 4096, off % 4096 / 8);
+        let p = pages.0.get(page).ok_or("beyond the list pages")?;
+        Ok(SglDescriptor::from_qwords([p[index], p[index + 1]]))
+    };
+    let mut runs = Vec::new();
+    let mut next = SglDescriptor::from_qwords(dptr);
+    for _ in 0..64 {
+        match next.kind() {
+            SglDescriptor::DATA_BLOCK => {
+                runs.push((next.address, u64::from(next.length)));
+                return Ok(runs);
+            }
+            kind @ (SglDescriptor::SEGMENT | SglDescriptor::LAST_SEGMENT) => {
+                let count = next.length as usize / 16;
+                let mut chain = None;
+                for i in 0..count {
+                    let d = read(next.address + i as u64 * 16)?;
+                    match d.kind() {
+                        SglDescriptor::DATA_BLOCK => runs.push((d.address, u64::from(d.length))),
+                        _ if kind == SglDescriptor::SEGMENT && i + 1 == count => chain = Some(d),
+                        other => return Err(format!("descriptor type {other} inside a list")),
+                    }
+                }
+                match chain {
+                    Some(d) => next = d,
+                    None if kind == SglDescriptor::LAST_SEGMENT => return Ok(runs),
+                    None => return Err("a Segment list that does not chain".into()),
+                }
+            }
+            other => return Err(format!("descriptor type {other}")),
+        }
+    }
+    Err("a loop".into())
+}
+
+proptest::proptest! {
+    /// Any list of device segments either gets an SGL that describes
+    /// exactly its bytes, in order (contiguous runs merged), or a clear
+    /// error; never descriptors outside the list pages.
+    #[test]
+    fn sgls_describe_exactly_the_segments_or_refuse(
+        segments in proptest::collection::vec((0u64..1 << 40, 1usize..20_000), 1..700),
+        pages in 0usize..4,
+        dword in proptest::bool::ANY,
+        short in 0usize..2,
+        contiguous in proptest::bool::ANY,
+    ) {
+        use nvme_nostd::hal_traits::{DeviceAddr, DeviceSegment, SegmentSink};
+        // Half the lists are runs of segments that follow one another in
+        // device space (merged into one descriptor up to 4 GiB).
+        let mut segments = segments;
+        if contiguous {
+            let mut at = segments[0].0;
+            for s in segments.iter_mut() {
+                s.0 = at;
+                at += s.1 as u64;
+            }
+        }
+        let total: usize = segments.iter().map(|s| s.1).sum();
+        let len = total + short;
+        let mut sink = Pages(vec![[0xdead_beef; 512]; pages]);
+        let mut b = nvme_nostd::fuzzing::SglBuilder::new(&mut sink, len, dword);
+        for &(addr, n) in &segments {
+            b.push(DeviceSegment { addr: DeviceAddr(addr), len: n });
+        }
+        match b.finish() {
+            Ok(dptr) => {
+                proptest::prop_assert_eq!(short, 0, "a short list was accepted");
+                let runs = walk([dptr.prp1, dptr.prp2], &sink).map_err(proptest::test_runner::TestCaseError::fail)?;
+                // The runs, split back at the segments, are the segments.
+                let mut bytes = Vec::new();
+                for (a, n) in runs { bytes.push((a, n)); }
+                let covered: u64 = bytes.iter().map(|r| r.1).sum();
+                proptest::prop_assert_eq!(covered, total as u64);
+                let mut at = 0usize;
+                for (a, n) in bytes {
+                    // Each run is a concatenation of consecutive segments
+                    // contiguous in device space.
+                    let mut left = n;
+                    let mut expect = a;
+                    while left > 0 {
+                        let (sa, sn) = segments[at];
+                        proptest::prop_assert_eq!(sa, expect);
+                        left -= sn as u64;
+                        expect += sn as u64;
+                        at += 1;
+                    }
+                }
+                proptest::prop_assert_eq!(at, segments.len());
+            }
+            Err(Error::NotPrpShaped(_)) => {}
+            Err(other) => proptest::prop_assert!(false, "unexpected error {other:?}"),
+        }
+    }
+}
