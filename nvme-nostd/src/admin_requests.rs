@@ -206,6 +206,11 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> AdminRequests<'c, H, B, C, N> {
         let (buffer, dma) = match data {
             None => (None, None),
             Some((mut buf, direction)) => {
+                if buf.pieces() > 1 {
+                    // Admin data is one run: a scatter list is refused.
+                    let error = Error::InvalidArgument(crate::error::Argument::ScatterList);
+                    return refuse(error, Some(buf), context);
+                }
                 let slice = buf.as_dma_slice();
                 let len = slice.len();
                 let align = H::DMA_ALIGNMENT.max(4);

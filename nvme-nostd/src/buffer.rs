@@ -10,8 +10,9 @@ use hal_traits::{DmaRegion, Hal, HalError, PAGE_SIZE};
 
 /// A buffer a request can own while the device reads or writes it.
 ///
-/// The driver asks for the bytes once, at submission, through
-/// [`as_dma_slice`](IoBuffer::as_dma_slice), and hands them to the device
+/// The driver asks for the bytes at submission, through
+/// [`as_dma_slice`](IoBuffer::as_dma_slice) (or, for a scatter list,
+/// [`piece`](IoBuffer::piece) by piece), and hands them to the device
 /// through the [`Hal`]: [`Hal::translate`] for memory the HAL can already
 /// reach (its own DMA memory, as a [`DmaBuffer`], or memory registered ahead
 /// of time), [`Hal::share`] for any other.
@@ -23,6 +24,11 @@ use hal_traits::{DmaRegion, Hal, HalError, PAGE_SIZE};
 /// - [`as_dma_slice`](IoBuffer::as_dma_slice) returns the same pointer and
 ///   length on every call, and those bytes are valid for reads and writes
 ///   and reachable by no other path than this value;
+/// - [`pieces`](IoBuffer::pieces) returns the same count on every call, and
+///   [`piece`](IoBuffer::piece) the same pointer and length for each index;
+///   every piece is valid and exclusive as the bytes above are, and no two
+///   overlap (the driver syncs each for the device at submission and back
+///   for the CPU when the device is done, asking for them again);
 /// - the bytes do not move when the value moves, and moving the value does
 ///   not assert uniqueness over them. Rust's aliasing models treat a moved
 ///   `Box` or `&mut` as a fresh unique pointer, which invalidates pointers
@@ -50,10 +56,14 @@ pub unsafe trait IoBuffer {
 
     /// Piece `index` (below [`pieces`](IoBuffer::pieces)), under the same
     /// guarantees as [`as_dma_slice`](IoBuffer::as_dma_slice); pieces do
-    /// not overlap. The default is the one slice.
+    /// not overlap. The default is the one slice for index 0 and nothing
+    /// (an empty slice) for any other.
     fn piece(&mut self, index: usize) -> NonNull<[u8]> {
-        let _ = index;
-        self.as_dma_slice()
+        if index == 0 {
+            self.as_dma_slice()
+        } else {
+            NonNull::slice_from_raw_parts(NonNull::dangling(), 0)
+        }
     }
 }
 
@@ -74,8 +84,12 @@ impl<T: IoBuffer, const S: usize> ScatterList<T, S> {
         ScatterList { pieces: heapless::Vec::new() }
     }
 
-    /// Appends a piece; hands it back when the list is full.
-    pub fn push(&mut self, piece: T) -> Result<(), T> {
+    /// Appends a piece; hands it back when the list is full, or when the
+    /// piece is itself a scatter list (lists do not nest).
+    pub fn push(&mut self, mut piece: T) -> Result<(), T> {
+        if piece.pieces() != 1 {
+            return Err(piece);
+        }
         self.pieces.push(piece)
     }
 

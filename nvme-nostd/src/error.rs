@@ -87,8 +87,9 @@ pub enum Argument {
     /// The metadata of a separate-metadata namespace is not one contiguous
     /// dword-aligned run in device space, as MPTR needs.
     MetadataNotContiguous,
-    /// A scatter list where one cannot go: with separate metadata, or for a
-    /// raw command.
+    /// A scatter list where one cannot go: with separate metadata, for a
+    /// raw command, for admin data; or a scatter list as a piece of
+    /// another.
     ScatterList,
     /// A piece of a scatter list that the HAL cannot translate: scatter
     /// lists need memory the HAL reaches without sharing (its DMA memory,

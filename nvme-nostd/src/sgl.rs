@@ -107,8 +107,26 @@ impl<'a, S: PrpListSink> SglBuilder<'a, S> {
     }
 }
 
+/// The longest run one Data Block descriptor names: its length is 32
+/// bits (whole pages, so a longer segment is cut on a page boundary).
+const MAX_RUN: u64 = (u32::MAX as u64) & !(PAGE_SIZE as u64 - 1);
+
 impl<S: PrpListSink> SegmentSink for SglBuilder<'_, S> {
     fn push(&mut self, segment: DeviceSegment) {
+        // A segment longer than one descriptor names goes as several.
+        let mut segment = segment;
+        while segment.len as u64 > MAX_RUN {
+            self.push_run(DeviceSegment { addr: segment.addr, len: MAX_RUN as usize });
+            segment =
+                DeviceSegment { addr: segment.addr.offset(MAX_RUN), len: segment.len - MAX_RUN as usize };
+        }
+        self.push_run(segment);
+    }
+}
+
+impl<S: PrpListSink> SglBuilder<'_, S> {
+    /// One segment of at most [`MAX_RUN`] bytes.
+    fn push_run(&mut self, segment: DeviceSegment) {
         if self.error.is_some() || segment.len == 0 {
             return;
         }
@@ -124,7 +142,7 @@ impl<S: PrpListSink> SegmentSink for SglBuilder<'_, S> {
         match self.current {
             // Contiguous in device space, and still within a descriptor's
             // 32-bit length: one run.
-            Some((start, n)) if start + n == addr && n + len <= u64::from(u32::MAX) => {
+            Some((start, n)) if start + n == addr && n + len <= MAX_RUN => {
                 self.current = Some((start, n + len));
             }
             previous => {

@@ -395,3 +395,43 @@ proptest::proptest! {
         }
     }
 }
+
+/// Review findings: admin data is one run (a scatter list is refused
+/// there too); lists do not nest; a run longer than a descriptor's 32-bit
+/// length goes as several descriptors.
+#[test]
+fn review_findings() {
+    big_stack(review_findings_body);
+}
+
+fn review_findings_body() {
+    use nvme_nostd::hal_traits::{DeviceAddr, DeviceSegment, SegmentSink};
+    use nvme_nostd::AdminRequests;
+    let sim = sim(1);
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    let mut pool: AdminRequests<'_, SimHal, ScatterList<Vec<u8>, 2>, u32, 2> =
+        ctrlr.admin_requests().unwrap();
+    let mut list = ScatterList::new();
+    assert!(list.push(vec![0u8; 2048]).is_ok() && list.push(vec![0u8; 2048]).is_ok());
+    let identify = nvme_nostd::spec::command::SubmissionEntry::new(0x06, 0);
+    let data = Some((list, nvme_nostd::hal_traits::Direction::FromDevice));
+    // SAFETY: refused before anything is sent (a scatter list).
+    let e = unsafe { pool.submit_raw(identify, data, 0) }.unwrap_err();
+    assert_eq!(e.error, Error::InvalidArgument(Argument::ScatterList));
+    // Lists do not nest.
+    let mut inner: ScatterList<Vec<u8>, 2> = ScatterList::new();
+    assert!(inner.push(vec![0u8; 8]).is_ok() && inner.push(vec![0u8; 8]).is_ok());
+    let mut outer: ScatterList<ScatterList<Vec<u8>, 2>, 2> = ScatterList::new();
+    assert!(outer.push(inner).is_err(), "a two-piece list is not a piece");
+    // 5 GiB in one device segment: two descriptors, exactly.
+    let mut pages = Pages(vec![[0; 512]; 1]);
+    let len = 5usize << 30;
+    let mut b = nvme_nostd::fuzzing::SglBuilder::new(&mut pages, len + 4096, false);
+    b.push(DeviceSegment { addr: DeviceAddr(0x1_0000_0000), len });
+    b.push(DeviceSegment { addr: DeviceAddr(0x9_0000_0000), len: 4096 });
+    let dptr = b.finish().unwrap();
+    let runs = walk([dptr.prp1, dptr.prp2], &pages).unwrap();
+    assert_eq!(runs.iter().map(|r| r.1).sum::<u64>(), len as u64 + 4096);
+    assert!(runs.iter().all(|r| r.1 <= u64::from(u32::MAX)), "{runs:x?}");
+    assert_eq!(runs.len(), 3);
+}

@@ -86,7 +86,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         };
         let (dptr, psdt) = match described {
             Ok(d) => d,
-            Err(Error::NotPrpShaped(PrpShape::TooManyPages | PrpShape::TooManyDescriptors)) => {
+            Err(Error::NotPrpShaped(PrpShape::TooManyPages)) => {
                 let error = Error::TransferTooLarge { requested: len, max: self.max_transfer };
                 return Err(SubmitError { error, buffer: buf, context });
             }

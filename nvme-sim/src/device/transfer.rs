@@ -84,7 +84,8 @@ impl State {
                             .checked_add((i * SglDescriptor::SIZE) as u64)
                             .ok_or(DATA_TRANSFER_ERROR)?;
                         let q0 = self.mem.device_read_u64(at).ok_or(DATA_TRANSFER_ERROR)?;
-                        let q1 = self.mem.device_read_u64(at + 8).ok_or(DATA_TRANSFER_ERROR)?;
+                        let q1 = self.mem.device_read_u64(at.checked_add(8).ok_or(DATA_TRANSFER_ERROR)?);
+                        let q1 = q1.ok_or(DATA_TRANSFER_ERROR)?;
                         let d = SglDescriptor::from_qwords([q0, q1]);
                         match d.kind() {
                             SglDescriptor::DATA_BLOCK => data(d, &mut segs)?,
