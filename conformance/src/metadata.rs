@@ -10,7 +10,6 @@ use crate::report::{Outcome, Reason, Report, Totals};
 use crate::{reason, Buf, Fh, Options, Qp, SLOTS};
 use core::time::Duration;
 use nvme_nostd::hal_traits::Hal;
-use nvme_nostd::spec::pi::PiTuple;
 use nvme_nostd::spec::status::{media, StatusCode, StatusCodeType};
 use nvme_nostd::{
     fill_protection_information, Argument, Controller, DmaBuffer, Error, IoFlags, Namespace, Protection,
@@ -146,11 +145,16 @@ pub(crate) fn run_namespace<H: Hal>(
     let cx = Cx { ctrlr, ns, timeout: options.io_timeout, blocks };
     let layout = if cx.ns.extended_lba() { "interleaved" } else { "after the data (MPTR)" };
     out.line(format_args!(
-        "{label} ns{nsid}: {} blocks checked with {} metadata bytes each, {layout}, protection type {} ({} of the metadata)",
+        "{label} ns{nsid}: {} blocks checked with {} metadata bytes each, {layout}, protection type {} ({}, {} of the metadata)",
         blocks,
         cx.ns.metadata_size(),
         cx.ns.pi_type(),
-        if cx.ns.pi_first() { "first 8 bytes" } else { "last 8 bytes" },
+        match cx.ns.pi_format() {
+            Some(nvme_nostd::PiFormat::Guard64) => "64-bit guard",
+            Some(_) => "16-bit guard",
+            None => "no tuple",
+        },
+        if cx.ns.pi_first() { "first bytes" } else { "last bytes" },
     ));
 
     // Saved with their metadata, as they are (no checks).
@@ -246,11 +250,17 @@ fn caller_errors<'a, H: Hal>(cx: &Cx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Resul
     Ok(())
 }
 
+/// The namespace's protection information tuple size (8, or 16 with the
+/// 64-bit guard).
+fn tuple_size<H: Hal>(cx: &Cx<'_, H>) -> usize {
+    cx.ns.pi_format().map_or(8, |f| f.tuple_size())
+}
+
 /// Where block `i`'s tuple lies in a buffer of the check's layout.
 fn tuple_at<H: Hal>(cx: &Cx<'_, H>, i: usize) -> usize {
     let (bs, ms, n) = (cx.ns.block_size() as usize, usize::from(cx.ns.metadata_size()), cx.blocks as usize);
     let meta = if cx.ns.extended_lba() { i * (bs + ms) + bs } else { n * bs + i * ms };
-    meta + if cx.ns.pi_first() { 0 } else { ms - PiTuple::SIZE }
+    meta + if cx.ns.pi_first() { 0 } else { ms - tuple_size(cx) }
 }
 
 /// Guards and tags the host computed, checked by the controller on the
@@ -290,9 +300,10 @@ fn check_errors<'a, H: Hal>(cx: &Cx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Result
     fill(&mut w, 0x5a);
     fill_protection_information(&cx.ns, cx.blocks, &mut w, 0x0e2e, 0).map_err(|e| reason!("fill: {e}"))?;
     if cx.ns.pi_type() != 3 {
-        // Block 0's reference tag off by one, written unchecked.
-        let at = tuple_at(cx, 0) + 4;
-        w[at + 3] ^= 1;
+        // Block 0's reference tag off by one (its last byte ends the
+        // tuple), written unchecked.
+        let last_byte = tuple_at(cx, 0) + tuple_size(cx) - 1;
+        w[last_byte] ^= 1;
     }
     cx.ok(qp, Op::Write, Protection::none(), w, "unchecked write")?;
     let app = Protection { check_app_tag: true, ..Protection::none() }.with_app_tag(0x0e2f, 0xffff);
@@ -319,7 +330,8 @@ fn check_errors<'a, H: Hal>(cx: &Cx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Result
 /// the data alone where the metadata is only the tuple), and they are
 /// what the host computes; PRACT on a read strips them.
 fn pract<'a, H: Hal>(cx: &Cx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Result<(), Reason> {
-    let data_only = usize::from(cx.ns.metadata_size()) == PiTuple::SIZE;
+    let size = tuple_size(cx);
+    let data_only = usize::from(cx.ns.metadata_size()) == size;
     let len = cx.ns.buffer_bytes(cx.blocks, true);
     let mut w = cx.buffer(len)?;
     fill(&mut w, 0x6b);
@@ -342,10 +354,15 @@ fn pract<'a, H: Hal>(cx: &Cx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Result<(), Re
         .map_err(|e| reason!("fill: {e}"))?;
     for i in 0..cx.blocks as usize {
         let at = tuple_at(cx, i);
-        let (got, want) = (&stored[at..at + PiTuple::SIZE], &expected[at..at + PiTuple::SIZE]);
+        let (got, want) = (&stored[at..at + size], &expected[at..at + size]);
         // Type 3's reference tag is the host's to choose: guard and
-        // application tag only.
-        let compared = if cx.ns.pi_type() == 3 { 4 } else { 8 };
+        // application tag only (the first 4 bytes, or 10 with the 64-bit
+        // guard).
+        let compared = match (cx.ns.pi_type(), size) {
+            (3, 16) => 10,
+            (3, _) => 4,
+            _ => size,
+        };
         if got[..compared] != want[..compared] {
             return Err(reason!("block {i}: the controller's tuple {got:02x?}, the host's {want:02x?}"));
         }

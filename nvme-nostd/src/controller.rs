@@ -1555,9 +1555,26 @@ impl<H: Hal> Controller<H> {
                 return Err(found.err().unwrap_or(Error::InvalidArgument(Argument::InactiveNamespace)));
             }
         };
+        // With protection information: its format, from the NVM command
+        // set's Identify Namespace (controllers without it have the 16-bit
+        // guard only).
+        let mut nvm_page = [0u8; PAGE_SIZE];
+        let nvm = if id.dps.pit() == 0 {
+            None
+        } else {
+            match self.identify_raw(Cns::IO_COMMAND_SET_NAMESPACE, nsid, &mut nvm_page) {
+                Ok(()) => Some(crate::spec::identify::IdentifyNamespaceNvm::from_bytes(&nvm_page)),
+                Err(Error::Command(_)) => None,
+                Err(e) => {
+                    self.tracker.release(nsid, before);
+                    return Err(e);
+                }
+            }
+        };
         let (slot, slot_generation) = self.tracker.bind(nsid, Geometry::of(&id), before);
         let binding = Binding { controller: self.id, generation, slot, slot_generation };
-        Namespace::from_identify(nsid, &id, self.namespace_csi(nsid)?, self.max_transfer_bytes(), binding)
+        let csi = self.namespace_csi(nsid)?;
+        Namespace::from_identify(nsid, &id, nvm.as_ref(), csi, self.max_transfer_bytes(), binding)
     }
 
     /// The namespace's Command Set Identifier from its identification

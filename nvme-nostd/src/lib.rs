@@ -68,7 +68,7 @@ pub use hal_traits::{self, Hal};
 pub use hmb::{HmbInfo, HMB_MAX_PIECES};
 pub use log::ALL_NAMESPACES;
 pub use maintenance::{SanitizeAction, SelfTest};
-pub use namespace::{CopyLimits, Namespace, TRACKED_NAMESPACES};
+pub use namespace::{CopyLimits, Namespace, PiFormat, TRACKED_NAMESPACES};
 pub use nsmgmt::NamespaceDescription;
 /// The wire formats of the specification (the `nvme-spec` crate).
 pub use nvme_spec as spec;
@@ -106,6 +106,13 @@ pub mod fuzzing {
         csi: crate::spec::ids::Csi,
         max_transfer: Option<usize>,
     ) -> crate::Result<crate::Namespace> {
-        crate::Namespace::from_identify(nsid, id, csi, max_transfer, crate::namespace::Binding::detached())
+        crate::Namespace::from_identify(
+            nsid,
+            id,
+            None,
+            csi,
+            max_transfer,
+            crate::namespace::Binding::detached(),
+        )
     }
 }

@@ -36,6 +36,7 @@ pub struct Namespace {
     extended_lba: bool,
     pi_type: u8,
     pi_first: bool,
+    pi_format: Option<PiFormat>,
     csi: Csi,
     max_transfer: Option<usize>,
     copy: CopyLimits,
@@ -46,6 +47,29 @@ pub struct Namespace {
     /// controller (whose namespace of the same NSID may have another block
     /// size), and after a Format NVM through this driver.
     binding: Binding,
+}
+
+/// The protection information format of a namespace (Identify Namespace
+/// for the NVM command set, ELBAF PIF and STS; NVM Command Set 1.0 section
+/// 5.2.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PiFormat {
+    /// A 16-bit guard (CRC-16 T10-DIF), 32-bit reference tag: 8 bytes.
+    Guard16,
+    /// A 64-bit guard (CRC-64/NVME), 48-bit reference tag, no storage
+    /// tag: 16 bytes.
+    Guard64,
+}
+
+impl PiFormat {
+    /// The tuple's size in bytes.
+    pub const fn tuple_size(self) -> usize {
+        match self {
+            PiFormat::Guard16 => crate::spec::pi::PiTuple::SIZE,
+            PiFormat::Guard64 => crate::spec::pi::PiTuple64::SIZE,
+        }
+    }
 }
 
 /// What one Copy command may carry on a namespace (Identify Namespace,
@@ -290,6 +314,7 @@ impl Namespace {
     pub(crate) fn from_identify(
         nsid: u32,
         id: &IdentifyNamespace,
+        nvm: Option<&crate::spec::identify::IdentifyNamespaceNvm>,
         csi: Csi,
         max_transfer: Option<usize>,
         binding: Binding,
@@ -299,9 +324,18 @@ impl Namespace {
         }
         let format = id.current_lba_format().ok_or(Error::MalformedDevice(Malformed::LbaFormatIndex))?;
         let block_size = format.data_size().ok_or(Error::MalformedDevice(Malformed::LbaDataSize))?;
-        if id.dps.pit() > 3
-            || (id.dps.pit() != 0 && usize::from(format.ms()) < crate::spec::pi::PiTuple::SIZE)
-        {
+        // The format's protection information: a 16-bit guard unless the
+        // NVM command set's Identify Namespace says otherwise (PIF 1, a
+        // 32-bit guard, and storage tags are formats the driver does not
+        // handle: `None`).
+        let index = usize::from(id.format_index());
+        let pi_format = match nvm.map(|n| (n.pif(index), n.sts(index))) {
+            None | Some((Some(0), Some(0))) => Some(PiFormat::Guard16),
+            Some((Some(2), Some(0))) => Some(PiFormat::Guard64),
+            Some(_) => None,
+        };
+        let tuple = pi_format.map_or(0, PiFormat::tuple_size);
+        if id.dps.pit() > 3 || (id.dps.pit() != 0 && usize::from(format.ms()) < tuple) {
             return Err(Error::MalformedDevice(Malformed::ProtectionInformation));
         }
         Ok(Namespace {
@@ -312,6 +346,7 @@ impl Namespace {
             extended_lba: id.flbas.extended(),
             pi_type: id.dps.pit(),
             pi_first: id.dps.first(),
+            pi_format: if id.dps.pit() == 0 { None } else { pi_format },
             csi,
             max_transfer,
             copy: CopyLimits {
@@ -389,8 +424,15 @@ impl Namespace {
         self.copy
     }
 
-    /// PIP (DPS bit 3): the protection information is the first 8 bytes of
-    /// each block's metadata; otherwise the last 8.
+    /// The protection information format, where the namespace has
+    /// protection information in one the driver handles (`None` without
+    /// protection information, or with a 32-bit guard or storage tags).
+    pub fn pi_format(&self) -> Option<PiFormat> {
+        self.pi_format
+    }
+
+    /// PIP (DPS bit 3): the protection information is the first bytes of
+    /// each block's metadata; otherwise the last.
     pub fn pi_first(&self) -> bool {
         self.pi_first
     }
@@ -414,7 +456,8 @@ impl Namespace {
         let blocks = blocks as usize;
         let data = blocks.saturating_mul(self.block_size as usize);
         let ms = usize::from(self.metadata_size);
-        let pi_only = pract && self.pi_type != 0 && ms == crate::spec::pi::PiTuple::SIZE;
+        let tuple = self.pi_format.map_or(crate::spec::pi::PiTuple::SIZE, PiFormat::tuple_size);
+        let pi_only = pract && self.pi_type != 0 && ms == tuple;
         let metadata = if pi_only { 0 } else { blocks.saturating_mul(ms) };
         if self.extended_lba {
             Layout { data: data.saturating_add(metadata), metadata: 0 }

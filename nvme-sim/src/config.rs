@@ -151,9 +151,13 @@ pub struct SimMetadata {
     pub extended: bool,
     /// DPS bits 2:0: protection information type, 0 (none) to 3.
     pub pi: u8,
-    /// DPS bit 3: the protection information is the first 8 bytes of the
-    /// metadata; otherwise the last 8.
+    /// DPS bit 3: the protection information is the first bytes of the
+    /// metadata; otherwise the last.
     pub pi_first: bool,
+    /// PIF (the NVM command set's Identify Namespace, ELBAF bits 8:7): 0 a
+    /// 16-bit guard (8-byte tuples), 2 a 64-bit guard (16-byte tuples,
+    /// 48-bit reference tags; MS at least 16), as QEMU's `pif`.
+    pub pif: u8,
 }
 
 /// Identify Namespace's Copy limits (NVM Command Set 1.0 figure 97).

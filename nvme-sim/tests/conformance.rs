@@ -205,17 +205,21 @@ fn the_restore_check_can_fail() {
 /// what it was.
 #[test]
 fn metadata_namespaces_pass_and_are_restored() {
-    let md = |nsid, ms, extended, pi, pi_first| SimMetadata { nsid, ms, extended, pi, pi_first };
+    let md = |nsid, ms, extended, pi, pi_first, pif| SimMetadata { nsid, ms, extended, pi, pi_first, pif };
     let metadata = vec![
-        md(1, 16, false, 0, false),
-        md(2, 8, false, 1, false),
-        md(3, 16, true, 2, false),
-        md(4, 8, true, 3, true),
-        md(5, 16, false, 1, true),
+        md(1, 16, false, 0, false, 0),
+        md(2, 8, false, 1, false, 0),
+        md(3, 16, true, 2, false, 0),
+        md(4, 8, true, 3, true, 0),
+        md(5, 16, false, 1, true, 0),
+        // The 64-bit guard: 16-byte tuples, alone or after 16 more bytes.
+        md(6, 16, false, 1, false, 2),
+        md(7, 32, true, 2, false, 2),
+        md(8, 16, true, 3, true, 2),
     ];
     let sim = Sim::new(SimConfig {
         memory_bytes: 64 << 20,
-        namespaces: (1..=5)
+        namespaces: (1..=8)
             .map(|nsid| SimNamespace { nsid, block_size: if nsid % 2 == 0 { 4096 } else { 512 }, blocks: 64 })
             .collect(),
         metadata: metadata.clone(),
@@ -237,7 +241,7 @@ fn metadata_namespaces_pass_and_are_restored() {
     for check in
         ["host protection information checked", "end-to-end check errors", "PRACT inserts and strips"]
     {
-        assert_eq!(out.matches(check).count(), 4, "{check}: once per namespace with protection information");
+        assert_eq!(out.matches(check).count(), 7, "{check}: once per namespace with protection information");
     }
     for (m, (data, meta)) in metadata.iter().zip(&before) {
         assert_eq!(&sim.read_blocks(m.nsid, 0, 64), data, "ns{} data", m.nsid);

@@ -108,7 +108,7 @@ fn type1_guard_and_tags_are_checked() {
     let mut qp = qpair(&ctrlr);
     let (lba, n) = (100u64, 4u32);
     let mut buffer = bytes(ns.buffer_bytes(n, false), 3);
-    fill_protection_information(&ns, n, &mut buffer, 0x0abc, lba as u32).unwrap();
+    fill_protection_information(&ns, n, &mut buffer, 0x0abc, lba).unwrap();
     // The tuple of block 2 as the specification lays it out.
     let tuple = PiTuple::from_bytes(buffer[2048 + 16..2048 + 24].try_into().unwrap());
     assert_eq!(tuple, PiTuple { guard: crc16_t10dif(0, &buffer[1024..1536]), app_tag: 0x0abc, ref_tag: 102 });
@@ -207,7 +207,7 @@ fn tuple_position_and_type3() {
         let mut qp = qpair(&ctrlr);
         let (lba, n, flags) = (8u64, 2u32, IoFlags::default());
         let mut buffer = bytes(ns.buffer_bytes(n, false), 5);
-        fill_protection_information(&ns, n, &mut buffer, 0x2222, lba as u32).unwrap();
+        fill_protection_information(&ns, n, &mut buffer, 0x2222, lba).unwrap();
         let (at, covered) = if pi_first { (512, 0) } else { (520, 8) };
         let tuple = PiTuple::from_bytes(buffer[at..at + 8].try_into().unwrap());
         let guard = crc16_t10dif(crc16_t10dif(0, &buffer[..512]), &buffer[512..512 + covered]);

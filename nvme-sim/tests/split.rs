@@ -179,8 +179,8 @@ fn metadata_and_protection_information_split() {
             SimNamespace { nsid: 2, block_size: 512, blocks: 1024 },
         ],
         metadata: vec![
-            SimMetadata { nsid: 1, ms: 8, extended: false, pi: 0, pi_first: false },
-            SimMetadata { nsid: 2, ms: 8, extended: true, pi: 1, pi_first: false },
+            SimMetadata { nsid: 1, ms: 8, extended: false, pi: 0, pi_first: false, pif: 0 },
+            SimMetadata { nsid: 2, ms: 8, extended: true, pi: 1, pi_first: false, pif: 0 },
         ],
         ..SimConfig::default()
     });
@@ -193,7 +193,7 @@ fn metadata_and_protection_information_split() {
     let ns = ctrlr.namespace(2).unwrap();
     let (lba, n) = (100u64, 40u32);
     let mut buffer: Vec<u8> = (0..ns.buffer_bytes(n, false)).map(|i| (i * 7) as u8).collect();
-    fill_protection_information(&ns, n, &mut buffer, 0x7777, lba as u32).unwrap();
+    fill_protection_information(&ns, n, &mut buffer, 0x7777, lba).unwrap();
     let check = Protection::check_all().with_app_tag(0x7777, 0xffff);
     qp.write_pi(&ns, lba, n, IoFlags::default(), check, buffer.clone(), 0).map_err(|e| e.error).unwrap();
     let done = drain(&sim, &mut qp);
@@ -355,8 +355,8 @@ fn review_findings() {
             SimNamespace { nsid: 2, block_size: 512, blocks: 1024 },
         ],
         metadata: vec![
-            SimMetadata { nsid: 1, ms: 8, extended: true, pi: 3, pi_first: false },
-            SimMetadata { nsid: 2, ms: 8, extended: false, pi: 0, pi_first: false },
+            SimMetadata { nsid: 1, ms: 8, extended: true, pi: 3, pi_first: false, pif: 0 },
+            SimMetadata { nsid: 2, ms: 8, extended: false, pi: 0, pi_first: false, pif: 0 },
         ],
         ..SimConfig::default()
     });

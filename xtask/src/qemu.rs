@@ -129,6 +129,9 @@ pub fn test_configs() -> Vec<Config> {
             Ns { props: ",ms=16,mset=1,pi=2", ..ns(7, 512) },
             Ns { props: ",ms=8,mset=1,pi=3,pil=1", ..ns(8, 4096) },
             Ns { props: ",ms=16,pi=1,pil=1", ..ns(9, 4096) },
+            // The 64-bit guard: 16-byte tuples.
+            Ns { props: ",ms=16,pi=1,pif=2", ..ns(10, 512) },
+            Ns { props: ",ms=16,mset=1,pi=2,pif=2,pil=1", ..ns(11, 4096) },
         ],
         legacy_drive: false,
         subsys: false,
@@ -182,7 +185,7 @@ pub fn test_configs() -> Vec<Config> {
             vec![eight_ns(), simple("mdts=2"), simple("cmb_size_mb=4"), simple("max_ioqpairs=2,mdts=0")],
         ),
         config(
-            "metadata separate and extended, protection information types 1 to 3 first and last; zoned skipped",
+            "metadata separate and extended, protection information types 1 to 3 first and last, 16- and 64-bit guards; zoned skipped",
             Bios::SeaBios,
             vec![metadata()],
         ),

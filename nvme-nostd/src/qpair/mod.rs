@@ -373,10 +373,14 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         cmd.cdw10 = lba as u32;
         cmd.cdw11 = (lba >> 32) as u32;
         cmd.cdw12 = flags.cdw12() | protection.cdw12();
-        let ref_tag = (ns.pi_type() != 0).then(|| {
-            let (cdw14, cdw15) = protection.cdw14_15(lba);
-            (cmd.cdw14, cmd.cdw15) = (cdw14, cdw15);
-            cdw14
+        // With protection information: the first block's reference tag in
+        // CDW14 (bits 47:32 of a 48-bit one in CDW3), the application tag
+        // and its mask in CDW15.
+        let ref_tag = ns.pi_format().map(|format| {
+            let tag = protection.ref_tag(lba);
+            (cmd.cdw14, cmd.cdw3) = crate::protection::ref_tag_dwords(format, tag);
+            cmd.cdw15 = protection.cdw15();
+            (format, tag)
         });
         // Read moves data from the device; Write and Compare to it.
         let direction = if opcode == IoOpcode::READ { Direction::FromDevice } else { Direction::ToDevice };

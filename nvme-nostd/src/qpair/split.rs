@@ -53,9 +53,9 @@ pub(super) struct Cut {
     pub(super) max_blocks: u32,
     /// NOIOB, in blocks (0: none).
     pub(super) boundary: u32,
-    /// The reference tag of the first block, where the namespace has
-    /// protection information.
-    pub(super) ref_tag: Option<u32>,
+    /// The reference tag of the first block, and its format, where the
+    /// namespace has protection information.
+    pub(super) ref_tag: Option<(crate::namespace::PiFormat, u64)>,
     /// Each child's reference tag is the first block's plus its offset
     /// (types 1 and 2; type 3's does not count blocks).
     pub(super) ref_tag_counts: bool,
@@ -115,8 +115,8 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             // (`check_transfer`), so the part lies inside the buffer.
             let start = unsafe { slice.cast::<u8>().add(offset) };
             let part = NonNull::slice_from_raw_parts(start, blocks as usize * cut.per_block);
-            let step = if cut.ref_tag_counts { (lba - cut.lba) as u32 } else { 0 };
-            let ref_tag = cut.ref_tag.map(|t| t.wrapping_add(step));
+            let step = if cut.ref_tag_counts { lba - cut.lba } else { 0 };
+            let ref_tag = cut.ref_tag.map(|(format, t)| (format, t.wrapping_add(step)));
             if let Err(error) = self.add_child(parent, &cut, lba, blocks, ref_tag, part, direction) {
                 self.unwind_split(parent);
                 self.slots.cancel(parent_slot);
@@ -159,7 +159,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         cut: &Cut,
         lba: u64,
         blocks: u32,
-        ref_tag: Option<u32>,
+        ref_tag: Option<(crate::namespace::PiFormat, u64)>,
         part: NonNull<[u8]>,
         direction: Direction,
     ) -> Result {
@@ -191,8 +191,8 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         cmd.cdw10 = lba as u32;
         cmd.cdw11 = (lba >> 32) as u32;
         cmd.cdw12 = (cut.base.cdw12 & !0xffff) | (blocks - 1);
-        if let Some(tag) = ref_tag {
-            cmd.cdw14 = tag;
+        if let Some((format, tag)) = ref_tag {
+            (cmd.cdw14, cmd.cdw3) = crate::protection::ref_tag_dwords(format, tag);
         }
         cmd.prp1 = prp.prp1;
         cmd.prp2 = prp.prp2;

@@ -485,6 +485,19 @@ impl State {
                     put(&mut page, i * 4, &ns.cfg.nsid.to_le_bytes());
                 }
             }
+            // The NVM command set's Identify Namespace (CSI 00h in CDW11
+            // bits 31:24): ELBAF with each format's PIF.
+            Cns::IO_COMMAND_SET_NAMESPACE => {
+                if cmd.cdw11 >> 24 != 0 {
+                    return INVALID_FIELD;
+                }
+                let Some(ns) = self.namespaces.iter().find(|n| n.active && n.cfg.nsid == nsid) else {
+                    return INVALID_NAMESPACE;
+                };
+                for i in 0..ns.formats.len() {
+                    put(&mut page, 12 + 4 * i, &(u32::from(ns.md.pif) << 7).to_le_bytes());
+                }
+            }
             Cns::NAMESPACE_ID_DESCRIPTORS => {
                 if !self.namespaces.iter().any(|n| n.active && n.cfg.nsid == nsid) {
                     return INVALID_NAMESPACE;

@@ -191,7 +191,9 @@ impl State {
                 .expect("namespace too large for memory");
             let alternative = if ns.block_size == 4096 { 512 } else { 4096 };
             let md = cfg.metadata.iter().find(|m| m.nsid == ns.nsid).copied().unwrap_or_default();
-            assert!(md.pi <= 3 && (md.pi == 0 || md.ms >= 8), "namespace {}: {md:?}", ns.nsid);
+            let tuple = if md.pif == 2 { 16 } else { 8 };
+            assert!(md.pif == 0 || md.pif == 2, "namespace {}: PIF {}", ns.nsid, md.pif);
+            assert!(md.pi <= 3 && (md.pi == 0 || md.ms >= tuple), "namespace {}: {md:?}", ns.nsid);
             namespaces.push(Namespace {
                 cfg: *ns,
                 active: true,

@@ -112,17 +112,19 @@ impl State {
         let cdw12 = ReadWriteCdw12::from_bits(cmd.cdw12);
         let nlb = cdw12.nlb() as u64 + 1;
         let (md, bs) = (self.namespaces[index].md, self.namespaces[index].cfg.block_size as usize);
-        let asked = pi::Asked::of(cmd.cdw12, cmd.cdw14, cmd.cdw15);
+        let asked = pi::Asked::of(&md, cmd.cdw3, cmd.cdw12, cmd.cdw14, cmd.cdw15);
         if asked.prinfo.into_bits() != 0 && md.pi == 0 {
             return INVALID_FIELD;
         }
-        if md.pi == 1 && asked.prinfo.check_ref_tag() && cmd.cdw14 != slba as u32 {
+        let lba_bits = if md.pif == 2 { slba & 0xffff_ffff_ffff } else { slba & 0xffff_ffff };
+        if md.pi == 1 && asked.prinfo.check_ref_tag() && asked.ref_tag != lba_bits {
             return INVALID_PROTECTION_INFORMATION;
         }
         let (n, ms) = (nlb as usize, usize::from(md.ms));
         // With PRACT, metadata that is only protection information does
         // not move.
-        let meta_moves = ms > 0 && !(asked.prinfo.pract() && md.pi != 0 && ms == 8);
+        let tuple = if md.pif == 2 { 16 } else { 8 };
+        let meta_moves = ms > 0 && !(asked.prinfo.pract() && md.pi != 0 && ms == tuple);
         let host_meta = if meta_moves { n * ms } else { 0 };
         let wire = n * bs + if md.extended { host_meta } else { 0 };
         if self.cfg.mdts != 0 && wire as u64 > PAGE << self.cfg.mdts.min(40) {

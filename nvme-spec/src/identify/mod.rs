@@ -24,7 +24,9 @@ pub use controller::{
     Cmic, Ctratt, Fna, Frmw, Fuses, IdentifyController, Lpa, Oacs, Oaes, Oncs, QueueEntrySizes, Sgls, Vwc,
 };
 pub use lists::{ActiveNamespaceList, ControllerList};
-pub use namespace::{Dlfeat, Dpc, Dps, Flbas, IdentifyNamespace, LbaFormat, Mc, Nmic, Nsfeat};
+pub use namespace::{
+    Dlfeat, Dpc, Dps, Flbas, IdentifyNamespace, IdentifyNamespaceNvm, LbaFormat, Mc, Nmic, Nsfeat,
+};
 pub use power::{PowerStateDescriptor, PsdActive, PsdFlags, PsdIdle};
 
 /// Size in bytes of every Identify data structure.

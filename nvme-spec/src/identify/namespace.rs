@@ -413,3 +413,40 @@ mod tests {
         assert_eq!(f(255).data_size(), None);
     }
 }
+
+/// The NVM command set's Identify Namespace data structure (CNS 05h, CSI
+/// 00h; NVM Command Set 1.0 figure 114): what each LBA format's protection
+/// information looks like.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct IdentifyNamespaceNvm {
+    /// LBSTM: Logical Block Storage Tag Mask (offset 0).
+    pub lbstm: u64,
+    /// PIC: Protection Information Capabilities (offset 8).
+    pub pic: u8,
+    _rsvd9: [u8; 3],
+    /// ELBAF: Extended LBA Formats, one per LBA format (offset 12).
+    pub elbaf: [u32; 64],
+    _rsvd268: [u8; 3828],
+}
+
+assert_layout!(IdentifyNamespaceNvm, IDENTIFY_DATA_SIZE, { lbstm: 0, pic: 8, elbaf: 12 });
+
+impl IdentifyNamespaceNvm {
+    /// The structure in an Identify page.
+    pub fn from_bytes(page: &[u8; IDENTIFY_DATA_SIZE]) -> Self {
+        zerocopy::transmute!(*page)
+    }
+
+    /// PIF of LBA format `index` (ELBAF bits 8:7): 0 a 16-bit guard, 1 a
+    /// 32-bit guard, 2 a 64-bit guard.
+    pub fn pif(&self, index: usize) -> Option<u8> {
+        self.elbaf.get(index).map(|e| (e >> 7 & 3) as u8)
+    }
+
+    /// STS of LBA format `index` (ELBAF bits 6:0): the storage tag size in
+    /// bits.
+    pub fn sts(&self, index: usize) -> Option<u8> {
+        self.elbaf.get(index).map(|e| (e & 0x7f) as u8)
+    }
+}
