@@ -156,6 +156,12 @@ pub(crate) fn run_namespace<H: Hal>(
         t.record(out, format_args!("{label} ns{nsid} I/O"), Outcome::Skipped(reason!("{}", why.describe())));
         return false;
     }
+    if ns.zones().is_some() {
+        // A zoned namespace: its own checks (it takes writes only at each
+        // zone's write pointer).
+        crate::zoned::run_namespace(ctrlr, ns, label, options, out, t);
+        return false;
+    }
     if ns.metadata_size() != 0 {
         // Its own checks; false all the same: the back-end checks need a
         // namespace whose blocks are plain data.

@@ -29,6 +29,7 @@ mod metadata;
 pub mod pattern;
 pub mod plan;
 pub mod report;
+mod zoned;
 
 use core::time::Duration;
 use nvme_nostd::hal_traits::faulty::FaultyHal;

@@ -414,11 +414,14 @@ fn ready_timeout(cap: Cap) -> Duration {
     Duration::from_millis(500 * (cap.to().max(1) as u64))
 }
 
-/// The CC the driver runs with: NVM command set, 4 KiB pages, arbitration
+/// The CC the driver runs with: every I/O command set the controller
+/// supports where CAP.CSS bit 6 says it can (CSS 110b: zoned namespaces take
+/// their own commands), else the NVM command set; 4 KiB pages, arbitration
 /// mechanism `ams`, 64-byte submission and 16-byte completion entries
-/// (section 3.1.5).
-fn cc_base(ams: u8) -> Cc {
-    Cc::new().with_css(0).with_mps(0).with_ams(ams).with_iosqes(6).with_iocqes(4)
+/// (section 3.1.5; Base 2.0 figure 41).
+fn cc_base(cap: Cap, ams: u8) -> Cc {
+    let css = if cap.css() & 0x40 != 0 { 0b110 } else { 0 };
+    Cc::new().with_css(css).with_mps(0).with_ams(ams).with_iosqes(6).with_iocqes(4)
 }
 
 /// The entry sizes the driver uses (64-byte submission, 16-byte completion)
@@ -457,7 +460,10 @@ fn start_admin<H: Hal>(hal: &H, admin: &AdminQueue, ams: u8) {
     // SAFETY: the admin queues are DMA memory owned by the driver and lent to
     // the device for as long as the controller may use them (they are freed
     // only after a disable), the CQ zeroed by `restart` or allocation.
-    unsafe { Registers::new(hal).enable(admin.sq.size(), admin.sq.daddr(), admin.cq.daddr(), cc_base(ams)) }
+    let regs = Registers::new(hal);
+    let cc = cc_base(regs.cap().unwrap_or_default(), ams);
+    // SAFETY: as above.
+    unsafe { regs.enable(admin.sq.size(), admin.sq.daddr(), admin.cq.daddr(), cc) }
 }
 
 /// Clears CC.EN and waits for CSTS.RDY=0 (section 7.6.1 step 1, 3.1.5).
@@ -1555,6 +1561,27 @@ impl<H: Hal> Controller<H> {
                 return Err(found.err().unwrap_or(Error::InvalidArgument(Argument::InactiveNamespace)));
             }
         };
+        // A zoned namespace: its zone size and limits, from the zoned
+        // command set's Identify structures (none where the controller runs
+        // the NVM command set alone: then it stays unsupported).
+        let csi = match self.namespace_csi(nsid) {
+            Ok(csi) => csi,
+            Err(e) => {
+                self.tracker.release(nsid, before);
+                return Err(e);
+            }
+        };
+        let zones = if csi == Csi::ZONED {
+            match self.zone_geometry(nsid, &id) {
+                Ok(z) => z,
+                Err(e) => {
+                    self.tracker.release(nsid, before);
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
         // With protection information: its format, from the NVM command
         // set's Identify Namespace (controllers without it have the 16-bit
         // guard only).
@@ -1573,8 +1600,50 @@ impl<H: Hal> Controller<H> {
         };
         let (slot, slot_generation) = self.tracker.bind(nsid, Geometry::of(&id), before);
         let binding = Binding { controller: self.id, generation, slot, slot_generation };
-        let csi = self.namespace_csi(nsid)?;
         Namespace::from_identify(nsid, &id, nvm.as_ref(), csi, self.max_transfer_bytes(), binding)
+            .map(|ns| ns.with_zones(zones))
+    }
+
+    /// The zone geometry of zoned namespace `nsid` (Zoned Namespace Command
+    /// Set 1.1: Identify Namespace CNS 05h and Identify Controller CNS 06h,
+    /// CSI 02h), or `None` where the controller does not answer them (it
+    /// runs the NVM command set alone).
+    fn zone_geometry(
+        &self,
+        nsid: u32,
+        id: &IdentifyNamespace,
+    ) -> Result<Option<crate::namespace::ZoneGeometry>> {
+        let csi = crate::spec::dwords::IdentifyCdw11::new().with_csi(Csi::ZONED).into_bits();
+        let mut page = [0u8; PAGE_SIZE];
+        let mut cmd = identify_command(Cns::IO_COMMAND_SET_NAMESPACE, nsid);
+        cmd.cdw11 = csi;
+        match self.admin_exec(cmd, Some(&mut page)) {
+            Ok(_) => {}
+            Err(Error::Command(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let zoned = crate::spec::zns::IdentifyNamespaceZoned::from_bytes(&page);
+        let mut cmd = identify_command(Cns::IO_COMMAND_SET_CONTROLLER, 0);
+        cmd.cdw11 = csi;
+        let zasl = match self.admin_exec(cmd, Some(&mut page)) {
+            Ok(_) => page[0],
+            Err(Error::Command(_)) => 0,
+            Err(e) => return Err(e),
+        };
+        let index = usize::from(id.format_index());
+        let zone_blocks = zoned.lbafe.get(index).map_or(0, |f| f.zsze);
+        if zone_blocks == 0 {
+            return Err(Error::MalformedDevice(Malformed::ZoneSize));
+        }
+        let limit = |v: u32| (v != u32::MAX).then(|| v.saturating_add(1));
+        let shift = 12 + self.cap.mpsmin() as u32 + u32::from(zasl);
+        let append = (zasl != 0).then(|| if shift >= usize::BITS { usize::MAX } else { 1usize << shift });
+        Ok(Some(crate::namespace::ZoneGeometry {
+            zone_blocks,
+            max_active: limit(zoned.mar),
+            max_open: limit(zoned.mor),
+            append_limit_bytes: append,
+        }))
     }
 
     /// The namespace's Command Set Identifier from its identification

@@ -91,6 +91,11 @@ pub enum Argument {
     /// raw command, for admin data; or a scatter list as a piece of
     /// another.
     ScatterList,
+    /// An LBA that starts no zone of the zoned namespace.
+    ZoneStart,
+    /// A zone action, or a zone state filter, the specification does not
+    /// name.
+    ZoneAction,
     /// A piece of a scatter list that the HAL cannot translate: scatter
     /// lists need memory the HAL reaches without sharing (its DMA memory,
     /// or memory registered up front).
@@ -154,6 +159,8 @@ impl Argument {
             Argument::ScatterList => {
                 "a scatter list carries data only: not with separate metadata or raw commands"
             }
+            Argument::ZoneStart => "an LBA that starts no zone",
+            Argument::ZoneAction => "a zone action or state filter the specification does not name",
             Argument::ScatterNotTranslatable => {
                 "a scatter list piece the HAL cannot translate (register it first)"
             }
@@ -228,7 +235,7 @@ impl Feature {
         match self {
             Feature::NvmCommandSet => "controller lacks the NVM command set (CAP.CSS)",
             Feature::PageSize => "controller's minimum page size is above 4 KiB (CAP.MPSMIN)",
-            Feature::ZonedNamespace => "zoned namespaces are not supported yet",
+            Feature::ZonedNamespace => "a zoned namespace on a controller without the zoned command set",
             Feature::OtherCommandSet => "namespace of a command set other than NVM",
             Feature::ExtendedLogPage => "controller lacks extended Get Log Page data (LPA bit 2)",
             Feature::SmartPerNamespace => "controller keeps no SMART / health information per namespace",
@@ -282,6 +289,8 @@ pub enum Malformed {
     /// DPS names a protection information type above 3, or one the LBA
     /// format's metadata has no room for (MS under 8 bytes).
     ProtectionInformation,
+    /// A zoned namespace whose format has a zone size of 0.
+    ZoneSize,
 }
 
 impl Malformed {
@@ -298,6 +307,7 @@ impl Malformed {
             Malformed::CompletionFlood => "completion queue flooded with entries that name no command",
             Malformed::CmbAddress => "CMB address refused after a reset",
             Malformed::ProtectionInformation => "DPS names protection information the format cannot hold",
+            Malformed::ZoneSize => "a zoned namespace with a zone size of 0",
         }
     }
 }

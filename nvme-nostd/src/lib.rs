@@ -50,6 +50,7 @@ mod slots;
 #[cfg(test)]
 mod test_hal;
 mod trid;
+mod zones;
 
 pub use admin_requests::{AdminCompletion, AdminRequests};
 pub use buffer::{DmaBuffer, IoBuffer, ScatterList};
@@ -68,7 +69,7 @@ pub use hal_traits::{self, Hal};
 pub use hmb::{HmbInfo, HMB_MAX_PIECES};
 pub use log::ALL_NAMESPACES;
 pub use maintenance::{SanitizeAction, SelfTest};
-pub use namespace::{CopyLimits, Namespace, PiFormat, TRACKED_NAMESPACES};
+pub use namespace::{CopyLimits, Namespace, PiFormat, ZoneGeometry, TRACKED_NAMESPACES};
 pub use nsmgmt::NamespaceDescription;
 /// The wire formats of the specification (the `nvme-spec` crate).
 pub use nvme_spec as spec;
@@ -88,6 +89,7 @@ pub use trid::{
     AddressFamily, PciAddress, ServiceId, SubsystemNqn, TransportId, TransportType, TridError, TridErrorKind,
     TridText,
 };
+pub use zones::{ZoneDescriptor, ZoneReport, ZoneSendAction, ZoneState};
 
 /// Internals for the fuzz targets in `fuzz/` (feature `fuzzing`); not a stable
 /// API.

@@ -37,6 +37,7 @@ pub struct Namespace {
     pi_type: u8,
     pi_first: bool,
     pi_format: Option<PiFormat>,
+    zones: Option<ZoneGeometry>,
     csi: Csi,
     max_transfer: Option<usize>,
     copy: CopyLimits,
@@ -70,6 +71,20 @@ impl PiFormat {
             PiFormat::Guard64 => crate::spec::pi::PiTuple64::SIZE,
         }
     }
+}
+
+/// The zones of a zoned namespace (Zoned Namespace Command Set 1.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ZoneGeometry {
+    /// ZSZE: blocks in each zone (zone `k` starts at block `k` times this).
+    pub zone_blocks: u64,
+    /// MAR + 1: zones that may be active at once (`None`: no limit).
+    pub max_active: Option<u32>,
+    /// MOR + 1: zones that may be open at once (`None`: no limit).
+    pub max_open: Option<u32>,
+    /// ZASL in bytes: the largest Zone Append (`None`: the transfer limit).
+    pub append_limit_bytes: Option<usize>,
 }
 
 /// What one Copy command may carry on a namespace (Identify Namespace,
@@ -347,6 +362,7 @@ impl Namespace {
             pi_type: id.dps.pit(),
             pi_first: id.dps.first(),
             pi_format: if id.dps.pit() == 0 { None } else { pi_format },
+            zones: None,
             csi,
             max_transfer,
             copy: CopyLimits {
@@ -466,11 +482,24 @@ impl Namespace {
         }
     }
 
+    /// The handle with the zone geometry `zones`.
+    pub(crate) fn with_zones(mut self, zones: Option<ZoneGeometry>) -> Self {
+        self.zones = zones;
+        self
+    }
+
+    /// A zoned namespace's zones (`None` for a namespace of the NVM command
+    /// set).
+    pub fn zones(&self) -> Option<ZoneGeometry> {
+        self.zones
+    }
+
     /// Why read and write cannot be used on this namespace, if they
-    /// cannot: a namespace of another command set (zoned, or unknown).
+    /// cannot: a namespace of another command set (unknown, or zoned on a
+    /// controller that does not give it the zoned command set).
     pub fn unsupported_reason(&self) -> Option<Feature> {
         if self.csi == Csi::ZONED {
-            Some(Feature::ZonedNamespace)
+            self.zones.is_none().then_some(Feature::ZonedNamespace)
         } else if self.csi != Csi::NVM {
             Some(Feature::OtherCommandSet)
         } else {

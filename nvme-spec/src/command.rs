@@ -212,6 +212,12 @@ impl IoOpcode {
     pub const RESERVATION_RELEASE: Self = Self(0x15);
     /// Copy (NVM Command Set 1.0 section 3.2.2).
     pub const COPY: Self = Self(0x19);
+    /// Zone Management Send (Zoned Namespace Command Set 1.1 section 3.4.3).
+    pub const ZONE_MANAGEMENT_SEND: Self = Self(0x79);
+    /// Zone Management Receive (section 3.4.2).
+    pub const ZONE_MANAGEMENT_RECEIVE: Self = Self(0x7a);
+    /// Zone Append (section 3.4.1).
+    pub const ZONE_APPEND: Self = Self(0x7d);
 
     /// Bits 1:0 of an opcode give its data transfer direction (section 4.2,
     /// figure 104 note): 01b host to controller, 10b controller to host.

@@ -36,6 +36,7 @@ pub mod pi;
 pub mod registers;
 pub mod reservation;
 pub mod status;
+pub mod zns;
 
 const _: () = assert!(
     cfg!(target_endian = "little"),

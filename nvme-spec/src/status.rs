@@ -211,6 +211,14 @@ status_codes! {
         INVALID_PROTECTION_INFORMATION = 0x81 => "invalid protection information",
         ATTEMPTED_WRITE_TO_READ_ONLY_RANGE = 0x82 => "attempted write to read only range",
         COMMAND_SIZE_LIMIT_EXCEEDED = 0x83 => "command size limit exceeded",
+        ZONE_BOUNDARY_ERROR = 0xb8 => "zone boundary error",
+        ZONE_IS_FULL = 0xb9 => "zone is full",
+        ZONE_IS_READ_ONLY = 0xba => "zone is read only",
+        ZONE_IS_OFFLINE = 0xbb => "zone is offline",
+        ZONE_INVALID_WRITE = 0xbc => "zone invalid write",
+        TOO_MANY_ACTIVE_ZONES = 0xbd => "too many active zones",
+        TOO_MANY_OPEN_ZONES = 0xbe => "too many open zones",
+        INVALID_ZONE_STATE_TRANSITION = 0xbf => "invalid zone state transition",
     }
 }
 

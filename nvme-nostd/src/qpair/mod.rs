@@ -19,6 +19,7 @@ mod scatter;
 mod setup;
 mod split;
 mod types;
+mod zoned;
 
 pub use poll::Resubmit;
 pub use recovery::AbortOutcome;
@@ -401,12 +402,17 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             && layout.metadata == 0
             && (!direction.device_writes() || per_block.is_multiple_of(H::DMA_ALIGNMENT.max(4)))
             && self.slots.free_count() > cut.children()
-            && buffer.pieces() == 1;
+            && buffer.pieces() == 1
+            && (ns.zones().is_none() || opcode == IoOpcode::READ);
         if fits && !cut_at_boundary {
             cmd.cdw12 |= ReadWriteCdw12::new().with_nlb((blocks - 1) as u16).into_bits();
             return self.submit_transfer(cmd, buffer, layout, direction, context, path);
         }
-        if layout.metadata != 0 || max_blocks == 0 || buffer.pieces() > 1 {
+        // A zone takes writes only at its write pointer, in order: writes to
+        // a zoned namespace are not split (the children could land out of
+        // order).
+        let zoned_write = ns.zones().is_some() && opcode != IoOpcode::READ;
+        if layout.metadata != 0 || max_blocks == 0 || buffer.pieces() > 1 || zoned_write {
             // Separate metadata is not split (each child would need two
             // parts of the buffer); nor is a block above the limit, nor a
             // scatter list.

@@ -192,9 +192,15 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             let buffer = unsafe { finish(hal, &mut req) };
             let error = (req.timed_out && !status.is_success()).then_some(Error::Timeout(Wait::IoCommand));
             let done = match req.role {
-                Role::Own { context, .. } => {
-                    Completion { cid: req.given, status, error, dw0: entry.dw0, buffer, context }
-                }
+                Role::Own { context, .. } => Completion {
+                    cid: req.given,
+                    status,
+                    error,
+                    dw0: entry.dw0,
+                    dw1: entry.dw1,
+                    buffer,
+                    context,
+                },
                 // A child: its parent completes with the last of them.
                 Role::Child { parent } => match self.child_done(parent, status, error) {
                     Some(done) => done,
@@ -361,7 +367,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
                 (_, Some(Error::DeviceRemoved)) | (None, _) => (HOST_ABORTED, req.done),
                 (Some(f), _) => (f.status, f.error),
             };
-            let done = Completion { cid: req.given, status, error, dw0: 0, buffer, context };
+            let done = Completion { cid: req.given, status, error, dw0: 0, dw1: 0, buffer, context };
             on_complete(&mut Resubmit { qp: self }, done);
         }
         delivered

@@ -249,7 +249,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         let buffer = req.buffer.take().map(ManuallyDrop::into_inner);
         let Role::Own { context, failure, .. } = req.role else { return None };
         let (status, error) = failure.map_or((Status::SUCCESS, None), |f| (f.status, f.error));
-        Some(Completion { cid: req.given, status, error, dw0: 0, buffer, context })
+        Some(Completion { cid: req.given, status, error, dw0: 0, dw1: 0, buffer, context })
     }
 
     /// After `end_in_flight` ended every request: the ended children leave

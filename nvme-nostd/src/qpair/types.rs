@@ -161,6 +161,9 @@ pub struct Completion<B, C> {
     pub error: Option<Error>,
     /// Dword 0 of the completion entry (command specific).
     pub dw0: u32,
+    /// Dword 1 of the completion entry (command specific: the high half of
+    /// a Zone Append's LBA).
+    pub dw1: u32,
     /// The request's buffer, now the caller's again (`None` for a command
     /// without one, and after a surprise removal, whose buffers are leaked:
     /// a device that cannot be disabled cannot be proven stopped).
@@ -170,6 +173,12 @@ pub struct Completion<B, C> {
 }
 
 impl<B, C> Completion<B, C> {
+    /// DW0 and DW1 as one 64-bit value (Zone Append: the first block it
+    /// wrote).
+    pub fn result64(&self) -> u64 {
+        u64::from(self.dw0) | u64::from(self.dw1) << 32
+    }
+
     /// `Ok` for a successful status; the driver's error, or else
     /// [`Error::Command`] with the device's status.
     pub fn result(&self) -> Result {
