@@ -134,6 +134,19 @@ pub struct SimConfig {
     /// alignment (the default), 10b with dword alignment and granularity,
     /// 00b none (PSDT 01b is then Invalid Field).
     pub sgls: u32,
+    /// Zoned namespaces (by NSID) and their zone size in blocks: the
+    /// controller then offers every I/O command set (CAP.CSS bit 6) and
+    /// runs the zoned one for them (see the `zoned` module).
+    pub zoned: Vec<SimZoned>,
+}
+
+/// A zoned namespace of the simulated controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimZoned {
+    /// The namespace.
+    pub nsid: u32,
+    /// Blocks in each zone (the namespace's size is cut to whole zones).
+    pub zone_blocks: u64,
 }
 
 /// The metadata and protection information of one namespace (Identify
@@ -213,6 +226,7 @@ impl Default for SimConfig {
             metadata: Vec::new(),
             noiob: 0,
             sgls: 1,
+            zoned: Vec::new(),
         }
     }
 }

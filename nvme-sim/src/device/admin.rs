@@ -488,16 +488,29 @@ impl State {
             // The NVM command set's Identify Namespace (CSI 00h in CDW11
             // bits 31:24): ELBAF with each format's PIF.
             Cns::IO_COMMAND_SET_NAMESPACE => {
-                if cmd.cdw11 >> 24 != 0 {
-                    return INVALID_FIELD;
-                }
                 let Some(ns) = self.namespaces.iter().find(|n| n.active && n.cfg.nsid == nsid) else {
                     return INVALID_NAMESPACE;
                 };
-                for i in 0..ns.formats.len() {
-                    put(&mut page, 12 + 4 * i, &(u32::from(ns.md.pif) << 7).to_le_bytes());
+                match (cmd.cdw11 >> 24, ns.zones.as_ref()) {
+                    (0, _) => {
+                        for i in 0..ns.formats.len() {
+                            put(&mut page, 12 + 4 * i, &(u32::from(ns.md.pif) << 7).to_le_bytes());
+                        }
+                    }
+                    // The zoned structure: no limits (MAR, MOR all ones),
+                    // each format's zone size at 2816.
+                    (2, Some(zones)) => {
+                        put(&mut page, 4, &u32::MAX.to_le_bytes());
+                        put(&mut page, 8, &u32::MAX.to_le_bytes());
+                        for i in 0..ns.formats.len() {
+                            put(&mut page, 2816 + 16 * i, &zones.zone_blocks.to_le_bytes());
+                        }
+                    }
+                    _ => return INVALID_FIELD,
                 }
             }
+            // The zoned command set's Identify Controller: ZASL 0 (MDTS).
+            Cns::IO_COMMAND_SET_CONTROLLER if cmd.cdw11 >> 24 == 2 && !self.cfg.zoned.is_empty() => {}
             Cns::NAMESPACE_ID_DESCRIPTORS => {
                 if !self.namespaces.iter().any(|n| n.active && n.cfg.nsid == nsid) {
                     return INVALID_NAMESPACE;
@@ -509,7 +522,8 @@ impl State {
                 put(&mut page, 12, &nsid.to_be_bytes());
                 page[20] = Nidt::CSI.0;
                 page[21] = 1;
-                page[24] = 0;
+                let zoned = self.namespaces.iter().any(|n| n.cfg.nsid == nsid && n.zones.is_some());
+                page[24] = if zoned { 2 } else { 0 };
             }
             _ => return INVALID_FIELD,
         }

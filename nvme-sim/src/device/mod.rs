@@ -48,6 +48,7 @@ mod stats;
 mod status;
 mod time;
 mod transfer;
+mod zoned;
 
 pub use stats::SimStats;
 
@@ -85,6 +86,8 @@ struct Namespace {
     /// Its metadata format (MS 0: none), and the metadata of every block.
     md: crate::SimMetadata,
     meta: Vec<u8>,
+    /// Its zones, for a zoned namespace.
+    zones: Option<zoned::Zones>,
 }
 
 /// The whole simulated controller.
@@ -203,6 +206,14 @@ impl State {
                 reservation: Default::default(),
                 md,
                 meta: vec![0; ns.blocks as usize * usize::from(md.ms)],
+                zones: cfg.zoned.iter().find(|z| z.nsid == ns.nsid).map(|z| {
+                    assert!(
+                        z.zone_blocks >= 1 && z.zone_blocks <= ns.blocks,
+                        "namespace {}: zone size",
+                        ns.nsid
+                    );
+                    zoned::Zones::new(z.zone_blocks, ns.blocks)
+                }),
             });
         }
         namespaces.sort_by_key(|n| n.cfg.nsid);

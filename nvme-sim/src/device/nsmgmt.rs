@@ -76,6 +76,7 @@ impl State {
             reservation: Default::default(),
             md: crate::SimMetadata { nsid, ..Default::default() },
             meta: Vec::new(),
+            zones: None,
         });
         self.namespaces.sort_by_key(|n| n.cfg.nsid);
         self.stats.namespaces_created += 1;

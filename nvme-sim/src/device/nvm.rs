@@ -74,6 +74,9 @@ impl State {
             }
             IoOpcode::DATASET_MANAGEMENT => self.dataset_management(cmd),
             IoOpcode::COPY if self.cfg.copy => self.copy(cmd),
+            IoOpcode::ZONE_MANAGEMENT_SEND => self.zone_send(cmd),
+            IoOpcode::ZONE_MANAGEMENT_RECEIVE => self.zone_receive(cmd),
+            IoOpcode::ZONE_APPEND => return self.zone_append(cmd),
             IoOpcode::RESERVATION_REGISTER
             | IoOpcode::RESERVATION_ACQUIRE
             | IoOpcode::RESERVATION_RELEASE
@@ -103,7 +106,7 @@ impl State {
     /// Read, Write and Compare, with the namespace's metadata (interleaved
     /// through the PRPs on an extended-LBA namespace, else through MPTR)
     /// and protection information (PRACT, PRCHK).
-    fn read_write(&mut self, cmd: &SubmissionEntry) -> u16 {
+    pub(super) fn read_write(&mut self, cmd: &SubmissionEntry) -> u16 {
         let Some(index) = self.active_namespace(cmd.nsid) else { return INVALID_NAMESPACE };
         if !self.psdt_ok(cmd) {
             return INVALID_FIELD;
@@ -179,6 +182,13 @@ impl State {
                 pi::insert(&md, &asked, &data, &mut meta, bs);
             } else if md.pi != 0 && asked.checks() {
                 let status = pi::check(&md, &asked, &data, &meta, bs);
+                if status != SUCCESS {
+                    return status;
+                }
+            }
+            // A zone takes writes only at its write pointer.
+            if let Some(zones) = ns.zones.as_mut() {
+                let status = zones.write(slba, nlb);
                 if status != SUCCESS {
                     return status;
                 }

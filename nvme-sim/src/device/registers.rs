@@ -14,7 +14,7 @@ impl State {
             .with_cqr(true)
             .with_to(self.cfg.timeout_500ms)
             .with_dstrd(self.cfg.dstrd)
-            .with_css(1)
+            .with_css(if self.cfg.zoned.is_empty() { 1 } else { 0x41 })
             .with_ams(u8::from(self.cfg.wrr))
             .with_mpsmin(0)
             .with_mpsmax(0)
@@ -168,7 +168,7 @@ impl State {
         let ams_ok = cc.ams() == 0 || (cc.ams() == 1 && self.cfg.wrr);
         let ok = cc.mps() == 0
             && ams_ok
-            && cc.css() == 0
+            && (cc.css() == 0 || (cc.css() == 0b110 && !self.cfg.zoned.is_empty()))
             && cc.iosqes() == 6
             && cc.iocqes() == 4
             && sq_size >= 2
