@@ -187,6 +187,14 @@ pub(crate) fn run_namespace<H: Hal>(
         );
         t.record(out, format_args!("{}", name("end-to-end check errors")), check_errors(&cx, &mut qp).into());
         t.record(out, format_args!("{}", name("PRACT inserts and strips")), pract(&cx, &mut qp).into());
+        // With the 16-bit guard only: QEMU 7.2 leaves a zero guard on a
+        // zeroed block of a 64-bit guard namespace, where CRC-64/NVME of
+        // zeros is not zero (the simulator computes it).
+        if cx.ctrlr.identify().oncs.write_zeroes() && cx.ns.pi_format() == Some(nvme_nostd::PiFormat::Guard16)
+        {
+            let outcome = zeroes_pract(&cx, &mut qp).into();
+            t.record(out, format_args!("{}", name("write zeroes with PRACT")), outcome);
+        }
     }
     // Written back exactly, then read back to prove it.
     let restore = restore(&cx, &mut qp, saved);
@@ -323,6 +331,21 @@ fn check_errors<'a, H: Hal>(cx: &Cx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Result
             "read, wrong ref tag",
         )?;
     }
+    Ok(())
+}
+
+/// Write Zeroes with PRACT: the controller writes each zero block's
+/// protection information, which a fully checked read then accepts.
+fn zeroes_pract<'a, H: Hal>(cx: &Cx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Result<(), Reason> {
+    let tags = Protection::pract().with_app_tag(0x0e2e, 0).with_reference_tag(0);
+    let cid = qp
+        .write_zeroes_pi(&cx.ns, 0, cx.blocks, false, nvme_nostd::IoFlags::default(), tags, 0)
+        .map_err(|e| reason!("write zeroes: {}", e.error))?;
+    let done = qp.wait(cid, cx.timeout, |_| {}).map_err(|e| reason!("write zeroes: {e}"))?;
+    done.result().map_err(|e| reason!("write zeroes with PRACT: {e}"))?;
+    let check = Protection::check_all().with_app_tag(0x0e2e, 0xffff).with_reference_tag(0);
+    let check = if cx.ns.pi_type() == 3 { Protection { check_ref_tag: false, ..check } } else { check };
+    cx.ok(qp, Op::Read, check, cx.buffer(cx.bytes())?, "checked read of the zeroes")?;
     Ok(())
 }
 

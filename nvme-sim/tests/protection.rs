@@ -242,3 +242,46 @@ fn metadata_in_pieces_is_refused() {
     drop(ctrlr);
     common::assert_clean(&sim);
 }
+
+/// Write Zeroes with PRACT writes each zero block's protection information
+/// (the checked read that follows passes); Verify checks what PRCHK asks
+/// (a corrupted guard fails it) without moving data. Write Zeroes with a
+/// check, or Verify with PRACT, is refused unsent.
+#[test]
+fn write_zeroes_and_verify_with_protection_information() {
+    let (sim, ctrlr, ns) = setup(SimMetadata { ms: 8, pi: 1, ..Default::default() }, false);
+    let mut qp = qpair(&ctrlr);
+    let flags = IoFlags::default();
+    let tags = Protection::pract().with_app_tag(0x4242, 0);
+    qp.write_zeroes_pi(&ns, 300, 4, false, flags, tags, 0).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp).0, Ok(()));
+    let check = Protection::check_all().with_app_tag(0x4242, 0xffff);
+    qp.read_pi(&ns, 300, 4, flags, check, vec![0xa5; ns.buffer_bytes(4, false)], 1)
+        .map_err(|e| e.error)
+        .unwrap();
+    let (result, back) = done(&sim, &mut qp);
+    assert_eq!(result, Ok(()));
+    assert!(back[..2048].iter().all(|&b| b == 0), "the data is zeros");
+    qp.verify_pi(&ns, 300, 4, flags, check, 2).map_err(|e| e.error).unwrap();
+    assert_eq!(done(&sim, &mut qp).0, Ok(()));
+    // A guard corrupted behind the driver's back: Verify's check finds it.
+    let mut meta = sim.read_metadata(1, 302, 1);
+    meta[0] ^= 1;
+    sim.write_metadata(1, 302, &meta);
+    qp.verify_pi(&ns, 300, 4, flags, check, 3).map_err(|e| e.error).unwrap();
+    assert_eq!(media_error(done(&sim, &mut qp).0), Some(media::END_TO_END_GUARD_CHECK_ERROR.0));
+    let cmd = *sim.recent_io_commands().last().unwrap();
+    assert_eq!((cmd.cdw12 >> 26 & 0xf, cmd.cdw14, cmd.cdw15), (0b0111, 300, 0xffff_4242), "PRINFO and tags");
+    // Refused unsent.
+    let fetched = sim.stats().commands_fetched;
+    let bad = Error::InvalidArgument(Argument::ProtectionInformation);
+    assert_eq!(
+        qp.write_zeroes_pi(&ns, 300, 4, false, flags, check, 4).map_err(|e| e.error).unwrap_err(),
+        bad
+    );
+    assert_eq!(
+        qp.verify_pi(&ns, 300, 4, flags, Protection::pract(), 5).map_err(|e| e.error).unwrap_err(),
+        bad
+    );
+    assert_eq!(sim.stats().commands_fetched, fetched);
+}

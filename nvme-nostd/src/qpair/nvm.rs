@@ -106,8 +106,34 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         flags: IoFlags,
         context: C,
     ) -> Result<Cid, SubmitError<(), C>> {
+        self.write_zeroes_pi(ns, lba, blocks, deallocate, flags, Protection::none(), context)
+    }
+
+    /// [`write_zeroes_with`](Self::write_zeroes_with) on a namespace with
+    /// protection information: with PRACT the controller writes each
+    /// block's protection information too (with `protection`'s tags), as
+    /// for a write. Refused unsent: any PRCHK bit (Write Zeroes checks
+    /// nothing), anything asked of a namespace without protection
+    /// information ([`Argument::ProtectionInformation`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_zeroes_pi(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        deallocate: bool,
+        flags: IoFlags,
+        protection: Protection,
+        context: C,
+    ) -> Result<Cid, SubmitError<(), C>> {
+        if protection.check_guard || protection.check_app_tag || protection.check_ref_tag {
+            let error = Error::InvalidArgument(Argument::ProtectionInformation);
+            return Err(SubmitError { error, buffer: (), context });
+        }
         let deac = u32::from(deallocate) << 25 | flags.cdw12();
-        self.no_data(IoOpcode::WRITE_ZEROES, ns, lba, blocks, deac, context, |oncs| oncs.write_zeroes())
+        self.no_data(IoOpcode::WRITE_ZEROES, ns, lba, blocks, deac, protection, context, |oncs| {
+            oncs.write_zeroes()
+        })
     }
 
     /// Verifies `blocks` logical blocks at `lba` of `ns`: the controller
@@ -135,7 +161,30 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         flags: IoFlags,
         context: C,
     ) -> Result<Cid, SubmitError<(), C>> {
-        self.no_data(IoOpcode::VERIFY, ns, lba, blocks, flags.cdw12(), context, |oncs| oncs.verify())
+        self.verify_pi(ns, lba, blocks, flags, Protection::none(), context)
+    }
+
+    /// [`verify_with`](Self::verify_with) checking each block's protection
+    /// information as `protection`'s PRCHK bits ask (a failed check is the
+    /// request's error). Refused unsent: PRACT (Verify moves no data to
+    /// insert into or strip from), anything asked of a namespace without
+    /// protection information ([`Argument::ProtectionInformation`]).
+    pub fn verify_pi(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        flags: IoFlags,
+        protection: Protection,
+        context: C,
+    ) -> Result<Cid, SubmitError<(), C>> {
+        if protection.pract {
+            let error = Error::InvalidArgument(Argument::ProtectionInformation);
+            return Err(SubmitError { error, buffer: (), context });
+        }
+        self.no_data(IoOpcode::VERIFY, ns, lba, blocks, flags.cdw12(), protection, context, |oncs| {
+            oncs.verify()
+        })
     }
 
     /// Marks `blocks` logical blocks at `lba` of `ns` invalid (NVM command
@@ -150,7 +199,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         blocks: u32,
         context: C,
     ) -> Result<Cid, SubmitError<(), C>> {
-        self.no_data(IoOpcode::WRITE_UNCORRECTABLE, ns, lba, blocks, 0, context, |oncs| {
+        self.no_data(IoOpcode::WRITE_UNCORRECTABLE, ns, lba, blocks, 0, Protection::none(), context, |oncs| {
             oncs.write_uncorrectable()
         })
     }
@@ -277,11 +326,15 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         lba: u64,
         blocks: u32,
         flags: u32,
+        protection: Protection,
         context: C,
         offered: impl FnOnce(Oncs) -> bool,
     ) -> Result<Cid, SubmitError<(), C>> {
         let checked = if offered(self.ctrlr.identify_oncs()) {
-            self.ctrlr.check_binding(ns.binding()).and_then(|()| ns.check_range(lba, blocks))
+            self.ctrlr
+                .check_binding(ns.binding())
+                .and_then(|()| ns.check_range(lba, blocks))
+                .and_then(|_| protection.check(ns))
         } else {
             Err(Error::Unsupported(Feature::NvmCommand))
         };
@@ -291,7 +344,13 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         let mut cmd = SubmissionEntry::new(opcode.0, ns.id());
         cmd.cdw10 = lba as u32;
         cmd.cdw11 = (lba >> 32) as u32;
-        cmd.cdw12 = ReadWriteCdw12::new().with_nlb((blocks - 1) as u16).into_bits() | flags;
+        cmd.cdw12 =
+            ReadWriteCdw12::new().with_nlb((blocks - 1) as u16).into_bits() | flags | protection.cdw12();
+        // The tags, where protection information is asked for.
+        if let Some(format) = ns.pi_format().filter(|_| protection.any()) {
+            (cmd.cdw14, cmd.cdw3) = crate::protection::ref_tag_dwords(format, protection.ref_tag(lba));
+            cmd.cdw15 = protection.cdw15();
+        }
         self.submit_entry(cmd, context, Path::Direct).map_err(|(error, context)| SubmitError {
             error,
             buffer: (),

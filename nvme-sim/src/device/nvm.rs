@@ -67,11 +67,7 @@ impl State {
                     Err(s) => s,
                 }
             }
-            IoOpcode::VERIFY => {
-                let slba = cmd.cdw10 as u64 | ((cmd.cdw11 as u64) << 32);
-                let nlb = ReadWriteCdw12::from_bits(cmd.cdw12).nlb() as u64 + 1;
-                self.lba_range(cmd.nsid, slba, nlb).map_or_else(|s| s, |_| SUCCESS)
-            }
+            IoOpcode::VERIFY => self.verify(cmd),
             IoOpcode::DATASET_MANAGEMENT => self.dataset_management(cmd),
             IoOpcode::COPY if self.cfg.copy => self.copy(cmd),
             IoOpcode::ZONE_MANAGEMENT_SEND => self.zone_send(cmd),
@@ -215,20 +211,66 @@ impl State {
         }
     }
 
+    /// Write Zeroes: data and metadata zeroed; with PRACT on a namespace
+    /// with protection information, each block's tuple inserted (PRCHK is
+    /// Invalid Protection Information: Write Zeroes checks nothing).
     fn write_zeroes(&mut self, cmd: &SubmissionEntry) -> u16 {
         let slba = cmd.cdw10 as u64 | ((cmd.cdw11 as u64) << 32);
         let nlb = ReadWriteCdw12::from_bits(cmd.cdw12).nlb() as u64 + 1;
         match self.lba_range(cmd.nsid, slba, nlb) {
             Ok((index, start, len)) => {
                 let ns = &mut self.namespaces[index];
+                let md = ns.md;
+                let asked = pi::Asked::of(&md, cmd.cdw3, cmd.cdw12, cmd.cdw14, cmd.cdw15);
+                if asked.prinfo.into_bits() != 0 && md.pi == 0 {
+                    return INVALID_FIELD;
+                }
+                if asked.checks() {
+                    return INVALID_PROTECTION_INFORMATION;
+                }
                 ns.data[start..start + len].fill(0);
-                let ms = usize::from(ns.md.ms);
-                ns.meta[slba as usize * ms..(slba + nlb) as usize * ms].fill(0);
+                let ms = usize::from(md.ms);
+                let meta = &mut ns.meta[slba as usize * ms..(slba + nlb) as usize * ms];
+                meta.fill(0);
+                if md.pi != 0 && asked.prinfo.pract() {
+                    let bs = ns.cfg.block_size as usize;
+                    pi::insert(&md, &asked, &ns.data[start..start + len], meta, bs);
+                }
                 ns.uncorrectable.retain(|b| !(slba..slba + nlb).contains(b));
                 SUCCESS
             }
             Err(s) => s,
         }
+    }
+
+    /// Verify: the blocks read (an uncorrectable one fails) and, as PRCHK
+    /// asks, their protection information checked; PRACT is Invalid
+    /// Protection Information.
+    fn verify(&mut self, cmd: &SubmissionEntry) -> u16 {
+        let slba = cmd.cdw10 as u64 | ((cmd.cdw11 as u64) << 32);
+        let nlb = ReadWriteCdw12::from_bits(cmd.cdw12).nlb() as u64 + 1;
+        let (index, start, len) = match self.lba_range(cmd.nsid, slba, nlb) {
+            Ok(r) => r,
+            Err(s) => return s,
+        };
+        let ns = &self.namespaces[index];
+        let md = ns.md;
+        let asked = pi::Asked::of(&md, cmd.cdw3, cmd.cdw12, cmd.cdw14, cmd.cdw15);
+        if asked.prinfo.into_bits() != 0 && md.pi == 0 {
+            return INVALID_FIELD;
+        }
+        if asked.prinfo.pract() {
+            return INVALID_PROTECTION_INFORMATION;
+        }
+        if ns.uncorrectable.range(slba..slba + nlb).next().is_some() {
+            return UNRECOVERED_READ_ERROR;
+        }
+        if md.pi != 0 && asked.checks() {
+            let ms = usize::from(md.ms);
+            let meta = &ns.meta[slba as usize * ms..(slba + nlb) as usize * ms];
+            return pi::check(&md, &asked, &ns.data[start..start + len], meta, ns.cfg.block_size as usize);
+        }
+        SUCCESS
     }
 
     /// Dataset Management: with the Deallocate attribute, the ranges read as
