@@ -22,6 +22,9 @@ struct Cx<'a, H: Hal> {
     timeout: Duration,
     /// The blocks the checks use: from LBA 0.
     blocks: u32,
+    /// The blocks saved and restored: `blocks`, or with separate metadata
+    /// enough to cross the transfer limit (the split check's).
+    window: u32,
 }
 
 /// Read, write or compare, with `protection`.
@@ -49,7 +52,19 @@ impl<'a, H: Hal> Cx<'a, H> {
         protection: Protection,
         buf: Buf<'a, H>,
     ) -> Result<(Result<(), Error>, Buf<'a, H>), Reason> {
-        let (ns, n, flags) = (&self.ns, self.blocks, IoFlags::default());
+        self.run_blocks(qp, op, protection, buf, self.blocks)
+    }
+
+    /// As [`run`](Self::run), over `n` blocks from LBA 0.
+    fn run_blocks(
+        &self,
+        qp: &mut Qp<'a, H, SLOTS>,
+        op: Op,
+        protection: Protection,
+        buf: Buf<'a, H>,
+        n: u32,
+    ) -> Result<(Result<(), Error>, Buf<'a, H>), Reason> {
+        let (ns, flags) = (&self.ns, IoFlags::default());
         let submitted = match op {
             Op::Read => qp.read_pi(ns, 0, n, flags, protection, buf, 0),
             Op::Write => qp.write_pi(ns, 0, n, flags, protection, buf, 0),
@@ -142,7 +157,18 @@ pub(crate) fn run_namespace<H: Hal>(
         );
         return;
     }
-    let cx = Cx { ctrlr, ns, timeout: options.io_timeout, blocks };
+    // With separate metadata, a window past the transfer limit (at most 2
+    // MiB of buffer) for the split check.
+    let split_blocks = (qp.max_transfer_bytes() / ns.block_size() as usize + 1) as u64;
+    let window = if !ns.extended_lba()
+        && split_blocks <= ns.blocks()
+        && ns.buffer_bytes(split_blocks as u32, false) <= 2 << 20
+    {
+        split_blocks as u32
+    } else {
+        blocks
+    };
+    let cx = Cx { ctrlr, ns, timeout: options.io_timeout, blocks, window };
     let layout = if cx.ns.extended_lba() { "interleaved" } else { "after the data (MPTR)" };
     out.line(format_args!(
         "{label} ns{nsid}: {} blocks checked with {} metadata bytes each, {layout}, protection type {} ({}, {} of the metadata)",
@@ -158,7 +184,12 @@ pub(crate) fn run_namespace<H: Hal>(
     ));
 
     // Saved with their metadata, as they are (no checks).
-    let saved = cx.buffer(cx.bytes()).and_then(|b| cx.ok(&mut qp, Op::Read, Protection::none(), b, "save"));
+    let saved = cx.buffer(cx.ns.buffer_bytes(cx.window, false)).and_then(|b| {
+        match cx.run_blocks(&mut qp, Op::Read, Protection::none(), b, cx.window)? {
+            (Ok(()), b) => Ok(b),
+            (Err(e), _) => Err(reason!("save: {e}")),
+        }
+    });
     let saved = match saved {
         Ok(b) => {
             t.record(out, format_args!("{}", name("save blocks and metadata")), Outcome::Ok);
@@ -196,18 +227,55 @@ pub(crate) fn run_namespace<H: Hal>(
             t.record(out, format_args!("{}", name("write zeroes with PRACT")), outcome);
         }
     }
+    if cx.window > cx.blocks {
+        let outcome = split_round_trip(&cx, &mut qp).into();
+        t.record(out, format_args!("{}", name("separate metadata split at the transfer limit")), outcome);
+    }
     // Written back exactly, then read back to prove it.
     let restore = restore(&cx, &mut qp, saved);
     t.record(out, format_args!("{}", name("restore blocks and metadata")), restore.into());
 }
 
 fn restore<'a, H: Hal>(cx: &Cx<'a, H>, qp: &mut Qp<'a, H, SLOTS>, saved: Buf<'a, H>) -> Result<(), Reason> {
-    let saved = cx.ok(qp, Op::Write, Protection::none(), saved, "write back")?;
-    let back = cx.ok(qp, Op::Read, Protection::none(), cx.buffer(cx.bytes())?, "read back")?;
+    let n = cx.window;
+    let saved = match cx.run_blocks(qp, Op::Write, Protection::none(), saved, n)? {
+        (Ok(()), b) => b,
+        (Err(e), _) => return Err(reason!("write back: {e}")),
+    };
+    let back =
+        match cx.run_blocks(qp, Op::Read, Protection::none(), cx.buffer(cx.ns.buffer_bytes(n, false))?, n)? {
+            (Ok(()), b) => b,
+            (Err(e), _) => return Err(reason!("read back: {e}")),
+        };
     if let Some(at) = back.iter().zip(saved.iter()).position(|(a, b)| a != b) {
         return Err(reason!("restored byte {at} differs"));
     }
     Ok(())
+}
+
+/// Data and separate metadata over more blocks than one command carries,
+/// written and read back in one call each: the driver splits them, each
+/// command naming its part of the metadata by its own MPTR.
+fn split_round_trip<'a, H: Hal>(cx: &Cx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Result<(), Reason> {
+    let (n, len) = (cx.window, cx.ns.buffer_bytes(cx.window, false));
+    let mut w = cx.buffer(len)?;
+    fill(&mut w, 0x73);
+    let before = qp.stats().submitted;
+    let w = match cx.run_blocks(qp, Op::Write, Protection::none(), w, n)? {
+        (Ok(()), b) => b,
+        (Err(e), _) => return Err(reason!("split write: {e}")),
+    };
+    if qp.stats().submitted - before < 2 {
+        return Err(reason!("{n} blocks went out as one command"));
+    }
+    let r = match cx.run_blocks(qp, Op::Read, Protection::none(), cx.buffer(len)?, n)? {
+        (Ok(()), b) => b,
+        (Err(e), _) => return Err(reason!("split read: {e}")),
+    };
+    match r.iter().zip(w.iter()).position(|(a, b)| a != b) {
+        Some(at) => Err(reason!("byte {at} of {len} read back differs")),
+        None => Ok(()),
+    }
 }
 
 /// Data and metadata (protection information as plain bytes, unchecked)

@@ -374,6 +374,47 @@ pub(crate) unsafe fn hand_to_device<H: Hal, S: crate::prp::PrpListSink>(
     Err(result)
 }
 
+/// Hands the separate metadata at `region` to the device on its own (a
+/// split request's child): translated or shared, and one contiguous
+/// dword-aligned run, MPTR. Returns MPTR and the share's mapping; on error
+/// nothing was handed over.
+///
+/// # Safety
+///
+/// As for [`hand_to_device`].
+pub(crate) unsafe fn hand_metadata<H: Hal>(
+    hal: &H,
+    region: NonNull<[u8]>,
+    direction: hal_traits::Direction,
+) -> crate::error::Result<(u64, Option<H::Mapping>)> {
+    use crate::error::{Argument, Error};
+    let mut run = MetaRun::default();
+    let mapping = if hal.translate(region, &mut run) {
+        None
+    } else {
+        // SAFETY: forwarded from the caller.
+        Some(unsafe { hal.share(region, direction, &mut run) }.map_err(Error::Hal)?)
+    };
+    match run.mptr(region.len()) {
+        Some(mptr) if !region.is_empty() => Ok((mptr, mapping)),
+        _ => {
+            if let Some(m) = mapping {
+                // SAFETY: shared just above; the device never saw it.
+                unsafe { hal.unshare(region, direction, m) };
+            }
+            Err(Error::InvalidArgument(Argument::MetadataNotContiguous))
+        }
+    }
+}
+
+impl hal_traits::SegmentSink for MetaRun {
+    fn push(&mut self, segment: hal_traits::DeviceSegment) {
+        if segment.len > 0 {
+            MetaRun::push(self, segment.addr.0, segment.len);
+        }
+    }
+}
+
 /// Routes a buffer's device segments: the first `data_left` bytes to the
 /// PRP builder, the rest (separate metadata) into one run.
 struct Split<'a, S: crate::prp::PrpListSink> {

@@ -168,8 +168,9 @@ fn too_few_slots_refuse_unsent() {
     assert_eq!((done.len(), done[0].result()), (1, Ok(())));
 }
 
-/// Separate metadata is not split: refused unsent; extended-LBA metadata
-/// with protection information is, each child with its own reference tag.
+/// Separate metadata splits too, each child naming its part by its own
+/// MPTR (and, with protection information, with its own reference tag);
+/// so does extended-LBA metadata.
 #[test]
 fn metadata_and_protection_information_split() {
     let sim = Sim::new(SimConfig {
@@ -182,14 +183,27 @@ fn metadata_and_protection_information_split() {
             SimMetadata { nsid: 1, ms: 8, extended: false, pi: 0, pi_first: false, pif: 0 },
             SimMetadata { nsid: 2, ms: 8, extended: true, pi: 1, pi_first: false, pif: 0 },
         ],
+        // Each metadata part one run (MPTR needs it).
+        scatter_shares: false,
         ..SimConfig::default()
     });
     let ctrlr = Controller::new(sim.hal(), options()).unwrap();
     let mut qp: Small<'_> = ctrlr.create_io_qpair(QpairOptions::default().with_entries(16)).unwrap();
     let separate = ctrlr.namespace(1).unwrap();
-    let refused = qp.read(&separate, 0, 32, vec![0; separate.buffer_bytes(32, false)], 0).unwrap_err();
-    assert!(matches!(refused.error, Error::TransferTooLarge { .. }), "{:?}", refused.error);
-    assert_eq!(qp.stats().submitted, 0);
+    // 40 blocks with MDTS 8 KiB: three commands; the metadata after the
+    // data, each child's part at its own MPTR.
+    let buffer: Vec<u8> = (0..separate.buffer_bytes(40, false)).map(|i| (i * 13 + 5) as u8).collect();
+    qp.write(&separate, 8, 40, buffer.clone(), 0).map_err(|e| e.error).unwrap();
+    let done = drain(&sim, &mut qp);
+    assert_eq!((done.len(), done[0].result()), (1, Ok(())));
+    assert_eq!(sim.read_blocks(1, 8, 40), buffer[..40 * 512]);
+    assert_eq!(sim.read_metadata(1, 8, 40), buffer[40 * 512..], "every child's metadata in place");
+    let mptrs: Vec<u64> = sim.recent_io_commands().iter().map(|c| c.mptr).collect();
+    assert_eq!(mptrs.len(), 3);
+    assert!(mptrs.iter().all(|&m| m != 0));
+    qp.read(&separate, 8, 40, vec![0; buffer.len()], 1).map_err(|e| e.error).unwrap();
+    let done = drain(&sim, &mut qp);
+    assert_eq!((done.len(), done[0].result(), done[0].buffer.as_deref()), (1, Ok(()), Some(&buffer[..])));
     let ns = ctrlr.namespace(2).unwrap();
     let (lba, n) = (100u64, 40u32);
     let mut buffer: Vec<u8> = (0..ns.buffer_bytes(n, false)).map(|i| (i * 7) as u8).collect();
@@ -199,8 +213,11 @@ fn metadata_and_protection_information_split() {
     let done = drain(&sim, &mut qp);
     assert_eq!((done.len(), done[0].result()), (1, Ok(())), "every child's tags checked");
     // 520-byte blocks: 15 per 8 KiB command.
-    let cuts: Vec<(u32, u32, u32)> =
-        sim.recent_io_commands().iter().map(|c| (c.cdw10, (c.cdw12 & 0xffff) + 1, c.cdw14)).collect();
+    // (The children go out in slot order, not LBA order.)
+    let recent = sim.recent_io_commands();
+    let mut cuts: Vec<(u32, u32, u32)> =
+        recent[recent.len() - 3..].iter().map(|c| (c.cdw10, (c.cdw12 & 0xffff) + 1, c.cdw14)).collect();
+    cuts.sort();
     assert_eq!(cuts, [(100, 15, 100), (115, 15, 115), (130, 10, 130)]);
     qp.read_pi(&ns, lba, n, IoFlags::default(), check, vec![0; buffer.len()], 1)
         .map_err(|e| e.error)
@@ -372,13 +389,14 @@ fn review_findings() {
     assert!(tags.iter().all(|&t| t == 0x77), "{tags:x?}");
     let refused = qp.read(&ns, 0, 16 * 16, vec![0; ns.buffer_bytes(256, false)], 0).unwrap_err();
     assert!(matches!(refused.error, Error::TransferTooLarge { .. }), "{:?}", refused.error);
-    // Separate metadata across NOIOB, within MDTS: one command.
+    // Separate metadata across NOIOB, within MDTS: cut at the boundary,
+    // each part with its own MPTR.
     let separate = ctrlr.namespace(2).unwrap();
     let before = sim2.recent_io_commands().len();
     qp.read(&separate, 10, 12, vec![0; separate.buffer_bytes(12, false)], 0).map_err(|e| e.error).unwrap();
     let done = drain(&sim2, &mut qp);
     assert_eq!((done.len(), done[0].result()), (1, Ok(())));
-    assert_eq!(sim2.recent_io_commands().len(), before + 1);
+    assert_eq!(sim2.recent_io_commands().len(), before + 2);
     drop(qp);
     drop(ctrlr);
 

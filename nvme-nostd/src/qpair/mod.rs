@@ -226,10 +226,10 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     /// command set, Read). A read above the transfer limit, above 65536
     /// blocks or across the namespace's optimal I/O boundary goes out as
     /// several commands, one slot each, and completes once (with the first
-    /// failure); one that cannot get enough free slots is refused at once
-    /// with [`Error::QueueFull`], as is one above the limit on a namespace
-    /// with separate metadata ([`Error::TransferTooLarge`]: not split). The
-    /// buffer must hold at least
+    /// failure; with separate metadata, each command names its part of it
+    /// by its own MPTR); one that cannot get enough free slots now is
+    /// refused at once with [`Error::QueueFull`], one that never could
+    /// with [`Error::TransferTooLarge`]. The buffer must hold at least
     /// [`ns.buffer_bytes(blocks, false)`](Namespace::buffer_bytes) bytes:
     /// the blocks, and on a namespace with metadata their metadata too
     /// (interleaved, or after the data), protection information included,
@@ -392,14 +392,24 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         let boundary = u32::from(ns.optimal_io_boundary());
         let crosses = boundary != 0 && lba % u64::from(boundary) + u64::from(blocks) > u64::from(boundary);
         let ref_tag_counts = matches!(ns.pi_type(), 1 | 2);
-        let cut =
-            split::Cut { base: cmd, lba, blocks, per_block, max_blocks, boundary, ref_tag, ref_tag_counts };
+        // Separate metadata: each child's part named by its own MPTR.
+        let meta_per_block = ns.layout(1, protection.pract).metadata;
+        let cut = split::Cut {
+            base: cmd,
+            lba,
+            blocks,
+            per_block,
+            max_blocks,
+            boundary,
+            ref_tag,
+            ref_tag_counts,
+            meta_per_block,
+        };
         let fits = blocks <= max_blocks;
         // NOIOB is a hint: a request that fits one command is cut there
         // only where cutting can work (no separate metadata, parts on
         // whole cache lines, slots for every part).
         let cut_at_boundary = crosses
-            && layout.metadata == 0
             && (!direction.device_writes() || per_block.is_multiple_of(H::DMA_ALIGNMENT.max(4)))
             && self.slots.free_count() > cut.children()
             && buffer.pieces() == 1
@@ -412,10 +422,8 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         // a zoned namespace are not split (the children could land out of
         // order).
         let zoned_write = ns.zones().is_some() && opcode != IoOpcode::READ;
-        if layout.metadata != 0 || max_blocks == 0 || buffer.pieces() > 1 || zoned_write {
-            // Separate metadata is not split (each child would need two
-            // parts of the buffer); nor is a block above the limit, nor a
-            // scatter list.
+        if max_blocks == 0 || buffer.pieces() > 1 || zoned_write {
+            // A block above the limit is not split, nor a scatter list.
             let error = Error::TransferTooLarge { requested: layout.data, max: self.max_transfer };
             return Err(SubmitError { error, buffer, context });
         }

@@ -18,6 +18,9 @@ pub(crate) use crate::quarantine::DmaUse;
 pub(super) struct Request<M, B, C> {
     pub(super) buffer: Option<ManuallyDrop<B>>,
     pub(super) dma: Option<ManuallyDrop<DmaUse<M>>>,
+    /// A split request's child on a namespace with separate metadata: the
+    /// DMA record of its part of the metadata.
+    pub(super) meta_dma: Option<ManuallyDrop<DmaUse<M>>>,
     /// The caller's request, or a child of a split one.
     pub(super) role: Role<C>,
     /// The command as submitted (for retries, aborts and reports).
@@ -117,7 +120,8 @@ pub(super) unsafe fn finish<H: Hal, B: IoBuffer, C>(
     hal: &H,
     req: &mut Request<H::Mapping, B, C>,
 ) -> Option<B> {
-    if let Some(dma) = req.dma.take().map(ManuallyDrop::into_inner) {
+    let records = [req.dma.take(), req.meta_dma.take()];
+    for dma in records.into_iter().flatten().map(ManuallyDrop::into_inner) {
         // SAFETY: the caller guarantees the device is done; `sync_for_device`
         // was called with the same region and direction at submission, and
         // the mapping is the one `share` returned for them, undone once here.
@@ -145,7 +149,7 @@ pub(super) unsafe fn finish<H: Hal, B: IoBuffer, C>(
 /// nothing can prove otherwise (a removed device).
 pub(super) fn leak<M, B, C>(req: &mut Request<M, B, C>) {
     // Dropping a `ManuallyDrop` never drops its content.
-    let _leaked = (req.buffer.take(), req.dma.take());
+    let _leaked = (req.buffer.take(), req.dma.take(), req.meta_dma.take());
 }
 
 /// A new request, submitted under `cid` (which its caller is given).
@@ -170,6 +174,7 @@ pub(super) fn with_role<M, B, C>(
     Request {
         buffer: buffer.map(ManuallyDrop::new),
         dma: dma.map(ManuallyDrop::new),
+        meta_dma: None,
         role,
         cmd,
         given: cid,

@@ -380,8 +380,10 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> Drop for IoQueuePair<'_, H, B, C, N
             let removed = self.ctrlr.is_removed();
             let epoch = self.ctrlr.epoch();
             while let Some((_, _, mut req)) = self.slots.take_next(0, |_| true) {
-                if let (false, Some(dma)) = (removed, req.dma.take()) {
-                    self.ctrlr.quarantine.lock().buffer(core::mem::ManuallyDrop::into_inner(dma), epoch);
+                for record in [req.dma.take(), req.meta_dma.take()] {
+                    if let (false, Some(dma)) = (removed, record) {
+                        self.ctrlr.quarantine.lock().buffer(core::mem::ManuallyDrop::into_inner(dma), epoch);
+                    }
                 }
                 leak(&mut req);
                 // The request (its context, the caller's code) is dropped

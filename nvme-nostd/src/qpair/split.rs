@@ -1,7 +1,9 @@
 //! Requests too large for one command: above the queue pair's transfer
 //! limit (MDTS), above 65536 blocks, or across the namespace's optimal I/O
 //! boundary (NOIOB). The request is split into children, one command each
-//! over its part of the caller's buffer, all from the queue pair's own
+//! over its part of the caller's buffer (and, with separate metadata, its
+//! part of the metadata after the data, by its own MPTR: a second DMA
+//! record), all from the queue pair's own
 //! slots: a request that cannot get them all is refused at once
 //! ([`Error::QueueFull`]), never half-sent. The parent keeps the buffer and
 //! the context, is never on the wire, and completes to the caller once,
@@ -59,6 +61,10 @@ pub(super) struct Cut {
     /// Each child's reference tag is the first block's plus its offset
     /// (types 1 and 2; type 3's does not count blocks).
     pub(super) ref_tag_counts: bool,
+    /// Separate metadata: bytes per block, after all the data (`per_block`
+    /// times `blocks` bytes) in the buffer; each child names its part by
+    /// MPTR. 0 for none.
+    pub(super) meta_per_block: usize,
 }
 
 impl Cut {
@@ -82,7 +88,8 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         self.finish_broken_split();
         let slice = buf.as_dma_slice();
         let align = H::DMA_ALIGNMENT.max(4);
-        let total = (cut.blocks as usize).saturating_mul(cut.per_block);
+        let data_total = (cut.blocks as usize).saturating_mul(cut.per_block);
+        let total = data_total.saturating_add((cut.blocks as usize).saturating_mul(cut.meta_per_block));
         let children = cut.children();
         let check = self.usable(path).and_then(|()| {
             check_transfer(slice, total, usize::MAX, direction, align)?;
@@ -117,7 +124,13 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             let part = NonNull::slice_from_raw_parts(start, blocks as usize * cut.per_block);
             let step = if cut.ref_tag_counts { lba - cut.lba } else { 0 };
             let ref_tag = cut.ref_tag.map(|(format, t)| (format, t.wrapping_add(step)));
-            if let Err(error) = self.add_child(parent, &cut, lba, blocks, ref_tag, part, direction) {
+            let meta = (cut.meta_per_block > 0).then(|| {
+                let at = data_total + (lba - cut.lba) as usize * cut.meta_per_block;
+                // SAFETY: at + len <= total <= the buffer's length.
+                let start = unsafe { slice.cast::<u8>().add(at) };
+                NonNull::slice_from_raw_parts(start, blocks as usize * cut.meta_per_block)
+            });
+            if let Err(error) = self.add_child(parent, &cut, lba, blocks, ref_tag, part, meta, direction) {
                 self.unwind_split(parent);
                 self.slots.cancel(parent_slot);
                 self.splitting = None;
@@ -161,6 +174,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         blocks: u32,
         ref_tag: Option<(crate::namespace::PiFormat, u64)>,
         part: NonNull<[u8]>,
+        meta: Option<NonNull<[u8]>>,
         direction: Direction,
     ) -> Result {
         let index = self.free_slot().ok_or(Error::QueueFull)?;
@@ -175,14 +189,40 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         // finishes, or by `unwind_split`.
         let (prp, _, mapping) =
             unsafe { hand_to_device(hal, part, direction, &mut sink, self.max_transfer, 0) }?;
-        // SAFETY: the CPU does not touch the part until `finish`.
-        unsafe { hal.sync_for_device(part, direction) };
+        // Its part of the metadata, named by MPTR.
+        let meta = match meta {
+            None => None,
+            // SAFETY: as for the data part.
+            Some(m) => match unsafe { crate::buffer::hand_metadata(hal, m, direction) } {
+                Ok((mptr, meta_mapping)) => Some((m, mptr, meta_mapping)),
+                Err(e) => {
+                    if let Some(mapping) = mapping {
+                        // SAFETY: shared above; the device never saw it.
+                        unsafe { hal.unshare(part, direction, mapping) };
+                    }
+                    return Err(e);
+                }
+            },
+        };
+        // SAFETY: the CPU does not touch the parts until `finish`.
+        unsafe {
+            hal.sync_for_device(part, direction);
+            if let Some((m, _, _)) = &meta {
+                hal.sync_for_device(*m, direction);
+            }
+        }
         let Some(slot) = self.reserve().filter(|s| s.index() == index) else {
-            // SAFETY: never submitted: the device never saw the part.
+            // SAFETY: never submitted: the device never saw the parts.
             unsafe {
                 hal.sync_for_cpu(part, direction);
                 if let Some(m) = mapping {
                     hal.unshare(part, direction, m);
+                }
+                if let Some((m, _, meta_mapping)) = meta {
+                    hal.sync_for_cpu(m, direction);
+                    if let Some(mm) = meta_mapping {
+                        hal.unshare(m, direction, mm);
+                    }
                 }
             }
             return Err(Error::QueueFull);
@@ -196,8 +236,16 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         }
         cmd.prp1 = prp.prp1;
         cmd.prp2 = prp.prp2;
+        if let Some((_, mptr, _)) = &meta {
+            cmd.mptr = *mptr;
+        }
         let dma = DmaUse { region: part, direction, mapping };
-        self.slots.fill(slot, |cid| request::with_role(cmd, cid, None, Some(dma), Role::Child { parent }));
+        let meta_dma = meta.map(|(region, _, mapping)| DmaUse { region, direction, mapping });
+        self.slots.fill(slot, |cid| {
+            let mut r = request::with_role(cmd, cid, None, Some(dma), Role::Child { parent });
+            r.meta_dma = meta_dma.map(ManuallyDrop::new);
+            r
+        });
         Ok(())
     }
 
