@@ -387,13 +387,14 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         let direction = if opcode == IoOpcode::READ { Direction::FromDevice } else { Direction::ToDevice };
         // One command, unless the transfer limit, NLB's 16 bits or the
         // namespace's optimal I/O boundary say otherwise.
-        let per_block = ns.layout(1, protection.pract).data;
+        let one = ns.layout(1, protection.pract);
+        let per_block = one.data;
         let max_blocks = (self.max_transfer / per_block.max(1)).min(0x1_0000) as u32;
         let boundary = u32::from(ns.optimal_io_boundary());
         let crosses = boundary != 0 && lba % u64::from(boundary) + u64::from(blocks) > u64::from(boundary);
         let ref_tag_counts = matches!(ns.pi_type(), 1 | 2);
         // Separate metadata: each child's part named by its own MPTR.
-        let meta_per_block = ns.layout(1, protection.pract).metadata;
+        let meta_per_block = one.metadata;
         let cut = split::Cut {
             base: cmd,
             lba,
@@ -410,7 +411,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         // only where cutting can work (no separate metadata, parts on
         // whole cache lines, slots for every part).
         let cut_at_boundary = crosses
-            && (!direction.device_writes() || per_block.is_multiple_of(H::DMA_ALIGNMENT.max(4)))
+            && (!direction.device_writes() || cut.parts_aligned(H::DMA_ALIGNMENT.max(4)))
             && self.slots.free_count() > cut.children()
             && buffer.pieces() == 1
             && (ns.zones().is_none() || opcode == IoOpcode::READ);

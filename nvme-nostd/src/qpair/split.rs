@@ -72,6 +72,14 @@ impl Cut {
     pub(super) fn children(&self) -> usize {
         chunks(self.lba, self.blocks, self.max_blocks, self.boundary).count()
     }
+
+    /// Whether every child's parts (data, and separate metadata) start and
+    /// end on `align` bytes: else two children would share a cache line the
+    /// device writes, which a non-coherent system cannot hand back to the
+    /// CPU for one of them alone.
+    pub(super) fn parts_aligned(&self, align: usize) -> bool {
+        self.per_block.is_multiple_of(align) && self.meta_per_block.is_multiple_of(align)
+    }
 }
 
 impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
@@ -93,7 +101,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         let children = cut.children();
         let check = self.usable(path).and_then(|()| {
             check_transfer(slice, total, usize::MAX, direction, align)?;
-            if direction.device_writes() && !cut.per_block.is_multiple_of(align) {
+            if direction.device_writes() && !cut.parts_aligned(align) {
                 // Children would share cache lines the device writes.
                 Err(Error::BufferMisaligned { required: align })
             } else if children >= N {
