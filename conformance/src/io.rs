@@ -9,7 +9,7 @@ use crate::{reason, Buf, Fh, Options, Qp, IN_FLIGHT, SLOTS};
 use core::time::Duration;
 use nvme_nostd::hal_traits::Hal;
 use nvme_nostd::{
-    AbortOutcome, Completion, Controller, DmaBuffer, DoorbellMode, Error, Namespace, PollLimit, QpairOptions,
+    AbortOutcome, Completion, Controller, DoorbellMode, Error, Namespace, PollLimit, QpairOptions,
 };
 
 /// Everything a namespace check needs.
@@ -22,7 +22,7 @@ struct Ctx<'a, H: Hal> {
 
 impl<'a, H: Hal> Ctx<'a, H> {
     fn buffer(&self, len: usize) -> Result<Buf<'a, H>, Reason> {
-        DmaBuffer::new(self.ctrlr.hal(), len).map_err(|e| reason!("DMA allocation of {len} bytes: {e}"))
+        crate::dma_buffer(self.ctrlr, len)
     }
 
     fn blocks(&self, bytes: usize) -> u32 {

@@ -141,6 +141,11 @@ type Fh<H> = FaultyHal<H>;
 type Buf<'a, H> = DmaBuffer<'a, Fh<H>>;
 type Qp<'a, H, const N: usize> = IoQueuePair<'a, Fh<H>, Buf<'a, H>, u64, N>;
 
+/// A DMA buffer of `len` bytes from the controller's HAL, for the checks.
+fn dma_buffer<H: Hal>(ctrlr: &Controller<Fh<H>>, len: usize) -> Result<Buf<'_, H>, report::Reason> {
+    DmaBuffer::new(ctrlr.hal(), len).map_err(|e| reason!("DMA allocation of {len} bytes: {e}"))
+}
+
 /// The options the suite attaches controllers with (what a probe callback
 /// sets): four I/O queue pairs, a keep-alive timeout.
 pub fn controller_options() -> ControllerOptions {

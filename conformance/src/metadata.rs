@@ -12,8 +12,7 @@ use core::time::Duration;
 use nvme_nostd::hal_traits::Hal;
 use nvme_nostd::spec::status::{media, StatusCode, StatusCodeType};
 use nvme_nostd::{
-    fill_protection_information, Argument, Controller, DmaBuffer, Error, IoFlags, Namespace, Protection,
-    QpairOptions,
+    fill_protection_information, Argument, Controller, Error, IoFlags, Namespace, Protection, QpairOptions,
 };
 
 struct Cx<'a, H: Hal> {
@@ -36,7 +35,7 @@ enum Op {
 
 impl<'a, H: Hal> Cx<'a, H> {
     fn buffer(&self, len: usize) -> Result<Buf<'a, H>, Reason> {
-        DmaBuffer::new(self.ctrlr.hal(), len).map_err(|e| reason!("DMA allocation of {len} bytes: {e}"))
+        crate::dma_buffer(self.ctrlr, len)
     }
 
     /// The full layout of the check's blocks (data and metadata).
@@ -85,7 +84,20 @@ impl<'a, H: Hal> Cx<'a, H> {
         buf: Buf<'a, H>,
         what: &str,
     ) -> Result<Buf<'a, H>, Reason> {
-        match self.run(qp, op, protection, buf)? {
+        self.ok_blocks(qp, op, buf, self.blocks, protection, what)
+    }
+
+    /// As [`ok`](Self::ok), over `n` blocks from LBA 0.
+    fn ok_blocks(
+        &self,
+        qp: &mut Qp<'a, H, SLOTS>,
+        op: Op,
+        buf: Buf<'a, H>,
+        n: u32,
+        protection: Protection,
+        what: &str,
+    ) -> Result<Buf<'a, H>, Reason> {
+        match self.run_blocks(qp, op, protection, buf, n)? {
             (Ok(()), buf) => Ok(buf),
             (Err(e), _) => Err(reason!("{what}: {e}")),
         }
@@ -184,12 +196,9 @@ pub(crate) fn run_namespace<H: Hal>(
     ));
 
     // Saved with their metadata, as they are (no checks).
-    let saved = cx.buffer(cx.ns.buffer_bytes(cx.window, false)).and_then(|b| {
-        match cx.run_blocks(&mut qp, Op::Read, Protection::none(), b, cx.window)? {
-            (Ok(()), b) => Ok(b),
-            (Err(e), _) => Err(reason!("save: {e}")),
-        }
-    });
+    let saved = cx
+        .buffer(cx.ns.buffer_bytes(cx.window, false))
+        .and_then(|b| cx.ok_blocks(&mut qp, Op::Read, b, cx.window, Protection::none(), "save"));
     let saved = match saved {
         Ok(b) => {
             t.record(out, format_args!("{}", name("save blocks and metadata")), Outcome::Ok);
@@ -238,15 +247,9 @@ pub(crate) fn run_namespace<H: Hal>(
 
 fn restore<'a, H: Hal>(cx: &Cx<'a, H>, qp: &mut Qp<'a, H, SLOTS>, saved: Buf<'a, H>) -> Result<(), Reason> {
     let n = cx.window;
-    let saved = match cx.run_blocks(qp, Op::Write, Protection::none(), saved, n)? {
-        (Ok(()), b) => b,
-        (Err(e), _) => return Err(reason!("write back: {e}")),
-    };
-    let back =
-        match cx.run_blocks(qp, Op::Read, Protection::none(), cx.buffer(cx.ns.buffer_bytes(n, false))?, n)? {
-            (Ok(()), b) => b,
-            (Err(e), _) => return Err(reason!("read back: {e}")),
-        };
+    let saved = cx.ok_blocks(qp, Op::Write, saved, n, Protection::none(), "write back")?;
+    let back = cx.buffer(cx.ns.buffer_bytes(n, false))?;
+    let back = cx.ok_blocks(qp, Op::Read, back, n, Protection::none(), "read back")?;
     if let Some(at) = back.iter().zip(saved.iter()).position(|(a, b)| a != b) {
         return Err(reason!("restored byte {at} differs"));
     }
@@ -261,17 +264,11 @@ fn split_round_trip<'a, H: Hal>(cx: &Cx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Re
     let mut w = cx.buffer(len)?;
     fill(&mut w, 0x73);
     let before = qp.stats().submitted;
-    let w = match cx.run_blocks(qp, Op::Write, Protection::none(), w, n)? {
-        (Ok(()), b) => b,
-        (Err(e), _) => return Err(reason!("split write: {e}")),
-    };
+    let w = cx.ok_blocks(qp, Op::Write, w, n, Protection::none(), "split write")?;
     if qp.stats().submitted - before < 2 {
         return Err(reason!("{n} blocks went out as one command"));
     }
-    let r = match cx.run_blocks(qp, Op::Read, Protection::none(), cx.buffer(len)?, n)? {
-        (Ok(()), b) => b,
-        (Err(e), _) => return Err(reason!("split read: {e}")),
-    };
+    let r = cx.ok_blocks(qp, Op::Read, cx.buffer(len)?, n, Protection::none(), "split read")?;
     match r.iter().zip(w.iter()).position(|(a, b)| a != b) {
         Some(at) => Err(reason!("byte {at} of {len} read back differs")),
         None => Ok(()),

@@ -11,8 +11,7 @@ use core::time::Duration;
 use nvme_nostd::hal_traits::Hal;
 use nvme_nostd::spec::status::{command_specific, StatusCodeType};
 use nvme_nostd::{
-    Argument, Controller, DmaBuffer, Error, IoFlags, Namespace, QpairOptions, ZoneReport, ZoneSendAction,
-    ZoneState,
+    Argument, Controller, Error, IoFlags, Namespace, QpairOptions, ZoneReport, ZoneSendAction, ZoneState,
 };
 
 /// A zone report's count and its first zone's (start, state, write
@@ -28,7 +27,7 @@ struct Cx<'a, H: Hal> {
 
 impl<'a, H: Hal> Cx<'a, H> {
     fn buffer(&self, len: usize) -> Result<Buf<'a, H>, Reason> {
-        DmaBuffer::new(self.ctrlr.hal(), len).map_err(|e| reason!("DMA allocation of {len} bytes: {e}"))
+        crate::dma_buffer(self.ctrlr, len)
     }
 
     fn wait(
