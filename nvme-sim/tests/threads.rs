@@ -610,34 +610,37 @@ fn worker(
             w.abandon();
             publish(0);
             drop(qp);
+            // Refusals once the faults stopped, and since when: the ones
+            // before are the faults' doing, however long they went on.
             let mut refused = 0u64;
-            let creating_since = Instant::now();
+            let mut refused_since = None;
             qp = loop {
                 match create() {
                     Ok(q) => break q,
                     Err(e) => {
                         *w.r.create_errors.entry(kind(&e)).or_insert(0) += 1;
-                        refused += 1;
-                        if refused == CREATE_LIMIT && shared.faults_done.load(SeqCst) {
-                            // The controller may have given up (its resets
-                            // failed `recovery_attempts` times): a reset by
-                            // hand heals that, once.
-                            let _ = ctrlr.reset();
-                            w.r.resets_by_hand += 1;
-                        }
-                        if refused >= 2 * CREATE_LIMIT
-                            && creating_since.elapsed() >= HEAL_WALL
-                            && shared.faults_done.load(SeqCst)
-                        {
-                            // A queue pair that does not heal: the heal
-                            // check reports it.
-                            w.r.heal = Err(format!(
-                                "worker {t}: no new queue pair after {refused} tries once the faults stopped: {e}"
-                            ));
-                            w.r.failure = Some(e);
-                            shared.active.fetch_sub(1, SeqCst);
-                            set_phase(shared, t, "done");
-                            return Ok(w.r);
+                        if shared.faults_done.load(SeqCst) {
+                            let since = *refused_since.get_or_insert_with(Instant::now);
+                            refused += 1;
+                            if refused == CREATE_LIMIT {
+                                // The controller may have given up (its
+                                // resets failed `recovery_attempts` times):
+                                // a reset by hand heals that, once.
+                                let _ = ctrlr.reset();
+                                w.r.resets_by_hand += 1;
+                            }
+                            if refused >= 2 * CREATE_LIMIT && since.elapsed() >= HEAL_WALL {
+                                // A queue pair that does not heal: the heal
+                                // check reports it.
+                                w.r.heal = Err(format!(
+                                    "worker {t}: no new queue pair after {refused} tries once the faults \
+                                     stopped: {e}"
+                                ));
+                                w.r.failure = Some(e);
+                                shared.active.fetch_sub(1, SeqCst);
+                                set_phase(shared, t, "done");
+                                return Ok(w.r);
+                            }
                         }
                         sim.advance(Duration::from_micros(10));
                         std::thread::yield_now();
