@@ -6,6 +6,7 @@ mod bench;
 mod qemu;
 mod reliability;
 mod setup;
+mod vfio;
 
 use std::process::{Command, ExitCode};
 
@@ -22,10 +23,16 @@ tasks:
         device barriers checked in the core's aarch64 and riscv64 assembly
         (xtask/barrier-probe: dmb oshst / fence ow,o before the doorbell
         store, dmb oshld / fence ir,ir after the phase-tag load), the
-        kernel under every QEMU configuration; ends with 'N passed, N failed'
+        kernel under every QEMU configuration, vfio-test; ends with
+        'N passed, N failed'
   qemu [--kvm] <text>
         the kernel under the QEMU configurations of 'test' whose name
         contains <text>
+  vfio-test [--kvm]
+        hal-linux-vfio in a Linux guest: the back-end's programs built static
+        (musl), a Debian kernel and busybox (apt-get download, cached in
+        ~/.cache/nvme-nostd-xtask), QEMU with an emulated IOMMU and two NVMe
+        controllers bound to vfio-pci; runs the conformance suite there
   lint  rustfmt check, clippy -D warnings (host crates and the kernel on its
         target), rustdoc -D warnings
   soak [--schedules N] [--seed S]
@@ -68,6 +75,11 @@ fn main() -> ExitCode {
         Some("qemu") => {
             let wanted = args.iter().skip(1).find(|a| !a.starts_with("--")).cloned().unwrap_or_default();
             qemu_matching(kvm, &wanted)
+        }
+        Some("vfio-test") => {
+            let mut tally = Tally::default();
+            tally.step("vfio: conformance suite in a Linux guest", vfio::vfio_test(kvm));
+            tally.finish()
         }
         Some("lint") => lint(),
         Some("soak") => {
@@ -155,6 +167,7 @@ fn test(kvm: bool) -> bool {
         }
         None => tally.step("kernel build", false),
     }
+    tally.step("vfio: conformance suite in a Linux guest", vfio::vfio_test(kvm));
     tally.finish()
 }
 

@@ -208,7 +208,7 @@ pub fn work_dir() -> PathBuf {
     dir
 }
 
-fn slug(name: &str) -> String {
+pub fn slug(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect()
 }
 
@@ -240,7 +240,7 @@ fn splitmix(x: u64) -> u64 {
 }
 
 /// A raw image of `bytes` bytes holding [`image_bytes`].
-fn disk(path: &Path, bytes: u64) -> std::io::Result<()> {
+pub fn disk(path: &Path, bytes: u64) -> std::io::Result<()> {
     let mut f = fs::File::create(path)?;
     let mut chunk = vec![0u8; 1 << 20];
     let mut at = 0;
@@ -254,7 +254,7 @@ fn disk(path: &Path, bytes: u64) -> std::io::Result<()> {
 
 /// Checks that the image at `path` still holds exactly [`image_bytes`];
 /// returns the first differing byte offset otherwise.
-fn disk_unchanged(path: &Path, bytes: u64) -> Result<(), String> {
+pub fn disk_unchanged(path: &Path, bytes: u64) -> Result<(), String> {
     let mut f = fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let len = f.metadata().map_err(|e| e.to_string())?.len();
     if len != bytes {

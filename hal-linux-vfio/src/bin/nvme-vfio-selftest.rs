@@ -1,0 +1,62 @@
+//! The conformance suite (the same checks the bare-metal kernel runs) on
+//! NVMe controllers bound to vfio-pci.
+//!
+//! `nvme-vfio-selftest [PCI-ADDRESS...]`: every controller named, or every
+//! NVMe controller bound to vfio-pci when none is. Prints one line per check
+//! and `N passed, N failed, N skipped`; exits 1 when a check failed or none
+//! passed. It writes to the namespaces, saving and restoring the blocks it
+//! overwrites: run it on scratch devices.
+
+use hal_linux_vfio::{bound_driver, nvme_addresses, VfioHal, VfioOptions};
+use nvme_conformance::{Options, Outcome, Totals};
+use std::process::ExitCode;
+
+/// Lines of the suite go to standard output.
+struct Stdout;
+
+impl core::fmt::Write for Stdout {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        use std::io::Write as _;
+        std::io::stdout().write_all(s.as_bytes()).map_err(|_| core::fmt::Error)
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("usage: nvme-vfio-selftest [PCI-ADDRESS...]\n\nRuns the conformance suite on each controller (default: every NVMe controller bound to vfio-pci). It overwrites and then restores blocks of every namespace: use scratch devices.");
+        return ExitCode::SUCCESS;
+    }
+    let addresses = if args.is_empty() {
+        nvme_addresses().into_iter().filter(|a| bound_driver(a).as_deref() == Some("vfio-pci")).collect()
+    } else {
+        args
+    };
+    let mut out = Stdout;
+    let mut totals = Totals::default();
+    let found = if addresses.is_empty() {
+        Outcome::Failed("no NVMe controller bound to vfio-pci".try_into().unwrap_or_default())
+    } else {
+        Outcome::Ok
+    };
+    totals.record(&mut out, format_args!("find NVMe controllers ({} found)", addresses.len()), found);
+    for (i, address) in addresses.iter().enumerate() {
+        let label = format!("nvme{i} ({address})");
+        match VfioHal::open(address, VfioOptions::default()) {
+            Ok(hal) => {
+                totals.record(&mut out, format_args!("{label} open through VFIO"), Outcome::Ok);
+                nvme_conformance::run_controller(hal, &label, &Options::default(), &mut out, &mut totals);
+            }
+            Err(e) => {
+                let why = nvme_conformance::reason!("{e}");
+                totals.record(&mut out, format_args!("{label} open through VFIO"), Outcome::Failed(why));
+            }
+        }
+    }
+    totals.summary(&mut out);
+    if totals.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

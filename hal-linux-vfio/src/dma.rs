@@ -1,0 +1,537 @@
+//! DMA memory and shared buffers behind the type1 IOMMU.
+//!
+//! - **DMA memory** ([`Hal::dma_alloc`](hal_traits::Hal::dma_alloc)) comes
+//!   from chunks of 2 MiB or more: hugepages (`MAP_HUGETLB`) where the system
+//!   has them reserved, anonymous memory otherwise, each chunk mapped into the
+//!   IOMMU once (which pins it) at I/O virtual addresses of the back-end's
+//!   choosing. Pages are handed out first fit within a chunk; chunks stay
+//!   until the HAL goes. A buffer inside a chunk is translated without a
+//!   system call.
+//! - **Caller buffers** elsewhere are mapped on share, page by page: a page
+//!   two buffers share is mapped once and counted, and unmapped when its last
+//!   user is unshared. That costs two `ioctl`s per page per I/O (map and
+//!   unmap, each an IOMMU page-table update and a TLB invalidation), which is
+//!   why hot paths use `DmaBuffer`s, whose memory is in a chunk.
+
+use crate::iova::IovaSpace;
+use hal_traits::{DeviceAddr, DeviceSegment, HalError, HalErrorKind, SegmentSink, PAGE_SIZE};
+use rustix::mm::{MapFlags, ProtFlags};
+use std::collections::BTreeMap;
+
+/// The size of a chunk of DMA memory (and of a hugepage): allocations round
+/// up to it.
+pub(crate) const CHUNK: usize = 2 << 20;
+
+/// Mappings kept in reserve below the container's limit, so that chunks can
+/// still be mapped when caller buffers use up the rest.
+const RESERVE_MAPPINGS: u32 = 64;
+
+/// The IOMMU's two operations (a container's `VFIO_IOMMU_MAP_DMA` and
+/// `VFIO_IOMMU_UNMAP_DMA`; a model of them in the tests).
+pub(crate) trait Iommu {
+    /// Maps `size` bytes at `vaddr` of this process at `iova`.
+    ///
+    /// # Safety
+    ///
+    /// The memory stays allocated until it is unmapped, or until the device
+    /// can no longer reach it.
+    unsafe fn map(&self, vaddr: usize, iova: u64, size: u64) -> Result<(), rustix::io::Errno>;
+
+    /// Unmaps the mapping at `iova`.
+    fn unmap(&self, iova: u64, size: u64) -> Result<(), rustix::io::Errno>;
+}
+
+/// A run of DMA memory mapped at one I/O virtual address range.
+#[derive(Debug)]
+struct Chunk {
+    vaddr: usize,
+    iova: u64,
+    pages: usize,
+    /// Which pages are handed out.
+    used: Vec<bool>,
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        self.pages * PAGE_SIZE
+    }
+
+    fn contains(&self, addr: usize, len: usize) -> bool {
+        addr >= self.vaddr && addr.checked_add(len).is_some_and(|end| end <= self.vaddr + self.len())
+    }
+
+    /// The first run of `pages` free pages.
+    fn find_free(&self, pages: usize) -> Option<usize> {
+        let mut run = 0;
+        for (i, used) in self.used.iter().enumerate() {
+            run = if *used { 0 } else { run + 1 };
+            if run == pages {
+                return Some(i + 1 - pages);
+            }
+        }
+        None
+    }
+}
+
+/// A page of a caller's buffer, mapped for the device.
+#[derive(Clone, Copy, Debug)]
+struct SharedPage {
+    iova: u64,
+    users: u32,
+}
+
+/// What the back-end has mapped.
+#[derive(Debug)]
+pub(crate) struct Dma {
+    space: IovaSpace,
+    chunks: Vec<Chunk>,
+    shared: BTreeMap<usize, SharedPage>,
+    /// Mappings the container still takes (`None`: the kernel did not say).
+    avail: Option<u32>,
+    /// Whether to try hugepages for new chunks.
+    hugepages: bool,
+    /// Chunks that came from hugepages.
+    pub(crate) huge_chunks: usize,
+}
+
+fn no_memory(detail: &'static str) -> HalError {
+    HalError::new(HalErrorKind::NoMemory, detail)
+}
+
+impl Dma {
+    pub(crate) fn new(space: IovaSpace, avail: Option<u32>, hugepages: bool) -> Self {
+        Dma { space, chunks: Vec::new(), shared: BTreeMap::new(), avail, hugepages, huge_chunks: 0 }
+    }
+
+    /// Pages of DMA memory handed out now.
+    pub(crate) fn live_pages(&self) -> usize {
+        self.chunks.iter().map(|c| c.used.iter().filter(|u| **u).count()).sum()
+    }
+
+    /// Caller pages mapped now.
+    pub(crate) fn shared_pages(&self) -> usize {
+        self.shared.len()
+    }
+
+    fn take_mapping(&mut self, reserve: u32) -> Result<(), HalError> {
+        match &mut self.avail {
+            Some(n) if *n <= reserve => {
+                Err(no_memory("the container's DMA mapping limit (dma_entry_limit) is reached"))
+            }
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn give_mapping(&mut self) {
+        if let Some(n) = &mut self.avail {
+            *n += 1;
+        }
+    }
+
+    /// `pages` zeroed pages, contiguous for the CPU and the device.
+    pub(crate) fn alloc(&mut self, iommu: &dyn Iommu, pages: usize) -> Result<(usize, u64), HalError> {
+        if pages == 0 {
+            return Err(no_memory("an allocation of no pages"));
+        }
+        let found = self.chunks.iter().enumerate().find_map(|(i, c)| c.find_free(pages).map(|at| (i, at)));
+        let (i, at) = match found {
+            Some(f) => f,
+            None => (self.new_chunk(iommu, pages)?, 0),
+        };
+        let chunk = &mut self.chunks[i];
+        chunk.used[at..at + pages].iter_mut().for_each(|u| *u = true);
+        let vaddr = chunk.vaddr + at * PAGE_SIZE;
+        // SAFETY: the pages lie inside the chunk, which this back-end mapped
+        // and handed out to no one else.
+        unsafe { core::ptr::write_bytes(vaddr as *mut u8, 0, pages * PAGE_SIZE) };
+        Ok((vaddr, chunk.iova + (at * PAGE_SIZE) as u64))
+    }
+
+    /// Maps a new chunk of at least `pages` pages; its index.
+    fn new_chunk(&mut self, iommu: &dyn Iommu, pages: usize) -> Result<usize, HalError> {
+        let len = (pages * PAGE_SIZE).div_ceil(CHUNK) * CHUNK;
+        self.take_mapping(0)?;
+        let mapped = self.map_chunk(iommu, len);
+        if mapped.is_err() {
+            self.give_mapping();
+        }
+        let (vaddr, iova) = mapped?;
+        let chunk = Chunk { vaddr, iova, pages: len / PAGE_SIZE, used: vec![false; len / PAGE_SIZE] };
+        let i = self.chunks.partition_point(|c| c.vaddr < vaddr);
+        self.chunks.insert(i, chunk);
+        Ok(i)
+    }
+
+    fn map_chunk(&mut self, iommu: &dyn Iommu, len: usize) -> Result<(usize, u64), HalError> {
+        let prot = ProtFlags::READ | ProtFlags::WRITE;
+        let mut memory = None;
+        if self.hugepages {
+            // SAFETY: a new private anonymous mapping touches no other memory.
+            let huge = unsafe {
+                rustix::mm::mmap_anonymous(
+                    core::ptr::null_mut(),
+                    len,
+                    prot,
+                    MapFlags::PRIVATE | MapFlags::HUGETLB | MapFlags::HUGE_2MB | MapFlags::POPULATE,
+                )
+            };
+            match huge {
+                Ok(p) => {
+                    self.huge_chunks += 1;
+                    memory = Some(p);
+                }
+                // None reserved (or none left): plain pages from now on.
+                Err(_) => self.hugepages = false,
+            }
+        }
+        let ptr = match memory {
+            Some(p) => p,
+            // SAFETY: as above.
+            None => unsafe {
+                rustix::mm::mmap_anonymous(
+                    core::ptr::null_mut(),
+                    len,
+                    prot,
+                    MapFlags::PRIVATE | MapFlags::POPULATE,
+                )
+            }
+            .map_err(|_| no_memory("mmap of DMA memory failed"))?,
+        };
+        let Some(iova) = self.space.take(len as u64, CHUNK as u64) else {
+            // SAFETY: the mapping was made above and is used by no one.
+            let _ = unsafe { rustix::mm::munmap(ptr, len) };
+            return Err(no_memory("no I/O virtual address space left"));
+        };
+        // SAFETY: the memory stays mapped for as long as the container (the
+        // chunks are unmapped only after it is closed, see `VfioHal`'s Drop).
+        if let Err(e) = unsafe { iommu.map(ptr as usize, iova, len as u64) } {
+            self.space.release(iova, len as u64);
+            // SAFETY: as above.
+            let _ = unsafe { rustix::mm::munmap(ptr, len) };
+            return Err(match e {
+                rustix::io::Errno::NOMEM => {
+                    no_memory("VFIO_IOMMU_MAP_DMA: no memory (the locked-memory limit, `ulimit -l`?)")
+                }
+                _ => HalError::new(HalErrorKind::MapFailed, "VFIO_IOMMU_MAP_DMA of DMA memory failed"),
+            });
+        }
+        Ok((ptr as usize, iova))
+    }
+
+    /// Gives pages back to their chunk.
+    pub(crate) fn free(&mut self, vaddr: usize, pages: usize) -> bool {
+        let Some(chunk) = self.chunks.iter_mut().find(|c| c.contains(vaddr, pages * PAGE_SIZE)) else {
+            return false;
+        };
+        let at = (vaddr - chunk.vaddr) / PAGE_SIZE;
+        if !(vaddr - chunk.vaddr).is_multiple_of(PAGE_SIZE) || chunk.used[at..at + pages].iter().any(|u| !u) {
+            return false;
+        }
+        chunk.used[at..at + pages].iter_mut().for_each(|u| *u = false);
+        true
+    }
+
+    /// The device address of `len` bytes at `addr` when they lie in one
+    /// chunk.
+    pub(crate) fn translate(&self, addr: usize, len: usize) -> Option<DeviceAddr> {
+        let i = self.chunks.partition_point(|c| c.vaddr <= addr);
+        let chunk = self.chunks.get(i.checked_sub(1)?)?;
+        chunk.contains(addr, len).then(|| DeviceAddr(chunk.iova + (addr - chunk.vaddr) as u64))
+    }
+
+    /// Maps every page of `len` bytes at `addr` (counting the pages already
+    /// mapped) and reports the segments; on error nothing stays mapped.
+    pub(crate) fn share(
+        &mut self,
+        iommu: &dyn Iommu,
+        addr: usize,
+        len: usize,
+        sink: &mut dyn SegmentSink,
+    ) -> Result<(), HalError> {
+        if len == 0 {
+            return Ok(());
+        }
+        let first = addr / PAGE_SIZE * PAGE_SIZE;
+        let end = addr.checked_add(len).ok_or(HalError::new(HalErrorKind::MapFailed, "buffer wraps"))?;
+        let mut page = first;
+        let mut run: Option<DeviceSegment> = None;
+        while page < end {
+            let iova = match self.map_page(iommu, page) {
+                Ok(iova) => iova,
+                Err(e) => {
+                    self.unshare_pages(iommu, first, page);
+                    return Err(e);
+                }
+            };
+            // The part of this page that the buffer covers.
+            let from = addr.max(page);
+            let to = end.min(page + PAGE_SIZE);
+            let seg = DeviceSegment { addr: DeviceAddr(iova + (from - page) as u64), len: to - from };
+            run = match run {
+                Some(r) if r.addr.0 + r.len as u64 == seg.addr.0 => {
+                    Some(DeviceSegment { addr: r.addr, len: r.len + seg.len })
+                }
+                Some(r) => {
+                    sink.push(r);
+                    Some(seg)
+                }
+                None => Some(seg),
+            };
+            page += PAGE_SIZE;
+        }
+        if let Some(r) = run {
+            sink.push(r);
+        }
+        Ok(())
+    }
+
+    fn map_page(&mut self, iommu: &dyn Iommu, page: usize) -> Result<u64, HalError> {
+        if let Some(p) = self.shared.get_mut(&page) {
+            p.users += 1;
+            return Ok(p.iova);
+        }
+        self.take_mapping(RESERVE_MAPPINGS)?;
+        let Some(iova) = self.space.take(PAGE_SIZE as u64, PAGE_SIZE as u64) else {
+            self.give_mapping();
+            return Err(no_memory("no I/O virtual address space left"));
+        };
+        // SAFETY: the driver's `share` contract keeps the buffer (so this
+        // page) valid until `unshare`, which unmaps it first.
+        if unsafe { iommu.map(page, iova, PAGE_SIZE as u64) }.is_err() {
+            self.space.release(iova, PAGE_SIZE as u64);
+            self.give_mapping();
+            return Err(HalError::new(
+                HalErrorKind::MapFailed,
+                "VFIO_IOMMU_MAP_DMA of a caller's buffer failed",
+            ));
+        }
+        self.shared.insert(page, SharedPage { iova, users: 1 });
+        Ok(iova)
+    }
+
+    /// Drops one user of each page from `first` up to `end` (exclusive).
+    fn unshare_pages(&mut self, iommu: &dyn Iommu, first: usize, end: usize) {
+        let mut page = first;
+        while page < end {
+            if let Some(p) = self.shared.get_mut(&page) {
+                p.users -= 1;
+                if p.users == 0 {
+                    let iova = p.iova;
+                    self.shared.remove(&page);
+                    if iommu.unmap(iova, PAGE_SIZE as u64).is_ok() {
+                        self.space.release(iova, PAGE_SIZE as u64);
+                        self.give_mapping();
+                    }
+                    // An unmap that failed leaves the address taken: never
+                    // handed out again while the IOMMU may still map it.
+                }
+            }
+            page += PAGE_SIZE;
+        }
+    }
+
+    /// Undoes [`share`](Self::share) of the same bytes.
+    pub(crate) fn unshare(&mut self, iommu: &dyn Iommu, addr: usize, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let first = addr / PAGE_SIZE * PAGE_SIZE;
+        self.unshare_pages(iommu, first, addr + len);
+    }
+
+    /// The chunks' memory, to unmap once the container is closed.
+    pub(crate) fn take_chunks(&mut self) -> Vec<(usize, usize)> {
+        self.chunks.drain(..).map(|c| (c.vaddr, c.len())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// A model IOMMU: its mappings by address, and how many more maps work.
+    #[derive(Default)]
+    struct Model {
+        maps: RefCell<BTreeMap<u64, (usize, u64)>>,
+        fail_after: RefCell<Option<usize>>,
+    }
+
+    impl Iommu for Model {
+        unsafe fn map(&self, vaddr: usize, iova: u64, size: u64) -> Result<(), rustix::io::Errno> {
+            if let Some(n) = self.fail_after.borrow_mut().as_mut() {
+                if *n == 0 {
+                    return Err(rustix::io::Errno::NOMEM);
+                }
+                *n -= 1;
+            }
+            let mut maps = self.maps.borrow_mut();
+            // The real IOMMU refuses an address range that is already mapped.
+            assert!(!maps.iter().any(|(&a, &(_, s))| a < iova + size && iova < a + s), "IOVA mapped twice");
+            maps.insert(iova, (vaddr, size));
+            Ok(())
+        }
+
+        fn unmap(&self, iova: u64, size: u64) -> Result<(), rustix::io::Errno> {
+            let found = self.maps.borrow_mut().remove(&iova);
+            assert_eq!(found.map(|m| m.1), Some(size), "unmap of what was not mapped");
+            Ok(())
+        }
+    }
+
+    impl Model {
+        /// Where the device reaches `iova`, through the mappings.
+        fn resolve(&self, iova: u64) -> Option<usize> {
+            let maps = self.maps.borrow();
+            let (&a, &(vaddr, size)) = maps.range(..=iova).next_back()?;
+            (iova < a + size).then(|| vaddr + (iova - a) as usize)
+        }
+    }
+
+    #[derive(Default)]
+    struct Segments(Vec<DeviceSegment>);
+
+    impl SegmentSink for Segments {
+        fn push(&mut self, segment: DeviceSegment) {
+            self.0.push(segment);
+        }
+    }
+
+    fn dma(avail: Option<u32>) -> Dma {
+        Dma::new(IovaSpace::new(&[]), avail, false)
+    }
+
+    /// Every byte of `len` at `addr` reaches the device through the
+    /// segments, in order.
+    fn check_segments(iommu: &Model, addr: usize, len: usize, segs: &Segments) {
+        assert_eq!(segs.0.iter().map(|s| s.len).sum::<usize>(), len);
+        let mut at = addr;
+        for s in &segs.0 {
+            for off in [0, s.len - 1] {
+                assert_eq!(iommu.resolve(s.addr.0 + off as u64), Some(at + off));
+            }
+            at += s.len;
+        }
+    }
+
+    #[test]
+    fn two_buffers_in_one_page_are_mapped_once_and_unmapped_with_the_last() {
+        let iommu = Model::default();
+        let mut d = dma(None);
+        let page = vec![0u8; 3 * PAGE_SIZE];
+        let base = (page.as_ptr() as usize).next_multiple_of(PAGE_SIZE);
+        let (a, b) = (base + 512, base + 2048);
+        let (mut sa, mut sb) = (Segments::default(), Segments::default());
+        d.share(&iommu, a, 512, &mut sa).unwrap();
+        d.share(&iommu, b, 512, &mut sb).unwrap();
+        assert_eq!(iommu.maps.borrow().len(), 1);
+        check_segments(&iommu, a, 512, &sa);
+        check_segments(&iommu, b, 512, &sb);
+        d.unshare(&iommu, a, 512);
+        // The other buffer still reaches the device.
+        check_segments(&iommu, b, 512, &sb);
+        d.unshare(&iommu, b, 512);
+        assert!(iommu.maps.borrow().is_empty());
+        assert_eq!(d.shared_pages(), 0);
+    }
+
+    #[test]
+    fn a_buffer_across_pages_reaches_every_byte() {
+        let iommu = Model::default();
+        let mut d = dma(None);
+        let buf = vec![0u8; 6 * PAGE_SIZE];
+        let addr = (buf.as_ptr() as usize).next_multiple_of(PAGE_SIZE) + 100;
+        let len = 3 * PAGE_SIZE + 7;
+        let mut segs = Segments::default();
+        d.share(&iommu, addr, len, &mut segs).unwrap();
+        check_segments(&iommu, addr, len, &segs);
+        // Fresh pages get consecutive addresses: one segment.
+        assert_eq!(segs.0.len(), 1);
+        d.unshare(&iommu, addr, len);
+        assert!(iommu.maps.borrow().is_empty());
+    }
+
+    #[test]
+    fn a_failed_map_part_way_leaves_nothing_mapped() {
+        let iommu = Model::default();
+        let mut d = dma(None);
+        let buf = vec![0u8; 6 * PAGE_SIZE];
+        let addr = (buf.as_ptr() as usize).next_multiple_of(PAGE_SIZE);
+        // A page the earlier share holds stays mapped for it.
+        let mut first = Segments::default();
+        d.share(&iommu, addr, 64, &mut first).unwrap();
+        *iommu.fail_after.borrow_mut() = Some(1);
+        let mut segs = Segments::default();
+        let e = d.share(&iommu, addr, 3 * PAGE_SIZE, &mut segs).unwrap_err();
+        assert_eq!(e.kind(), HalErrorKind::MapFailed);
+        assert_eq!(iommu.maps.borrow().len(), 1);
+        check_segments(&iommu, addr, 64, &first);
+        *iommu.fail_after.borrow_mut() = None;
+        d.unshare(&iommu, addr, 64);
+        assert!(iommu.maps.borrow().is_empty());
+        // The address space came back too: a share now gets the first one.
+        let mut again = Segments::default();
+        d.share(&iommu, addr, 64, &mut again).unwrap();
+        assert_eq!(again.0[0].addr, first.0[0].addr);
+    }
+
+    #[test]
+    fn the_mapping_limit_is_an_error_not_a_failure_later() {
+        let iommu = Model::default();
+        // Room for one chunk and two caller pages above the reserve.
+        let mut d = dma(Some(RESERVE_MAPPINGS + 3));
+        let (_, _) = d.alloc(&iommu, 1).unwrap();
+        let buf = vec![0u8; 8 * PAGE_SIZE];
+        let addr = (buf.as_ptr() as usize).next_multiple_of(PAGE_SIZE);
+        let mut segs = Segments::default();
+        d.share(&iommu, addr, 2 * PAGE_SIZE, &mut segs).unwrap();
+        let e = d.share(&iommu, addr + 4 * PAGE_SIZE, 16, &mut Segments::default()).unwrap_err();
+        assert_eq!(e.kind(), HalErrorKind::NoMemory);
+        d.unshare(&iommu, addr, 2 * PAGE_SIZE);
+        d.share(&iommu, addr + 4 * PAGE_SIZE, 16, &mut Segments::default()).unwrap();
+        d.unshare(&iommu, addr + 4 * PAGE_SIZE, 16);
+        for (vaddr, len) in d.take_chunks() {
+            // SAFETY: mapped by `alloc` above, used by nothing now.
+            unsafe { rustix::mm::munmap(vaddr as *mut core::ffi::c_void, len) }.unwrap();
+        }
+    }
+
+    #[test]
+    fn dma_memory_is_zeroed_translated_and_freed_once() {
+        let iommu = Model::default();
+        let mut d = dma(None);
+        let (a, ia) = d.alloc(&iommu, 3).unwrap();
+        let (b, ib) = d.alloc(&iommu, 1).unwrap();
+        assert_eq!(iommu.resolve(ia), Some(a));
+        assert_eq!(iommu.resolve(ib + 4095), Some(b + 4095));
+        assert_eq!(d.translate(a + 10, 3 * PAGE_SIZE - 10).map(|x| x.0), Some(ia + 10));
+        assert_eq!(d.translate(a, 1), iommu.resolve(ia).map(|_| DeviceAddr(ia)));
+        // Outside every chunk, or running off its end: not translated.
+        assert_eq!(d.translate(a + CHUNK - 8, 16), None);
+        let heap = [0u8; 64];
+        assert_eq!(d.translate(heap.as_ptr() as usize, 64), None);
+        // SAFETY: the pages are ours, handed out above.
+        unsafe { core::ptr::write_bytes(a as *mut u8, 0xa5, 3 * PAGE_SIZE) };
+        assert!(d.free(a, 3));
+        assert!(!d.free(a, 3), "a double free is refused");
+        assert!(!d.free(a + 1, 1), "a misaligned free is refused");
+        let (c, _) = d.alloc(&iommu, 2).unwrap();
+        assert_eq!(c, a, "first fit");
+        // SAFETY: the pages are ours, handed out above.
+        let bytes = unsafe { core::slice::from_raw_parts(c as *const u8, 2 * PAGE_SIZE) };
+        assert!(bytes.iter().all(|&x| x == 0), "reused pages are zeroed");
+        assert_eq!(d.live_pages(), 3);
+        // More than a chunk: a chunk of its own.
+        let (big, ibig) = d.alloc(&iommu, CHUNK / PAGE_SIZE + 1).unwrap();
+        assert_eq!(iommu.resolve(ibig + CHUNK as u64), Some(big + CHUNK));
+        assert_eq!(iommu.maps.borrow().len(), 2);
+        for (vaddr, len) in d.take_chunks() {
+            // SAFETY: mapped by `alloc` above, used by nothing now.
+            unsafe { rustix::mm::munmap(vaddr as *mut core::ffi::c_void, len) }.unwrap();
+        }
+    }
+}

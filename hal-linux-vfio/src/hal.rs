@@ -1,0 +1,412 @@
+//! [`VfioHal`]: one NVMe controller handed to this process through VFIO.
+
+use crate::dma::{Dma, Iommu};
+use crate::error::VfioError;
+use crate::iova::IovaSpace;
+use crate::sys;
+use hal_traits::{DeviceSegment, DmaRegion, HalError, HalErrorKind, MmioRegion, SegmentSink, PAGE_SIZE};
+use rustix::fd::OwnedFd;
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use rustix::mm::{MapFlags, ProtFlags};
+use std::ffi::CString;
+use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use vfio_bindings::bindings::vfio as v;
+
+/// How to open a device.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct VfioOptions {
+    /// Takes DMA memory from 2 MiB hugepages where the system has them
+    /// reserved (`/proc/sys/vm/nr_hugepages`), else from ordinary pages.
+    pub hugepages: bool,
+}
+
+impl Default for VfioOptions {
+    fn default() -> Self {
+        VfioOptions { hugepages: true }
+    }
+}
+
+impl VfioOptions {
+    /// Sets [`hugepages`](Self::hugepages).
+    pub const fn with_hugepages(mut self, on: bool) -> Self {
+        self.hugepages = on;
+        self
+    }
+}
+
+/// One NVMe controller, opened through VFIO with the type1 IOMMU: BAR0
+/// mapped, bus mastering on, DMA memory and buffer sharing through the
+/// IOMMU, and a clock.
+///
+/// Exclusive by construction: the kernel lets one file hold a VFIO group at
+/// a time, so a second `open` of the same device (in this process or
+/// another) fails with [`VfioError::GroupBusy`].
+pub struct VfioHal {
+    address: String,
+    bar0: MmioRegion,
+    bar0_base: NonNull<u8>,
+    bar0_len: usize,
+    dma: Mutex<Dma>,
+    // Dropped in this order (see `Drop`): device, group, container.
+    device: Option<OwnedFd>,
+    group: Option<OwnedFd>,
+    container: Option<OwnedFd>,
+    config_offset: u64,
+    epoch: Instant,
+}
+
+// SAFETY: the registers are reached through volatile accesses of a mapping
+// that lives as long as the value; the DMA bookkeeping is behind a mutex;
+// the file descriptors are used through shared references by ioctls, which
+// the kernel serializes.
+unsafe impl Send for VfioHal {}
+// SAFETY: as above.
+unsafe impl Sync for VfioHal {}
+
+fn os(what: impl Into<String>) -> impl FnOnce(Errno) -> VfioError {
+    let what = what.into();
+    move |errno| VfioError::Os { what, errno }
+}
+
+/// Opens a VFIO file, turning the usual refusals into what to do.
+fn open_vfio(path: &str) -> Result<OwnedFd, VfioError> {
+    rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).map_err(|e| match e {
+        Errno::ACCESS | Errno::PERM => VfioError::Permission(path.into()),
+        Errno::BUSY => VfioError::GroupBusy(path.into()),
+        Errno::NOENT if path == "/dev/vfio/vfio" => VfioError::NoVfio,
+        e => VfioError::Os { what: format!("open {path}"), errno: e },
+    })
+}
+
+/// A PCI address as sysfs names it (`0000:00:03.0`), from that or the short
+/// form (`00:03.0`).
+pub fn canonical_address(address: &str) -> Result<String, VfioError> {
+    let bad = || VfioError::BadAddress(address.into());
+    let full =
+        if address.matches(':').count() == 1 { format!("0000:{address}") } else { address.to_string() };
+    let (head, function) = full.rsplit_once('.').ok_or_else(bad)?;
+    let parts: Vec<&str> = head.split(':').collect();
+    let hex = |s: &str, max: u32| u32::from_str_radix(s, 16).ok().filter(|v| *v <= max);
+    match parts.as_slice() {
+        [domain, bus, device] if !domain.is_empty() && !bus.is_empty() && !device.is_empty() => {
+            let (d, b, dev, f) = (
+                hex(domain, 0xffff).ok_or_else(bad)?,
+                hex(bus, 0xff).ok_or_else(bad)?,
+                hex(device, 0x1f).ok_or_else(bad)?,
+                u32::from_str_radix(function, 8).ok().filter(|f| *f <= 7).ok_or_else(bad)?,
+            );
+            Ok(format!("{d:04x}:{b:02x}:{dev:02x}.{f}"))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// The driver a PCI device is bound to, if any.
+pub fn bound_driver(address: &str) -> Option<String> {
+    let link = std::fs::read_link(format!("/sys/bus/pci/devices/{address}/driver")).ok()?;
+    link.file_name().map(|n| n.to_string_lossy().into_owned())
+}
+
+/// The PCI addresses of the NVMe controllers (class 010802) in the system,
+/// in address order, whatever they are bound to.
+pub fn nvme_addresses() -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir("/sys/bus/pci/devices")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("class"))
+                .is_ok_and(|c| c.trim().eq_ignore_ascii_case("0x010802"))
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    found
+}
+
+impl VfioHal {
+    /// Opens the NVMe controller at `address` (`0000:00:03.0`), which must be
+    /// bound to vfio-pci: joins its IOMMU group to a new container with the
+    /// type1 IOMMU, maps BAR0, and turns on memory decoding and bus
+    /// mastering.
+    pub fn open(address: &str, options: VfioOptions) -> Result<VfioHal, VfioError> {
+        let address = canonical_address(address)?;
+        let sysfs = format!("/sys/bus/pci/devices/{address}");
+        if !Path::new(&sysfs).exists() {
+            return Err(VfioError::NoDevice(address));
+        }
+        match bound_driver(&address) {
+            Some(d) if d == "vfio-pci" => {}
+            Some(driver) => return Err(VfioError::BoundElsewhere { address, driver }),
+            None => return Err(VfioError::Unbound(address)),
+        }
+        let group_link = std::fs::read_link(format!("{sysfs}/iommu_group"))
+            .map_err(|_| VfioError::NoIommuGroup(address.clone()))?;
+        let group_name = group_link.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let group_no: u32 = group_name.parse().map_err(|_| VfioError::NoIommuGroup(address.clone()))?;
+
+        let container = open_vfio("/dev/vfio/vfio")?;
+        let version = sys::api_version(&container).map_err(os("VFIO_GET_API_VERSION"))?;
+        if version != v::VFIO_API_VERSION as i32 {
+            return Err(VfioError::Unsupported(format!(
+                "API version {} (it has {version})",
+                v::VFIO_API_VERSION
+            )));
+        }
+        if !sys::check_extension(&container, v::VFIO_TYPE1v2_IOMMU).unwrap_or(false) {
+            return Err(VfioError::Unsupported("the type1v2 IOMMU (is the IOMMU on?)".into()));
+        }
+        let group_path = format!("/dev/vfio/{group_no}");
+        let group = open_vfio(&group_path)?;
+        let flags = sys::group_flags(&group).map_err(os("VFIO_GROUP_GET_STATUS"))?;
+        if flags & v::VFIO_GROUP_FLAGS_VIABLE == 0 {
+            return Err(VfioError::GroupNotViable { address, group: group_no });
+        }
+        sys::group_set_container(&group, &container).map_err(os("VFIO_GROUP_SET_CONTAINER"))?;
+        sys::set_iommu(&container, v::VFIO_TYPE1v2_IOMMU).map_err(os("VFIO_SET_IOMMU (type1v2)"))?;
+        let info = sys::iommu_info(&container).map_err(os("VFIO_IOMMU_GET_INFO"))?;
+        if info.page_sizes != 0 && info.page_sizes & PAGE_SIZE as u64 == 0 {
+            return Err(VfioError::Unsupported(format!(
+                "4 KiB IOMMU pages (it maps sizes {:#x})",
+                info.page_sizes
+            )));
+        }
+        let name = CString::new(address.clone()).map_err(|_| VfioError::BadAddress(address.clone()))?;
+        let device =
+            sys::group_device(&group, &name).map_err(os(format!("VFIO_GROUP_GET_DEVICE_FD {address}")))?;
+
+        let bar = sys::region(&device, v::VFIO_PCI_BAR0_REGION_INDEX).map_err(os("region info of BAR0"))?;
+        if bar.size < 0x1000 {
+            return Err(VfioError::Bar(format!("{} bytes, less than the 4 KiB of NVMe registers", bar.size)));
+        }
+        if bar.flags & v::VFIO_REGION_INFO_FLAG_MMAP == 0 {
+            return Err(VfioError::Bar("VFIO does not let it be mapped".into()));
+        }
+        let config =
+            sys::region(&device, v::VFIO_PCI_CONFIG_REGION_INDEX).map_err(os("region info of config"))?;
+        let bar0_len = bar.size as usize;
+        // SAFETY: a new shared mapping of the device's BAR0 region; nothing
+        // else in this process points there.
+        let base = unsafe {
+            rustix::mm::mmap(
+                core::ptr::null_mut(),
+                bar0_len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                &device,
+                bar.offset,
+            )
+        }
+        .map_err(|e| VfioError::Bar(format!("mmap: {e}")))?;
+        let base =
+            NonNull::new(base.cast::<u8>()).ok_or_else(|| VfioError::Bar("mapped at address 0".into()))?;
+        // SAFETY: the mapping covers bar0_len bytes of the registers and is
+        // unmapped only in Drop, after the last use; no reference points
+        // into it.
+        let bar0 = unsafe { MmioRegion::new(base, bar0_len) };
+
+        let hal = VfioHal {
+            address,
+            bar0,
+            bar0_base: base,
+            bar0_len,
+            dma: Mutex::new(Dma::new(IovaSpace::new(&info.iova_ranges), info.dma_avail, options.hugepages)),
+            device: Some(device),
+            group: Some(group),
+            container: Some(container),
+            config_offset: config.offset,
+            epoch: Instant::now(),
+        };
+        // Memory decoding and bus mastering (PCI Command register, bits 1
+        // and 2).
+        let command = hal.config_read16(4).map_err(os("read of the PCI command register"))?;
+        hal.config_write16(4, command | 0b110).map_err(os("write of the PCI command register"))?;
+        Ok(hal)
+    }
+
+    /// The device's PCI address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Chunks of DMA memory that came from hugepages.
+    pub fn hugepage_chunks(&self) -> usize {
+        self.lock().huge_chunks
+    }
+
+    /// Pages of DMA memory handed out now.
+    pub fn live_dma_pages(&self) -> usize {
+        self.lock().live_pages()
+    }
+
+    /// Pages of caller buffers mapped for the device now.
+    pub fn shared_pages(&self) -> usize {
+        self.lock().shared_pages()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Dma> {
+        // The bookkeeping stays consistent across a panic (every change is
+        // made after the system calls that can fail).
+        self.dma.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn container(&self) -> &OwnedFd {
+        self.container.as_ref().expect("the container lives until Drop")
+    }
+
+    fn config_read16(&self, offset: u64) -> Result<u16, Errno> {
+        let mut b = [0u8; 2];
+        let device = self.device.as_ref().expect("the device lives until Drop");
+        rustix::io::pread(device, &mut b, self.config_offset + offset)?;
+        Ok(u16::from_le_bytes(b))
+    }
+
+    fn config_write16(&self, offset: u64, value: u16) -> Result<(), Errno> {
+        let device = self.device.as_ref().expect("the device lives until Drop");
+        rustix::io::pwrite(device, &value.to_le_bytes(), self.config_offset + offset).map(drop)
+    }
+}
+
+impl Drop for VfioHal {
+    fn drop(&mut self) {
+        // Bus mastering off, then the device file (vfio-pci resets the
+        // function on release), then the group and the container, which
+        // takes every IOMMU mapping away: only then can no DMA reach the
+        // chunks, and they are unmapped. Caller pages the driver leaked
+        // (the device may have been writing them) are unpinned with the
+        // container, and are no longer reachable by the device either.
+        if let Ok(command) = self.config_read16(4) {
+            let _ = self.config_write16(4, command & !0b100);
+        }
+        // SAFETY: the mapping was made in `open` with this length; the
+        // driver is gone (it owned this value), so no register access
+        // follows.
+        let _ = unsafe { rustix::mm::munmap(self.bar0_base.as_ptr().cast(), self.bar0_len) };
+        drop(self.device.take());
+        drop(self.group.take());
+        drop(self.container.take());
+        for (vaddr, len) in self.lock().take_chunks() {
+            // SAFETY: the chunk was mapped by this back-end, and the device
+            // can no longer reach it (above); the driver is gone.
+            let _ = unsafe { rustix::mm::munmap(vaddr as *mut core::ffi::c_void, len) };
+        }
+    }
+}
+
+/// The container's type1 IOMMU.
+struct Container<'a>(&'a OwnedFd);
+
+impl Iommu for Container<'_> {
+    unsafe fn map(&self, vaddr: usize, iova: u64, size: u64) -> Result<(), Errno> {
+        // SAFETY: forwarded from the caller.
+        unsafe { sys::map_dma(self.0, vaddr, iova, size) }
+    }
+
+    fn unmap(&self, iova: u64, size: u64) -> Result<(), Errno> {
+        sys::unmap_dma(self.0, iova, size)
+    }
+}
+
+/// Pushes segments on to the driver's sink.
+struct Forward<'a>(&'a mut dyn SegmentSink);
+
+impl SegmentSink for Forward<'_> {
+    fn push(&mut self, segment: DeviceSegment) {
+        self.0.push(segment);
+    }
+}
+
+// SAFETY: register accesses go to the mapped BAR0 (MmioRegion bounds them);
+// DMA memory is mapped into the IOMMU at the addresses returned, for as long
+// as the chunk lives (until Drop, after the container is closed); shared
+// buffers are mapped page by page until their last user is unshared.
+unsafe impl hal_traits::Hal for VfioHal {
+    type Mapping = ();
+
+    fn read32(&self, offset: usize) -> u32 {
+        self.bar0.read32(offset)
+    }
+
+    unsafe fn write32(&self, offset: usize, value: u32) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.bar0.write32(offset, value) }
+    }
+
+    fn dma_alloc(&self, pages: usize) -> Result<DmaRegion, HalError> {
+        let (vaddr, iova) = self.lock().alloc(&Container(self.container()), pages)?;
+        let vaddr = NonNull::new(vaddr as *mut u8).ok_or(HalError::new(HalErrorKind::NoMemory, "null"))?;
+        Ok(DmaRegion { vaddr, daddr: hal_traits::DeviceAddr(iova), pages })
+    }
+
+    unsafe fn dma_free(&self, region: DmaRegion) {
+        let freed = self.lock().free(region.vaddr.as_ptr() as usize, region.pages);
+        debug_assert!(freed, "dma_free of memory this back-end did not hand out");
+    }
+
+    fn translate(&self, buffer: NonNull<[u8]>, sink: &mut dyn SegmentSink) -> bool {
+        let (addr, len) = (buffer.cast::<u8>().as_ptr() as usize, buffer.len());
+        match self.lock().translate(addr, len) {
+            Some(daddr) => {
+                sink.push(DeviceSegment { addr: daddr, len });
+                true
+            }
+            None => false,
+        }
+    }
+
+    unsafe fn share(
+        &self,
+        buffer: NonNull<[u8]>,
+        _direction: hal_traits::Direction,
+        sink: &mut dyn SegmentSink,
+    ) -> Result<(), HalError> {
+        let (addr, len) = (buffer.cast::<u8>().as_ptr() as usize, buffer.len());
+        self.lock().share(&Container(self.container()), addr, len, &mut Forward(sink))
+    }
+
+    unsafe fn unshare(&self, buffer: NonNull<[u8]>, _direction: hal_traits::Direction, _mapping: ()) {
+        let (addr, len) = (buffer.cast::<u8>().as_ptr() as usize, buffer.len());
+        self.lock().unshare(&Container(self.container()), addr, len);
+    }
+
+    fn ticks(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn ticks_per_second(&self) -> u64 {
+        1_000_000_000
+    }
+
+    fn delay(&self, duration: Duration) {
+        if duration >= Duration::from_millis(1) {
+            std::thread::sleep(duration);
+        } else {
+            let until = Instant::now() + duration;
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(canonical_address("0000:00:03.0").unwrap(), "0000:00:03.0");
+        assert_eq!(canonical_address("00:1f.7").unwrap(), "0000:00:1f.7");
+        assert_eq!(canonical_address("0000:00:03.0").unwrap(), canonical_address("00:03.0").unwrap());
+        for bad in
+            ["", "00:03", "0000:00:20.0", "0000:00:03.8", "x:00:03.0", "0000:100:03.0", "00:03.0.1", ":03.0"]
+        {
+            assert!(matches!(canonical_address(bad), Err(VfioError::BadAddress(_))), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The `nvme-nostd` driver in Linux user space, through VFIO.
+//!
+//! [`VfioHal`] implements [`hal_traits::Hal`] for one NVMe controller that
+//! is bound to `vfio-pci`: its IOMMU group joins a container with the type1
+//! IOMMU, BAR0 is mapped into this process, and DMA memory and caller
+//! buffers reach the device at I/O virtual addresses this back-end chooses
+//! inside the ranges the IOMMU reports (see [`dma`](crate#dma-memory)).
+//!
+//! ```no_run
+//! use hal_linux_vfio::{VfioHal, VfioOptions};
+//! use nvme_nostd::{Controller, ControllerOptions};
+//!
+//! let hal = VfioHal::open("0000:00:03.0", VfioOptions::default())?;
+//! let ctrlr = Controller::new(hal, ControllerOptions::default())?;
+//! println!("{}", String::from_utf8_lossy(ctrlr.identify().model()).trim_end());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # DMA memory
+//!
+//! DMA memory comes in chunks of 2 MiB, from hugepages where the system has
+//! them reserved, each mapped into the IOMMU once; buffers inside a chunk
+//! (every `DmaBuffer`) are translated without a system call. Any other buffer
+//! is mapped page by page when the driver shares it and unmapped when it is
+//! unshared: two `ioctl`s per page per I/O, so hot paths use `DmaBuffer`s.
+//!
+//! # What it does not do yet
+//!
+//! VFIO's no-IOMMU mode, the iommufd (`/dev/iommu`, `/dev/vfio/devices`)
+//! interface, registration of caller memory ahead of time, and the
+//! controller memory buffer (which needs the BAR mapped into the IOMMU for
+//! peer-to-peer DMA): [`hal_traits::Hal::memory_bar`] answers `None`.
+#![deny(missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+mod dma;
+mod error;
+mod hal;
+mod iova;
+mod sys;
+
+pub use error::VfioError;
+pub use hal::{bound_driver, canonical_address, nvme_addresses, VfioHal, VfioOptions};

@@ -1,0 +1,451 @@
+//! `cargo xtask vfio-test`: the VFIO back-end in a Linux guest.
+//!
+//! Builds the back-end's programs as static binaries (musl), puts them in an
+//! initramfs with `busybox` and the VFIO modules of a Debian kernel (both
+//! fetched with `apt-get download` into a cache, nothing installed into the
+//! host's `/boot`), boots QEMU with an emulated IOMMU and NVMe controllers,
+//! hands the controllers to vfio-pci and runs the programs. The guest's
+//! `/init` reports the verdict through `isa-debug-exit`.
+
+use crate::qemu::{disk, disk_unchanged, slug, wait_for, work_dir, PASS_STATUS};
+use crate::setup::root;
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const TARGET: &str = "x86_64-unknown-linux-musl";
+/// The programs the guest runs.
+const PROGRAMS: [&str; 1] = ["nvme-vfio-selftest"];
+/// The modules VFIO needs (their dependencies come along).
+const MODULES: [&str; 2] = ["vfio-pci", "vfio_iommu_type1"];
+const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Where downloads and what is made of them are kept between runs (a fresh
+/// clone of the repository finds them there too).
+fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| root().join("target"));
+    let dir = base.join("nvme-nostd-xtask").join("vfio");
+    let _ = fs::create_dir_all(&dir);
+    dir
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The Debian package of the current kernel image (`linux-image-6.1.0-N-amd64`).
+fn kernel_package() -> Option<String> {
+    let deps = output(Command::new("apt-cache").args(["depends", "linux-image-amd64"]))?;
+    deps.lines().find_map(|l| l.trim().strip_prefix("Depends: ").map(str::to_string))
+}
+
+/// `apt-get download` of `package` into `dir`, once; after an `apt-get
+/// update` when the package lists are missing. The path of the `.deb`.
+fn download(package: &str, dir: &Path) -> Option<PathBuf> {
+    let find = || {
+        fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| {
+            p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with(&format!("{package}_")) && n.ends_with(".deb")
+            })
+        })
+    };
+    if let Some(deb) = find() {
+        return Some(deb);
+    }
+    let get = || {
+        eprintln!("$ apt-get download {package} (into {})", dir.display());
+        Command::new("apt-get")
+            .args(["download", "-q", package])
+            .current_dir(dir)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !get() {
+        eprintln!("xtask: apt-get download {package} failed; updating the package lists");
+        if !crate::run(Command::new("apt-get").args(["update", "-qq"])) || !get() {
+            return None;
+        }
+    }
+    find()
+}
+
+/// Unpacks a `.deb` into `into` (once).
+fn unpack(deb: &Path, into: &Path) -> bool {
+    if into.join(".unpacked").exists() {
+        return true;
+    }
+    let _ = fs::remove_dir_all(into);
+    crate::run(Command::new("dpkg").arg("-x").arg(deb).arg(into))
+        && fs::write(into.join(".unpacked"), b"").is_ok()
+}
+
+/// The kernel's uncompressed ELF (`vmlinux`) out of a `vmlinuz`: QEMU boots
+/// it through PVH, about twice as fast as the bzImage. `None` when it cannot
+/// be extracted (the bzImage is used then).
+fn vmlinux(vmlinuz: &Path, out: &Path) -> Option<PathBuf> {
+    if out.exists() {
+        return Some(out.to_path_buf());
+    }
+    let image = fs::read(vmlinuz).ok()?;
+    let magic = [0xfd, b'7', b'z', b'X', b'Z', 0x00];
+    let at = image.windows(magic.len()).position(|w| w == magic)?;
+    let mut child = Command::new("xz")
+        .args(["-dc", "--single-stream"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut stdin = child.stdin.take()?;
+    let tail = image[at..].to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&tail);
+    });
+    let mut elf = Vec::new();
+    child.stdout.take()?.read_to_end(&mut elf).ok()?;
+    let _ = child.wait();
+    let _ = feeder.join();
+    if !elf.starts_with(b"\x7fELF") {
+        return None;
+    }
+    fs::write(out, &elf).ok()?;
+    Some(out.to_path_buf())
+}
+
+/// Module name as the kernel compares them (`-` and `_` alike).
+fn module_key(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// The `depends=` of a module's `.modinfo`.
+fn module_depends(ko: &[u8]) -> Vec<String> {
+    let key = b"depends=";
+    ko.split(|b| *b == 0)
+        .find_map(|field| field.strip_prefix(key.as_slice()))
+        .map(|deps| {
+            String::from_utf8_lossy(deps).split(',').filter(|d| !d.is_empty()).map(module_key).collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The modules `wanted` needs, dependencies first: (name, path).
+fn module_order(modules: &Path, wanted: &[&str]) -> Result<Vec<(String, PathBuf)>, String> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![modules.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Some(name) =
+                p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".ko"))
+            {
+                files.insert(module_key(name), p);
+            }
+        }
+    }
+    let mut order: Vec<(String, PathBuf)> = Vec::new();
+    fn visit(
+        name: &str,
+        files: &BTreeMap<String, PathBuf>,
+        order: &mut Vec<(String, PathBuf)>,
+        depth: usize,
+    ) -> Result<(), String> {
+        if order.iter().any(|(n, _)| n == name) {
+            return Ok(());
+        }
+        let path = files.get(name).ok_or_else(|| format!("module {name} not found"))?;
+        if depth > 16 {
+            return Err(format!("module dependencies loop at {name}"));
+        }
+        let ko = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for dep in module_depends(&ko) {
+            visit(&dep, files, order, depth + 1)?;
+        }
+        order.push((name.to_string(), path.clone()));
+        Ok(())
+    }
+    for w in wanted {
+        visit(&module_key(w), &files, &mut order, 0)?;
+    }
+    Ok(order)
+}
+
+/// An initramfs in the `newc` cpio format.
+#[derive(Default)]
+struct Cpio {
+    out: Vec<u8>,
+    ino: u32,
+}
+
+impl Cpio {
+    fn entry(&mut self, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
+        self.ino += 1;
+        let fields =
+            [self.ino, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, rdev.0, rdev.1, name.len() as u32 + 1, 0];
+        self.out.extend_from_slice(b"070701");
+        for f in fields {
+            self.out.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(0);
+        self.pad();
+        self.out.extend_from_slice(data);
+        self.pad();
+    }
+
+    fn pad(&mut self) {
+        while !self.out.len().is_multiple_of(4) {
+            self.out.push(0);
+        }
+    }
+
+    fn dir(&mut self, name: &str) {
+        self.entry(name, 0o040755, (0, 0), &[]);
+    }
+
+    fn file(&mut self, name: &str, executable: bool, data: &[u8]) {
+        self.entry(name, if executable { 0o100755 } else { 0o100644 }, (0, 0), data);
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, (0, 0), &[]);
+        self.out
+    }
+}
+
+/// The guest's `/init`: mounts, loads the modules in order, hands every NVMe
+/// controller to vfio-pci, runs the programs, and reports through
+/// `isa-debug-exit` (0x10: QEMU exits with 33, pass; 0x11: 35, fail).
+fn init_script(modules: &[String]) -> String {
+    let mut s = String::from(
+        "#!/bin/busybox sh\n\
+         /bin/busybox --install -s /bin\n\
+         mount -t proc proc /proc\n\
+         mount -t sysfs sysfs /sys\n\
+         mount -t devtmpfs devtmpfs /dev\n\
+         verdict() { printf \"$1\" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null; poweroff -f; }\n",
+    );
+    for m in modules {
+        s.push_str(&format!(
+            "insmod /lib/modules/{m}.ko || {{ echo \"insmod {m} failed\"; verdict '\\021'; }}\n"
+        ));
+    }
+    s.push_str(
+        "for d in /sys/bus/pci/devices/*; do\n\
+         \x20 [ \"$(cat $d/class)\" = 0x010802 ] || continue\n\
+         \x20 echo vfio-pci > $d/driver_override\n\
+         \x20 [ -e $d/driver ] && echo ${d##*/} > $d/driver/unbind\n\
+         \x20 echo ${d##*/} > /sys/bus/pci/drivers_probe\n\
+         \x20 echo \"${d##*/} -> $(basename $(readlink $d/driver)), IOMMU group $(basename $(readlink $d/iommu_group))\"\n\
+         done\n\
+         status=0\n",
+    );
+    for p in PROGRAMS {
+        s.push_str(&format!("echo \"== {p}\"\n/bin/{p} || {{ echo \"{p} exited with $?\"; status=1; }}\n"));
+    }
+    s.push_str("if [ $status = 0 ]; then verdict '\\020'; else verdict '\\021'; fi\n");
+    s
+}
+
+/// Builds the initramfs; its path.
+fn initramfs(modules: &[(String, PathBuf)], busybox: &Path) -> Result<PathBuf, String> {
+    let mut cpio = Cpio::default();
+    for d in ["bin", "dev", "proc", "sys", "lib", "lib/modules", "tmp"] {
+        cpio.dir(d);
+    }
+    // The console, so that /init has a standard output before devtmpfs.
+    cpio.entry("dev/console", 0o020600, (5, 1), &[]);
+    let read = |p: &Path| fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    cpio.file("bin/busybox", true, &read(busybox)?);
+    let names: Vec<String> = modules.iter().map(|(n, _)| n.clone()).collect();
+    for (name, path) in modules {
+        cpio.file(&format!("lib/modules/{name}.ko"), false, &read(path)?);
+    }
+    let bins = root().join("target").join(TARGET).join("release");
+    for p in PROGRAMS {
+        cpio.file(&format!("bin/{p}"), true, &read(&bins.join(p))?);
+    }
+    cpio.file("init", true, init_script(&names).as_bytes());
+    let out = work_dir().join("vfio-initramfs.cpio");
+    fs::write(&out, cpio.finish()).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// What the guest is made of, from the cache.
+struct Guest {
+    kernel: PathBuf,
+    /// Module names and files, dependencies first.
+    modules: Vec<(String, PathBuf)>,
+    busybox: PathBuf,
+}
+
+/// The kernel and the modules and busybox of the guest, from the cache.
+fn guest_inputs() -> Result<Guest, String> {
+    let cache = cache_dir();
+    let package = kernel_package().ok_or("apt-cache knows no linux-image-amd64 (run apt-get update)")?;
+    let deb = download(&package, &cache).ok_or(format!("cannot download {package}"))?;
+    let tree = cache.join(&package);
+    if !unpack(&deb, &tree) {
+        return Err(format!("cannot unpack {}", deb.display()));
+    }
+    let bb_deb = download("busybox-static", &cache).ok_or("cannot download busybox-static")?;
+    let bb_tree = cache.join("busybox-static");
+    if !unpack(&bb_deb, &bb_tree) {
+        return Err(format!("cannot unpack {}", bb_deb.display()));
+    }
+    let version = package.strip_prefix("linux-image-").unwrap_or(&package).to_string();
+    let vmlinuz = tree.join("boot").join(format!("vmlinuz-{version}"));
+    let kernel = vmlinux(&vmlinuz, &cache.join(format!("vmlinux-{version}"))).unwrap_or(vmlinuz);
+    let modules = module_order(&tree.join("lib/modules").join(&version).join("kernel"), &MODULES)?;
+    Ok(Guest { kernel, modules, busybox: bb_tree.join("bin/busybox") })
+}
+
+/// The musl target and the static programs.
+fn build_programs() -> bool {
+    let installed =
+        output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    if !installed.lines().any(|l| l.trim() == TARGET)
+        && !crate::run(Command::new("rustup").args(["target", "add", TARGET]))
+    {
+        eprintln!("xtask: cannot add the {TARGET} target: rustup target add {TARGET}");
+        return false;
+    }
+    crate::run(crate::cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "hal-linux-vfio",
+        "--bins",
+        "--target",
+        TARGET,
+    ]))
+}
+
+/// `cargo xtask vfio-test`: true when the guest reported a pass and every
+/// disk image is as it was.
+pub fn vfio_test(kvm: bool) -> bool {
+    if !crate::setup::ensure_qemu() || !build_programs() {
+        return false;
+    }
+    let Guest { kernel, modules, busybox } = match guest_inputs() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("xtask: guest inputs: {e}");
+            return false;
+        }
+    };
+    let initrd = match initramfs(&modules, &busybox) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("xtask: initramfs: {e}");
+            return false;
+        }
+    };
+    let name = "vfio conformance suite in a Linux guest";
+    let tag = slug(name);
+    let disks = work_dir().join("disks");
+    // Two controllers: one with a 512-byte and a 4096-byte namespace, one
+    // with a single 4096-byte namespace.
+    let layout: [&[u32]; 2] = [&[512, 4096], &[4096]];
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-machine", "q35,kernel-irqchip=split", "-m", "512M", "-smp", "2"]);
+    cmd.args(["-nodefaults", "-display", "none", "-no-reboot", "-accel", if kvm { "kvm" } else { "tcg" }]);
+    cmd.args(["-device", "intel-iommu,intremap=on,caching-mode=on"]);
+    cmd.args(["-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+    cmd.arg("-kernel").arg(&kernel).arg("-initrd").arg(&initrd);
+    cmd.args(["-append", "console=ttyS0 intel_iommu=on iommu=pt panic=-1 quiet"]);
+    let mut images = Vec::new();
+    for (i, blocks) in layout.iter().enumerate() {
+        cmd.args(["-device", &format!("nvme,id=nvme{i},serial=vfio{i}")]);
+        for (j, block) in blocks.iter().enumerate() {
+            let img = disks.join(format!("{tag}-{i}-{j}.img"));
+            let bytes = 16 << 20;
+            if let Err(e) = disk(&img, bytes) {
+                eprintln!("xtask: disk image: {e}");
+                return false;
+            }
+            images.push((img.clone(), bytes));
+            cmd.arg("-drive").arg(format!("file={},if=none,id=d{i}n{j},format=raw", img.display()));
+            cmd.args([
+                "-device",
+                &format!(
+                    "nvme-ns,drive=d{i}n{j},bus=nvme{i},nsid={},logical_block_size={block},physical_block_size={block}",
+                    j + 1
+                ),
+            ]);
+        }
+    }
+    let log = work_dir().join("logs").join(format!("{tag}.log"));
+    eprintln!("xtask: booting '{name}' (log: {})", log.display());
+    let Ok(file) = fs::File::create(&log) else {
+        return false;
+    };
+    if let Ok(err) = file.try_clone() {
+        cmd.stderr(err);
+    }
+    cmd.stdout(file);
+    let status = match cmd.spawn() {
+        Ok(mut child) => wait_for(&mut child, BOOT_TIMEOUT),
+        Err(e) => {
+            eprintln!("xtask: cannot start QEMU: {e}");
+            return false;
+        }
+    };
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    for line in text
+        .lines()
+        .filter(|l| ["FAILED", "exited with", "insmod", " passed, ", "-> "].iter().any(|w| l.contains(w)))
+    {
+        eprintln!("    {line}");
+    }
+    let clean = text.lines().any(|l| l.contains(" passed, 0 failed"));
+    let mut ok = status == Some(PASS_STATUS) && clean;
+    if !ok {
+        eprintln!("xtask: QEMU exit status {status:?}; expected {PASS_STATUS} and a clean summary");
+    }
+    for (img, bytes) in &images {
+        if let Err(why) = disk_unchanged(img, *bytes) {
+            eprintln!("xtask: disk image not restored: {why}");
+            ok = false;
+        }
+    }
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modinfo_depends() {
+        let ko = b"\x7fELF...\0license=GPL v2\0depends=vfio,vfio-pci-core,irqbypass\0vermagic=6.1\0";
+        assert_eq!(module_depends(ko), vec!["vfio", "vfio_pci_core", "irqbypass"]);
+        assert!(module_depends(b"\0depends=\0").is_empty());
+        assert!(module_depends(b"nothing here").is_empty());
+    }
+
+    #[test]
+    fn cpio_entries_are_aligned() {
+        let mut c = Cpio::default();
+        c.dir("bin");
+        c.file("bin/x", true, b"abcde");
+        let out = c.finish();
+        assert!(out.starts_with(b"070701"));
+        assert_eq!(out.len() % 4, 0);
+        // name "bin/x" follows the 110-byte header, data on a 4-byte boundary.
+        let second = out.windows(5).position(|w| w == b"bin/x").unwrap();
+        let data = out.windows(5).position(|w| w == b"abcde").unwrap();
+        assert_eq!(data % 4, 0);
+        assert_eq!(&out[second - 110..second - 104], b"070701");
+        assert!(out.windows(10).any(|w| w == b"TRAILER!!!"));
+    }
+}
