@@ -86,6 +86,8 @@ pub(crate) struct Dma {
     space: IovaSpace,
     chunks: Vec<Chunk>,
     shared: BTreeMap<usize, SharedPage>,
+    /// IOMMU mappings of caller pages in force (one a page).
+    shared_mappings: usize,
     /// Mappings the container still takes (`None`: the kernel did not say).
     avail: Option<u32>,
     /// Whether to try hugepages for new chunks.
@@ -100,7 +102,15 @@ fn no_memory(detail: &'static str) -> HalError {
 
 impl Dma {
     pub(crate) fn new(space: IovaSpace, avail: Option<u32>, hugepages: bool) -> Self {
-        Dma { space, chunks: Vec::new(), shared: BTreeMap::new(), avail, hugepages, huge_chunks: 0 }
+        Dma {
+            space,
+            chunks: Vec::new(),
+            shared: BTreeMap::new(),
+            shared_mappings: 0,
+            avail,
+            hugepages,
+            huge_chunks: 0,
+        }
     }
 
     /// Pages of DMA memory handed out now.
@@ -108,9 +118,10 @@ impl Dma {
         self.chunks.iter().map(|c| c.used.iter().filter(|u| **u).count()).sum()
     }
 
-    /// Caller pages mapped now.
+    /// IOMMU mappings of caller pages in force now (one a page, however
+    /// many buffers share it).
     pub(crate) fn shared_pages(&self) -> usize {
-        self.shared.len()
+        self.shared_mappings
     }
 
     fn take_mapping(&mut self, reserve: u32) -> Result<(), HalError> {
@@ -310,6 +321,7 @@ impl Dma {
             ));
         }
         self.shared.insert(page, SharedPage { iova, users: 1 });
+        self.shared_mappings += 1;
         Ok(iova)
     }
 
@@ -323,6 +335,7 @@ impl Dma {
                     let iova = p.iova;
                     self.shared.remove(&page);
                     if iommu.unmap(iova, PAGE_SIZE as u64).is_ok() {
+                        self.shared_mappings -= 1;
                         self.space.release(iova, PAGE_SIZE as u64);
                         self.give_mapping();
                     }

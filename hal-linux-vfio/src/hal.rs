@@ -244,7 +244,8 @@ impl VfioHal {
         self.lock().live_pages()
     }
 
-    /// Pages of caller buffers mapped for the device now.
+    /// IOMMU mappings of caller pages in force now: one a page, however many
+    /// buffers in flight share it.
     pub fn shared_pages(&self) -> usize {
         self.lock().shared_pages()
     }

@@ -17,10 +17,15 @@ use std::process::Command;
 use std::time::Duration;
 
 const TARGET: &str = "x86_64-unknown-linux-musl";
-/// The programs the guest runs.
-const PROGRAMS: [&str; 1] = ["nvme-vfio-selftest"];
+/// The programs the guest runs, each with its arguments (`$SUITE`: the
+/// controllers on bus 0, which `/init` hands to vfio-pci).
+const PROGRAMS: [(&str, &str); 2] = [("nvme-vfio-selftest", "$SUITE"), ("nvme-vfio-tests", "")];
 /// The modules VFIO needs (their dependencies come along).
-const MODULES: [&str; 2] = ["vfio-pci", "vfio_iommu_type1"];
+const VFIO_MODULES: [&str; 2] = ["vfio-pci", "vfio_iommu_type1"];
+/// The kernel's own NVMe driver, and the CRC algorithms its protection
+/// information support asks the crypto API for (loaded by hand: the guest
+/// has no modprobe).
+const NVME_MODULES: [&str; 3] = ["crct10dif_generic", "crc64_rocksoft_generic", "nvme"];
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Where downloads and what is made of them are kept between runs (a fresh
@@ -41,9 +46,17 @@ fn output(cmd: &mut Command) -> Option<String> {
 }
 
 /// The Debian package of the current kernel image (`linux-image-6.1.0-N-amd64`).
+/// On a machine whose package lists were never fetched, after an `apt-get
+/// update`.
 fn kernel_package() -> Option<String> {
-    let deps = output(Command::new("apt-cache").args(["depends", "linux-image-amd64"]))?;
-    deps.lines().find_map(|l| l.trim().strip_prefix("Depends: ").map(str::to_string))
+    let look = || {
+        let deps = output(Command::new("apt-cache").args(["depends", "linux-image-amd64"]))?;
+        deps.lines().find_map(|l| l.trim().strip_prefix("Depends: ").map(str::to_string))
+    };
+    look().or_else(|| {
+        eprintln!("xtask: apt-cache knows no linux-image-amd64; updating the package lists");
+        crate::run(Command::new("apt-get").args(["update", "-qq"])).then(look).flatten()
+    })
 }
 
 /// `apt-get download` of `package` into `dir`, once; after an `apt-get
@@ -222,42 +235,57 @@ impl Cpio {
     }
 }
 
-/// The guest's `/init`: mounts, loads the modules in order, hands every NVMe
-/// controller to vfio-pci, runs the programs, and reports through
-/// `isa-debug-exit` (0x10: QEMU exits with 33, pass; 0x11: 35, fail).
-fn init_script(modules: &[String]) -> String {
+/// The guest's `/init`: mounts, reserves hugepages, loads the VFIO
+/// modules, hands every NVMe controller to vfio-pci but the first one behind
+/// the bridge (which the kernel's nvme driver, loaded next, takes), runs the
+/// programs, and reports through `isa-debug-exit` (0x10: QEMU exits with 33,
+/// pass; 0x11: 35, fail).
+fn init_script(vfio_modules: &[String], nvme_modules: &[String]) -> String {
     let mut s = String::from(
         "#!/bin/busybox sh\n\
          /bin/busybox --install -s /bin\n\
          mount -t proc proc /proc\n\
          mount -t sysfs sysfs /sys\n\
          mount -t devtmpfs devtmpfs /dev\n\
-         verdict() { printf \"$1\" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null; poweroff -f; }\n",
+         verdict() { printf \"$1\" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null; poweroff -f; }\n\
+         echo 16 > /proc/sys/vm/nr_hugepages\n",
     );
-    for m in modules {
+    let insmod = |s: &mut String, m: &String| {
         s.push_str(&format!(
             "insmod /lib/modules/{m}.ko || {{ echo \"insmod {m} failed\"; verdict '\\021'; }}\n"
-        ));
-    }
+        ))
+    };
+    vfio_modules.iter().for_each(|m| insmod(&mut s, m));
     s.push_str(
-        "for d in /sys/bus/pci/devices/*; do\n\
+        "SUITE=\n\
+         for d in /sys/bus/pci/devices/*; do\n\
          \x20 [ \"$(cat $d/class)\" = 0x010802 ] || continue\n\
+         \x20 a=${d##*/}\n\
+         \x20 case $a in 0000:00:*) SUITE=\"$SUITE $a\";; *:01.0) continue;; esac\n\
          \x20 echo vfio-pci > $d/driver_override\n\
-         \x20 [ -e $d/driver ] && echo ${d##*/} > $d/driver/unbind\n\
-         \x20 echo ${d##*/} > /sys/bus/pci/drivers_probe\n\
-         \x20 echo \"${d##*/} -> $(basename $(readlink $d/driver)), IOMMU group $(basename $(readlink $d/iommu_group))\"\n\
+         \x20 echo $a > /sys/bus/pci/drivers_probe\n\
+         done\n",
+    );
+    nvme_modules.iter().for_each(|m| insmod(&mut s, m));
+    s.push_str(
+        "sleep 1\n\
+         for d in /sys/bus/pci/devices/*; do\n\
+         \x20 [ \"$(cat $d/class)\" = 0x010802 ] || continue\n\
+         \x20 echo \"${d##*/} -> $(basename \"$(readlink $d/driver)\"), IOMMU group $(basename $(readlink $d/iommu_group))\"\n\
          done\n\
          status=0\n",
     );
-    for p in PROGRAMS {
-        s.push_str(&format!("echo \"== {p}\"\n/bin/{p} || {{ echo \"{p} exited with $?\"; status=1; }}\n"));
+    for (p, args) in PROGRAMS {
+        s.push_str(&format!(
+            "echo \"== {p} {args}\"\n/bin/{p} {args} || {{ echo \"{p} exited with $?\"; status=1; }}\n"
+        ));
     }
     s.push_str("if [ $status = 0 ]; then verdict '\\020'; else verdict '\\021'; fi\n");
     s
 }
 
 /// Builds the initramfs; its path.
-fn initramfs(modules: &[(String, PathBuf)], busybox: &Path) -> Result<PathBuf, String> {
+fn initramfs(guest: &Guest) -> Result<PathBuf, String> {
     let mut cpio = Cpio::default();
     for d in ["bin", "dev", "proc", "sys", "lib", "lib/modules", "tmp"] {
         cpio.dir(d);
@@ -265,16 +293,16 @@ fn initramfs(modules: &[(String, PathBuf)], busybox: &Path) -> Result<PathBuf, S
     // The console, so that /init has a standard output before devtmpfs.
     cpio.entry("dev/console", 0o020600, (5, 1), &[]);
     let read = |p: &Path| fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-    cpio.file("bin/busybox", true, &read(busybox)?);
-    let names: Vec<String> = modules.iter().map(|(n, _)| n.clone()).collect();
-    for (name, path) in modules {
+    cpio.file("bin/busybox", true, &read(&guest.busybox)?);
+    for (name, path) in guest.vfio_modules.iter().chain(&guest.nvme_modules) {
         cpio.file(&format!("lib/modules/{name}.ko"), false, &read(path)?);
     }
     let bins = root().join("target").join(TARGET).join("release");
-    for p in PROGRAMS {
+    for (p, _) in PROGRAMS {
         cpio.file(&format!("bin/{p}"), true, &read(&bins.join(p))?);
     }
-    cpio.file("init", true, init_script(&names).as_bytes());
+    let names = |m: &[(String, PathBuf)]| m.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    cpio.file("init", true, init_script(&names(&guest.vfio_modules), &names(&guest.nvme_modules)).as_bytes());
     let out = work_dir().join("vfio-initramfs.cpio");
     fs::write(&out, cpio.finish()).map_err(|e| e.to_string())?;
     Ok(out)
@@ -283,15 +311,18 @@ fn initramfs(modules: &[(String, PathBuf)], busybox: &Path) -> Result<PathBuf, S
 /// What the guest is made of, from the cache.
 struct Guest {
     kernel: PathBuf,
-    /// Module names and files, dependencies first.
-    modules: Vec<(String, PathBuf)>,
+    /// VFIO's module names and files, dependencies first.
+    vfio_modules: Vec<(String, PathBuf)>,
+    /// The kernel NVMe driver's, after what VFIO's already load.
+    nvme_modules: Vec<(String, PathBuf)>,
     busybox: PathBuf,
 }
 
 /// The kernel and the modules and busybox of the guest, from the cache.
 fn guest_inputs() -> Result<Guest, String> {
     let cache = cache_dir();
-    let package = kernel_package().ok_or("apt-cache knows no linux-image-amd64 (run apt-get update)")?;
+    let package =
+        kernel_package().ok_or("apt-cache knows no linux-image-amd64, even after apt-get update")?;
     let deb = download(&package, &cache).ok_or(format!("cannot download {package}"))?;
     let tree = cache.join(&package);
     if !unpack(&deb, &tree) {
@@ -305,8 +336,11 @@ fn guest_inputs() -> Result<Guest, String> {
     let version = package.strip_prefix("linux-image-").unwrap_or(&package).to_string();
     let vmlinuz = tree.join("boot").join(format!("vmlinuz-{version}"));
     let kernel = vmlinux(&vmlinuz, &cache.join(format!("vmlinux-{version}"))).unwrap_or(vmlinuz);
-    let modules = module_order(&tree.join("lib/modules").join(&version).join("kernel"), &MODULES)?;
-    Ok(Guest { kernel, modules, busybox: bb_tree.join("bin/busybox") })
+    let dir = tree.join("lib/modules").join(&version).join("kernel");
+    let vfio_modules = module_order(&dir, &VFIO_MODULES)?;
+    let mut nvme_modules = module_order(&dir, &NVME_MODULES)?;
+    nvme_modules.retain(|m| !vfio_modules.contains(m));
+    Ok(Guest { kernel, vfio_modules, nvme_modules, busybox: bb_tree.join("bin/busybox") })
 }
 
 /// The musl target and the static programs.
@@ -336,14 +370,14 @@ pub fn vfio_test(kvm: bool) -> bool {
     if !crate::setup::ensure_qemu() || !build_programs() {
         return false;
     }
-    let Guest { kernel, modules, busybox } = match guest_inputs() {
+    let guest = match guest_inputs() {
         Ok(i) => i,
         Err(e) => {
             eprintln!("xtask: guest inputs: {e}");
             return false;
         }
     };
-    let initrd = match initramfs(&modules, &busybox) {
+    let initrd = match initramfs(&guest) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("xtask: initramfs: {e}");
@@ -353,19 +387,27 @@ pub fn vfio_test(kvm: bool) -> bool {
     let name = "vfio conformance suite in a Linux guest";
     let tag = slug(name);
     let disks = work_dir().join("disks");
-    // Two controllers: one with a 512-byte and a 4096-byte namespace, one
-    // with a single 4096-byte namespace.
-    let layout: [&[u32]; 2] = [&[512, 4096], &[4096]];
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-machine", "q35,kernel-irqchip=split", "-m", "512M", "-smp", "2"]);
     cmd.args(["-nodefaults", "-display", "none", "-no-reboot", "-accel", if kvm { "kvm" } else { "tcg" }]);
     cmd.args(["-device", "intel-iommu,intremap=on,caching-mode=on"]);
     cmd.args(["-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
-    cmd.arg("-kernel").arg(&kernel).arg("-initrd").arg(&initrd);
+    cmd.arg("-kernel").arg(&guest.kernel).arg("-initrd").arg(&initrd);
     cmd.args(["-append", "console=ttyS0 intel_iommu=on iommu=pt panic=-1 quiet"]);
+    // On bus 0, for the suite: one controller with a 512-byte and a
+    // 4096-byte namespace, one with a 4096-byte namespace. Behind a PCI
+    // bridge (one IOMMU group for both): one for the kernel's nvme driver
+    // and one for vfio-pci, whose group is then not viable.
+    let layout: [(&str, &[u32]); 4] = [
+        ("bus=pcie.0,addr=0x4", &[512, 4096]),
+        ("bus=pcie.0,addr=0x5", &[4096]),
+        ("bus=bridge,addr=0x1", &[512]),
+        ("bus=bridge,addr=0x2", &[512]),
+    ];
+    cmd.args(["-device", "pci-bridge,id=bridge,chassis_nr=1,bus=pcie.0,addr=0x6"]);
     let mut images = Vec::new();
-    for (i, blocks) in layout.iter().enumerate() {
-        cmd.args(["-device", &format!("nvme,id=nvme{i},serial=vfio{i}")]);
+    for (i, (at, blocks)) in layout.iter().enumerate() {
+        cmd.args(["-device", &format!("nvme,id=nvme{i},serial=vfio{i},{at}")]);
         for (j, block) in blocks.iter().enumerate() {
             let img = disks.join(format!("{tag}-{i}-{j}.img"));
             let bytes = 16 << 20;

@@ -1,0 +1,398 @@
+//! What only this back-end can be asked: the setup mistakes people make
+//! (each must give a message that says what to do), exclusive ownership,
+//! caller buffers that share a page, and queue pairs on several threads.
+//!
+//! Runs in the guest of `cargo xtask vfio-test`, which provides: NVMe
+//! controllers bound to vfio-pci on bus 0, and behind a PCI bridge (one IOMMU
+//! group) one controller bound to the kernel's nvme driver and one bound to
+//! vfio-pci. It unbinds and rebinds the kernel's controller. Prints one line
+//! per check and `N passed, N failed, N skipped`; exits 1 on a failure.
+
+use hal_linux_vfio::{bound_driver, nvme_addresses, VfioError, VfioHal, VfioOptions};
+use hal_traits::Hal;
+use nvme_nostd::{Controller, ControllerOptions, DmaBuffer, IoQueuePair, Namespace, PollLimit, QpairOptions};
+use std::fmt::Display;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+#[derive(Default)]
+struct Totals {
+    passed: u32,
+    failed: u32,
+    skipped: u32,
+}
+
+impl Totals {
+    fn check(&mut self, name: &str, outcome: Result<Option<String>>) {
+        match outcome {
+            Ok(None) => {
+                self.passed += 1;
+                println!("test {name} ... ok");
+            }
+            Ok(Some(why)) => {
+                self.skipped += 1;
+                println!("test {name} ... skipped: {why}");
+            }
+            Err(why) => {
+                self.failed += 1;
+                println!("test {name} ... FAILED: {why}");
+            }
+        }
+    }
+}
+
+fn fail(e: impl Display) -> String {
+    e.to_string()
+}
+
+/// The controllers bound to `driver`.
+fn bound_to(driver: &str) -> Vec<String> {
+    nvme_addresses().into_iter().filter(|a| bound_driver(a).as_deref() == Some(driver)).collect()
+}
+
+fn iommu_group(address: &str) -> Option<String> {
+    let link = std::fs::read_link(format!("/sys/bus/pci/devices/{address}/iommu_group")).ok()?;
+    Some(link.file_name()?.to_string_lossy().into_owned())
+}
+
+/// A controller bound to vfio-pci whose group holds no other device.
+fn viable() -> Result<String> {
+    bound_to("vfio-pci")
+        .into_iter()
+        .find(|a| {
+            iommu_group(a).is_some_and(|g| {
+                std::fs::read_dir(format!("/sys/kernel/iommu_groups/{g}/devices"))
+                    .map(|d| d.count())
+                    .unwrap_or(0)
+                    == 1
+            })
+        })
+        .ok_or_else(|| "no controller bound to vfio-pci alone in its IOMMU group".into())
+}
+
+/// The open must fail with an error that matches `want` and whose message
+/// contains `says`.
+fn expect_error(address: &str, want: impl Fn(&VfioError) -> bool, says: &str) -> Result<Option<String>> {
+    match VfioHal::open(address, VfioOptions::default()) {
+        Ok(_) => Err(format!("{address} opened")),
+        Err(e) if want(&e) && e.to_string().contains(says) => Ok(None),
+        Err(e) => Err(format!("wrong error: {e}")),
+    }
+}
+
+fn sysfs_write(path: &str, value: &str) -> Result {
+    std::fs::write(path, value).map_err(|e| format!("{path}: {e}"))
+}
+
+/// The kernel's controller unbound: the open says it is bound to nothing;
+/// then it goes back to nvme.
+fn unbound(kernel: &str) -> Result<Option<String>> {
+    sysfs_write(&format!("/sys/bus/pci/devices/{kernel}/driver/unbind"), kernel)?;
+    let outcome =
+        expect_error(kernel, |e| matches!(e, VfioError::Unbound(_)), "is bound to no driver; bind it");
+    sysfs_write("/sys/bus/pci/drivers_probe", kernel)?;
+    if bound_driver(kernel).as_deref() != Some("nvme") {
+        return Err(format!("{kernel} did not go back to nvme"));
+    }
+    outcome
+}
+
+/// The open of a group whose other device is bound to nvme.
+fn not_viable() -> Result<Option<String>> {
+    let kernel_groups: Vec<String> = bound_to("nvme").iter().filter_map(|a| iommu_group(a)).collect();
+    let Some(address) =
+        bound_to("vfio-pci").into_iter().find(|a| iommu_group(a).is_some_and(|g| kernel_groups.contains(&g)))
+    else {
+        return Err("no vfio-pci controller shares a group with an nvme one".into());
+    };
+    expect_error(
+        &address,
+        |e| matches!(e, VfioError::GroupNotViable { .. }),
+        "is not viable: every device in",
+    )
+}
+
+/// Two handles on one device: the second is refused, and once the first is
+/// gone the device opens again.
+fn second_handle(address: &str) -> Result<Option<String>> {
+    let first = VfioHal::open(address, VfioOptions::default()).map_err(fail)?;
+    let refused = expect_error(address, |e| matches!(e, VfioError::GroupBusy(_)), "is busy");
+    drop(first);
+    refused?;
+    VfioHal::open(address, VfioOptions::default())
+        .map_err(|e| format!("after the first handle went: {e}"))?;
+    Ok(None)
+}
+
+/// This program again, as an unprivileged user, opening `address`.
+fn as_nobody(address: &str) -> Result<Option<String>> {
+    use std::os::unix::process::CommandExt;
+    let me = std::env::current_exe().map_err(fail)?;
+    let out = Command::new(me).args(["--open", address]).uid(65534).gid(65534).output().map_err(fail)?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        return Err(format!("opened as uid 65534: {text}"));
+    }
+    if text.contains("no permission to open /dev/vfio/") && text.contains("run as root") {
+        Ok(None)
+    } else {
+        Err(format!("wrong message: {}", text.trim()))
+    }
+}
+
+fn attach(address: &str) -> Result<(Controller<VfioHal>, Namespace)> {
+    let hal = VfioHal::open(address, VfioOptions::default()).map_err(fail)?;
+    let ctrlr = Controller::new(hal, ControllerOptions::default().with_io_queues(4)).map_err(fail)?;
+    let ns = ctrlr.namespace(1).map_err(fail)?;
+    Ok((ctrlr, ns))
+}
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Two heap buffers of `len` bytes on one page (among a few allocations).
+fn two_on_one_page(len: usize) -> Result<(Vec<u8>, Vec<u8>)> {
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..256 {
+        let v = vec![0u8; len];
+        let page = v.as_ptr() as usize / 4096;
+        let aligned = |p: *const u8| (p as usize).is_multiple_of(4);
+        if aligned(v.as_ptr()) {
+            if let Some(i) =
+                kept.iter().position(|k| k.as_ptr() as usize / 4096 == page && aligned(k.as_ptr()))
+            {
+                return Ok((kept.swap_remove(i), v));
+            }
+        }
+        kept.push(v);
+    }
+    Err(format!("the allocator put no two {len}-byte buffers on one page in 256 tries"))
+}
+
+/// Heap buffers through `share`: written, then read back by two reads in
+/// flight together whose buffers share a page; every page is unmapped after.
+fn heap_buffers(address: &str) -> Result<Option<String>> {
+    let (ctrlr, ns) = attach(address)?;
+    let bs = ns.block_size() as usize;
+    if bs != 512 {
+        return Ok(Some(format!("namespace 1 has {bs}-byte blocks; the check wants 512")));
+    }
+    let lba = 8;
+    let data = pattern(7, 2 * bs);
+    let saved;
+    {
+        let mut qp: IoQueuePair<'_, VfioHal, Vec<u8>, u32, 8> =
+            ctrlr.create_io_qpair(QpairOptions::default()).map_err(fail)?;
+        let run = |qp: &mut IoQueuePair<'_, VfioHal, Vec<u8>, u32, 8>, cid| {
+            let done = qp.wait(cid, TIMEOUT, drop).map_err(fail)?;
+            done.result().map_err(fail)?;
+            done.buffer.ok_or_else(|| "no buffer back".to_string())
+        };
+        let cid = qp.read(&ns, lba, 2, vec![0u8; 2 * bs], 0).map_err(|e| fail(e.error))?;
+        saved = run(&mut qp, cid)?;
+        let cid = qp.write(&ns, lba, 2, data.clone(), 0).map_err(|e| fail(e.error))?;
+        run(&mut qp, cid)?;
+        let (a, b) = two_on_one_page(bs)?;
+        qp.read(&ns, lba, 1, a, 1).map_err(|e| fail(e.error))?;
+        qp.read(&ns, lba + 1, 1, b, 2).map_err(|e| fail(e.error))?;
+        // Both shared at submission: their page is mapped once, for two.
+        let mapped = ctrlr.hal().shared_pages();
+        if mapped != 1 {
+            return Err(format!("two buffers on one page took {mapped} IOMMU mappings"));
+        }
+        let mut got: Vec<(u32, Vec<u8>)> = Vec::new();
+        let began = Instant::now();
+        while got.len() < 2 && began.elapsed() < TIMEOUT {
+            qp.poll(PollLimit::All, |_, c| {
+                if c.result().is_ok() {
+                    got.push((c.context, c.buffer.unwrap_or_default()));
+                }
+            });
+        }
+        got.sort_by_key(|g| g.0);
+        if got.len() != 2 {
+            return Err(format!("{} of the 2 reads came back good", got.len()));
+        }
+        if got[0].1 != data[..bs] || got[1].1 != data[bs..] {
+            return Err("a read through a shared page returned the wrong bytes".into());
+        }
+        let cid = qp.write(&ns, lba, 2, saved, 0).map_err(|e| fail(e.error))?;
+        run(&mut qp, cid)?;
+    }
+    let left = ctrlr.hal().shared_pages();
+    if left != 0 {
+        return Err(format!("{left} pages still mapped after every request came back"));
+    }
+    Ok(None)
+}
+
+/// One queue pair per thread, each thread on its own CPU, writing and
+/// reading back its own range of blocks.
+fn threads(address: &str) -> Result<Option<String>> {
+    let (ctrlr, ns) = attach(address)?;
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let workers = cpus.clamp(2, 4);
+    let bs = ns.block_size() as usize;
+    let per = 64u64;
+    // The blocks the threads write, saved and written back after.
+    let (first, span) = (1024u64, workers as u64 * per);
+    let whole = |write: Option<Vec<u8>>| -> Result<Vec<u8>> {
+        let mut qp: IoQueuePair<'_, VfioHal, Vec<u8>, (), 4> =
+            ctrlr.create_io_qpair(QpairOptions::default().with_max_transfer_bytes(1 << 20)).map_err(fail)?;
+        let blocks = span as u32;
+        let cid = match write {
+            Some(data) => qp.write(&ns, first, blocks, data, ()),
+            None => qp.read(&ns, first, blocks, vec![0u8; span as usize * bs], ()),
+        }
+        .map_err(|e| fail(e.error))?;
+        let done = qp.wait(cid, TIMEOUT, drop).map_err(fail)?;
+        done.result().map_err(fail)?;
+        done.buffer.ok_or_else(|| "no buffer back".into())
+    };
+    let saved = whole(None)?;
+    let results: Vec<Result> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|t| {
+                let (ctrlr, ns) = (&ctrlr, &ns);
+                s.spawn(move || -> Result {
+                    let mut set = rustix::thread::CpuSet::new();
+                    set.set(t % cpus);
+                    rustix::thread::sched_setaffinity(None, &set).map_err(fail)?;
+                    let mut qp: IoQueuePair<'_, VfioHal, DmaBuffer<'_, VfioHal>, u64, 16> =
+                        ctrlr.create_io_qpair(QpairOptions::default()).map_err(fail)?;
+                    let first = first + t as u64 * per;
+                    for round in 0..4u64 {
+                        for i in 0..per / 8 {
+                            let lba = first + i * 8;
+                            let want = pattern(round << 32 | lba, 8 * bs);
+                            let mut buf = DmaBuffer::new(ctrlr.hal(), 8 * bs).map_err(fail)?;
+                            buf.copy_from_slice(&want);
+                            let cid = qp.write(ns, lba, 8, buf, lba).map_err(|e| fail(e.error))?;
+                            qp.wait(cid, TIMEOUT, drop).map_err(fail)?.result().map_err(fail)?;
+                            let buf = DmaBuffer::new(ctrlr.hal(), 8 * bs).map_err(fail)?;
+                            let cid = qp.read(ns, lba, 8, buf, lba).map_err(|e| fail(e.error))?;
+                            let done = qp.wait(cid, TIMEOUT, drop).map_err(fail)?;
+                            done.result().map_err(fail)?;
+                            if done.buffer.as_deref() != Some(&want[..]) {
+                                return Err(format!("thread {t}: lba {lba} read back wrong"));
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a thread panicked".into()))).collect()
+    });
+    let restored = whole(Some(saved));
+    results.into_iter().collect::<Result>()?;
+    restored.map_err(|e| format!("restoring the blocks: {e}"))?;
+    Ok(None)
+}
+
+/// The hugepage chunks one DMA allocation of a fresh handle made.
+fn huge_chunks(address: &str, options: VfioOptions) -> Result<usize> {
+    let hal = VfioHal::open(address, options).map_err(fail)?;
+    let region = hal.dma_alloc(1).map_err(fail)?;
+    let huge = hal.hugepage_chunks();
+    // SAFETY: allocated above and never named to the device.
+    unsafe { hal.dma_free(region) };
+    Ok(huge)
+}
+
+/// DMA memory comes from hugepages when the system has them reserved, and
+/// not when the options turn them off.
+fn hugepages(address: &str) -> Result<Option<String>> {
+    let reserved: u64 = std::fs::read_to_string("/proc/sys/vm/nr_hugepages")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if reserved == 0 {
+        return Ok(Some("no hugepages reserved".into()));
+    }
+    if huge_chunks(address, VfioOptions::default())? == 0 {
+        return Err(format!("{reserved} hugepages reserved, none used"));
+    }
+    if huge_chunks(address, VfioOptions::default().with_hugepages(false))? != 0 {
+        return Err("hugepages used although turned off".into());
+    }
+    Ok(None)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("usage: nvme-vfio-tests\n\nThe VFIO back-end's own checks, for the guest of `cargo xtask vfio-test` (it unbinds and rebinds devices).");
+        return ExitCode::SUCCESS;
+    }
+    if let [flag, address] = args.as_slice() {
+        if flag == "--open" {
+            return match VfioHal::open(address, VfioOptions::default()) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    println!("{e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    }
+    let mut t = Totals::default();
+    let kernel = bound_to("nvme").into_iter().next();
+    let need_kernel = |f: &dyn Fn(&str) -> Result<Option<String>>| match &kernel {
+        Some(k) => f(k),
+        None => Err("no controller bound to the kernel's nvme driver".into()),
+    };
+    t.check(
+        "open: not a PCI address",
+        expect_error(
+            "00:03",
+            |e| matches!(e, VfioError::BadAddress(_)),
+            "give it as domain:bus:device.function",
+        ),
+    );
+    t.check(
+        "open: no such device",
+        expect_error("0000:0f:1f.7", |e| matches!(e, VfioError::NoDevice(_)), "lspci -D"),
+    );
+    t.check(
+        "open: bound to nvme",
+        need_kernel(&|k| {
+            expect_error(
+                k,
+                |e| matches!(e, VfioError::BoundElsewhere { driver, .. } if driver == "nvme"),
+                "is bound to nvme; bind it to vfio-pci",
+            )
+        }),
+    );
+    t.check("open: bound to no driver", need_kernel(&unbound));
+    t.check("open: IOMMU group not viable", not_viable());
+    let device = viable();
+    let on_device = |f: &dyn Fn(&str) -> Result<Option<String>>| match &device {
+        Ok(d) => f(d),
+        Err(e) => Err(e.clone()),
+    };
+    t.check("open: no permission (uid 65534)", on_device(&as_nobody));
+    t.check("open: a second handle on one device is refused", on_device(&second_handle));
+    t.check("DMA memory from hugepages where reserved", on_device(&hugepages));
+    t.check("heap buffers sharing a page, two reads in flight", on_device(&heap_buffers));
+    t.check("one queue pair per thread, each on its own CPU", on_device(&threads));
+    println!("{} passed, {} failed, {} skipped", t.passed, t.failed, t.skipped);
+    if t.failed == 0 && t.passed > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
