@@ -32,11 +32,13 @@
 //! peer-to-peer DMA): [`hal_traits::Hal::memory_bar`] answers `None`.
 #![deny(missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+mod bind;
 mod dma;
 mod error;
 mod hal;
 mod iova;
 mod sys;
 
+pub use bind::{bind_kernel, bind_vfio, in_use, BindError};
 pub use error::VfioError;
 pub use hal::{bound_driver, canonical_address, nvme_addresses, VfioHal, VfioOptions};

@@ -20,12 +20,15 @@ const TARGET: &str = "x86_64-unknown-linux-musl";
 /// The programs the guest runs, each with its arguments (`$SUITE`: the
 /// controllers on bus 0, which `/init` hands to vfio-pci).
 const PROGRAMS: [(&str, &str); 2] = [("nvme-vfio-selftest", "$SUITE"), ("nvme-vfio-tests", "")];
+/// Programs that go into the guest for the others to run.
+const HELPERS: [&str; 1] = ["nvme-vfio-bind"];
 /// The modules VFIO needs (their dependencies come along).
 const VFIO_MODULES: [&str; 2] = ["vfio-pci", "vfio_iommu_type1"];
 /// The kernel's own NVMe driver, and the CRC algorithms its protection
 /// information support asks the crypto API for (loaded by hand: the guest
 /// has no modprobe).
-const NVME_MODULES: [&str; 3] = ["crct10dif_generic", "crc64_rocksoft_generic", "nvme"];
+const NVME_MODULES: [&str; 7] =
+    ["crct10dif_generic", "crc64_rocksoft_generic", "nvme", "vfat", "nls_cp437", "nls_ascii", "nls_utf8"];
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Where downloads and what is made of them are kept between runs (a fresh
@@ -267,8 +270,14 @@ fn init_script(vfio_modules: &[String], nvme_modules: &[String]) -> String {
          done\n",
     );
     nvme_modules.iter().for_each(|m| insmod(&mut s, m));
+    // A filesystem mounted on the kernel's controller: the bind tool must
+    // refuse to take it.
     s.push_str(
-        "sleep 1\n\
+        "for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /dev/nvme0n1 ] && break; sleep 1; done\n\
+         mkdosfs /dev/nvme0n1 >/dev/null && mkdir -p /mnt && mount -t vfat /dev/nvme0n1 /mnt || echo \"mount failed\"\n",
+    );
+    s.push_str(
+        "\
          for d in /sys/bus/pci/devices/*; do\n\
          \x20 [ \"$(cat $d/class)\" = 0x010802 ] || continue\n\
          \x20 echo \"${d##*/} -> $(basename \"$(readlink $d/driver)\"), IOMMU group $(basename $(readlink $d/iommu_group))\"\n\
@@ -298,7 +307,7 @@ fn initramfs(guest: &Guest) -> Result<PathBuf, String> {
         cpio.file(&format!("lib/modules/{name}.ko"), false, &read(path)?);
     }
     let bins = root().join("target").join(TARGET).join("release");
-    for (p, _) in PROGRAMS {
+    for p in PROGRAMS.iter().map(|(p, _)| *p).chain(HELPERS) {
         cpio.file(&format!("bin/{p}"), true, &read(&bins.join(p))?);
     }
     let names = |m: &[(String, PathBuf)]| m.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
@@ -397,7 +406,8 @@ pub fn vfio_test(kvm: bool) -> bool {
     // On bus 0, for the suite: one controller with a 512-byte and a
     // 4096-byte namespace, one with a 4096-byte namespace. Behind a PCI
     // bridge (one IOMMU group for both): one for the kernel's nvme driver
-    // and one for vfio-pci, whose group is then not viable.
+    // (a scratch disk: /init puts a filesystem on it) and one for vfio-pci,
+    // whose group is then not viable.
     let layout: [(&str, &[u32]); 4] = [
         ("bus=pcie.0,addr=0x4", &[512, 4096]),
         ("bus=pcie.0,addr=0x5", &[4096]),
@@ -415,7 +425,9 @@ pub fn vfio_test(kvm: bool) -> bool {
                 eprintln!("xtask: disk image: {e}");
                 return false;
             }
-            images.push((img.clone(), bytes));
+            if i != 2 {
+                images.push((img.clone(), bytes));
+            }
             cmd.arg("-drive").arg(format!("file={},if=none,id=d{i}n{j},format=raw", img.display()));
             cmd.args([
                 "-device",

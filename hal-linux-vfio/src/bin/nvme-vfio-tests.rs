@@ -332,6 +332,41 @@ fn hugepages(address: &str) -> Result<Option<String>> {
     Ok(None)
 }
 
+/// `nvme-vfio-bind` with `args`: its exit status and what it printed.
+fn bind_tool(args: &[&str]) -> Result<(bool, String)> {
+    let out = Command::new("/bin/nvme-vfio-bind").args(args).output().map_err(fail)?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text.trim().to_string()))
+}
+
+/// The bind tool on the kernel's controller, which holds a mounted
+/// filesystem: refused with the mount named; after the unmount, bound to
+/// vfio-pci and usable through this back-end; then given back to nvme.
+fn bind_round_trip(kernel: &str) -> Result<Option<String>> {
+    let (ok, text) = bind_tool(&[kernel])?;
+    if ok || !text.contains("is in use") || !text.contains("on /mnt") {
+        return Err(format!("bind of a mounted device: {text}"));
+    }
+    if bound_driver(kernel).as_deref() != Some("nvme") {
+        return Err("a refused bind moved the device".into());
+    }
+    let unmounted = Command::new("umount").arg("/mnt").status().map_err(fail)?;
+    if !unmounted.success() {
+        return Err("umount /mnt failed".into());
+    }
+    let (ok, text) = bind_tool(&[kernel])?;
+    if !ok || bound_driver(kernel).as_deref() != Some("vfio-pci") {
+        return Err(format!("bind after the unmount: {text}"));
+    }
+    let (ctrlr, _) = attach(kernel).map_err(|e| format!("attach after the bind: {e}"))?;
+    drop(ctrlr);
+    let (ok, text) = bind_tool(&["--unbind", kernel])?;
+    if !ok || bound_driver(kernel).as_deref() != Some("nvme") {
+        return Err(format!("unbind: {text}"));
+    }
+    Ok(None)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
@@ -377,6 +412,7 @@ fn main() -> ExitCode {
             )
         }),
     );
+    t.check("nvme-vfio-bind: refused while mounted, then there and back", need_kernel(&bind_round_trip));
     t.check("open: bound to no driver", need_kernel(&unbound));
     t.check("open: IOMMU group not viable", not_viable());
     let device = viable();
