@@ -19,7 +19,8 @@ use std::time::Duration;
 const TARGET: &str = "x86_64-unknown-linux-musl";
 /// The programs the guest runs, each with its arguments (`$SUITE`: the
 /// controllers on bus 0, which `/init` hands to vfio-pci).
-const PROGRAMS: [(&str, &str); 2] = [("nvme-vfio-selftest", "$SUITE"), ("nvme-vfio-tests", "")];
+const PROGRAMS: [(&str, &str); 3] =
+    [("nvme-vfio-selftest", "$SUITE"), ("nvme-vfio-tests", ""), ("hello_world", "--device 0000:00:04.0")];
 /// Programs that go into the guest for the others to run.
 const HELPERS: [&str; 1] = ["nvme-vfio-bind"];
 /// The modules VFIO needs (their dependencies come along).
@@ -455,13 +456,19 @@ pub fn vfio_test(kvm: bool) -> bool {
         }
     };
     let text = fs::read_to_string(&log).unwrap_or_default();
-    for line in text
-        .lines()
-        .filter(|l| ["FAILED", "exited with", "insmod", " passed, ", "-> "].iter().any(|w| l.contains(w)))
-    {
+    for line in text.lines().filter(|l| {
+        ["FAILED", "exited with", "insmod", " passed, ", "-> ", "Hello world", "hello_world:"]
+            .iter()
+            .any(|w| l.contains(w))
+    }) {
         eprintln!("    {line}");
     }
-    let clean = text.lines().any(|l| l.contains(" passed, 0 failed"));
+    // Each program's exit status counts in /init's verdict; the summaries
+    // and hello_world's greeting are checked here too.
+    let summaries = text.lines().filter(|l| l.contains(" passed, ")).count();
+    let clean = summaries == 2
+        && text.lines().filter(|l| l.contains(" passed, 0 failed")).count() == summaries
+        && text.lines().any(|l| l.trim_end() == "Hello world!");
     let mut ok = status == Some(PASS_STATUS) && clean;
     if !ok {
         eprintln!("xtask: QEMU exit status {status:?}; expected {PASS_STATUS} and a clean summary");
