@@ -37,6 +37,7 @@ mod dma;
 mod error;
 mod hal;
 mod iova;
+pub mod show;
 mod sys;
 
 pub use bind::{bind_kernel, bind_vfio, in_use, BindError};

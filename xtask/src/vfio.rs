@@ -22,7 +22,7 @@ const TARGET: &str = "x86_64-unknown-linux-musl";
 const PROGRAMS: [(&str, &str); 3] =
     [("nvme-vfio-selftest", "$SUITE"), ("nvme-vfio-tests", ""), ("hello_world", "--device 0000:00:04.0")];
 /// Programs that go into the guest for the others to run.
-const HELPERS: [&str; 1] = ["nvme-vfio-bind"];
+const HELPERS: [&str; 2] = ["nvme-vfio-bind", "identify"];
 /// The modules VFIO needs (their dependencies come along).
 const VFIO_MODULES: [&str; 2] = ["vfio-pci", "vfio_iommu_type1"];
 /// The kernel's own NVMe driver, and the CRC algorithms its protection
@@ -30,6 +30,25 @@ const VFIO_MODULES: [&str; 2] = ["vfio-pci", "vfio_iommu_type1"];
 /// has no modprobe).
 const NVME_MODULES: [&str; 7] =
     ["crct10dif_generic", "crc64_rocksoft_generic", "nvme", "vfat", "nls_cp437", "nls_ascii", "nls_utf8"];
+/// Debian's nvme-cli and everything it loads (it is dynamically linked),
+/// to read the kernel driver's view of a controller in the guest.
+const NVME_CLI_PACKAGES: [&str; 14] = [
+    "nvme-cli",
+    "libnvme1",
+    "libjson-c5",
+    "zlib1g",
+    "libssl3",
+    "libc6",
+    // libnvme-mi's D-Bus, and what libsystemd brings.
+    "libdbus-1-3",
+    "libsystemd0",
+    "libcap2",
+    "libgcrypt20",
+    "libgpg-error0",
+    "liblz4-1",
+    "liblzma5",
+    "libzstd1",
+];
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Where downloads and what is made of them are kept between runs (a fresh
@@ -283,7 +302,8 @@ fn init_script(vfio_modules: &[String], nvme_modules: &[String]) -> String {
          \x20 [ \"$(cat $d/class)\" = 0x010802 ] || continue\n\
          \x20 echo \"${d##*/} -> $(basename \"$(readlink $d/driver)\"), IOMMU group $(basename $(readlink $d/iommu_group))\"\n\
          done\n\
-         status=0\n",
+         status=0\n\
+         export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu\n",
     );
     for (p, args) in PROGRAMS {
         s.push_str(&format!(
@@ -297,13 +317,16 @@ fn init_script(vfio_modules: &[String], nvme_modules: &[String]) -> String {
 /// Builds the initramfs; its path.
 fn initramfs(guest: &Guest) -> Result<PathBuf, String> {
     let mut cpio = Cpio::default();
-    for d in ["bin", "dev", "proc", "sys", "lib", "lib/modules", "tmp"] {
+    for d in ["bin", "dev", "proc", "sys", "lib", "lib/modules", "lib/x86_64-linux-gnu", "lib64", "tmp"] {
         cpio.dir(d);
     }
     // The console, so that /init has a standard output before devtmpfs.
     cpio.entry("dev/console", 0o020600, (5, 1), &[]);
     let read = |p: &Path| fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
     cpio.file("bin/busybox", true, &read(&guest.busybox)?);
+    for (at, path) in &guest.nvme_cli {
+        cpio.file(at, true, &read(path)?);
+    }
     for (name, path) in guest.vfio_modules.iter().chain(&guest.nvme_modules) {
         cpio.file(&format!("lib/modules/{name}.ko"), false, &read(path)?);
     }
@@ -326,6 +349,46 @@ struct Guest {
     /// The kernel NVMe driver's, after what VFIO's already load.
     nvme_modules: Vec<(String, PathBuf)>,
     busybox: PathBuf,
+    /// nvme-cli and its libraries: where they go in the initramfs, and
+    /// where they are.
+    nvme_cli: Vec<(String, PathBuf)>,
+}
+
+/// A package downloaded and unpacked into the cache (once); its tree.
+fn unpacked(package: &str, cache: &Path) -> Result<PathBuf, String> {
+    let deb = download(package, cache).ok_or(format!("cannot download {package}"))?;
+    let tree = cache.join(package);
+    if !unpack(&deb, &tree) {
+        return Err(format!("cannot unpack {}", deb.display()));
+    }
+    Ok(tree)
+}
+
+/// nvme-cli, its shared libraries and the dynamic loader, laid out as the
+/// guest needs them.
+fn nvme_cli(cache: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+    let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for package in NVME_CLI_PACKAGES {
+        let tree = unpacked(package, cache)?;
+        for dir in ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"] {
+            for e in fs::read_dir(tree.join(dir)).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.contains(".so") && !e.path().is_dir() {
+                    files.entry(format!("lib/x86_64-linux-gnu/{name}")).or_insert(e.path());
+                }
+            }
+        }
+        if package == "nvme-cli" {
+            files.insert("bin/nvme".into(), tree.join("usr/sbin/nvme"));
+        }
+        if package == "libc6" {
+            files.insert(
+                "lib64/ld-linux-x86-64.so.2".into(),
+                tree.join("lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"),
+            );
+        }
+    }
+    Ok(files.into_iter().collect())
 }
 
 /// The kernel and the modules and busybox of the guest, from the cache.
@@ -338,11 +401,7 @@ fn guest_inputs() -> Result<Guest, String> {
     if !unpack(&deb, &tree) {
         return Err(format!("cannot unpack {}", deb.display()));
     }
-    let bb_deb = download("busybox-static", &cache).ok_or("cannot download busybox-static")?;
-    let bb_tree = cache.join("busybox-static");
-    if !unpack(&bb_deb, &bb_tree) {
-        return Err(format!("cannot unpack {}", bb_deb.display()));
-    }
+    let bb_tree = unpacked("busybox-static", &cache)?;
     let version = package.strip_prefix("linux-image-").unwrap_or(&package).to_string();
     let vmlinuz = tree.join("boot").join(format!("vmlinuz-{version}"));
     let kernel = vmlinux(&vmlinuz, &cache.join(format!("vmlinux-{version}"))).unwrap_or(vmlinuz);
@@ -350,7 +409,8 @@ fn guest_inputs() -> Result<Guest, String> {
     let vfio_modules = module_order(&dir, &VFIO_MODULES)?;
     let mut nvme_modules = module_order(&dir, &NVME_MODULES)?;
     nvme_modules.retain(|m| !vfio_modules.contains(m));
-    Ok(Guest { kernel, vfio_modules, nvme_modules, busybox: bb_tree.join("bin/busybox") })
+    let nvme_cli = nvme_cli(&cache)?;
+    Ok(Guest { kernel, vfio_modules, nvme_modules, busybox: bb_tree.join("bin/busybox"), nvme_cli })
 }
 
 /// The musl target and the static programs.
@@ -363,15 +423,13 @@ fn build_programs() -> bool {
         eprintln!("xtask: cannot add the {TARGET} target: rustup target add {TARGET}");
         return false;
     }
-    crate::run(crate::cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "hal-linux-vfio",
-        "--bins",
-        "--target",
-        TARGET,
-    ]))
+    // Without debug information: the initramfs stays small (it boots faster).
+    crate::run(
+        crate::cargo()
+            .args(["build", "--release", "-p", "hal-linux-vfio", "--bins", "--target", TARGET])
+            .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+            .env("CARGO_PROFILE_RELEASE_STRIP", "true"),
+    )
 }
 
 /// `cargo xtask vfio-test`: true when the guest reported a pass and every
@@ -403,7 +461,7 @@ pub fn vfio_test(kvm: bool) -> bool {
     cmd.args(["-device", "intel-iommu,intremap=on,caching-mode=on"]);
     cmd.args(["-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
     cmd.arg("-kernel").arg(&guest.kernel).arg("-initrd").arg(&initrd);
-    cmd.args(["-append", "console=ttyS0 intel_iommu=on iommu=pt panic=-1 quiet"]);
+    cmd.args(["-append", "console=ttyS0 intel_iommu=on iommu=pt panic=-1 quiet no_timer_check"]);
     // On bus 0, for the suite: one controller with a 512-byte and a
     // 4096-byte namespace, one with a 4096-byte namespace. Behind a PCI
     // bridge (one IOMMU group for both): one for the kernel's nvme driver

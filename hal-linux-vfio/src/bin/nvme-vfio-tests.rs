@@ -367,6 +367,101 @@ fn bind_round_trip(kernel: &str) -> Result<Option<String>> {
     Ok(None)
 }
 
+/// The kernel's name of the controller at `address` (`nvme0`).
+fn kernel_name(address: &str) -> Result<String> {
+    std::fs::read_dir(format!("/sys/bus/pci/devices/{address}/nvme"))
+        .map_err(fail)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("nvme"))
+        .ok_or_else(|| format!("{address} has no nvme controller in sysfs"))
+}
+
+fn json_of(program: &str, args: &[&str]) -> Result<serde_json::Value> {
+    let out = Command::new(program).args(args).output().map_err(|e| format!("{program}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{program} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{program} {}: not JSON: {e}", args.join(" ")))
+}
+
+/// Every field both objects have, compared (arrays of objects element by
+/// element): the number compared, and the differences.
+fn compare(
+    path: &str,
+    theirs: &serde_json::Value,
+    ours: &serde_json::Value,
+    diffs: &mut Vec<String>,
+) -> usize {
+    use serde_json::Value as J;
+    match (theirs, ours) {
+        (J::Object(t), J::Object(o)) => t
+            .iter()
+            .filter_map(|(k, tv)| o.get(k).map(|ov| compare(&format!("{path}.{k}"), tv, ov, diffs)))
+            .sum(),
+        (J::Array(t), J::Array(o)) => {
+            if t.len() != o.len() {
+                diffs.push(format!("{path}: {} entries against {}", t.len(), o.len()));
+            }
+            t.iter()
+                .zip(o)
+                .enumerate()
+                .map(|(i, (tv, ov))| compare(&format!("{path}[{i}]"), tv, ov, diffs))
+                .sum()
+        }
+        _ => {
+            if theirs != ours {
+                diffs.push(format!("{path}: nvme-cli {theirs}, identify {ours}"));
+            }
+            1
+        }
+    }
+}
+
+/// `identify --json` through VFIO against nvme-cli's `id-ctrl` and `id-ns`
+/// of the same controller under the kernel's driver: every field both print
+/// agrees.
+fn identify_agrees(kernel: &str) -> Result<Option<String>> {
+    let name = kernel_name(kernel)?;
+    // A controller the kernel just probed answers once it is live.
+    let state = format!("/sys/class/nvme/{name}/state");
+    let began = Instant::now();
+    while std::fs::read_to_string(&state).map(|s| s.trim() != "live").unwrap_or(true) {
+        if began.elapsed() > TIMEOUT {
+            return Err(format!("{name} never became live"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ctrl = json_of("nvme", &["id-ctrl", &format!("/dev/{name}"), "-o", "json"])?;
+    let ns = json_of("nvme", &["id-ns", &format!("/dev/{name}n1"), "-o", "json"])?;
+    let (ok, text) = bind_tool(&[kernel])?;
+    if !ok {
+        return Err(format!("bind: {text}"));
+    }
+    let ours = json_of("/bin/identify", &["--device", kernel, "--json"]);
+    let (back, text) = bind_tool(&["--unbind", kernel])?;
+    let ours = ours?;
+    if !back {
+        return Err(format!("unbind: {text}"));
+    }
+    let mut diffs = Vec::new();
+    let fields = compare("id-ctrl", &ctrl, &ours["controller"], &mut diffs)
+        + compare("id-ns", &ns, &ours["namespaces"][0], &mut diffs);
+    println!("identify and nvme-cli: {fields} fields compared, {} differ", diffs.len());
+    for d in &diffs {
+        println!("  {d}");
+    }
+    // nvme-cli 2.3 prints 85 + 13 (one power state) controller fields and
+    // 36 + 3 per LBA format namespace fields: most must be there to compare.
+    if fields < 120 {
+        return Err(format!("only {fields} fields in common"));
+    }
+    match diffs.first() {
+        None => Ok(None),
+        Some(d) => Err(format!("{} fields differ, first {d}", diffs.len())),
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
@@ -413,6 +508,7 @@ fn main() -> ExitCode {
         }),
     );
     t.check("nvme-vfio-bind: refused while mounted, then there and back", need_kernel(&bind_round_trip));
+    t.check("identify --json agrees with nvme-cli on every field both print", need_kernel(&identify_agrees));
     t.check("open: bound to no driver", need_kernel(&unbound));
     t.check("open: IOMMU group not viable", not_viable());
     let device = viable();
