@@ -462,6 +462,80 @@ fn identify_agrees(kernel: &str) -> Result<Option<String>> {
     }
 }
 
+/// Waits until the kernel's controller at `address` is live; its name.
+fn kernel_live(address: &str) -> Result<String> {
+    let began = Instant::now();
+    loop {
+        if let Ok(name) = kernel_name(address) {
+            let state = std::fs::read_to_string(format!("/sys/class/nvme/{name}/state")).unwrap_or_default();
+            if state.trim() == "live" && std::path::Path::new(&format!("/dev/{name}n1")).exists() {
+                return Ok(name);
+            }
+        }
+        if began.elapsed() > TIMEOUT {
+            return Err(format!("{address} never became live under the kernel's driver"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn dd(args: &[&str]) -> Result {
+    let out = Command::new("dd").args(args).output().map_err(fail)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("dd {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// Data crosses between the two drivers: blocks the kernel wrote (dd) read
+/// back through VFIO, and blocks written through VFIO read back by the
+/// kernel (dd) after the controller went back to it. The namespace is the
+/// scratch one /init put a filesystem on.
+fn kernel_sees_our_data(kernel: &str) -> Result<Option<String>> {
+    let name = kernel_live(kernel)?;
+    let (bs, blocks) = (512usize, 64u64);
+    let theirs = pattern(11, bs * blocks as usize);
+    let ours = pattern(12, bs * blocks as usize);
+    std::fs::write("/tmp/theirs", &theirs).map_err(fail)?;
+    let dev = format!("/dev/{name}n1");
+    dd(&["if=/tmp/theirs", &format!("of={dev}"), "bs=512", "seek=64", "conv=fsync"])?;
+    let (ok, text) = bind_tool(&[kernel])?;
+    if !ok {
+        return Err(format!("bind: {text}"));
+    }
+    let through_vfio = || -> Result {
+        let (ctrlr, ns) = attach(kernel)?;
+        if ns.block_size() as usize != bs {
+            return Err(format!("{}-byte blocks", ns.block_size()));
+        }
+        let mut qp: IoQueuePair<'_, VfioHal, Vec<u8>, (), 4> =
+            ctrlr.create_io_qpair(QpairOptions::default()).map_err(fail)?;
+        let cid = qp.read(&ns, 64, blocks as u32, vec![0u8; theirs.len()], ()).map_err(|e| fail(e.error))?;
+        let done = qp.wait(cid, TIMEOUT, drop).map_err(fail)?;
+        done.result().map_err(fail)?;
+        if done.buffer.as_deref() != Some(&theirs[..]) {
+            return Err("blocks the kernel wrote read back differently through VFIO".into());
+        }
+        let cid = qp.write(&ns, 0, blocks as u32, ours.clone(), ()).map_err(|e| fail(e.error))?;
+        qp.wait(cid, TIMEOUT, drop).map_err(fail)?.result().map_err(fail)?;
+        Ok(())
+    };
+    let result = through_vfio();
+    let (back, text) = bind_tool(&["--unbind", kernel])?;
+    result?;
+    if !back {
+        return Err(format!("unbind: {text}"));
+    }
+    let name = kernel_live(kernel)?;
+    dd(&[&format!("if=/dev/{name}n1"), "of=/tmp/ours", "bs=512", "count=64"])?;
+    let read = std::fs::read("/tmp/ours").map_err(fail)?;
+    if read != ours {
+        return Err("blocks written through VFIO read back differently by the kernel".into());
+    }
+    Ok(None)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
@@ -509,6 +583,7 @@ fn main() -> ExitCode {
     );
     t.check("nvme-vfio-bind: refused while mounted, then there and back", need_kernel(&bind_round_trip));
     t.check("identify --json agrees with nvme-cli on every field both print", need_kernel(&identify_agrees));
+    t.check("data written by the kernel read through VFIO, and back", need_kernel(&kernel_sees_our_data));
     t.check("open: bound to no driver", need_kernel(&unbound));
     t.check("open: IOMMU group not viable", not_viable());
     let device = viable();
