@@ -18,11 +18,17 @@ use std::time::Duration;
 
 const TARGET: &str = "x86_64-unknown-linux-musl";
 /// The programs the guest runs, each with its arguments (`$SUITE`: the
-/// controllers on bus 0, which `/init` hands to vfio-pci).
-const PROGRAMS: [(&str, &str); 3] =
-    [("nvme-vfio-selftest", "$SUITE"), ("nvme-vfio-tests", ""), ("hello_world", "--device 0000:00:04.0")];
+/// controllers on bus 0, which `/init` hands to vfio-pci). The tools run
+/// last, for their output in the log (the README quotes it).
+const PROGRAMS: [(&str, &str); 5] = [
+    ("nvme-vfio-selftest", "$SUITE"),
+    ("nvme-vfio-tests", ""),
+    ("hello_world", "--device 0000:00:04.0"),
+    ("identify", "--device 0000:00:04.0 --namespace 1"),
+    ("perf", "--device 0000:00:05.0 --namespace 2 -w randread -q 16 -t 2"),
+];
 /// Programs that go into the guest for the others to run.
-const HELPERS: [&str; 2] = ["nvme-vfio-bind", "identify"];
+const HELPERS: [&str; 1] = ["nvme-vfio-bind"];
 /// The modules VFIO needs (their dependencies come along).
 const VFIO_MODULES: [&str; 2] = ["vfio-pci", "vfio_iommu_type1"];
 /// The kernel's own NVMe driver, and the CRC algorithms its protection
@@ -463,28 +469,29 @@ pub fn vfio_test(kvm: bool) -> bool {
     cmd.arg("-kernel").arg(&guest.kernel).arg("-initrd").arg(&initrd);
     cmd.args(["-append", "console=ttyS0 intel_iommu=on iommu=pt panic=-1 quiet no_timer_check"]);
     // On bus 0, for the suite: one controller with a 512-byte and a
-    // 4096-byte namespace, one with a 4096-byte namespace. Behind a PCI
-    // bridge (one IOMMU group for both): one for the kernel's nvme driver
-    // (a scratch disk: /init puts a filesystem on it) and one for vfio-pci,
-    // whose group is then not viable.
-    let layout: [(&str, &[u32]); 4] = [
-        ("bus=pcie.0,addr=0x4", &[512, 4096]),
-        ("bus=pcie.0,addr=0x5", &[4096]),
-        ("bus=bridge,addr=0x1", &[512]),
-        ("bus=bridge,addr=0x2", &[512]),
+    // 4096-byte namespace, one with a 4096-byte and a 512-byte namespace
+    // (a scratch one: perf writes to it). Behind a PCI bridge (one IOMMU
+    // group for both): one for the kernel's nvme driver (a scratch disk:
+    // /init puts a filesystem on it) and one for vfio-pci, whose group is
+    // then not viable. (block size, scratch) per namespace.
+    let layout: [(&str, &[(u32, bool)]); 4] = [
+        ("bus=pcie.0,addr=0x4", &[(512, false), (4096, false)]),
+        ("bus=pcie.0,addr=0x5", &[(4096, false), (512, true)]),
+        ("bus=bridge,addr=0x1", &[(512, true)]),
+        ("bus=bridge,addr=0x2", &[(512, false)]),
     ];
     cmd.args(["-device", "pci-bridge,id=bridge,chassis_nr=1,bus=pcie.0,addr=0x6"]);
     let mut images = Vec::new();
-    for (i, (at, blocks)) in layout.iter().enumerate() {
+    for (i, (at, namespaces)) in layout.iter().enumerate() {
         cmd.args(["-device", &format!("nvme,id=nvme{i},serial=vfio{i},{at}")]);
-        for (j, block) in blocks.iter().enumerate() {
+        for (j, (block, scratch)) in namespaces.iter().enumerate() {
             let img = disks.join(format!("{tag}-{i}-{j}.img"));
             let bytes = 16 << 20;
             if let Err(e) = disk(&img, bytes) {
                 eprintln!("xtask: disk image: {e}");
                 return false;
             }
-            if i != 2 {
+            if !scratch {
                 images.push((img.clone(), bytes));
             }
             cmd.arg("-drive").arg(format!("file={},if=none,id=d{i}n{j},format=raw", img.display()));

@@ -536,6 +536,70 @@ fn kernel_sees_our_data(kernel: &str) -> Result<Option<String>> {
     Ok(None)
 }
 
+/// True for a number above zero (not NaN).
+fn positive(x: f64) -> bool {
+    x > 0.0
+}
+
+/// True when `a <= b` (neither NaN).
+fn ordered(a: f64, b: f64) -> bool {
+    a <= b
+}
+
+/// `perf` on the scratch namespace 2 of `address`: a mixed random workload
+/// from two pinned threads, whose JSON must add up; a bad I/O size refused;
+/// the text report with its progress line.
+fn perf(address: &str) -> Result<Option<String>> {
+    let common = ["--device", address, "--namespace", "2", "-q", "8"];
+    let mut args: Vec<&str> = common.to_vec();
+    args.extend(["-w", "randrw", "-M", "70", "-t", "1", "-j", "2", "--cores", "0,1", "--json"]);
+    let j = json_of("/bin/perf", &args)?;
+    let total = &j["total"];
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    let (ios, seconds) = (f(&total["ios"]), f(&j["seconds"]));
+    if !positive(ios) || f(&total["errors"]) != 0.0 {
+        return Err(format!("total: {total}"));
+    }
+    if (f(&total["iops"]) - ios / seconds).abs() > 1e-6 * ios / seconds {
+        return Err(format!("IOPS {} against {ios} I/Os in {seconds} s", total["iops"]));
+    }
+    let lat = &total["latency_us"];
+    let order = ["min", "p50", "p90", "p99", "p99.9", "p99.99", "max"].map(|k| f(&lat[k]));
+    if order.windows(2).any(|w| !ordered(w[0], w[1]))
+        || !(ordered(order[0], f(&lat["avg"])) && ordered(f(&lat["avg"]), order[6]))
+    {
+        return Err(format!("latency figures out of order: {lat}"));
+    }
+    let threads = j["threads"].as_array().cloned().unwrap_or_default();
+    let per: Vec<f64> = threads.iter().map(|t| f(&t["ios"])).collect();
+    if threads.len() != 2 || per.iter().any(|n| !positive(*n)) || per.iter().sum::<f64>() != ios {
+        return Err(format!("threads: {}", j["threads"]));
+    }
+    if threads[1]["core"] != 1 {
+        return Err(format!("thread 1 not on core 1: {}", threads[1]));
+    }
+    // A size that is not whole blocks is refused before anything is sent.
+    let mut bad: Vec<&str> = common.to_vec();
+    bad.extend(["-o", "1000", "-t", "1"]);
+    let out = Command::new("/bin/perf").args(&bad).output().map_err(fail)?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || !said.contains("not a multiple of the block size") {
+        return Err(format!("-o 1000: {}", said.trim()));
+    }
+    let mut text: Vec<&str> = common.to_vec();
+    text.extend(["-w", "read", "-t", "2"]);
+    let out = Command::new("/bin/perf").args(&text).output().map_err(fail)?;
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() || !stdout.contains("\nTotal ") || !stdout.contains("Latency percentiles") {
+        return Err(format!("text report: {stdout}{stderr}"));
+    }
+    if !stderr.contains("[   1 s]") {
+        return Err(format!("no progress line: {stderr}"));
+    }
+    println!("perf: {ios} I/Os in {seconds:.2} s from two threads, p99 {} us", lat["p99"]);
+    Ok(None)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
@@ -596,6 +660,7 @@ fn main() -> ExitCode {
     t.check("DMA memory from hugepages where reserved", on_device(&hugepages));
     t.check("heap buffers sharing a page, two reads in flight", on_device(&heap_buffers));
     t.check("one queue pair per thread, each on its own CPU", on_device(&threads));
+    t.check("perf: a mixed workload from two pinned threads adds up", perf("0000:00:05.0"));
     println!("{} passed, {} failed, {} skipped", t.passed, t.failed, t.skipped);
     if t.failed == 0 && t.passed > 0 {
         ExitCode::SUCCESS
