@@ -136,6 +136,10 @@ impl VfioHal {
     /// mastering.
     pub fn open(address: &str, options: VfioOptions) -> Result<VfioHal, VfioError> {
         let address = canonical_address(address)?;
+        // Without the modules nothing else can be right: say that first.
+        if !Path::new("/dev/vfio/vfio").exists() {
+            return Err(VfioError::NoVfio);
+        }
         let sysfs = format!("/sys/bus/pci/devices/{address}");
         if !Path::new(&sysfs).exists() {
             return Err(VfioError::NoDevice(address));

@@ -26,10 +26,17 @@
 //!
 //! # What it does not do yet
 //!
-//! VFIO's no-IOMMU mode, the iommufd (`/dev/iommu`, `/dev/vfio/devices`)
-//! interface, registration of caller memory ahead of time, and the
-//! controller memory buffer (which needs the BAR mapped into the IOMMU for
-//! peer-to-peer DMA): [`hal_traits::Hal::memory_bar`] answers `None`.
+//! - The iommufd interface (`/dev/iommu`, Linux 6.2) and VFIO's device files
+//!   (`/dev/vfio/devices/vfioN`, Linux 6.6): the type1 container used here
+//!   works on every kernel since 3.6, including Debian 12's 6.1 (the test
+//!   guest's), which has neither.
+//! - VFIO's no-IOMMU mode (physical addresses from `/proc/self/pagemap`):
+//!   Debian's kernels are built without it, so it could not be tested here.
+//! - Registering caller memory ahead of time (only the back-end's own DMA
+//!   memory is translated without a system call).
+//! - The controller memory buffer, which needs the BAR mapped into the
+//!   IOMMU for peer-to-peer DMA: [`hal_traits::Hal::memory_bar`] answers
+//!   `None`.
 #![deny(missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod bind;

@@ -316,6 +316,12 @@ fn init_script(vfio_modules: &[String], nvme_modules: &[String]) -> String {
             "echo \"== {p} {args}\"\n/bin/{p} {args} || {{ echo \"{p} exited with $?\"; status=1; }}\n"
         ));
     }
+    // Last, without VFIO: the modules unloaded (which unbinds the devices).
+    s.push_str("for m in vfio_pci vfio_pci_core vfio_iommu_type1 vfio_virqfd vfio; do rmmod $m; done\n");
+    s.push_str(
+        "echo \"== nvme-vfio-tests --without-vfio\"\n\
+         /bin/nvme-vfio-tests --without-vfio 0000:00:04.0 || { echo \"nvme-vfio-tests --without-vfio exited with $?\"; status=1; }\n",
+    );
     s.push_str("if [ $status = 0 ]; then verdict '\\020'; else verdict '\\021'; fi\n");
     s
 }
@@ -531,7 +537,7 @@ pub fn vfio_test(kvm: bool) -> bool {
     // Each program's exit status counts in /init's verdict; the summaries
     // and hello_world's greeting are checked here too.
     let summaries = text.lines().filter(|l| l.contains(" passed, ")).count();
-    let clean = summaries == 2
+    let clean = summaries == 3
         && text.lines().filter(|l| l.contains(" passed, 0 failed")).count() == summaries
         && text.lines().any(|l| l.trim_end() == "Hello world!");
     let mut ok = status == Some(PASS_STATUS) && clean;

@@ -618,6 +618,20 @@ fn main() -> ExitCode {
         }
     }
     let mut t = Totals::default();
+    if args.first().map(String::as_str) == Some("--without-vfio") {
+        // Run by /init once the VFIO modules are unloaded.
+        let device = args.get(1).cloned().unwrap_or_default();
+        t.check(
+            "open: the VFIO modules are not loaded",
+            expect_error(
+                &device,
+                |e| matches!(e, VfioError::NoVfio),
+                "load the modules (`modprobe vfio-pci`)",
+            ),
+        );
+        println!("{} passed, {} failed, {} skipped", t.passed, t.failed, t.skipped);
+        return if t.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    }
     let kernel = bound_to("nvme").into_iter().next();
     let need_kernel = |f: &dyn Fn(&str) -> Result<Option<String>>| match &kernel {
         Some(k) => f(k),
