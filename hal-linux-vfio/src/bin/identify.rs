@@ -20,7 +20,8 @@ struct Args {
     /// Only this namespace.
     #[arg(long, short)]
     namespace: Option<u32>,
-    /// JSON: {"controller": <nvme-cli id-ctrl>, "namespaces": [<nvme-cli id-ns> with "nsid"]}.
+    /// JSON: an object with "controller" (nvme-cli's id-ctrl object) and
+    /// "namespaces" (nvme-cli's id-ns objects, each with its "nsid").
     #[arg(long)]
     json: bool,
 }
