@@ -94,6 +94,8 @@ pub(crate) struct Dma {
     hugepages: bool,
     /// Chunks that came from hugepages.
     pub(crate) huge_chunks: usize,
+    /// Hugepages were asked for and none could be had.
+    pub(crate) hugepages_missing: bool,
 }
 
 fn no_memory(detail: &'static str) -> HalError {
@@ -110,6 +112,7 @@ impl Dma {
             avail,
             hugepages,
             huge_chunks: 0,
+            hugepages_missing: false,
         }
     }
 
@@ -196,7 +199,10 @@ impl Dma {
                     memory = Some(p);
                 }
                 // None reserved (or none left): plain pages from now on.
-                Err(_) => self.hugepages = false,
+                Err(_) => {
+                    self.hugepages = false;
+                    self.hugepages_missing = true;
+                }
             }
         }
         let ptr = match memory {

@@ -243,6 +243,17 @@ impl VfioHal {
         self.lock().huge_chunks
     }
 
+    /// What to do when DMA memory had to come from ordinary pages although
+    /// hugepages were asked for (none reserved, or none left); `None`
+    /// otherwise. Tools print it: hugepages save IOMMU page-table entries
+    /// and TLB misses, and are what SPDK-class setups use.
+    pub fn hugepage_advice(&self) -> Option<&'static str> {
+        self.lock().hugepages_missing.then_some(
+            "DMA memory comes from 4 KiB pages: no 2 MiB hugepages are free; reserve some with \
+             `echo 64 > /proc/sys/vm/nr_hugepages` (as root)",
+        )
+    }
+
     /// Pages of DMA memory handed out now.
     pub fn live_dma_pages(&self) -> usize {
         self.lock().live_pages()

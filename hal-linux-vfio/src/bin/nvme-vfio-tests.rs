@@ -329,7 +329,22 @@ fn hugepages(address: &str) -> Result<Option<String>> {
     if huge_chunks(address, VfioOptions::default().with_hugepages(false))? != 0 {
         return Err("hugepages used although turned off".into());
     }
-    Ok(None)
+    // With every hugepage taken, memory still comes, and the advice says
+    // how to get some.
+    let hal = VfioHal::open(address, VfioOptions::default()).map_err(fail)?;
+    std::fs::write("/proc/sys/vm/nr_hugepages", "0").map_err(fail)?;
+    let region = hal.dma_alloc(1);
+    let advice = hal.hugepage_advice();
+    std::fs::write("/proc/sys/vm/nr_hugepages", reserved.to_string()).map_err(fail)?;
+    let region = region.map_err(|e| format!("without hugepages: {e}"))?;
+    // SAFETY: allocated above and never named to the device.
+    unsafe { hal.dma_free(region) };
+    match advice {
+        Some(a) if a.contains("/proc/sys/vm/nr_hugepages") && hal.hugepage_chunks() == 0 => Ok(None),
+        other => {
+            Err(format!("without hugepages: advice {other:?}, {} hugepage chunks", hal.hugepage_chunks()))
+        }
+    }
 }
 
 /// `nvme-vfio-bind` with `args`: its exit status and what it printed.

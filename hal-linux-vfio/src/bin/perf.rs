@@ -375,6 +375,9 @@ fn run(args: &Args, address: &str) -> Result<(), String> {
     // The measured window: from the end of the warm-up to the stop (what
     // was in flight then still completes, and counts).
     let seconds = stopped_at.duration_since(measured_from).as_secs_f64().max(1e-9);
+    if let Some(advice) = ctrlr.hal().hugepage_advice() {
+        eprintln!("perf: {advice}");
+    }
     let outcomes = results.into_iter().collect::<Result<Vec<_>, _>>()?;
     let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| e.to_string())?;
     let (mut ios, mut errors) = (0, 0);
