@@ -88,6 +88,8 @@ pub(crate) struct Dma {
     shared: BTreeMap<usize, SharedPage>,
     /// IOMMU mappings of caller pages in force (one a page).
     shared_mappings: usize,
+    /// Caller memory registered ahead of time: (vaddr, len, iova), sorted.
+    registered: Vec<(usize, usize, u64)>,
     /// Mappings the container still takes (`None`: the kernel did not say).
     avail: Option<u32>,
     /// Whether to try hugepages for new chunks.
@@ -109,6 +111,7 @@ impl Dma {
             chunks: Vec::new(),
             shared: BTreeMap::new(),
             shared_mappings: 0,
+            registered: Vec::new(),
             avail,
             hugepages,
             huge_chunks: 0,
@@ -255,9 +258,64 @@ impl Dma {
     /// The device address of `len` bytes at `addr` when they lie in one
     /// chunk.
     pub(crate) fn translate(&self, addr: usize, len: usize) -> Option<DeviceAddr> {
+        let end = addr.checked_add(len)?;
         let i = self.chunks.partition_point(|c| c.vaddr <= addr);
-        let chunk = self.chunks.get(i.checked_sub(1)?)?;
-        chunk.contains(addr, len).then(|| DeviceAddr(chunk.iova + (addr - chunk.vaddr) as u64))
+        if let Some(chunk) = i.checked_sub(1).and_then(|i| self.chunks.get(i)) {
+            if chunk.contains(addr, len) {
+                return Some(DeviceAddr(chunk.iova + (addr - chunk.vaddr) as u64));
+            }
+        }
+        let i = self.registered.partition_point(|r| r.0 <= addr);
+        let &(vaddr, rlen, iova) = self.registered.get(i.checked_sub(1)?)?;
+        (end <= vaddr + rlen).then(|| DeviceAddr(iova + (addr - vaddr) as u64))
+    }
+
+    /// Maps `len` bytes of caller memory at `addr` (whole pages) for good:
+    /// buffers inside are translated from then on. `Err` with why not.
+    ///
+    /// # Safety
+    ///
+    /// The memory stays allocated, and is not reused for anything the
+    /// device must not reach, until the container is closed.
+    pub(crate) unsafe fn register(
+        &mut self,
+        iommu: &dyn Iommu,
+        addr: usize,
+        len: usize,
+    ) -> Result<u64, String> {
+        if len == 0 || !addr.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
+            return Err(format!("{len} bytes at {addr:#x}: registered memory must be whole 4 KiB pages"));
+        }
+        let end = addr.checked_add(len).ok_or("the region wraps")?;
+        let overlaps = |v: usize, l: usize| v < end && addr < v + l;
+        if self.registered.iter().any(|&(v, l, _)| overlaps(v, l))
+            || self.chunks.iter().any(|c| overlaps(c.vaddr, c.len()))
+        {
+            return Err(format!("{len} bytes at {addr:#x} overlap memory already registered or DMA memory"));
+        }
+        if self.shared.range(addr..end).next().is_some() {
+            return Err(format!("{len} bytes at {addr:#x} hold buffers shared with the device right now"));
+        }
+        let align = if len >= CHUNK { CHUNK } else { PAGE_SIZE } as u64;
+        self.take_mapping(0).map_err(|e| e.detail().to_string())?;
+        let Some(iova) = self.space.take(len as u64, align) else {
+            self.give_mapping();
+            return Err("no I/O virtual address space left".into());
+        };
+        // SAFETY: forwarded from the caller.
+        if let Err(e) = unsafe { iommu.map(addr, iova, len as u64) } {
+            self.space.release(iova, len as u64);
+            self.give_mapping();
+            return Err(format!("VFIO_IOMMU_MAP_DMA: {e}"));
+        }
+        let i = self.registered.partition_point(|r| r.0 < addr);
+        self.registered.insert(i, (addr, len, iova));
+        Ok(iova)
+    }
+
+    /// Bytes of caller memory registered.
+    pub(crate) fn registered_bytes(&self) -> usize {
+        self.registered.iter().map(|r| r.1).sum()
     }
 
     /// Maps every page of `len` bytes at `addr` (counting the pages already
@@ -517,6 +575,42 @@ mod tests {
             // SAFETY: mapped by `alloc` above, used by nothing now.
             unsafe { rustix::mm::munmap(vaddr as *mut core::ffi::c_void, len) }.unwrap();
         }
+    }
+
+    #[test]
+    fn registered_memory_is_translated_without_a_share() {
+        let iommu = Model::default();
+        let mut d = dma(None);
+        let buf = vec![0u8; 8 * PAGE_SIZE];
+        let base = (buf.as_ptr() as usize).next_multiple_of(PAGE_SIZE);
+        // SAFETY: `buf` outlives `d`'s use here, and the model maps nothing.
+        let iova = unsafe { d.register(&iommu, base, 4 * PAGE_SIZE) }.unwrap();
+        assert_eq!(d.translate(base + 100, 3000), Some(DeviceAddr(iova + 100)));
+        assert_eq!(
+            d.translate(base + 4 * PAGE_SIZE - 8, 8),
+            Some(DeviceAddr(iova + 4 * PAGE_SIZE as u64 - 8))
+        );
+        assert_eq!(iommu.resolve(iova + 5000), Some(base + 5000));
+        // Past its end, or straddling it: not translated.
+        assert_eq!(d.translate(base + 4 * PAGE_SIZE - 8, 16), None);
+        assert_eq!(d.translate(base + 4 * PAGE_SIZE, 8), None);
+        // SAFETY: as above.
+        unsafe {
+            assert!(d.register(&iommu, base + 2 * PAGE_SIZE, 4 * PAGE_SIZE).unwrap_err().contains("overlap"));
+            assert!(d
+                .register(&iommu, base + 4 * PAGE_SIZE + 8, PAGE_SIZE)
+                .unwrap_err()
+                .contains("whole 4 KiB"));
+            assert!(d.register(&iommu, base + 4 * PAGE_SIZE, 100).unwrap_err().contains("whole 4 KiB"));
+        }
+        // A page shared right now cannot be registered under it.
+        let mut segs = Segments::default();
+        d.share(&iommu, base + 5 * PAGE_SIZE, 64, &mut segs).unwrap();
+        // SAFETY: as above.
+        let e = unsafe { d.register(&iommu, base + 4 * PAGE_SIZE, 2 * PAGE_SIZE) }.unwrap_err();
+        assert!(e.contains("shared"), "{e}");
+        d.unshare(&iommu, base + 5 * PAGE_SIZE, 64);
+        assert_eq!(d.registered_bytes(), 4 * PAGE_SIZE);
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub enum VfioError {
     Unsupported(String),
     /// The device's BAR0 cannot be mapped.
     Bar(String),
+    /// Memory could not be registered ([`VfioHal::register`](crate::VfioHal::register)).
+    Registration(String),
     /// A system call failed where nothing above explains it.
     Os {
         /// What was being done.
@@ -96,6 +98,7 @@ impl fmt::Display for VfioError {
             ),
             VfioError::Unsupported(what) => write!(f, "this kernel's VFIO lacks {what}"),
             VfioError::Bar(what) => write!(f, "BAR0 cannot be used: {what}"),
+            VfioError::Registration(why) => write!(f, "cannot register memory: {why}"),
             VfioError::Os { what, errno } => write!(f, "{what}: {errno}"),
         }
     }

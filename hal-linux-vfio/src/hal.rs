@@ -254,6 +254,36 @@ impl VfioHal {
         )
     }
 
+    /// Registers caller memory ahead of time (SPDK's `spdk_mem_register`):
+    /// it is mapped into the IOMMU once, here, and every buffer inside it is
+    /// translated on each I/O without a system call, where a buffer outside
+    /// costs a map and an unmap `ioctl` per page. The memory must be whole
+    /// 4 KiB pages (2 MiB hugepages are best: one IOMMU mapping, and fewer
+    /// IOTLB misses), must not overlap memory registered before or the
+    /// back-end's own DMA memory, and stays pinned until this value is
+    /// dropped. The application's buffers inside it are its own
+    /// [`IoBuffer`](nvme_nostd::IoBuffer) type (see that trait's contract).
+    ///
+    /// # Safety
+    ///
+    /// `memory` stays allocated until this value is dropped, and nothing
+    /// the device must not reach is ever placed in it: the device can reach
+    /// all of it (through whatever command names it) for as long as this
+    /// value lives, even where this value is leaked.
+    pub unsafe fn register(&self, memory: NonNull<[u8]>) -> Result<(), VfioError> {
+        let (addr, len) = (memory.cast::<u8>().as_ptr() as usize, memory.len());
+        // SAFETY: forwarded from the caller; the container closes only when
+        // this value is dropped.
+        unsafe { self.lock().register(&Container(self.container()), addr, len) }
+            .map(drop)
+            .map_err(VfioError::Registration)
+    }
+
+    /// Bytes of caller memory registered with [`register`](Self::register).
+    pub fn registered_bytes(&self) -> usize {
+        self.lock().registered_bytes()
+    }
+
     /// Pages of DMA memory handed out now.
     pub fn live_dma_pages(&self) -> usize {
         self.lock().live_pages()

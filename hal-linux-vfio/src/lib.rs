@@ -22,7 +22,10 @@
 //! them reserved, each mapped into the IOMMU once; buffers inside a chunk
 //! (every `DmaBuffer`) are translated without a system call. Any other buffer
 //! is mapped page by page when the driver shares it and unmapped when it is
-//! unshared: two `ioctl`s per page per I/O, so hot paths use `DmaBuffer`s.
+//! unshared: two `ioctl`s per page per I/O, so hot paths use `DmaBuffer`s, or
+//! memory of the application's own that it registered ahead of time
+//! ([`VfioHal::register`], SPDK's `spdk_mem_register`): mapped once, and
+//! translated per I/O without a system call.
 //!
 //! # What it does not do yet
 //!
@@ -32,8 +35,6 @@
 //!   guest's), which has neither.
 //! - VFIO's no-IOMMU mode (physical addresses from `/proc/self/pagemap`):
 //!   Debian's kernels are built without it, so it could not be tested here.
-//! - Registering caller memory ahead of time (only the back-end's own DMA
-//!   memory is translated without a system call).
 //! - The controller memory buffer, which needs the BAR mapped into the
 //!   IOMMU for peer-to-peer DMA: [`hal_traits::Hal::memory_bar`] answers
 //!   `None`.
