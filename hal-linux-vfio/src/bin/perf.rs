@@ -104,6 +104,10 @@ struct Shared {
     measuring: AtomicBool,
     /// Set when the time is up.
     stop: AtomicBool,
+    /// Threads with their queue pair and buffers ready.
+    ready: std::sync::atomic::AtomicUsize,
+    /// Set once every thread is ready: the clock starts.
+    go: AtomicBool,
 }
 
 type Qp<'a> = IoQueuePair<'a, VfioHal, DmaBuffer<'a, VfioHal>, u64, MAX_DEPTH>;
@@ -200,6 +204,14 @@ fn worker(
         idle.push(
             DmaBuffer::new(ctrlr.hal(), args.io_size).map_err(|e| format!("thread {t}: DMA memory: {e}"))?,
         );
+    }
+    // Everyone starts together, once every queue pair exists.
+    shared.ready.fetch_add(1, Ordering::SeqCst);
+    while !shared.go.load(Ordering::SeqCst) {
+        if shared.stop.load(Ordering::SeqCst) {
+            return Ok(Outcome { core, ios, errors, histogram });
+        }
+        std::thread::sleep(Duration::from_micros(100));
     }
     loop {
         let stopping = shared.stop.load(Ordering::Relaxed);
@@ -324,6 +336,8 @@ fn run(args: &Args, address: &str) -> Result<(), String> {
         done: AtomicU64::new(0),
         measuring: AtomicBool::new(args.warmup == 0.0),
         stop: AtomicBool::new(false),
+        ready: std::sync::atomic::AtomicUsize::new(0),
+        go: AtomicBool::new(false),
     };
     let label = format!("PCIE ({address}) NSID {nsid}");
     if !args.json {
@@ -334,7 +348,7 @@ fn run(args: &Args, address: &str) -> Result<(), String> {
             args.queue_depth
         );
     }
-    let began = Instant::now();
+    let mut began = Instant::now();
     let mut measured_from = began;
     let mut stopped_at = began;
     let results: Vec<Result<Outcome, String>> = std::thread::scope(|s| {
@@ -344,13 +358,21 @@ fn run(args: &Args, address: &str) -> Result<(), String> {
                 s.spawn(move || worker(args, t, ctrlr, ns, shared))
             })
             .collect();
+        // The clock starts when every thread is ready (or one gave up).
+        while shared.ready.load(Ordering::SeqCst) < args.threads && !handles.iter().any(|h| h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        began = Instant::now();
+        measured_from = began;
+        shared.go.store(true, Ordering::SeqCst);
         // The clock: warm-up, then the measurement, with a progress line
         // each second.
         let warmup = Duration::from_secs_f64(args.warmup);
         let total = warmup + Duration::from_secs_f64(args.time);
         let mut last = (Instant::now(), 0u64);
         let mut second = 0;
-        while began.elapsed() < total && !handles.iter().all(|h| h.is_finished()) {
+        // A thread that ends before the stop failed: stop the others.
+        while began.elapsed() < total && !handles.iter().any(|h| h.is_finished()) {
             std::thread::sleep(Duration::from_millis(20));
             if !shared.measuring.load(Ordering::Relaxed) && began.elapsed() >= warmup {
                 measured_from = Instant::now();
