@@ -286,11 +286,28 @@ impl AdminQueue {
             self.cq.ring(hal);
             n += 1;
             let sq_ok = entry.sqid == 0 && self.sq.update_head(entry.sqhd);
+            if entry.sqid == 0 && !sq_ok {
+                self.distrust(entry.cid);
+            }
             if !(sq_ok && self.route(hal, &entry)) {
                 self.bogus_completions += 1;
             }
         }
         n
+    }
+
+    /// An entry with an impossible SQ head named `cid`: it is not taken as a
+    /// completion, but the device may be done with that command, and a later
+    /// entry naming the same CID could not be told from its completion (a
+    /// Create I/O Queue it reports as refused would have its memory freed
+    /// while the queue exists). A command outstanding under `cid` ends as
+    /// after a timeout, its fate unknown, and the queue is failed until a
+    /// reset.
+    fn distrust(&mut self, cid: u16) {
+        if let Some(a) = self.asynchronous.iter_mut().find(|a| a.cid == cid && a.result.is_none()) {
+            a.result = Some(Err(Error::Timeout(Wait::AdminCommand)));
+            self.failed = true;
+        }
     }
 
     /// Takes a completion that is not the one a caller waits for: the result
@@ -551,6 +568,16 @@ impl AdminQueue {
                 if entry.cid == cid && sq_ok {
                     let status = entry.status.without_phase();
                     return if status.is_success() { Ok(entry) } else { Err(Error::Command(status)) };
+                }
+                if entry.sqid == 0 && !sq_ok {
+                    // This command's fate is unknown from here on (see
+                    // `distrust`): as after a timeout.
+                    if entry.cid == cid {
+                        self.bogus_completions += 1;
+                        self.failed = true;
+                        return Err(Error::Timeout(Wait::AdminCommand));
+                    }
+                    self.distrust(entry.cid);
                 }
                 if sq_ok && self.route(hal, &entry) {
                     continue;

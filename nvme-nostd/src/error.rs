@@ -85,7 +85,11 @@ pub enum Argument {
     /// without protection information.
     ProtectionInformation,
     /// The metadata of a separate-metadata namespace is not one contiguous
-    /// dword-aligned run in device space, as MPTR needs.
+    /// dword-aligned run in device space, as MPTR needs. A caller's buffer
+    /// that the HAL shares page by page (behind an IOMMU, or through bounce
+    /// pages) gives one run only where its metadata lies within one page; a
+    /// [`DmaBuffer`](crate::DmaBuffer) (or memory the HAL registered ahead
+    /// of time) always does.
     MetadataNotContiguous,
     /// A scatter list where one cannot go: with separate metadata, for a
     /// raw command, for admin data; or a scatter list as a piece of

@@ -43,6 +43,16 @@ pub enum Fault {
     /// The command executes and its completion reports an SQ head outside the
     /// range head..tail (`(tail + size / 2) % size`).
     ImpossibleSqHead,
+    /// The command executes; its completion reports an impossible SQ head
+    /// (which the host must not take), and a second completion with the
+    /// same CID, a valid SQ head and this status follows: a device that
+    /// contradicts itself about a command it ran.
+    ContradictingCompletion {
+        /// Status Code Type of the second completion.
+        sct: u8,
+        /// Status Code of the second completion.
+        sc: u8,
+    },
 }
 
 /// The kinds of [`Fault`], for statistics and random injection.
@@ -70,11 +80,13 @@ pub enum FaultKind {
     WrongPhase,
     /// [`Fault::ImpossibleSqHead`].
     ImpossibleSqHead,
+    /// [`Fault::ContradictingCompletion`].
+    ContradictingCompletion,
 }
 
 impl FaultKind {
     /// Every kind, in declaration order (the index into [`SimStats::faults`](crate::SimStats::faults)).
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::Status,
         FaultKind::StatusDnr,
         FaultKind::Drop,
@@ -86,11 +98,12 @@ impl FaultKind {
         FaultKind::CidRepeated,
         FaultKind::WrongPhase,
         FaultKind::ImpossibleSqHead,
+        FaultKind::ContradictingCompletion,
     ];
 
     /// The kinds after which the device keeps completing other commands
     /// normally (everything but `Fatal`, `Removal` and `WrongPhase`).
-    pub const RECOVERABLE: [FaultKind; 8] = [
+    pub const RECOVERABLE: [FaultKind; 9] = [
         FaultKind::Status,
         FaultKind::StatusDnr,
         FaultKind::Drop,
@@ -99,6 +112,7 @@ impl FaultKind {
         FaultKind::CidNotOutstanding,
         FaultKind::CidRepeated,
         FaultKind::ImpossibleSqHead,
+        FaultKind::ContradictingCompletion,
     ];
 
     /// A short lowercase name.
@@ -115,6 +129,7 @@ impl FaultKind {
             FaultKind::CidRepeated => "cid-repeated",
             FaultKind::WrongPhase => "wrong-phase",
             FaultKind::ImpossibleSqHead => "impossible-sq-head",
+            FaultKind::ContradictingCompletion => "contradicting-completion",
         }
     }
 
@@ -140,6 +155,7 @@ impl FaultKind {
             FaultKind::CidRepeated => Fault::CidRepeated,
             FaultKind::WrongPhase => Fault::WrongPhase,
             FaultKind::ImpossibleSqHead => Fault::ImpossibleSqHead,
+            FaultKind::ContradictingCompletion => Fault::ContradictingCompletion { sct, sc },
         }
     }
 
@@ -157,6 +173,7 @@ impl FaultKind {
             Fault::CidRepeated => FaultKind::CidRepeated,
             Fault::WrongPhase => FaultKind::WrongPhase,
             Fault::ImpossibleSqHead => FaultKind::ImpossibleSqHead,
+            Fault::ContradictingCompletion { .. } => FaultKind::ContradictingCompletion,
         }
     }
 }

@@ -166,6 +166,23 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
                 && self.slots.get(cid).is_some_and(|r| r.done.is_none() && !r.role.is_parent());
             if !valid {
                 self.stats.bogus_completions += 1;
+                if entry.sqid == self.qid && !self.sq.head_plausible(entry.sqhd) {
+                    // The device contradicts itself about a request in
+                    // flight: not its completion, but the device may be done
+                    // with it. Its fate is unknown, as after a timeout: a
+                    // later entry naming it that is not a success reports
+                    // `Error::Timeout`, and the next timeout scan aborts it.
+                    if let Some(req) = self.slots.get_mut(cid) {
+                        if req.done.is_none()
+                            && !req.role.is_parent()
+                            && !req.timed_out
+                            && req.deadline != PARKED
+                        {
+                            req.timed_out = true;
+                            req.deadline = 1;
+                        }
+                    }
+                }
                 continue;
             }
             self.sq.update_head(entry.sqhd);

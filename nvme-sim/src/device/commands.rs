@@ -130,6 +130,11 @@ impl State {
             }
             Some(Fault::WrongPhase) => self.post(p.sqid, cid, status, dw0, PostKind::WrongPhase),
             Some(Fault::ImpossibleSqHead) => self.post(p.sqid, cid, status, dw0, PostKind::BadHead),
+            Some(Fault::ContradictingCompletion { sct, sc }) => {
+                self.post(p.sqid, cid, status, dw0, PostKind::BadHead);
+                let other = Status::of(StatusCodeType(sct), StatusCode(sc)).raw();
+                self.post(p.sqid, cid, other, 0, PostKind::Extra);
+            }
             _ => self.post(p.sqid, cid, status, dw0, PostKind::Real),
         }
     }

@@ -216,7 +216,10 @@ impl State {
     pub(super) fn post(&mut self, sqid: u16, cid: u16, status: u16, dw0: u32, kind: PostKind) {
         let Some(sq) = self.sqs.get_mut(&sqid) else { return };
         let sqhd = if kind == PostKind::BadHead { sq.impossible_head() } else { sq.head };
-        if kind != PostKind::Extra {
+        // Only a completion the host can take retires its CID: one with an
+        // impossible SQ head or the wrong phase leaves the command
+        // outstanding to the host, so `CidNotOutstanding` must not name it.
+        if kind == PostKind::Real {
             sq.last_completed = Some(cid);
         }
         let cqid = sq.cqid;
