@@ -50,7 +50,7 @@ impl std::fmt::Display for BindError {
             BindError::NoVfioPci => {
                 write!(f, "the vfio-pci driver is not loaded and `modprobe vfio-pci` failed")
             }
-            BindError::Sysfs { path, error } => write!(f, "writing {path}: {error} (are you root?)"),
+            BindError::Sysfs { path, error } => write!(f, "writing {path}: {error}"),
             BindError::NotBound { address, wanted, has } => {
                 write!(
                     f,
@@ -65,54 +65,97 @@ impl std::fmt::Display for BindError {
 impl std::error::Error for BindError {}
 
 fn write(path: &str, value: &str) -> Result<(), BindError> {
-    std::fs::write(path, value).map_err(|e| BindError::Sysfs { path: path.into(), error: e.to_string() })
+    std::fs::write(path, value).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied { " (run as root)" } else { "" };
+        BindError::Sysfs { path: path.into(), error: format!("{e}{hint}") }
+    })
 }
 
-/// The block devices of a controller (`nvme0n1`, `nvme0n1p1`, ...), from sysfs.
+/// The block devices of a controller: its namespaces and their partitions,
+/// under the controller's own name or, with native multipath, the
+/// subsystem's (`nvme0c0n1` is one path of `nvme0n1`).
 fn block_devices(address: &str) -> Vec<String> {
     let mut found = Vec::new();
+    let push_with_partitions = |name: String, found: &mut Vec<String>| {
+        let dir = format!("/sys/class/block/{name}");
+        for part in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = part.file_name().to_string_lossy().into_owned();
+            if p.starts_with(&name) && part.path().join("partition").exists() && !found.contains(&p) {
+                found.push(p);
+            }
+        }
+        if !found.contains(&name) {
+            found.push(name);
+        }
+    };
     let nvme = format!("/sys/bus/pci/devices/{address}/nvme");
     for ctrl in std::fs::read_dir(&nvme).into_iter().flatten().flatten() {
         let ctrl_name = ctrl.file_name().to_string_lossy().into_owned();
         for ns in std::fs::read_dir(ctrl.path()).into_iter().flatten().flatten() {
             let name = ns.file_name().to_string_lossy().into_owned();
-            // Namespaces appear as nvme<subsys>n<ns> (also under another
-            // controller's number with multipath), partitions below them.
-            if name.starts_with("nvme")
-                && name.contains('n')
-                && name != ctrl_name
-                && ns.path().join("dev").exists()
-            {
-                found.push(name.clone());
-                for part in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
-                    let p = part.file_name().to_string_lossy().into_owned();
-                    if p.starts_with(&name) && part.path().join("partition").exists() {
-                        found.push(p);
-                    }
+            if !name.starts_with("nvme") || name == ctrl_name || !ns.path().join("dev").exists() {
+                continue;
+            }
+            // A multipath path (nvme<S>c<C>n<N>): the head nvme<S>n<N> is
+            // what gets mounted.
+            if let Some((subsys, rest)) = name.strip_prefix("nvme").and_then(|r| r.split_once('c')) {
+                if let Some((_, nsid)) = rest.split_once('n') {
+                    push_with_partitions(format!("nvme{subsys}n{nsid}"), &mut found);
                 }
             }
+            push_with_partitions(name, &mut found);
         }
     }
     found
 }
 
-/// Mounts and swap on the controller's block devices.
+/// What keeps the controller's block devices busy: mounts (matched by device
+/// number in `/proc/self/mountinfo`, so `/dev/root` counts too), swap,
+/// holders (device-mapper, md, bcache on top), and anything else holding a
+/// device open exclusively (an `O_EXCL` open fails with `EBUSY`). Empty when
+/// nothing does (or `address` names no device).
 pub fn in_use(address: &str) -> Vec<String> {
-    let devices = block_devices(address);
+    let Ok(address) = canonical_address(address) else { return Vec::new() };
+    let devices = block_devices(&address);
     let mut used = Vec::new();
-    let is_ours = |dev: &str| dev.strip_prefix("/dev/").is_some_and(|d| devices.iter().any(|b| b == d));
-    for line in std::fs::read_to_string("/proc/mounts").unwrap_or_default().lines() {
-        let mut f = line.split_whitespace();
-        if let (Some(dev), Some(on)) = (f.next(), f.next()) {
-            if is_ours(dev) {
-                used.push(format!("{dev} on {on}"));
+    let numbers: Vec<(String, String)> = devices
+        .iter()
+        .filter_map(|d| {
+            let n = std::fs::read_to_string(format!("/sys/class/block/{d}/dev")).ok()?;
+            Some((n.trim().to_string(), d.clone()))
+        })
+        .collect();
+    for line in std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let (Some(number), Some(on)) = (f.get(2), f.get(4)) {
+            if let Some((_, dev)) = numbers.iter().find(|(n, _)| n == number) {
+                used.push(format!("/dev/{dev} on {on}"));
             }
         }
     }
     for line in std::fs::read_to_string("/proc/swaps").unwrap_or_default().lines().skip(1) {
         if let Some(dev) = line.split_whitespace().next() {
-            if is_ours(dev) {
+            if dev.strip_prefix("/dev/").is_some_and(|d| devices.iter().any(|b| b == d)) {
                 used.push(format!("{dev} as swap"));
+            }
+        }
+    }
+    for dev in &devices {
+        for holder in
+            std::fs::read_dir(format!("/sys/class/block/{dev}/holders")).into_iter().flatten().flatten()
+        {
+            used.push(format!("/dev/{dev} held by {}", holder.file_name().to_string_lossy()));
+        }
+        let node = format!("/dev/{dev}");
+        let reported = used.iter().any(|u| u.starts_with(&format!("{node} ")));
+        if !reported && std::path::Path::new(&node).exists() {
+            let busy = rustix::fs::open(
+                &node,
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::EXCL,
+                rustix::fs::Mode::empty(),
+            );
+            if matches!(busy, Err(rustix::io::Errno::BUSY)) {
+                used.push(format!("{node} open exclusively by another program"));
             }
         }
     }
@@ -128,8 +171,10 @@ fn device(address: &str) -> Result<String, BindError> {
 }
 
 /// Binds the device at `address` to vfio-pci (loading the module if need
-/// be), unless a filesystem or swap on it is in use. Nothing is changed when
-/// it is refused.
+/// be), unless something uses its block devices ([`in_use`]): nothing is
+/// changed then. A rebind that fails half-way (vfio-pci refusing a device
+/// without an IOMMU group, say) can leave the device bound to no driver:
+/// [`BindError::NotBound`] says so, and [`bind_kernel`] gives it back.
 pub fn bind_vfio(address: &str) -> Result<(), BindError> {
     let address = device(address)?;
     if bound_driver(&address).as_deref() == Some("vfio-pci") {

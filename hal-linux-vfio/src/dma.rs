@@ -104,6 +104,20 @@ fn no_memory(detail: &'static str) -> HalError {
     HalError::new(HalErrorKind::NoMemory, detail)
 }
 
+/// A failed `VFIO_IOMMU_MAP_DMA`: out of memory or mappings is
+/// [`HalErrorKind::NoMemory`] (with what to do), anything else `MapFailed`.
+fn map_error(e: rustix::io::Errno, other: &'static str) -> HalError {
+    match e {
+        rustix::io::Errno::NOMEM => {
+            no_memory("VFIO_IOMMU_MAP_DMA: no memory to pin (raise the locked-memory limit, `ulimit -l`)")
+        }
+        rustix::io::Errno::NOSPC => no_memory(
+            "VFIO_IOMMU_MAP_DMA: the container's mapping limit (vfio_iommu_type1 dma_entry_limit) is reached",
+        ),
+        _ => HalError::new(HalErrorKind::MapFailed, other),
+    }
+}
+
 impl Dma {
     pub(crate) fn new(space: IovaSpace, avail: Option<u32>, hugepages: bool) -> Self {
         Dma {
@@ -197,10 +211,7 @@ impl Dma {
                 )
             };
             match huge {
-                Ok(p) => {
-                    self.huge_chunks += 1;
-                    memory = Some(p);
-                }
+                Ok(p) => memory = Some(p),
                 // None reserved (or none left): plain pages from now on.
                 Err(_) => {
                     self.hugepages = false;
@@ -208,6 +219,7 @@ impl Dma {
                 }
             }
         }
+        let huge = memory.is_some();
         let ptr = match memory {
             Some(p) => p,
             // SAFETY: as above.
@@ -232,12 +244,14 @@ impl Dma {
             self.space.release(iova, len as u64);
             // SAFETY: as above.
             let _ = unsafe { rustix::mm::munmap(ptr, len) };
-            return Err(match e {
-                rustix::io::Errno::NOMEM => {
-                    no_memory("VFIO_IOMMU_MAP_DMA: no memory (the locked-memory limit, `ulimit -l`?)")
-                }
-                _ => HalError::new(HalErrorKind::MapFailed, "VFIO_IOMMU_MAP_DMA of DMA memory failed"),
-            });
+            return Err(map_error(e, "VFIO_IOMMU_MAP_DMA of DMA memory failed"));
+        }
+        // A fork (with copy-on-write) must not give this process new pages
+        // behind the IOMMU's back: the child gets none of this memory.
+        // SAFETY: advice on memory this back-end just mapped.
+        let _ = unsafe { rustix::mm::madvise(ptr, len, rustix::mm::Advice::LinuxDontFork) };
+        if huge {
+            self.huge_chunks += 1;
         }
         Ok((ptr as usize, iova))
     }
@@ -376,13 +390,10 @@ impl Dma {
         };
         // SAFETY: the driver's `share` contract keeps the buffer (so this
         // page) valid until `unshare`, which unmaps it first.
-        if unsafe { iommu.map(page, iova, PAGE_SIZE as u64) }.is_err() {
+        if let Err(e) = unsafe { iommu.map(page, iova, PAGE_SIZE as u64) } {
             self.space.release(iova, PAGE_SIZE as u64);
             self.give_mapping();
-            return Err(HalError::new(
-                HalErrorKind::MapFailed,
-                "VFIO_IOMMU_MAP_DMA of a caller's buffer failed",
-            ));
+            return Err(map_error(e, "VFIO_IOMMU_MAP_DMA of a caller's buffer failed"));
         }
         self.shared.insert(page, SharedPage { iova, users: 1 });
         self.shared_mappings += 1;
@@ -394,17 +405,19 @@ impl Dma {
         let mut page = first;
         while page < end {
             if let Some(p) = self.shared.get_mut(&page) {
-                p.users -= 1;
+                p.users = p.users.saturating_sub(1);
                 if p.users == 0 {
                     let iova = p.iova;
-                    self.shared.remove(&page);
                     if iommu.unmap(iova, PAGE_SIZE as u64).is_ok() {
+                        self.shared.remove(&page);
                         self.shared_mappings -= 1;
                         self.space.release(iova, PAGE_SIZE as u64);
                         self.give_mapping();
                     }
-                    // An unmap that failed leaves the address taken: never
-                    // handed out again while the IOMMU may still map it.
+                    // An unmap that failed leaves the mapping in force: the
+                    // entry stays (with no users), so its address is never
+                    // handed out again, and a later share of the page uses
+                    // the mapping there is.
                 }
             }
             page += PAGE_SIZE;
@@ -442,7 +455,7 @@ mod tests {
         unsafe fn map(&self, vaddr: usize, iova: u64, size: u64) -> Result<(), rustix::io::Errno> {
             if let Some(n) = self.fail_after.borrow_mut().as_mut() {
                 if *n == 0 {
-                    return Err(rustix::io::Errno::NOMEM);
+                    return Err(rustix::io::Errno::FAULT);
                 }
                 *n -= 1;
             }
@@ -545,6 +558,8 @@ mod tests {
         let mut segs = Segments::default();
         let e = d.share(&iommu, addr, 3 * PAGE_SIZE, &mut segs).unwrap_err();
         assert_eq!(e.kind(), HalErrorKind::MapFailed);
+        assert_eq!(map_error(rustix::io::Errno::NOSPC, "").kind(), HalErrorKind::NoMemory);
+        assert!(map_error(rustix::io::Errno::NOMEM, "").detail().contains("ulimit -l"));
         assert_eq!(iommu.maps.borrow().len(), 1);
         check_segments(&iommu, addr, 64, &first);
         *iommu.fail_after.borrow_mut() = None;

@@ -75,8 +75,8 @@ impl fmt::Display for VfioError {
             VfioError::Unbound(a) => write!(f, "{a} is bound to no driver; {}", bind_hint(a)),
             VfioError::NoIommuGroup(a) => write!(
                 f,
-                "{a} has no IOMMU group: turn the IOMMU on (kernel command line `intel_iommu=on` or `amd_iommu=on`, \
-                 and VT-d/AMD-Vi in the firmware)"
+                "{a} has no IOMMU group: turn the IOMMU on (VT-d or AMD-Vi in the firmware; on Intel also \
+                 `intel_iommu=on` on the kernel command line; AMD's is on unless `amd_iommu=off`)"
             ),
             VfioError::NoVfio => write!(
                 f,

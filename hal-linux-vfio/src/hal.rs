@@ -163,7 +163,9 @@ impl VfioHal {
             )));
         }
         if !sys::check_extension(&container, v::VFIO_TYPE1v2_IOMMU).unwrap_or(false) {
-            return Err(VfioError::Unsupported("the type1v2 IOMMU (is the IOMMU on?)".into()));
+            return Err(VfioError::Unsupported(
+                "the type1v2 IOMMU model (load vfio_iommu_type1: `modprobe vfio_iommu_type1`)".into(),
+            ));
         }
         let group_path = format!("/dev/vfio/{group_no}");
         let group = open_vfio(&group_path)?;
@@ -172,7 +174,16 @@ impl VfioHal {
             return Err(VfioError::GroupNotViable { address, group: group_no });
         }
         sys::group_set_container(&group, &container).map_err(os("VFIO_GROUP_SET_CONTAINER"))?;
-        sys::set_iommu(&container, v::VFIO_TYPE1v2_IOMMU).map_err(os("VFIO_SET_IOMMU (type1v2)"))?;
+        sys::set_iommu(&container, v::VFIO_TYPE1v2_IOMMU).map_err(|e| {
+            match e {
+            Errno::PERM => VfioError::Unsupported(
+                "interrupt remapping, which VFIO_SET_IOMMU wants (turn it on in the firmware and kernel, or, \
+                 trusting the device, load vfio_iommu_type1 with allow_unsafe_interrupts=1)"
+                    .into(),
+            ),
+            e => VfioError::Os { what: "VFIO_SET_IOMMU (type1v2)".into(), errno: e },
+        }
+        })?;
         let info = sys::iommu_info(&container).map_err(os("VFIO_IOMMU_GET_INFO"))?;
         if info.page_sizes != 0 && info.page_sizes & PAGE_SIZE as u64 == 0 {
             return Err(VfioError::Unsupported(format!(
@@ -358,10 +369,10 @@ impl Iommu for Container<'_> {
     }
 }
 
-/// Pushes segments on to the driver's sink.
-struct Forward<'a>(&'a mut dyn SegmentSink);
+/// Segments kept until the lock is released.
+struct Collect(Vec<DeviceSegment>);
 
-impl SegmentSink for Forward<'_> {
+impl SegmentSink for Collect {
     fn push(&mut self, segment: DeviceSegment) {
         self.0.push(segment);
     }
@@ -396,7 +407,9 @@ unsafe impl hal_traits::Hal for VfioHal {
 
     fn translate(&self, buffer: NonNull<[u8]>, sink: &mut dyn SegmentSink) -> bool {
         let (addr, len) = (buffer.cast::<u8>().as_ptr() as usize, buffer.len());
-        match self.lock().translate(addr, len) {
+        // The driver's sink runs without the lock held.
+        let found = self.lock().translate(addr, len);
+        match found {
             Some(daddr) => {
                 sink.push(DeviceSegment { addr: daddr, len });
                 true
@@ -412,7 +425,13 @@ unsafe impl hal_traits::Hal for VfioHal {
         sink: &mut dyn SegmentSink,
     ) -> Result<(), HalError> {
         let (addr, len) = (buffer.cast::<u8>().as_ptr() as usize, buffer.len());
-        self.lock().share(&Container(self.container()), addr, len, &mut Forward(sink))
+        // The driver's sink runs without the lock held.
+        let mut segments = Collect(Vec::new());
+        self.lock().share(&Container(self.container()), addr, len, &mut segments)?;
+        for segment in segments.0 {
+            sink.push(segment);
+        }
+        Ok(())
     }
 
     unsafe fn unshare(&self, buffer: NonNull<[u8]>, _direction: hal_traits::Direction, _mapping: ()) {

@@ -5,9 +5,13 @@
 /// unused, so that a zeroed pointer never reaches real memory.
 pub(crate) const FLOOR: u64 = 1 << 20;
 
-/// Where no range is reported: the 39 bits that the narrowest x86_64 IOMMUs
+/// Where no range is reported: up to the 39 bits that the narrowest x86_64 IOMMUs
 /// (and QEMU's `intel-iommu` by default) translate.
 pub(crate) const DEFAULT_TOP: u64 = 1 << 39;
+
+/// The x86 interrupt (MSI) window, which IOMMUs reserve: 0xfee00000 up to
+/// (not including) 0xfef00000.
+pub(crate) const MSI_WINDOW: (u64, u64) = (0xfee0_0000, 0xfef0_0000);
 
 /// Free I/O virtual address space: sorted, disjoint, half-open ranges.
 #[derive(Debug)]
@@ -20,7 +24,9 @@ impl IovaSpace {
     /// [`FLOOR`]; [`FLOOR`] to [`DEFAULT_TOP`] when none are reported.
     pub(crate) fn new(ranges: &[(u64, u64)]) -> Self {
         let mut free: Vec<(u64, u64)> = if ranges.is_empty() {
-            vec![(FLOOR, DEFAULT_TOP)]
+            // Without the kernel's word (before Linux 5.4), the x86
+            // interrupt window stays out: DMA there is taken for an MSI.
+            vec![(FLOOR, MSI_WINDOW.0), (MSI_WINDOW.1, DEFAULT_TOP)]
         } else {
             ranges
                 .iter()
@@ -99,7 +105,7 @@ mod tests {
     fn ranges_are_clipped_to_the_floor_and_sorted() {
         let space = IovaSpace::new(&[(0xfef0_0000, (1 << 39) - 1), (0, 0xfedf_ffff)]);
         assert_eq!(space.free, vec![(FLOOR, 0xfee0_0000), (0xfef0_0000, 1 << 39)]);
-        assert_eq!(IovaSpace::new(&[]).free, vec![(FLOOR, DEFAULT_TOP)]);
+        assert_eq!(IovaSpace::new(&[]).free, vec![(FLOOR, MSI_WINDOW.0), (MSI_WINDOW.1, DEFAULT_TOP)]);
         // A range wholly under the floor is dropped.
         assert_eq!(IovaSpace::new(&[(0, 0xfff), (FLOOR, FLOOR + 0xfff)]).free, vec![(FLOOR, FLOOR + 0x1000)]);
     }

@@ -30,9 +30,11 @@
 //! # What it does not do yet
 //!
 //! - The iommufd interface (`/dev/iommu`, Linux 6.2) and VFIO's device files
-//!   (`/dev/vfio/devices/vfioN`, Linux 6.6): the type1 container used here
-//!   works on every kernel since 3.6, including Debian 12's 6.1 (the test
-//!   guest's), which has neither.
+//!   (`/dev/vfio/devices/vfioN`, Linux 6.6): the type1v2 container used
+//!   here works on the kernels people run, including Debian 12's 6.1 (the
+//!   test guest's), which has neither. (Kernels before 5.4 report no usable
+//!   IOVA ranges: the back-end then uses 1 MiB to 512 GiB less the x86
+//!   interrupt window.)
 //! - VFIO's no-IOMMU mode (physical addresses from `/proc/self/pagemap`):
 //!   Debian's kernels are built without it, so it could not be tested here.
 //! - The controller memory buffer, which needs the BAR mapped into the

@@ -21,7 +21,10 @@ struct Args {
 
 type Qp<'a> = IoQueuePair<'a, VfioHal, DmaBuffer<'a, VfioHal>, (), 4>;
 
-const TIMEOUT: Duration = Duration::from_secs(10);
+/// Longer than the driver's I/O timeout (30 s by default), which ends a
+/// stuck request (abort, then reset) before this gives up on it: the
+/// restoring write never overtakes a greeting still in flight.
+const TIMEOUT: Duration = Duration::from_secs(90);
 
 fn run(address: &str) -> Result<(), String> {
     println!("Attaching to {address}");
@@ -61,10 +64,11 @@ fn run(address: &str) -> Result<(), String> {
     let read = written.and_then(|_| io(None).map_err(|e| format!("read back of LBA 0: {e}")));
     // The block goes back to what it was, whatever happened.
     let restored = io(Some(&saved)).map_err(|e| format!("restoring LBA 0: {e}"));
+    // A failed restore is the worst news: it comes first.
+    restored?;
     let read = read?;
     let end = read.iter().position(|&b| b == 0).unwrap_or(read.len());
     print!("{}", String::from_utf8_lossy(&read[..end]));
-    restored?;
     if read[..text.len()] != text[..] {
         return Err("the block read back is not what was written".into());
     }

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
     }
     let mut ok = true;
     for a in &args.addresses {
+        let a = &hal_linux_vfio::canonical_address(a).unwrap_or_else(|_| a.clone());
         let result = if args.unbind { bind_kernel(a) } else { bind_vfio(a) };
         match result {
             Ok(()) => println!("{a}: bound to {}", bound_driver(a).unwrap_or_else(|| "nothing".into())),
