@@ -346,12 +346,26 @@ impl Dma {
         }
         let first = addr / PAGE_SIZE * PAGE_SIZE;
         let end = addr.checked_add(len).ok_or(HalError::new(HalErrorKind::MapFailed, "buffer wraps"))?;
+        // One range of addresses for every page not mapped yet, handed out
+        // in order: a buffer no other share touches reaches the device as
+        // one segment however fragmented the space is (separate metadata,
+        // which MPTR names as one run, depends on it).
+        let fresh = (first..end).step_by(PAGE_SIZE).filter(|p| !self.shared.contains_key(p)).count();
+        let bytes = (fresh * PAGE_SIZE) as u64;
+        let mut reserved = if fresh > 1 {
+            self.space.take(bytes, PAGE_SIZE as u64).map(|at| (at, at + bytes))
+        } else {
+            None
+        };
         let mut page = first;
         let mut run: Option<DeviceSegment> = None;
         while page < end {
-            let iova = match self.map_page(iommu, page) {
+            let iova = match self.map_page(iommu, page, &mut reserved) {
                 Ok(iova) => iova,
                 Err(e) => {
+                    if let Some((next, end)) = reserved {
+                        self.space.release(next, end - next);
+                    }
                     self.unshare_pages(iommu, first, page);
                     return Err(e);
                 }
@@ -378,15 +392,31 @@ impl Dma {
         Ok(())
     }
 
-    fn map_page(&mut self, iommu: &dyn Iommu, page: usize) -> Result<u64, HalError> {
+    /// Maps `page` (or counts one more user of its mapping), at the next
+    /// address of `reserved` where there is one.
+    fn map_page(
+        &mut self,
+        iommu: &dyn Iommu,
+        page: usize,
+        reserved: &mut Option<(u64, u64)>,
+    ) -> Result<u64, HalError> {
         if let Some(p) = self.shared.get_mut(&page) {
             p.users += 1;
             return Ok(p.iova);
         }
         self.take_mapping(RESERVE_MAPPINGS)?;
-        let Some(iova) = self.space.take(PAGE_SIZE as u64, PAGE_SIZE as u64) else {
-            self.give_mapping();
-            return Err(no_memory("no I/O virtual address space left"));
+        let iova = match reserved {
+            Some((next, end)) if *next < *end => {
+                *next += PAGE_SIZE as u64;
+                *next - PAGE_SIZE as u64
+            }
+            _ => match self.space.take(PAGE_SIZE as u64, PAGE_SIZE as u64) {
+                Some(iova) => iova,
+                None => {
+                    self.give_mapping();
+                    return Err(no_memory("no I/O virtual address space left"));
+                }
+            },
         };
         // SAFETY: the driver's `share` contract keeps the buffer (so this
         // page) valid until `unshare`, which unmaps it first.
@@ -543,6 +573,39 @@ mod tests {
         assert_eq!(segs.0.len(), 1);
         d.unshare(&iommu, addr, len);
         assert!(iommu.maps.borrow().is_empty());
+    }
+
+    #[test]
+    fn a_fresh_buffer_is_one_segment_in_a_fragmented_space() {
+        let iommu = Model::default();
+        let mut d = dma(None);
+        let buf = vec![0u8; 24 * PAGE_SIZE];
+        let base = (buf.as_ptr() as usize).next_multiple_of(PAGE_SIZE);
+        // Pages 0..8 shared one by one, then every other one unshared:
+        // the free addresses are single pages between taken ones.
+        for i in 0..8 {
+            d.share(&iommu, base + i * PAGE_SIZE, 16, &mut Segments::default()).unwrap();
+        }
+        for i in (0..8).step_by(2) {
+            d.unshare(&iommu, base + i * PAGE_SIZE, 16);
+        }
+        let addr = base + 12 * PAGE_SIZE + 100;
+        let len = 3 * PAGE_SIZE;
+        let mut segs = Segments::default();
+        d.share(&iommu, addr, len, &mut segs).unwrap();
+        assert_eq!(segs.0.len(), 1, "{:?}", segs.0);
+        check_segments(&iommu, addr, len, &segs);
+        // A failure part-way gives the whole reserved range back.
+        *iommu.fail_after.borrow_mut() = Some(1);
+        let e = d.share(&iommu, base + 16 * PAGE_SIZE, 3 * PAGE_SIZE, &mut Segments::default());
+        assert!(e.is_err());
+        *iommu.fail_after.borrow_mut() = None;
+        d.unshare(&iommu, addr, len);
+        for i in (1..8).step_by(2) {
+            d.unshare(&iommu, base + i * PAGE_SIZE, 16);
+        }
+        assert!(iommu.maps.borrow().is_empty());
+        assert_eq!(d.space.free, IovaSpace::new(&[]).free, "every address back, merged");
     }
 
     #[test]

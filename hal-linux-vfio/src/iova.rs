@@ -16,7 +16,7 @@ pub(crate) const MSI_WINDOW: (u64, u64) = (0xfee0_0000, 0xfef0_0000);
 /// Free I/O virtual address space: sorted, disjoint, half-open ranges.
 #[derive(Debug)]
 pub(crate) struct IovaSpace {
-    free: Vec<(u64, u64)>,
+    pub(crate) free: Vec<(u64, u64)>,
 }
 
 impl IovaSpace {
