@@ -51,6 +51,11 @@ pub struct VfioHal {
     bar0: MmioRegion,
     bar0_base: NonNull<u8>,
     bar0_len: usize,
+    /// BAR0's address on the bus.
+    bar0_bus: u64,
+    /// The other memory BARs VFIO lets this process map (for a controller
+    /// memory buffer): where, how long, and the BAR's address on the bus.
+    bars: [Option<(NonNull<u8>, usize, u64)>; 6],
     dma: Mutex<Dma>,
     // Dropped in this order (see `Drop`): device, group, container.
     device: Option<OwnedFd>,
@@ -225,12 +230,57 @@ impl VfioHal {
         // into it.
         let bar0 = unsafe { MmioRegion::new(base, bar0_len) };
 
+        // The bus addresses of the BARs (`pci_bus_address`), from sysfs: the
+        // controller takes addresses in its CMB for its own memory, so no
+        // I/O virtual address may fall there.
+        let resources = std::fs::read_to_string(format!("{sysfs}/resource")).unwrap_or_default();
+        let bus: Vec<(u64, u64)> = resources
+            .lines()
+            .take(6)
+            .map(|l| {
+                let mut f = l.split_whitespace().map(|x| u64::from_str_radix(x.trim_start_matches("0x"), 16));
+                match (f.next(), f.next()) {
+                    (Some(Ok(start)), Some(Ok(end))) if end > start => (start, end - start + 1),
+                    _ => (0, 0),
+                }
+            })
+            .collect();
+        let mut space = IovaSpace::new(&info.iova_ranges);
+        for &(start, len) in &bus {
+            space.reserve(start, len);
+        }
+        let mut bars = [None; 6];
+        for (i, slot) in bars.iter_mut().enumerate().skip(1) {
+            let Some(&(bus_start, _)) = bus.get(i).filter(|b| b.1 > 0) else { continue };
+            let Ok(region) = sys::region(&device, v::VFIO_PCI_BAR0_REGION_INDEX + i as u32) else { continue };
+            if region.size == 0 || region.flags & v::VFIO_REGION_INFO_FLAG_MMAP == 0 {
+                continue;
+            }
+            // SAFETY: a new shared mapping of one of the device's BARs;
+            // nothing else in this process points there.
+            let mapped = unsafe {
+                rustix::mm::mmap(
+                    core::ptr::null_mut(),
+                    region.size as usize,
+                    ProtFlags::READ | ProtFlags::WRITE,
+                    MapFlags::SHARED,
+                    &device,
+                    region.offset,
+                )
+            };
+            if let Ok(p) = mapped {
+                *slot = NonNull::new(p.cast::<u8>()).map(|p| (p, region.size as usize, bus_start));
+            }
+        }
+
         let hal = VfioHal {
             address,
             bar0,
             bar0_base: base,
             bar0_len,
-            dma: Mutex::new(Dma::new(IovaSpace::new(&info.iova_ranges), info.dma_avail, options.hugepages)),
+            bar0_bus: bus.first().map_or(0, |b| b.0),
+            bars,
+            dma: Mutex::new(Dma::new(space, info.dma_avail, options.hugepages)),
             device: Some(device),
             group: Some(group),
             container: Some(container),
@@ -344,6 +394,10 @@ impl Drop for VfioHal {
         // driver is gone (it owned this value), so no register access
         // follows.
         let _ = unsafe { rustix::mm::munmap(self.bar0_base.as_ptr().cast(), self.bar0_len) };
+        for (base, len, _) in self.bars.iter().flatten() {
+            // SAFETY: mapped in `open` with this length; no access follows.
+            let _ = unsafe { rustix::mm::munmap(base.as_ptr().cast(), *len) };
+        }
         drop(self.device.take());
         drop(self.group.take());
         drop(self.container.take());
@@ -392,6 +446,18 @@ unsafe impl hal_traits::Hal for VfioHal {
     unsafe fn write32(&self, offset: usize, value: u32) {
         // SAFETY: forwarded from the caller.
         unsafe { self.bar0.write32(offset, value) }
+    }
+
+    fn memory_bar(&self, index: u8) -> Option<hal_traits::MemoryBar> {
+        if index == 0 {
+            let bar0 = hal_traits::MemoryBar { mmio: self.bar0, bus: hal_traits::DeviceAddr(self.bar0_bus) };
+            return (self.bar0_bus != 0).then_some(bar0);
+        }
+        let (base, len, bus) = (*self.bars.get(usize::from(index))?)?;
+        // SAFETY: the BAR is mapped for `len` bytes until Drop, and nothing
+        // in this process holds a reference into it.
+        let mmio = unsafe { MmioRegion::new(base, len) };
+        Some(hal_traits::MemoryBar { mmio, bus: hal_traits::DeviceAddr(bus) })
     }
 
     fn dma_alloc(&self, pages: usize) -> Result<DmaRegion, HalError> {

@@ -71,6 +71,29 @@ impl IovaSpace {
         None
     }
 
+    /// Takes `len` bytes at `start` out of the space for good, wherever they
+    /// are free (a BAR's bus addresses, which the device takes for its own).
+    pub(crate) fn reserve(&mut self, start: u64, len: u64) {
+        let end = start.saturating_add(len);
+        if len == 0 {
+            return;
+        }
+        let mut kept = Vec::with_capacity(self.free.len() + 1);
+        for &(s, e) in &self.free {
+            if e <= start || s >= end {
+                kept.push((s, e));
+                continue;
+            }
+            if s < start {
+                kept.push((s, start));
+            }
+            if end < e {
+                kept.push((end, e));
+            }
+        }
+        self.free = kept;
+    }
+
     /// Gives back `len` bytes at `start`, merging with its neighbours.
     pub(crate) fn release(&mut self, start: u64, len: u64) {
         if len == 0 {
@@ -128,6 +151,21 @@ mod tests {
         assert_eq!(huge, None);
         assert_eq!(space.take(0, 4096), None);
         assert_eq!(space.take(4096, 3), None);
+    }
+
+    #[test]
+    fn reserved_ranges_are_never_handed_out() {
+        let mut space = IovaSpace::new(&[(0, (1 << 30) - 1)]);
+        // A BAR in the middle of the space, and one outside it.
+        space.reserve(0x2000_0000, 0x100_0000);
+        space.reserve(1 << 40, 0x1000);
+        assert_eq!(space.free, vec![(FLOOR, 0x2000_0000), (0x2100_0000, 1 << 30)]);
+        let mut seen = Vec::new();
+        while let Some(a) = space.take(0x10_0000, 0x10_0000) {
+            assert!(a + 0x10_0000 <= 0x2000_0000 || a >= 0x2100_0000, "{a:#x}");
+            seen.push(a);
+        }
+        assert!(!seen.is_empty());
     }
 
     #[test]

@@ -37,9 +37,6 @@
 //!   interrupt window.)
 //! - VFIO's no-IOMMU mode (physical addresses from `/proc/self/pagemap`):
 //!   Debian's kernels are built without it, so it could not be tested here.
-//! - The controller memory buffer, which needs the BAR mapped into the
-//!   IOMMU for peer-to-peer DMA: [`hal_traits::Hal::memory_bar`] answers
-//!   `None`.
 #![deny(missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod bind;

@@ -475,14 +475,14 @@ pub fn vfio_test(kvm: bool) -> bool {
     cmd.arg("-kernel").arg(&guest.kernel).arg("-initrd").arg(&initrd);
     cmd.args(["-append", "console=ttyS0 intel_iommu=on iommu=pt panic=-1 quiet no_timer_check"]);
     // On bus 0, for the suite: one controller with a 512-byte and a
-    // 4096-byte namespace, one with a 4096-byte and a 512-byte namespace
-    // (a scratch one: perf writes to it). Behind a PCI bridge (one IOMMU
+    // 4096-byte namespace, one with a controller memory buffer and a
+    // 4096-byte and a 512-byte namespace (a scratch one: perf writes to it). Behind a PCI bridge (one IOMMU
     // group for both): one for the kernel's nvme driver (a scratch disk:
     // /init puts a filesystem on it) and one for vfio-pci, whose group is
     // then not viable. (block size, scratch) per namespace.
     let layout: [(&str, &[(u32, bool)]); 4] = [
         ("bus=pcie.0,addr=0x4", &[(512, false), (4096, false)]),
-        ("bus=pcie.0,addr=0x5", &[(4096, false), (512, true)]),
+        ("bus=pcie.0,addr=0x5,cmb_size_mb=16", &[(4096, false), (512, true)]),
         ("bus=bridge,addr=0x1", &[(512, true)]),
         ("bus=bridge,addr=0x2", &[(512, false)]),
     ];
