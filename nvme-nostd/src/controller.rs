@@ -266,7 +266,9 @@ pub struct TimeoutEvent {
     /// The queue it was submitted to (0 for the admin queue).
     pub qid: u16,
     /// The command identifier its submission returned (for the admin queue,
-    /// the CID it carries).
+    /// the CID it carries). A request the driver split into several
+    /// commands reports the CID its submission returned, once for each of
+    /// its commands that timed out.
     pub cid: Cid,
     /// Its opcode.
     pub opcode: u8,

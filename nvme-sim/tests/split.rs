@@ -48,6 +48,39 @@ fn drain<H: nvme_nostd::Hal, const N: usize>(
     done
 }
 
+static TIMED_OUT: std::sync::Mutex<Vec<nvme_nostd::TimeoutEvent>> = std::sync::Mutex::new(Vec::new());
+
+fn record_timeout(event: nvme_nostd::TimeoutEvent) {
+    TIMED_OUT.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+}
+
+/// A child of a split request that times out is reported to the timeout
+/// callback under the CID the caller's submission returned (the children's
+/// own CIDs mean nothing to the caller).
+#[test]
+fn a_child_that_times_out_is_reported_under_the_callers_cid() {
+    let sim = sim(1, 4096);
+    let options = options()
+        .with_io_timeout(Some(Duration::from_millis(10)))
+        .with_timeout_callback(Some(&record_timeout));
+    let ctrlr = Controller::new(sim.hal(), options).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: Small<'_> = ctrlr.create_io_qpair(QpairOptions::default().with_entries(16)).unwrap();
+    // The second of three commands (8 KiB each) never completes.
+    sim.inject(FaultRule { skip: 1, ..FaultRule::once(Some(qp.qid()), Some(IoOpcode::READ.0), Fault::Drop) });
+    let cid = qp.read(&ns, 0, 48, vec![0; 48 * 512], 9).map_err(|e| e.error).unwrap();
+    let done = drain(&sim, &mut qp);
+    assert_eq!(done.len(), 1);
+    assert_eq!((done[0].cid, done[0].context), (cid, 9));
+    assert!(done[0].result().is_err());
+    let seen = TIMED_OUT.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!((seen[0].qid, seen[0].cid, seen[0].opcode), (qp.qid(), cid, IoOpcode::READ.0));
+    drop(qp);
+    drop(ctrlr);
+    assert_clean(&sim);
+}
+
 /// The acceptance case: with MDTS 1 (8 KiB), an 8 MiB read and write in
 /// one call each, as 1024 commands, one completion each.
 #[test]

@@ -287,7 +287,14 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         if let Some(cb) = self.ctrlr.options().timeout_callback {
             for cid in &expired {
                 if let Some(req) = self.slots.get(*cid) {
-                    cb(TimeoutEvent { qid: self.qid, cid: req.given, opcode: req.cmd.cdw0.opc() });
+                    // A child of a split request: its owner knows the CID
+                    // the parent's submission returned.
+                    let given = req
+                        .role
+                        .parent()
+                        .and_then(|p| self.slots.at(usize::from(p)))
+                        .map_or(req.given, |(_, parent)| parent.given);
+                    cb(TimeoutEvent { qid: self.qid, cid: given, opcode: req.cmd.cdw0.opc() });
                 }
             }
         }
