@@ -319,6 +319,35 @@ fn abort_by_the_parents_cid_and_a_completion_naming_it() {
     assert_eq!(qp.in_flight(), 0);
 }
 
+/// The Abort of the first child is refused (Abort Command Limit Exceeded):
+/// the others are still aborted, and the request ends aborted.
+#[test]
+fn a_refused_abort_of_one_child_does_not_stop_the_others() {
+    let sim = sim(1, 4096);
+    let ctrlr =
+        Controller::new(sim.hal(), options().with_io_timeout(Some(Duration::from_millis(10)))).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: Small<'_> = ctrlr.create_io_qpair(QpairOptions::default().with_entries(16)).unwrap();
+    sim.inject(FaultRule {
+        count: 3,
+        ..FaultRule::once(Some(qp.qid()), Some(IoOpcode::READ.0), Fault::Drop)
+    });
+    let cid = qp.read(&ns, 0, 48, vec![0; 48 * 512], 3).map_err(|e| e.error).unwrap();
+    // Abort Command Limit Exceeded (command specific 03h), once.
+    let acl = Fault::Status { sct: 1, sc: 0x03, dnr: true };
+    sim.inject(FaultRule::once(Some(0), Some(nvme_nostd::spec::command::AdminOpcode::ABORT.0), acl));
+    assert_eq!(qp.abort(cid), Ok(nvme_nostd::AbortOutcome::Aborted));
+    assert_eq!(sim.outstanding(), 1, "the two other children were aborted");
+    // The child whose Abort was refused ends at the I/O timeout.
+    let done = drain(&sim, &mut qp);
+    assert_eq!(done.len(), 1);
+    assert!(done[0].result().is_err());
+    assert_eq!(qp.in_flight(), 0);
+    drop(qp);
+    drop(ctrlr);
+    assert_clean(&sim);
+}
+
 /// The HAL fails to share the third child's part: the request is refused,
 /// the parts already shared are given back, the buffer returns. If it
 /// panics there instead, the next call cleans up and the pair goes on.

@@ -336,11 +336,16 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         }
     }
 
-    /// Aborts every child of the split request `parent` (its CID now).
+    /// Aborts every child of the split request `parent` (its CID now). An
+    /// Abort that fails (the abort command limit exceeded, say) does not
+    /// stop the others: `Aborted` when any child was aborted (the request
+    /// then completes with that failure), else the first error, else
+    /// `NotAborted`.
     pub(super) fn abort_children(&mut self, parent: Cid) -> Result<AbortOutcome> {
         let index =
             crate::slots::SlotPool::<super::request::Request<H::Mapping, B, C>, N>::index_of(parent) as u16;
         let mut outcome = AbortOutcome::NotAborted;
+        let mut first_error = None;
         for i in 0..N {
             let Some((wire, req)) = self.slots.at_mut(i) else { continue };
             if req.role.parent() != Some(index) || req.done.is_some() {
@@ -356,9 +361,19 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             match result {
                 Ok(true) => outcome = AbortOutcome::Aborted,
                 Ok(false) => {}
-                Err(e) => return Err(e),
+                // Gone, or the admin queue unusable: no later Abort can work.
+                Err(e @ (Error::DeviceRemoved | Error::ControllerFailed | Error::ControllerFatal)) => {
+                    first_error.get_or_insert(e);
+                    break;
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        Ok(outcome)
+        match (outcome, first_error) {
+            (AbortOutcome::Aborted, _) | (_, None) => Ok(outcome),
+            (_, Some(e)) => Err(e),
+        }
     }
 }
