@@ -13,15 +13,15 @@ use nvme_nostd::{
 };
 
 /// Everything a namespace check needs.
-struct Ctx<'a, H: Hal> {
-    ctrlr: &'a Controller<Fh<H>>,
-    ns: Namespace,
-    bs: usize,
-    timeout: Duration,
+pub(crate) struct Ctx<'a, H: Hal> {
+    pub(crate) ctrlr: &'a Controller<Fh<H>>,
+    pub(crate) ns: Namespace,
+    pub(crate) bs: usize,
+    pub(crate) timeout: Duration,
 }
 
 impl<'a, H: Hal> Ctx<'a, H> {
-    fn buffer(&self, len: usize) -> Result<Buf<'a, H>, Reason> {
+    pub(crate) fn buffer(&self, len: usize) -> Result<Buf<'a, H>, Reason> {
         crate::dma_buffer(self.ctrlr, len)
     }
 

@@ -5,9 +5,9 @@
 //! and the write it then refuses, the report filtered by state, and the
 //! caller errors refused unsent.
 
+use crate::io::Ctx;
 use crate::report::{Outcome, Reason, Report, Totals};
 use crate::{pattern, reason, Buf, Fh, Options, Qp, SLOTS};
-use core::time::Duration;
 use nvme_nostd::hal_traits::Hal;
 use nvme_nostd::spec::status::{command_specific, StatusCodeType};
 use nvme_nostd::{
@@ -18,18 +18,8 @@ use nvme_nostd::{
 /// pointer).
 type Summary = (u64, Option<(u64, ZoneState, u64)>);
 
-struct Cx<'a, H: Hal> {
-    ctrlr: &'a Controller<Fh<H>>,
-    ns: Namespace,
-    bs: usize,
-    timeout: Duration,
-}
-
-impl<'a, H: Hal> Cx<'a, H> {
-    fn buffer(&self, len: usize) -> Result<Buf<'a, H>, Reason> {
-        crate::dma_buffer(self.ctrlr, len)
-    }
-
+/// The zone checks' helpers, on the I/O checks' context.
+impl<'a, H: Hal> Ctx<'a, H> {
     fn wait(
         &self,
         qp: &mut Qp<'a, H, SLOTS>,
@@ -122,7 +112,7 @@ pub(crate) fn run_namespace<H: Hal>(
             }
         };
     let bs = ns.block_size() as usize;
-    let cx = Cx { ctrlr, ns, bs, timeout: options.io_timeout };
+    let cx = Ctx { ctrlr, ns, bs, timeout: options.io_timeout };
     let outcome = check_zones(&cx, &mut qp, zones.zone_blocks);
     t.record(
         out,
@@ -133,7 +123,7 @@ pub(crate) fn run_namespace<H: Hal>(
     t.record(out, format_args!("{label} ns{nsid} zone caller errors refused"), outcome.into());
 }
 
-fn check_zones<'a, H: Hal>(cx: &Cx<'a, H>, qp: &mut Qp<'a, H, SLOTS>, zone: u64) -> Result<(), Reason> {
+fn check_zones<'a, H: Hal>(cx: &Ctx<'a, H>, qp: &mut Qp<'a, H, SLOTS>, zone: u64) -> Result<(), Reason> {
     // Zone 1 (its own blocks), reset.
     let z = zone;
     cx.send(qp, z, ZoneSendAction::RESET, false)?;
@@ -194,7 +184,11 @@ fn check_zones<'a, H: Hal>(cx: &Cx<'a, H>, qp: &mut Qp<'a, H, SLOTS>, zone: u64)
     }
 }
 
-fn check_zone_errors<'a, H: Hal>(cx: &Cx<'a, H>, qp: &mut Qp<'a, H, SLOTS>, zone: u64) -> Result<(), Reason> {
+fn check_zone_errors<'a, H: Hal>(
+    cx: &Ctx<'a, H>,
+    qp: &mut Qp<'a, H, SLOTS>,
+    zone: u64,
+) -> Result<(), Reason> {
     let before = qp.stats().submitted;
     let start = Error::InvalidArgument(Argument::ZoneStart);
     match qp.zone_management_send(&cx.ns, zone + 1, ZoneSendAction::RESET, false, 0) {

@@ -12,7 +12,7 @@ use rustix::mm::{MapFlags, ProtFlags};
 use std::ffi::CString;
 use std::path::Path;
 use std::ptr::NonNull;
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 use vfio_bindings::bindings::vfio as v;
 
@@ -56,7 +56,9 @@ pub struct VfioHal {
     /// The other memory BARs VFIO lets this process map (for a controller
     /// memory buffer): where, how long, and the BAR's address on the bus.
     bars: [Option<(NonNull<u8>, usize, u64)>; 6],
-    dma: Mutex<Dma>,
+    /// Read-locked by `translate` (every I/O, any thread), write-locked
+    /// by what changes the bookkeeping.
+    dma: RwLock<Dma>,
     // Dropped in this order (see `Drop`): device, group, container.
     device: Option<OwnedFd>,
     group: Option<OwnedFd>,
@@ -66,7 +68,7 @@ pub struct VfioHal {
 }
 
 // SAFETY: the registers are reached through volatile accesses of a mapping
-// that lives as long as the value; the DMA bookkeeping is behind a mutex;
+// that lives as long as the value; the DMA bookkeeping is behind a lock;
 // the file descriptors are used through shared references by ioctls, which
 // the kernel serializes.
 unsafe impl Send for VfioHal {}
@@ -280,7 +282,7 @@ impl VfioHal {
             bar0_len,
             bar0_bus: bus.first().map_or(0, |b| b.0),
             bars,
-            dma: Mutex::new(Dma::new(space, info.dma_avail, options.hugepages)),
+            dma: RwLock::new(Dma::new(space, info.dma_avail, options.hugepages)),
             device: Some(device),
             group: Some(group),
             container: Some(container),
@@ -301,7 +303,7 @@ impl VfioHal {
 
     /// Chunks of DMA memory that came from hugepages.
     pub fn hugepage_chunks(&self) -> usize {
-        self.lock().huge_chunks
+        self.read().huge_chunks
     }
 
     /// What to do when DMA memory had to come from ordinary pages although
@@ -309,7 +311,7 @@ impl VfioHal {
     /// otherwise. Tools print it: hugepages save IOMMU page-table entries
     /// and TLB misses, and are what SPDK-class setups use.
     pub fn hugepage_advice(&self) -> Option<&'static str> {
-        self.lock().hugepages_missing.then_some(
+        self.read().hugepages_missing.then_some(
             "DMA memory comes from 4 KiB pages: no 2 MiB hugepages are free; reserve some with \
              `echo 64 > /proc/sys/vm/nr_hugepages` (as root)",
         )
@@ -342,24 +344,29 @@ impl VfioHal {
 
     /// Bytes of caller memory registered with [`register`](Self::register).
     pub fn registered_bytes(&self) -> usize {
-        self.lock().registered_bytes()
+        self.read().registered_bytes()
     }
 
     /// Pages of DMA memory handed out now.
     pub fn live_dma_pages(&self) -> usize {
-        self.lock().live_pages()
+        self.read().live_pages()
     }
 
     /// IOMMU mappings of caller pages in force now: one a page, however many
     /// buffers in flight share it.
     pub fn shared_pages(&self) -> usize {
-        self.lock().shared_pages()
+        self.read().shared_pages()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Dma> {
+    fn lock(&self) -> std::sync::RwLockWriteGuard<'_, Dma> {
         // The bookkeeping stays consistent across a panic (every change is
-        // made after the system calls that can fail).
-        self.dma.lock().unwrap_or_else(|e| e.into_inner())
+        // made after the system calls that can fail, and no foreign code
+        // runs with the lock held).
+        self.dma.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Dma> {
+        self.dma.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn container(&self) -> &OwnedFd {
@@ -474,7 +481,7 @@ unsafe impl hal_traits::Hal for VfioHal {
     fn translate(&self, buffer: NonNull<[u8]>, sink: &mut dyn SegmentSink) -> bool {
         let (addr, len) = (buffer.cast::<u8>().as_ptr() as usize, buffer.len());
         // The driver's sink runs without the lock held.
-        let found = self.lock().translate(addr, len);
+        let found = self.read().translate(addr, len);
         match found {
             Some(daddr) => {
                 sink.push(DeviceSegment { addr: daddr, len });

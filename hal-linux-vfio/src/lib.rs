@@ -46,6 +46,7 @@ mod hal;
 mod iova;
 pub mod show;
 mod sys;
+pub mod tool;
 
 pub use bind::{bind_kernel, bind_vfio, in_use, BindError};
 pub use error::VfioError;

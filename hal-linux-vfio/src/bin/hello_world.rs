@@ -3,7 +3,7 @@
 //! and prints it, then writes back what the block held before.
 
 use clap::Parser;
-use hal_linux_vfio::{bound_driver, nvme_addresses, VfioHal, VfioOptions};
+use hal_linux_vfio::{VfioHal, VfioOptions};
 use nvme_nostd::{Controller, ControllerOptions, DmaBuffer, IoQueuePair, QpairOptions};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -77,18 +77,5 @@ fn run(address: &str) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let address = args
-        .device
-        .or_else(|| nvme_addresses().into_iter().find(|a| bound_driver(a).as_deref() == Some("vfio-pci")));
-    let Some(address) = address else {
-        eprintln!("hello_world: no NVMe controller is bound to vfio-pci (nvme-vfio-bind --list shows them)");
-        return ExitCode::FAILURE;
-    };
-    match run(&address) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hello_world: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    hal_linux_vfio::tool::run("hello_world", args.device, run)
 }

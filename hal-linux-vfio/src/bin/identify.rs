@@ -4,7 +4,7 @@
 
 use clap::Parser;
 use hal_linux_vfio::show;
-use hal_linux_vfio::{bound_driver, nvme_addresses, VfioHal, VfioOptions};
+use hal_linux_vfio::{VfioHal, VfioOptions};
 use nvme_nostd::{Controller, ControllerOptions};
 use std::process::ExitCode;
 
@@ -65,19 +65,5 @@ fn run(args: &Args, address: &str) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let address = args
-        .device
-        .clone()
-        .or_else(|| nvme_addresses().into_iter().find(|a| bound_driver(a).as_deref() == Some("vfio-pci")));
-    let Some(address) = address else {
-        eprintln!("identify: no NVMe controller is bound to vfio-pci (nvme-vfio-bind --list shows them)");
-        return ExitCode::FAILURE;
-    };
-    match run(&args, &address) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("identify: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    hal_linux_vfio::tool::run("identify", args.device.clone(), |address| run(&args, address))
 }

@@ -7,7 +7,7 @@
 //! passed. It writes to the namespaces, saving and restoring the blocks it
 //! overwrites: run it on scratch devices.
 
-use hal_linux_vfio::{bound_driver, nvme_addresses, VfioHal, VfioOptions};
+use hal_linux_vfio::{VfioHal, VfioOptions};
 use nvme_conformance::{Options, Outcome, Totals};
 use std::process::ExitCode;
 
@@ -27,11 +27,7 @@ fn main() -> ExitCode {
         println!("usage: nvme-vfio-selftest [PCI-ADDRESS...]\n\nRuns the conformance suite on each controller (default: every NVMe controller bound to vfio-pci). It overwrites and then restores blocks of every namespace: use scratch devices.");
         return ExitCode::SUCCESS;
     }
-    let addresses = if args.is_empty() {
-        nvme_addresses().into_iter().filter(|a| bound_driver(a).as_deref() == Some("vfio-pci")).collect()
-    } else {
-        args
-    };
+    let addresses = if args.is_empty() { hal_linux_vfio::tool::vfio_controllers() } else { args };
     let mut out = Stdout;
     let mut totals = Totals::default();
     let found = if addresses.is_empty() {

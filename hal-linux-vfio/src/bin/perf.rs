@@ -6,7 +6,7 @@
 //! Write workloads overwrite the blocks they touch: use a scratch device.
 
 use clap::{Parser, ValueEnum};
-use hal_linux_vfio::{bound_driver, nvme_addresses, VfioHal, VfioOptions};
+use hal_linux_vfio::{VfioHal, VfioOptions};
 use hdrhistogram::Histogram;
 use nvme_nostd::{Controller, ControllerOptions, DmaBuffer, IoQueuePair, Namespace, PollLimit, QpairOptions};
 use std::process::ExitCode;
@@ -475,19 +475,5 @@ fn run(args: &Args, address: &str) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let address = args
-        .device
-        .clone()
-        .or_else(|| nvme_addresses().into_iter().find(|a| bound_driver(a).as_deref() == Some("vfio-pci")));
-    let Some(address) = address else {
-        eprintln!("perf: no NVMe controller is bound to vfio-pci (nvme-vfio-bind --list shows them)");
-        return ExitCode::FAILURE;
-    };
-    match run(&args, &address) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("perf: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    hal_linux_vfio::tool::run("perf", args.device.clone(), |address| run(&args, address))
 }
