@@ -39,6 +39,10 @@ pub(crate) trait Iommu {
 
     /// Unmaps the mapping at `iova`.
     fn unmap(&self, iova: u64, size: u64) -> Result<(), rustix::io::Errno>;
+
+    /// The physical address of the byte at `vaddr` of this process (VFIO's
+    /// no-IOMMU mode, where the device is given physical addresses).
+    fn physical(&self, vaddr: usize) -> Result<u64, HalError>;
 }
 
 /// A run of DMA memory mapped at one I/O virtual address range.
@@ -98,11 +102,65 @@ pub(crate) struct Dma {
     pub(crate) huge_chunks: usize,
     /// Hugepages were asked for and none could be had.
     pub(crate) hugepages_missing: bool,
+    /// VFIO's no-IOMMU mode: the device gets physical addresses, DMA memory
+    /// comes from hugepages only, and caller buffers are bounced.
+    no_iommu: bool,
+    /// Bounce buffers of caller buffers in no-IOMMU mode, by (buffer
+    /// address, length, id): their pieces of DMA memory.
+    bounces: BTreeMap<(usize, usize, u64), Vec<Piece>>,
+    /// The id of the next bounce buffer.
+    next_bounce: u64,
+}
+
+/// A piece of a bounce buffer: DMA memory at `vaddr` (for the CPU) and
+/// `daddr` (for the device), `pages` pages long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Piece {
+    pub(crate) vaddr: usize,
+    pub(crate) daddr: u64,
+    pub(crate) pages: usize,
+}
+
+/// The most pages of one bounce piece: a chunk, which one hugepage backs.
+const PIECE_PAGES: usize = CHUNK / PAGE_SIZE;
+
+/// Where some of a buffer's bytes lie in its bounce buffer: `len` bytes
+/// from offset `at` of the buffer are at `offset` of piece `piece`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub(crate) at: usize,
+    pub(crate) piece: usize,
+    pub(crate) offset: usize,
+    pub(crate) len: usize,
+}
+
+/// Where the bytes of a buffer at `addr`, `len` bytes long, lie in its
+/// bounce `pieces`, which hold its bytes at the offsets they have from the
+/// buffer's first page: a span for each piece.
+pub(crate) fn bounce_spans(addr: usize, len: usize, pieces: &[Piece]) -> Vec<Span> {
+    let in_page = addr % PAGE_SIZE;
+    let mut spans = Vec::new();
+    // Positions count from the start of the buffer's first page.
+    let (mut piece_start, end) = (0usize, in_page + len);
+    for (i, p) in pieces.iter().enumerate() {
+        let piece_end = piece_start + p.pages * PAGE_SIZE;
+        let (from, to) = (in_page.max(piece_start), end.min(piece_end));
+        if from < to {
+            spans.push(Span { at: from - in_page, piece: i, offset: from - piece_start, len: to - from });
+        }
+        piece_start = piece_end;
+    }
+    spans
 }
 
 fn no_memory(detail: &'static str) -> HalError {
     HalError::new(HalErrorKind::NoMemory, detail)
 }
+
+/// Why no-IOMMU mode has no DMA memory when no hugepage is free.
+pub(crate) const NO_IOMMU_HUGEPAGES: &str =
+    "VFIO no-IOMMU mode takes DMA memory from 2 MiB hugepages only, and none \
+     is free: reserve some with `echo 64 > /proc/sys/vm/nr_hugepages` (as root)";
 
 /// A failed `VFIO_IOMMU_MAP_DMA`: out of memory or mappings is
 /// [`HalErrorKind::NoMemory`] (with what to do), anything else `MapFailed`.
@@ -118,9 +176,84 @@ fn map_error(e: rustix::io::Errno, other: &'static str) -> HalError {
     }
 }
 
+/// The indexes of `n` hugepages whose physical addresses (`phys`, one per
+/// hugepage) follow one another, in physical order; `None` when no `n` do.
+pub(crate) fn contiguous_run(phys: &[u64], n: usize) -> Option<Vec<usize>> {
+    let mut order: Vec<usize> = (0..phys.len()).collect();
+    order.sort_by_key(|&i| phys[i]);
+    let mut start = 0;
+    for k in 0..order.len() {
+        if k > start && phys[order[k]] != phys[order[k - 1]] + CHUNK as u64 {
+            start = k;
+        }
+        if k + 1 - start == n {
+            return Some(order[start..=k].to_vec());
+        }
+    }
+    None
+}
+
+/// `len` bytes of address space aligned to a hugepage, reserved (no access)
+/// for hugepages to be moved into.
+fn reserve_aligned(len: usize) -> Result<usize, HalError> {
+    // SAFETY: a new private anonymous mapping touches no other memory.
+    let base = unsafe {
+        rustix::mm::mmap_anonymous(
+            core::ptr::null_mut(),
+            len + CHUNK,
+            ProtFlags::empty(),
+            MapFlags::PRIVATE | MapFlags::NORESERVE,
+        )
+    }
+    .map_err(|_| no_memory("no address space for DMA memory"))? as usize;
+    let dest = base.next_multiple_of(CHUNK);
+    // SAFETY: the slack before and after the aligned range is part of the
+    // reservation above, which nothing uses.
+    unsafe {
+        if dest > base {
+            let _ = rustix::mm::munmap(base as *mut core::ffi::c_void, dest - base);
+        }
+        let tail = base + len + CHUNK - (dest + len);
+        if tail > 0 {
+            let _ = rustix::mm::munmap((dest + len) as *mut core::ffi::c_void, tail);
+        }
+    }
+    Ok(dest)
+}
+
+/// Moves hugepages `run` of the window at `window` to `dest` onwards, in
+/// that order. On error the reservation at `dest` is unmapped (with what
+/// was moved there).
+fn move_pages(window: usize, run: &[usize], dest: usize) -> Result<(), HalError> {
+    for (k, &i) in run.iter().enumerate() {
+        // SAFETY: the source is a hugepage of the window, the destination a
+        // hugepage-sized part of the reservation; nothing refers to either.
+        let moved = unsafe {
+            rustix::mm::mremap_fixed(
+                (window + i * CHUNK) as *mut core::ffi::c_void,
+                CHUNK,
+                CHUNK,
+                rustix::mm::MremapFlags::MAYMOVE,
+                (dest + k * CHUNK) as *mut core::ffi::c_void,
+            )
+        };
+        if moved.is_err() {
+            // SAFETY: the reservation and what was moved into it are ours.
+            let _ = unsafe { rustix::mm::munmap(dest as *mut core::ffi::c_void, run.len() * CHUNK) };
+            return Err(no_memory("VFIO no-IOMMU mode: mremap of a hugepage failed"));
+        }
+    }
+    Ok(())
+}
+
 impl Dma {
-    pub(crate) fn new(space: IovaSpace, avail: Option<u32>, hugepages: bool) -> Self {
+    /// The bookkeeping of a new handle: `no_iommu` for VFIO's no-IOMMU
+    /// mode (the space is then unused).
+    pub(crate) fn new(space: IovaSpace, avail: Option<u32>, hugepages: bool, no_iommu: bool) -> Self {
         Dma {
+            no_iommu,
+            bounces: BTreeMap::new(),
+            next_bounce: 1,
             space,
             chunks: Vec::new(),
             shared: BTreeMap::new(),
@@ -198,6 +331,9 @@ impl Dma {
     }
 
     fn map_chunk(&mut self, iommu: &dyn Iommu, len: usize) -> Result<(usize, u64), HalError> {
+        if self.no_iommu {
+            return self.map_chunk_physical(iommu, len);
+        }
         let prot = ProtFlags::READ | ProtFlags::WRITE;
         let mut memory = None;
         if self.hugepages {
@@ -256,6 +392,96 @@ impl Dma {
         Ok((ptr as usize, iova))
     }
 
+    /// A chunk in no-IOMMU mode: hugepages, which stay where they are in
+    /// physical memory (ordinary pages can be moved by the kernel at any
+    /// time, behind the device's back), physically contiguous, at their
+    /// physical address.
+    fn map_chunk_physical(&mut self, iommu: &dyn Iommu, len: usize) -> Result<(usize, u64), HalError> {
+        if !self.hugepages {
+            return Err(no_memory(
+                "VFIO no-IOMMU mode takes DMA memory from hugepages only, and VfioOptions turns them off",
+            ));
+        }
+        let huge = len / CHUNK;
+        // Hugepages come in the order of the kernel's free list, rarely in
+        // physical order. A window of them is mapped (as many as asked for,
+        // then more while none lie together), a run of `huge` that is
+        // contiguous in physical memory is picked, and moved (`mremap`)
+        // into one run of virtual addresses, in physical order (as DPDK
+        // does). The rest of the window goes back.
+        let mut window = huge;
+        loop {
+            // SAFETY: a new private anonymous mapping touches no other memory.
+            let mapped = unsafe {
+                rustix::mm::mmap_anonymous(
+                    core::ptr::null_mut(),
+                    window * CHUNK,
+                    ProtFlags::READ | ProtFlags::WRITE,
+                    MapFlags::PRIVATE | MapFlags::HUGETLB | MapFlags::HUGE_2MB | MapFlags::POPULATE,
+                )
+            };
+            let ptr = match mapped {
+                Ok(p) => p as usize,
+                Err(_) if window == huge => {
+                    self.hugepages_missing = true;
+                    return Err(no_memory(NO_IOMMU_HUGEPAGES));
+                }
+                // Fewer hugepages are free than this window wants.
+                Err(_) => break,
+            };
+            let unmap_window = || {
+                // SAFETY: the window was mapped above and nothing uses it
+                // (munmap skips what was moved out of it).
+                let _ = unsafe { rustix::mm::munmap(ptr as *mut core::ffi::c_void, window * CHUNK) };
+            };
+            let phys: Result<Vec<u64>, HalError> =
+                (0..window).map(|i| iommu.physical(ptr + i * CHUNK)).collect();
+            let phys = match phys {
+                Ok(p) => p,
+                Err(e) => {
+                    unmap_window();
+                    return Err(e);
+                }
+            };
+            if let Some(run) = contiguous_run(&phys, huge) {
+                let vaddr = if run.len() == window && run.windows(2).all(|w| w[1] == w[0] + 1) {
+                    // The whole window, in order (one hugepage, say): as it is.
+                    ptr
+                } else {
+                    let placed =
+                        reserve_aligned(len).and_then(|dest| move_pages(ptr, &run, dest).map(|()| dest));
+                    unmap_window();
+                    placed?
+                };
+                // What moved is checked where it landed.
+                let landed = (0..huge).all(|k| {
+                    iommu.physical(vaddr + k * CHUNK).is_ok_and(|p| p == phys[run[0]] + (k * CHUNK) as u64)
+                });
+                if !landed {
+                    // SAFETY: the run was placed here above and is used by no one.
+                    let _ = unsafe { rustix::mm::munmap(vaddr as *mut core::ffi::c_void, len) };
+                    return Err(no_memory("VFIO no-IOMMU mode: hugepages moved in physical memory"));
+                }
+                // SAFETY: advice on memory this back-end just mapped.
+                let _ = unsafe {
+                    rustix::mm::madvise(
+                        vaddr as *mut core::ffi::c_void,
+                        len,
+                        rustix::mm::Advice::LinuxDontFork,
+                    )
+                };
+                self.huge_chunks += 1;
+                return Ok((vaddr, phys[run[0]]));
+            }
+            unmap_window();
+            if window >= 64 * huge {
+                break;
+            }
+            window *= 2;
+        }
+        Err(no_memory("VFIO no-IOMMU mode: no free hugepages lie together in physical memory for an allocation above 2 MiB"))
+    }
+
     /// Gives pages back to their chunk.
     pub(crate) fn free(&mut self, vaddr: usize, pages: usize) -> bool {
         let Some(chunk) = self.chunks.iter_mut().find(|c| c.contains(vaddr, pages * PAGE_SIZE)) else {
@@ -297,6 +523,13 @@ impl Dma {
         addr: usize,
         len: usize,
     ) -> Result<u64, String> {
+        if self.no_iommu {
+            return Err(
+                "VFIO no-IOMMU mode cannot register memory: the kernel may move ordinary pages behind \
+                        the device's back (buffers outside DMA memory are bounced through it instead)"
+                    .into(),
+            );
+        }
         if len == 0 || !addr.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
             return Err(format!("{len} bytes at {addr:#x}: registered memory must be whole 4 KiB pages"));
         }
@@ -343,6 +576,12 @@ impl Dma {
     ) -> Result<(), HalError> {
         if len == 0 {
             return Ok(());
+        }
+        if self.no_iommu {
+            return Err(HalError::new(
+                HalErrorKind::MapFailed,
+                "no-IOMMU mode maps nothing: buffers are bounced",
+            ));
         }
         let first = addr / PAGE_SIZE * PAGE_SIZE;
         let end = addr.checked_add(len).ok_or(HalError::new(HalErrorKind::MapFailed, "buffer wraps"))?;
@@ -463,6 +702,61 @@ impl Dma {
         self.unshare_pages(iommu, first, addr + len);
     }
 
+    /// A bounce buffer for `len` bytes at `addr` (no-IOMMU mode): pieces of
+    /// DMA memory that hold the buffer's bytes at the same offsets from its
+    /// first page (so that the device segments start and end where PRPs
+    /// want them), each at most one chunk. Its id, and the pieces; the
+    /// caller copies the bytes in, and gives it back with
+    /// [`unbounce`](Self::unbounce).
+    pub(crate) fn bounce(
+        &mut self,
+        iommu: &dyn Iommu,
+        addr: usize,
+        len: usize,
+    ) -> Result<(u64, Vec<Piece>), HalError> {
+        let end = addr.checked_add(len).ok_or(HalError::new(HalErrorKind::MapFailed, "buffer wraps"))?;
+        let mut pages = (end - addr / PAGE_SIZE * PAGE_SIZE).div_ceil(PAGE_SIZE);
+        let mut pieces = Vec::new();
+        while pages > 0 {
+            let n = pages.min(PIECE_PAGES);
+            match self.alloc(iommu, n) {
+                Ok((vaddr, daddr)) => pieces.push(Piece { vaddr, daddr, pages: n }),
+                Err(e) => {
+                    for p in pieces {
+                        self.free(p.vaddr, p.pages);
+                    }
+                    return Err(e);
+                }
+            }
+            pages -= n;
+        }
+        let id = self.next_bounce;
+        self.next_bounce += 1;
+        self.bounces.insert((addr, len, id), pieces.clone());
+        Ok((id, pieces))
+    }
+
+    /// The pieces of a bounce buffer of `len` bytes at `addr` (of any one,
+    /// where several are: the share contract rules out two in flight that
+    /// the device writes).
+    pub(crate) fn bounced(&self, addr: usize, len: usize) -> Option<Vec<Piece>> {
+        self.bounces.range((addr, len, 0)..=(addr, len, u64::MAX)).next().map(|(_, p)| p.clone())
+    }
+
+    /// Gives back the bounce buffer `id` of `len` bytes at `addr`.
+    pub(crate) fn unbounce(&mut self, addr: usize, len: usize, id: u64) -> bool {
+        let Some(pieces) = self.bounces.remove(&(addr, len, id)) else { return false };
+        for p in pieces {
+            self.free(p.vaddr, p.pages);
+        }
+        true
+    }
+
+    /// Bounce buffers in use now.
+    pub(crate) fn bounce_buffers(&self) -> usize {
+        self.bounces.len()
+    }
+
     /// The chunks' memory, to unmap once the container is closed.
     pub(crate) fn take_chunks(&mut self) -> Vec<(usize, usize)> {
         self.chunks.drain(..).map(|c| (c.vaddr, c.len())).collect()
@@ -501,6 +795,10 @@ mod tests {
             assert_eq!(found.map(|m| m.1), Some(size), "unmap of what was not mapped");
             Ok(())
         }
+
+        fn physical(&self, _vaddr: usize) -> Result<u64, HalError> {
+            Err(HalError::new(HalErrorKind::MapFailed, "the model has an IOMMU"))
+        }
     }
 
     impl Model {
@@ -522,7 +820,7 @@ mod tests {
     }
 
     fn dma(avail: Option<u32>) -> Dma {
-        Dma::new(IovaSpace::new(&[]), avail, false)
+        Dma::new(IovaSpace::new(&[]), avail, false, false)
     }
 
     /// Every byte of `len` at `addr` reaches the device through the
@@ -536,6 +834,84 @@ mod tests {
             }
             at += s.len;
         }
+    }
+
+    #[test]
+    fn bounce_spans_cover_the_buffer_at_its_page_offsets() {
+        let piece = |pages| Piece { vaddr: 0, daddr: 0, pages };
+        // Inside one piece: at the buffer's offset in its first page.
+        let spans = bounce_spans(0x10_0064, 3 * PAGE_SIZE + 7, &[piece(4)]);
+        assert_eq!(spans, vec![Span { at: 0, piece: 0, offset: 100, len: 3 * PAGE_SIZE + 7 }]);
+        // Across two pieces: the second takes over at its first byte.
+        let len = PIECE_PAGES * PAGE_SIZE;
+        let spans = bounce_spans(300, len, &[piece(PIECE_PAGES), piece(1)]);
+        assert_eq!(
+            spans,
+            vec![
+                Span { at: 0, piece: 0, offset: 300, len: len - 300 },
+                Span { at: len - 300, piece: 1, offset: 0, len: 300 },
+            ]
+        );
+        // Every length and offset: the spans add up to the buffer, in
+        // order, and stay inside their pieces.
+        for offset in [0, 1, 511, 4095] {
+            for len in [1, 4096, 4097, len - 1, len, 3 * len + 5] {
+                let mut pages = (offset + len).div_ceil(PAGE_SIZE);
+                let mut pieces = Vec::new();
+                while pages > 0 {
+                    pieces.push(piece(pages.min(PIECE_PAGES)));
+                    pages -= pages.min(PIECE_PAGES);
+                }
+                let spans = bounce_spans(offset, len, &pieces);
+                let mut at = 0;
+                for s in &spans {
+                    assert_eq!(s.at, at, "offset {offset} len {len}");
+                    assert!(s.offset + s.len <= pieces[s.piece].pages * PAGE_SIZE);
+                    at += s.len;
+                }
+                assert_eq!(at, len, "offset {offset} len {len}");
+                // Only the first span starts inside a page, only the last
+                // ends inside one: what PRPs can describe.
+                for s in spans.iter().skip(1) {
+                    assert_eq!(s.offset % PAGE_SIZE, 0);
+                }
+                for s in spans.iter().rev().skip(1) {
+                    assert_eq!((s.offset + s.len) % PAGE_SIZE, 0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn contiguous_runs_of_hugepages() {
+        let c = CHUNK as u64;
+        // The free list's usual order: from the top down.
+        assert_eq!(contiguous_run(&[5 * c, 4 * c, 3 * c], 2), Some(vec![2, 1]));
+        assert_eq!(contiguous_run(&[5 * c, 4 * c, 3 * c], 3), Some(vec![2, 1, 0]));
+        // A gap breaks a run; a later run still counts.
+        assert_eq!(contiguous_run(&[9 * c, c, 7 * c, 3 * c, 8 * c], 3), Some(vec![2, 4, 0]));
+        assert_eq!(contiguous_run(&[9 * c, c, 7 * c, 3 * c], 2), None);
+        assert_eq!(contiguous_run(&[4 * c], 1), Some(vec![0]));
+        assert_eq!(contiguous_run(&[], 1), None);
+    }
+
+    #[test]
+    fn no_iommu_refuses_what_needs_an_iommu() {
+        let iommu = Model::default();
+        let mut d = Dma::new(IovaSpace::new(&[]), None, false, true);
+        // DMA memory only from hugepages, which these options turn off.
+        let e = d.alloc(&iommu, 1).unwrap_err();
+        assert_eq!(e.kind(), HalErrorKind::NoMemory);
+        assert!(e.detail().contains("hugepages only"), "{}", e.detail());
+        assert!(d.bounce(&iommu, 0x1000, 16).is_err());
+        assert_eq!(d.bounce_buffers(), 0);
+        let buf = vec![0u8; 2 * PAGE_SIZE];
+        let addr = (buf.as_ptr() as usize).next_multiple_of(PAGE_SIZE);
+        // SAFETY: refused before anything is mapped.
+        let e = unsafe { d.register(&iommu, addr, PAGE_SIZE) }.unwrap_err();
+        assert!(e.contains("no-IOMMU mode cannot register"), "{e}");
+        assert!(d.share(&iommu, addr, 16, &mut Segments::default()).is_err());
+        assert!(iommu.maps.borrow().is_empty(), "nothing goes to an IOMMU");
     }
 
     #[test]

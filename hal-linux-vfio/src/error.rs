@@ -36,6 +36,12 @@ pub enum VfioError {
         /// The group number.
         group: u32,
     },
+    /// The device is in a VFIO no-IOMMU group, and
+    /// [`VfioOptions::allow_no_iommu`](crate::VfioOptions::allow_no_iommu)
+    /// is off.
+    NoIommuRefused(String),
+    /// Opening a no-IOMMU group was refused: it takes `CAP_SYS_RAWIO`.
+    NoIommuRawIo(String),
     /// The kernel's VFIO lacks what this back-end needs.
     Unsupported(String),
     /// The device's BAR0 cannot be mapped.
@@ -95,6 +101,17 @@ impl fmt::Display for VfioError {
                 f,
                 "IOMMU group {group} of {address} is not viable: every device in /sys/kernel/iommu_groups/{group}/devices \
                  must be bound to vfio-pci (or to no driver)"
+            ),
+            VfioError::NoIommuRefused(a) => write!(
+                f,
+                "{a} is in a VFIO no-IOMMU group (the kernel runs with vfio.enable_unsafe_noiommu_mode=1 and no IOMMU \
+                 covers the device), which these options refuse: turn the IOMMU on, or allow no-IOMMU mode \
+                 (VfioOptions::with_no_iommu(true)) where a device that reaches all of memory is acceptable"
+            ),
+            VfioError::NoIommuRawIo(path) => write!(
+                f,
+                "no permission to use {path}: a VFIO no-IOMMU group takes CAP_SYS_RAWIO (run as root), whoever owns \
+                 the file"
             ),
             VfioError::Unsupported(what) => write!(f, "this kernel's VFIO lacks {what}"),
             VfioError::Bar(what) => write!(f, "BAR0 cannot be used: {what}"),

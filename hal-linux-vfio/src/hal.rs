@@ -1,6 +1,6 @@
 //! [`VfioHal`]: one NVMe controller handed to this process through VFIO.
 
-use crate::dma::{Dma, Iommu};
+use crate::dma::{bounce_spans, Dma, Iommu, Piece};
 use crate::error::VfioError;
 use crate::iova::IovaSpace;
 use crate::sys;
@@ -23,11 +23,18 @@ pub struct VfioOptions {
     /// Takes DMA memory from 2 MiB hugepages where the system has them
     /// reserved (`/proc/sys/vm/nr_hugepages`), else from ordinary pages.
     pub hugepages: bool,
+    /// Accepts a device in a VFIO no-IOMMU group (the kernel's
+    /// `vfio.enable_unsafe_noiommu_mode=1`, on a machine without an IOMMU):
+    /// the device then reaches all of memory, with nothing to contain a
+    /// wrong address. On by default, with a warning on standard error at
+    /// [`open`](VfioHal::open); turn it off where a production system must
+    /// never run that way ([`VfioError::NoIommuRefused`]).
+    pub allow_no_iommu: bool,
 }
 
 impl Default for VfioOptions {
     fn default() -> Self {
-        VfioOptions { hugepages: true }
+        VfioOptions { hugepages: true, allow_no_iommu: true }
     }
 }
 
@@ -37,7 +44,18 @@ impl VfioOptions {
         self.hugepages = on;
         self
     }
+
+    /// Sets [`allow_no_iommu`](Self::allow_no_iommu).
+    pub const fn with_no_iommu(mut self, allow: bool) -> Self {
+        self.allow_no_iommu = allow;
+        self
+    }
 }
+
+/// What [`VfioHal::open`] prints on standard error for a device in a
+/// no-IOMMU group.
+pub const NO_IOMMU_WARNING: &str = "WARNING: VFIO no-IOMMU mode: the device reaches all of memory and \
+     nothing contains a wrong address; for development only, turn the IOMMU on for anything else";
 
 /// One NVMe controller, opened through VFIO with the type1 IOMMU: BAR0
 /// mapped, bus mastering on, DMA memory and buffer sharing through the
@@ -65,6 +83,8 @@ pub struct VfioHal {
     container: Option<OwnedFd>,
     config_offset: u64,
     epoch: Instant,
+    /// `/proc/self/pagemap`, in no-IOMMU mode (where its presence says so).
+    pagemap: Option<OwnedFd>,
 }
 
 // SAFETY: the registers are reached through volatile accesses of a mapping
@@ -161,6 +181,15 @@ impl VfioHal {
         let group_name = group_link.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let group_no: u32 = group_name.parse().map_err(|_| VfioError::NoIommuGroup(address.clone()))?;
 
+        // In no-IOMMU mode (a kernel with `vfio.enable_unsafe_noiommu_mode=1`
+        // and no IOMMU for the device) the group's file says so.
+        let no_iommu_path = format!("/dev/vfio/noiommu-{group_no}");
+        let no_iommu = Path::new(&no_iommu_path).exists();
+        if no_iommu && !options.allow_no_iommu {
+            return Err(VfioError::NoIommuRefused(address));
+        }
+        let model = if no_iommu { v::VFIO_NOIOMMU_IOMMU } else { v::VFIO_TYPE1v2_IOMMU };
+
         let container = open_vfio("/dev/vfio/vfio")?;
         let version = sys::api_version(&container).map_err(os("VFIO_GET_API_VERSION"))?;
         if version != v::VFIO_API_VERSION as i32 {
@@ -169,29 +198,43 @@ impl VfioHal {
                 v::VFIO_API_VERSION
             )));
         }
-        if !sys::check_extension(&container, v::VFIO_TYPE1v2_IOMMU).unwrap_or(false) {
-            return Err(VfioError::Unsupported(
-                "the type1v2 IOMMU model (load vfio_iommu_type1: `modprobe vfio_iommu_type1`)".into(),
-            ));
+        if !sys::check_extension(&container, model).unwrap_or(false) {
+            return Err(VfioError::Unsupported(if no_iommu {
+                "no-IOMMU mode (`vfio.enable_unsafe_noiommu_mode=1`)".into()
+            } else {
+                "the type1v2 IOMMU model (load vfio_iommu_type1: `modprobe vfio_iommu_type1`)".into()
+            }));
         }
-        let group_path = format!("/dev/vfio/{group_no}");
-        let group = open_vfio(&group_path)?;
+        let group_path = if no_iommu { no_iommu_path } else { format!("/dev/vfio/{group_no}") };
+        let group = open_vfio(&group_path).map_err(|e| match e {
+            // Opening a no-IOMMU group takes CAP_SYS_RAWIO, whoever owns the file.
+            VfioError::Permission(path) if no_iommu => VfioError::NoIommuRawIo(path),
+            e => e,
+        })?;
         let flags = sys::group_flags(&group).map_err(os("VFIO_GROUP_GET_STATUS"))?;
         if flags & v::VFIO_GROUP_FLAGS_VIABLE == 0 {
             return Err(VfioError::GroupNotViable { address, group: group_no });
         }
         sys::group_set_container(&group, &container).map_err(os("VFIO_GROUP_SET_CONTAINER"))?;
-        sys::set_iommu(&container, v::VFIO_TYPE1v2_IOMMU).map_err(|e| {
-            match e {
+        sys::set_iommu(&container, model).map_err(|e| match e {
+            Errno::PERM if no_iommu => VfioError::NoIommuRawIo(group_path.clone()),
             Errno::PERM => VfioError::Unsupported(
                 "interrupt remapping, which VFIO_SET_IOMMU wants (turn it on in the firmware and kernel, or, \
                  trusting the device, load vfio_iommu_type1 with allow_unsafe_interrupts=1)"
                     .into(),
             ),
-            e => VfioError::Os { what: "VFIO_SET_IOMMU (type1v2)".into(), errno: e },
-        }
+            e => VfioError::Os { what: format!("VFIO_SET_IOMMU ({})", if no_iommu { "no-IOMMU" } else { "type1v2" }), errno: e },
         })?;
-        let info = sys::iommu_info(&container).map_err(os("VFIO_IOMMU_GET_INFO"))?;
+        // No-IOMMU mode has no IOMMU to ask, and gives the device physical
+        // addresses, read from the page tables.
+        let (info, pagemap) = if no_iommu {
+            let pagemap =
+                rustix::fs::open("/proc/self/pagemap", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(os("open /proc/self/pagemap"))?;
+            (sys::IommuInfo::default(), Some(pagemap))
+        } else {
+            (sys::iommu_info(&container).map_err(os("VFIO_IOMMU_GET_INFO"))?, None)
+        };
         if info.page_sizes != 0 && info.page_sizes & PAGE_SIZE as u64 == 0 {
             return Err(VfioError::Unsupported(format!(
                 "4 KiB IOMMU pages (it maps sizes {:#x})",
@@ -282,17 +325,21 @@ impl VfioHal {
             bar0_len,
             bar0_bus: bus.first().map_or(0, |b| b.0),
             bars,
-            dma: RwLock::new(Dma::new(space, info.dma_avail, options.hugepages)),
+            dma: RwLock::new(Dma::new(space, info.dma_avail, options.hugepages, no_iommu)),
             device: Some(device),
             group: Some(group),
             container: Some(container),
             config_offset: config.offset,
             epoch: Instant::now(),
+            pagemap,
         };
         // Memory decoding and bus mastering (PCI Command register, bits 1
         // and 2).
         let command = hal.config_read16(4).map_err(os("read of the PCI command register"))?;
         hal.config_write16(4, command | 0b110).map_err(os("write of the PCI command register"))?;
+        if no_iommu {
+            eprintln!("hal-linux-vfio: {}: {NO_IOMMU_WARNING}", hal.address);
+        }
         Ok(hal)
     }
 
@@ -311,7 +358,9 @@ impl VfioHal {
     /// otherwise. Tools print it: hugepages save IOMMU page-table entries
     /// and TLB misses, and are what SPDK-class setups use.
     pub fn hugepage_advice(&self) -> Option<&'static str> {
-        self.read().hugepages_missing.then_some(
+        // In no-IOMMU mode there are no 4 KiB pages to fall back on: the
+        // allocation fails, and its error says what to do.
+        (self.read().hugepages_missing && !self.no_iommu()).then_some(
             "DMA memory comes from 4 KiB pages: no 2 MiB hugepages are free; reserve some with \
              `echo 64 > /proc/sys/vm/nr_hugepages` (as root)",
         )
@@ -337,9 +386,7 @@ impl VfioHal {
         let (addr, len) = (memory.cast::<u8>().as_ptr() as usize, memory.len());
         // SAFETY: forwarded from the caller; the container closes only when
         // this value is dropped.
-        unsafe { self.lock().register(&Container(self.container()), addr, len) }
-            .map(drop)
-            .map_err(VfioError::Registration)
+        unsafe { self.lock().register(&self.bus(), addr, len) }.map(drop).map_err(VfioError::Registration)
     }
 
     /// Bytes of caller memory registered with [`register`](Self::register).
@@ -371,6 +418,24 @@ impl VfioHal {
 
     fn container(&self) -> &OwnedFd {
         self.container.as_ref().expect("the container lives until Drop")
+    }
+
+    fn bus(&self) -> Bus<'_> {
+        Bus { container: self.container(), pagemap: self.pagemap.as_ref() }
+    }
+
+    /// Whether the device is in a VFIO no-IOMMU group (see
+    /// [`VfioOptions::allow_no_iommu`]): DMA memory is then at physical
+    /// addresses, and caller buffers are copied through bounce buffers
+    /// of it.
+    pub fn no_iommu(&self) -> bool {
+        self.pagemap.is_some()
+    }
+
+    /// Bounce buffers in use now (no-IOMMU mode: one for each caller
+    /// buffer the device may be using).
+    pub fn bounce_buffers(&self) -> usize {
+        self.read().bounce_buffers()
     }
 
     fn config_read16(&self, offset: u64) -> Result<u16, Errno> {
@@ -416,17 +481,57 @@ impl Drop for VfioHal {
     }
 }
 
-/// The container's type1 IOMMU.
-struct Container<'a>(&'a OwnedFd);
+/// What gives the device its addresses: the container's type1 IOMMU, or
+/// in no-IOMMU mode the page tables (through `/proc/self/pagemap`).
+struct Bus<'a> {
+    container: &'a OwnedFd,
+    pagemap: Option<&'a OwnedFd>,
+}
 
-impl Iommu for Container<'_> {
+impl Iommu for Bus<'_> {
     unsafe fn map(&self, vaddr: usize, iova: u64, size: u64) -> Result<(), Errno> {
         // SAFETY: forwarded from the caller.
-        unsafe { sys::map_dma(self.0, vaddr, iova, size) }
+        unsafe { sys::map_dma(self.container, vaddr, iova, size) }
     }
 
     fn unmap(&self, iova: u64, size: u64) -> Result<(), Errno> {
-        sys::unmap_dma(self.0, iova, size)
+        sys::unmap_dma(self.container, iova, size)
+    }
+
+    fn physical(&self, vaddr: usize) -> Result<u64, HalError> {
+        let pagemap = self.pagemap.ok_or(HalError::new(HalErrorKind::MapFailed, "not in no-IOMMU mode"))?;
+        sys::physical_address(pagemap, vaddr).map_err(|why| HalError::new(HalErrorKind::MapFailed, why))
+    }
+}
+
+/// What [`VfioHal`]'s `share` hands the driver for `unshare`: which bounce
+/// buffer holds the data in no-IOMMU mode (none behind an IOMMU, where the
+/// pages themselves are mapped).
+#[derive(Debug)]
+pub struct VfioMapping {
+    bounce: Option<u64>,
+}
+
+/// The device segments of a bounce buffer: its bytes in each piece, the
+/// pieces that follow one another for the device merged.
+fn push_bounce_segments(addr: usize, len: usize, pieces: &[Piece], sink: &mut dyn SegmentSink) {
+    let mut run: Option<DeviceSegment> = None;
+    for span in bounce_spans(addr, len, pieces) {
+        let daddr = pieces[span.piece].daddr + span.offset as u64;
+        let seg = DeviceSegment { addr: hal_traits::DeviceAddr(daddr), len: span.len };
+        run = match run {
+            Some(r) if r.addr.0 + r.len as u64 == daddr => {
+                Some(DeviceSegment { addr: r.addr, len: r.len + span.len })
+            }
+            Some(r) => {
+                sink.push(r);
+                Some(seg)
+            }
+            None => Some(seg),
+        };
+    }
+    if let Some(r) = run {
+        sink.push(r);
     }
 }
 
@@ -444,7 +549,7 @@ impl SegmentSink for Collect {
 // as the chunk lives (until Drop, after the container is closed); shared
 // buffers are mapped page by page until their last user is unshared.
 unsafe impl hal_traits::Hal for VfioHal {
-    type Mapping = ();
+    type Mapping = VfioMapping;
 
     fn read32(&self, offset: usize) -> u32 {
         self.bar0.read32(offset)
@@ -468,7 +573,7 @@ unsafe impl hal_traits::Hal for VfioHal {
     }
 
     fn dma_alloc(&self, pages: usize) -> Result<DmaRegion, HalError> {
-        let (vaddr, iova) = self.lock().alloc(&Container(self.container()), pages)?;
+        let (vaddr, iova) = self.lock().alloc(&self.bus(), pages)?;
         let vaddr = NonNull::new(vaddr as *mut u8).ok_or(HalError::new(HalErrorKind::NoMemory, "null"))?;
         Ok(DmaRegion { vaddr, daddr: hal_traits::DeviceAddr(iova), pages })
     }
@@ -496,20 +601,68 @@ unsafe impl hal_traits::Hal for VfioHal {
         buffer: NonNull<[u8]>,
         _direction: hal_traits::Direction,
         sink: &mut dyn SegmentSink,
-    ) -> Result<(), HalError> {
+    ) -> Result<VfioMapping, HalError> {
         let (addr, len) = (buffer.cast::<u8>().as_ptr() as usize, buffer.len());
+        if self.no_iommu() && len > 0 {
+            let (id, pieces) = self.lock().bounce(&self.bus(), addr, len)?;
+            // Every direction copies in: where the device writes less than
+            // the whole buffer, the rest comes back as it was, not as what
+            // the bounce memory held (the bounce memory is this share's
+            // alone until `unshare`, so no lock is needed).
+            for span in bounce_spans(addr, len, &pieces) {
+                // SAFETY: the caller lends `buffer` (valid for reads) until
+                // unshare; the piece is DMA memory of this share's alone, and
+                // the span lies inside both.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        buffer.cast::<u8>().as_ptr().add(span.at),
+                        (pieces[span.piece].vaddr + span.offset) as *mut u8,
+                        span.len,
+                    )
+                };
+            }
+            push_bounce_segments(addr, len, &pieces, sink);
+            return Ok(VfioMapping { bounce: Some(id) });
+        }
         // The driver's sink runs without the lock held.
         let mut segments = Collect(Vec::new());
-        self.lock().share(&Container(self.container()), addr, len, &mut segments)?;
+        self.lock().share(&self.bus(), addr, len, &mut segments)?;
         for segment in segments.0 {
             sink.push(segment);
         }
-        Ok(())
+        Ok(VfioMapping { bounce: None })
     }
 
-    unsafe fn unshare(&self, buffer: NonNull<[u8]>, _direction: hal_traits::Direction, _mapping: ()) {
+    unsafe fn unshare(&self, buffer: NonNull<[u8]>, _direction: hal_traits::Direction, mapping: VfioMapping) {
         let (addr, len) = (buffer.cast::<u8>().as_ptr() as usize, buffer.len());
-        self.lock().unshare(&Container(self.container()), addr, len);
+        match mapping.bounce {
+            Some(id) => {
+                let found = self.lock().unbounce(addr, len, id);
+                debug_assert!(found, "unshare of a bounce buffer this back-end does not know");
+            }
+            None => self.lock().unshare(&self.bus(), addr, len),
+        }
+    }
+
+    unsafe fn sync_for_cpu(&self, buffer: NonNull<[u8]>, direction: hal_traits::Direction) {
+        if !self.no_iommu() || !direction.device_writes() {
+            return;
+        }
+        let (addr, len) = (buffer.cast::<u8>().as_ptr() as usize, buffer.len());
+        // A buffer in DMA memory was translated, not bounced.
+        let Some(pieces) = self.read().bounced(addr, len) else { return };
+        for span in bounce_spans(addr, len, &pieces) {
+            // SAFETY: the device is done with the buffer (the caller's
+            // promise), which is valid for writes until unshare; the piece is
+            // DMA memory of its share's, and the span lies inside both.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    (pieces[span.piece].vaddr + span.offset) as *const u8,
+                    buffer.cast::<u8>().as_ptr().add(span.at),
+                    span.len,
+                )
+            };
+        }
     }
 
     fn ticks(&self) -> u64 {
@@ -535,6 +688,32 @@ unsafe impl hal_traits::Hal for VfioHal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Segments(Vec<DeviceSegment>);
+
+    impl SegmentSink for Segments {
+        fn push(&mut self, segment: DeviceSegment) {
+            self.0.push(segment);
+        }
+    }
+
+    #[test]
+    fn bounce_segments_merge_where_the_pieces_follow_one_another() {
+        let piece = |daddr, pages| Piece { vaddr: 0, daddr, pages };
+        let seg = |addr, len| DeviceSegment { addr: hal_traits::DeviceAddr(addr), len };
+        let chunk = crate::dma::CHUNK;
+        let len = chunk + 100;
+        // Two pieces apart for the device: two segments, the first from the
+        // buffer's offset in its page to the end of its piece.
+        let mut apart = Segments(Vec::new());
+        push_bounce_segments(0x7000_0200, len, &[piece(0x4000_0000, 512), piece(0x1000_0000, 1)], &mut apart);
+        assert_eq!(apart.0, vec![seg(0x4000_0200, chunk - 0x200), seg(0x1000_0000, 0x200 + 100)]);
+        // The same pieces one after the other: one segment.
+        let mut together = Segments(Vec::new());
+        let next = 0x4000_0000 + chunk as u64;
+        push_bounce_segments(0x7000_0200, len, &[piece(0x4000_0000, 512), piece(next, 1)], &mut together);
+        assert_eq!(together.0, vec![seg(0x4000_0200, len)]);
+    }
 
     #[test]
     fn addresses() {

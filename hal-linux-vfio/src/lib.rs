@@ -27,6 +27,36 @@
 //! ([`VfioHal::register`], SPDK's `spdk_mem_register`): mapped once, and
 //! translated per I/O without a system call.
 //!
+//! # No-IOMMU mode
+//!
+//! On a machine without an IOMMU, Linux can still hand a device to vfio-pci
+//! in its *no-IOMMU mode* (`vfio.enable_unsafe_noiommu_mode=1`; the kernel
+//! needs `CONFIG_VFIO_NOIOMMU`, which Debian's lack). The device then sits
+//! in a group of its own, `/dev/vfio/noiommu-N`, and reads and writes
+//! physical addresses with nothing to contain a wrong one: **a bug in the
+//! driver or a fault in the device can corrupt any memory of the machine.**
+//! It is for development and for embedded systems without an IOMMU, not for
+//! production; [`VfioHal::open`] prints a warning ([`NO_IOMMU_WARNING`]) on
+//! standard error, and [`VfioOptions::with_no_iommu`]`(false)` refuses such
+//! a device. This back-end, like SPDK:
+//!
+//! - takes DMA memory only from 2 MiB hugepages (which the kernel neither
+//!   swaps nor moves, and which are physically contiguous), and gives the
+//!   device their physical addresses, read from `/proc/self/pagemap` (which
+//!   shows them to root only); an allocation above 2 MiB needs hugepages
+//!   that happen to be contiguous;
+//! - copies every other buffer through a *bounce buffer* of that memory
+//!   (the way Linux's swiotlb does): in when it is shared (for reads too, so
+//!   that bytes the device does not write come back unchanged), and back out
+//!   when the device is done with it. Ordinary pages cannot be handed to the
+//!   device: the kernel may move them at any time, and the device would not
+//!   follow;
+//! - refuses [`VfioHal::register`], which needs an IOMMU.
+//!
+//! It needs root (`CAP_SYS_RAWIO` to open the group, `CAP_SYS_ADMIN` for
+//! the physical addresses) and reserved hugepages
+//! (`echo 64 > /proc/sys/vm/nr_hugepages`).
+//!
 //! # What it does not do yet
 //!
 //! - The iommufd interface (`/dev/iommu`, Linux 6.2) and VFIO's device files
@@ -35,8 +65,6 @@
 //!   test guest's), which has neither. (Kernels before 5.4 report no usable
 //!   IOVA ranges: the back-end then uses 1 MiB to 512 GiB less the x86
 //!   interrupt window.)
-//! - VFIO's no-IOMMU mode (physical addresses from `/proc/self/pagemap`):
-//!   Debian's kernels are built without it, so it could not be tested here.
 #![deny(missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod bind;
@@ -50,4 +78,6 @@ pub mod tool;
 
 pub use bind::{bind_kernel, bind_vfio, in_use, BindError};
 pub use error::VfioError;
-pub use hal::{bound_driver, canonical_address, nvme_addresses, VfioHal, VfioOptions};
+pub use hal::{
+    bound_driver, canonical_address, nvme_addresses, VfioHal, VfioMapping, VfioOptions, NO_IOMMU_WARNING,
+};

@@ -261,8 +261,44 @@ pub(crate) fn unmap_dma(container: &OwnedFd, iova: u64, size: u64) -> Result<(),
     unsafe { call(container.as_fd(), Op::IommuUnmapDma, (&raw mut unmap).cast()) }.map(drop)
 }
 
+/// The physical address of the byte at `vaddr`, from `/proc/self/pagemap`
+/// (`Documentation/admin-guide/mm/pagemap.rst`): one 64-bit entry per page,
+/// the page frame number in bits 0 to 54, bit 63 set when the page is
+/// present. `Err` with why not.
+pub(crate) fn physical_address(pagemap: &OwnedFd, vaddr: usize) -> Result<u64, &'static str> {
+    let page = (vaddr / 4096) as u64;
+    let mut entry = [0u8; 8];
+    match rustix::io::pread(pagemap, &mut entry, page * 8) {
+        Ok(8) => {}
+        _ => return Err("cannot read /proc/self/pagemap"),
+    }
+    let frame = frame_number(u64::from_ne_bytes(entry))?;
+    Ok(frame * 4096 + (vaddr % 4096) as u64)
+}
+
+/// The page frame number of a pagemap entry.
+pub(crate) fn frame_number(entry: u64) -> Result<u64, &'static str> {
+    if entry & (1 << 63) == 0 {
+        return Err("a page of DMA memory is not present in memory (/proc/self/pagemap)");
+    }
+    match entry & ((1 << 55) - 1) {
+        // Without CAP_SYS_ADMIN the kernel reports frame 0 for every page.
+        0 => Err("/proc/self/pagemap hides physical addresses: VFIO no-IOMMU mode needs CAP_SYS_ADMIN (run as root)"),
+        frame => Ok(frame),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pagemap_entries() {
+        assert_eq!(frame_number((1 << 63) | 0x12345), Ok(0x12345));
+        // Soft-dirty (55) and exclusive (56) bits are not part of the frame.
+        assert_eq!(frame_number((1 << 63) | (1 << 55) | (1 << 56) | 7), Ok(7));
+        assert!(frame_number(0x12345).unwrap_err().contains("not present"));
+        assert!(frame_number(1 << 63).unwrap_err().contains("CAP_SYS_ADMIN"));
+    }
+
     use super::*;
 
     fn put32(raw: &mut [u8], at: usize, v: u32) {

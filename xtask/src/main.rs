@@ -28,11 +28,14 @@ tasks:
   qemu [--kvm] <text>
         the kernel under the QEMU configurations of 'test' whose name
         contains <text>
-  vfio-test [--kvm]
+  vfio-test [--kvm] [--no-iommu]
         hal-linux-vfio in a Linux guest: the back-end's programs built static
         (musl), a Debian kernel and busybox (apt-get download, cached in
-        ~/.cache/nvme-nostd-xtask), QEMU with an emulated IOMMU and two NVMe
-        controllers bound to vfio-pci; runs the conformance suite there
+        ~/.cache/nvme-nostd-xtask), QEMU with an emulated IOMMU and NVMe
+        controllers bound to vfio-pci; runs the conformance suite, the
+        back-end's checks and the tools there. Then a second guest without
+        an IOMMU, on a kernel built from Debian's linux-source-6.1 with
+        VFIO's no-IOMMU mode (once, cached); --no-iommu: that one only
   lint  rustfmt check, clippy -D warnings (host crates and the kernel on its
         target), rustdoc -D warnings
   soak [--schedules N] [--seed S]
@@ -78,7 +81,11 @@ fn main() -> ExitCode {
         }
         Some("vfio-test") => {
             let mut tally = Tally::default();
-            tally.step("vfio: conformance suite in a Linux guest", vfio::vfio_test(kvm));
+            // `--no-iommu`: the second guest only.
+            if !args.iter().any(|a| a == "--no-iommu") {
+                tally.step("vfio: conformance suite in a Linux guest", vfio::vfio_test(kvm));
+            }
+            tally.step("vfio: no-IOMMU mode in a Linux guest", vfio::no_iommu_test(kvm));
             tally.finish()
         }
         Some("lint") => lint(),
@@ -168,6 +175,7 @@ fn test(kvm: bool) -> bool {
         None => tally.step("kernel build", false),
     }
     tally.step("vfio: conformance suite in a Linux guest", vfio::vfio_test(kvm));
+    tally.step("vfio: no-IOMMU mode in a Linux guest", vfio::no_iommu_test(kvm));
     tally.finish()
 }
 

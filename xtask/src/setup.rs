@@ -48,6 +48,36 @@ pub fn ensure_qemu() -> bool {
     }
 }
 
+/// Debian packages that a task needs, each found by a file it installs,
+/// installed with apt-get when run as root (else: the command to run).
+pub fn ensure_packages(packages: &[(&str, &str)]) -> bool {
+    let missing: Vec<&str> =
+        packages.iter().filter(|(file, _)| !Path::new(file).exists()).map(|(_, p)| *p).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let hint = format!("apt-get install {}", missing.join(" "));
+    if !is_root() || !have("apt-get") {
+        eprintln!("xtask: missing packages; install them: sudo {hint}");
+        return false;
+    }
+    eprintln!("xtask: installing {} with apt-get", missing.join(" "));
+    let install = || {
+        crate::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    };
+    if install() || (crate::run(Command::new("apt-get").args(["update", "-qq"])) && install()) {
+        true
+    } else {
+        eprintln!("xtask: installing failed; install them by hand: {hint}");
+        false
+    }
+}
+
 /// The rustup targets the kernel and the core builds need.
 pub fn ensure_targets() -> bool {
     let installed = match Command::new("rustup").args(["target", "list", "--installed"]).output() {

@@ -60,11 +60,15 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Where downloads and what is made of them are kept between runs (a fresh
 /// clone of the repository finds them there too).
 fn cache_dir() -> PathBuf {
+    cache_subdir("vfio")
+}
+
+fn cache_subdir(name: &str) -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(|| root().join("target"));
-    let dir = base.join("nvme-nostd-xtask").join("vfio");
+    let dir = base.join("nvme-nostd-xtask").join(name);
     let _ = fs::create_dir_all(&dir);
     dir
 }
@@ -444,6 +448,93 @@ fn build_programs() -> bool {
     )
 }
 
+/// QEMU for a guest: a q35 machine with 512 MiB and 2 CPUs, the serial
+/// console on standard output, `isa-debug-exit` for the verdict, `kernel`
+/// and `initrd`, and `append` after the kernel options every guest has.
+fn qemu(kvm: bool, kernel: &Path, initrd: &Path, append: &str) -> Command {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-machine", "q35", "-m", "512M", "-smp", "2"]);
+    cmd.args(["-nodefaults", "-display", "none", "-no-reboot", "-accel", if kvm { "kvm" } else { "tcg" }]);
+    cmd.args(["-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+    cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd);
+    cmd.arg("-append").arg(format!("console=ttyS0 panic=-1 quiet no_timer_check {append}"));
+    cmd
+}
+
+/// Runs QEMU (`cmd`, its serial console on standard output) with its log
+/// under `name`, up to [`BOOT_TIMEOUT`]; prints the lines that say how the
+/// guest's programs did. QEMU's exit status and the log.
+fn boot(name: &str, mut cmd: Command) -> Option<(Option<i32>, String)> {
+    let tag = slug(name);
+    let log = work_dir().join("logs").join(format!("{tag}.log"));
+    eprintln!("xtask: booting '{name}' (log: {})", log.display());
+    let file = fs::File::create(&log).ok()?;
+    if let Ok(err) = file.try_clone() {
+        cmd.stderr(err);
+    }
+    cmd.stdout(file);
+    let status = match cmd.spawn() {
+        Ok(mut child) => wait_for(&mut child, BOOT_TIMEOUT),
+        Err(e) => {
+            eprintln!("xtask: cannot start QEMU: {e}");
+            return None;
+        }
+    };
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    for line in text.lines().filter(|l| {
+        ["FAILED", "exited with", "insmod", " passed, ", "-> ", "Hello world", "hello_world:"]
+            .iter()
+            .any(|w| l.contains(w))
+    }) {
+        eprintln!("    {line}");
+    }
+    Some((status, text))
+}
+
+/// The disk images of a guest's controllers, attached to `cmd`: for each
+/// controller (its `-device` options) its namespaces (block size, scratch).
+/// The images whose contents must survive the run, and their sizes.
+fn controllers(
+    cmd: &mut Command,
+    tag: &str,
+    layout: &[(&str, &[(u32, bool)])],
+) -> Result<Vec<(PathBuf, u64)>, String> {
+    let disks = work_dir().join("disks");
+    let mut images = Vec::new();
+    for (i, (at, namespaces)) in layout.iter().enumerate() {
+        cmd.args(["-device", &format!("nvme,id=nvme{i},serial=vfio{i},{at}")]);
+        for (j, (block, scratch)) in namespaces.iter().enumerate() {
+            let img = disks.join(format!("{tag}-{i}-{j}.img"));
+            let bytes = 16 << 20;
+            disk(&img, bytes).map_err(|e| format!("disk image: {e}"))?;
+            if !scratch {
+                images.push((img.clone(), bytes));
+            }
+            cmd.arg("-drive").arg(format!("file={},if=none,id=d{i}n{j},format=raw", img.display()));
+            cmd.args([
+                "-device",
+                &format!(
+                    "nvme-ns,drive=d{i}n{j},bus=nvme{i},nsid={},logical_block_size={block},physical_block_size={block}",
+                    j + 1
+                ),
+            ]);
+        }
+    }
+    Ok(images)
+}
+
+/// Whether every image is as [`disk`] made it.
+fn images_unchanged(images: &[(PathBuf, u64)]) -> bool {
+    let mut ok = true;
+    for (img, bytes) in images {
+        if let Err(why) = disk_unchanged(img, *bytes) {
+            eprintln!("xtask: disk image not restored: {why}");
+            ok = false;
+        }
+    }
+    ok
+}
+
 /// `cargo xtask vfio-test`: true when the guest reported a pass and every
 /// disk image is as it was.
 pub fn vfio_test(kvm: bool) -> bool {
@@ -466,14 +557,8 @@ pub fn vfio_test(kvm: bool) -> bool {
     };
     let name = "vfio conformance suite in a Linux guest";
     let tag = slug(name);
-    let disks = work_dir().join("disks");
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-machine", "q35,kernel-irqchip=split", "-m", "512M", "-smp", "2"]);
-    cmd.args(["-nodefaults", "-display", "none", "-no-reboot", "-accel", if kvm { "kvm" } else { "tcg" }]);
-    cmd.args(["-device", "intel-iommu,intremap=on,caching-mode=on"]);
-    cmd.args(["-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
-    cmd.arg("-kernel").arg(&guest.kernel).arg("-initrd").arg(&initrd);
-    cmd.args(["-append", "console=ttyS0 intel_iommu=on iommu=pt panic=-1 quiet no_timer_check"]);
+    let mut cmd = qemu(kvm, &guest.kernel, &initrd, "intel_iommu=on iommu=pt");
+    cmd.args(["-machine", "kernel-irqchip=split", "-device", "intel-iommu,intremap=on,caching-mode=on"]);
     // On bus 0, for the suite: one controller with a 512-byte and a
     // 4096-byte namespace, one with a controller memory buffer and a
     // 4096-byte and a 512-byte namespace (a scratch one: perf writes to it). Behind a PCI bridge (one IOMMU
@@ -487,70 +572,283 @@ pub fn vfio_test(kvm: bool) -> bool {
         ("bus=bridge,addr=0x2", &[(512, false)]),
     ];
     cmd.args(["-device", "pci-bridge,id=bridge,chassis_nr=1,bus=pcie.0,addr=0x6"]);
-    let mut images = Vec::new();
-    for (i, (at, namespaces)) in layout.iter().enumerate() {
-        cmd.args(["-device", &format!("nvme,id=nvme{i},serial=vfio{i},{at}")]);
-        for (j, (block, scratch)) in namespaces.iter().enumerate() {
-            let img = disks.join(format!("{tag}-{i}-{j}.img"));
-            let bytes = 16 << 20;
-            if let Err(e) = disk(&img, bytes) {
-                eprintln!("xtask: disk image: {e}");
-                return false;
-            }
-            if !scratch {
-                images.push((img.clone(), bytes));
-            }
-            cmd.arg("-drive").arg(format!("file={},if=none,id=d{i}n{j},format=raw", img.display()));
-            cmd.args([
-                "-device",
-                &format!(
-                    "nvme-ns,drive=d{i}n{j},bus=nvme{i},nsid={},logical_block_size={block},physical_block_size={block}",
-                    j + 1
-                ),
-            ]);
-        }
-    }
-    let log = work_dir().join("logs").join(format!("{tag}.log"));
-    eprintln!("xtask: booting '{name}' (log: {})", log.display());
-    let Ok(file) = fs::File::create(&log) else {
-        return false;
-    };
-    if let Ok(err) = file.try_clone() {
-        cmd.stderr(err);
-    }
-    cmd.stdout(file);
-    let status = match cmd.spawn() {
-        Ok(mut child) => wait_for(&mut child, BOOT_TIMEOUT),
+    let images = match controllers(&mut cmd, &tag, &layout) {
+        Ok(images) => images,
         Err(e) => {
-            eprintln!("xtask: cannot start QEMU: {e}");
+            eprintln!("xtask: {e}");
             return false;
         }
     };
-    let text = fs::read_to_string(&log).unwrap_or_default();
-    for line in text.lines().filter(|l| {
-        ["FAILED", "exited with", "insmod", " passed, ", "-> ", "Hello world", "hello_world:"]
-            .iter()
-            .any(|w| l.contains(w))
-    }) {
-        eprintln!("    {line}");
-    }
+    let Some((status, text)) = boot(name, cmd) else { return false };
     // Each program's exit status counts in /init's verdict; the summaries
     // and hello_world's greeting are checked here too.
     let summaries = text.lines().filter(|l| l.contains(" passed, ")).count();
     let clean = summaries == 3
         && text.lines().filter(|l| l.contains(" passed, 0 failed")).count() == summaries
         && text.lines().any(|l| l.trim_end() == "Hello world!");
-    let mut ok = status == Some(PASS_STATUS) && clean;
+    let ok = status == Some(PASS_STATUS) && clean;
     if !ok {
         eprintln!("xtask: QEMU exit status {status:?}; expected {PASS_STATUS} and a clean summary");
     }
-    for (img, bytes) in &images {
-        if let Err(why) = disk_unchanged(img, *bytes) {
-            eprintln!("xtask: disk image not restored: {why}");
-            ok = false;
-        }
+    images_unchanged(&images) && ok
+}
+
+/// The programs of the no-IOMMU guest, as [`PROGRAMS`].
+const NO_IOMMU_PROGRAMS: [(&str, &str); 4] = [
+    ("nvme-vfio-selftest", "$SUITE"),
+    ("nvme-vfio-tests", "--no-iommu 0000:00:06.0"),
+    ("hello_world", "--device 0000:00:04.0"),
+    ("perf", "--device 0000:00:05.0 --namespace 2 -w randrw -M 50 -q 16 -t 1"),
+];
+
+/// What the no-IOMMU guest's kernel is built with, on top of `make
+/// tinyconfig`: a PVH-bootable x86_64 kernel with a serial console, an
+/// initramfs, hugepages, `/proc/self/pagemap`, PCI with MSI, and VFIO's
+/// PCI driver with no-IOMMU mode, all built in (no modules).
+const NO_IOMMU_CONFIG: &[&str] = &[
+    "64BIT",
+    "SMP",
+    "X86_LOCAL_APIC",
+    "X86_IO_APIC",
+    "X86_X2APIC",
+    "X86_MPPARSE",
+    "ACPI",
+    "CPU_SUP_INTEL",
+    "CPU_SUP_AMD",
+    "HYPERVISOR_GUEST",
+    "PARAVIRT",
+    "KVM_GUEST",
+    "PVH",
+    "PRINTK",
+    "TTY",
+    "SERIAL_8250",
+    "SERIAL_8250_CONSOLE",
+    "BLK_DEV_INITRD",
+    "BINFMT_ELF",
+    "BINFMT_SCRIPT",
+    "DEVTMPFS",
+    "PROC_FS",
+    "PROC_SYSCTL",
+    "PROC_PAGE_MONITOR",
+    "SYSFS",
+    "TMPFS",
+    "SHMEM",
+    "HUGETLBFS",
+    "HUGETLB_PAGE",
+    "MULTIUSER",
+    "FUTEX",
+    "EPOLL",
+    "SIGNALFD",
+    "TIMERFD",
+    "EVENTFD",
+    "AIO",
+    "POSIX_TIMERS",
+    "HIGH_RES_TIMERS",
+    "UNIX",
+    "NET",
+    "FILE_LOCKING",
+    "PCI",
+    "PCI_MSI",
+    "PCI_MMCONFIG",
+    "DEVPORT",
+    "VIRTUALIZATION",
+    "VFIO",
+    "VFIO_PCI",
+    "VFIO_PCI_MMAP",
+    "VFIO_NOIOMMU",
+    "UNWINDER_GUESS",
+];
+/// And without (objtool's ORC tables and the mitigations only cost build time).
+const NO_IOMMU_CONFIG_OFF: &[&str] = &["UNWINDER_ORC", "SPECULATION_MITIGATIONS", "RETPOLINE", "MODULES"];
+/// What building it needs on the host, each found by a file it installs.
+const KERNEL_BUILD_PACKAGES: [(&str, &str); 6] = [
+    ("/usr/bin/make", "make"),
+    ("/usr/bin/gcc", "gcc"),
+    ("/usr/bin/flex", "flex"),
+    ("/usr/bin/bison", "bison"),
+    ("/usr/bin/bc", "bc"),
+    ("/usr/include/libelf.h", "libelf-dev"),
+];
+
+/// A kernel with VFIO's no-IOMMU mode, which Debian's kernels lack: built
+/// from Debian's `linux-source-6.1` package with [`NO_IOMMU_CONFIG`] (a few
+/// minutes, once: the `vmlinux` is cached under a name that changes with
+/// the source package and the configuration).
+fn no_iommu_kernel() -> Result<PathBuf, String> {
+    use std::hash::{Hash, Hasher};
+    let cache = cache_subdir("noiommu");
+    let deb = download("linux-source-6.1", &cache).ok_or("cannot download linux-source-6.1")?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (deb.file_name(), NO_IOMMU_CONFIG, NO_IOMMU_CONFIG_OFF).hash(&mut hasher);
+    let out = cache.join(format!("vmlinux-noiommu-{:016x}", hasher.finish()));
+    if out.exists() {
+        return Ok(out);
     }
-    ok
+    if !crate::setup::ensure_packages(&KERNEL_BUILD_PACKAGES) {
+        return Err("the kernel build's packages are missing".into());
+    }
+    let (src, build) = (cache.join("src"), cache.join("build"));
+    for dir in [&src, &build] {
+        let _ = fs::remove_dir_all(dir);
+        fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    eprintln!("xtask: building a kernel with VFIO no-IOMMU mode (once; cached in {})", cache.display());
+    // The package holds the source as a tarball: straight out of the
+    // package into the tree.
+    let unpack = format!(
+        "dpkg-deb --fsys-tarfile '{}' | tar -xO --wildcards '*/linux-source-6.1.tar.xz' | tar -xJ -C '{}'",
+        deb.display(),
+        src.display()
+    );
+    if !crate::run(Command::new("sh").args(["-c", &unpack])) {
+        return Err(format!("cannot unpack {}", deb.display()));
+    }
+    let tree = src.join("linux-source-6.1");
+    let make = |args: &[&str]| {
+        let mut cmd = Command::new("make");
+        cmd.arg("-C").arg(&tree).arg(format!("O={}", build.display())).arg("-s").args(args);
+        // What the configuration targets print goes; errors stay.
+        crate::run(cmd.stdout(std::process::Stdio::null()))
+    };
+    let mut config = Command::new(tree.join("scripts/config"));
+    config.arg("--file").arg(build.join(".config"));
+    for o in NO_IOMMU_CONFIG {
+        config.args(["-e", o]);
+    }
+    for o in NO_IOMMU_CONFIG_OFF {
+        config.args(["-d", o]);
+    }
+    if !make(&["tinyconfig"]) || !crate::run(&mut config) || !make(&["olddefconfig"]) {
+        return Err("the kernel configuration failed".into());
+    }
+    let got = fs::read_to_string(build.join(".config")).unwrap_or_default();
+    let missing: Vec<&str> = NO_IOMMU_CONFIG
+        .iter()
+        .copied()
+        .filter(|o| !got.lines().any(|l| l == format!("CONFIG_{o}=y")))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("the kernel configuration lacks {}", missing.join(", ")));
+    }
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    if !make(&[&format!("-j{jobs}"), "vmlinux"]) {
+        return Err("the kernel build failed".into());
+    }
+    fs::copy(build.join("vmlinux"), &out).map_err(|e| format!("{}: {e}", out.display()))?;
+    // The tree and the objects (about 2 GB) go; the kernel stays.
+    let _ = fs::remove_dir_all(&src);
+    let _ = fs::remove_dir_all(&build);
+    Ok(out)
+}
+
+/// The no-IOMMU guest's `/init`: reserves hugepages, hands every NVMe
+/// controller to vfio-pci (VFIO puts each in a no-IOMMU group of its own),
+/// runs [`NO_IOMMU_PROGRAMS`] (the suite on all but 00:06.0, which is for
+/// the back-end's checks), and reports as [`init_script`]'s does.
+fn no_iommu_init() -> String {
+    let mut s = String::from(
+        "#!/bin/busybox sh\n\
+         /bin/busybox --install -s /bin\n\
+         mount -t proc proc /proc\n\
+         mount -t sysfs sysfs /sys\n\
+         mount -t devtmpfs devtmpfs /dev\n\
+         verdict() { printf \"$1\" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null; poweroff -f; }\n\
+         echo 64 > /proc/sys/vm/nr_hugepages\n\
+         SUITE=\n\
+         for d in /sys/bus/pci/devices/*; do\n\
+         \x20 [ \"$(cat $d/class)\" = 0x010802 ] || continue\n\
+         \x20 a=${d##*/}\n\
+         \x20 case $a in 0000:00:06.0) ;; *) SUITE=\"$SUITE $a\";; esac\n\
+         \x20 echo vfio-pci > $d/driver_override\n\
+         \x20 echo $a > /sys/bus/pci/drivers_probe\n\
+         \x20 echo \"$a -> $(basename \"$(readlink $d/driver)\"), IOMMU group $(cat $d/iommu_group/name 2>/dev/null)\"\n\
+         done\n\
+         echo \"/dev/vfio: $(ls /dev/vfio | tr '\\n' ' ')\"\n\
+         status=0\n",
+    );
+    for (p, args) in NO_IOMMU_PROGRAMS {
+        s.push_str(&format!(
+            "echo \"== {p} {args}\"\n/bin/{p} {args} || {{ echo \"{p} exited with $?\"; status=1; }}\n"
+        ));
+    }
+    s.push_str("if [ $status = 0 ]; then verdict '\\020'; else verdict '\\021'; fi\n");
+    s
+}
+
+/// `cargo xtask vfio-test`'s second guest: a kernel with VFIO's no-IOMMU
+/// mode and a machine without an IOMMU. True when the guest reported a pass
+/// with both summaries clean, the greeting and the warning printed, and
+/// every disk image as it was.
+pub fn no_iommu_test(kvm: bool) -> bool {
+    if !crate::setup::ensure_qemu() || !build_programs() {
+        return false;
+    }
+    let kernel = match no_iommu_kernel() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("xtask: no-IOMMU kernel: {e}");
+            return false;
+        }
+    };
+    let initrd = (|| -> Result<PathBuf, String> {
+        let busybox = unpacked("busybox-static", &cache_dir())?.join("bin/busybox");
+        let mut cpio = Cpio::default();
+        for d in ["bin", "dev", "proc", "sys", "tmp"] {
+            cpio.dir(d);
+        }
+        cpio.entry("dev/console", 0o020600, (5, 1), &[]);
+        let read = |p: &Path| fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        cpio.file("bin/busybox", true, &read(&busybox)?);
+        let bins = root().join("target").join(TARGET).join("release");
+        for (p, _) in NO_IOMMU_PROGRAMS {
+            cpio.file(&format!("bin/{p}"), true, &read(&bins.join(p))?);
+        }
+        cpio.file("init", true, no_iommu_init().as_bytes());
+        let out = work_dir().join("vfio-noiommu-initramfs.cpio");
+        fs::write(&out, cpio.finish()).map_err(|e| e.to_string())?;
+        Ok(out)
+    })();
+    let initrd = match initrd {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("xtask: initramfs: {e}");
+            return false;
+        }
+    };
+    let name = "vfio no-IOMMU mode in a Linux guest";
+    let tag = slug(name);
+    let mut cmd = qemu(kvm, &kernel, &initrd, "vfio.enable_unsafe_noiommu_mode=1");
+    // The first guest's two controllers on bus 0 (for the suite), without
+    // an IOMMU, and one for the back-end's checks that takes 4 MiB in a
+    // command (MDTS 10): one command's buffer then spans two hugepages.
+    let layout: [(&str, &[(u32, bool)]); 3] = [
+        ("bus=pcie.0,addr=0x4", &[(512, false), (4096, false)]),
+        ("bus=pcie.0,addr=0x5,cmb_size_mb=16", &[(4096, false), (512, true)]),
+        ("bus=pcie.0,addr=0x6,mdts=10", &[(512, false)]),
+    ];
+    let images = match controllers(&mut cmd, &tag, &layout) {
+        Ok(images) => images,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            return false;
+        }
+    };
+    let Some((status, text)) = boot(name, cmd) else { return false };
+    let warnings = text.lines().filter(|l| l.contains("WARNING: VFIO no-IOMMU mode")).count();
+    eprintln!("    (each open warned of no-IOMMU mode: {warnings} warnings)");
+    let summaries = text.lines().filter(|l| l.contains(" passed, ")).count();
+    let clean = summaries == 2
+        && text.lines().filter(|l| l.contains(" passed, 0 failed")).count() == summaries
+        && text.lines().any(|l| l.trim_end() == "Hello world!")
+        && text.contains("WARNING: VFIO no-IOMMU mode");
+    let ok = status == Some(PASS_STATUS) && clean;
+    if !ok {
+        eprintln!(
+            "xtask: QEMU exit status {status:?}; expected {PASS_STATUS}, two clean summaries, the greeting and \
+             the warning"
+        );
+    }
+    images_unchanged(&images) && ok
 }
 
 #[cfg(test)]

@@ -114,6 +114,11 @@ fn not_viable() -> Result<Option<String>> {
     )
 }
 
+/// Opening `address` as an unprivileged user is refused with what to do.
+fn as_nobody(address: &str) -> Result<Option<String>> {
+    as_nobody_says(address, &["no permission to open /dev/vfio/", "run as root"])
+}
+
 /// Two handles on one device: the second is refused, and once the first is
 /// gone the device opens again.
 fn second_handle(address: &str) -> Result<Option<String>> {
@@ -126,8 +131,9 @@ fn second_handle(address: &str) -> Result<Option<String>> {
     Ok(None)
 }
 
-/// This program again, as an unprivileged user, opening `address`.
-fn as_nobody(address: &str) -> Result<Option<String>> {
+/// This program again, as an unprivileged user, opening `address`: the
+/// message must contain each of `says`.
+fn as_nobody_says(address: &str, says: &[&str]) -> Result<Option<String>> {
     use std::os::unix::process::CommandExt;
     let me = std::env::current_exe().map_err(fail)?;
     let out = Command::new(me).args(["--open", address]).uid(65534).gid(65534).output().map_err(fail)?;
@@ -135,7 +141,7 @@ fn as_nobody(address: &str) -> Result<Option<String>> {
     if out.status.success() {
         return Err(format!("opened as uid 65534: {text}"));
     }
-    if text.contains("no permission to open /dev/vfio/") && text.contains("run as root") {
+    if says.iter().all(|w| text.contains(w)) {
         Ok(None)
     } else {
         Err(format!("wrong message: {}", text.trim()))
@@ -182,6 +188,36 @@ fn two_on_one_page(len: usize) -> Result<(Vec<u8>, Vec<u8>)> {
     Err(format!("the allocator put no two {len}-byte buffers on one page in 256 tries"))
 }
 
+/// Blocks `lba` and `lba + 1` read together into two heap buffers on one
+/// page; `in_flight` looks at the back-end while both are in flight. The
+/// two buffers, in block order.
+fn two_reads_on_one_page(
+    qp: &mut IoQueuePair<'_, VfioHal, Vec<u8>, u32, 8>,
+    ns: &Namespace,
+    lba: u64,
+    in_flight: &dyn Fn() -> Result,
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let (a, b) = two_on_one_page(ns.block_size() as usize)?;
+    qp.read(ns, lba, 1, a, 1).map_err(|e| fail(e.error))?;
+    qp.read(ns, lba + 1, 1, b, 2).map_err(|e| fail(e.error))?;
+    let looked = in_flight();
+    let mut got: Vec<(u32, Vec<u8>)> = Vec::new();
+    let began = Instant::now();
+    while got.len() < 2 && began.elapsed() < TIMEOUT {
+        qp.poll(PollLimit::All, |_, c| {
+            if c.result().is_ok() {
+                got.push((c.context, c.buffer.unwrap_or_default()));
+            }
+        });
+    }
+    looked?;
+    got.sort_by_key(|g| g.0);
+    match <[_; 2]>::try_from(got) {
+        Ok([(_, a), (_, b)]) => Ok((a, b)),
+        Err(got) => Err(format!("{} of the 2 reads came back good", got.len())),
+    }
+}
+
 /// Heap buffers through `share`: written, then read back by two reads in
 /// flight together whose buffers share a page; every page is unmapped after.
 fn heap_buffers(address: &str) -> Result<Option<String>> {
@@ -205,28 +241,15 @@ fn heap_buffers(address: &str) -> Result<Option<String>> {
         saved = run(&mut qp, cid)?;
         let cid = qp.write(&ns, lba, 2, data.clone(), 0).map_err(|e| fail(e.error))?;
         run(&mut qp, cid)?;
-        let (a, b) = two_on_one_page(bs)?;
-        qp.read(&ns, lba, 1, a, 1).map_err(|e| fail(e.error))?;
-        qp.read(&ns, lba + 1, 1, b, 2).map_err(|e| fail(e.error))?;
-        // Both shared at submission: their page is mapped once, for two.
-        let mapped = ctrlr.hal().shared_pages();
-        if mapped != 1 {
-            return Err(format!("two buffers on one page took {mapped} IOMMU mappings"));
-        }
-        let mut got: Vec<(u32, Vec<u8>)> = Vec::new();
-        let began = Instant::now();
-        while got.len() < 2 && began.elapsed() < TIMEOUT {
-            qp.poll(PollLimit::All, |_, c| {
-                if c.result().is_ok() {
-                    got.push((c.context, c.buffer.unwrap_or_default()));
-                }
-            });
-        }
-        got.sort_by_key(|g| g.0);
-        if got.len() != 2 {
-            return Err(format!("{} of the 2 reads came back good", got.len()));
-        }
-        if got[0].1 != data[..bs] || got[1].1 != data[bs..] {
+        let (a, b) = two_reads_on_one_page(&mut qp, &ns, lba, &|| {
+            // Both shared at submission: their page is mapped once, for two.
+            let mapped = ctrlr.hal().shared_pages();
+            if mapped != 1 {
+                return Err(format!("two buffers on one page took {mapped} IOMMU mappings"));
+            }
+            Ok(())
+        })?;
+        if a != data[..bs] || b != data[bs..] {
             return Err("a read through a shared page returned the wrong bytes".into());
         }
         let cid = qp.write(&ns, lba, 2, saved, 0).map_err(|e| fail(e.error))?;
@@ -706,10 +729,184 @@ fn registered_memory(address: &str) -> Result<Option<String>> {
     outcome
 }
 
+/// No-IOMMU mode: the open succeeds and says so, on standard error and in
+/// [`VfioHal::no_iommu`].
+fn no_iommu_open_warns(address: &str) -> Result<Option<String>> {
+    let me = std::env::current_exe().map_err(fail)?;
+    let out = Command::new(me).args(["--open", address]).output().map_err(fail)?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("the open failed: {}", String::from_utf8_lossy(&out.stdout).trim()));
+    }
+    if !err.contains(hal_linux_vfio::NO_IOMMU_WARNING) || !err.contains(address) {
+        return Err(format!("no warning on standard error (it has: {})", err.trim()));
+    }
+    let hal = VfioHal::open(address, VfioOptions::default()).map_err(fail)?;
+    if !hal.no_iommu() {
+        return Err("no_iommu() is false".into());
+    }
+    Ok(None)
+}
+
+/// No-IOMMU mode refused by the options, with what to do.
+fn no_iommu_refused(address: &str) -> Result<Option<String>> {
+    match VfioHal::open(address, VfioOptions::default().with_no_iommu(false)) {
+        Ok(_) => Err("opened although the options refuse no-IOMMU mode".into()),
+        Err(e @ VfioError::NoIommuRefused(_)) if e.to_string().contains("turn the IOMMU on") => Ok(None),
+        Err(e) => Err(format!("wrong error: {e}")),
+    }
+}
+
+/// Heap buffers in no-IOMMU mode go through bounce buffers: two reads in
+/// flight whose buffers share a page, and a 3 MiB write and read in one
+/// command each (a bounce buffer of two pieces), all with the right bytes;
+/// every bounce buffer is given back, and nothing is mapped.
+fn no_iommu_bounced(address: &str) -> Result<Option<String>> {
+    let (ctrlr, ns) = attach(address)?;
+    let hal = ctrlr.hal();
+    let bs = ns.block_size() as usize;
+    let (lba, big) = (64u64, 3usize << 20);
+    let blocks = (big / bs) as u32;
+    let mut qp: IoQueuePair<'_, VfioHal, Vec<u8>, u32, 8> =
+        ctrlr.create_io_qpair(QpairOptions::default()).map_err(fail)?;
+    let run = |qp: &mut IoQueuePair<'_, VfioHal, Vec<u8>, u32, 8>, cid| {
+        let done = qp.wait(cid, TIMEOUT, drop).map_err(fail)?;
+        done.result().map_err(fail)?;
+        done.buffer.ok_or_else(|| "no buffer back".to_string())
+    };
+    let cid = qp.read(&ns, lba, blocks, vec![0u8; big], 0).map_err(|e| fail(e.error))?;
+    let saved = run(&mut qp, cid)?;
+    let data = pattern(11, big);
+    let cid = qp.write(&ns, lba, blocks, data.clone(), 0).map_err(|e| fail(e.error))?;
+    if hal.bounce_buffers() != 1 {
+        return Err(format!("a write in flight has {} bounce buffers", hal.bounce_buffers()));
+    }
+    run(&mut qp, cid)?;
+    // Read into a buffer full of other bytes: every byte must be replaced.
+    let cid = qp.read(&ns, lba, blocks, vec![0xa5u8; big], 0).map_err(|e| fail(e.error))?;
+    let back = run(&mut qp, cid)?;
+    if back != data {
+        let at = back.iter().zip(&data).position(|(a, b)| a != b).unwrap_or(0);
+        return Err(format!("the 3 MiB read back differs from byte {at}"));
+    }
+    let (a, b) = two_reads_on_one_page(&mut qp, &ns, lba, &|| match hal.bounce_buffers() {
+        2 => Ok(()),
+        n => Err(format!("two reads in flight have {n} bounce buffers")),
+    })?;
+    if a != data[..bs] || b != data[bs..2 * bs] {
+        return Err("reads through buffers on one page returned the wrong bytes".into());
+    }
+    let cid = qp.write(&ns, lba, blocks, saved, 0).map_err(|e| fail(e.error))?;
+    run(&mut qp, cid)?;
+    if hal.bounce_buffers() != 0 || hal.shared_pages() != 0 {
+        return Err(format!(
+            "after every request: {} bounce buffers, {} mapped pages",
+            hal.bounce_buffers(),
+            hal.shared_pages()
+        ));
+    }
+    Ok(None)
+}
+
+/// DMA memory above 2 MiB in no-IOMMU mode: hugepages that lie together in
+/// physical memory, or the device would write past the first into whatever
+/// follows it. A 4 MiB write and read in one command each, from and into
+/// `DmaBuffer`s, with the right bytes.
+fn no_iommu_large_dma(address: &str) -> Result<Option<String>> {
+    let (ctrlr, ns) = attach(address)?;
+    let (lba, len) = (128u64, 4usize << 20);
+    let blocks = (len / ns.block_size() as usize) as u32;
+    let mut qp: IoQueuePair<'_, VfioHal, DmaBuffer<'_, VfioHal>, (), 4> =
+        ctrlr.create_io_qpair(QpairOptions::default()).map_err(fail)?;
+    let mut run = |write: bool, buf| -> Result<DmaBuffer<'_, VfioHal>> {
+        let before = qp.stats().submitted;
+        let cid =
+            if write { qp.write(&ns, lba, blocks, buf, ()) } else { qp.read(&ns, lba, blocks, buf, ()) }
+                .map_err(|e| fail(e.error))?;
+        let done = qp.wait(cid, TIMEOUT, drop).map_err(fail)?;
+        done.result().map_err(fail)?;
+        if qp.stats().submitted - before != 1 {
+            return Err("4 MiB went out in more than one command (is MDTS 4 MiB or more?)".into());
+        }
+        done.buffer.ok_or_else(|| "no buffer back".into())
+    };
+    let saved = run(false, DmaBuffer::new(ctrlr.hal(), len).map_err(fail)?)?;
+    let data = pattern(13, len);
+    let mut w = DmaBuffer::new(ctrlr.hal(), len).map_err(fail)?;
+    w.copy_from_slice(&data);
+    run(true, w)?;
+    let mut r = DmaBuffer::new(ctrlr.hal(), len).map_err(fail)?;
+    r.fill(0xa5);
+    let back = run(false, r)?;
+    let good = back[..] == data[..];
+    run(true, saved)?;
+    if !good {
+        let at = back.iter().zip(&data).position(|(a, b)| a != b).unwrap_or(0);
+        return Err(format!("the 4 MiB read back differs from byte {at}"));
+    }
+    Ok(None)
+}
+
+/// Registration needs an IOMMU: refused in no-IOMMU mode, with why.
+fn no_iommu_register(address: &str) -> Result<Option<String>> {
+    let hal = VfioHal::open(address, VfioOptions::default()).map_err(fail)?;
+    let mut memory = vec![0u8; 3 * 4096];
+    let at = memory.as_ptr().align_offset(4096);
+    let page = std::ptr::NonNull::from(&mut memory[at..at + 4096]);
+    // SAFETY: refused before anything is mapped (and `memory` outlives the
+    // HAL either way).
+    match unsafe { hal.register(page) } {
+        Err(VfioError::Registration(why)) if why.contains("no-IOMMU mode cannot register") => Ok(None),
+        other => Err(format!("register: {other:?}")),
+    }
+}
+
+/// DMA memory from hugepages only: none reserved, or turned off in the
+/// options, and the controller cannot start, with a message that says so.
+fn no_iommu_needs_hugepages(address: &str) -> Result<Option<String>> {
+    let path = "/proc/sys/vm/nr_hugepages";
+    let reserved = std::fs::read_to_string(path).map_err(fail)?;
+    let start = |options: VfioOptions| -> Result<String> {
+        let hal = VfioHal::open(address, options).map_err(fail)?;
+        match Controller::new(hal, ControllerOptions::default()) {
+            Ok(_) => Err("the controller started".into()),
+            Err(e) => Ok(e.to_string()),
+        }
+    };
+    let off = start(VfioOptions::default().with_hugepages(false))?;
+    sysfs_write(path, "0")?;
+    let none = start(VfioOptions::default());
+    sysfs_write(path, reserved.trim())?;
+    let none = none?;
+    if !off.contains("hugepages only") {
+        return Err(format!("hugepages off: {off}"));
+    }
+    if !none.contains("nr_hugepages") {
+        return Err(format!("no hugepages: {none}"));
+    }
+    Ok(None)
+}
+
+/// The checks of no-IOMMU mode, on `address` (a controller in a no-IOMMU
+/// group, in a guest without an IOMMU).
+fn no_iommu(t: &mut Totals, address: &str) {
+    t.check("no-IOMMU: the open warns on standard error", no_iommu_open_warns(address));
+    t.check("no-IOMMU: refused where the options refuse it", no_iommu_refused(address));
+    t.check(
+        "no-IOMMU: no permission (uid 65534) says CAP_SYS_RAWIO",
+        as_nobody_says(address, &["no-IOMMU group takes CAP_SYS_RAWIO"]),
+    );
+    t.check("no-IOMMU: DMA memory from hugepages only", no_iommu_needs_hugepages(address));
+    t.check("no-IOMMU: memory registration is refused", no_iommu_register(address));
+    t.check("no-IOMMU: heap buffers through bounce buffers, data right", no_iommu_bounced(address));
+    t.check("no-IOMMU: 4 MiB of DMA memory in one command, data right", no_iommu_large_dma(address));
+    t.check("no-IOMMU: one queue pair per thread, each on its own CPU", threads(address));
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("usage: nvme-vfio-tests\n\nThe VFIO back-end's own checks, for the guest of `cargo xtask vfio-test` (it unbinds and rebinds devices).");
+        println!("usage: nvme-vfio-tests [--no-iommu ADDRESS]\n\nThe VFIO back-end's own checks, for the guest of `cargo xtask vfio-test` (it unbinds and rebinds devices).");
         return ExitCode::SUCCESS;
     }
     if let [flag, address] = args.as_slice() {
@@ -724,6 +921,13 @@ fn main() -> ExitCode {
         }
     }
     let mut t = Totals::default();
+    if let [flag, address] = args.as_slice() {
+        if flag == "--no-iommu" {
+            no_iommu(&mut t, address);
+            println!("{} passed, {} failed, {} skipped", t.passed, t.failed, t.skipped);
+            return if t.failed == 0 && t.passed > 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        }
+    }
     if args.first().map(String::as_str) == Some("--without-vfio") {
         // Run by /init once the VFIO modules are unloaded.
         let device = args.get(1).cloned().unwrap_or_default();
