@@ -69,11 +69,13 @@ pub unsafe trait IoBuffer {
 
 /// A scatter list: up to `S` buffers that one read or write fills or
 /// drains in order, as the seed's `readv`/`writev` do with their
-/// scatter-gather callbacks. Each piece must be memory the controller's HAL
-/// reaches without sharing it ([`Hal::translate`]: its own DMA memory, as a
-/// [`DmaBuffer`], or memory registered up front); the driver describes the
-/// pieces with PRPs where their shape allows, else with an SGL where the
-/// controller has them.
+/// scatter-gather callbacks. Each piece reaches the device the way a single
+/// buffer does: translated where the HAL reaches it already
+/// ([`Hal::translate`]: its own DMA memory, as a [`DmaBuffer`], or memory
+/// registered up front), else shared ([`Hal::share`]), which up to
+/// [`MAX_SHARED_PIECES`](crate::MAX_SHARED_PIECES) pieces of one list may
+/// need. The driver describes the pieces with PRPs where their shape allows,
+/// else with an SGL where the controller has them.
 pub struct ScatterList<T, const S: usize> {
     pieces: heapless::Vec<T, S>,
 }

@@ -100,10 +100,11 @@ pub enum Argument {
     /// A zone action, or a zone state filter, the specification does not
     /// name.
     ZoneAction,
-    /// A piece of a scatter list that the HAL cannot translate: scatter
-    /// lists need memory the HAL reaches without sharing (its DMA memory,
-    /// or memory registered up front).
-    ScatterNotTranslatable,
+    /// More pieces of one scatter list than
+    /// [`MAX_SHARED_PIECES`](crate::MAX_SHARED_PIECES) that the HAL cannot
+    /// translate and has to share (translated pieces, its DMA memory or
+    /// memory registered up front, do not count).
+    ScatterTooManyShared,
     /// A temperature sensor above 8.
     TemperatureSensor,
     /// Admin command data above 4 KiB (one page, through PRP1).
@@ -165,8 +166,9 @@ impl Argument {
             }
             Argument::ZoneStart => "an LBA that starts no zone",
             Argument::ZoneAction => "a zone action or state filter the specification does not name",
-            Argument::ScatterNotTranslatable => {
-                "a scatter list piece the HAL cannot translate (register it first)"
+            Argument::ScatterTooManyShared => {
+                "more scatter list pieces than MAX_SHARED_PIECES that the HAL has to share (use DMA memory or \
+                 register it)"
             }
             Argument::TemperatureSensor => "temperature sensor above 8",
             Argument::AdminDataTooLarge => "admin command data above 4 KiB",

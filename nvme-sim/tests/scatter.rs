@@ -223,27 +223,240 @@ fn bad_scatter_lists_are_refused_unsent_body() {
     assert_eq!(qp.in_flight(), 0);
 }
 
-/// Pieces the HAL cannot translate (here, `Vec`s, which the simulator's HAL
-/// only shares): refused unsent.
-#[test]
-fn pieces_the_hal_cannot_translate_are_refused() {
-    big_stack(pieces_the_hal_cannot_translate_are_refused_body);
+type VecList = ScatterList<Vec<u8>, 16>;
+
+/// `count` heap pieces of `len` bytes (on 4-byte boundaries), from `seed`.
+fn vec_pieces(count: usize, len: usize, seed: u8) -> VecList {
+    let mut list = VecList::new();
+    for i in 0..count {
+        let mut v = common::aligned_vec(len, 0);
+        v.iter_mut().enumerate().for_each(|(j, x)| *x = (i as u8).wrapping_mul(13) ^ (j as u8) ^ seed);
+        assert!(list.push(v).is_ok());
+    }
+    list
 }
 
-fn pieces_the_hal_cannot_translate_are_refused_body() {
+fn vec_flat(list: &VecList) -> Vec<u8> {
+    list.as_slice().iter().flatten().copied().collect()
+}
+
+/// One request of `qp` to its end: its result and buffer.
+fn finish_one<B>(
+    sim: &Sim,
+    qp: &mut IoQueuePair<'_, impl nvme_nostd::Hal, B, u32, 8>,
+) -> (Result<(), Error>, Option<B>)
+where
+    B: nvme_nostd::IoBuffer,
+{
+    let mut done = Vec::new();
+    for _ in 0..1000 {
+        qp.poll(PollLimit::All, |_, c| done.push(c));
+        if qp.in_flight() == 0 {
+            break;
+        }
+        sim.advance(Duration::from_micros(10));
+    }
+    assert_eq!(done.len(), 1);
+    let c = done.pop().unwrap();
+    (c.result(), c.buffer)
+}
+
+/// Pieces the HAL cannot translate (here, `Vec`s, which the simulator's HAL
+/// only shares) are shared, one mapping each, and unshared when the request
+/// ends: a write and a read back, by an SGL (heap pieces are not
+/// page-shaped) and, on a controller without SGLs, by PRPs where the
+/// pieces are whole pages.
+#[test]
+fn pieces_the_hal_cannot_translate_are_shared() {
+    big_stack(pieces_the_hal_cannot_translate_are_shared_body);
+}
+
+fn pieces_the_hal_cannot_translate_are_shared_body() {
     let sim = sim(1);
     let ctrlr = Controller::new(sim.hal(), options()).unwrap();
     let ns = ctrlr.namespace(1).unwrap();
-    let mut qp: IoQueuePair<'_, SimHal, ScatterList<Vec<u8>, 4>, u32, 8> =
+    let mut qp: IoQueuePair<'_, SimHal, VecList, u32, 8> =
         ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).unwrap();
-    let mut list = ScatterList::new();
-    assert!(list.push(vec![0u8; 512]).is_ok() && list.push(vec![0u8; 512]).is_ok());
-    let e = qp.write(&ns, 0, 2, list, 0).unwrap_err();
-    assert_eq!(e.error, Error::InvalidArgument(Argument::ScatterNotTranslatable));
-    assert_eq!(qp.in_flight(), 0);
+    let list = vec_pieces(3, 512, 5);
+    let expected = vec_flat(&list);
+    qp.write(&ns, 16, 3, list, 0).map_err(|e| e.error).unwrap();
+    assert_eq!(sim.stats().live_shares, 3, "one share a piece while in flight");
+    let (r, _) = finish_one(&sim, &mut qp);
+    r.unwrap();
+    assert_eq!(sim.stats().live_shares, 0);
+    qp.read(&ns, 16, 3, vec_pieces(3, 512, 0xff), 1).map_err(|e| e.error).unwrap();
+    let (r, back) = finish_one(&sim, &mut qp);
+    r.unwrap();
+    assert_eq!(vec_flat(&back.unwrap()), expected);
+    // Up to MAX_SHARED_PIECES pieces are shared; one more is refused unsent,
+    // and what was shared on the way is undone.
+    let fetched = sim.stats().commands_fetched;
+    let e = qp
+        .write(
+            &ns,
+            0,
+            nvme_nostd::MAX_SHARED_PIECES as u32 + 1,
+            vec_pieces(nvme_nostd::MAX_SHARED_PIECES + 1, 512, 1),
+            2,
+        )
+        .unwrap_err();
+    assert_eq!(e.error, Error::InvalidArgument(Argument::ScatterTooManyShared));
+    assert_eq!(sim.stats().live_shares, 0);
+    qp.write(
+        &ns,
+        0,
+        nvme_nostd::MAX_SHARED_PIECES as u32,
+        vec_pieces(nvme_nostd::MAX_SHARED_PIECES, 512, 1),
+        3,
+    )
+    .map_err(|e| e.error)
+    .unwrap();
+    finish_one(&sim, &mut qp).0.unwrap();
+    assert_eq!(sim.stats().commands_fetched, fetched + 1);
     drop(qp);
     drop(ctrlr);
     assert_clean(&sim);
+
+    // Without SGLs: whole-page pieces as PRPs (the simulator shares page
+    // by page, so each page is a PRP entry of its own).
+    let sim = crate::sim(0);
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: IoQueuePair<'_, SimHal, ScatterList<PageVec, 4>, u32, 8> =
+        ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).unwrap();
+    let mut list = ScatterList::new();
+    for i in 0..2u8 {
+        let mut p = PageVec::new();
+        p.bytes().fill(0x40 + i);
+        assert!(list.push(p).is_ok());
+    }
+    qp.write(&ns, 64, 16, list, 0).map_err(|e| e.error).unwrap();
+    finish_one(&sim, &mut qp).0.unwrap();
+    let mut list = ScatterList::new();
+    for _ in 0..2 {
+        assert!(list.push(PageVec::new()).is_ok());
+    }
+    qp.read(&ns, 64, 16, list, 1).map_err(|e| e.error).unwrap();
+    let (r, back) = finish_one(&sim, &mut qp);
+    r.unwrap();
+    let mut back = back.unwrap();
+    for (i, p) in back.as_mut_slice().iter_mut().enumerate() {
+        assert!(p.bytes().iter().all(|&b| b == 0x40 + i as u8));
+    }
+    // Pieces that are not whole pages cannot go as PRPs here: refused
+    // unsent, nothing left shared.
+    let mut list = ScatterList::new();
+    for _ in 0..2 {
+        let mut p = PageVec::new();
+        p.len = 2048;
+        assert!(list.push(p).is_ok());
+    }
+    let e = qp.write(&ns, 64, 8, list, 2).unwrap_err();
+    assert!(matches!(e.error, Error::NotPrpShaped(_)), "{:?}", e.error);
+    assert_eq!(sim.stats().live_shares, 0);
+    drop(qp);
+    drop(ctrlr);
+    assert_clean(&sim);
+}
+
+/// A heap page: 4096 bytes (or `len`) on a page boundary of a larger `Vec`.
+struct PageVec {
+    storage: Vec<u8>,
+    len: usize,
+}
+
+impl PageVec {
+    fn new() -> Self {
+        PageVec { storage: vec![0u8; 8192], len: 4096 }
+    }
+
+    fn at(&self) -> usize {
+        (self.storage.as_ptr() as usize).next_multiple_of(4096) - self.storage.as_ptr() as usize
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        let at = self.at();
+        &mut self.storage[at..at + self.len]
+    }
+}
+
+// SAFETY: the bytes are the Vec's own, which moves with the value without
+// moving its heap storage, and nothing else refers to them.
+unsafe impl nvme_nostd::IoBuffer for PageVec {
+    fn as_dma_slice(&mut self) -> core::ptr::NonNull<[u8]> {
+        core::ptr::NonNull::from(self.bytes())
+    }
+}
+
+/// A share that fails part-way (the third piece): the error is the
+/// request's at once, nothing submitted, the first two undone.
+#[test]
+fn a_share_that_fails_part_way() {
+    big_stack(a_share_that_fails_part_way_body);
+}
+
+fn a_share_that_fails_part_way_body() {
+    let sim = sim(1);
+    let ctrlr = Controller::new(hal_traits::faulty::FaultyHal::new(sim.hal()), options()).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: IoQueuePair<'_, _, VecList, u32, 8> =
+        ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).unwrap();
+    let fetched = sim.stats().commands_fetched;
+    ctrlr.hal().fail_shares(2, 1);
+    let e = qp.write(&ns, 0, 4, vec_pieces(4, 512, 0), 0).unwrap_err();
+    assert!(matches!(e.error, Error::Hal(_)), "{:?}", e.error);
+    assert_eq!(sim.stats().live_shares, 0);
+    assert_eq!(sim.stats().commands_fetched, fetched);
+    assert_eq!(qp.in_flight(), 0);
+    // The next one goes.
+    qp.write(&ns, 0, 4, vec_pieces(4, 512, 0), 1).map_err(|e| e.error).unwrap();
+    finish_one(&sim, &mut qp).0.unwrap();
+    drop(qp);
+    drop(ctrlr);
+    assert_clean(&sim);
+}
+
+/// A queue pair dropped with shared scatter lists in flight on a controller
+/// that can be neither told to delete its queues nor disabled: the lists
+/// are leaked and each piece's mapping is kept; the reset that works later
+/// undoes them.
+#[test]
+fn shared_pieces_are_quarantined_when_the_device_cannot_be_stopped() {
+    big_stack(shared_pieces_are_quarantined_body);
+}
+
+fn shared_pieces_are_quarantined_body() {
+    const MS: Duration = Duration::from_millis(1);
+    let sim = Sim::new(SimConfig { timeout_500ms: 1, ready_delay: MS, sgls: 1, ..SimConfig::default() });
+    let options = nvme_nostd::ControllerOptions::default()
+        .with_admin_timeout(MS)
+        .with_io_timeout(None)
+        .with_recovery(1, MS);
+    let ctrlr = Controller::new(sim.hal(), options).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: IoQueuePair<'_, SimHal, VecList, u32, 8> =
+        ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).unwrap();
+    sim.inject(nvme_sim::FaultRule {
+        count: 2,
+        ..nvme_sim::FaultRule::once(Some(qp.qid()), None, nvme_sim::Fault::Drop)
+    });
+    for i in 0..2u32 {
+        qp.read(&ns, u64::from(i) * 3, 3, vec_pieces(3, 512, 0), i).map_err(|e| e.error).unwrap();
+    }
+    sim.set_disable_never(true);
+    sim.inject(nvme_sim::FaultRule::once(
+        Some(0),
+        Some(nvme_nostd::spec::command::AdminOpcode::DELETE_IO_SQ.0),
+        nvme_sim::Fault::Drop,
+    ));
+    drop(qp);
+    assert_eq!(sim.stats().live_shares, 6, "kept, one a piece");
+    sim.set_disable_never(false);
+    ctrlr.reset().unwrap();
+    assert_eq!(sim.stats().live_shares, 0, "undone");
+    drop(ctrlr);
+    common::assert_no_bad_frees(&sim);
+    assert_eq!(sim.stats().bad_unshares, 0);
 }
 
 /// A reset with scatter lists in flight: each comes back once, its pieces

@@ -16,6 +16,7 @@ mod recovery;
 mod request;
 mod reservation;
 mod scatter;
+pub use scatter::MAX_SHARED_PIECES;
 mod setup;
 mod split;
 mod types;

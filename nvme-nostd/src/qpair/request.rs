@@ -1,6 +1,7 @@
 //! One request in flight: what it owns, and how its buffer goes back to the
 //! CPU (or is leaked) once the device is done (or cannot be proven done).
 
+use super::scatter::{unshare_pieces, Shares};
 use crate::buffer::IoBuffer;
 use crate::error::Error;
 use crate::slots::Cid;
@@ -46,9 +47,12 @@ pub(super) struct Request<M, B, C> {
     pub(super) retry_at: u64,
     /// Waiting for room in the submission queue: never on the device.
     pub(super) queued: bool,
-    /// A scatter list handed over piece by piece (translated, so nothing
-    /// to unshare): its pieces go back to the CPU in this direction.
+    /// A scatter list handed over piece by piece: its pieces go back to the
+    /// CPU in this direction.
     pub(super) scatter: Option<hal_traits::Direction>,
+    /// The pieces of that list the HAL shared (it translated the others),
+    /// undone by [`finish`]; leaked with the buffer.
+    pub(super) shared: ManuallyDrop<Shares<M>>,
 }
 
 /// Whose a request is. A request too large for one command (above the
@@ -141,14 +145,17 @@ pub(super) unsafe fn finish<H: Hal, B: IoBuffer, C>(
             // same on every call (`IoBuffer`'s contract).
             unsafe { hal.sync_for_cpu(piece, direction) };
         }
+        // SAFETY: as above; synced back first.
+        unsafe { unshare_pieces(hal, buffer, direction, &mut req.shared) };
     }
     req.buffer.take().map(ManuallyDrop::into_inner)
 }
 
-/// Leaks `req`'s buffer and mapping: the device may still write them, and
+/// Leaks `req`'s buffer and mappings: the device may still write them, and
 /// nothing can prove otherwise (a removed device).
 pub(super) fn leak<M, B, C>(req: &mut Request<M, B, C>) {
-    // Dropping a `ManuallyDrop` never drops its content.
+    // Dropping a `ManuallyDrop` never drops its content (`shared` stays
+    // in one, and goes with the request).
     let _leaked = (req.buffer.take(), req.dma.take(), req.meta_dma.take());
 }
 
@@ -187,5 +194,6 @@ pub(super) fn with_role<M, B, C>(
         retry_at: 0,
         queued: false,
         scatter: None,
+        shared: ManuallyDrop::new(Shares::new()),
     }
 }
