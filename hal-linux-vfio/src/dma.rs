@@ -222,9 +222,9 @@ fn reserve_aligned(len: usize) -> Result<usize, HalError> {
 }
 
 /// Moves hugepages `run` of the window at `window` to `dest` onwards, in
-/// that order. On error the reservation at `dest` is unmapped (with what
-/// was moved there).
-fn move_pages(window: usize, run: &[usize], dest: usize) -> Result<(), HalError> {
+/// that order. How many it moved: all of them, or on error fewer, and then
+/// the reservation at `dest` is unmapped (with what was moved there).
+fn move_pages(window: usize, run: &[usize], dest: usize) -> (usize, Result<(), HalError>) {
     for (k, &i) in run.iter().enumerate() {
         // SAFETY: the source is a hugepage of the window, the destination a
         // hugepage-sized part of the reservation; nothing refers to either.
@@ -238,12 +238,15 @@ fn move_pages(window: usize, run: &[usize], dest: usize) -> Result<(), HalError>
             )
         };
         if moved.is_err() {
-            // SAFETY: the reservation and what was moved into it are ours.
+            // SAFETY: the reservation and what was moved into it are ours
+            // (no hole: each move replaced a part of the reservation).
             let _ = unsafe { rustix::mm::munmap(dest as *mut core::ffi::c_void, run.len() * CHUNK) };
-            return Err(no_memory("VFIO no-IOMMU mode: mremap of a hugepage failed"));
+            let why =
+                "VFIO no-IOMMU mode: mremap of a hugepage failed (allocations above 2 MiB need Linux 5.16)";
+            return (k, Err(no_memory(why)));
         }
     }
-    Ok(())
+    (run.len(), Ok(()))
 }
 
 impl Dma {
@@ -393,9 +396,10 @@ impl Dma {
     }
 
     /// A chunk in no-IOMMU mode: hugepages, which stay where they are in
-    /// physical memory (ordinary pages can be moved by the kernel at any
-    /// time, behind the device's back), physically contiguous, at their
-    /// physical address.
+    /// physical memory (but for hot-unplug, CMA or `move_pages`: see the
+    /// crate's docs; ordinary pages can be moved by the kernel at any time,
+    /// behind the device's back), physically contiguous, at their physical
+    /// address.
     fn map_chunk_physical(&mut self, iommu: &dyn Iommu, len: usize) -> Result<(usize, u64), HalError> {
         if !self.hugepages {
             return Err(no_memory(
@@ -429,17 +433,21 @@ impl Dma {
                 // Fewer hugepages are free than this window wants.
                 Err(_) => break,
             };
-            let unmap_window = || {
-                // SAFETY: the window was mapped above and nothing uses it
-                // (munmap skips what was moved out of it).
-                let _ = unsafe { rustix::mm::munmap(ptr as *mut core::ffi::c_void, window * CHUNK) };
+            // The window's pages one by one, but for those `moved` out: the
+            // hole a page left may already hold another thread's mapping.
+            let unmap_window = |moved: &[usize]| {
+                for i in (0..window).filter(|i| !moved.contains(i)) {
+                    // SAFETY: a hugepage of the window mapped above, which
+                    // nothing uses.
+                    let _ = unsafe { rustix::mm::munmap((ptr + i * CHUNK) as *mut core::ffi::c_void, CHUNK) };
+                }
             };
             let phys: Result<Vec<u64>, HalError> =
                 (0..window).map(|i| iommu.physical(ptr + i * CHUNK)).collect();
             let phys = match phys {
                 Ok(p) => p,
                 Err(e) => {
-                    unmap_window();
+                    unmap_window(&[]);
                     return Err(e);
                 }
             };
@@ -448,9 +456,14 @@ impl Dma {
                     // The whole window, in order (one hugepage, say): as it is.
                     ptr
                 } else {
-                    let placed =
-                        reserve_aligned(len).and_then(|dest| move_pages(ptr, &run, dest).map(|()| dest));
-                    unmap_window();
+                    let (placed, moved) = match reserve_aligned(len) {
+                        Ok(dest) => {
+                            let (moved, result) = move_pages(ptr, &run, dest);
+                            (result.map(|()| dest), moved)
+                        }
+                        Err(e) => (Err(e), 0),
+                    };
+                    unmap_window(&run[..moved]);
                     placed?
                 };
                 // What moved is checked where it landed.
@@ -473,7 +486,7 @@ impl Dma {
                 self.huge_chunks += 1;
                 return Ok((vaddr, phys[run[0]]));
             }
-            unmap_window();
+            unmap_window(&[]);
             if window >= 64 * huge {
                 break;
             }

@@ -110,8 +110,8 @@ impl fmt::Display for VfioError {
             ),
             VfioError::NoIommuRawIo(path) => write!(
                 f,
-                "no permission to use {path}: a VFIO no-IOMMU group takes CAP_SYS_RAWIO (run as root), whoever owns \
-                 the file"
+                "no permission to use {path}: a VFIO no-IOMMU group takes CAP_SYS_RAWIO (run as root); owning the \
+                 file is not enough"
             ),
             VfioError::Unsupported(what) => write!(f, "this kernel's VFIO lacks {what}"),
             VfioError::Bar(what) => write!(f, "BAR0 cannot be used: {what}"),

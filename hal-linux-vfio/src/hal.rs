@@ -215,7 +215,16 @@ impl VfioHal {
         if flags & v::VFIO_GROUP_FLAGS_VIABLE == 0 {
             return Err(VfioError::GroupNotViable { address, group: group_no });
         }
-        sys::group_set_container(&group, &container).map_err(os("VFIO_GROUP_SET_CONTAINER"))?;
+        // In no-IOMMU mode the kernel checks CAP_SYS_RAWIO again here and at
+        // GET_DEVICE_FD.
+        let raw_io = |what: String| {
+            let path = group_path.clone();
+            move |e: Errno| match e {
+                Errno::PERM if no_iommu => VfioError::NoIommuRawIo(path),
+                errno => VfioError::Os { what, errno },
+            }
+        };
+        sys::group_set_container(&group, &container).map_err(raw_io("VFIO_GROUP_SET_CONTAINER".into()))?;
         sys::set_iommu(&container, model).map_err(|e| match e {
             Errno::PERM if no_iommu => VfioError::NoIommuRawIo(group_path.clone()),
             Errno::PERM => VfioError::Unsupported(
@@ -242,8 +251,8 @@ impl VfioHal {
             )));
         }
         let name = CString::new(address.clone()).map_err(|_| VfioError::BadAddress(address.clone()))?;
-        let device =
-            sys::group_device(&group, &name).map_err(os(format!("VFIO_GROUP_GET_DEVICE_FD {address}")))?;
+        let device = sys::group_device(&group, &name)
+            .map_err(raw_io(format!("VFIO_GROUP_GET_DEVICE_FD {address}")))?;
 
         let bar = sys::region(&device, v::VFIO_PCI_BAR0_REGION_INDEX).map_err(os("region info of BAR0"))?;
         if bar.size < 0x1000 {

@@ -40,11 +40,14 @@
 //! standard error, and [`VfioOptions::with_no_iommu`]`(false)` refuses such
 //! a device. This back-end, like SPDK:
 //!
-//! - takes DMA memory only from 2 MiB hugepages (which the kernel neither
-//!   swaps nor moves, and which are physically contiguous), and gives the
+//! - takes DMA memory only from 2 MiB hugepages (each physically
+//!   contiguous, never swapped, and moved by the kernel only for memory
+//!   hot-unplug, contiguous allocations (CMA) or an explicit `move_pages`:
+//!   a residual risk no-IOMMU mode cannot remove, as in DPDK), and gives the
 //!   device their physical addresses, read from `/proc/self/pagemap` (which
-//!   shows them to root only); an allocation above 2 MiB needs hugepages
-//!   that happen to be contiguous;
+//!   shows them to root only); an allocation above 2 MiB takes hugepages
+//!   that lie together in physical memory, picked from a window of them and
+//!   moved into one virtual range (`mremap`, Linux 5.16 and later);
 //! - copies every other buffer through a *bounce buffer* of that memory
 //!   (the way Linux's swiotlb does): in when it is shared (for reads too, so
 //!   that bytes the device does not write come back unchanged), and back out

@@ -266,14 +266,15 @@ pub(crate) fn unmap_dma(container: &OwnedFd, iova: u64, size: u64) -> Result<(),
 /// the page frame number in bits 0 to 54, bit 63 set when the page is
 /// present. `Err` with why not.
 pub(crate) fn physical_address(pagemap: &OwnedFd, vaddr: usize) -> Result<u64, &'static str> {
-    let page = (vaddr / 4096) as u64;
+    // The system's page size (16 or 64 KiB on some arm64 kernels).
+    let size = rustix::param::page_size();
     let mut entry = [0u8; 8];
-    match rustix::io::pread(pagemap, &mut entry, page * 8) {
+    match rustix::io::pread(pagemap, &mut entry, (vaddr / size) as u64 * 8) {
         Ok(8) => {}
         _ => return Err("cannot read /proc/self/pagemap"),
     }
     let frame = frame_number(u64::from_ne_bytes(entry))?;
-    Ok(frame * 4096 + (vaddr % 4096) as u64)
+    Ok(frame * size as u64 + (vaddr % size) as u64)
 }
 
 /// The page frame number of a pagemap entry.
