@@ -351,9 +351,11 @@ fn pieces_the_hal_cannot_translate_are_shared_body() {
         p.len = 2048;
         assert!(list.push(p).is_ok());
     }
+    let fetched = sim.stats().commands_fetched;
     let e = qp.write(&ns, 64, 8, list, 2).unwrap_err();
     assert!(matches!(e.error, Error::NotPrpShaped(_)), "{:?}", e.error);
     assert_eq!(sim.stats().live_shares, 0);
+    assert_eq!(sim.stats().commands_fetched, fetched);
     drop(qp);
     drop(ctrlr);
     assert_clean(&sim);
@@ -456,7 +458,78 @@ fn shared_pieces_are_quarantined_body() {
     assert_eq!(sim.stats().live_shares, 0, "undone");
     drop(ctrlr);
     common::assert_no_bad_frees(&sim);
-    assert_eq!(sim.stats().bad_unshares, 0);
+    let stats = sim.stats();
+    assert_eq!((stats.bad_syncs, stats.open_syncs), (0, 0), "synced back before undone: {stats:?}");
+}
+
+/// A read whose last piece is longer than what is left of the data: only
+/// the part that carries data is shared and synced, the device's bytes
+/// come back into it, and the rest of the piece is as it was.
+#[test]
+fn a_last_piece_longer_than_the_data() {
+    big_stack(a_last_piece_longer_than_the_data_body);
+}
+
+fn a_last_piece_longer_than_the_data_body() {
+    let sim = sim(1);
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: IoQueuePair<'_, SimHal, VecList, u32, 8> =
+        ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).unwrap();
+    let data = vec_pieces(3, 512, 9);
+    let expected = vec_flat(&data);
+    qp.write(&ns, 32, 3, data, 0).map_err(|e| e.error).unwrap();
+    finish_one(&sim, &mut qp).0.unwrap();
+    // 1536 bytes into pieces of 1024 and 1024: the second carries 512.
+    let mut list = VecList::new();
+    for _ in 0..2 {
+        assert!(list.push(common::aligned_vec(1024, 0xee)).is_ok());
+    }
+    qp.read(&ns, 32, 3, list, 1).map_err(|e| e.error).unwrap();
+    let (r, back) = finish_one(&sim, &mut qp);
+    r.unwrap();
+    let back = back.unwrap();
+    let got = vec_flat(&back);
+    assert_eq!(&got[..1536], &expected[..], "the device's bytes came back");
+    assert!(got[1536..].iter().all(|&b| b == 0xee), "the unused tail is untouched");
+    // The same on a write: 1536 bytes from pieces of 1024 and 1024.
+    let mut list = VecList::new();
+    for i in 0..2u8 {
+        assert!(list.push(common::aligned_vec(1024, 0x30 + i)).is_ok());
+    }
+    qp.write(&ns, 32, 3, list, 2).map_err(|e| e.error).unwrap();
+    finish_one(&sim, &mut qp).0.unwrap();
+    drop(qp);
+    drop(ctrlr);
+    assert_clean(&sim);
+}
+
+/// A share that fails while the pieces are handed over again for an SGL
+/// (after the PRP attempt's shares were undone): the error is the
+/// request's, nothing is left shared or submitted.
+#[test]
+fn a_share_that_fails_on_the_way_to_an_sgl() {
+    big_stack(a_share_that_fails_on_the_way_to_an_sgl_body);
+}
+
+fn a_share_that_fails_on_the_way_to_an_sgl_body() {
+    let sim = sim(1);
+    let ctrlr = Controller::new(hal_traits::faulty::FaultyHal::new(sim.hal()), options()).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: IoQueuePair<'_, _, VecList, u32, 8> =
+        ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).unwrap();
+    let fetched = sim.stats().commands_fetched;
+    // 512-byte heap pieces are no PRP shape: three shares for the PRP
+    // attempt, then the SGL's second share fails.
+    ctrlr.hal().fail_shares(4, 1);
+    let e = qp.write(&ns, 0, 3, vec_pieces(3, 512, 0), 0).unwrap_err();
+    assert!(matches!(e.error, Error::Hal(_)), "{:?}", e.error);
+    assert_eq!(ctrlr.hal().faults().shares, 1, "the failure came in the SGL pass");
+    assert_eq!(sim.stats().live_shares, 0);
+    assert_eq!(sim.stats().commands_fetched, fetched);
+    drop(qp);
+    drop(ctrlr);
+    assert_clean(&sim);
 }
 
 /// A reset with scatter lists in flight: each comes back once, its pieces

@@ -1,7 +1,7 @@
 //! One request in flight: what it owns, and how its buffer goes back to the
 //! CPU (or is leaked) once the device is done (or cannot be proven done).
 
-use super::scatter::{unshare_pieces, Shares};
+use super::scatter::{for_each_handed, undo_shares, Shares};
 use crate::buffer::IoBuffer;
 use crate::error::Error;
 use crate::slots::Cid;
@@ -47,9 +47,9 @@ pub(super) struct Request<M, B, C> {
     pub(super) retry_at: u64,
     /// Waiting for room in the submission queue: never on the device.
     pub(super) queued: bool,
-    /// A scatter list handed over piece by piece: its pieces go back to the
-    /// CPU in this direction.
-    pub(super) scatter: Option<hal_traits::Direction>,
+    /// A scatter list handed over piece by piece, carrying this many bytes:
+    /// its pieces go back to the CPU in this direction.
+    pub(super) scatter: Option<(hal_traits::Direction, usize)>,
     /// The pieces of that list the HAL shared (it translated the others),
     /// undone by [`finish`]; leaked with the buffer.
     pub(super) shared: ManuallyDrop<Shares<M>>,
@@ -136,18 +136,16 @@ pub(super) unsafe fn finish<H: Hal, B: IoBuffer, C>(
             }
         }
     }
-    if let (Some(direction), Some(buffer)) = (req.scatter.take(), req.buffer.as_mut()) {
+    if let (Some((direction, len)), Some(buffer)) = (req.scatter.take(), req.buffer.as_mut()) {
         let buffer: &mut B = buffer;
-        for i in 0..buffer.pieces() {
-            let piece = buffer.piece(i);
-            // SAFETY: as above; each piece was synced for the device with
-            // the same direction at submission, and the pieces are the
-            // same on every call (`IoBuffer`'s contract).
-            unsafe { hal.sync_for_cpu(piece, direction) };
-        }
-        // SAFETY: as above; synced back first.
-        unsafe { unshare_pieces(hal, buffer, direction, &mut req.shared) };
+        // SAFETY: as above; each region was synced for the device with the
+        // same direction at submission, and they are the same on every call
+        // (`IoBuffer`'s contract).
+        for_each_handed(buffer, len, |region| unsafe { hal.sync_for_cpu(region, direction) });
     }
+    // SAFETY: as above; synced back first (kept apart from the syncs, so
+    // that the shares go even if a sync panicked on an earlier call).
+    unsafe { undo_shares(hal, &mut req.shared) };
     req.buffer.take().map(ManuallyDrop::into_inner)
 }
 

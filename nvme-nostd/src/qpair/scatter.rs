@@ -6,6 +6,7 @@
 //! but the last ending on one), else by an SGL where the controller has
 //! SGLs (Identify Controller SGLS), else refused unsent.
 
+use super::request::DmaUse;
 use super::{IoQueuePair, Path, SlotPrpSink, SubmitError};
 use crate::buffer::IoBuffer;
 use crate::controller::SglSupport;
@@ -25,30 +26,36 @@ use hal_traits::{Direction, Hal, SegmentSink};
 /// ([`Argument::ScatterTooManyShared`]).
 pub const MAX_SHARED_PIECES: usize = 8;
 
-/// A piece of a scatter list that the HAL shared: the first `len` bytes of
-/// piece `index`, and what `share` returned for them.
-pub(super) struct SharedPiece<M> {
-    pub(super) index: u16,
-    pub(super) len: u32,
-    pub(super) mapping: M,
+/// The pieces of one request that the HAL shared: each the bytes of a piece
+/// it carries, and what `share` returned for them.
+pub(super) type Shares<M> = heapless::Vec<DmaUse<M>, MAX_SHARED_PIECES>;
+
+/// Calls `f` with the bytes of each piece of `buf` that carry the first
+/// `len` bytes of the transfer: whole pieces, and the part of the last one
+/// that is used. These are the regions handed to the HAL (translated or
+/// shared, synced for the device and back), always the same for the same
+/// buffer (`IoBuffer`'s contract).
+pub(super) fn for_each_handed<B: IoBuffer>(buf: &mut B, len: usize, mut f: impl FnMut(NonNull<[u8]>)) {
+    let mut left = len;
+    for i in 0..buf.pieces() {
+        if left == 0 {
+            break;
+        }
+        let piece = buf.piece(i);
+        let take = piece.len().min(left);
+        left -= take;
+        f(NonNull::slice_from_raw_parts(piece.cast::<u8>(), take));
+    }
 }
 
-/// The shared pieces of one request.
-pub(super) type Shares<M> = heapless::Vec<SharedPiece<M>, MAX_SHARED_PIECES>;
-
-/// The bytes of `buf` that `shared` names.
-pub(super) fn shared_region<B: IoBuffer, M>(buf: &mut B, shared: &SharedPiece<M>) -> NonNull<[u8]> {
-    NonNull::slice_from_raw_parts(buf.piece(usize::from(shared.index)).cast::<u8>(), shared.len as usize)
-}
-
-/// Hands the first `len` bytes of `buf`'s pieces to `sink`: each translated
-/// where the HAL can, else shared (recorded in `shares`). On error what was
-/// shared here is undone.
+/// Hands the regions of `buf` carrying `len` bytes to `sink`: each
+/// translated where the HAL can, else shared (recorded in `shares`, which
+/// the caller undoes on error).
 ///
 /// # Safety
 ///
 /// `buf` is the request's buffer, which the CPU does not touch until its
-/// shares are undone ([`unshare_pieces`], or `finish`).
+/// shares are undone ([`undo_shares`]).
 unsafe fn hand_pieces<H: Hal, B: IoBuffer>(
     hal: &H,
     buf: &mut B,
@@ -57,57 +64,57 @@ unsafe fn hand_pieces<H: Hal, B: IoBuffer>(
     sink: &mut dyn SegmentSink,
     shares: &mut Shares<H::Mapping>,
 ) -> Result {
-    let mut left = len;
-    for i in 0..buf.pieces() {
-        if left == 0 {
-            break;
+    let mut outcome = Ok(());
+    for_each_handed(buf, len, |region| {
+        if outcome.is_err() || hal.translate(region, sink) {
+            return;
         }
-        let piece = buf.piece(i);
-        let take = piece.len().min(left);
-        let region = NonNull::slice_from_raw_parts(piece.cast::<u8>(), take);
-        left -= take;
-        if hal.translate(region, sink) {
-            continue;
+        if shares.is_full() {
+            outcome = Err(Error::InvalidArgument(Argument::ScatterTooManyShared));
+            return;
         }
-        let (Ok(index), Ok(bytes), false) = (u16::try_from(i), u32::try_from(take), shares.is_full()) else {
-            // SAFETY: the device never saw these shares.
-            unsafe { unshare_pieces(hal, buf, direction, shares) };
-            return Err(Error::InvalidArgument(Argument::ScatterTooManyShared));
-        };
         // SAFETY: the caller keeps the buffer away from the CPU until the
         // share is undone.
         match unsafe { hal.share(region, direction, sink) } {
             Ok(mapping) => {
                 // Room was checked above.
-                let _ = shares.push(SharedPiece { index, len: bytes, mapping });
+                let _ = shares.push(DmaUse { region, direction, mapping: Some(mapping) });
             }
-            Err(e) => {
-                // SAFETY: as above.
-                unsafe { unshare_pieces(hal, buf, direction, shares) };
-                return Err(Error::Hal(e));
-            }
+            Err(e) => outcome = Err(Error::Hal(e)),
         }
-    }
-    Ok(())
+    });
+    outcome
 }
 
-/// Undoes the shares of `shares` (emptying it), for pieces the device never
-/// saw, or is done with and were synced back.
+/// Undoes the shares of `shares`, emptying it.
 ///
 /// # Safety
 ///
-/// The device does not access the shared pieces (any more).
-pub(super) unsafe fn unshare_pieces<H: Hal, B: IoBuffer>(
-    hal: &H,
-    buf: &mut B,
-    direction: Direction,
-    shares: &mut Shares<H::Mapping>,
-) {
-    while let Some(shared) = shares.pop() {
-        let region = shared_region(buf, &shared);
-        // SAFETY: the region and mapping are those `share` took and
-        // returned; the caller guarantees the device is done with them.
-        unsafe { hal.unshare(region, direction, shared.mapping) };
+/// The device does not access the shared regions: it never saw them, or it
+/// is done and they were synced back.
+pub(super) unsafe fn undo_shares<H: Hal>(hal: &H, shares: &mut Shares<H::Mapping>) {
+    while let Some(dma) = shares.pop() {
+        if let Some(mapping) = dma.mapping {
+            // SAFETY: the region, direction and mapping are those of one
+            // `share`; the caller guarantees the device is done with it.
+            unsafe { hal.unshare(dma.region, dma.direction, mapping) };
+        }
+    }
+}
+
+/// The shares of a submission that is still being put together: undone
+/// when it is dropped (an error, or unwinding from a panic in the HAL or
+/// the buffer), unless they were moved into the request.
+struct Pending<'h, H: Hal> {
+    hal: &'h H,
+    shares: Shares<H::Mapping>,
+}
+
+impl<H: Hal> Drop for Pending<'_, H> {
+    fn drop(&mut self) {
+        // SAFETY: shares still here were never submitted: the device never
+        // saw them.
+        unsafe { undo_shares(self.hal, &mut self.shares) };
     }
 }
 
@@ -140,11 +147,11 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         // PRPs where they can describe the pieces; an SGL where they cannot
         // and the controller has SGLs (the pieces handed over again: what
         // was shared is shared afresh).
-        let mut shares = Shares::new();
+        let mut pending = Pending { hal, shares: Shares::new() };
         let mut prp = PrpBuilder::new(&mut sink, len);
         // SAFETY: the buffer is the request's from here on; its shares are
-        // undone below on every error, and by `finish` once submitted.
-        let handed = unsafe { hand_pieces(hal, &mut buf, len, direction, &mut prp, &mut shares) };
+        // undone by `pending` unless submitted, and then by `finish`.
+        let handed = unsafe { hand_pieces(hal, &mut buf, len, direction, &mut prp, &mut pending.shares) };
         let described = match handed.map(|()| prp.finish()) {
             Err(e) => Err(e),
             Ok(finished) => match (finished, self.ctrlr.sgl_support()) {
@@ -153,10 +160,10 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
                     if shape != PrpShape::TooManyPages && sgls != SglSupport::None =>
                 {
                     // SAFETY: never submitted: the device never saw the shares.
-                    unsafe { unshare_pieces(hal, &mut buf, direction, &mut shares) };
+                    unsafe { undo_shares(hal, &mut pending.shares) };
                     let mut sgl = SglBuilder::new(&mut sink, len, sgls == SglSupport::Dword);
                     // SAFETY: as above.
-                    unsafe { hand_pieces(hal, &mut buf, len, direction, &mut sgl, &mut shares) }
+                    unsafe { hand_pieces(hal, &mut buf, len, direction, &mut sgl, &mut pending.shares) }
                         .and_then(|()| sgl.finish().map(|p| (p, 1)))
                 }
                 (Err(e), _) => Err(e),
@@ -165,8 +172,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         let (dptr, psdt) = match described {
             Ok(d) => d,
             Err(e) => {
-                // SAFETY: never submitted: the device never saw the shares.
-                unsafe { unshare_pieces(hal, &mut buf, direction, &mut shares) };
+                drop(pending);
                 let error = match e {
                     Error::NotPrpShaped(PrpShape::TooManyPages) => {
                         Error::TransferTooLarge { requested: len, max: self.max_transfer }
@@ -179,25 +185,19 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         cmd.cdw0.set_psdt(psdt);
         cmd.prp1 = dptr.prp1;
         cmd.prp2 = dptr.prp2;
-        for i in 0..buf.pieces() {
-            let piece = buf.piece(i);
-            // SAFETY: the piece is part of the request's buffer, which the
-            // CPU does not touch until `finish` syncs it back.
-            unsafe { hal.sync_for_device(piece, direction) };
-        }
+        // SAFETY: the regions are the request's buffer, which the CPU does
+        // not touch until `finish` syncs them back.
+        for_each_handed(&mut buf, len, |region| unsafe { hal.sync_for_device(region, direction) });
         let Some(slot) = self.reserve().filter(|s| s.index() == index) else {
-            for i in 0..buf.pieces() {
-                let piece = buf.piece(i);
-                // SAFETY: never submitted: the device never saw the pieces.
-                unsafe { hal.sync_for_cpu(piece, direction) };
-            }
-            // SAFETY: as above.
-            unsafe { unshare_pieces(hal, &mut buf, direction, &mut shares) };
+            // SAFETY: never submitted: the device never saw the regions.
+            for_each_handed(&mut buf, len, |region| unsafe { hal.sync_for_cpu(region, direction) });
+            drop(pending);
             return Err(SubmitError { error: Error::QueueFull, buffer: buf, context });
         };
+        let shares = core::mem::take(&mut pending.shares);
         let cid = self.slots.fill(slot, |cid| {
             let mut r = super::request::request(cmd, cid, Some(buf), None, context);
-            r.scatter = Some(direction);
+            r.scatter = Some((direction, len));
             r.shared = core::mem::ManuallyDrop::new(shares);
             r
         });

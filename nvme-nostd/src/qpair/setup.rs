@@ -1,7 +1,7 @@
 //! Creating and deleting the queues of a queue pair (NVMe Base Specification
 //! 1.4, sections 5.3 to 5.6).
 
-use super::request::{finish, leak, DmaUse};
+use super::request::{finish, leak};
 use super::{Health, IoQueuePair, QpairOptions, QueueStats};
 use crate::buffer::IoBuffer;
 use crate::controller::{AdminData, Controller};
@@ -386,11 +386,8 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> Drop for IoQueuePair<'_, H, B, C, N
                     }
                 }
                 // A scatter list's shared pieces: each a record of its own.
-                if let (false, Some(direction), Some(buffer)) = (removed, req.scatter, req.buffer.as_mut()) {
-                    let buffer: &mut B = buffer;
-                    while let Some(shared) = req.shared.pop() {
-                        let region = super::scatter::shared_region(buffer, &shared);
-                        let dma = DmaUse { region, direction, mapping: Some(shared.mapping) };
+                if !removed {
+                    while let Some(dma) = req.shared.pop() {
                         self.ctrlr.quarantine.lock().buffer(dma, epoch);
                     }
                 }
