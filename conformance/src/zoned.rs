@@ -62,6 +62,56 @@ impl<'a, H: Hal> Ctx<'a, H> {
         Ok((report.zone_count(), first))
     }
 
+    /// Zone Management Send: its result, whatever it is.
+    fn try_send(
+        &self,
+        qp: &mut Qp<'a, H, SLOTS>,
+        zslba: u64,
+        action: ZoneSendAction,
+    ) -> Result<Result<(), Error>, Reason> {
+        let cid = qp
+            .zone_management_send(&self.ns, zslba, action, false, 0)
+            .map_err(|e| reason!("zone send: {}", e.error))?;
+        Ok(self.wait(qp, cid)?.result())
+    }
+
+    /// Set Zone Descriptor Extension of the zone at `zslba` to `ext` bytes
+    /// of [`ext_byte`]: its result.
+    fn set_extension(
+        &self,
+        qp: &mut Qp<'a, H, SLOTS>,
+        zslba: u64,
+        ext: usize,
+    ) -> Result<Result<(), Error>, Reason> {
+        let mut b = self.buffer(ext)?;
+        b.iter_mut().enumerate().for_each(|(i, x)| *x = ext_byte(i));
+        let cid = qp
+            .set_zone_descriptor_extension(&self.ns, zslba, b, 0)
+            .map_err(|e| reason!("set extension: {}", e.error))?;
+        Ok(self.wait(qp, cid)?.result())
+    }
+
+    /// The extended report's first zone from `slba`: its start and state,
+    /// whether its extension is valid, and whether the extension is
+    /// `ext` bytes of [`ext_byte`].
+    fn extended(
+        &self,
+        qp: &mut Qp<'a, H, SLOTS>,
+        slba: u64,
+        ext: usize,
+    ) -> Result<(u64, ZoneState, bool, bool), Reason> {
+        let cid = qp
+            .report_zones_extended(&self.ns, slba, None, true, self.buffer(64 + 2 * (64 + ext))?, 0)
+            .map_err(|e| reason!("extended report: {}", e.error))?;
+        let done = self.wait(qp, cid)?;
+        done.result().map_err(|e| reason!("extended report: {e}"))?;
+        let data = done.buffer.ok_or_else(|| reason!("report without its buffer"))?;
+        let report = ZoneReport::parse_extended(&data, ext).map_err(|e| reason!("report: {e}"))?;
+        let (d, e) = report.zones_with_extensions().next().ok_or_else(|| reason!("no zone in the report"))?;
+        let as_set = e.len() == ext && e.iter().enumerate().all(|(i, &b)| b == ext_byte(i));
+        Ok((d.zslba, d.state(), d.extension_valid(), as_set))
+    }
+
     fn write(
         &self,
         qp: &mut Qp<'a, H, SLOTS>,
@@ -74,6 +124,11 @@ impl<'a, H: Hal> Ctx<'a, H> {
         let cid = qp.write(&self.ns, lba, blocks, b, 0).map_err(|e| reason!("write: {}", e.error))?;
         Ok(self.wait(qp, cid)?.result())
     }
+}
+
+/// Byte `i` of the descriptor extensions the checks set.
+fn ext_byte(i: usize) -> u8 {
+    (i as u8).wrapping_mul(31) ^ 0x5c
 }
 
 fn zone_error(result: Result<(), Error>, sc: nvme_nostd::spec::status::StatusCode) -> bool {
@@ -121,6 +176,125 @@ pub(crate) fn run_namespace<H: Hal>(
     );
     let outcome = check_zone_errors(&cx, &mut qp, zones.zone_blocks);
     t.record(out, format_args!("{label} ns{nsid} zone caller errors refused"), outcome.into());
+    let outcome = match zones.descriptor_extension_bytes {
+        0 => check_no_extensions(&cx, &mut qp).into(),
+        ext => check_extensions(&cx, &mut qp, zones.zone_blocks, ext).into(),
+    };
+    t.record(out, format_args!("{label} ns{nsid} zone descriptor extensions"), outcome);
+    let outcome = match (zones.max_open, zones.max_active) {
+        (Some(open), Some(active)) if open < active && active < 8 => {
+            check_limits(&cx, &mut qp, zones.zone_blocks, open, active).into()
+        }
+        _ => Outcome::Skipped(reason!(
+            "no open and active limits to run into (QEMU: zoned.max_open=2,zoned.max_active=3)"
+        )),
+    };
+    t.record(out, format_args!("{label} ns{nsid} zone limits: too many open, too many active"), outcome);
+}
+
+/// Without descriptor extensions, both extension commands are refused
+/// unsent.
+fn check_no_extensions<'a, H: Hal>(cx: &Ctx<'a, H>, qp: &mut Qp<'a, H, SLOTS>) -> Result<(), Reason> {
+    let before = qp.stats().submitted;
+    let none = Error::Unsupported(nvme_nostd::Feature::ZoneDescriptorExtension);
+    match qp.set_zone_descriptor_extension(&cx.ns, 0, cx.buffer(64)?, 0) {
+        Err(e) if e.error == none => {}
+        other => return Err(reason!("set extension without ZDES: {:?}", other.err().map(|e| e.error))),
+    }
+    match qp.report_zones_extended(&cx.ns, 0, None, false, cx.buffer(4096)?, 0) {
+        Err(e) if e.error == none => {}
+        other => return Err(reason!("extended report without ZDES: {:?}", other.err().map(|e| e.error))),
+    }
+    if qp.stats().submitted != before {
+        return Err(reason!("a refused zone command reached the queue"));
+    }
+    Ok(())
+}
+
+/// Descriptor extensions: set on an empty zone (which becomes closed),
+/// read back by the extended report with its valid bit; refused by the
+/// controller on a zone that is not empty, and unsent from a short buffer;
+/// gone after a reset.
+fn check_extensions<'a, H: Hal>(
+    cx: &Ctx<'a, H>,
+    qp: &mut Qp<'a, H, SLOTS>,
+    zone: u64,
+    ext: usize,
+) -> Result<(), Reason> {
+    let z = 2 * zone;
+    cx.send(qp, z, ZoneSendAction::RESET, false)?;
+    cx.set_extension(qp, z, ext)?.map_err(|e| reason!("set extension: {e}"))?;
+    match cx.extended(qp, z, ext)? {
+        (start, ZoneState::CLOSED, true, true) if start == z => {}
+        (start, state, valid, as_set) => {
+            return Err(reason!(
+            "zone {start} after its extension was set: {state:?}, valid {valid}, extension as set {as_set}"
+        ))
+        }
+    }
+    // A zone with data is no longer empty: the controller refuses.
+    let w = 3 * zone;
+    cx.send(qp, w, ZoneSendAction::RESET, false)?;
+    cx.write(qp, w, 1, 7)?.map_err(|e| reason!("write: {e}"))?;
+    let refused = cx.set_extension(qp, w, ext)?;
+    if !zone_error(refused, command_specific::INVALID_ZONE_STATE_TRANSITION) {
+        return Err(reason!("an extension on a zone with data: {refused:?}"));
+    }
+    // Unsent from a buffer shorter than the extension.
+    let before = qp.stats().submitted;
+    match qp.set_zone_descriptor_extension(&cx.ns, z, cx.buffer(ext - 4)?, 0) {
+        Err(e) if matches!(e.error, Error::BufferTooSmall { .. }) => {}
+        other => return Err(reason!("a short extension buffer: {:?}", other.err().map(|e| e.error))),
+    }
+    if qp.stats().submitted != before {
+        return Err(reason!("a refused extension reached the queue"));
+    }
+    cx.send(qp, 0, ZoneSendAction::RESET, true)?;
+    match cx.extended(qp, z, ext)? {
+        (_, ZoneState::EMPTY, false, _) => Ok(()),
+        (start, state, valid, _) => {
+            Err(reason!("zone {start} after reset: {state:?}, extension valid {valid}"))
+        }
+    }
+}
+
+/// Zone resources: `open` zones opened explicitly, one more is Too Many
+/// Open Zones; `active` zones opened and closed (closed zones stay active),
+/// one more is Too Many Active Zones. Every zone reset after.
+fn check_limits<'a, H: Hal>(
+    cx: &Ctx<'a, H>,
+    qp: &mut Qp<'a, H, SLOTS>,
+    zone: u64,
+    open: u32,
+    active: u32,
+) -> Result<(), Reason> {
+    let first = 4 * zone;
+    let zones = cx.ns.blocks() / zone;
+    if 4 + u64::from(active) + 1 > zones {
+        return Err(reason!("{zones} zones are too few for the check"));
+    }
+    let outcome = (|| {
+        cx.send(qp, 0, ZoneSendAction::RESET, true)?;
+        for k in 0..u64::from(open) {
+            cx.send(qp, first + k * zone, ZoneSendAction::OPEN, false)?;
+        }
+        let over = cx.try_send(qp, first + u64::from(open) * zone, ZoneSendAction::OPEN)?;
+        if !zone_error(over, command_specific::TOO_MANY_OPEN_ZONES) {
+            return Err(reason!("open zone {} of {open} allowed open: {over:?}", open + 1));
+        }
+        cx.send(qp, 0, ZoneSendAction::RESET, true)?;
+        for k in 0..u64::from(active) {
+            cx.send(qp, first + k * zone, ZoneSendAction::OPEN, false)?;
+            cx.send(qp, first + k * zone, ZoneSendAction::CLOSE, false)?;
+        }
+        let over = cx.try_send(qp, first + u64::from(active) * zone, ZoneSendAction::OPEN)?;
+        if !zone_error(over, command_specific::TOO_MANY_ACTIVE_ZONES) {
+            return Err(reason!("zone {} of {active} allowed active: {over:?}", active + 1));
+        }
+        Ok(())
+    })();
+    let reset = cx.send(qp, 0, ZoneSendAction::RESET, true);
+    outcome.and(reset)
 }
 
 fn check_zones<'a, H: Hal>(cx: &Ctx<'a, H>, qp: &mut Qp<'a, H, SLOTS>, zone: u64) -> Result<(), Reason> {

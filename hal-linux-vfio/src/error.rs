@@ -42,6 +42,9 @@ pub enum VfioError {
     NoIommuRefused(String),
     /// Opening a no-IOMMU group was refused: it takes `CAP_SYS_RAWIO`.
     NoIommuRawIo(String),
+    /// No-IOMMU mode cannot learn physical addresses (`/proc/self/pagemap`
+    /// shows them to `CAP_SYS_ADMIN` only): why.
+    NoIommuPhysical(String),
     /// The kernel's VFIO lacks what this back-end needs.
     Unsupported(String),
     /// The device's BAR0 cannot be mapped.
@@ -113,6 +116,7 @@ impl fmt::Display for VfioError {
                 "no permission to use {path}: a VFIO no-IOMMU group takes CAP_SYS_RAWIO (run as root); owning the \
                  file is not enough"
             ),
+            VfioError::NoIommuPhysical(why) => write!(f, "VFIO no-IOMMU mode needs physical addresses: {why}"),
             VfioError::Unsupported(what) => write!(f, "this kernel's VFIO lacks {what}"),
             VfioError::Bar(what) => write!(f, "BAR0 cannot be used: {what}"),
             VfioError::Registration(why) => write!(f, "cannot register memory: {why}"),

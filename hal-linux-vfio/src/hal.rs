@@ -240,6 +240,12 @@ impl VfioHal {
             let pagemap =
                 rustix::fs::open("/proc/self/pagemap", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
                     .map_err(os("open /proc/self/pagemap"))?;
+            // Said now rather than at the first allocation: the physical
+            // addresses are shown to CAP_SYS_ADMIN only (a page of this
+            // stack is present to look at).
+            let probe = 0u64;
+            sys::physical_address(&pagemap, &raw const probe as usize)
+                .map_err(|why| VfioError::NoIommuPhysical(why.into()))?;
             (sys::IommuInfo::default(), Some(pagemap))
         } else {
             (sys::iommu_info(&container).map_err(os("VFIO_IOMMU_GET_INFO"))?, None)

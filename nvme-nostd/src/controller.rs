@@ -1634,6 +1634,7 @@ impl<H: Hal> Controller<H> {
         };
         let index = usize::from(id.format_index());
         let zone_blocks = zoned.lbafe.get(index).map_or(0, |f| f.zsze);
+        let extension = zoned.lbafe.get(index).map_or(0, |f| usize::from(f.zdes) * 64);
         if zone_blocks == 0 {
             return Err(Error::MalformedDevice(Malformed::ZoneSize));
         }
@@ -1645,6 +1646,7 @@ impl<H: Hal> Controller<H> {
             max_active: limit(zoned.mar),
             max_open: limit(zoned.mor),
             append_limit_bytes: append,
+            descriptor_extension_bytes: extension,
         }))
     }
 

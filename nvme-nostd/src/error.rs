@@ -194,6 +194,8 @@ pub enum Feature {
     PageSize,
     /// A zoned namespace (its own command set).
     ZonedNamespace,
+    /// Zone descriptor extensions: the zoned namespace has none (ZDES 0).
+    ZoneDescriptorExtension,
     /// A namespace of a command set other than NVM.
     OtherCommandSet,
     /// Get Log Page with an offset or more than 4 KiB: the controller lacks
@@ -242,6 +244,7 @@ impl Feature {
             Feature::NvmCommandSet => "controller lacks the NVM command set (CAP.CSS)",
             Feature::PageSize => "controller's minimum page size is above 4 KiB (CAP.MPSMIN)",
             Feature::ZonedNamespace => "a zoned namespace on a controller without the zoned command set",
+            Feature::ZoneDescriptorExtension => "zoned namespace without zone descriptor extensions (ZDES 0)",
             Feature::OtherCommandSet => "namespace of a command set other than NVM",
             Feature::ExtendedLogPage => "controller lacks extended Get Log Page data (LPA bit 2)",
             Feature::SmartPerNamespace => "controller keeps no SMART / health information per namespace",

@@ -85,6 +85,9 @@ pub struct ZoneGeometry {
     pub max_open: Option<u32>,
     /// ZASL in bytes: the largest Zone Append (`None`: the transfer limit).
     pub append_limit_bytes: Option<usize>,
+    /// ZDES × 64: the bytes of each zone's descriptor extension (0: the
+    /// namespace has none).
+    pub descriptor_extension_bytes: usize,
 }
 
 /// What one Copy command may carry on a namespace (Identify Namespace,

@@ -13,14 +13,26 @@ use zerocopy::FromBytes;
 pub struct ZoneReport<'a> {
     zones: u64,
     descriptors: &'a [u8],
+    /// Bytes of descriptor extension after each descriptor (an extended
+    /// report), 0 in a plain one.
+    extension: usize,
 }
 
 impl<'a> ZoneReport<'a> {
-    /// Decodes `data`; [`Error::BufferTooSmall`] under the 64-byte header.
+    /// Decodes `data`, a report of Report Zones; [`Error::BufferTooSmall`]
+    /// under the 64-byte header.
     pub fn parse(data: &'a [u8]) -> Result<Self> {
+        Self::parse_extended(data, 0)
+    }
+
+    /// Decodes `data`, a report of Extended Report Zones (figure 40), in
+    /// which each descriptor is followed by `extension_bytes` of its
+    /// descriptor extension (the namespace's
+    /// [`descriptor_extension_bytes`](crate::ZoneGeometry::descriptor_extension_bytes)).
+    pub fn parse_extended(data: &'a [u8], extension_bytes: usize) -> Result<Self> {
         let (header, rest) = ZoneReportHeader::read_from_prefix(data)
             .map_err(|_| Error::BufferTooSmall { needed: 64, actual: data.len() })?;
-        Ok(ZoneReport { zones: header.zones, descriptors: rest })
+        Ok(ZoneReport { zones: header.zones, descriptors: rest, extension: extension_bytes })
     }
 
     /// The number of zones the header reports.
@@ -30,11 +42,18 @@ impl<'a> ZoneReport<'a> {
 
     /// The zone descriptors the buffer holds, at most the header's count.
     pub fn zones(&self) -> impl Iterator<Item = ZoneDescriptor> + 'a {
+        self.zones_with_extensions().map(|(d, _)| d)
+    }
+
+    /// The zone descriptors the buffer holds whole, at most the header's
+    /// count, each with its descriptor extension (empty in a plain report).
+    pub fn zones_with_extensions(&self) -> impl Iterator<Item = (ZoneDescriptor, &'a [u8])> + 'a {
         let count = usize::try_from(self.zones).unwrap_or(usize::MAX);
-        self.descriptors
-            .chunks_exact(ZoneDescriptor::SIZE)
-            .take(count)
-            .filter_map(|b| ZoneDescriptor::read_from_bytes(b).ok())
+        let stride = ZoneDescriptor::SIZE.saturating_add(self.extension);
+        self.descriptors.chunks_exact(stride).take(count).filter_map(|b| {
+            let (d, extension) = b.split_at(ZoneDescriptor::SIZE);
+            ZoneDescriptor::read_from_bytes(d).ok().map(|d| (d, extension))
+        })
     }
 }
 
@@ -62,5 +81,27 @@ mod tests {
         assert!(ZoneReport::parse(&data[..40]).is_err());
         data[0] = 1;
         assert_eq!(ZoneReport::parse(&data).unwrap().zones().count(), 1, "at most the count");
+    }
+
+    #[test]
+    fn extended_reports_pair_each_descriptor_with_its_extension() {
+        // Two zones with 64-byte extensions, the second cut short.
+        let mut data = vec![0u8; 64 + 128 + 100];
+        data[0] = 2;
+        data[64 + 1] = 0x40; // closed
+        data[64 + 2] = 0x80; // ZDEV
+        data[64 + 64..64 + 128].fill(0xab);
+        data[192 + 16..192 + 24].copy_from_slice(&32u64.to_le_bytes());
+        let r = ZoneReport::parse_extended(&data, 64).unwrap();
+        let zones: Vec<_> = r.zones_with_extensions().collect();
+        assert_eq!(zones.len(), 1, "a descriptor without its whole extension is not read");
+        let (d, ext) = zones[0];
+        assert!(d.extension_valid() && d.state() == ZoneState::CLOSED);
+        assert!(ext.len() == 64 && ext.iter().all(|&b| b == 0xab));
+        data.resize(64 + 256, 0);
+        let r = ZoneReport::parse_extended(&data, 64).unwrap();
+        assert_eq!(r.zones().map(|d| d.zslba).collect::<Vec<_>>(), vec![0, 32]);
+        // Read as a plain report, the same bytes are four descriptors' worth.
+        assert_eq!(ZoneReport::parse(&data).unwrap().zones().count(), 2, "at most the count");
     }
 }

@@ -141,12 +141,14 @@ pub struct SimConfig {
 }
 
 /// A zoned namespace of the simulated controller.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SimZoned {
     /// The namespace.
     pub nsid: u32,
     /// Blocks in each zone (the namespace's size is cut to whole zones).
     pub zone_blocks: u64,
+    /// ZDES: each zone's descriptor extension, in 64-byte units (0: none).
+    pub extension_units: u8,
 }
 
 /// The metadata and protection information of one namespace (Identify

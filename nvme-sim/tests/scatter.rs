@@ -394,24 +394,39 @@ unsafe impl nvme_nostd::IoBuffer for PageVec {
 /// request's at once, nothing submitted, the first two undone.
 #[test]
 fn a_share_that_fails_part_way() {
-    big_stack(a_share_that_fails_part_way_body);
+    big_stack(|| share_fails(2, 4, false));
 }
 
-fn a_share_that_fails_part_way_body() {
+/// A share that fails while the pieces are handed over again for an SGL
+/// (after the PRP attempt's shares were undone): 512-byte heap pieces are
+/// no PRP shape, so three shares for the PRP attempt, then the SGL's second
+/// fails.
+#[test]
+fn a_share_that_fails_on_the_way_to_an_sgl() {
+    big_stack(|| share_fails(4, 3, true));
+}
+
+/// A write of `pieces` heap pieces whose share number `skip + 1` fails:
+/// the error is the request's, nothing is left shared or submitted, and
+/// the next write goes.
+fn share_fails(skip: u32, pieces: usize, in_sgl_pass: bool) {
     let sim = sim(1);
     let ctrlr = Controller::new(hal_traits::faulty::FaultyHal::new(sim.hal()), options()).unwrap();
     let ns = ctrlr.namespace(1).unwrap();
     let mut qp: IoQueuePair<'_, _, VecList, u32, 8> =
         ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).unwrap();
     let fetched = sim.stats().commands_fetched;
-    ctrlr.hal().fail_shares(2, 1);
-    let e = qp.write(&ns, 0, 4, vec_pieces(4, 512, 0), 0).unwrap_err();
+    ctrlr.hal().fail_shares(skip, 1);
+    let blocks = pieces as u32;
+    let e = qp.write(&ns, 0, blocks, vec_pieces(pieces, 512, 0), 0).unwrap_err();
     assert!(matches!(e.error, Error::Hal(_)), "{:?}", e.error);
+    // Past the PRP pass's shares, the failure can only be the SGL pass's.
+    assert_eq!(in_sgl_pass, skip as usize >= pieces);
+    assert_eq!(ctrlr.hal().faults().shares, 1);
     assert_eq!(sim.stats().live_shares, 0);
     assert_eq!(sim.stats().commands_fetched, fetched);
     assert_eq!(qp.in_flight(), 0);
-    // The next one goes.
-    qp.write(&ns, 0, 4, vec_pieces(4, 512, 0), 1).map_err(|e| e.error).unwrap();
+    qp.write(&ns, 0, blocks, vec_pieces(pieces, 512, 0), 1).map_err(|e| e.error).unwrap();
     finish_one(&sim, &mut qp).0.unwrap();
     drop(qp);
     drop(ctrlr);
@@ -499,34 +514,6 @@ fn a_last_piece_longer_than_the_data_body() {
     }
     qp.write(&ns, 32, 3, list, 2).map_err(|e| e.error).unwrap();
     finish_one(&sim, &mut qp).0.unwrap();
-    drop(qp);
-    drop(ctrlr);
-    assert_clean(&sim);
-}
-
-/// A share that fails while the pieces are handed over again for an SGL
-/// (after the PRP attempt's shares were undone): the error is the
-/// request's, nothing is left shared or submitted.
-#[test]
-fn a_share_that_fails_on_the_way_to_an_sgl() {
-    big_stack(a_share_that_fails_on_the_way_to_an_sgl_body);
-}
-
-fn a_share_that_fails_on_the_way_to_an_sgl_body() {
-    let sim = sim(1);
-    let ctrlr = Controller::new(hal_traits::faulty::FaultyHal::new(sim.hal()), options()).unwrap();
-    let ns = ctrlr.namespace(1).unwrap();
-    let mut qp: IoQueuePair<'_, _, VecList, u32, 8> =
-        ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).unwrap();
-    let fetched = sim.stats().commands_fetched;
-    // 512-byte heap pieces are no PRP shape: three shares for the PRP
-    // attempt, then the SGL's second share fails.
-    ctrlr.hal().fail_shares(4, 1);
-    let e = qp.write(&ns, 0, 3, vec_pieces(3, 512, 0), 0).unwrap_err();
-    assert!(matches!(e.error, Error::Hal(_)), "{:?}", e.error);
-    assert_eq!(ctrlr.hal().faults().shares, 1, "the failure came in the SGL pass");
-    assert_eq!(sim.stats().live_shares, 0);
-    assert_eq!(sim.stats().commands_fetched, fetched);
     drop(qp);
     drop(ctrlr);
     assert_clean(&sim);

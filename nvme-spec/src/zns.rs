@@ -63,6 +63,9 @@ impl ZoneSendAction {
     pub const RESET: Self = Self(0x04);
     /// Offline Zone.
     pub const OFFLINE: Self = Self(0x05);
+    /// Set Zone Descriptor Extension: the command's data becomes the
+    /// zone's extension, and an empty zone becomes closed (section 3.4.3.1.7).
+    pub const SET_ZONE_DESCRIPTOR_EXTENSION: Self = Self(0x10);
 }
 
 /// ZS: a zone's state (figure 38).
@@ -134,6 +137,11 @@ impl ZoneDescriptor {
     /// The zone type (2: sequential write required).
     pub const fn zone_type(&self) -> u8 {
         self.zt & 0xf
+    }
+
+    /// ZA bit 7, ZDEV: the zone's descriptor extension is valid.
+    pub const fn extension_valid(&self) -> bool {
+        self.za & 0x80 != 0
     }
 }
 

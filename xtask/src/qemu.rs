@@ -116,16 +116,22 @@ pub fn test_configs() -> Vec<Config> {
         subsys: false,
     };
     // Metadata of every shape the driver handles, with and without
-    // protection information; a zoned namespace, which it cannot exercise
-    // yet, must be skipped, not failed.
-    let metadata = || Ctrl {
+    // protection information; a zoned namespace.
+    let metadata = || {
+        Ctrl {
         props: "",
         namespaces: vec![
             Ns { props: ",ms=8", ..ns(1, 512) },
             Ns { props: ",ms=8,pi=1", ..ns(2, 512) },
-            // Zoned: 32 zones of 4 MiB; a scratch namespace (zone writes
-            // cannot be undone, so its image is not compared).
-            Ns { props: ",zoned=true,zoned.zone_size=4M", mib: 128, scratch: true, ..ns(3, 4096) },
+            // Zoned: 32 zones of 4 MiB, 64-byte descriptor extensions, at
+            // most 2 zones open and 3 active; a scratch namespace (zone
+            // writes cannot be undone, so its image is not compared).
+            Ns {
+                props: ",zoned=true,zoned.zone_size=4M,zoned.descr_ext_size=64,zoned.max_open=2,zoned.max_active=3",
+                mib: 128,
+                scratch: true,
+                ..ns(3, 4096)
+            },
             Ns { props: ",ms=16,mset=1", ..ns(4, 4096) },
             ns(6, 512),
             Ns { props: ",ms=16,mset=1,pi=2", ..ns(7, 512) },
@@ -137,6 +143,7 @@ pub fn test_configs() -> Vec<Config> {
         ],
         legacy_drive: false,
         subsys: false,
+    }
     };
     let mut planted = config("planted verify mismatch must fail", Bios::SeaBios, vec![simple("")]);
     planted.append = "plant-mismatch";

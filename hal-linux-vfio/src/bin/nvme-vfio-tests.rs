@@ -911,6 +911,22 @@ fn no_iommu_raw_io(address: &str) -> Result<Option<String>> {
     outcome
 }
 
+/// Without CAP_SYS_ADMIN, `/proc/self/pagemap` hides physical addresses:
+/// the open says so at once (not the first DMA allocation).
+fn no_iommu_sys_admin(address: &str) -> Result<Option<String>> {
+    let me = std::env::current_exe().map_err(fail)?;
+    let out = Command::new(me).args(["--open-without-sys-admin", address]).output().map_err(fail)?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        return Err("opened without CAP_SYS_ADMIN".into());
+    }
+    if text.contains("needs physical addresses") && text.contains("needs CAP_SYS_ADMIN") {
+        Ok(None)
+    } else {
+        Err(format!("wrong message: {}", text.trim()))
+    }
+}
+
 /// Registration needs an IOMMU: refused in no-IOMMU mode, with why.
 fn no_iommu_register(address: &str) -> Result<Option<String>> {
     let hal = VfioHal::open(address, VfioOptions::default()).map_err(fail)?;
@@ -964,6 +980,7 @@ fn no_iommu(t: &mut Totals, address: &str) {
         "no-IOMMU: without CAP_SYS_RAWIO (uid 65534), the group's file open to all",
         no_iommu_raw_io(address),
     );
+    t.check("no-IOMMU: without CAP_SYS_ADMIN, physical addresses hidden", no_iommu_sys_admin(address));
     t.check("no-IOMMU: memory registration is refused", no_iommu_register(address));
     t.check("no-IOMMU: heap buffers through bounce buffers, data right", no_iommu_bounced(address));
     t.check("no-IOMMU: 4 MiB of DMA memory in one command, data right", no_iommu_large_dma(address));
@@ -983,7 +1000,22 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let [flag, address] = args.as_slice() {
-        if flag == "--open" {
+        if flag == "--open-without-sys-admin" {
+            // CAP_SYS_ADMIN out of every set (CAP_SYS_RAWIO stays): the
+            // open must say that physical addresses are hidden.
+            let drop_admin = rustix::thread::capabilities(None).and_then(|mut caps| {
+                let admin = rustix::thread::CapabilitySet::SYS_ADMIN;
+                caps.effective.remove(admin);
+                caps.permitted.remove(admin);
+                caps.inheritable.remove(admin);
+                rustix::thread::set_capabilities(None, caps)
+            });
+            if let Err(e) = drop_admin {
+                println!("cannot drop CAP_SYS_ADMIN: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        if flag == "--open" || flag == "--open-without-sys-admin" {
             return match VfioHal::open(address, VfioOptions::default()) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -86,6 +86,40 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         slba: u64,
         state: Option<ZoneState>,
         partial: bool,
+        buffer: B,
+        context: C,
+    ) -> core::result::Result<Cid, SubmitError<B, C>> {
+        self.receive_zones(ns, slba, state, partial, false, buffer, context)
+    }
+
+    /// Zone Management Receive, Extended Report Zones (section 3.4.2, ZRA
+    /// 01h): as [`report_zones`](Self::report_zones), each descriptor
+    /// followed by the zone's descriptor extension
+    /// ([`ZoneReport::parse_extended`](crate::ZoneReport::parse_extended)).
+    /// Refused unsent, besides, on a namespace without descriptor
+    /// extensions
+    /// ([`Feature::ZoneDescriptorExtension`](crate::Feature::ZoneDescriptorExtension)).
+    pub fn report_zones_extended(
+        &mut self,
+        ns: &Namespace,
+        slba: u64,
+        state: Option<ZoneState>,
+        partial: bool,
+        buffer: B,
+        context: C,
+    ) -> core::result::Result<Cid, SubmitError<B, C>> {
+        self.receive_zones(ns, slba, state, partial, true, buffer, context)
+    }
+
+    /// Zone Management Receive of either report.
+    #[allow(clippy::too_many_arguments)]
+    fn receive_zones(
+        &mut self,
+        ns: &Namespace,
+        slba: u64,
+        state: Option<ZoneState>,
+        partial: bool,
+        extended: bool,
         mut buffer: B,
         context: C,
     ) -> core::result::Result<Cid, SubmitError<B, C>> {
@@ -104,8 +138,10 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             Some(ZoneState::OFFLINE) => Some(7),
             Some(_) => None,
         };
-        let checked = zones(ns).and_then(|_| {
-            if slba >= ns.blocks() {
+        let checked = zones(ns).and_then(|z| {
+            if extended && z.descriptor_extension_bytes == 0 {
+                Err(Error::Unsupported(Feature::ZoneDescriptorExtension))
+            } else if slba >= ns.blocks() {
                 Err(Error::LbaOutOfRange)
             } else if len < 64 || u32::try_from(len / 4).is_err() {
                 Err(Error::BufferTooSmall { needed: 64usize.max(align), actual: available })
@@ -121,11 +157,49 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         let mut cmd = SubmissionEntry::new(IoOpcode::ZONE_MANAGEMENT_RECEIVE.0, ns.id());
         cmd.cdw10 = slba as u32;
         cmd.cdw11 = (slba >> 32) as u32;
-        // NUMD, 0-based dwords; ZRA 00h (report zones) in CDW13 bits 7:0,
-        // ZRASF in 15:8, Partial Report in bit 16.
+        // NUMD, 0-based dwords; ZRA (00h report zones, 01h extended) in
+        // CDW13 bits 7:0, ZRASF in 15:8, Partial Report in bit 16.
         cmd.cdw12 = (len / 4 - 1) as u32;
-        cmd.cdw13 = filter.unwrap_or(0) << 8 | u32::from(partial) << 16;
+        cmd.cdw13 = u32::from(extended) | filter.unwrap_or(0) << 8 | u32::from(partial) << 16;
         self.submit_data(cmd, buffer, len, Direction::FromDevice, context, Path::Direct)
+    }
+
+    /// Zone Management Send, Set Zone Descriptor Extension (section
+    /// 3.4.3.1.7): the first
+    /// [`descriptor_extension_bytes`](crate::ZoneGeometry::descriptor_extension_bytes)
+    /// of `buffer` become the extension of the zone starting at `zslba`,
+    /// which must be empty (it becomes closed, and so active). Refused
+    /// unsent: a namespace without zones or without descriptor extensions
+    /// ([`Feature::ZoneDescriptorExtension`](crate::Feature::ZoneDescriptorExtension)),
+    /// an LBA that starts no zone, a buffer shorter than the extension.
+    pub fn set_zone_descriptor_extension(
+        &mut self,
+        ns: &Namespace,
+        zslba: u64,
+        mut buffer: B,
+        context: C,
+    ) -> core::result::Result<Cid, SubmitError<B, C>> {
+        let available = buffer.as_dma_slice().len();
+        let mut len = 0;
+        let checked = zones(ns).and_then(|z| {
+            len = z.descriptor_extension_bytes;
+            if len == 0 {
+                Err(Error::Unsupported(Feature::ZoneDescriptorExtension))
+            } else if available < len {
+                Err(Error::BufferTooSmall { needed: len, actual: available })
+            } else {
+                zone_start(ns, &z, zslba)
+            }
+        });
+        let checked = checked.and_then(|()| self.ctrlr.check_binding(ns.binding()));
+        if let Err(error) = checked {
+            return Err(SubmitError { error, buffer, context });
+        }
+        let mut cmd = SubmissionEntry::new(IoOpcode::ZONE_MANAGEMENT_SEND.0, ns.id());
+        cmd.cdw10 = zslba as u32;
+        cmd.cdw11 = (zslba >> 32) as u32;
+        cmd.cdw13 = u32::from(ZoneSendAction::SET_ZONE_DESCRIPTOR_EXTENSION.0);
+        self.submit_data(cmd, buffer, len, Direction::ToDevice, context, Path::Direct)
     }
 
     /// Zone Append (section 3.4.1): writes `blocks` blocks from `buffer` at

@@ -498,12 +498,13 @@ impl State {
                         }
                     }
                     // The zoned structure: no limits (MAR, MOR all ones),
-                    // each format's zone size at 2816.
+                    // each format's zone size and extension size at 2816.
                     (2, Some(zones)) => {
                         put(&mut page, 4, &u32::MAX.to_le_bytes());
                         put(&mut page, 8, &u32::MAX.to_le_bytes());
                         for i in 0..ns.formats.len() {
                             put(&mut page, 2816 + 16 * i, &zones.zone_blocks.to_le_bytes());
+                            put(&mut page, 2816 + 16 * i + 8, &[(zones.extension / 64) as u8]);
                         }
                     }
                     _ => return INVALID_FIELD,

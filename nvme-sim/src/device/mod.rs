@@ -212,7 +212,7 @@ impl State {
                         "namespace {}: zone size",
                         ns.nsid
                     );
-                    zoned::Zones::new(z.zone_blocks, ns.blocks)
+                    zoned::Zones::new(z.zone_blocks, ns.blocks, usize::from(z.extension_units) * 64)
                 }),
             });
         }

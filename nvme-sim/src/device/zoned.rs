@@ -3,8 +3,9 @@
 //! pointer each; writes only at it and within the zone, Zone Append at it
 //! (its LBA in DW0), the zone actions of Zone Management Send (one zone or
 //! all), and the zone report of Zone Management Receive with its state
-//! filter and partial flag. No zone limits (MAR, MOR) and no descriptor
-//! extensions.
+//! filter and partial flag; zone descriptor extensions (Set Zone
+//! Descriptor Extension on an empty zone, the extended report). No zone
+//! limits (MAR, MOR).
 
 use super::status::{spec, INVALID_FIELD, INVALID_NAMESPACE, LBA_OUT_OF_RANGE, SUCCESS};
 use super::State;
@@ -19,11 +20,13 @@ const ZONE_OFFLINE: u16 = spec(cs::ZONE_IS_OFFLINE);
 const ZONE_INVALID_WRITE: u16 = spec(cs::ZONE_INVALID_WRITE);
 const INVALID_TRANSITION: u16 = spec(cs::INVALID_ZONE_STATE_TRANSITION);
 
-/// One zone: its state and write pointer (an LBA).
+/// One zone: its state and write pointer (an LBA), and whether its
+/// descriptor extension is valid (ZA bit 7).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Zone {
     pub(crate) state: ZoneState,
     pub(crate) wp: u64,
+    pub(crate) extension_valid: bool,
 }
 
 /// A zoned namespace's zones.
@@ -31,14 +34,22 @@ pub(crate) struct Zone {
 pub(crate) struct Zones {
     pub(crate) zone_blocks: u64,
     pub(crate) zones: Vec<Zone>,
+    /// Bytes of each zone's descriptor extension (ZDES × 64; 0: none).
+    pub(crate) extension: usize,
+    /// The extensions, zone after zone.
+    pub(crate) extensions: Vec<u8>,
 }
 
 impl Zones {
-    pub(crate) fn new(zone_blocks: u64, blocks: u64) -> Zones {
+    pub(crate) fn new(zone_blocks: u64, blocks: u64, extension: usize) -> Zones {
         let count = blocks / zone_blocks;
         Zones {
             zone_blocks,
-            zones: (0..count).map(|k| Zone { state: ZoneState::EMPTY, wp: k * zone_blocks }).collect(),
+            zones: (0..count)
+                .map(|k| Zone { state: ZoneState::EMPTY, wp: k * zone_blocks, extension_valid: false })
+                .collect(),
+            extension,
+            extensions: vec![0; count as usize * extension],
         }
     }
 
@@ -114,9 +125,12 @@ impl Zones {
             // skipped.
             return if all { SUCCESS } else { INVALID_TRANSITION };
         }
-        // Closing an opened zone that holds nothing leaves it empty.
-        let next = if next == ZoneState::CLOSED && zone.wp == start { ZoneState::EMPTY } else { next };
-        *zone = Zone { state: next, wp };
+        // Closing an opened zone that holds nothing leaves it empty (unless
+        // its extension is valid: that keeps it active).
+        let keep = zone.extension_valid && action != ZoneSendAction::RESET;
+        let next =
+            if next == ZoneState::CLOSED && zone.wp == start && !keep { ZoneState::EMPTY } else { next };
+        *zone = Zone { state: next, wp, extension_valid: keep };
         SUCCESS
     }
 }
@@ -124,13 +138,16 @@ impl Zones {
 impl State {
     /// Zone Management Send.
     pub(super) fn zone_send(&mut self, cmd: &SubmissionEntry) -> u16 {
+        let zslba = cmd.cdw10 as u64 | (cmd.cdw11 as u64) << 32;
+        let action = ZoneSendAction(cmd.cdw13 as u8);
+        let all = cmd.cdw13 >> 8 & 1 != 0;
+        if action == ZoneSendAction::SET_ZONE_DESCRIPTOR_EXTENSION {
+            return self.set_extension(cmd, zslba, all);
+        }
         let Some(ns) = self.namespaces.iter_mut().find(|n| n.active && n.cfg.nsid == cmd.nsid) else {
             return INVALID_NAMESPACE;
         };
         let Some(zones) = ns.zones.as_mut() else { return INVALID_FIELD };
-        let zslba = cmd.cdw10 as u64 | (cmd.cdw11 as u64) << 32;
-        let action = ZoneSendAction(cmd.cdw13 as u8);
-        let all = cmd.cdw13 >> 8 & 1 != 0;
         if all {
             let mut status = SUCCESS;
             for i in 0..zones.zones.len() {
@@ -153,11 +170,15 @@ impl State {
         let Some(zones) = ns.zones.as_ref() else { return INVALID_FIELD };
         let slba = cmd.cdw10 as u64 | (cmd.cdw11 as u64) << 32;
         let len = (cmd.cdw12 as usize + 1) * 4;
-        if cmd.cdw13 & 0xff != 0 {
-            return INVALID_FIELD;
-        }
+        // ZRA: 00h report zones, 01h extended (with extensions only).
+        let extended = match cmd.cdw13 & 0xff {
+            0 => false,
+            1 if zones.extension > 0 => true,
+            _ => return INVALID_FIELD,
+        };
         let filter = (cmd.cdw13 >> 8) as u8;
         let partial = cmd.cdw13 >> 16 & 1 != 0;
+        let ext = if extended { zones.extension } else { 0 };
         let Some(first) = zones.index(slba) else { return LBA_OUT_OF_RANGE };
         let wanted = |z: &Zone| match filter {
             0 => true,
@@ -181,7 +202,7 @@ impl State {
             .filter(|(_, z)| wanted(z))
             .map(|(i, z)| (i, *z))
             .collect();
-        let fits = len.saturating_sub(64) / 64;
+        let fits = len.saturating_sub(64) / (64 + ext);
         let count = if partial { matching.len().min(fits) } else { matching.len() };
         let mut out = vec![0u8; 64];
         out[..8].copy_from_slice(&(count as u64).to_le_bytes());
@@ -192,10 +213,41 @@ impl State {
             d[8..16].copy_from_slice(&zones.zone_blocks.to_le_bytes());
             d[16..24].copy_from_slice(&(*i as u64 * zones.zone_blocks).to_le_bytes());
             d[24..32].copy_from_slice(&z.wp.to_le_bytes());
+            d[2] = if z.extension_valid { 0x80 } else { 0 };
             out.extend_from_slice(&d);
+            out.extend_from_slice(&zones.extensions[i * ext..(i + 1) * ext]);
         }
         out.truncate(len);
         self.write_to_host(cmd, &out)
+    }
+
+    /// Set Zone Descriptor Extension: on an empty zone (not with Select
+    /// All), the command's data becomes its extension and it becomes
+    /// closed.
+    fn set_extension(&mut self, cmd: &SubmissionEntry, zslba: u64, all: bool) -> u16 {
+        let Some(at) = self.namespaces.iter().position(|n| n.active && n.cfg.nsid == cmd.nsid) else {
+            return INVALID_NAMESPACE;
+        };
+        let Some(zones) = self.namespaces[at].zones.as_ref() else { return INVALID_FIELD };
+        let ext = zones.extension;
+        let i = match zones.index(zslba) {
+            _ if all || ext == 0 => return INVALID_FIELD,
+            Some(i) if zslba.is_multiple_of(zones.zone_blocks) => i,
+            Some(_) => return INVALID_FIELD,
+            None => return LBA_OUT_OF_RANGE,
+        };
+        if zones.zones[i].state != ZoneState::EMPTY {
+            return INVALID_TRANSITION;
+        }
+        let data = match self.read_from_host(cmd, ext) {
+            Ok(d) => d,
+            Err(status) => return status,
+        };
+        let Some(zones) = self.namespaces[at].zones.as_mut() else { return INVALID_FIELD };
+        zones.extensions[i * ext..(i + 1) * ext].copy_from_slice(&data);
+        zones.zones[i].state = ZoneState::CLOSED;
+        zones.zones[i].extension_valid = true;
+        SUCCESS
     }
 
     /// Zone Append: a write at the zone's write pointer; its LBA in DW0.
