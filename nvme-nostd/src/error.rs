@@ -78,6 +78,9 @@ pub enum Argument {
     /// allows, a range of no blocks or above MSSRL, or more blocks in all
     /// than MCL.
     CopyRanges,
+    /// A Copy whose PRINFOR and PRINFOW differ in PRACT (controllers refuse
+    /// it with Invalid Field; QEMU does).
+    CopyPract,
     /// A reservation type, or a Persist Through Power Loss change, that the
     /// namespace's RESCAP does not offer.
     Reservation,
@@ -156,6 +159,7 @@ impl Argument {
             Argument::PowerState => "power state above NPSS",
             Argument::DsmRanges => "dataset management needs 1 to 256 ranges of at least one block",
             Argument::CopyRanges => "copy ranges outside the namespace's MSRC, MSSRL or MCL",
+            Argument::CopyPract => "a copy's read and write protection settings differ in PRACT",
             Argument::Reservation => "reservation type or PTPL change not in the namespace's RESCAP",
             Argument::ProtectionInformation => "protection information asked of a namespace without it",
             Argument::MetadataNotContiguous => {
@@ -196,6 +200,10 @@ pub enum Feature {
     ZonedNamespace,
     /// Zone descriptor extensions: the zoned namespace has none (ZDES 0).
     ZoneDescriptorExtension,
+    /// Copy with protection information on a namespace with the 64-bit
+    /// guard, whose source ranges take descriptor format 1h, which the
+    /// driver does not build.
+    CopyFormat1,
     /// A namespace of a command set other than NVM.
     OtherCommandSet,
     /// Get Log Page with an offset or more than 4 KiB: the controller lacks
@@ -245,6 +253,9 @@ impl Feature {
             Feature::PageSize => "controller's minimum page size is above 4 KiB (CAP.MPSMIN)",
             Feature::ZonedNamespace => "a zoned namespace on a controller without the zoned command set",
             Feature::ZoneDescriptorExtension => "zoned namespace without zone descriptor extensions (ZDES 0)",
+            Feature::CopyFormat1 => {
+                "copy with protection information on a 64-bit guard namespace (source ranges of format 1h)"
+            }
             Feature::OtherCommandSet => "namespace of a command set other than NVM",
             Feature::ExtendedLogPage => "controller lacks extended Get Log Page data (LPA bit 2)",
             Feature::SmartPerNamespace => "controller keeps no SMART / health information per namespace",

@@ -97,12 +97,17 @@ impl Protection {
 
     /// PRINFO in CDW12 bits 29:26.
     pub(crate) fn cdw12(&self) -> u32 {
-        let prinfo = Prinfo::new()
+        u32::from(self.prinfo()) << 26
+    }
+
+    /// The 4 bits of PRINFO (PRACT, then PRCHK).
+    pub(crate) fn prinfo(&self) -> u8 {
+        Prinfo::new()
             .with_pract(self.pract)
             .with_check_guard(self.check_guard)
             .with_check_app_tag(self.check_app_tag)
-            .with_check_ref_tag(self.check_ref_tag);
-        u32::from(prinfo.into_bits()) << 26
+            .with_check_ref_tag(self.check_ref_tag)
+            .into_bits()
     }
 
     /// The reference tag of the first block of a command at `lba`.

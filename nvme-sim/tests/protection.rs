@@ -285,3 +285,71 @@ fn write_zeroes_and_verify_with_protection_information() {
     );
     assert_eq!(sim.stats().commands_fetched, fetched);
 }
+
+/// Copy with protection information, byte by byte (NVM Command Set 1.0
+/// figures 15 to 18): PRINFOR in CDW12 bits 15:12, PRINFOW in 29:26,
+/// ILBRT in CDW14, LBATM and LBAT in CDW15; each source range's EILBRT
+/// (its reference tag, by default its SLBA), ELBAT and ELBATM at bytes 24
+/// to 31 of its descriptor. The simulator does not model PI on a Copy (it
+/// answers Invalid Field; QEMU runs it in the conformance suite). Refused
+/// unsent: PRACT on one side only, PI asked on a namespace without it, and
+/// with the 64-bit guard.
+#[test]
+fn copy_with_protection_information_byte_by_byte() {
+    use nvme_nostd::CopyRange;
+    let (sim, ctrlr, ns) = setup(SimMetadata { ms: 8, pi: 1, ..Default::default() }, false);
+    let mut qp = qpair(&ctrlr);
+    let read = Protection { pract: true, ..Protection::check_all() }.with_app_tag(0x1234, 0xff00);
+    let write = Protection::pract().with_app_tag(0x5678, 0x00ff);
+    let ranges = [CopyRange::new(16, 4), CopyRange::new(40, 2).with_reference_tag(7)];
+    qp.copy_pi(&ns, 100, &ranges, read, write, IoFlags::FUA, vec![0; 512], 0).map_err(|e| e.error).unwrap();
+    let (result, list) = done(&sim, &mut qp);
+    assert!(matches!(result, Err(Error::Command(_))), "the simulator refuses PI on a Copy: {result:?}");
+    let c = *sim.recent_io_commands().last().unwrap();
+    assert_eq!(c.cdw0.opc(), 0x19);
+    assert_eq!(
+        c.cdw12,
+        1 | 0xf << 12 | 0x8 << 26 | 1 << 30,
+        "NR, PRINFOR (PRACT, checks), PRINFOW (PRACT), FUA"
+    );
+    assert_eq!((c.cdw14, c.cdw15), (100, 0x00ff_5678), "ILBRT the destination; LBATM, LBAT");
+    let at = |i: usize, from: usize, n: usize| &list[i * 32 + from..i * 32 + from + n];
+    assert_eq!(at(0, 8, 8), &16u64.to_le_bytes()[..]);
+    assert_eq!(at(0, 24, 8), &[16, 0, 0, 0, 0x34, 0x12, 0x00, 0xff][..], "EILBRT = SLBA, ELBAT, ELBATM");
+    assert_eq!(at(1, 24, 4), &7u32.to_le_bytes()[..], "the range's own reference tag");
+    // Without PI asked, the tags stay zero, as a plain copy's.
+    qp.copy(&ns, 100, &ranges, IoFlags::default(), vec![0xff; 512], 0).map_err(|e| e.error).unwrap();
+    let (result, list) = done(&sim, &mut qp);
+    result.unwrap();
+    assert_eq!(&list[24..32], &[0; 8]);
+    assert_eq!(sim.recent_io_commands().last().unwrap().cdw12, 1);
+    // Unsent: PRACT on one side only.
+    let fetched = sim.stats().commands_fetched;
+    let e =
+        qp.copy_pi(&ns, 100, &ranges, Protection::check_all(), write, IoFlags::default(), vec![0; 512], 0);
+    assert_eq!(e.unwrap_err().error, Error::InvalidArgument(Argument::CopyPract));
+    assert_eq!(sim.stats().commands_fetched, fetched);
+    // Unsent: PI on a namespace without it.
+    let (sim2, ctrlr2, plain) = setup(SimMetadata { ms: 8, ..Default::default() }, false);
+    let mut qp2 = qpair(&ctrlr2);
+    let fetched = sim2.stats().commands_fetched;
+    let e = qp2.copy_pi(
+        &plain,
+        100,
+        &ranges,
+        Protection::check_all(),
+        Protection::none(),
+        IoFlags::default(),
+        vec![0; 512],
+        0,
+    );
+    assert_eq!(e.unwrap_err().error, Error::InvalidArgument(Argument::ProtectionInformation));
+    assert_eq!(sim2.stats().commands_fetched, fetched);
+    // Unsent: the 64-bit guard (descriptor format 1h).
+    let (sim3, ctrlr3, wide) = setup(SimMetadata { ms: 16, pi: 1, pif: 2, ..Default::default() }, false);
+    let mut qp3 = qpair(&ctrlr3);
+    let fetched = sim3.stats().commands_fetched;
+    let e = qp3.copy_pi(&wide, 100, &ranges, read, write, IoFlags::default(), vec![0; 512], 0);
+    assert_eq!(e.unwrap_err().error, Error::Unsupported(nvme_nostd::Feature::CopyFormat1));
+    assert_eq!(sim3.stats().commands_fetched, fetched);
+}

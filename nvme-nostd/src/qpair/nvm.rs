@@ -7,7 +7,7 @@ use super::types::CopyRange;
 use super::{IoFlags, IoQueuePair, Path, SubmitError};
 use crate::buffer::IoBuffer;
 use crate::error::{Argument, Error, Feature, Result};
-use crate::namespace::Namespace;
+use crate::namespace::{Namespace, PiFormat};
 use crate::protection::Protection;
 use crate::slots::Cid;
 use crate::spec::command::{CopySourceRange, DsmRange, IoOpcode, SubmissionEntry};
@@ -270,6 +270,41 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         destination: u64,
         ranges: &[CopyRange],
         flags: IoFlags,
+        buffer: B,
+        context: C,
+    ) -> Result<Cid, SubmitError<B, C>>
+    where
+        B: core::ops::DerefMut<Target = [u8]>,
+    {
+        self.copy_pi(ns, destination, ranges, Protection::none(), Protection::none(), flags, buffer, context)
+    }
+
+    /// [`copy`](Self::copy) on a namespace with protection information
+    /// (NVM Command Set 1.0 section 3.2.2): `read` (PRINFOR) says what the
+    /// controller checks as it reads each source range, against the
+    /// range's [`reference_tag`](CopyRange::reference_tag) and `read`'s
+    /// application tag and mask (EILBRT, ELBAT, ELBATM of each descriptor);
+    /// `write` (PRINFOW, with ILBRT, LBAT and LBATM) what it does with the
+    /// destination's protection information: with PRACT it makes new
+    /// tuples for the destination blocks (their reference tags from
+    /// `write`'s, by default the destination LBA), else it writes the
+    /// source's as they are, checked as `write` asks. A failed check is the
+    /// request's error (an End-to-end ... Check Error). PRACT must be the
+    /// same in both. Refused unsent, besides what `copy` refuses: anything
+    /// asked of a namespace without protection information
+    /// ([`Argument::ProtectionInformation`]), PRACT in one of `read` and
+    /// `write` only ([`Argument::CopyPract`]: controllers answer Invalid
+    /// Field; QEMU does), and protection information with the 64-bit guard
+    /// ([`Feature::CopyFormat1`](crate::Feature::CopyFormat1)).
+    #[allow(clippy::too_many_arguments)]
+    pub fn copy_pi(
+        &mut self,
+        ns: &Namespace,
+        destination: u64,
+        ranges: &[CopyRange],
+        read: Protection,
+        write: Protection,
+        flags: IoFlags,
         mut buffer: B,
         context: C,
     ) -> Result<Cid, SubmitError<B, C>>
@@ -297,22 +332,43 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             Err(Error::LbaOutOfRange)
         } else if buffer.len() < len {
             Err(Error::BufferTooSmall { needed: len, actual: buffer.len() })
+        } else if (read.any() || write.any()) && ns.pi_format() == Some(PiFormat::Guard64) {
+            Err(Error::Unsupported(Feature::CopyFormat1))
+        } else if read.pract != write.pract {
+            Err(Error::InvalidArgument(Argument::CopyPract))
         } else {
-            self.ctrlr.check_binding(ns.binding())
+            read.check(ns)
+                .and_then(|()| write.check(ns))
+                .and_then(|()| self.ctrlr.check_binding(ns.binding()))
         };
         if let Err(error) = checked {
             return Err(SubmitError { error, buffer, context });
         }
         for (i, r) in ranges.iter().enumerate() {
             // 1 <= blocks <= MSSRL (a u16): the 0-based NLB fits.
-            let entry = CopySourceRange::new(r.slba, (r.blocks - 1) as u16);
+            let mut entry = CopySourceRange::new(r.slba, (r.blocks - 1) as u16);
+            if read.any() {
+                entry.eilbrt = r.reference_tag.unwrap_or(r.slba as u32);
+                entry.elbat = read.app_tag;
+                entry.elbatm = read.app_tag_mask;
+            }
             buffer[i * CopySourceRange::SIZE..(i + 1) * CopySourceRange::SIZE]
                 .copy_from_slice(&entry.to_bytes());
         }
         let mut cmd = SubmissionEntry::new(IoOpcode::COPY.0, ns.id());
         cmd.cdw10 = destination as u32;
         cmd.cdw11 = (destination >> 32) as u32;
-        cmd.cdw12 = CopyCdw12::new().with_nr((ranges.len() - 1) as u8).into_bits() | flags.cdw12();
+        cmd.cdw12 = CopyCdw12::new()
+            .with_nr((ranges.len() - 1) as u8)
+            .with_prinfor(read.prinfo())
+            .with_prinfow(write.prinfo())
+            .into_bits()
+            | flags.cdw12();
+        if write.any() {
+            // ILBRT (the 16-bit guard's 32 bits), LBATM and LBAT.
+            cmd.cdw14 = write.ref_tag(destination) as u32;
+            cmd.cdw15 = write.cdw15();
+        }
         self.submit_data(cmd, buffer, len, Direction::ToDevice, context, Path::Direct)
     }
 

@@ -216,17 +216,29 @@ impl IoFlags {
 
 /// One source range of a Copy: `blocks` logical blocks from `slba`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct CopyRange {
     /// The first block.
     pub slba: u64,
     /// How many blocks, at least 1 and at most the namespace's
     /// [`CopyLimits::max_range_blocks`](crate::CopyLimits::max_range_blocks).
     pub blocks: u32,
+    /// EILBRT: the reference tag the range's first block is expected to
+    /// carry, where [`copy_pi`](crate::IoQueuePair::copy_pi) checks
+    /// reference tags as it reads; `None` takes the low 32 bits of `slba`,
+    /// which type 1 requires.
+    pub reference_tag: Option<u32>,
 }
 
 impl CopyRange {
     /// `blocks` blocks from `slba`.
     pub const fn new(slba: u64, blocks: u32) -> Self {
-        CopyRange { slba, blocks }
+        CopyRange { slba, blocks, reference_tag: None }
+    }
+
+    /// The same, expected to start with reference tag `tag`.
+    pub const fn with_reference_tag(mut self, tag: u32) -> Self {
+        self.reference_tag = Some(tag);
+        self
     }
 }

@@ -307,13 +307,16 @@ impl State {
     /// Copy (NVM Command Set 1.0 section 3.2.2) with source range
     /// descriptors of format 0h: the ranges' blocks, one after another, to
     /// SDLBA and on; the limits of the configuration are enforced, and a
-    /// block made uncorrectable fails the read side.
+    /// block made uncorrectable fails the read side. Protection
+    /// information on a Copy (PRINFOR, PRINFOW) is not modelled: refused
+    /// with Invalid Field (QEMU runs it in the conformance suite).
     fn copy(&mut self, cmd: &SubmissionEntry) -> u16 {
         if self.active_namespace(cmd.nsid).is_none() {
             return INVALID_NAMESPACE;
         }
         let format = (cmd.cdw12 >> 8) & 0xf;
-        if !self.psdt_ok(cmd) || format != 0 {
+        let (prinfor, prinfow) = ((cmd.cdw12 >> 12) & 0xf, (cmd.cdw12 >> 26) & 0xf);
+        if !self.psdt_ok(cmd) || format != 0 || prinfor != 0 || prinfow != 0 {
             return INVALID_FIELD;
         }
         let limits = self.cfg.copy_limits;
