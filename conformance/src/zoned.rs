@@ -251,7 +251,7 @@ fn check_extensions<'a, H: Hal>(
     }
     cx.send(qp, 0, ZoneSendAction::RESET, true)?;
     match cx.extended(qp, z, ext)? {
-        (_, ZoneState::EMPTY, false, _) => Ok(()),
+        (start, ZoneState::EMPTY, false, _) if start == z => Ok(()),
         (start, state, valid, _) => {
             Err(reason!("zone {start} after reset: {state:?}, extension valid {valid}"))
         }
@@ -259,8 +259,9 @@ fn check_extensions<'a, H: Hal>(
 }
 
 /// Zone resources: `open` zones opened explicitly, one more is Too Many
-/// Open Zones; `active` zones opened and closed (closed zones stay active),
-/// one more is Too Many Active Zones. Every zone reset after.
+/// Open Zones; `active` zones written and closed (closed zones that hold
+/// data stay active), one more is Too Many Active Zones. Every zone reset
+/// after.
 fn check_limits<'a, H: Hal>(
     cx: &Ctx<'a, H>,
     qp: &mut Qp<'a, H, SLOTS>,
@@ -284,8 +285,11 @@ fn check_limits<'a, H: Hal>(
         }
         cx.send(qp, 0, ZoneSendAction::RESET, true)?;
         for k in 0..u64::from(active) {
-            cx.send(qp, first + k * zone, ZoneSendAction::OPEN, false)?;
-            cx.send(qp, first + k * zone, ZoneSendAction::CLOSE, false)?;
+            // A block in each: a closed zone that holds nothing is empty
+            // again, and not active.
+            let z = first + k * zone;
+            cx.write(qp, z, 1, 3)?.map_err(|e| reason!("write to zone {z}: {e}"))?;
+            cx.send(qp, z, ZoneSendAction::CLOSE, false)?;
         }
         let over = cx.try_send(qp, first + u64::from(active) * zone, ZoneSendAction::OPEN)?;
         if !zone_error(over, command_specific::TOO_MANY_ACTIVE_ZONES) {

@@ -81,6 +81,10 @@ pub enum Argument {
     /// A Copy whose PRINFOR and PRINFOW differ in PRACT (controllers refuse
     /// it with Invalid Field; QEMU does).
     CopyPract,
+    /// A Copy's read protection with a reference tag: the expected
+    /// reference tags are each source range's
+    /// ([`CopyRange::with_reference_tag`](crate::CopyRange::with_reference_tag)).
+    CopyReferenceTag,
     /// A reservation type, or a Persist Through Power Loss change, that the
     /// namespace's RESCAP does not offer.
     Reservation,
@@ -160,6 +164,7 @@ impl Argument {
             Argument::DsmRanges => "dataset management needs 1 to 256 ranges of at least one block",
             Argument::CopyRanges => "copy ranges outside the namespace's MSRC, MSSRL or MCL",
             Argument::CopyPract => "a copy's read and write protection settings differ in PRACT",
+            Argument::CopyReferenceTag => "a copy's expected reference tags are per source range",
             Argument::Reservation => "reservation type or PTPL change not in the namespace's RESCAP",
             Argument::ProtectionInformation => "protection information asked of a namespace without it",
             Argument::MetadataNotContiguous => {
@@ -200,9 +205,8 @@ pub enum Feature {
     ZonedNamespace,
     /// Zone descriptor extensions: the zoned namespace has none (ZDES 0).
     ZoneDescriptorExtension,
-    /// Copy with protection information on a namespace with the 64-bit
-    /// guard, whose source ranges take descriptor format 1h, which the
-    /// driver does not build.
+    /// Copy on a namespace with the 64-bit guard, whose source ranges take
+    /// descriptor format 1h, which the driver does not build.
     CopyFormat1,
     /// A namespace of a command set other than NVM.
     OtherCommandSet,
@@ -253,9 +257,7 @@ impl Feature {
             Feature::PageSize => "controller's minimum page size is above 4 KiB (CAP.MPSMIN)",
             Feature::ZonedNamespace => "a zoned namespace on a controller without the zoned command set",
             Feature::ZoneDescriptorExtension => "zoned namespace without zone descriptor extensions (ZDES 0)",
-            Feature::CopyFormat1 => {
-                "copy with protection information on a 64-bit guard namespace (source ranges of format 1h)"
-            }
+            Feature::CopyFormat1 => "copy on a 64-bit guard namespace (source ranges of format 1h)",
             Feature::OtherCommandSet => "namespace of a command set other than NVM",
             Feature::ExtendedLogPage => "controller lacks extended Get Log Page data (LPA bit 2)",
             Feature::SmartPerNamespace => "controller keeps no SMART / health information per namespace",

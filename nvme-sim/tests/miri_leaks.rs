@@ -56,3 +56,40 @@ fn quarantined_mappings_are_undone_into_leaked_buffers() {
     drop(ctrlr);
     assert_clean(&sim);
 }
+
+/// The same with scatter lists of `Vec`s, each piece shared on its own:
+/// the lists are leaked and each piece's mapping kept; the reset undoes
+/// them, copying the bounce pages back into the leaked pieces.
+#[test]
+fn quarantined_scatter_pieces_are_undone_into_leaked_buffers() {
+    let sim = Sim::new(SimConfig { timeout_500ms: 1, ready_delay: MS, sgls: 1, ..small() });
+    let options = nvme_nostd::ControllerOptions::default()
+        .with_admin_timeout(MS)
+        .with_io_timeout(None)
+        .with_recovery(1, MS);
+    let ctrlr = nvme_nostd::Controller::new(sim.hal(), options).expect("attach");
+    let ns = ctrlr.namespace(1).expect("namespace 1");
+    let mut qp: nvme_nostd::IoQueuePair<'_, _, nvme_nostd::ScatterList<Vec<u8>, 2>, u32, 4> =
+        ctrlr.create_io_qpair(nvme_nostd::QpairOptions::default().with_entries(4)).expect("queue pair");
+    sim.inject(FaultRule { count: 2, ..FaultRule::once(Some(qp.qid()), None, Fault::Drop) });
+    for i in 0..2u32 {
+        let mut list = nvme_nostd::ScatterList::new();
+        for _ in 0..2 {
+            assert!(list.push(aligned_vec(512, 0)).is_ok());
+        }
+        qp.read(&ns, u64::from(i) * 2, 2, list, i).map_err(|e| e.error).unwrap();
+    }
+    sim.set_disable_never(true);
+    sim.inject(FaultRule::once(
+        Some(0),
+        Some(nvme_nostd::spec::command::AdminOpcode::DELETE_IO_SQ.0),
+        Fault::Drop,
+    ));
+    drop(qp);
+    assert_eq!(sim.stats().live_shares, 4, "kept, one a piece");
+    sim.set_disable_never(false);
+    ctrlr.reset().expect("reset");
+    assert_eq!(sim.stats().live_shares, 0, "undone");
+    drop(ctrlr);
+    assert_clean(&sim);
+}

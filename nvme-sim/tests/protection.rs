@@ -290,10 +290,10 @@ fn write_zeroes_and_verify_with_protection_information() {
 /// figures 15 to 18): PRINFOR in CDW12 bits 15:12, PRINFOW in 29:26,
 /// ILBRT in CDW14, LBATM and LBAT in CDW15; each source range's EILBRT
 /// (its reference tag, by default its SLBA), ELBAT and ELBATM at bytes 24
-/// to 31 of its descriptor. The simulator does not model PI on a Copy (it
-/// answers Invalid Field; QEMU runs it in the conformance suite). Refused
-/// unsent: PRACT on one side only, PI asked on a namespace without it, and
-/// with the 64-bit guard.
+/// to 31 of its descriptor. (The checks themselves run in the conformance
+/// suite, here and on QEMU.) Refused unsent: PRACT on one side only, a read
+/// reference tag, PI asked on a namespace without it, any copy with the
+/// 64-bit guard.
 #[test]
 fn copy_with_protection_information_byte_by_byte() {
     use nvme_nostd::CopyRange;
@@ -304,7 +304,12 @@ fn copy_with_protection_information_byte_by_byte() {
     let ranges = [CopyRange::new(16, 4), CopyRange::new(40, 2).with_reference_tag(7)];
     qp.copy_pi(&ns, 100, &ranges, read, write, IoFlags::FUA, vec![0; 512], 0).map_err(|e| e.error).unwrap();
     let (result, list) = done(&sim, &mut qp);
-    assert!(matches!(result, Err(Error::Command(_))), "the simulator refuses PI on a Copy: {result:?}");
+    // Type 1 wants each range's expected reference tag to be its LBA: the
+    // second range's 7 is Invalid Protection Information.
+    match result {
+        Err(Error::Command(s)) => assert_eq!((s.sct().0, s.sc().0), (1, 0x81), "{s:?}"),
+        other => panic!("{other:?}"),
+    }
     let c = *sim.recent_io_commands().last().unwrap();
     assert_eq!(c.cdw0.opc(), 0x19);
     assert_eq!(
@@ -316,7 +321,15 @@ fn copy_with_protection_information_byte_by_byte() {
     let at = |i: usize, from: usize, n: usize| &list[i * 32 + from..i * 32 + from + n];
     assert_eq!(at(0, 8, 8), &16u64.to_le_bytes()[..]);
     assert_eq!(at(0, 24, 8), &[16, 0, 0, 0, 0x34, 0x12, 0x00, 0xff][..], "EILBRT = SLBA, ELBAT, ELBATM");
-    assert_eq!(at(1, 24, 4), &7u32.to_le_bytes()[..], "the range's own reference tag");
+    assert_eq!(at(1, 24, 8), &[7, 0, 0, 0, 0x34, 0x12, 0x00, 0xff][..], "the range's own reference tag");
+    assert_eq!((at(0, 0, 8), at(0, 18, 6)), (&[0u8; 8][..], &[0u8; 6][..]), "reserved bytes zero");
+    assert_eq!(at(1, 16, 2), &[1, 0][..], "NLB, 0-based");
+    // A reference tag in the read's settings: refused (they are per range).
+    let fetched = sim.stats().commands_fetched;
+    let e =
+        qp.copy_pi(&ns, 100, &ranges, read.with_reference_tag(5), write, IoFlags::default(), vec![0; 512], 0);
+    assert_eq!(e.unwrap_err().error, Error::InvalidArgument(Argument::CopyReferenceTag));
+    assert_eq!(sim.stats().commands_fetched, fetched);
     // Without PI asked, the tags stay zero, as a plain copy's.
     qp.copy(&ns, 100, &ranges, IoFlags::default(), vec![0xff; 512], 0).map_err(|e| e.error).unwrap();
     let (result, list) = done(&sim, &mut qp);
@@ -350,6 +363,9 @@ fn copy_with_protection_information_byte_by_byte() {
     let mut qp3 = qpair(&ctrlr3);
     let fetched = sim3.stats().commands_fetched;
     let e = qp3.copy_pi(&wide, 100, &ranges, read, write, IoFlags::default(), vec![0; 512], 0);
+    assert_eq!(e.unwrap_err().error, Error::Unsupported(nvme_nostd::Feature::CopyFormat1));
+    // A plain copy there too: its ranges would need format 1h as well.
+    let e = qp3.copy(&wide, 100, &ranges, IoFlags::default(), vec![0; 512], 0);
     assert_eq!(e.unwrap_err().error, Error::Unsupported(nvme_nostd::Feature::CopyFormat1));
     assert_eq!(sim3.stats().commands_fetched, fetched);
 }

@@ -28,7 +28,10 @@ mod common;
 use nvme_nostd::spec::command::AdminOpcode;
 use nvme_nostd::spec::dwords::AsyncEventConfig;
 use nvme_nostd::spec::ids::{AsyncEventInfo, AsyncEventType, Lid};
-use nvme_nostd::{Controller, ControllerOptions, Error, IoQueuePair, Namespace, PollLimit, QpairOptions};
+use nvme_nostd::{
+    Controller, ControllerOptions, Error, IoBuffer, IoQueuePair, Namespace, PollLimit, QpairOptions,
+    ScatterList,
+};
 use nvme_sim::{Fault, FaultKind, FaultRule, Sim, SimConfig, SimHal, SimNamespace};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -45,15 +48,19 @@ const IO_TIMEOUT: Duration = Duration::from_millis(50);
 /// One step of a schedule.
 #[derive(Clone, Debug)]
 enum Op {
+    /// With `scatter`, from a scatter list of one heap buffer a block,
+    /// each shared by the HAL on its own (by an SGL).
     Write {
         q: usize,
         lba: u64,
         blocks: u32,
+        scatter: bool,
     },
     Read {
         q: usize,
         lba: u64,
         blocks: u32,
+        scatter: bool,
     },
     Flush {
         q: usize,
@@ -146,10 +153,10 @@ fn admin_injection() -> impl Strategy<Value = AdminInjection> {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let io = (0..2usize, 0..BLOCKS, 1..=4u32);
+    let io = (0..2usize, 0..BLOCKS, 1..=4u32, any::<bool>());
     prop_oneof![
-        4 => io.clone().prop_map(|(q, lba, blocks)| Op::Write { q, lba, blocks }),
-        4 => io.prop_map(|(q, lba, blocks)| Op::Read { q, lba, blocks }),
+        4 => io.clone().prop_map(|(q, lba, blocks, scatter)| Op::Write { q, lba, blocks, scatter }),
+        4 => io.prop_map(|(q, lba, blocks, scatter)| Op::Read { q, lba, blocks, scatter }),
         1 => (0..2usize).prop_map(|q| Op::Flush { q }),
         3 => (0..2usize).prop_map(|q| Op::Poll { q }),
         1 => (1..200u64).prop_map(|us| Op::Advance { us }),
@@ -208,6 +215,8 @@ fn fault_of(kind: FaultKind) -> Fault {
 struct Totals {
     schedules: u64,
     commands: u64,
+    /// Scatter lists of heap buffers among the commands.
+    scatter: u64,
     lost: u64,
     doubled: u64,
     panics: u64,
@@ -253,7 +262,72 @@ fn which(block: &[u8], lba: u64, candidates: &BTreeSet<u64>) -> Option<u64> {
     })
 }
 
-type Qp<'a> = IoQueuePair<'a, nvme_sim::SimHal, Vec<u8>, u64, SLOTS>;
+type Qp<'a> = IoQueuePair<'a, nvme_sim::SimHal, Buf, u64, SLOTS>;
+
+/// A request's buffer: one `Vec`, or a scatter list of one `Vec` a block.
+enum Buf {
+    One(Vec<u8>),
+    Blocks(ScatterList<Vec<u8>, 4>),
+}
+
+impl Buf {
+    /// `blocks` blocks of zeros, in one piece or one a block.
+    fn zeroed(blocks: u32, scatter: bool) -> Buf {
+        if !scatter {
+            return Buf::One(vec![0u8; blocks as usize * BLOCK]);
+        }
+        let mut list = ScatterList::new();
+        for _ in 0..blocks {
+            let _ = list.push(vec![0u8; BLOCK]);
+        }
+        Buf::Blocks(list)
+    }
+
+    /// The bytes, in order.
+    fn flat(&self) -> Vec<u8> {
+        match self {
+            Buf::One(v) => v.clone(),
+            Buf::Blocks(l) => l.as_slice().concat(),
+        }
+    }
+
+    /// Fills block `i` (of the buffer) with write `id`'s pattern for `lba + i`.
+    fn fill(&mut self, id: u64, lba: u64) {
+        match self {
+            Buf::One(v) => fill(v, id, lba),
+            Buf::Blocks(l) => {
+                for (i, piece) in l.as_mut_slice().iter_mut().enumerate() {
+                    fill(piece, id, lba + i as u64);
+                }
+            }
+        }
+    }
+}
+
+// SAFETY: forwarded to a `Vec` or a `ScatterList` of them, each of which
+// is an `IoBuffer`; the variant never changes while a request owns it.
+unsafe impl IoBuffer for Buf {
+    fn as_dma_slice(&mut self) -> std::ptr::NonNull<[u8]> {
+        match self {
+            Buf::One(v) => v.as_dma_slice(),
+            Buf::Blocks(l) => l.as_dma_slice(),
+        }
+    }
+
+    fn pieces(&mut self) -> usize {
+        match self {
+            Buf::One(v) => v.pieces(),
+            Buf::Blocks(l) => l.pieces(),
+        }
+    }
+
+    fn piece(&mut self, index: usize) -> std::ptr::NonNull<[u8]> {
+        match self {
+            Buf::One(v) => v.piece(index),
+            Buf::Blocks(l) => l.piece(index),
+        }
+    }
+}
 
 /// What the checker knows of each request and block.
 struct Model {
@@ -348,7 +422,7 @@ fn poll_with(qp: &mut Qp<'_>, model: &mut Model, mut also: impl FnMut(u64)) {
     let qid = qp.qid();
     qp.poll(PollLimit::All, |_, c| {
         if trace() {
-            let first = c.buffer.as_ref().map(|b| b[..8].to_vec());
+            let first = c.buffer.as_ref().map(|b| b.flat()[..8].to_vec());
             eprintln!(
                 "complete q{qid} id {} {:?} {:?} {:?}",
                 c.context,
@@ -357,8 +431,8 @@ fn poll_with(qp: &mut Qp<'_>, model: &mut Model, mut also: impl FnMut(u64)) {
                 first
             );
         }
-        let data = c.buffer.as_deref();
-        model.complete(c.context, c.result(), data);
+        let data = c.buffer.as_ref().map(Buf::flat);
+        model.complete(c.context, c.result(), data.as_deref());
         also(c.context);
     });
 }
@@ -373,6 +447,8 @@ fn pair<'a, 'c>(qps: &'a mut [Option<Qp<'c>>], q: usize) -> Option<&'a mut Qp<'c
 #[derive(Default)]
 struct Outcome {
     commands: u64,
+    /// Of them, scatter lists of heap buffers (shared piece by piece).
+    scatter: u64,
     /// Queue pairs that reported a terminal error and were healed by a
     /// reset by hand.
     terminal: u64,
@@ -446,6 +522,8 @@ fn run(s: &Schedule, totals: &mut Totals, canary: bool) -> Result<Outcome, Strin
         hmpre: if s.hmb { 64 } else { 0 },
         hmmin: 16,
         noiob: if s.split { 3 } else { 0 },
+        // SGLs, for the scatter lists of heap buffers (not PRP-shaped).
+        sgls: 1,
         ..SimConfig::default()
     });
     ENTRIES.set(if s.small_queues { 4 } else { 16 });
@@ -497,7 +575,7 @@ fn run(s: &Schedule, totals: &mut Totals, canary: bool) -> Result<Outcome, Strin
             *slot = ctrlr.create_io_qpair(qopts()).ok();
         }
         match *op {
-            Op::Write { q, lba, blocks } | Op::Read { q, lba, blocks } => {
+            Op::Write { q, lba, blocks, scatter } | Op::Read { q, lba, blocks, scatter } => {
                 let Some(qp) = pair(&mut qps, q) else { continue };
                 let write = matches!(op, Op::Write { .. });
                 let blocks = blocks.min((BLOCKS - lba) as u32);
@@ -507,9 +585,9 @@ fn run(s: &Schedule, totals: &mut Totals, canary: bool) -> Result<Outcome, Strin
                 }
                 let id = model.next_id;
                 model.next_id += 1;
-                let mut buf = vec![0u8; blocks as usize * BLOCK];
+                let mut buf = Buf::zeroed(blocks, scatter);
                 if write {
-                    fill(&mut buf, id, lba);
+                    buf.fill(id, lba);
                 }
                 let r = if write {
                     qp.write(&ns, lba, blocks, buf, id)
@@ -523,6 +601,7 @@ fn run(s: &Schedule, totals: &mut Totals, canary: bool) -> Result<Outcome, Strin
                         }
                         model.submitted(q, id, (write, lba, blocks));
                         out.commands += 1;
+                        out.scatter += u64::from(scatter);
                     }
                     // Refused submissions never reach the device: nothing to track.
                     Err(e) if matches!(e.error, Error::QueueFull) => poll_into(qp, &mut model),
@@ -644,7 +723,7 @@ fn run(s: &Schedule, totals: &mut Totals, canary: bool) -> Result<Outcome, Strin
             Some(qp) if !conflict => {
                 let id = model.next_id;
                 model.next_id += 1;
-                match qp.read(&ns, lba, 1, vec![0u8; BLOCK], id) {
+                match qp.read(&ns, lba, 1, Buf::zeroed(1, false), id) {
                     Ok(_) => {
                         model.submitted(q, id, (false, lba, 1));
                         out.commands += 1;
@@ -834,6 +913,7 @@ fn qopts() -> QpairOptions {
 fn check_blocks(qp: &mut Qp<'_>, ns: &Namespace, sim: &Sim, model: &mut Model) -> Result<(), String> {
     let sync = |qp: &mut Qp<'_>, write: bool, lba: u64, buf: Vec<u8>| -> Result<Vec<u8>, String> {
         let n = (buf.len() / BLOCK) as u32;
+        let buf = Buf::One(buf);
         let r = if write { qp.write(ns, lba, n, buf, 0) } else { qp.read(ns, lba, n, buf, 0) };
         r.map_err(|e| format!("submit: {}", e.error))?;
         for _ in 0..10_000 {
@@ -841,7 +921,7 @@ fn check_blocks(qp: &mut Qp<'_>, ns: &Namespace, sim: &Sim, model: &mut Model) -
             qp.poll(PollLimit::All, |_, c| out = Some((c.result(), c.buffer)));
             if let Some((res, buf)) = out {
                 res.map_err(|e| format!("{e}"))?;
-                return buf.ok_or_else(|| "no buffer".to_string());
+                return buf.map(|b| b.flat()).ok_or_else(|| "no buffer".to_string());
             }
             sim.advance(Duration::from_micros(100));
         }
@@ -901,6 +981,7 @@ fn random_schedules_with_faults_keep_every_request() {
                     );
                 }
                 totals.commands += out.commands;
+                totals.scatter += out.scatter;
                 totals.terminal += out.terminal;
             }
             Ok(Err(why)) => {
@@ -936,11 +1017,18 @@ fn random_schedules_with_faults_keep_every_request() {
         totals.injected_per_schedule_min,
         totals.few_faults
     );
+    println!("scatter lists of heap buffers among the commands: {}", totals.scatter);
     println!("faults injected: {:?}", totals.faults);
     if let Some(f) = &totals.first_failure {
         println!("first failure: {f}");
     }
     assert_eq!((totals.lost, totals.doubled, totals.panics, totals.not_recovered), (0, 0, 0, 0));
+    assert!(
+        totals.scatter * 10 >= totals.commands,
+        "scatter lists went out: {} of {}",
+        totals.scatter,
+        totals.commands
+    );
     assert!(
         totals.few_faults * 20 <= totals.schedules,
         "more than 5% of schedules had fewer than 3 faults injected ({}; e.g. schedule {})",

@@ -229,11 +229,22 @@ fn zone_descriptor_extensions() {
     let e = qp.set_zone_descriptor_extension(&ns, 129, vec![0; 64], 0).unwrap_err();
     assert_eq!(e.error, Error::InvalidArgument(Argument::ZoneStart));
     assert_eq!(sim.stats().commands_fetched, fetched);
-    // Reset: empty, the extension no longer valid.
+    // Opened and closed again without data, a zone whose extension is valid
+    // stays closed (active), extension and all.
+    qp.zone_management_send(&ns, 128, ZoneSendAction::OPEN, false, 0).map_err(|e| e.error).unwrap();
+    one(&sim, &mut qp).result().unwrap();
+    qp.zone_management_send(&ns, 128, ZoneSendAction::CLOSE, false, 0).map_err(|e| e.error).unwrap();
+    one(&sim, &mut qp).result().unwrap();
+    qp.report_zones_extended(&ns, 128, None, true, vec![0; 64 + 128], 0).map_err(|e| e.error).unwrap();
+    let data = one(&sim, &mut qp).buffer.unwrap();
+    let (d, e) = ZoneReport::parse_extended(&data, 64).unwrap().zones_with_extensions().next().unwrap();
+    assert_eq!((d.state(), d.extension_valid(), e), (ZoneState::CLOSED, true, &ext[..]));
+    // Reset: empty, the extension no longer valid (and read as zeros).
     qp.zone_management_send(&ns, 128, ZoneSendAction::RESET, false, 0).map_err(|e| e.error).unwrap();
     one(&sim, &mut qp).result().unwrap();
     qp.report_zones_extended(&ns, 128, None, true, vec![0; 64 + 128], 0).map_err(|e| e.error).unwrap();
     let data = one(&sim, &mut qp).buffer.unwrap();
-    let (d, _) = ZoneReport::parse_extended(&data, 64).unwrap().zones_with_extensions().next().unwrap();
+    let (d, e) = ZoneReport::parse_extended(&data, 64).unwrap().zones_with_extensions().next().unwrap();
     assert_eq!((d.state(), d.extension_valid()), (ZoneState::EMPTY, false));
+    assert!(e.iter().all(|&b| b == 0));
 }

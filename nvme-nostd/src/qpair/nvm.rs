@@ -263,7 +263,9 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
     /// no blocks or above `max_range_blocks`, more blocks in all than
     /// `max_blocks` ([`Argument::CopyRanges`]), a source or destination
     /// range past the end of the namespace ([`Error::LbaOutOfRange`]), a
-    /// buffer too small for the descriptors.
+    /// buffer too small for the descriptors, a namespace with the 64-bit
+    /// guard, whose ranges take descriptor format 1h, which the driver does
+    /// not build ([`Feature::CopyFormat1`](crate::Feature::CopyFormat1)).
     pub fn copy(
         &mut self,
         ns: &Namespace,
@@ -294,8 +296,8 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
     /// asked of a namespace without protection information
     /// ([`Argument::ProtectionInformation`]), PRACT in one of `read` and
     /// `write` only ([`Argument::CopyPract`]: controllers answer Invalid
-    /// Field; QEMU does), and protection information with the 64-bit guard
-    /// ([`Feature::CopyFormat1`](crate::Feature::CopyFormat1)).
+    /// Field; QEMU does), a reference tag in `read` (each range carries
+    /// its own: [`Argument::CopyReferenceTag`]).
     #[allow(clippy::too_many_arguments)]
     pub fn copy_pi(
         &mut self,
@@ -332,13 +334,16 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             Err(Error::LbaOutOfRange)
         } else if buffer.len() < len {
             Err(Error::BufferTooSmall { needed: len, actual: buffer.len() })
-        } else if (read.any() || write.any()) && ns.pi_format() == Some(PiFormat::Guard64) {
+        } else if ns.pi_format() == Some(PiFormat::Guard64) {
             Err(Error::Unsupported(Feature::CopyFormat1))
-        } else if read.pract != write.pract {
-            Err(Error::InvalidArgument(Argument::CopyPract))
         } else {
             read.check(ns)
                 .and_then(|()| write.check(ns))
+                .and_then(|()| match (read.pract == write.pract, read.reference_tag) {
+                    (false, _) => Err(Error::InvalidArgument(Argument::CopyPract)),
+                    (true, Some(_)) => Err(Error::InvalidArgument(Argument::CopyReferenceTag)),
+                    (true, None) => Ok(()),
+                })
                 .and_then(|()| self.ctrlr.check_binding(ns.binding()))
         };
         if let Err(error) = checked {

@@ -179,7 +179,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         mut buffer: B,
         context: C,
     ) -> core::result::Result<Cid, SubmitError<B, C>> {
-        let available = buffer.as_dma_slice().len();
+        let available: usize = (0..buffer.pieces()).map(|i| buffer.piece(i).len()).sum();
         let mut len = 0;
         let checked = zones(ns).and_then(|z| {
             len = z.descriptor_extension_bytes;

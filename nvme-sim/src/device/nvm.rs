@@ -307,16 +307,29 @@ impl State {
     /// Copy (NVM Command Set 1.0 section 3.2.2) with source range
     /// descriptors of format 0h: the ranges' blocks, one after another, to
     /// SDLBA and on; the limits of the configuration are enforced, and a
-    /// block made uncorrectable fails the read side. Protection
-    /// information on a Copy (PRINFOR, PRINFOW) is not modelled: refused
-    /// with Invalid Field (QEMU runs it in the conformance suite).
+    /// block made uncorrectable fails the read side. With protection
+    /// information (16-bit guard): PRINFOR's checks of each range against
+    /// its EILBRT, ELBAT and ELBATM as it is read (type 1 wants EILBRT to be
+    /// the range's LBA: Invalid Protection Information otherwise), and
+    /// PRINFOW's for the destination: with PRACT new tuples from ILBRT and
+    /// LBAT, else the source's checked as PRINFOW asks. PRACT must be the
+    /// same in both (Invalid Field, as QEMU).
     fn copy(&mut self, cmd: &SubmissionEntry) -> u16 {
-        if self.active_namespace(cmd.nsid).is_none() {
+        let Some(at) = self.active_namespace(cmd.nsid) else {
             return INVALID_NAMESPACE;
-        }
+        };
         let format = (cmd.cdw12 >> 8) & 0xf;
-        let (prinfor, prinfow) = ((cmd.cdw12 >> 12) & 0xf, (cmd.cdw12 >> 26) & 0xf);
-        if !self.psdt_ok(cmd) || format != 0 || prinfor != 0 || prinfow != 0 {
+        let md = self.namespaces[at].md;
+        let bs = self.namespaces[at].cfg.block_size as usize;
+        let prinfor = nvme_spec::pi::Prinfo::from_bits((cmd.cdw12 >> 12) as u8 & 0xf);
+        // PRINFOW sits where a write's PRINFO does: `Asked` reads it there.
+        let write = pi::Asked::of(&md, 0, cmd.cdw12, cmd.cdw14, cmd.cdw15);
+        let asked_pi = prinfor.into_bits() != 0 || write.prinfo.into_bits() != 0;
+        if !self.psdt_ok(cmd)
+            || format != 0
+            || (asked_pi && (md.pi == 0 || md.pif != 0))
+            || prinfor.pract() != write.prinfo.pract()
+        {
             return INVALID_FIELD;
         }
         let limits = self.cfg.copy_limits;
@@ -329,10 +342,22 @@ impl State {
             Err(s) => return s,
         };
         let mut sources = Vec::with_capacity(ranges);
+        let mut expected = Vec::with_capacity(ranges);
         let mut total = 0u64;
         for r in list.chunks_exact(32) {
             let slba = u64::from_le_bytes(r[8..16].try_into().unwrap_or_default());
             let nlb = u64::from(u16::from_le_bytes([r[16], r[17]])) + 1;
+            let eilbrt = u32::from_le_bytes(r[24..28].try_into().unwrap_or_default());
+            let read = pi::Asked {
+                prinfo: prinfor,
+                ref_tag: u64::from(eilbrt),
+                app_tag: u16::from_le_bytes([r[28], r[29]]),
+                app_mask: u16::from_le_bytes([r[30], r[31]]),
+            };
+            if md.pi == 1 && prinfor.check_ref_tag() && u64::from(eilbrt) != slba & 0xffff_ffff {
+                return INVALID_PROTECTION_INFORMATION;
+            }
+            expected.push(read);
             if nlb > u64::from(limits.mssrl) {
                 return COMMAND_SIZE_LIMIT_EXCEEDED;
             }
@@ -356,9 +381,25 @@ impl State {
         }
         let ms = usize::from(ns.md.ms);
         let (mut data, mut meta) = (Vec::with_capacity(len), Vec::new());
-        for (slba, nlb, (_, start, n)) in sources {
-            data.extend_from_slice(&ns.data[start..start + n]);
-            meta.extend_from_slice(&ns.meta[slba as usize * ms..(slba + nlb) as usize * ms]);
+        for ((slba, nlb, (_, start, n)), read) in sources.into_iter().zip(&expected) {
+            let (d, m) =
+                (&ns.data[start..start + n], &ns.meta[slba as usize * ms..(slba + nlb) as usize * ms]);
+            if read.checks() {
+                let status = pi::check(&md, read, d, m, bs);
+                if status != SUCCESS {
+                    return status;
+                }
+            }
+            data.extend_from_slice(d);
+            meta.extend_from_slice(m);
+        }
+        if md.pi != 0 && write.prinfo.pract() {
+            pi::insert(&md, &write, &data, &mut meta, bs);
+        } else if write.checks() {
+            let status = pi::check(&md, &write, &data, &meta, bs);
+            if status != SUCCESS {
+                return status;
+            }
         }
         ns.data[dest..dest + len].copy_from_slice(&data);
         ns.meta[sdlba as usize * ms..sdlba as usize * ms + meta.len()].copy_from_slice(&meta);

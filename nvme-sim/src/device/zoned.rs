@@ -127,10 +127,14 @@ impl Zones {
         }
         // Closing an opened zone that holds nothing leaves it empty (unless
         // its extension is valid: that keeps it active).
-        let keep = zone.extension_valid && action != ZoneSendAction::RESET;
+        let keep = zone.extension_valid && !matches!(action, ZoneSendAction::RESET | ZoneSendAction::OFFLINE);
         let next =
             if next == ZoneState::CLOSED && zone.wp == start && !keep { ZoneState::EMPTY } else { next };
         *zone = Zone { state: next, wp, extension_valid: keep };
+        if !keep {
+            // An extension no longer valid reads as zeros.
+            self.extensions[i * self.extension..(i + 1) * self.extension].fill(0);
+        }
         SUCCESS
     }
 }
