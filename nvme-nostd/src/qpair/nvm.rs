@@ -337,13 +337,14 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         } else if ns.pi_format() == Some(PiFormat::Guard64) {
             Err(Error::Unsupported(Feature::CopyFormat1))
         } else {
+            let settings = match (read.pract == write.pract, read.reference_tag) {
+                (false, _) => Err(Error::InvalidArgument(Argument::CopyPract)),
+                (true, Some(_)) => Err(Error::InvalidArgument(Argument::CopyReferenceTag)),
+                (true, None) => Ok(()),
+            };
             read.check(ns)
                 .and_then(|()| write.check(ns))
-                .and_then(|()| match (read.pract == write.pract, read.reference_tag) {
-                    (false, _) => Err(Error::InvalidArgument(Argument::CopyPract)),
-                    (true, Some(_)) => Err(Error::InvalidArgument(Argument::CopyReferenceTag)),
-                    (true, None) => Ok(()),
-                })
+                .and(settings)
                 .and_then(|()| self.ctrlr.check_binding(ns.binding()))
         };
         if let Err(error) = checked {
