@@ -376,6 +376,141 @@ pub(crate) unsafe fn hand_to_device<H: Hal, S: crate::prp::PrpListSink>(
     Err(result)
 }
 
+/// The most runs separate metadata may come back from the HAL in when it
+/// goes by an SGL ([`hand_with_metadata_sgl`]).
+pub(crate) const METADATA_SGL_RUNS: usize = 32;
+
+/// Like [`hand_to_device`] for a transfer whose separate metadata the HAL
+/// hands over in pieces, for a controller that takes an SGL for metadata
+/// (SGLS bit 19): the data as an SGL in the slot's list pages, and in the
+/// top slots of the last page the metadata's Data Block descriptors and,
+/// in the very last slot, the one descriptor MPTR names (a Last Segment
+/// naming them, or the Data Block itself for one run). PSDT is then 10b.
+/// `dword` as the controller's SGLS asks. Returns DPTR, MPTR and the
+/// share's mapping; on error nothing was handed over
+/// ([`Argument::MetadataNotContiguous`](crate::Argument) where even this
+/// cannot describe it: no list page, more than [`METADATA_SGL_RUNS`] runs
+/// or no room for them beside the data's descriptors, a run not
+/// dword-granular).
+///
+/// # Safety
+///
+/// As for [`hand_to_device`].
+pub(crate) unsafe fn hand_with_metadata_sgl<H: Hal, S: crate::prp::PrpListSink>(
+    hal: &H,
+    region: NonNull<[u8]>,
+    direction: hal_traits::Direction,
+    sink: &mut S,
+    metadata: usize,
+    dword: bool,
+) -> crate::error::Result<(crate::prp::Prp, u64, Option<H::Mapping>)> {
+    use crate::error::{Argument, Error, PrpShape};
+    use crate::spec::command::SglDescriptor;
+    let not_contiguous = Error::InvalidArgument(Argument::MetadataNotContiguous);
+    let pages = sink.pages();
+    if pages == 0 || metadata == 0 {
+        return Err(not_contiguous);
+    }
+    let data = region.len() - metadata;
+    let mut route = SglRoute {
+        data: crate::sgl::SglBuilder::new(&mut *sink, data, dword),
+        data_left: data,
+        meta: heapless::Vec::new(),
+        overflow: false,
+    };
+    let mapping = if hal.translate(region, &mut route) {
+        None
+    } else {
+        // SAFETY: forwarded from the caller, as in `hand_to_device`.
+        Some(unsafe { hal.share(region, direction, &mut route) }.map_err(Error::Hal)?)
+    };
+    let SglRoute { data: builder, meta, overflow, .. } = route;
+    let (described, written) = builder.finish_counted();
+    // Descriptor slots of a list page, and of the last page those the data
+    // took (none where it needed no list, or ended in an earlier page).
+    let per_page = PAGE_SIZE / SglDescriptor::SIZE;
+    let tail = pages - 1;
+    let data_in_tail = if written > 1 && written.div_ceil(per_page - 1) == pages {
+        written - tail * (per_page - 1)
+    } else {
+        0
+    };
+    let meta_ok = !overflow
+        && meta.iter().map(|r| r.1).sum::<usize>() == metadata
+        && data_in_tail + meta.len() < per_page
+        && !(dword && meta.iter().any(|&(a, l)| !a.is_multiple_of(4) || !l.is_multiple_of(4)));
+    let outcome = match described {
+        Ok(dptr) if meta_ok => {
+            // The metadata's Data Blocks just below the last slot.
+            let first = per_page - 1 - meta.len();
+            for (i, &(addr, len)) in meta.iter().enumerate() {
+                let d = SglDescriptor::new(SglDescriptor::DATA_BLOCK, addr, len as u32).to_qwords();
+                sink.write(tail, 2 * (first + i), d[0]);
+                sink.write(tail, 2 * (first + i) + 1, d[1]);
+            }
+            // The descriptor MPTR names, in the page's last slot.
+            let last = per_page - 1;
+            let named = match meta.as_slice() {
+                [(addr, len)] => SglDescriptor::new(SglDescriptor::DATA_BLOCK, *addr, *len as u32),
+                runs => SglDescriptor::new(
+                    SglDescriptor::LAST_SEGMENT,
+                    sink.page_addr(tail) + (first * SglDescriptor::SIZE) as u64,
+                    (runs.len() * SglDescriptor::SIZE) as u32,
+                ),
+            }
+            .to_qwords();
+            sink.write(tail, 2 * last, named[0]);
+            sink.write(tail, 2 * last + 1, named[1]);
+            return Ok((dptr, sink.page_addr(tail) + (last * SglDescriptor::SIZE) as u64, mapping));
+        }
+        Ok(_) => not_contiguous,
+        Err(Error::NotPrpShaped(PrpShape::TooManyDescriptors)) => not_contiguous,
+        Err(e) => e,
+    };
+    if let Some(m) = mapping {
+        // SAFETY: shared just above; the device never saw it.
+        unsafe { hal.unshare(region, direction, m) };
+    }
+    Err(outcome)
+}
+
+/// Routes a buffer's device segments for [`hand_with_metadata_sgl`]: the
+/// data's to its SGL builder, the metadata's into runs (merged where they
+/// follow one another).
+struct SglRoute<'a, S: crate::prp::PrpListSink> {
+    data: crate::sgl::SglBuilder<'a, S>,
+    data_left: usize,
+    meta: heapless::Vec<(u64, usize), METADATA_SGL_RUNS>,
+    overflow: bool,
+}
+
+impl<S: crate::prp::PrpListSink> hal_traits::SegmentSink for SglRoute<'_, S> {
+    fn push(&mut self, segment: hal_traits::DeviceSegment) {
+        let mut segment = segment;
+        if self.data_left > 0 {
+            let n = segment.len.min(self.data_left);
+            self.data.push(hal_traits::DeviceSegment { addr: segment.addr, len: n });
+            self.data_left -= n;
+            segment = hal_traits::DeviceSegment { addr: segment.addr.offset(n as u64), len: segment.len - n };
+        }
+        if segment.len == 0 {
+            return;
+        }
+        let follows = |last: &(u64, usize)| {
+            last.0.checked_add(last.1 as u64) == Some(segment.addr.0)
+                && last.1 + segment.len <= u32::MAX as usize
+        };
+        match self.meta.last_mut() {
+            Some(last) if follows(last) => last.1 += segment.len,
+            _ => {
+                if segment.len > u32::MAX as usize || self.meta.push((segment.addr.0, segment.len)).is_err() {
+                    self.overflow = true;
+                }
+            }
+        }
+    }
+}
+
 /// Hands the separate metadata at `region` to the device on its own (a
 /// split request's child): translated or shared, and one contiguous
 /// dword-aligned run, MPTR. Returns MPTR and the share's mapping; on error

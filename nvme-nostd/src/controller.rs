@@ -643,6 +643,14 @@ impl<H: Hal> Controller<H> {
         }
     }
 
+    /// Whether the controller takes an SGL for metadata (PSDT 10b: SGLs
+    /// for the data, and MPTR naming one SGL descriptor; SGLS bit 19), and
+    /// if so whether its SGLs want dword granularity.
+    pub(crate) fn metadata_sgl(&self) -> Option<bool> {
+        let sgls = crate::spec::identify::Sgls::from_bits(self.sgls.load(Ordering::Acquire));
+        (sgls.supported() && sgls.metadata_sgl()).then(|| sgls.dword_aligned())
+    }
+
     /// Identify Controller OCFS (the Copy descriptor formats), likewise.
     pub(crate) fn identify_ocfs(&self) -> u16 {
         (self.nvm_caps.load(Ordering::Acquire) >> 16) as u16

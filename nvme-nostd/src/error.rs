@@ -92,11 +92,14 @@ pub enum Argument {
     /// without protection information.
     ProtectionInformation,
     /// The metadata of a separate-metadata namespace is not one contiguous
-    /// dword-aligned run in device space, as MPTR needs. A caller's buffer
-    /// that the HAL shares page by page (behind an IOMMU, or through bounce
-    /// pages) gives one run only where its metadata lies within one page; a
-    /// [`DmaBuffer`](crate::DmaBuffer) (or memory the HAL registered ahead
-    /// of time) always does.
+    /// dword-aligned run in device space, as MPTR needs, and the controller
+    /// takes no SGL for metadata (Identify Controller SGLS bit 19; where it
+    /// does, up to 32 runs go by one, PSDT 10b, unless the request is split
+    /// above the transfer limit, whose parts each need one run). A caller's
+    /// buffer that the HAL shares page by page (behind an IOMMU, or through
+    /// bounce pages) gives one run only where its metadata lies within one
+    /// page; a [`DmaBuffer`](crate::DmaBuffer) (or memory the HAL registered
+    /// ahead of time) always does.
     MetadataNotContiguous,
     /// A scatter list where one cannot go: with separate metadata, for a
     /// raw command, for admin data; or a scatter list as a piece of

@@ -66,10 +66,22 @@ impl<'a, S: PrpListSink> SglBuilder<'a, S> {
     }
 
     /// DPTR, or why the segments cannot be described.
-    pub fn finish(mut self) -> Result<Prp> {
+    pub fn finish(self) -> Result<Prp> {
+        self.finish_counted().0
+    }
+
+    /// As [`finish`](Self::finish), and how many Data Block descriptors the
+    /// transfer took (written into the list when more than one: 255 a
+    /// page, the last slot of every page but the last chaining on).
+    pub(crate) fn finish_counted(mut self) -> (Result<Prp>, usize) {
         if let Some(run) = self.current.take() {
             self.flush(run);
         }
+        let written = self.written;
+        (self.describe(), written)
+    }
+
+    fn describe(self) -> Result<Prp> {
         if let Some(why) = self.error {
             return Err(Error::NotPrpShaped(why));
         }

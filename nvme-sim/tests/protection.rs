@@ -243,6 +243,61 @@ fn metadata_in_pieces_is_refused() {
     common::assert_clean(&sim);
 }
 
+/// The same metadata in pieces on a controller that takes an SGL for
+/// metadata (SGLS bit 19; byte and dword granularity alike): PSDT 10b, the
+/// data by an SGL, MPTR naming the one descriptor (a Last Segment over the
+/// metadata's Data Blocks, in the slot's last list page); written and read
+/// back with protection information checked, every byte in place. Without
+/// bit 19, still refused unsent.
+#[test]
+fn metadata_in_pieces_goes_by_an_sgl_where_offered() {
+    for sgls in [1u32 | 1 << 19, 2 | 1 << 19] {
+        let sim = Sim::new(SimConfig {
+            namespaces: vec![SimNamespace { nsid: 1, block_size: 512, blocks: 4096 }],
+            metadata: vec![SimMetadata { nsid: 1, ms: 64, pi: 1, ..Default::default() }],
+            scatter_shares: true,
+            sgls,
+            ..SimConfig::default()
+        });
+        let ctrlr = Controller::new(sim.hal(), common::options()).expect("attach");
+        let ns = ctrlr.namespace(1).expect("namespace 1");
+        let mut qp = qpair(&ctrlr);
+        // 64 blocks from LBA 16: 8 KiB of metadata over three pages.
+        let len = ns.buffer_bytes(64, false);
+        let mut w = bytes(len, 0x21);
+        fill_protection_information(&ns, 64, &mut w, 0x4242, 16).unwrap();
+        let check = Protection::check_all().with_app_tag(0x4242, 0xffff);
+        qp.write_pi(&ns, 16, 64, IoFlags::default(), check, w.clone(), 0).map_err(|e| e.error).unwrap();
+        let c = *sim.recent_io_commands().last().unwrap();
+        assert_eq!(c.cdw0.psdt(), 2, "SGLs for data and metadata");
+        assert_eq!(c.mptr % 4096, 255 * 16, "MPTR names the last descriptor slot of a list page");
+        let (result, _) = done(&sim, &mut qp);
+        result.unwrap();
+        assert_eq!(sim.read_metadata(1, 16, 64), w[64 * 512..], "the metadata, every byte in place");
+        qp.read_pi(&ns, 16, 64, IoFlags::default(), check, vec![0; len], 0).map_err(|e| e.error).unwrap();
+        let (result, back) = done(&sim, &mut qp);
+        result.unwrap();
+        assert_eq!(back, w, "read back through the SGLs");
+        drop(qp);
+        drop(ctrlr);
+        common::assert_clean(&sim);
+    }
+    // SGLs, but not for metadata: refused unsent, as without SGLs.
+    let sim = Sim::new(SimConfig {
+        namespaces: vec![SimNamespace { nsid: 1, block_size: 512, blocks: 4096 }],
+        metadata: vec![SimMetadata { nsid: 1, ms: 64, ..Default::default() }],
+        scatter_shares: true,
+        sgls: 1,
+        ..SimConfig::default()
+    });
+    let ctrlr = Controller::new(sim.hal(), common::options()).expect("attach");
+    let ns = ctrlr.namespace(1).expect("namespace 1");
+    let mut qp = qpair(&ctrlr);
+    let refused = qp.write(&ns, 0, 64, vec![0; ns.buffer_bytes(64, false)], 0).unwrap_err();
+    assert_eq!(refused.error, Error::InvalidArgument(Argument::MetadataNotContiguous));
+    assert_eq!(sim.stats().live_shares, 0);
+}
+
 /// Write Zeroes with PRACT writes each zero block's protection information
 /// (the checked read that follows passes); Verify checks what PRCHK asks
 /// (a corrupted guard fails it) without moving data. Write Zeroes with a

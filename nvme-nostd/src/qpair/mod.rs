@@ -593,8 +593,28 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         // below if the submission fails.
         let handed =
             unsafe { hand_to_device(hal, region, direction, &mut sink, self.max_transfer, layout.metadata) };
+        // Metadata the HAL hands over in pieces: by an SGL where the
+        // controller takes one for metadata (PSDT 10b).
+        let handed = match (handed, self.ctrlr.metadata_sgl()) {
+            (Err(Error::InvalidArgument(Argument::MetadataNotContiguous)), Some(dword)) => {
+                // SAFETY: as above; the first attempt left nothing shared.
+                unsafe {
+                    crate::buffer::hand_with_metadata_sgl(
+                        hal,
+                        region,
+                        direction,
+                        &mut sink,
+                        layout.metadata,
+                        dword,
+                    )
+                }
+                .map(|h| (h, 2))
+            }
+            (handed, _) => handed.map(|h| (h, 0)),
+        };
         let mapping = match handed {
-            Ok((p, mptr, mapping)) => {
+            Ok(((p, mptr, mapping), psdt)) => {
+                cmd.cdw0.set_psdt(psdt);
                 cmd.prp1 = p.prp1;
                 cmd.prp2 = p.prp2;
                 cmd.mptr = mptr;

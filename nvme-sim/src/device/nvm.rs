@@ -6,8 +6,8 @@
 
 use super::pi;
 use super::status::{
-    COMMAND_SIZE_LIMIT_EXCEEDED, COMPARE_FAILURE, DATA_TRANSFER_ERROR, INVALID_FIELD, INVALID_NAMESPACE,
-    INVALID_OPCODE, INVALID_PROTECTION_INFORMATION, LBA_OUT_OF_RANGE, SUCCESS, UNRECOVERED_READ_ERROR,
+    COMMAND_SIZE_LIMIT_EXCEEDED, COMPARE_FAILURE, INVALID_FIELD, INVALID_NAMESPACE, INVALID_OPCODE,
+    INVALID_PROTECTION_INFORMATION, LBA_OUT_OF_RANGE, SUCCESS, UNRECOVERED_READ_ERROR,
 };
 use super::{State, PAGE};
 use nvme_spec::command::{IoOpcode, SubmissionEntry};
@@ -154,10 +154,10 @@ impl State {
                 (wire_bytes, vec![0; n * ms])
             };
             if separate {
-                meta = vec![0; host_meta];
-                if !self.mem.device_read(cmd.mptr, &mut meta) {
-                    return DATA_TRANSFER_ERROR;
-                }
+                meta = match self.read_metadata(cmd, host_meta) {
+                    Ok(m) => m,
+                    Err(status) => return status,
+                };
             }
             let ns = &mut self.namespaces[index];
             if opcode == IoOpcode::COMPARE {
@@ -204,8 +204,11 @@ impl State {
             }
             let out = if md.extended && meta_moves { interleave(data, meta, bs, ms) } else { data.to_vec() };
             let meta = meta.to_vec();
-            if separate && !self.mem.device_write(cmd.mptr, &meta) {
-                return DATA_TRANSFER_ERROR;
+            if separate {
+                let status = self.write_metadata(cmd, &meta);
+                if status != SUCCESS {
+                    return status;
+                }
             }
             self.write_to_host(cmd, &out)
         }

@@ -22,18 +22,65 @@ impl State {
     fn data_segments(&self, cmd: &SubmissionEntry, len: usize) -> Result<Vec<(u64, usize)>, u16> {
         match cmd.cdw0.psdt() {
             0 => self.prp_segments(cmd.prp1, cmd.prp2, len),
-            1 if self.cfg.sgls & 3 != 0 => self.sgl_segments(cmd.prp1, cmd.prp2, len),
+            1 | 2 if self.psdt_ok(cmd) => self.sgl_segments(cmd.prp1, cmd.prp2, len),
             _ => Err(INVALID_FIELD),
         }
     }
 
-    /// Whether `cmd`'s PSDT is one the controller takes for I/O data.
+    /// Whether `cmd`'s PSDT is one the controller takes for I/O data: PRPs,
+    /// SGLs where SGLS offers them, and SGLs with an SGL for metadata
+    /// (10b) where SGLS bit 19 offers that too.
     pub(super) fn psdt_ok(&self, cmd: &SubmissionEntry) -> bool {
         match cmd.cdw0.psdt() {
             0 => true,
             1 => self.cfg.sgls & 3 != 0,
+            2 => self.cfg.sgls & 3 != 0 && self.cfg.sgls & 1 << 19 != 0,
             _ => false,
         }
+    }
+
+    /// The memory segments of `len` bytes of `cmd`'s separate metadata:
+    /// the run at MPTR, or with PSDT 10b the SGL whose one descriptor MPTR
+    /// names (qword-aligned).
+    fn metadata_segments(&self, cmd: &SubmissionEntry, len: usize) -> Result<Vec<(u64, usize)>, u16> {
+        if cmd.cdw0.psdt() != 2 {
+            return Ok(vec![(cmd.mptr, len)]);
+        }
+        if !cmd.mptr.is_multiple_of(8) {
+            return Err(INVALID_FIELD);
+        }
+        let q0 = self.mem.device_read_u64(cmd.mptr).ok_or(DATA_TRANSFER_ERROR)?;
+        let q1 = self.mem.device_read_u64(cmd.mptr.checked_add(8).ok_or(DATA_TRANSFER_ERROR)?);
+        self.sgl_segments(q0, q1.ok_or(DATA_TRANSFER_ERROR)?, len)
+    }
+
+    /// `len` bytes of `cmd`'s separate metadata from host memory.
+    pub(super) fn read_metadata(&self, cmd: &SubmissionEntry, len: usize) -> Result<Vec<u8>, u16> {
+        let mut out = vec![0u8; len];
+        let mut at = 0;
+        for (addr, n) in self.metadata_segments(cmd, len)? {
+            if !self.mem.device_read(addr, &mut out[at..at + n]) {
+                return Err(DATA_TRANSFER_ERROR);
+            }
+            at += n;
+        }
+        Ok(out)
+    }
+
+    /// `meta`, `cmd`'s separate metadata, into host memory.
+    pub(super) fn write_metadata(&mut self, cmd: &SubmissionEntry, meta: &[u8]) -> u16 {
+        let segments = match self.metadata_segments(cmd, meta.len()) {
+            Ok(s) => s,
+            Err(status) => return status,
+        };
+        let mut at = 0;
+        for (addr, n) in segments {
+            if !self.mem.device_write(addr, &meta[at..at + n]) {
+                return DATA_TRANSFER_ERROR;
+            }
+            at += n;
+        }
+        SUCCESS
     }
 
     /// The memory segments an SGL describes for `len` bytes (section 4.4):
