@@ -404,14 +404,14 @@ pub(crate) unsafe fn hand_with_metadata_sgl<H: Hal, S: crate::prp::PrpListSink>(
     metadata: usize,
     dword: bool,
 ) -> crate::error::Result<(crate::prp::Prp, u64, Option<H::Mapping>)> {
-    use crate::error::{Argument, Error, PrpShape};
+    use crate::error::{Argument, Error};
     use crate::spec::command::SglDescriptor;
     let not_contiguous = Error::InvalidArgument(Argument::MetadataNotContiguous);
     let pages = sink.pages();
     if pages == 0 || metadata == 0 {
         return Err(not_contiguous);
     }
-    let data = region.len() - metadata;
+    let data = region.len().saturating_sub(metadata);
     let mut route = SglRoute {
         data: crate::sgl::SglBuilder::new(&mut *sink, data, dword),
         data_left: data,
@@ -463,8 +463,9 @@ pub(crate) unsafe fn hand_with_metadata_sgl<H: Hal, S: crate::prp::PrpListSink>(
             sink.write(tail, 2 * last + 1, named[1]);
             return Ok((dptr, sink.page_addr(tail) + (last * SglDescriptor::SIZE) as u64, mapping));
         }
-        Ok(_) => not_contiguous,
-        Err(Error::NotPrpShaped(PrpShape::TooManyDescriptors)) => not_contiguous,
+        // The data's SGL as well: its PRPs would have done, but with the
+        // metadata in pieces the transfer cannot be described.
+        Ok(_) | Err(Error::NotPrpShaped(_)) => not_contiguous,
         Err(e) => e,
     };
     if let Some(m) = mapping {
@@ -609,5 +610,191 @@ impl<S: crate::prp::PrpListSink> hal_traits::SegmentSink for Split<'_, S> {
         if segment.len > 0 {
             self.meta.push(segment.addr.0, segment.len);
         }
+    }
+}
+
+#[cfg(test)]
+mod metadata_sgl_tests {
+    //! `hand_with_metadata_sgl` against a HAL that hands every buffer over
+    //! in pieces of `chunk` bytes with a gap after each (so no two follow
+    //! one another), and list pages in a `Vec`: the SGLs are walked as a
+    //! controller would and must name exactly the pieces, in order.
+    use super::*;
+    use crate::prp::PrpListSink;
+    use crate::spec::command::SglDescriptor;
+    use crate::test_hal::TestHal;
+    use core::cell::{Cell, RefCell};
+    use hal_traits::{DeviceAddr, DeviceSegment, Direction, DmaRegion, Hal, HalError, SegmentSink};
+
+    struct Chopped {
+        inner: TestHal,
+        chunk: usize,
+        shares: Cell<i32>,
+        pieces: RefCell<Vec<(u64, usize)>>,
+    }
+
+    // SAFETY: test only; the "device addresses" are never dereferenced.
+    unsafe impl Hal for Chopped {
+        type Mapping = ();
+        fn read32(&self, offset: usize) -> u32 {
+            self.inner.read32(offset)
+        }
+        unsafe fn write32(&self, offset: usize, value: u32) {
+            // SAFETY: forwarded.
+            unsafe { self.inner.write32(offset, value) }
+        }
+        fn dma_alloc(&self, pages: usize) -> Result<DmaRegion, HalError> {
+            self.inner.dma_alloc(pages)
+        }
+        unsafe fn dma_free(&self, region: DmaRegion) {
+            // SAFETY: forwarded.
+            unsafe { self.inner.dma_free(region) }
+        }
+        unsafe fn share(
+            &self,
+            b: NonNull<[u8]>,
+            _d: Direction,
+            sink: &mut dyn SegmentSink,
+        ) -> Result<(), HalError> {
+            self.shares.set(self.shares.get() + 1);
+            self.pieces.borrow_mut().clear();
+            let mut at = 0;
+            while at < b.len() {
+                let len = self.chunk.min(b.len() - at);
+                let addr = 0x1000_0000 + 2 * at as u64;
+                self.pieces.borrow_mut().push((addr, len));
+                sink.push(DeviceSegment { addr: DeviceAddr(addr), len });
+                at += len;
+            }
+            Ok(())
+        }
+        unsafe fn unshare(&self, _b: NonNull<[u8]>, _d: Direction, _m: ()) {
+            self.shares.set(self.shares.get() - 1);
+        }
+        fn ticks(&self) -> u64 {
+            self.inner.ticks()
+        }
+        fn ticks_per_second(&self) -> u64 {
+            self.inner.ticks_per_second()
+        }
+        fn delay(&self, d: core::time::Duration) {
+            self.inner.delay(d)
+        }
+    }
+
+    struct Pages(Vec<[u64; 512]>);
+
+    impl PrpListSink for Pages {
+        fn pages(&self) -> usize {
+            self.0.len()
+        }
+        fn page_addr(&self, page: usize) -> u64 {
+            0x7000_0000 + page as u64 * 4096
+        }
+        fn write(&mut self, page: usize, index: usize, entry: u64) {
+            self.0[page][index] = entry;
+        }
+    }
+
+    impl Pages {
+        fn at(&self, addr: u64) -> SglDescriptor {
+            let off = (addr - 0x7000_0000) as usize;
+            let (page, index) = (off / 4096, off % 4096 / 8);
+            SglDescriptor::from_qwords([self.0[page][index], self.0[page][index + 1]])
+        }
+
+        /// The Data Blocks the SGL starting at `first` names, as a
+        /// controller walks it.
+        fn walk(&self, first: SglDescriptor) -> Vec<(u64, usize)> {
+            let (mut out, mut next) = (Vec::new(), first);
+            loop {
+                match next.kind() {
+                    SglDescriptor::DATA_BLOCK => {
+                        out.push((next.address, next.length as usize));
+                        return out;
+                    }
+                    kind => {
+                        let n = next.length as usize / 16;
+                        let mut chained = None;
+                        for i in 0..n {
+                            let d = self.at(next.address + 16 * i as u64);
+                            match d.kind() {
+                                SglDescriptor::DATA_BLOCK => out.push((d.address, d.length as usize)),
+                                _ => chained = Some(d),
+                            }
+                        }
+                        match chained {
+                            Some(d) if kind == SglDescriptor::SEGMENT => next = d,
+                            _ => return out,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn hal(chunk: usize) -> Chopped {
+        Chopped { inner: TestHal::default(), chunk, shares: Cell::new(0), pieces: RefCell::new(Vec::new()) }
+    }
+
+    /// `data` bytes then `metadata` bytes, through `hal` and `pages` list pages.
+    fn hand(
+        hal: &Chopped,
+        pages: usize,
+        data: usize,
+        metadata: usize,
+        dword: bool,
+    ) -> (crate::error::Result<(crate::prp::Prp, u64, Option<()>)>, Pages) {
+        let mut buf = vec![0u8; data + metadata];
+        let region = NonNull::from(&mut buf[..]);
+        let mut sink = Pages(vec![[0u64; 512]; pages]);
+        // SAFETY: the buffer outlives the call; the model HAL touches nothing.
+        let r =
+            unsafe { hand_with_metadata_sgl(hal, region, Direction::ToDevice, &mut sink, metadata, dword) };
+        (r, sink)
+    }
+
+    #[test]
+    fn data_and_metadata_each_named_exactly() {
+        for (pages, data, metadata, chunk) in
+            [(2, 8192, 2048, 512), (1, 4096, 512, 512), (3, 300 * 512, 4096, 512)]
+        {
+            let h = hal(chunk);
+            let (r, sink) = hand(&h, pages, data, metadata, false);
+            let (dptr, mptr, _) = r.unwrap();
+            assert_eq!(h.shares.get(), 1, "shared once, and kept");
+            let pieces = h.pieces.borrow();
+            let split = pieces.iter().position(|&(a, _)| a == 0x1000_0000 + 2 * data as u64).unwrap();
+            let data_blocks = sink.walk(SglDescriptor::from_qwords([dptr.prp1, dptr.prp2]));
+            assert_eq!(data_blocks, pieces[..split], "pages {pages}, data {data}");
+            assert_eq!(mptr, sink.page_addr(pages - 1) + 255 * 16, "MPTR: the last slot of the last page");
+            assert_eq!(sink.walk(sink.at(mptr)), pieces[split..], "metadata, pages {pages}");
+        }
+    }
+
+    #[test]
+    fn what_it_cannot_describe_is_refused_with_nothing_shared() {
+        let refused = Error::InvalidArgument(crate::error::Argument::MetadataNotContiguous);
+        use crate::error::Error;
+        // More runs than it keeps.
+        let h = hal(64);
+        assert_eq!(hand(&h, 2, 4096, 64 * (METADATA_SGL_RUNS + 1), false).0.unwrap_err(), refused);
+        assert_eq!(h.shares.get(), 0);
+        // Runs that are not dword-granular, on a dword-SGL controller.
+        let h = hal(6);
+        assert_eq!(hand(&h, 2, 48, 24, true).0.unwrap_err(), refused);
+        assert_eq!(h.shares.get(), 0);
+        // No room beside the data's descriptors in the last page: 250 data
+        // runs and 8 metadata runs in one page.
+        let h = hal(512);
+        assert_eq!(hand(&h, 1, 250 * 512, 8 * 512, false).0.unwrap_err(), refused);
+        assert_eq!(h.shares.get(), 0);
+        // ... which fit with 5 metadata runs.
+        let h = hal(512);
+        assert!(hand(&h, 1, 250 * 512, 5 * 512, false).0.is_ok());
+        // No list page at all.
+        let h = hal(512);
+        assert_eq!(hand(&h, 0, 4096, 1024, false).0.unwrap_err(), refused);
+        assert_eq!(h.shares.get(), 0);
     }
 }

@@ -232,11 +232,11 @@ fn tuple_position_and_type3() {
 fn metadata_in_pieces_is_refused() {
     let (sim, ctrlr, ns) = setup(SimMetadata { ms: 64, ..Default::default() }, true);
     let mut qp = qpair(&ctrlr);
-    // 64 blocks: 8 KiB of metadata, at least two pages, scattered.
+    // 128 blocks: 8 KiB of metadata, at least two pages, scattered.
     let fetched = sim.stats().commands_fetched;
-    let refused = qp.write(&ns, 0, 64, vec![0; ns.buffer_bytes(64, false)], 0).unwrap_err();
+    let refused = qp.write(&ns, 0, 128, vec![0; ns.buffer_bytes(128, false)], 0).unwrap_err();
     assert_eq!(refused.error, Error::InvalidArgument(Argument::MetadataNotContiguous));
-    assert_eq!(refused.buffer.len(), 64 * 576);
+    assert_eq!(refused.buffer.len(), 128 * 576);
     assert_eq!(sim.stats().commands_fetched, fetched);
     drop(qp);
     drop(ctrlr);
@@ -262,21 +262,27 @@ fn metadata_in_pieces_goes_by_an_sgl_where_offered() {
         let ctrlr = Controller::new(sim.hal(), common::options()).expect("attach");
         let ns = ctrlr.namespace(1).expect("namespace 1");
         let mut qp = qpair(&ctrlr);
-        // 64 blocks from LBA 16: 8 KiB of metadata over three pages.
-        let len = ns.buffer_bytes(64, false);
+        // 128 blocks from LBA 16 (64 KiB, the pair's transfer limit): 8 KiB
+        // of metadata, so at least two pages, which the simulator's HAL
+        // shares page by page wherever the allocator put the buffer.
+        let len = ns.buffer_bytes(128, false);
         let mut w = bytes(len, 0x21);
-        fill_protection_information(&ns, 64, &mut w, 0x4242, 16).unwrap();
+        fill_protection_information(&ns, 128, &mut w, 0x4242, 16).unwrap();
         let check = Protection::check_all().with_app_tag(0x4242, 0xffff);
-        qp.write_pi(&ns, 16, 64, IoFlags::default(), check, w.clone(), 0).map_err(|e| e.error).unwrap();
-        let c = *sim.recent_io_commands().last().unwrap();
-        assert_eq!(c.cdw0.psdt(), 2, "SGLs for data and metadata");
-        assert_eq!(c.mptr % 4096, 255 * 16, "MPTR names the last descriptor slot of a list page");
+        let by_sgls = |sim: &Sim| {
+            let c = *sim.recent_io_commands().last().unwrap();
+            assert_eq!(c.cdw0.psdt(), 2, "SGLs for data and metadata");
+            assert_eq!(c.mptr % 4096, 255 * 16, "MPTR names the last descriptor slot of a list page");
+        };
+        qp.write_pi(&ns, 16, 128, IoFlags::default(), check, w.clone(), 0).map_err(|e| e.error).unwrap();
         let (result, _) = done(&sim, &mut qp);
         result.unwrap();
-        assert_eq!(sim.read_metadata(1, 16, 64), w[64 * 512..], "the metadata, every byte in place");
-        qp.read_pi(&ns, 16, 64, IoFlags::default(), check, vec![0; len], 0).map_err(|e| e.error).unwrap();
+        by_sgls(&sim);
+        assert_eq!(sim.read_metadata(1, 16, 128), w[128 * 512..], "the metadata, every byte in place");
+        qp.read_pi(&ns, 16, 128, IoFlags::default(), check, vec![0; len], 0).map_err(|e| e.error).unwrap();
         let (result, back) = done(&sim, &mut qp);
         result.unwrap();
+        by_sgls(&sim);
         assert_eq!(back, w, "read back through the SGLs");
         drop(qp);
         drop(ctrlr);
@@ -293,9 +299,13 @@ fn metadata_in_pieces_goes_by_an_sgl_where_offered() {
     let ctrlr = Controller::new(sim.hal(), common::options()).expect("attach");
     let ns = ctrlr.namespace(1).expect("namespace 1");
     let mut qp = qpair(&ctrlr);
-    let refused = qp.write(&ns, 0, 64, vec![0; ns.buffer_bytes(64, false)], 0).unwrap_err();
+    let fetched = sim.stats().commands_fetched;
+    let refused = qp.write(&ns, 0, 128, vec![0; ns.buffer_bytes(128, false)], 0).unwrap_err();
     assert_eq!(refused.error, Error::InvalidArgument(Argument::MetadataNotContiguous));
-    assert_eq!(sim.stats().live_shares, 0);
+    assert_eq!(sim.stats().commands_fetched, fetched);
+    drop(qp);
+    drop(ctrlr);
+    common::assert_clean(&sim);
 }
 
 /// Write Zeroes with PRACT writes each zero block's protection information

@@ -27,6 +27,7 @@ pub(super) const INVALID_NAMESPACE: u16 = gen(generic::INVALID_NAMESPACE_OR_FORM
 pub(super) const COMMAND_SEQUENCE_ERROR: u16 = gen(generic::COMMAND_SEQUENCE_ERROR, true);
 pub(super) const INVALID_SGL_SEGMENT: u16 = gen(generic::INVALID_SGL_SEGMENT_DESCRIPTOR, true);
 pub(super) const DATA_SGL_LENGTH_INVALID: u16 = gen(generic::DATA_SGL_LENGTH_INVALID, true);
+pub(super) const METADATA_SGL_LENGTH_INVALID: u16 = gen(generic::METADATA_SGL_LENGTH_INVALID, true);
 pub(super) const SGL_TYPE_INVALID: u16 = gen(generic::SGL_DESCRIPTOR_TYPE_INVALID, true);
 pub(super) const SGL_GRANULARITY_INVALID: u16 = gen(generic::SGL_DATA_BLOCK_GRANULARITY_INVALID, true);
 pub(super) const PRP_OFFSET_INVALID: u16 = gen(generic::PRP_OFFSET_INVALID, true);

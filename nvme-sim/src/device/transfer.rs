@@ -5,8 +5,8 @@
 //! command with Data Transfer Error (or PRP Offset Invalid), never a panic.
 
 use super::status::{
-    DATA_SGL_LENGTH_INVALID, DATA_TRANSFER_ERROR, INVALID_FIELD, INVALID_SGL_SEGMENT, PRP_OFFSET_INVALID,
-    SGL_GRANULARITY_INVALID, SGL_TYPE_INVALID, SUCCESS,
+    DATA_SGL_LENGTH_INVALID, DATA_TRANSFER_ERROR, INVALID_FIELD, INVALID_SGL_SEGMENT,
+    METADATA_SGL_LENGTH_INVALID, PRP_OFFSET_INVALID, SGL_GRANULARITY_INVALID, SGL_TYPE_INVALID, SUCCESS,
 };
 use super::{State, PAGE};
 use hal_traits::PAGE_SIZE;
@@ -51,7 +51,7 @@ impl State {
         }
         let q0 = self.mem.device_read_u64(cmd.mptr).ok_or(DATA_TRANSFER_ERROR)?;
         let q1 = self.mem.device_read_u64(cmd.mptr.checked_add(8).ok_or(DATA_TRANSFER_ERROR)?);
-        self.sgl_segments(q0, q1.ok_or(DATA_TRANSFER_ERROR)?, len)
+        self.sgl_walk(q0, q1.ok_or(DATA_TRANSFER_ERROR)?, len, METADATA_SGL_LENGTH_INVALID)
     }
 
     /// `len` bytes of `cmd`'s separate metadata from host memory.
@@ -88,6 +88,19 @@ impl State {
     /// Segment descriptors name. Every descriptor is read bounds-checked;
     /// the descriptors must describe exactly `len` bytes.
     fn sgl_segments(&self, dptr1: u64, dptr2: u64, len: usize) -> Result<Vec<(u64, usize)>, u16> {
+        self.sgl_walk(dptr1, dptr2, len, DATA_SGL_LENGTH_INVALID)
+    }
+
+    /// As [`sgl_segments`](Self::sgl_segments), `wrong_length` the status
+    /// of a list that describes another length (Data or Metadata SGL
+    /// Length Invalid).
+    fn sgl_walk(
+        &self,
+        dptr1: u64,
+        dptr2: u64,
+        len: usize,
+        wrong_length: u16,
+    ) -> Result<Vec<(u64, usize)>, u16> {
         let dword = self.cfg.sgls & 3 == 2;
         let mut segs = Vec::new();
         let mut total = 0usize;
@@ -159,7 +172,7 @@ impl State {
             }
         }
         if total != len {
-            return Err(DATA_SGL_LENGTH_INVALID);
+            return Err(wrong_length);
         }
         Ok(segs)
     }
