@@ -75,7 +75,9 @@ pub unsafe trait IoBuffer {
 /// registered up front), else shared ([`Hal::share`]), which up to
 /// [`MAX_SHARED_PIECES`](crate::MAX_SHARED_PIECES) pieces of one list may
 /// need. The driver describes the pieces with PRPs where their shape allows,
-/// else with an SGL where the controller has them.
+/// else with an SGL where the controller has them, else as several
+/// commands, one per run of pieces PRPs can describe, where each run is
+/// whole blocks (one request to the caller all the same).
 pub struct ScatterList<T, const S: usize> {
     pieces: heapless::Vec<T, S>,
 }

@@ -142,9 +142,24 @@ fn controllers_without_sgls_or_with_dword_granularity_body() {
     let hal = ctrlr.hal();
     let ns = ctrlr.namespace(1).unwrap();
     let mut qp: Qp<'_, '_> = ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).unwrap();
-    let refused = qp.write(&ns, 0, 5, pieces(hal, 5, 1024, 512, 0), 0).unwrap_err();
+    // Pieces PRPs cannot describe together go as one command each (a
+    // block each, here), and complete as one request.
+    let list = pieces(hal, 5, 1024, 512, 3);
+    let expected = flat(&list);
+    let before = sim.stats().commands_fetched;
+    qp.write(&ns, 0, 5, list, 0).map_err(|e| e.error).unwrap();
+    assert_eq!(run(&sim, &mut qp).0, Ok(()));
+    assert_eq!(sim.stats().commands_fetched - before, 5, "a command a piece");
+    qp.read(&ns, 0, 5, pieces(hal, 5, 1024, 512, 0xff), 1).map_err(|e| e.error).unwrap();
+    let (r, back) = run(&sim, &mut qp);
+    r.unwrap();
+    assert_eq!(flat(&back.unwrap()), expected, "read back through the split");
+    // Where PRPs break inside a block, no cut can work: refused unsent.
+    let fetched = sim.stats().commands_fetched;
+    let refused = qp.write(&ns, 0, 2, pieces(hal, 4, 1024, 256, 0), 0).unwrap_err();
     assert!(matches!(refused.error, Error::NotPrpShaped(_)), "{:?}", refused.error);
-    assert_eq!(refused.buffer.as_slice().len(), 5, "the pieces come back");
+    assert_eq!(refused.buffer.as_slice().len(), 4, "the pieces come back");
+    assert_eq!(sim.stats().commands_fetched, fetched);
     drop(refused);
     qp.write(&ns, 0, 16, pieces(hal, 2, 0, 4096, 0), 1).map_err(|e| e.error).unwrap();
     assert_eq!(run(&sim, &mut qp).0, Ok(()), "page-shaped pieces need no SGL");
@@ -343,16 +358,29 @@ fn pieces_the_hal_cannot_translate_are_shared_body() {
     for (i, p) in back.as_mut_slice().iter_mut().enumerate() {
         assert!(p.bytes().iter().all(|&b| b == 0x40 + i as u8));
     }
-    // Pieces that are not whole pages cannot go as PRPs here: refused
-    // unsent, nothing left shared.
+    // Pieces that are not whole pages cannot go together as PRPs here: a
+    // command each (4 blocks each), every share undone at the end.
     let mut list = ScatterList::new();
-    for _ in 0..2 {
+    for i in 0..2u8 {
         let mut p = PageVec::new();
         p.len = 2048;
+        p.bytes().fill(0x60 + i);
         assert!(list.push(p).is_ok());
     }
     let fetched = sim.stats().commands_fetched;
-    let e = qp.write(&ns, 64, 8, list, 2).unwrap_err();
+    qp.write(&ns, 64, 8, list, 2).map_err(|e| e.error).unwrap();
+    finish_one(&sim, &mut qp).0.unwrap();
+    assert_eq!(sim.stats().commands_fetched - fetched, 2);
+    assert_eq!(sim.stats().live_shares, 0);
+    // A piece that ends inside a block: refused unsent, nothing shared.
+    let mut list = ScatterList::new();
+    for _ in 0..2 {
+        let mut p = PageVec::new();
+        p.len = 256;
+        assert!(list.push(p).is_ok());
+    }
+    let fetched = sim.stats().commands_fetched;
+    let e = qp.write(&ns, 64, 1, list, 3).unwrap_err();
     assert!(matches!(e.error, Error::NotPrpShaped(_)), "{:?}", e.error);
     assert_eq!(sim.stats().live_shares, 0);
     assert_eq!(sim.stats().commands_fetched, fetched);
@@ -707,4 +735,73 @@ fn review_findings_body() {
     assert_eq!(runs.iter().map(|r| r.1).sum::<u64>(), len as u64 + 4096);
     assert!(runs.iter().all(|r| r.1 <= u64::from(u32::MAX)), "{runs:x?}");
     assert_eq!(runs.len(), 3);
+}
+
+/// A scatter list split where PRPs break (a controller without SGLs), under
+/// what the split requests of single buffers meet: one part failing (the
+/// request completes once, with that failure, every share undone), a reset
+/// with parts in flight (once, `Reset`, pieces back), more parts than the
+/// pair has slots (refused unsent), and heap pieces shared per part.
+#[test]
+fn a_split_scatter_list_completes_once() {
+    big_stack(a_split_scatter_list_completes_once_body);
+}
+
+fn a_split_scatter_list_completes_once_body() {
+    use nvme_nostd::spec::command::IoOpcode;
+    use nvme_sim::{Fault, FaultRule};
+    let sim = sim(0);
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: IoQueuePair<'_, SimHal, VecList, u32, 8> =
+        ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).unwrap();
+    // Heap pieces of a block each: a part each, each part shared.
+    let list = vec_pieces(4, 512, 7);
+    let expected = vec_flat(&list);
+    qp.write(&ns, 40, 4, list, 0).map_err(|e| e.error).unwrap();
+    assert_eq!(sim.stats().live_shares, 4);
+    finish_one(&sim, &mut qp).0.unwrap();
+    assert_eq!(sim.stats().live_shares, 0);
+    qp.read(&ns, 40, 4, vec_pieces(4, 512, 0), 1).map_err(|e| e.error).unwrap();
+    let (r, back) = finish_one(&sim, &mut qp);
+    r.unwrap();
+    assert_eq!(vec_flat(&back.unwrap()), expected);
+    // The third part's command fails: the request once, with its status.
+    sim.inject(FaultRule {
+        skip: 2,
+        ..FaultRule::once(
+            Some(qp.qid()),
+            Some(IoOpcode::WRITE.0),
+            Fault::Status { sct: 2, sc: 0x81, dnr: true },
+        )
+    });
+    qp.write(&ns, 40, 4, vec_pieces(4, 512, 1), 2).map_err(|e| e.error).unwrap();
+    let (r, back) = finish_one(&sim, &mut qp);
+    assert!(matches!(r, Err(Error::Command(s)) if s.sct().0 == 2 && s.sc().0 == 0x81), "{r:?}");
+    assert!(back.is_some(), "the pieces come back");
+    assert_eq!(sim.stats().live_shares, 0);
+    // A reset with parts in flight: once, Reset, the pieces back.
+    sim.set_latency(Duration::from_millis(10));
+    qp.read(&ns, 40, 4, vec_pieces(4, 512, 0), 3).map_err(|e| e.error).unwrap();
+    ctrlr.reset().unwrap();
+    let mut done = Vec::new();
+    for _ in 0..100 {
+        qp.poll(PollLimit::All, |_, c| done.push(c));
+        sim.advance(Duration::from_micros(10));
+    }
+    assert_eq!(done.len(), 1);
+    assert!(done[0].result() == Err(Error::Reset) && done[0].buffer.is_some());
+    drop(done);
+    sim.set_latency(Duration::ZERO);
+    // Eight parts need eight command slots and the request's own: more
+    // than the pair has, refused unsent with the pieces back.
+    let fetched = sim.stats().commands_fetched;
+    let e = qp.write(&ns, 40, 8, vec_pieces(8, 512, 0), 4).unwrap_err();
+    assert!(matches!(e.error, Error::TransferTooLarge { .. }), "{:?}", e.error);
+    assert_eq!(e.buffer.as_slice().len(), 8);
+    assert_eq!(sim.stats().commands_fetched, fetched);
+    assert_eq!(sim.stats().live_shares, 0);
+    drop(qp);
+    drop(ctrlr);
+    assert_clean(&sim);
 }

@@ -522,8 +522,10 @@ fn run(s: &Schedule, totals: &mut Totals, canary: bool) -> Result<Outcome, Strin
         hmpre: if s.hmb { 64 } else { 0 },
         hmmin: 16,
         noiob: if s.split { 3 } else { 0 },
-        // SGLs, for the scatter lists of heap buffers (not PRP-shaped).
-        sgls: 1,
+        // SGLs for the scatter lists of heap buffers (not PRP-shaped), but
+        // in the schedules with NOIOB: there the lists are split where
+        // PRPs break, a command a block.
+        sgls: if s.split { 0 } else { 1 },
         ..SimConfig::default()
     });
     ENTRIES.set(if s.small_queues { 4 } else { 16 });

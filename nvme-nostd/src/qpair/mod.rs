@@ -407,6 +407,17 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             ref_tag_counts,
             meta_per_block,
         };
+        // A scatter list PRPs cannot describe, on a controller without
+        // SGLs: split where PRPs break (not for separate metadata, which
+        // scatter lists do not take, nor zoned writes, which stay in order).
+        if buffer.pieces() > 1
+            && self.ctrlr.sgl_support() == crate::controller::SglSupport::None
+            && layout.metadata == 0
+            && !(ns.zones().is_some() && opcode != IoOpcode::READ)
+            && !scatter::prp_shaped(&mut buffer, layout.data)
+        {
+            return self.submit_scatter_split(cut, buffer, layout, direction, context, path);
+        }
         let fits = blocks <= max_blocks;
         // NOIOB is a hint: a request that fits one command is cut there
         // only where cutting can work (no separate metadata, parts on

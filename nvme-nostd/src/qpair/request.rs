@@ -51,8 +51,13 @@ pub(super) struct Request<M, B, C> {
     /// its pieces go back to the CPU in this direction.
     pub(super) scatter: Option<(hal_traits::Direction, usize)>,
     /// The pieces of that list the HAL shared (it translated the others),
-    /// undone by [`finish`]; leaked with the buffer.
+    /// undone by [`finish`]; leaked with the buffer. For a child of a split
+    /// scatter list, every piece of its part (translated ones without a
+    /// mapping), which `finish` also syncs back ([`sync_shared`]).
     pub(super) shared: ManuallyDrop<Shares<M>>,
+    /// `shared` holds a split scatter list's part, which has no buffer of
+    /// its own to sync back through: `finish` syncs each region.
+    pub(super) sync_shared: bool,
 }
 
 /// Whose a request is. A request too large for one command (above the
@@ -143,6 +148,13 @@ pub(super) unsafe fn finish<H: Hal, B: IoBuffer, C>(
         // (`IoBuffer`'s contract).
         for_each_handed(buffer, len, |region| unsafe { hal.sync_for_cpu(region, direction) });
     }
+    if core::mem::take(&mut req.sync_shared) {
+        for dma in req.shared.iter() {
+            // SAFETY: as above; each region was synced for the device with
+            // this direction when the child was built.
+            unsafe { hal.sync_for_cpu(dma.region, dma.direction) };
+        }
+    }
     // SAFETY: as above; synced back first (kept apart from the syncs, so
     // that the shares go even if a sync panicked on an earlier call).
     unsafe { undo_shares(hal, &mut req.shared) };
@@ -193,5 +205,6 @@ pub(super) fn with_role<M, B, C>(
         queued: false,
         scatter: None,
         shared: ManuallyDrop::new(Shares::new()),
+        sync_shared: false,
     }
 }

@@ -4,7 +4,9 @@
 //! [`MAX_SHARED_PIECES`] of them), described by PRPs where the pieces'
 //! shape allows (every piece but the first starting on a page, every piece
 //! but the last ending on one), else by an SGL where the controller has
-//! SGLs (Identify Controller SGLS), else refused unsent.
+//! SGLs (Identify Controller SGLS), else split where PRPs break
+//! ([`scatter_cuts`], `submit_scatter_split`), or refused unsent where a
+//! break falls inside a block.
 
 use super::request::DmaUse;
 use super::{IoQueuePair, Path, SlotPrpSink, SubmitError};
@@ -17,7 +19,7 @@ use crate::sgl::SglBuilder;
 use crate::slots::Cid;
 use crate::spec::command::SubmissionEntry;
 use core::ptr::NonNull;
-use hal_traits::{Direction, Hal, SegmentSink};
+use hal_traits::{Direction, Hal, SegmentSink, PAGE_SIZE};
 
 /// The most pieces of one scatter list that the HAL may have to share (a
 /// `Vec` through an IOMMU, say); each request keeps room for that many
@@ -84,6 +86,70 @@ unsafe fn hand_pieces<H: Hal, B: IoBuffer>(
         }
     });
     outcome
+}
+
+/// Whether PRPs can describe the first `len` bytes of `buf`'s pieces, by
+/// their addresses in memory (a HAL keeps a page's offset when it hands it
+/// to the device): every piece but the first starting on a page, every piece
+/// but the last ending on one.
+pub(super) fn prp_shaped<B: IoBuffer>(buf: &mut B, len: usize) -> bool {
+    let mut regions = heapless::Vec::<NonNull<[u8]>, 2>::new();
+    let mut shaped = true;
+    for_each_handed(buf, len, |r| {
+        if let Some(prev) = regions.pop() {
+            let end = prev.cast::<u8>().as_ptr() as usize + prev.len();
+            shaped &=
+                end.is_multiple_of(PAGE_SIZE) && (r.cast::<u8>().as_ptr() as usize).is_multiple_of(PAGE_SIZE);
+        }
+        let _ = regions.push(r);
+    });
+    shaped
+}
+
+/// Why a scatter list cannot be cut into children PRPs describe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum CutError {
+    /// A break between pieces falls inside a block.
+    InsideBlock,
+    /// More children than `N`.
+    TooMany,
+}
+
+/// Where a scatter list that PRPs cannot describe is cut into children
+/// that they can (a controller without SGLs): at every piece boundary where
+/// PRPs break, and after [`MAX_SHARED_PIECES`] pieces; each child `(first
+/// piece, pieces, bytes)`, in order, covering the first `len` bytes.
+pub(super) fn scatter_cuts<B: IoBuffer, const N: usize>(
+    buf: &mut B,
+    len: usize,
+    per_block: usize,
+) -> core::result::Result<heapless::Vec<(usize, usize, usize), N>, CutError> {
+    let mut cuts = heapless::Vec::new();
+    let (mut first, mut count, mut bytes, mut i) = (0usize, 0usize, 0usize, 0usize);
+    let mut prev_end = None::<usize>;
+    let mut outcome = Ok(());
+    for_each_handed(buf, len, |r| {
+        let start = r.cast::<u8>().as_ptr() as usize;
+        let breaks =
+            prev_end.is_some_and(|end| !end.is_multiple_of(PAGE_SIZE) || !start.is_multiple_of(PAGE_SIZE));
+        if count > 0 && (breaks || count == MAX_SHARED_PIECES) {
+            if !bytes.is_multiple_of(per_block.max(1)) {
+                outcome = outcome.and(Err(CutError::InsideBlock));
+            }
+            if cuts.push((first, count, bytes)).is_err() {
+                outcome = outcome.and(Err(CutError::TooMany));
+            }
+            (first, count, bytes) = (i, 0, 0);
+        }
+        count += 1;
+        bytes += r.len();
+        prev_end = Some(start + r.len());
+        i += 1;
+    });
+    if count > 0 && cuts.push((first, count, bytes)).is_err() {
+        outcome = outcome.and(Err(CutError::TooMany));
+    }
+    outcome.map(|()| cuts)
 }
 
 /// Undoes the shares of `shares`, emptying it.
@@ -209,7 +275,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
     /// within the transfer limit, pieces enough for `layout.data` bytes, each
     /// piece starting on a dword and, for the device to write it, on the
     /// HAL's DMA alignment at both ends.
-    fn check_pieces(&self, buf: &mut B, layout: Layout, direction: Direction) -> Result {
+    pub(super) fn check_pieces(&self, buf: &mut B, layout: Layout, direction: Direction) -> Result {
         if layout.metadata != 0 {
             return Err(Error::InvalidArgument(Argument::ScatterList));
         }

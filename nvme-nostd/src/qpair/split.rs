@@ -145,6 +145,21 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
                 return Err(SubmitError { error, buffer: buf, context });
             }
         }
+        self.launch_split(parent_slot, cut, buf, children, context, path)
+    }
+
+    /// Fills the parent's slot of a split request whose `children` are
+    /// built, and submits them.
+    fn launch_split(
+        &mut self,
+        parent_slot: crate::slots::Reserved,
+        cut: Cut,
+        buf: B,
+        children: usize,
+        context: C,
+        path: Path,
+    ) -> core::result::Result<Cid, SubmitError<B, C>> {
+        let parent = parent_slot.index() as u16;
         let mut base = cut.base;
         base.cdw10 = cut.lba as u32;
         base.cdw11 = (cut.lba >> 32) as u32;
@@ -252,6 +267,165 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         self.slots.fill(slot, |cid| {
             let mut r = request::with_role(cmd, cid, None, Some(dma), Role::Child { parent });
             r.meta_dma = meta_dma.map(ManuallyDrop::new);
+            r
+        });
+        Ok(())
+    }
+
+    /// Submits a scatter list that PRPs cannot describe, for a controller
+    /// without SGLs, as children that they can: one per run of pieces
+    /// between the boundaries where PRPs break ([`scatter_cuts`]), each of
+    /// whole blocks, its pieces translated or shared and kept in its own
+    /// records. On error nothing was submitted and the buffer comes back: a
+    /// break inside a block ([`Error::NotPrpShaped`]), more children than
+    /// the pair has slots ever ([`Error::TransferTooLarge`]) or now
+    /// ([`Error::QueueFull`]).
+    ///
+    /// [`scatter_cuts`]: super::scatter::scatter_cuts
+    pub(super) fn submit_scatter_split(
+        &mut self,
+        cut: Cut,
+        mut buf: B,
+        layout: crate::namespace::Layout,
+        direction: Direction,
+        context: C,
+        path: Path,
+    ) -> core::result::Result<Cid, SubmitError<B, C>> {
+        use super::scatter::{scatter_cuts, CutError};
+        self.finish_broken_split();
+        let len = layout.data;
+        let check = self.usable(path).and_then(|()| self.check_pieces(&mut buf, layout, direction));
+        if let Err(error) = check {
+            return Err(SubmitError { error, buffer: buf, context });
+        }
+        let cuts = match scatter_cuts::<B, N>(&mut buf, len, cut.per_block) {
+            Ok(c) if c.len() < N && self.slots.free_count() > c.len() => c,
+            Ok(c) if c.len() < N => {
+                return Err(SubmitError { error: Error::QueueFull, buffer: buf, context })
+            }
+            Ok(_) | Err(CutError::TooMany) => {
+                let error = Error::TransferTooLarge { requested: len, max: self.max_transfer };
+                return Err(SubmitError { error, buffer: buf, context });
+            }
+            Err(CutError::InsideBlock) => {
+                let error = Error::NotPrpShaped(crate::error::PrpShape::InnerEndNotPageAligned);
+                return Err(SubmitError { error, buffer: buf, context });
+            }
+        };
+        let Some(parent_slot) = self.reserve() else {
+            return Err(SubmitError { error: Error::QueueFull, buffer: buf, context });
+        };
+        let parent = parent_slot.index() as u16;
+        self.splitting = Some(parent);
+        let mut offset = 0usize;
+        for &(first, count, bytes) in &cuts {
+            let lba = cut.lba + (offset / cut.per_block) as u64;
+            let blocks = (bytes / cut.per_block) as u32;
+            let step = if cut.ref_tag_counts { lba - cut.lba } else { 0 };
+            let ref_tag = cut.ref_tag.map(|(format, t)| (format, t.wrapping_add(step)));
+            // The regions of this child's pieces (the last one's may be cut
+            // short where the data ends).
+            let mut regions = heapless::Vec::<NonNull<[u8]>, { super::MAX_SHARED_PIECES }>::new();
+            let mut left = bytes;
+            for i in first..first + count {
+                let piece = buf.piece(i);
+                let take = piece.len().min(left);
+                left -= take;
+                let _ = regions.push(NonNull::slice_from_raw_parts(piece.cast::<u8>(), take));
+            }
+            let added = self.add_scatter_child(parent, &cut, lba, blocks, ref_tag, &regions, direction);
+            if let Err(error) = added {
+                self.unwind_split(parent);
+                self.slots.cancel(parent_slot);
+                self.splitting = None;
+                return Err(SubmitError { error, buffer: buf, context });
+            }
+            offset += bytes;
+        }
+        self.launch_split(parent_slot, cut, buf, cuts.len(), context, path)
+    }
+
+    /// Hands one child's pieces of a split scatter list to the device (each
+    /// translated or shared, and recorded for `finish` to sync back and
+    /// undo) and fills its slot (not submitted yet).
+    #[allow(clippy::too_many_arguments)]
+    fn add_scatter_child(
+        &mut self,
+        parent: u16,
+        cut: &Cut,
+        lba: u64,
+        blocks: u32,
+        ref_tag: Option<(crate::namespace::PiFormat, u64)>,
+        regions: &[NonNull<[u8]>],
+        direction: Direction,
+    ) -> Result {
+        let index = self.free_slot().ok_or(Error::QueueFull)?;
+        let hal = &self.ctrlr.hal;
+        let mut sink = SlotPrpSink {
+            mem: self.prp.as_ref(),
+            first: index * self.prp_pages_per_slot,
+            pages: self.prp_pages_per_slot,
+        };
+        let bytes = regions.iter().map(|r| r.len()).sum();
+        let mut prp = crate::prp::PrpBuilder::new(&mut sink, bytes);
+        let mut records = super::scatter::Shares::<H::Mapping>::new();
+        let mut failed = None;
+        for &region in regions {
+            if hal.translate(region, &mut prp) {
+                let _ = records.push(DmaUse { region, direction, mapping: None });
+                continue;
+            }
+            // SAFETY: the pieces belong to the buffer the parent will own
+            // until every child is done; the shares are undone when the
+            // child finishes, or below.
+            match unsafe { hal.share(region, direction, &mut prp) } {
+                Ok(mapping) => drop(records.push(DmaUse { region, direction, mapping: Some(mapping) })),
+                Err(e) => {
+                    failed = Some(Error::Hal(e));
+                    break;
+                }
+            }
+        }
+        let undo = |records: &mut super::scatter::Shares<H::Mapping>| {
+            // SAFETY: never submitted: the device never saw these shares.
+            unsafe { super::scatter::undo_shares(hal, records) };
+        };
+        let described = match failed {
+            Some(e) => Err(e),
+            None => prp.finish(),
+        };
+        let prp = match described {
+            Ok(p) => p,
+            Err(e) => {
+                undo(&mut records);
+                return Err(e);
+            }
+        };
+        for dma in records.iter() {
+            // SAFETY: the CPU does not touch the pieces until `finish`.
+            unsafe { hal.sync_for_device(dma.region, dma.direction) };
+        }
+        let Some(slot) = self.reserve().filter(|s| s.index() == index) else {
+            for dma in records.iter() {
+                // SAFETY: never submitted: the device never saw them.
+                unsafe { hal.sync_for_cpu(dma.region, dma.direction) };
+            }
+            undo(&mut records);
+            return Err(Error::QueueFull);
+        };
+        let mut cmd = cut.base;
+        cmd.cdw10 = lba as u32;
+        cmd.cdw11 = (lba >> 32) as u32;
+        cmd.cdw12 = (cut.base.cdw12 & !0xffff) | (blocks - 1);
+        if let Some((format, tag)) = ref_tag {
+            (cmd.cdw14, cmd.cdw3) = crate::protection::ref_tag_dwords(format, tag);
+        }
+        cmd.prp1 = prp.prp1;
+        cmd.prp2 = prp.prp2;
+        self.slots.fill(slot, |cid| {
+            let mut r = request::with_role(cmd, cid, None, None, Role::Child { parent });
+            r.shared = ManuallyDrop::new(records);
+            r.sync_shared = true;
             r
         });
         Ok(())
