@@ -805,3 +805,112 @@ fn a_split_scatter_list_completes_once_body() {
     drop(ctrlr);
     assert_clean(&sim);
 }
+
+/// A piece `len` bytes long, `offset` into its own DMA memory, filled from
+/// `seed`.
+fn piece<'h>(hal: &'h SimHal, offset: usize, len: usize, seed: u8) -> DmaBuffer<'h, SimHal> {
+    let mut b = DmaBuffer::new(hal, offset + len).unwrap();
+    assert!(b.set_window(offset, len));
+    b.iter_mut().enumerate().for_each(|(j, x)| *x = (j as u8).wrapping_mul(11) ^ seed);
+    b
+}
+
+/// Parts of several pieces, without SGLs: a run that PRPs describe (a
+/// piece ending on a page, whole pages, a piece ending inside one) is one
+/// command, cut where PRPs break and after `MAX_SHARED_PIECES` pieces; each
+/// command names its own LBA and blocks, and the data lands at the right
+/// LBAs (read back as one plain buffer). An empty piece carries nothing.
+/// Too few free slots: `QueueFull` unsent. A share failing in the second
+/// part: nothing sent, nothing left shared.
+#[test]
+fn split_parts_of_several_pieces() {
+    big_stack(split_parts_of_several_pieces_body);
+}
+
+fn split_parts_of_several_pieces_body() {
+    let sim = sim(0);
+    let ctrlr = Controller::new(sim.hal(), options()).unwrap();
+    let hal = ctrlr.hal();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: Qp<'_, '_> = ctrlr.create_io_qpair(QpairOptions::default().with_entries(16)).unwrap();
+    // 1024 bytes ending a page, two whole pages, 512 bytes from a page's
+    // start (ending inside it: a break), an empty piece, 512 bytes inside
+    // a page: 19 blocks in one command, then 1.
+    let mut list = List::new();
+    for p in
+        [piece(hal, 3072, 1024, 1), piece(hal, 0, 4096, 2), piece(hal, 0, 4096, 3), piece(hal, 0, 512, 4)]
+    {
+        assert!(list.push(p).is_ok());
+    }
+    assert!(list.push(piece(hal, 0, 0, 0)).is_ok());
+    assert!(list.push(piece(hal, 1024, 512, 5)).is_ok());
+    let expected = flat(&list);
+    assert_eq!(expected.len(), 20 * 512);
+    let before = sim.recent_io_commands().len();
+    qp.write(&ns, 100, 20, list, 0).map_err(|e| e.error).unwrap();
+    assert_eq!(run(&sim, &mut qp).0, Ok(()));
+    let mut sent: Vec<_> =
+        sim.recent_io_commands()[before..].iter().map(|c| (c.cdw10, c.cdw12 & 0xffff)).collect();
+    sent.sort_unstable();
+    assert_eq!(sent, vec![(100, 18), (119, 0)], "(LBA, NLB) of each part, in any order");
+    let mut plain: IoQueuePair<'_, SimHal, Vec<u8>, u32, 16> =
+        ctrlr.create_io_qpair(QpairOptions::default().with_entries(4)).unwrap();
+    plain.read(&ns, 100, 20, vec![0u8; 20 * 512], 0).map_err(|e| e.error).unwrap();
+    let back = common::poll_for(&sim, &mut plain, Duration::from_millis(10)).pop().unwrap();
+    assert_eq!(back.buffer.unwrap(), expected, "every byte at its LBA");
+    drop(plain);
+    // A first piece 512 bytes into its page, then 10 whole pages, then a
+    // piece inside a page: cut after 8 pieces as well (8 + 3 + 1 pieces).
+    let mut list = List::new();
+    assert!(list.push(piece(hal, 512, 3584, 6)).is_ok());
+    for k in 0..10 {
+        assert!(list.push(piece(hal, 0, 4096, 7 + k)).is_ok());
+    }
+    assert!(list.push(piece(hal, 2048, 512, 20)).is_ok());
+    let blocks = (3584 + 10 * 4096 + 512) / 512;
+    let before = sim.recent_io_commands().len();
+    qp.write(&ns, 200, blocks, list, 1).map_err(|e| e.error).unwrap();
+    assert_eq!(run(&sim, &mut qp).0, Ok(()));
+    let mut sent: Vec<_> =
+        sim.recent_io_commands()[before..].iter().map(|c| (c.cdw10, c.cdw12 & 0xffff)).collect();
+    sent.sort_unstable();
+    let first = (3584 + 7 * 4096) / 512;
+    assert_eq!(sent, vec![(200, first - 1), (200 + first, 3 * 8 - 1), (200 + first + 24, 0)]);
+    // Slots: five requests in flight (of 8 slots) leave too few for a list
+    // of 4 parts and its request.
+    sim.set_latency(Duration::from_millis(10));
+    for i in 0..5u32 {
+        qp.read(&ns, u64::from(i), 1, pieces(hal, 1, 0, 512, 0), 10 + i).map_err(|e| e.error).unwrap();
+    }
+    let fetched = sim.stats().commands_fetched;
+    let e = qp.write(&ns, 0, 4, pieces(hal, 4, 1024, 512, 0), 30).unwrap_err();
+    assert_eq!(e.error, Error::QueueFull);
+    assert_eq!(qp.in_flight(), 5, "nothing of it went out");
+    drop(e);
+    sim.set_latency(Duration::ZERO);
+    for _ in 0..100 {
+        qp.poll(PollLimit::All, |_, _| {});
+        sim.advance(Duration::from_micros(100));
+    }
+    assert_eq!(qp.in_flight(), 0);
+    assert!(sim.stats().commands_fetched >= fetched);
+    drop(qp);
+    drop(ctrlr);
+    assert_clean(&sim);
+
+    // A share failing in the second part (heap pieces, a part each).
+    let sim = crate::sim(0);
+    let ctrlr = Controller::new(hal_traits::faulty::FaultyHal::new(sim.hal()), options()).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: IoQueuePair<'_, _, VecList, u32, 8> =
+        ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).unwrap();
+    let fetched = sim.stats().commands_fetched;
+    ctrlr.hal().fail_shares(1, 1);
+    let e = qp.write(&ns, 0, 3, vec_pieces(3, 512, 0), 0).unwrap_err();
+    assert!(matches!(e.error, Error::Hal(_)), "{:?}", e.error);
+    assert_eq!((sim.stats().live_shares, sim.stats().commands_fetched), (0, fetched));
+    assert_eq!(qp.in_flight(), 0);
+    drop(qp);
+    drop(ctrlr);
+    assert_clean(&sim);
+}

@@ -217,6 +217,8 @@ struct Totals {
     commands: u64,
     /// Scatter lists of heap buffers among the commands.
     scatter: u64,
+    /// Of them, split where PRPs break.
+    scatter_split: u64,
     lost: u64,
     doubled: u64,
     panics: u64,
@@ -449,6 +451,8 @@ struct Outcome {
     commands: u64,
     /// Of them, scatter lists of heap buffers (shared piece by piece).
     scatter: u64,
+    /// Of those, lists split where PRPs break (schedules without SGLs).
+    scatter_split: u64,
     /// Queue pairs that reported a terminal error and were healed by a
     /// reset by hand.
     terminal: u64,
@@ -604,6 +608,7 @@ fn run(s: &Schedule, totals: &mut Totals, canary: bool) -> Result<Outcome, Strin
                         model.submitted(q, id, (write, lba, blocks));
                         out.commands += 1;
                         out.scatter += u64::from(scatter);
+                        out.scatter_split += u64::from(scatter && s.split && blocks > 1);
                     }
                     // Refused submissions never reach the device: nothing to track.
                     Err(e) if matches!(e.error, Error::QueueFull) => poll_into(qp, &mut model),
@@ -984,6 +989,7 @@ fn random_schedules_with_faults_keep_every_request() {
                 }
                 totals.commands += out.commands;
                 totals.scatter += out.scatter;
+                totals.scatter_split += out.scatter_split;
                 totals.terminal += out.terminal;
             }
             Ok(Err(why)) => {
@@ -1019,7 +1025,10 @@ fn random_schedules_with_faults_keep_every_request() {
         totals.injected_per_schedule_min,
         totals.few_faults
     );
-    println!("scatter lists of heap buffers among the commands: {}", totals.scatter);
+    println!(
+        "scatter lists of heap buffers among the commands: {} ({} split where PRPs break)",
+        totals.scatter, totals.scatter_split
+    );
     println!("faults injected: {:?}", totals.faults);
     if let Some(f) = &totals.first_failure {
         println!("first failure: {f}");
@@ -1030,6 +1039,11 @@ fn random_schedules_with_faults_keep_every_request() {
         "scatter lists went out: {} of {}",
         totals.scatter,
         totals.commands
+    );
+    assert!(
+        totals.scatter_split * 10 >= totals.scatter,
+        "split scatter lists went out: {}",
+        totals.scatter_split
     );
     assert!(
         totals.few_faults * 20 <= totals.schedules,

@@ -411,6 +411,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         // SGLs: split where PRPs break (not for separate metadata, which
         // scatter lists do not take, nor zoned writes, which stay in order).
         if buffer.pieces() > 1
+            && blocks <= max_blocks
             && self.ctrlr.sgl_support() == crate::controller::SglSupport::None
             && layout.metadata == 0
             && !(ns.zones().is_some() && opcode != IoOpcode::READ)

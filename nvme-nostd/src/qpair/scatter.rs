@@ -96,6 +96,9 @@ pub(super) fn prp_shaped<B: IoBuffer>(buf: &mut B, len: usize) -> bool {
     let mut regions = heapless::Vec::<NonNull<[u8]>, 2>::new();
     let mut shaped = true;
     for_each_handed(buf, len, |r| {
+        if r.is_empty() {
+            return;
+        }
         if let Some(prev) = regions.pop() {
             let end = prev.cast::<u8>().as_ptr() as usize + prev.len();
             shaped &=
@@ -118,7 +121,11 @@ pub(super) enum CutError {
 /// Where a scatter list that PRPs cannot describe is cut into children
 /// that they can (a controller without SGLs): at every piece boundary where
 /// PRPs break, and after [`MAX_SHARED_PIECES`] pieces; each child `(first
-/// piece, pieces, bytes)`, in order, covering the first `len` bytes.
+/// piece, pieces that carry bytes from there, bytes)`, in order, covering
+/// the first `len` bytes (empty pieces carry nothing and are skipped).
+/// Judged by the pieces' addresses in memory: the HALs here keep a page's
+/// offset when they hand it to the device; one that did not would see a
+/// child's PRPs fail, and the request refused unsent (`NotPrpShaped`).
 pub(super) fn scatter_cuts<B: IoBuffer, const N: usize>(
     buf: &mut B,
     len: usize,
@@ -129,6 +136,11 @@ pub(super) fn scatter_cuts<B: IoBuffer, const N: usize>(
     let mut prev_end = None::<usize>;
     let mut outcome = Ok(());
     for_each_handed(buf, len, |r| {
+        if r.is_empty() {
+            // Nothing for the device (PRPs skip it too), but it is a piece.
+            i += 1;
+            return;
+        }
         let start = r.cast::<u8>().as_ptr() as usize;
         let breaks =
             prev_end.is_some_and(|end| !end.is_multiple_of(PAGE_SIZE) || !start.is_multiple_of(PAGE_SIZE));
@@ -139,7 +151,10 @@ pub(super) fn scatter_cuts<B: IoBuffer, const N: usize>(
             if cuts.push((first, count, bytes)).is_err() {
                 outcome = outcome.and(Err(CutError::TooMany));
             }
-            (first, count, bytes) = (i, 0, 0);
+            (count, bytes) = (0, 0);
+        }
+        if count == 0 {
+            first = i;
         }
         count += 1;
         bytes += r.len();

@@ -388,7 +388,11 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> Drop for IoQueuePair<'_, H, B, C, N
                 // A scatter list's shared pieces: each a record of its own.
                 if !removed {
                     while let Some(dma) = req.shared.pop() {
-                        self.ctrlr.quarantine.lock().buffer(dma, epoch);
+                        // Translated pieces (a split list's) have nothing to
+                        // undo, and their buffer is leaked: no room taken.
+                        if dma.mapping.is_some() {
+                            self.ctrlr.quarantine.lock().buffer(dma, epoch);
+                        }
                     }
                 }
                 leak(&mut req);

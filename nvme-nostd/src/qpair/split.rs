@@ -303,8 +303,17 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             Ok(c) if c.len() < N => {
                 return Err(SubmitError { error: Error::QueueFull, buffer: buf, context })
             }
-            Ok(_) | Err(CutError::TooMany) => {
-                let error = Error::TransferTooLarge { requested: len, max: self.max_transfer };
+            Ok(c) => {
+                // The most the pair's slots could ever take: N - 1 parts.
+                let max = c.iter().take(N.saturating_sub(1)).map(|c| c.2).sum();
+                return Err(SubmitError {
+                    error: Error::TransferTooLarge { requested: len, max },
+                    buffer: buf,
+                    context,
+                });
+            }
+            Err(CutError::TooMany) => {
+                let error = Error::TransferTooLarge { requested: len, max: 0 };
                 return Err(SubmitError { error, buffer: buf, context });
             }
             Err(CutError::InsideBlock) => {
@@ -326,12 +335,15 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             // The regions of this child's pieces (the last one's may be cut
             // short where the data ends).
             let mut regions = heapless::Vec::<NonNull<[u8]>, { super::MAX_SHARED_PIECES }>::new();
-            let mut left = bytes;
-            for i in first..first + count {
+            let (mut left, mut i) = (bytes, first);
+            while regions.len() < count && i < buf.pieces() {
                 let piece = buf.piece(i);
+                i += 1;
                 let take = piece.len().min(left);
-                left -= take;
-                let _ = regions.push(NonNull::slice_from_raw_parts(piece.cast::<u8>(), take));
+                if take > 0 {
+                    left -= take;
+                    let _ = regions.push(NonNull::slice_from_raw_parts(piece.cast::<u8>(), take));
+                }
             }
             let added = self.add_scatter_child(parent, &cut, lba, blocks, ref_tag, &regions, direction);
             if let Err(error) = added {
