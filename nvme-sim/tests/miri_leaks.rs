@@ -23,6 +23,38 @@ fn small() -> SimConfig {
     }
 }
 
+/// A controller that gives up on commands at once and never pauses to
+/// retry, so that a stuck device is seen quickly.
+fn controller(sim: &Sim) -> nvme_nostd::Controller<nvme_sim::SimHal> {
+    let options = nvme_nostd::ControllerOptions::default()
+        .with_admin_timeout(MS)
+        .with_io_timeout(None)
+        .with_recovery(1, MS);
+    nvme_nostd::Controller::new(sim.hal(), options).expect("attach")
+}
+
+/// Drops a queue pair (`drop_pair`) while the controller can be neither
+/// told to delete its queues nor disabled: `kept` mappings stay, in the
+/// quarantine; the reset that works undoes them.
+fn drop_stuck_then_reset(
+    sim: &Sim,
+    ctrlr: &nvme_nostd::Controller<nvme_sim::SimHal>,
+    drop_pair: impl FnOnce(),
+    kept: usize,
+) {
+    sim.set_disable_never(true);
+    sim.inject(FaultRule::once(
+        Some(0),
+        Some(nvme_nostd::spec::command::AdminOpcode::DELETE_IO_SQ.0),
+        Fault::Drop,
+    ));
+    drop_pair();
+    assert_eq!(sim.stats().live_shares, kept, "kept");
+    sim.set_disable_never(false);
+    ctrlr.reset().expect("reset");
+    assert_eq!(sim.stats().live_shares, 0, "undone");
+}
+
 /// A queue pair dropped with reads in flight on a controller that can be
 /// neither told to delete its queues nor disabled: the reads' `Vec` buffers
 /// are leaked and their mappings kept; after the reset that works, the
@@ -31,28 +63,14 @@ fn small() -> SimConfig {
 #[test]
 fn quarantined_mappings_are_undone_into_leaked_buffers() {
     let sim = Sim::new(SimConfig { timeout_500ms: 1, ready_delay: MS, ..small() });
-    let options = nvme_nostd::ControllerOptions::default()
-        .with_admin_timeout(MS)
-        .with_io_timeout(None)
-        .with_recovery(1, MS);
-    let ctrlr = nvme_nostd::Controller::new(sim.hal(), options).expect("attach");
+    let ctrlr = controller(&sim);
     let ns = ctrlr.namespace(1).expect("namespace 1");
     let mut qp = qpair(&ctrlr);
     sim.inject(FaultRule { count: 2, ..FaultRule::once(Some(qp.qid()), None, Fault::Drop) });
     for i in 0..2u32 {
         qp.read(&ns, u64::from(i), 1, aligned_vec(512, 0), i).map_err(|e| e.error).unwrap();
     }
-    sim.set_disable_never(true);
-    sim.inject(FaultRule::once(
-        Some(0),
-        Some(nvme_nostd::spec::command::AdminOpcode::DELETE_IO_SQ.0),
-        Fault::Drop,
-    ));
-    drop(qp);
-    assert_eq!(sim.stats().live_shares, 2, "kept");
-    sim.set_disable_never(false);
-    ctrlr.reset().expect("reset");
-    assert_eq!(sim.stats().live_shares, 0, "undone");
+    drop_stuck_then_reset(&sim, &ctrlr, move || drop(qp), 2);
     drop(ctrlr);
     assert_clean(&sim);
 }
@@ -63,11 +81,7 @@ fn quarantined_mappings_are_undone_into_leaked_buffers() {
 #[test]
 fn quarantined_scatter_pieces_are_undone_into_leaked_buffers() {
     let sim = Sim::new(SimConfig { timeout_500ms: 1, ready_delay: MS, sgls: 1, ..small() });
-    let options = nvme_nostd::ControllerOptions::default()
-        .with_admin_timeout(MS)
-        .with_io_timeout(None)
-        .with_recovery(1, MS);
-    let ctrlr = nvme_nostd::Controller::new(sim.hal(), options).expect("attach");
+    let ctrlr = controller(&sim);
     let ns = ctrlr.namespace(1).expect("namespace 1");
     let mut qp: nvme_nostd::IoQueuePair<'_, _, nvme_nostd::ScatterList<Vec<u8>, 2>, u32, 4> =
         ctrlr.create_io_qpair(nvme_nostd::QpairOptions::default().with_entries(4)).expect("queue pair");
@@ -79,17 +93,7 @@ fn quarantined_scatter_pieces_are_undone_into_leaked_buffers() {
         }
         qp.read(&ns, u64::from(i) * 2, 2, list, i).map_err(|e| e.error).unwrap();
     }
-    sim.set_disable_never(true);
-    sim.inject(FaultRule::once(
-        Some(0),
-        Some(nvme_nostd::spec::command::AdminOpcode::DELETE_IO_SQ.0),
-        Fault::Drop,
-    ));
-    drop(qp);
-    assert_eq!(sim.stats().live_shares, 4, "kept, one a piece");
-    sim.set_disable_never(false);
-    ctrlr.reset().expect("reset");
-    assert_eq!(sim.stats().live_shares, 0, "undone");
+    drop_stuck_then_reset(&sim, &ctrlr, move || drop(qp), 4);
     drop(ctrlr);
     assert_clean(&sim);
 }

@@ -976,6 +976,7 @@ fn no_iommu_needs_hugepages(address: &str) -> Result<Option<String>> {
 fn no_iommu(t: &mut Totals, address: &str) {
     t.check("no-IOMMU: the open warns on standard error", no_iommu_open_warns(address));
     t.check("no-IOMMU: refused where the options refuse it", no_iommu_refused(address));
+    t.check("no-IOMMU: a second handle on one device is refused", second_handle(address));
     t.check(
         "no-IOMMU: without CAP_SYS_RAWIO (uid 65534), the group's file open to all",
         no_iommu_raw_io(address),

@@ -226,29 +226,37 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             pages: self.prp_pages_per_slot,
         };
         // PRPs where they can describe the pieces; an SGL where they cannot
-        // and the controller has SGLs (the pieces handed over again: what
-        // was shared is shared afresh).
+        // and the controller has SGLs. Where the pieces' addresses already
+        // say PRPs cannot, straight to the SGL: no share is made twice (a
+        // PRP attempt that fails anyway hands the pieces over again).
+        let sgls = self.ctrlr.sgl_support();
+        let sgl_pass = |buf: &mut B, sink: &mut SlotPrpSink<'_>, shares: &mut Shares<H::Mapping>| {
+            let mut sgl = SglBuilder::new(sink, len, sgls == SglSupport::Dword);
+            // SAFETY: the buffer is the request's from here on; its shares
+            // are undone by `pending` unless submitted, and then by `finish`.
+            unsafe { hand_pieces(hal, buf, len, direction, &mut sgl, shares) }
+                .and_then(|()| sgl.finish().map(|p| (p, 1)))
+        };
         let mut pending = Pending { hal, shares: Shares::new() };
-        let mut prp = PrpBuilder::new(&mut sink, len);
-        // SAFETY: the buffer is the request's from here on; its shares are
-        // undone by `pending` unless submitted, and then by `finish`.
-        let handed = unsafe { hand_pieces(hal, &mut buf, len, direction, &mut prp, &mut pending.shares) };
-        let described = match handed.map(|()| prp.finish()) {
-            Err(e) => Err(e),
-            Ok(finished) => match (finished, self.ctrlr.sgl_support()) {
-                (Ok(p), _) => Ok((p, 0)),
-                (Err(Error::NotPrpShaped(shape)), sgls)
+        let described = if sgls != SglSupport::None && !prp_shaped(&mut buf, len) {
+            sgl_pass(&mut buf, &mut sink, &mut pending.shares)
+        } else {
+            let mut prp = PrpBuilder::new(&mut sink, len);
+            // SAFETY: as in `sgl_pass`.
+            let handed = unsafe { hand_pieces(hal, &mut buf, len, direction, &mut prp, &mut pending.shares) };
+            match handed.map(|()| prp.finish()) {
+                Err(e) => Err(e),
+                Ok(Ok(p)) => Ok((p, 0)),
+                // The HAL's addresses broke PRPs where the pieces' did not.
+                Ok(Err(Error::NotPrpShaped(shape)))
                     if shape != PrpShape::TooManyPages && sgls != SglSupport::None =>
                 {
                     // SAFETY: never submitted: the device never saw the shares.
                     unsafe { undo_shares(hal, &mut pending.shares) };
-                    let mut sgl = SglBuilder::new(&mut sink, len, sgls == SglSupport::Dword);
-                    // SAFETY: as above.
-                    unsafe { hand_pieces(hal, &mut buf, len, direction, &mut sgl, &mut pending.shares) }
-                        .and_then(|()| sgl.finish().map(|p| (p, 1)))
+                    sgl_pass(&mut buf, &mut sink, &mut pending.shares)
                 }
-                (Err(e), _) => Err(e),
-            },
+                Ok(Err(e)) => Err(e),
+            }
         };
         let (dptr, psdt) = match described {
             Ok(d) => d,

@@ -73,6 +73,34 @@ impl Cut {
         chunks(self.lba, self.blocks, self.max_blocks, self.boundary).count()
     }
 
+    /// The command of a child over `blocks` blocks from `lba`, with its
+    /// first block's reference tag and its data pointer.
+    fn child_command(
+        &self,
+        lba: u64,
+        blocks: u32,
+        ref_tag: Option<(crate::namespace::PiFormat, u64)>,
+        prp: crate::prp::Prp,
+    ) -> SubmissionEntry {
+        let mut cmd = self.base;
+        cmd.cdw10 = lba as u32;
+        cmd.cdw11 = (lba >> 32) as u32;
+        cmd.cdw12 = (self.base.cdw12 & !0xffff) | (blocks - 1);
+        if let Some((format, tag)) = ref_tag {
+            (cmd.cdw14, cmd.cdw3) = crate::protection::ref_tag_dwords(format, tag);
+        }
+        cmd.prp1 = prp.prp1;
+        cmd.prp2 = prp.prp2;
+        cmd
+    }
+
+    /// The reference tag of the child from `lba`, where the namespace has
+    /// protection information.
+    fn child_ref_tag(&self, lba: u64) -> Option<(crate::namespace::PiFormat, u64)> {
+        let step = if self.ref_tag_counts { lba - self.lba } else { 0 };
+        self.ref_tag.map(|(format, t)| (format, t.wrapping_add(step)))
+    }
+
     /// Whether every child's parts (data, and separate metadata) start and
     /// end on `align` bytes: else two children would share a cache line the
     /// device writes, which a non-coherent system cannot hand back to the
@@ -130,8 +158,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             // (`check_transfer`), so the part lies inside the buffer.
             let start = unsafe { slice.cast::<u8>().add(offset) };
             let part = NonNull::slice_from_raw_parts(start, blocks as usize * cut.per_block);
-            let step = if cut.ref_tag_counts { lba - cut.lba } else { 0 };
-            let ref_tag = cut.ref_tag.map(|(format, t)| (format, t.wrapping_add(step)));
+            let ref_tag = cut.child_ref_tag(lba);
             let meta = (cut.meta_per_block > 0).then(|| {
                 let at = data_total + (lba - cut.lba) as usize * cut.meta_per_block;
                 // SAFETY: at + len <= total <= the buffer's length.
@@ -250,15 +277,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             }
             return Err(Error::QueueFull);
         };
-        let mut cmd = cut.base;
-        cmd.cdw10 = lba as u32;
-        cmd.cdw11 = (lba >> 32) as u32;
-        cmd.cdw12 = (cut.base.cdw12 & !0xffff) | (blocks - 1);
-        if let Some((format, tag)) = ref_tag {
-            (cmd.cdw14, cmd.cdw3) = crate::protection::ref_tag_dwords(format, tag);
-        }
-        cmd.prp1 = prp.prp1;
-        cmd.prp2 = prp.prp2;
+        let mut cmd = cut.child_command(lba, blocks, ref_tag, prp);
         if let Some((_, mptr, _)) = &meta {
             cmd.mptr = *mptr;
         }
@@ -330,8 +349,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         for &(first, count, bytes) in &cuts {
             let lba = cut.lba + (offset / cut.per_block) as u64;
             let blocks = (bytes / cut.per_block) as u32;
-            let step = if cut.ref_tag_counts { lba - cut.lba } else { 0 };
-            let ref_tag = cut.ref_tag.map(|(format, t)| (format, t.wrapping_add(step)));
+            let ref_tag = cut.child_ref_tag(lba);
             // The regions of this child's pieces (the last one's may be cut
             // short where the data ends).
             let mut regions = heapless::Vec::<NonNull<[u8]>, { super::MAX_SHARED_PIECES }>::new();
@@ -425,15 +443,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             undo(&mut records);
             return Err(Error::QueueFull);
         };
-        let mut cmd = cut.base;
-        cmd.cdw10 = lba as u32;
-        cmd.cdw11 = (lba >> 32) as u32;
-        cmd.cdw12 = (cut.base.cdw12 & !0xffff) | (blocks - 1);
-        if let Some((format, tag)) = ref_tag {
-            (cmd.cdw14, cmd.cdw3) = crate::protection::ref_tag_dwords(format, tag);
-        }
-        cmd.prp1 = prp.prp1;
-        cmd.prp2 = prp.prp2;
+        let cmd = cut.child_command(lba, blocks, ref_tag, prp);
         self.slots.fill(slot, |cid| {
             let mut r = request::with_role(cmd, cid, None, None, Role::Child { parent });
             r.shared = ManuallyDrop::new(records);
