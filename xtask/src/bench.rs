@@ -609,7 +609,7 @@ impl Meta {
 }
 
 /// `arg` as a POSIX shell word.
-fn shell_quote(arg: &str) -> String {
+pub(crate) fn shell_quote(arg: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=,:+".contains(c);
     if !arg.is_empty() && arg.chars().all(plain) {
         arg.to_string()
@@ -619,7 +619,7 @@ fn shell_quote(arg: &str) -> String {
 }
 
 /// A command's standard output, trimmed ("unknown" if it cannot run).
-fn output(program: &str, args: &[&str]) -> String {
+pub(crate) fn output(program: &str, args: &[&str]) -> String {
     Command::new(program)
         .args(args)
         .current_dir(root())
@@ -632,7 +632,7 @@ fn output(program: &str, args: &[&str]) -> String {
 
 /// `git rev-parse --short HEAD` and whether the tree has changes, not
 /// counting the results file itself (earlier runs leave it modified).
-fn commit(out: &Path) -> String {
+pub(crate) fn commit(out: &Path) -> String {
     let hash = output("git", &["rev-parse", "--short", "HEAD"]);
     let mut status = Command::new("git");
     status.args(["status", "--porcelain", "--", "."]).current_dir(root());
@@ -649,7 +649,7 @@ fn commit(out: &Path) -> String {
 
 /// Appends `section` to `path` after a blank line, creating the file with
 /// its header first.
-fn append_section(path: &Path, section: &str) -> io::Result<()> {
+pub(crate) fn append_section(path: &Path, section: &str) -> io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir)?;
     }

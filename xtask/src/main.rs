@@ -3,6 +3,7 @@
 
 mod barriers;
 mod bench;
+mod instructions;
 mod qemu;
 mod reliability;
 mod setup;
@@ -55,6 +56,12 @@ tasks:
         to FILE (default BENCHMARKS.md). --quick: 1 boot, 1 s, written to
         target/xtask/bench-quick.md unless --out says otherwise. Takes a few
         minutes; not part of 'test'
+  instructions [--label TEXT] [--out FILE]
+        instructions per I/O in the driver (submission and completion apart,
+        the simulator's share apart) counted by valgrind's callgrind against
+        the simulator with zero latency, and a queue pair's memory at 256 and
+        1024 entries; appends a section titled TEXT to FILE (default
+        BENCHMARKS.md). About a minute
 
 --kvm uses KVM if a quick probe shows it works (TCG otherwise).";
 
@@ -103,6 +110,7 @@ fn main() -> ExitCode {
         }
         Some("fuzz") => reliability::fuzz(number("--seconds", 60)),
         Some("bench") => bench::bench(&args[1..]),
+        Some("instructions") => instructions::instructions(&args),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
