@@ -211,6 +211,23 @@ impl<T, const N: usize> SlotPool<T, N> {
         Some((i, cid, value))
     }
 
+    /// The slot index `cid` names, if it names the request in that slot now.
+    #[inline]
+    pub(crate) fn index(&self, cid: Cid) -> Option<usize> {
+        self.check(cid)
+    }
+
+    /// Frees slot `index`, dropping what is left of its value in place
+    /// (nothing is moved out: the caller took what it needed through
+    /// [`at_mut`](Self::at_mut) or [`get_mut`](Self::get_mut)).
+    #[inline]
+    pub(crate) fn vacate(&mut self, index: usize) {
+        if let Some(slot @ Some(_)) = self.slots.get_mut(index) {
+            *slot = None;
+            let _ = self.free.push(index as u16);
+        }
+    }
+
     /// Takes the request that `cid` names out of its slot, if `cid` is in flight
     /// now; `None` for an index out of range, a free slot, or an old generation.
     pub(crate) fn remove(&mut self, cid: Cid) -> Option<T> {

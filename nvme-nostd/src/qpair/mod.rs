@@ -30,7 +30,7 @@ pub use types::{
     Completion, CopyRange, DoorbellMode, IoFlags, PollLimit, QpairOptions, QueueStats, SubmitError,
 };
 
-use request::{DmaUse, Request};
+use request::{Cold, DmaUse, Request};
 
 use crate::admin::{Ticket, MAX_ABORTS};
 use crate::buffer::{check_transfer, hand_to_device, IoBuffer};
@@ -107,6 +107,10 @@ pub struct IoQueuePair<'c, H: Hal, B: IoBuffer, C, const N: usize> {
     sq: SubmissionQueue,
     cq: CompletionQueue,
     slots: SlotPool<Request<H::Mapping, B, C>, N>,
+    /// The cold part of each slot (see [`Cold`]), by slot index.
+    cold: [Cold<H::Mapping>; N],
+    /// Retries are on: each command is kept in its slot's cold part.
+    keep_commands: bool,
     prp: Option<DmaMemory>,
     prp_pages_per_slot: usize,
     max_transfer: usize,
@@ -658,7 +662,8 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             return Err(SubmitError { error: Error::QueueFull, buffer: buf, context });
         };
         let dma = DmaUse { region, direction, mapping };
-        let cid = self.slots.fill(slot, |cid| request::request(cmd, cid, Some(buf), Some(dma), context));
+        let opcode = cmd.cdw0.opc();
+        let cid = self.slots.fill(slot, |cid| request::request(opcode, cid, Some(buf), Some(dma), context));
         self.push_or_wait(cmd, cid, path);
         Ok(cid)
     }
@@ -671,7 +676,8 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         let Some(slot) = self.reserve() else {
             return Err((Error::QueueFull, context));
         };
-        let cid = self.slots.fill(slot, |cid| request::request(cmd, cid, None, None, context));
+        let opcode = cmd.cdw0.opc();
+        let cid = self.slots.fill(slot, |cid| request::request(opcode, cid, None, None, context));
         self.push_or_wait(cmd, cid, path);
         Ok(cid)
     }
@@ -692,9 +698,19 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     /// to submit it. A waiting request is not on the device: it cannot time
     /// out, and a reset or removal ends it like the others.
     fn push_or_wait(&mut self, cmd: SubmissionEntry, cid: Cid, path: Path) {
+        let index = SlotPool::<Request<H::Mapping, B, C>, N>::index_of(cid);
         if self.waiting.is_empty() && !self.sq.is_full() {
+            if self.keep_commands {
+                if let Some(cold) = self.cold.get_mut(index) {
+                    cold.cmd = cmd;
+                }
+            }
             self.push(cmd, cid, path);
             return;
+        }
+        // Kept for when room comes.
+        if let Some(cold) = self.cold.get_mut(index) {
+            cold.cmd = cmd;
         }
         // The deque holds N, one per slot: a slot waits at most once.
         if self.waiting.push_back(cid).is_ok() {
@@ -711,13 +727,14 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     pub(super) fn submit_waiting(&mut self) {
         while !self.sq.is_full() {
             let Some(cid) = self.waiting.pop_front() else { return };
+            let Some(index) = self.slots.index(cid) else { continue };
             let Some(req) = self.slots.get_mut(cid) else { continue };
-            if !req.queued || req.done.is_some() {
+            if !req.queued || req.ended {
                 continue;
             }
             req.queued = false;
             req.deadline = request::NOT_STAMPED;
-            let cmd = req.cmd;
+            let cmd = self.cold[index].cmd;
             self.push(cmd, cid, Path::InPoll);
         }
     }

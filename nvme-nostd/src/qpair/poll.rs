@@ -159,37 +159,23 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             consumed += 1;
             guard.pending = Some(self.cq.pending_head());
             let cid = Cid(entry.cid);
-            // A split request's parent is never on the wire: a completion
-            // naming it is as bogus as one naming a free slot.
-            let valid = entry.sqid == self.qid
-                && self.sq.head_plausible(entry.sqhd)
-                && self.slots.get(cid).is_some_and(|r| r.done.is_none() && !r.role.is_parent());
-            if !valid {
-                self.stats.bogus_completions += 1;
-                if entry.sqid == self.qid && !self.sq.head_plausible(entry.sqhd) {
-                    // The device contradicts itself about a request in
-                    // flight: not its completion, but the device may be done
-                    // with it. Its fate is unknown, as after a timeout: a
-                    // later entry naming it that is not a success reports
-                    // `Error::Timeout`, and the next timeout scan aborts it.
-                    if let Some(req) = self.slots.get_mut(cid) {
-                        if req.done.is_none()
-                            && !req.role.is_parent()
-                            && !req.timed_out
-                            && req.deadline != PARKED
-                        {
-                            req.timed_out = true;
-                            req.deadline = 1;
-                        }
-                    }
-                }
+            // The CID is checked once: its slot index, generation and
+            // request. A split request's parent is never on the wire: a
+            // completion naming it is as bogus as one naming a free slot.
+            let index = self
+                .slots
+                .index(cid)
+                .filter(|&i| self.slots.at(i).is_some_and(|(_, r)| !r.ended && !r.role.is_parent()));
+            // The SQ head moves only with an entry naming a request.
+            let valid = index.is_some() && entry.sqid == self.qid && self.sq.update_head(entry.sqhd);
+            let (Some(index), true) = (index, valid) else {
+                self.bogus(cid, entry.sqid, index.is_some());
                 continue;
-            }
-            self.sq.update_head(entry.sqhd);
+            };
             let status = entry.status.without_phase();
-            let retryable = !status.is_success() && !status.dnr() && matches!(self.health, Health::Up);
-            if retryable {
-                // The controller may ask for a delay before the retry (CRD).
+            if !status.is_success() && !status.dnr() && matches!(self.health, Health::Up) {
+                // Retryable. The controller may ask for a delay before the
+                // retry (CRD).
                 let delay = ctrlr.retry_delay(status);
                 let again = if delay.is_zero() {
                     self.retry(cid, retry_count)
@@ -200,29 +186,26 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
                     continue;
                 }
             }
-            let Some(mut req) = self.slots.remove(cid) else {
-                self.stats.bogus_completions += 1;
-                continue;
-            };
+            // The request is finished in its slot; only its buffer and
+            // context leave it.
+            let Some((_, req)) = self.slots.at_mut(index) else { continue };
             // SAFETY: the command completed, so the device is done with the
             // buffer.
-            let buffer = unsafe { finish(hal, &mut req) };
+            let buffer = unsafe { finish(hal, req, &mut self.cold[index]) };
             let error = (req.timed_out && !status.is_success()).then_some(Error::Timeout(Wait::IoCommand));
-            let done = match req.role {
-                Role::Own { context, .. } => Completion {
-                    cid: req.given,
-                    status,
-                    error,
-                    dw0: entry.dw0,
-                    dw1: entry.dw1,
-                    buffer,
-                    context,
-                },
+            let given = req.given;
+            let role = core::mem::replace(&mut req.role, Role::Taken);
+            self.slots.vacate(index);
+            let done = match role {
+                Role::Own { context, .. } => {
+                    Completion { cid: given, status, error, dw0: entry.dw0, dw1: entry.dw1, buffer, context }
+                }
                 // A child: its parent completes with the last of them.
                 Role::Child { parent } => match self.child_done(parent, status, error) {
                     Some(done) => done,
                     None => continue,
                 },
+                Role::Taken => continue,
             };
             self.stats.completed += 1;
             delivered += 1;
@@ -247,6 +230,27 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             }
         }
         delivered
+    }
+
+    /// Counts a completion entry that names no request in flight (or whose
+    /// SQ head is impossible). `named`: `cid` names a request in flight that
+    /// the device may be done with.
+    #[cold]
+    fn bogus(&mut self, cid: Cid, sqid: u16, named: bool) {
+        self.stats.bogus_completions += 1;
+        if sqid == self.qid && named {
+            // The device contradicts itself about a request in flight (its
+            // SQ head is impossible): not its completion, but the device may
+            // be done with it. Its fate is unknown, as after a timeout: a
+            // later entry naming it that is not a success reports
+            // `Error::Timeout`, and the next timeout scan aborts it.
+            if let Some(req) = self.slots.get_mut(cid) {
+                if !req.timed_out && req.deadline != PARKED {
+                    req.timed_out = true;
+                    req.deadline = 1;
+                }
+            }
+        }
     }
 
     /// Polls until the request that `cid` names completes and returns its
@@ -304,10 +308,12 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             return None;
         }
         let new_cid = self.slots.renew(cid)?;
+        let index = self.slots.index(new_cid)?;
         let req = self.slots.get_mut(new_cid)?;
         req.retries += 1;
         req.deadline = NOT_STAMPED;
-        let cmd = req.cmd;
+        // Kept at submission: retries are on.
+        let cmd = self.cold[index].cmd;
         self.stats.retries += 1;
         self.push(cmd, new_cid, Path::InPoll);
         Some(new_cid)
@@ -324,9 +330,11 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         let hal = &self.ctrlr.hal;
         let at = hal.ticks().saturating_add(duration_to_ticks(delay, hal.ticks_per_second()).max(1));
         let new_cid = self.slots.renew(cid)?;
+        let index = self.slots.index(new_cid)?;
         let req = self.slots.get_mut(new_cid)?;
         req.retries += 1;
-        req.retry_at = at;
+        req.parked = true;
+        self.cold[index].retry_at = at;
         // Not on the device while it waits, so it cannot be late.
         req.deadline = PARKED;
         self.parked += 1;
@@ -338,19 +346,22 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     fn resubmit_parked(&mut self) {
         let now = self.ctrlr.hal.ticks();
         let mut due: heapless::Vec<Cid, N> = heapless::Vec::new();
-        for (cid, req) in self.slots.iter_mut() {
-            if req.done.is_none() && req.retry_at != 0 && now >= req.retry_at {
-                let _ = due.push(cid);
+        for (i, cold) in self.cold.iter().enumerate() {
+            if let Some((cid, req)) = self.slots.at(i) {
+                if !req.ended && req.parked && now >= cold.retry_at {
+                    let _ = due.push(cid);
+                }
             }
         }
         for cid in due {
             if self.sq.is_full() {
                 break;
             }
+            let Some(index) = self.slots.index(cid) else { continue };
             let Some(req) = self.slots.get_mut(cid) else { continue };
-            req.retry_at = 0;
+            req.parked = false;
             req.deadline = NOT_STAMPED;
-            let cmd = req.cmd;
+            let cmd = self.cold[index].cmd;
             self.parked -= 1;
             self.push(cmd, cid, Path::InPoll);
         }
@@ -364,10 +375,12 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         let mut delivered = 0;
         let mut from = 0;
         while self.pending_done > 0 && delivered < max {
-            let Some((index, _, mut req)) = self.slots.take_next(from, |r| r.done.is_some()) else {
+            let Some((index, _, mut req)) = self.slots.take_next(from, |r| r.ended) else {
                 break;
             };
             from = index + 1;
+            let cold = &mut self.cold[index];
+            let (done, failure) = (cold.done.take(), cold.failure.take());
             self.pending_done -= 1;
             self.stats.completed += 1;
             self.stats.failed_by_driver += 1;
@@ -377,11 +390,11 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             let buffer = req.buffer.take().map(ManuallyDrop::into_inner);
             // Children never wait here: `end_in_flight` folds them into
             // their parents.
-            let Role::Own { context, failure, .. } = req.role else { continue };
+            let Role::Own { context, .. } = req.role else { continue };
             // A split request: the first of its children's failures.
-            let (status, error) = match (failure, req.done) {
+            let (status, error) = match (failure, done) {
                 // A removal is what the owner must hear, over any failure.
-                (_, Some(Error::DeviceRemoved)) | (None, _) => (HOST_ABORTED, req.done),
+                (_, Some(Error::DeviceRemoved)) | (None, _) => (HOST_ABORTED, done),
                 (Some(f), _) => (f.status, f.error),
             };
             let done = Completion { cid: req.given, status, error, dw0: 0, dw1: 0, buffer, context };

@@ -130,11 +130,11 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
     pub fn abort(&mut self, cid: Cid) -> Result<AbortOutcome> {
         self.ready()?;
         let wire = self.given(cid).ok_or(Error::InvalidArgument(crate::error::Argument::UnknownCid))?;
-        if self.slots.get(wire).is_some_and(|req| req.role.is_parent() && req.done.is_none()) {
+        if self.slots.get(wire).is_some_and(|req| req.role.is_parent() && !req.ended) {
             // A split request: its children are what the device has.
             return self.abort_children(wire);
         }
-        if self.slots.get(wire).is_some_and(|req| req.done.is_some()) {
+        if self.slots.get(wire).is_some_and(|req| req.ended) {
             // Ended by the driver (a reset, a removal) and waiting for
             // `poll`: nothing of it is left in the device to abort.
             return Ok(AbortOutcome::NotAborted);
@@ -170,8 +170,9 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         self.parked = 0;
         self.waiting.clear();
         let hal = &self.ctrlr.hal;
-        for (_, req) in self.slots.iter_mut() {
-            if req.done.is_some() {
+        for (i, cold) in self.cold.iter_mut().enumerate() {
+            let Some((_, req)) = self.slots.at_mut(i) else { continue };
+            if req.ended {
                 continue;
             }
             if req.queued {
@@ -180,24 +181,28 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
                 req.queued = false;
                 // SAFETY: the command was never submitted, so the device
                 // never had the buffer's address.
-                let buffer = unsafe { finish(hal, req) };
+                let buffer = unsafe { finish(hal, req, cold) };
                 req.buffer = buffer.map(core::mem::ManuallyDrop::new);
             } else if removed {
                 // A removed device cannot be proven stopped: its registers
                 // read all ones, so it cannot be disabled. The request still
                 // ends (without its buffer), and the buffer and its mapping
                 // are leaked rather than handed back for reuse.
-                leak(req);
+                leak(req, cold);
             } else {
                 // SAFETY: the reset disabled the controller (the epoch moved
                 // only after CSTS.RDY read 0): the device no longer accesses
                 // the buffer. It stays in the request until delivered.
-                let buffer = unsafe { finish(hal, req) };
+                let buffer = unsafe { finish(hal, req, cold) };
                 req.buffer = buffer.map(core::mem::ManuallyDrop::new);
             }
+            // Parked retries end too.
+            req.parked = false;
             // A removal is what the owner needs to know, also of a request
             // that had timed out before it.
-            req.done = Some(if req.timed_out && !removed { Error::Timeout(Wait::IoCommand) } else { reason });
+            cold.done =
+                Some(if req.timed_out && !removed { Error::Timeout(Wait::IoCommand) } else { reason });
+            req.ended = true;
             // Counted at once: if a HAL method panics on a later request,
             // this one is still delivered (the next call ends the rest).
             // Children are not delivered: they fold into their parents.
@@ -229,7 +234,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         // Requests past their deadline.
         let mut late: heapless::Vec<Cid, N> = heapless::Vec::new();
         for (cid, req) in self.slots.iter_mut() {
-            if req.done.is_some() {
+            if req.ended {
                 continue;
             }
             if req.deadline == NOT_STAMPED {
@@ -294,7 +299,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
                         .parent()
                         .and_then(|p| self.slots.at(usize::from(p)))
                         .map_or(req.given, |(_, parent)| parent.given);
-                    cb(TimeoutEvent { qid: self.qid, cid: given, opcode: req.cmd.cdw0.opc() });
+                    cb(TimeoutEvent { qid: self.qid, cid: given, opcode: req.opcode });
                 }
             }
         }
@@ -371,7 +376,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
                 reset = true;
                 continue;
             }
-            let waiting = self.slots.get(wire).is_some_and(|r| r.done.is_none() && r.abort_sent);
+            let waiting = self.slots.get(wire).is_some_and(|r| !r.ended && r.abort_sent);
             if !waiting {
                 // It completed (or was ended) while the Abort was out.
                 continue;

@@ -12,25 +12,27 @@ use hal_traits::Hal;
 
 pub(crate) use crate::quarantine::DmaUse;
 
-/// One request in flight. The buffer and its DMA record are in `ManuallyDrop`:
-/// they leave the request only through [`finish`] (device done) or a
-/// deliberate leak, never by unwinding or an implicit drop, because the
-/// device may still be writing them.
+/// One request in flight: the slot's hot part, which submission writes and
+/// completion reads (a few dozen bytes beside the caller's buffer and
+/// context). What only retries, split requests, scatter lists and recovery
+/// need is in the slot's [`Cold`] part, which the common path does not touch.
+///
+/// The buffer and its DMA record are in `ManuallyDrop`: they leave the
+/// request only through [`finish`] (device done) or a deliberate leak, never
+/// by unwinding or an implicit drop, because the device may still be writing
+/// them.
 pub(super) struct Request<M, B, C> {
     pub(super) buffer: Option<ManuallyDrop<B>>,
     pub(super) dma: Option<ManuallyDrop<DmaUse<M>>>,
-    /// A split request's child on a namespace with separate metadata: the
-    /// DMA record of its part of the metadata.
-    pub(super) meta_dma: Option<ManuallyDrop<DmaUse<M>>>,
-    /// The caller's request, or a child of a split one.
+    /// The caller's request (with its context), or a child of a split one.
     pub(super) role: Role<C>,
-    /// The command as submitted (for retries, aborts and reports).
-    pub(super) cmd: SubmissionEntry,
-    /// The CID the submission returned to the caller.
-    pub(super) given: Cid,
     /// When it times out, in HAL ticks; [`NOT_STAMPED`] until the next timeout
     /// scan after its submission stamps it.
     pub(super) deadline: u64,
+    /// The CID the submission returned to the caller.
+    pub(super) given: Cid,
+    /// The command's opcode (for timeout reports).
+    pub(super) opcode: u8,
     /// Times it was submitted again after a retryable error.
     pub(super) retries: u8,
     /// It timed out (whatever happens next, its owner hears `Timeout`).
@@ -40,15 +42,39 @@ pub(super) struct Request<M, B, C> {
     /// The driver sent an Abort for it (after its timeout); its result comes
     /// in on a later poll.
     pub(super) abort_sent: bool,
-    /// Ended by the driver (reset, removal): delivered by the next `poll`.
-    pub(super) done: Option<Error>,
-    /// A retry waiting out a Command Retry Delay: submitted by the first
-    /// `poll` at or after this tick (0: not waiting).
-    pub(super) retry_at: u64,
     /// Waiting for room in the submission queue: never on the device.
     pub(super) queued: bool,
+    /// A retry waiting out a Command Retry Delay (until [`Cold::retry_at`]).
+    pub(super) parked: bool,
+    /// Ended by the driver (reset, removal), with [`Cold::done`]: delivered
+    /// by the next `poll`.
+    pub(super) ended: bool,
+    /// The slot's [`Cold`] part holds DMA records of this request (a scatter
+    /// list's pieces, a split child's metadata part) for [`finish`].
+    pub(super) cold_dma: bool,
+}
+
+/// The rest of a request slot, in an array beside the slots: written only
+/// by the paths that need it, each field meaningful only as the hot part
+/// says.
+pub(super) struct Cold<M> {
+    /// The command as submitted, kept for a retry (when retries are on), a
+    /// request waiting for room in the submission queue, and a split
+    /// request's child until it goes out.
+    pub(super) cmd: SubmissionEntry,
+    /// Why the driver ended the request ([`Request::ended`]).
+    pub(super) done: Option<Error>,
+    /// A parked retry goes out at the first `poll` at or after this tick
+    /// ([`Request::parked`]).
+    pub(super) retry_at: u64,
+    /// A split request's parent: the first failure among its children.
+    pub(super) failure: Option<Failure>,
+    /// A split request's child on a namespace with separate metadata: the
+    /// DMA record of its part of the metadata ([`Request::cold_dma`]).
+    pub(super) meta_dma: Option<ManuallyDrop<DmaUse<M>>>,
     /// A scatter list handed over piece by piece, carrying this many bytes:
-    /// its pieces go back to the CPU in this direction.
+    /// its pieces go back to the CPU in this direction
+    /// ([`Request::cold_dma`]).
     pub(super) scatter: Option<(hal_traits::Direction, usize)>,
     /// The pieces of that list the HAL shared (it translated the others),
     /// undone by [`finish`]; leaked with the buffer. For a child of a split
@@ -58,6 +84,22 @@ pub(super) struct Request<M, B, C> {
     /// `shared` holds a split scatter list's part, which has no buffer of
     /// its own to sync back through: `finish` syncs each region.
     pub(super) sync_shared: bool,
+}
+
+impl<M> Cold<M> {
+    /// An empty cold part (no records).
+    pub(super) fn new() -> Self {
+        Cold {
+            cmd: SubmissionEntry::default(),
+            done: None,
+            retry_at: 0,
+            failure: None,
+            meta_dma: None,
+            scatter: None,
+            shared: ManuallyDrop::new(Shares::new()),
+            sync_shared: false,
+        }
+    }
 }
 
 /// Whose a request is. A request too large for one command (above the
@@ -71,16 +113,18 @@ pub(super) enum Role<C> {
     Own {
         /// The caller's context.
         context: C,
-        /// Children still out (0: not split, or every child done).
+        /// Children still out (0: not split, or every child done); the
+        /// first failure among those that completed is in [`Cold::failure`].
         children: u32,
-        /// The first failure among the children that completed.
-        failure: Option<Failure>,
     },
     /// A child of the request in slot `parent`.
     Child {
         /// The parent's slot index.
         parent: u16,
     },
+    /// Taken: the completion moved the context out, and the slot is being
+    /// freed.
+    Taken,
 }
 
 impl<C> Role<C> {
@@ -94,7 +138,7 @@ impl<C> Role<C> {
     pub(super) fn parent(&self) -> Option<u16> {
         match self {
             Role::Child { parent } => Some(*parent),
-            Role::Own { .. } => None,
+            Role::Own { .. } | Role::Taken => None,
         }
     }
 }
@@ -119,37 +163,74 @@ pub(super) const HOST_ABORTED: Status =
     Status::of(StatusCodeType::PATH_RELATED, path::COMMAND_ABORTED_BY_HOST);
 
 /// Gives the device's access to `req`'s buffer back to the CPU (sync, then
-/// unshare) and returns the buffer.
+/// unshare) and returns the buffer. `cold` is the slot's cold part (read
+/// only when `req.cold_dma` says it holds records).
 ///
 /// # Safety
 ///
 /// The device no longer accesses the buffer: its command completed, or its
 /// queue was deleted, or the controller was disabled since it was submitted.
+#[inline]
 pub(super) unsafe fn finish<H: Hal, B: IoBuffer, C>(
     hal: &H,
     req: &mut Request<H::Mapping, B, C>,
+    cold: &mut Cold<H::Mapping>,
 ) -> Option<B> {
-    let records = [req.dma.take(), req.meta_dma.take()];
-    for dma in records.into_iter().flatten().map(ManuallyDrop::into_inner) {
-        // SAFETY: the caller guarantees the device is done; `sync_for_device`
-        // was called with the same region and direction at submission, and
-        // the mapping is the one `share` returned for them, undone once here.
-        unsafe {
-            hal.sync_for_cpu(dma.region, dma.direction);
-            if let Some(mapping) = dma.mapping {
-                hal.unshare(dma.region, dma.direction, mapping);
-            }
+    if let Some(dma) = req.dma.take() {
+        // SAFETY: forwarded from the caller.
+        unsafe { give_back(hal, ManuallyDrop::into_inner(dma)) };
+    }
+    if core::mem::take(&mut req.cold_dma) {
+        // SAFETY: forwarded from the caller.
+        unsafe { finish_cold(hal, req, cold) };
+    }
+    req.buffer.take().map(ManuallyDrop::into_inner)
+}
+
+/// Syncs one DMA record back for the CPU and undoes its share.
+///
+/// # Safety
+///
+/// As for [`finish`]; `dma` is a record of the request being finished,
+/// taken out of it (so undone once).
+#[inline]
+unsafe fn give_back<H: Hal>(hal: &H, dma: DmaUse<H::Mapping>) {
+    // SAFETY: the caller guarantees the device is done; `sync_for_device`
+    // was called with the same region and direction at submission, and the
+    // mapping is the one `share` returned for them, undone once here.
+    unsafe {
+        hal.sync_for_cpu(dma.region, dma.direction);
+        if let Some(mapping) = dma.mapping {
+            hal.unshare(dma.region, dma.direction, mapping);
         }
     }
-    if let (Some((direction, len)), Some(buffer)) = (req.scatter.take(), req.buffer.as_mut()) {
+}
+
+/// [`finish`] for the records in the slot's cold part: a split child's
+/// metadata part, a scatter list's pieces.
+///
+/// # Safety
+///
+/// As for [`finish`].
+#[cold]
+unsafe fn finish_cold<H: Hal, B: IoBuffer, C>(
+    hal: &H,
+    req: &mut Request<H::Mapping, B, C>,
+    cold: &mut Cold<H::Mapping>,
+) {
+    if let Some(dma) = cold.meta_dma.take() {
+        // SAFETY: forwarded from the caller.
+        unsafe { give_back(hal, ManuallyDrop::into_inner(dma)) };
+    }
+    if let (Some((direction, len)), Some(buffer)) = (cold.scatter.take(), req.buffer.as_mut()) {
         let buffer: &mut B = buffer;
         // SAFETY: as above; each region was synced for the device with the
         // same direction at submission, and they are the same on every call
         // (`IoBuffer`'s contract).
         for_each_handed(buffer, len, |region| unsafe { hal.sync_for_cpu(region, direction) });
     }
-    if core::mem::take(&mut req.sync_shared) {
-        for dma in req.shared.iter() {
+    if core::mem::take(&mut cold.sync_shared) {
+        for dma in cold.shared.iter() {
             // SAFETY: as above; each region was synced for the device with
             // this direction when the child was built.
             unsafe { hal.sync_for_cpu(dma.region, dma.direction) };
@@ -157,32 +238,38 @@ pub(super) unsafe fn finish<H: Hal, B: IoBuffer, C>(
     }
     // SAFETY: as above; synced back first (kept apart from the syncs, so
     // that the shares go even if a sync panicked on an earlier call).
-    unsafe { undo_shares(hal, &mut req.shared) };
-    req.buffer.take().map(ManuallyDrop::into_inner)
+    unsafe { undo_shares(hal, &mut cold.shared) };
 }
 
 /// Leaks `req`'s buffer and mappings: the device may still write them, and
 /// nothing can prove otherwise (a removed device).
-pub(super) fn leak<M, B, C>(req: &mut Request<M, B, C>) {
-    // Dropping a `ManuallyDrop` never drops its content (`shared` stays
-    // in one, and goes with the request).
-    let _leaked = (req.buffer.take(), req.dma.take(), req.meta_dma.take());
+pub(super) fn leak<M, B, C>(req: &mut Request<M, B, C>, cold: &mut Cold<M>) {
+    // Dropping a `ManuallyDrop` never drops its content.
+    let _leaked = (req.buffer.take(), req.dma.take());
+    if core::mem::take(&mut req.cold_dma) {
+        let _leaked = (cold.meta_dma.take(), cold.scatter.take(), core::mem::take(&mut cold.sync_shared));
+        // The share records go with the buffer: forgotten (never undone,
+        // their mappings never dropped).
+        core::mem::forget(core::mem::take(&mut *cold.shared));
+    }
 }
 
 /// A new request, submitted under `cid` (which its caller is given).
+#[inline]
 pub(super) fn request<M, B, C>(
-    cmd: SubmissionEntry,
+    opcode: u8,
     cid: Cid,
     buffer: Option<B>,
     dma: Option<DmaUse<M>>,
     context: C,
 ) -> Request<M, B, C> {
-    with_role(cmd, cid, buffer, dma, Role::Own { context, children: 0, failure: None })
+    with_role(opcode, cid, buffer, dma, Role::Own { context, children: 0 })
 }
 
 /// A new request of any role.
+#[inline]
 pub(super) fn with_role<M, B, C>(
-    cmd: SubmissionEntry,
+    opcode: u8,
     cid: Cid,
     buffer: Option<B>,
     dma: Option<DmaUse<M>>,
@@ -191,20 +278,17 @@ pub(super) fn with_role<M, B, C>(
     Request {
         buffer: buffer.map(ManuallyDrop::new),
         dma: dma.map(ManuallyDrop::new),
-        meta_dma: None,
         role,
-        cmd,
-        given: cid,
         deadline: NOT_STAMPED,
+        given: cid,
+        opcode,
         retries: 0,
         timed_out: false,
         aborted: false,
         abort_sent: false,
-        done: None,
-        retry_at: 0,
         queued: false,
-        scatter: None,
-        shared: ManuallyDrop::new(Shares::new()),
-        sync_shared: false,
+        parked: false,
+        ended: false,
+        cold_dma: false,
     }
 }

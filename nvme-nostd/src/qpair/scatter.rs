@@ -284,10 +284,14 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             return Err(SubmitError { error: Error::QueueFull, buffer: buf, context });
         };
         let shares = core::mem::take(&mut pending.shares);
+        let index = slot.index();
+        let opcode = cmd.cdw0.opc();
+        let cold = &mut self.cold[index];
+        cold.scatter = Some((direction, len));
+        *cold.shared = shares;
         let cid = self.slots.fill(slot, |cid| {
-            let mut r = super::request::request(cmd, cid, Some(buf), None, context);
-            r.scatter = Some((direction, len));
-            r.shared = core::mem::ManuallyDrop::new(shares);
+            let mut r = super::request::request(opcode, cid, Some(buf), None, context);
+            r.cold_dma = true;
             r
         });
         self.push_or_wait(cmd, cid, path);

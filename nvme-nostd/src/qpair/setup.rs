@@ -100,6 +100,8 @@ impl<H: Hal> Controller<H> {
                 sq,
                 cq,
                 slots: SlotPool::new(),
+                cold: core::array::from_fn(|_| super::request::Cold::new()),
+                keep_commands: self.options().retry_count > 0,
                 prp,
                 prp_pages_per_slot,
                 max_transfer,
@@ -379,15 +381,17 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> Drop for IoQueuePair<'_, H, B, C, N
             // regions their mappings name stay valid).
             let removed = self.ctrlr.is_removed();
             let epoch = self.ctrlr.epoch();
-            while let Some((_, _, mut req)) = self.slots.take_next(0, |_| true) {
-                for record in [req.dma.take(), req.meta_dma.take()] {
+            while let Some((i, _, mut req)) = self.slots.take_next(0, |_| true) {
+                let cold = &mut self.cold[i];
+                let meta_dma = if req.cold_dma { cold.meta_dma.take() } else { None };
+                for record in [req.dma.take(), meta_dma] {
                     if let (false, Some(dma)) = (removed, record) {
                         self.ctrlr.quarantine.lock().buffer(core::mem::ManuallyDrop::into_inner(dma), epoch);
                     }
                 }
                 // A scatter list's shared pieces: each a record of its own.
-                if !removed {
-                    while let Some(dma) = req.shared.pop() {
+                if !removed && req.cold_dma {
+                    while let Some(dma) = cold.shared.pop() {
                         // Translated pieces (a split list's) have nothing to
                         // undo, and their buffer is leaked: no room taken.
                         if dma.mapping.is_some() {
@@ -395,7 +399,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> Drop for IoQueuePair<'_, H, B, C, N
                         }
                     }
                 }
-                leak(&mut req);
+                leak(&mut req, cold);
                 // The request (its context, the caller's code) is dropped
                 // here, without the quarantine's lock held.
             }
@@ -418,7 +422,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> Drop for IoQueuePair<'_, H, B, C, N
         let mut children_first = true;
         loop {
             let next = self.slots.take_next(0, |r| !children_first || r.role.parent().is_some());
-            let Some((_, _, mut req)) = next else {
+            let Some((i, _, mut req)) = next else {
                 if core::mem::take(&mut children_first) {
                     continue;
                 }
@@ -426,7 +430,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> Drop for IoQueuePair<'_, H, B, C, N
             };
             // SAFETY: the queues are deleted or the controller is disabled;
             // the device no longer accesses the buffer.
-            drop(unsafe { finish(hal, &mut req) });
+            drop(unsafe { finish(hal, &mut req, &mut self.cold[i]) });
         }
         // SAFETY: as above, the device no longer uses the rings or PRP lists.
         unsafe {

@@ -190,9 +190,11 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         let mut base = cut.base;
         base.cdw10 = cut.lba as u32;
         base.cdw11 = (cut.lba >> 32) as u32;
-        let role = Role::Own { context, children: children as u32, failure: None };
+        let role = Role::Own { context, children: children as u32 };
+        self.cold[usize::from(parent)].failure = None;
+        let opcode = base.cdw0.opc();
         let cid = self.slots.fill(parent_slot, |cid| {
-            let mut r = request::with_role(base, cid, Some(buf), None, role);
+            let mut r = request::with_role(opcode, cid, Some(buf), None, role);
             // Never on the wire: it cannot time out.
             r.deadline = PARKED;
             r
@@ -201,8 +203,11 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         // Out they go, written first and announced once (a doorbell that
         // panics then leaves every child on the ring, for the next ring).
         for i in 0..N {
-            let child =
-                self.slots.at(i).filter(|(_, r)| r.role.parent() == Some(parent)).map(|(c, r)| (c, r.cmd));
+            let child = self
+                .slots
+                .at(i)
+                .filter(|(_, r)| r.role.parent() == Some(parent))
+                .map(|(c, _)| (c, self.cold[i].cmd));
             if let Some((child, cmd)) = child {
                 self.push_or_wait(cmd, child, Path::InPoll);
             }
@@ -283,9 +288,13 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         }
         let dma = DmaUse { region: part, direction, mapping };
         let meta_dma = meta.map(|(region, _, mapping)| DmaUse { region, direction, mapping });
+        let cold = &mut self.cold[slot.index()];
+        cold.cmd = cmd;
+        let cold_dma = meta_dma.is_some();
+        cold.meta_dma = meta_dma.map(ManuallyDrop::new);
         self.slots.fill(slot, |cid| {
-            let mut r = request::with_role(cmd, cid, None, Some(dma), Role::Child { parent });
-            r.meta_dma = meta_dma.map(ManuallyDrop::new);
+            let mut r = request::with_role(cmd.cdw0.opc(), cid, None, Some(dma), Role::Child { parent });
+            r.cold_dma = cold_dma;
             r
         });
         Ok(())
@@ -444,10 +453,13 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
             return Err(Error::QueueFull);
         };
         let cmd = cut.child_command(lba, blocks, ref_tag, prp);
+        let cold = &mut self.cold[slot.index()];
+        cold.cmd = cmd;
+        *cold.shared = records;
+        cold.sync_shared = true;
         self.slots.fill(slot, |cid| {
-            let mut r = request::with_role(cmd, cid, None, None, Role::Child { parent });
-            r.shared = ManuallyDrop::new(records);
-            r.sync_shared = true;
+            let mut r = request::with_role(cmd.cdw0.opc(), cid, None, None, Role::Child { parent });
+            r.cold_dma = true;
             r
         });
         Ok(())
@@ -461,7 +473,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         while let Some((i, _, mut child)) = self.slots.take_next(from, |r| r.role.parent() == Some(parent)) {
             from = i + 1;
             // SAFETY: never submitted.
-            drop(unsafe { finish(hal, &mut child) });
+            drop(unsafe { finish(hal, &mut child, &mut self.cold[i]) });
         }
     }
 
@@ -474,7 +486,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         let mut from = 0;
         while let Some((i, _, mut child)) = self.slots.take_next(from, |r| r.role.parent() == Some(parent)) {
             from = i + 1;
-            leak(&mut child);
+            leak(&mut child, &mut self.cold[i]);
         }
         self.slots.reclaim(parent as usize);
     }
@@ -488,18 +500,21 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         status: Status,
         error: Option<Error>,
     ) -> Option<Completion<B, C>> {
-        let (cid, req) = self.slots.at_mut(usize::from(parent))?;
-        let Role::Own { children, failure, .. } = &mut req.role else { return None };
+        let index = usize::from(parent);
+        let (cid, req) = self.slots.at_mut(index)?;
+        let Role::Own { children, .. } = &mut req.role else { return None };
         *children = children.saturating_sub(1);
+        let failure = &mut self.cold.get_mut(index)?.failure;
         if failure.is_none() && (error.is_some() || !status.is_success()) {
             *failure = Some(Failure { status, error });
         }
         if *children > 0 {
             return None;
         }
+        let failure = failure.take();
         let mut req = self.slots.remove(cid)?;
         let buffer = req.buffer.take().map(ManuallyDrop::into_inner);
-        let Role::Own { context, failure, .. } = req.role else { return None };
+        let Role::Own { context, .. } = req.role else { return None };
         let (status, error) = failure.map_or((Status::SUCCESS, None), |f| (f.status, f.error));
         Some(Completion { cid: req.given, status, error, dw0: 0, dw1: 0, buffer, context })
     }
@@ -509,20 +524,22 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
     /// parent is delivered once, with the first failure.
     pub(super) fn fold_ended_children(&mut self) {
         let mut from = 0;
-        while let Some((i, _, child)) =
-            self.slots.take_next(from, |r| r.role.parent().is_some() && r.done.is_some())
-        {
+        while let Some((i, _, child)) = self.slots.take_next(from, |r| r.role.parent().is_some() && r.ended) {
             from = i + 1;
             let Role::Child { parent } = child.role else { continue };
+            let done = self.cold[i].done.take();
             // Its part of the buffer went back to the CPU (or was leaked)
             // with the rest.
             if let Some((_, p)) = self.slots.at_mut(usize::from(parent)) {
-                if let Role::Own { children, failure, .. } = &mut p.role {
+                if let (Role::Own { children, .. }, Some(cold)) =
+                    (&mut p.role, self.cold.get_mut(usize::from(parent)))
+                {
+                    let failure = &mut cold.failure;
                     *children = children.saturating_sub(1);
-                    let ended = Failure { status: HOST_ABORTED, error: child.done };
+                    let ended = Failure { status: HOST_ABORTED, error: done };
                     // A removal is what the owner must hear, over any
                     // earlier failure of another child.
-                    if child.done == Some(Error::DeviceRemoved) {
+                    if done == Some(Error::DeviceRemoved) {
                         *failure = Some(ended);
                     } else {
                         failure.get_or_insert(ended);
@@ -544,7 +561,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         let mut first_error = None;
         for i in 0..N {
             let Some((wire, req)) = self.slots.at_mut(i) else { continue };
-            if req.role.parent() != Some(index) || req.done.is_some() {
+            if req.role.parent() != Some(index) || req.ended {
                 continue;
             }
             req.aborted = true;
