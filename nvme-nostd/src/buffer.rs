@@ -350,6 +350,10 @@ pub(crate) unsafe fn hand_to_device<H: Hal, S: crate::prp::PrpListSink>(
     metadata: usize,
 ) -> crate::error::Result<(crate::prp::Prp, u64, Option<H::Mapping>)> {
     use crate::error::{Argument, Error, PrpShape};
+    if metadata == 0 {
+        // SAFETY: forwarded from the caller.
+        return unsafe { hand_data_to_device(hal, region, direction, sink, max) };
+    }
     let data = region.len().saturating_sub(metadata);
     let mut split =
         Split { prp: crate::prp::PrpBuilder::new(sink, data), data_left: data, meta: MetaRun::default() };
@@ -376,6 +380,41 @@ pub(crate) unsafe fn hand_to_device<H: Hal, S: crate::prp::PrpListSink>(
         unsafe { hal.unshare(region, direction, m) };
     }
     Err(result)
+}
+
+/// [`hand_to_device`] for data alone (no separate metadata): the HAL's
+/// segments go straight into the PRP builder.
+///
+/// # Safety
+///
+/// As for [`hand_to_device`].
+#[inline]
+unsafe fn hand_data_to_device<H: Hal, S: crate::prp::PrpListSink>(
+    hal: &H,
+    region: NonNull<[u8]>,
+    direction: hal_traits::Direction,
+    sink: &mut S,
+    max: usize,
+) -> crate::error::Result<(crate::prp::Prp, u64, Option<H::Mapping>)> {
+    use crate::error::{Error, PrpShape};
+    let data = region.len();
+    let mut prp = crate::prp::PrpBuilder::new(sink, data);
+    let mapping = if hal.translate(region, &mut prp) {
+        None
+    } else {
+        // SAFETY: as in `hand_to_device`.
+        Some(unsafe { hal.share(region, direction, &mut prp) }.map_err(Error::Hal)?)
+    };
+    let error = match prp.finish() {
+        Ok(p) => return Ok((p, 0, mapping)),
+        Err(Error::NotPrpShaped(PrpShape::TooManyPages)) => Error::TransferTooLarge { requested: data, max },
+        Err(other) => other,
+    };
+    if let Some(m) = mapping {
+        // SAFETY: as in `hand_to_device`.
+        unsafe { hal.unshare(region, direction, m) };
+    }
+    Err(error)
 }
 
 /// The most runs separate metadata may come back from the HAL in when it

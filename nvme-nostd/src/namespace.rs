@@ -424,6 +424,16 @@ impl Namespace {
         self.max_transfer
     }
 
+    /// log2 of the block size, for a namespace whose reads and writes are
+    /// plain: data only (no metadata, so no protection information), the NVM
+    /// command set, no optimal I/O boundary to cut at. The submission path
+    /// takes a shortcut for those; `None` sends a request the long way.
+    #[inline]
+    pub(crate) fn plain_shift(&self) -> Option<u32> {
+        let plain = self.metadata_size == 0 && self.csi == Csi::NVM && self.noiob == 0;
+        plain.then_some(self.block_size.trailing_zeros())
+    }
+
     /// NOIOB: the Namespace Optimal I/O Boundary in blocks (0: none). Reads
     /// and writes that would cross a multiple of it are split there.
     pub fn optimal_io_boundary(&self) -> u16 {

@@ -126,8 +126,21 @@ impl SubmissionQueue {
     }
 
     /// True when one more entry would make tail meet head.
+    #[inline]
     pub(crate) fn is_full(&self) -> bool {
-        (self.tail + 1) % self.size == self.head
+        self.next(self.tail) == self.head
+    }
+
+    /// The index after `index`, wrapping at the ring's end (a compare, not
+    /// a division).
+    #[inline]
+    fn next(&self, index: u16) -> u16 {
+        let next = index + 1;
+        if next == self.size {
+            0
+        } else {
+            next
+        }
     }
 
     /// Number of entries written and not yet consumed as far as we know.
@@ -137,6 +150,7 @@ impl SubmissionQueue {
 
     /// Writes `entry` at the tail and advances it; the doorbell is rung
     /// separately so that a batch costs one MMIO write. Returns false when full.
+    #[inline]
     pub(crate) fn push(&mut self, entry: &SubmissionEntry) -> bool {
         if self.is_full() {
             return false;
@@ -146,7 +160,7 @@ impl SubmissionQueue {
             SqMemory::Host(mem) => mem.write(offset, *entry),
             SqMemory::Device(ring) => ring.write_entry(offset, entry.to_qwords()),
         }
-        self.tail = (self.tail + 1) % self.size;
+        self.tail = self.next(self.tail);
         true
     }
 

@@ -65,6 +65,7 @@ impl SubmissionEntry {
     /// The entry as eight little-endian quadwords, in memory order: how it
     /// is written into device memory (a queue in the controller memory
     /// buffer), where accesses wider than 8 bytes may not be supported.
+    #[inline]
     pub fn to_qwords(&self) -> [u64; 8] {
         let pair = |lo: u32, hi: u32| lo as u64 | (hi as u64) << 32;
         [
@@ -80,6 +81,7 @@ impl SubmissionEntry {
     }
 
     /// A command with opcode `opc` for namespace `nsid`, everything else zero.
+    #[inline]
     pub const fn new(opc: u8, nsid: u32) -> Self {
         SubmissionEntry {
             cdw0: Cdw0::new().with_opc(opc),
@@ -126,6 +128,7 @@ const _: () = assert!(COMPLETION_STATUS_OFFSET == 14);
 
 impl CompletionEntry {
     /// P: the phase tag.
+    #[inline]
     pub const fn phase(&self) -> bool {
         self.status.p()
     }
@@ -221,6 +224,7 @@ impl IoOpcode {
 
     /// Bits 1:0 of an opcode give its data transfer direction (section 4.2,
     /// figure 104 note): 01b host to controller, 10b controller to host.
+    #[inline]
     pub const fn transfer_bits(self) -> u8 {
         self.0 & 3
     }
@@ -248,11 +252,13 @@ impl DsmRange {
     pub const MAX: usize = 256;
 
     /// `length` blocks from `slba`, no context attributes.
+    #[inline]
     pub const fn new(slba: u64, length: u32) -> Self {
         DsmRange { cattr: 0, length, slba }
     }
 
     /// The range's bytes, as the controller reads them.
+    #[inline]
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         zerocopy::transmute!(*self)
     }
@@ -290,6 +296,7 @@ impl CopySourceRange {
     pub const MAX: usize = 256;
 
     /// `nlb + 1` blocks from `slba`, no protection information tags.
+    #[inline]
     pub const fn new(slba: u64, nlb: u16) -> Self {
         CopySourceRange { slba, nlb, ..Self::ZERO }
     }
@@ -306,6 +313,7 @@ impl CopySourceRange {
     };
 
     /// The entry's bytes, as the controller reads them.
+    #[inline]
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         zerocopy::transmute!(*self)
     }
@@ -343,22 +351,26 @@ impl SglDescriptor {
     pub const LAST_SEGMENT: u8 = 0x3;
 
     /// A descriptor of type `kind` (sub type 0h: an address).
+    #[inline]
     pub const fn new(kind: u8, address: u64, length: u32) -> Self {
         SglDescriptor { address, length, _rsvd12: [0; 3], identifier: kind << 4 }
     }
 
     /// The descriptor type (bits 7:4 of the identifier).
+    #[inline]
     pub const fn kind(&self) -> u8 {
         self.identifier >> 4
     }
 
     /// The descriptor as two quadwords: PRP1 and PRP2 of a command's DPTR,
     /// or an entry of a list.
+    #[inline]
     pub const fn to_qwords(&self) -> [u64; 2] {
         [self.address, self.length as u64 | (self.identifier as u64) << 56]
     }
 
     /// The descriptor in two quadwords (a DPTR, or a list entry).
+    #[inline]
     pub const fn from_qwords(q: [u64; 2]) -> Self {
         SglDescriptor { address: q[0], length: q[1] as u32, _rsvd12: [0; 3], identifier: (q[1] >> 56) as u8 }
     }

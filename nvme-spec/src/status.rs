@@ -31,11 +31,13 @@ pub struct StatusCodeType(pub u8);
 
 impl StatusCodeType {
     /// From the 3-bit field (for `bitfield-struct`).
+    #[inline]
     pub const fn from_bits(bits: u8) -> Self {
         Self(bits)
     }
 
     /// The raw value (for `bitfield-struct`).
+    #[inline]
     pub const fn into_bits(self) -> u8 {
         self.0
     }
@@ -52,6 +54,7 @@ impl StatusCodeType {
     pub const VENDOR_SPECIFIC: Self = Self(7);
 
     /// A short lowercase name for the type, `"unknown"` for reserved values.
+    #[inline]
     pub const fn name(self) -> &'static str {
         match self.0 {
             0 => "generic command status",
@@ -74,11 +77,13 @@ pub struct StatusCode(pub u8);
 
 impl StatusCode {
     /// From the 8-bit field (for `bitfield-struct`).
+    #[inline]
     pub const fn from_bits(bits: u8) -> Self {
         Self(bits)
     }
 
     /// The raw value (for `bitfield-struct`).
+    #[inline]
     pub const fn into_bits(self) -> u8 {
         self.0
     }
@@ -297,40 +302,47 @@ impl Status {
 
     /// Decodes DW3 bits 31:16 of a completion entry (`(dw3 >> 16) as u16`);
     /// the phase tag in bit 0 is cleared. Accepts any value.
+    #[inline]
     pub const fn from_dw3_upper(raw: u16) -> Self {
         Self::from_bits(raw & !1)
     }
 
     /// A status with the given type and code and no CRD, M or DNR flags.
     /// SCT values above 7 are truncated to 3 bits.
+    #[inline]
     pub const fn of(sct: StatusCodeType, sc: StatusCode) -> Self {
         Self::new().with_sct(StatusCodeType(sct.0 & 7)).with_sc(sc)
     }
 
     /// The status as DW3 bits 31:16 with the phase tag bit clear.
+    #[inline]
     pub const fn raw(self) -> u16 {
         self.into_bits() & !1
     }
 
     /// The same status with the phase tag clear (as handed to a command's
     /// owner).
+    #[inline]
     pub const fn without_phase(self) -> Self {
         self.with_p(false)
     }
 
     /// SCT is Generic and SC is Successful Completion.
+    #[inline]
     pub const fn is_success(self) -> bool {
         self.sct().0 == StatusCodeType::GENERIC.0 && self.sc().0 == generic::SUCCESS.0
     }
 
     /// The command failed and the controller did not set DNR, so it may
     /// succeed if submitted again (after the CRD delay).
+    #[inline]
     pub const fn is_retryable(self) -> bool {
         !self.is_success() && !self.dnr()
     }
 
     /// Lowercase description of the (SCT, SC) pair, or `"unknown status"` for
     /// reserved or unlisted values (`"vendor specific status"` for SCT 7h).
+    #[inline]
     pub const fn name(&self) -> &'static str {
         let sc = self.sc().0;
         let found = match self.sct().0 {

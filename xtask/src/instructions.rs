@@ -9,8 +9,8 @@
 //! cost of one I/O, with attach, queue creation and exit cancelled out.
 //! Every call into the simulator goes through one never-inlined `Hal` impl
 //! (`SimEntry`): the inclusive cost of its calls is the simulator's share,
-//! reported apart; the rest is the driver's (with the example's few
-//! instructions per I/O: its closure and LBA walk). A second run of each
+//! reported apart, as are the example's own source lines (its closure and
+//! LBA walk, wherever inlined); the rest is the driver's. A second run of each
 //! case collects only inside the submission (`IoQueuePair::read_write`),
 //! which splits the driver's count into submission and completion.
 
@@ -29,6 +29,9 @@ const LONG: u64 = 3000;
 /// second run). Named by its symbol, so an inlining change that removes it
 /// shows as a submission count of 0, which `run` refuses.
 const SUBMIT_FN: &str = "*IoQueuePair<*>::read_write";
+
+/// The example's source: its own lines are neither driver nor simulator.
+const APP_SOURCE: &str = "nvme-sim/examples/instructions.rs";
 
 /// The never-inlined door into the simulator (see the example).
 const SIM_DOOR: &str = "<instructions::SimEntry as hal_traits::Hal>::";
@@ -55,6 +58,9 @@ struct Counts {
     sim: u64,
     /// Calls into the door, by method.
     calls: HashMap<String, u64>,
+    /// Instructions of the example's own source lines (its loop, closure and
+    /// LBA walk), wherever they were inlined.
+    app: u64,
 }
 
 /// Parses a callgrind output file written with `--compress-strings=no
@@ -65,9 +71,20 @@ fn parse(text: &str) -> Counts {
     let mut counts = Counts::default();
     let mut callee = "";
     let mut call: Option<u64> = None;
+    // The source file of the cost lines that follow (`fl=` the function's,
+    // `fi=`/`fe=` an inlined part's).
+    let mut in_app = false;
+    // Inside the door: its own lines are in the simulator's inclusive cost.
+    let mut in_door = false;
     for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("summary:").or_else(|| line.strip_prefix("totals:")) {
+        if let Some(file) =
+            line.strip_prefix("fl=").or_else(|| line.strip_prefix("fi=")).or_else(|| line.strip_prefix("fe="))
+        {
+            in_app = file.trim().ends_with(APP_SOURCE);
+        } else if let Some(rest) = line.strip_prefix("summary:").or_else(|| line.strip_prefix("totals:")) {
             counts.total = rest.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        } else if let Some(name) = line.strip_prefix("fn=") {
+            in_door = name.trim().starts_with(SIM_DOOR);
         } else if let Some(name) = line.strip_prefix("cfn=") {
             callee = name.trim();
         } else if let Some(rest) = line.strip_prefix("calls=") {
@@ -78,6 +95,11 @@ fn parse(text: &str) -> Counts {
                 counts.sim += inclusive;
                 *counts.calls.entry(method.to_string()).or_default() += n;
             }
+        } else if in_app
+            && !in_door
+            && line.starts_with(|c: char| c.is_ascii_digit() || c == '+' || c == '-' || c == '*')
+        {
+            counts.app += line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
         }
     }
     counts
@@ -119,6 +141,7 @@ struct PerIo {
     submit: f64,
     complete: f64,
     sim: f64,
+    app: f64,
     calls: Vec<(String, f64)>,
 }
 
@@ -129,8 +152,11 @@ fn measure(binary: &Path, dir: &Path, case: &Case) -> Result<PerIo, String> {
     let short_submit = callgrind(binary, dir, case, SHORT, Some(SUBMIT_FN))?;
     let long_submit = callgrind(binary, dir, case, LONG, Some(SUBMIT_FN))?;
     let per = |a: u64, b: u64| (b as f64 - a as f64) / n;
-    let driver = per(short.total - short.sim, long.total - long.sim);
-    let submit = per(short_submit.total - short_submit.sim, long_submit.total - long_submit.sim);
+    let driver = per(short.total - short.sim - short.app, long.total - long.sim - long.app);
+    let submit = per(
+        short_submit.total - short_submit.sim - short_submit.app,
+        long_submit.total - long_submit.sim - long_submit.app,
+    );
     if submit <= 0.0 {
         return Err(format!("no instructions inside {SUBMIT_FN}: was it inlined or renamed?"));
     }
@@ -141,7 +167,14 @@ fn measure(binary: &Path, dir: &Path, case: &Case) -> Result<PerIo, String> {
         .filter(|(_, c)| *c > 0.0)
         .collect();
     calls.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(PerIo { driver, submit, complete: driver - submit, sim: per(short.sim, long.sim), calls })
+    Ok(PerIo {
+        driver,
+        submit,
+        complete: driver - submit,
+        sim: per(short.sim, long.sim),
+        app: per(short.app, long.app),
+        calls,
+    })
 }
 
 /// One queue pair's memory, as the example prints it.
@@ -240,18 +273,19 @@ fn run(args: &[String], label: &str, out: &Path) -> Result<String, String> {
     let _ = writeln!(s, "- Commit: {}", commit(out));
     let _ = writeln!(s, "- Counter: {} against the simulator (zero latency), `DmaBuffer`s, default options (timeouts on, retries on); per I/O = (count of {LONG} reads − count of {SHORT}) / {}", output("valgrind", &["--version"]), LONG - SHORT);
     let _ = writeln!(s);
-    let _ = writeln!(s, "| case | driver instructions per I/O | submission | completion (poll) | simulator (HAL) | HAL calls per I/O |");
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---|");
+    let _ = writeln!(s, "| case | driver instructions per I/O | submission | completion (poll) | simulator (HAL) | the example's own lines | HAL calls per I/O |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|");
     for (case, r) in &rows {
         let calls: Vec<String> = r.calls.iter().map(|(m, c)| format!("{m} {c:.2}")).collect();
         let _ = writeln!(
             s,
-            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
             case.what,
             r.driver,
             r.submit,
             r.complete,
             r.sim,
+            r.app,
             calls.join(", ")
         );
     }
@@ -273,8 +307,13 @@ mod tests {
     fn door_calls_and_totals_parse() {
         let text = "\
 events: Ir
+fl=/w/nvme-sim/examples/instructions.rs
 fn=main
 0 10
+fi=/w/nvme-nostd/src/qpair/poll.rs
+0 4
+fe=/w/nvme-sim/examples/instructions.rs
+0 6
 cfn=<instructions::SimEntry as hal_traits::Hal>::write32
 calls=3 0
 0 300
@@ -290,5 +329,6 @@ totals: 1234
         assert_eq!(c.sim, 300, "only calls into the door count, once each");
         assert_eq!(c.calls.get("write32"), Some(&3));
         assert_eq!(c.calls.len(), 1);
+        assert_eq!(c.app, 16, "the example's own lines, not the inlined driver line nor calls");
     }
 }

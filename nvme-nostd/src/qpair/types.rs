@@ -208,9 +208,11 @@ impl IoFlags {
     /// Force Unit Access only.
     pub const FUA: IoFlags = IoFlags { fua: true, limited_retry: false };
 
-    /// The bits in CDW12.
+    /// The bits in CDW12: FUA is bit 30, LR bit 31 (`ReadWriteCdw12`; a
+    /// test checks the shifts against it).
+    #[inline]
     pub(crate) fn cdw12(self) -> u32 {
-        crate::spec::dwords::ReadWriteCdw12::new().with_fua(self.fua).with_lr(self.limited_retry).into_bits()
+        (self.fua as u32) << 30 | (self.limited_retry as u32) << 31
     }
 }
 
@@ -240,5 +242,20 @@ impl CopyRange {
     pub const fn with_reference_tag(mut self, tag: u32) -> Self {
         self.reference_tag = Some(tag);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IoFlags;
+    use crate::spec::dwords::ReadWriteCdw12;
+
+    #[test]
+    fn io_flags_are_the_bitfield_bits() {
+        for (fua, limited_retry) in [(false, false), (true, false), (false, true), (true, true)] {
+            let flags = IoFlags { fua, limited_retry };
+            let expected = ReadWriteCdw12::new().with_fua(fua).with_lr(limited_retry).into_bits();
+            assert_eq!(flags.cdw12(), expected, "{flags:?}");
+        }
     }
 }
