@@ -80,11 +80,20 @@ impl SubmissionEntry {
         ]
     }
 
+    /// Sets CID (CDW0 bits 31:16), as `cdw0.set_cid` does (a test checks
+    /// they agree), in plain bit operations that inline across crates: the
+    /// driver does it for every command it submits.
+    #[inline]
+    pub const fn set_cid(&mut self, cid: u16) {
+        self.cdw0 = Cdw0::from_bits(self.cdw0.into_bits() & 0xffff | (cid as u32) << 16);
+    }
+
     /// A command with opcode `opc` for namespace `nsid`, everything else zero.
     #[inline]
     pub const fn new(opc: u8, nsid: u32) -> Self {
         SubmissionEntry {
-            cdw0: Cdw0::new().with_opc(opc),
+            // OPC is bits 7:0 (a test checks this against the bitfield).
+            cdw0: Cdw0::from_bits(opc as u32),
             nsid,
             cdw2: 0,
             cdw3: 0,
@@ -379,6 +388,22 @@ impl SglDescriptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_bit_helpers_match_the_bitfield() {
+        for opc in [0u8, 1, 2, 0x7f, 0x80, 0xff] {
+            assert_eq!(SubmissionEntry::new(opc, 1).cdw0, Cdw0::new().with_opc(opc));
+        }
+        for cid in [0u16, 1, 0x1234, 0xfffe, 0xffff] {
+            let mut cmd = SubmissionEntry::new(0x02, 7);
+            cmd.cdw0.set_psdt(2);
+            cmd.cdw0.set_fuse(1);
+            let mut expected = cmd.cdw0;
+            expected.set_cid(cid);
+            cmd.set_cid(cid);
+            assert_eq!(cmd.cdw0, expected, "{cid:#06x}");
+        }
+    }
 
     #[test]
     fn sgl_descriptor_layout() {

@@ -324,20 +324,31 @@ impl Status {
     /// owner).
     #[inline]
     pub const fn without_phase(self) -> Self {
-        self.with_p(false)
+        // P is bit 0 (a test checks this against the bitfield).
+        Self::from_bits(self.into_bits() & !1)
     }
 
     /// SCT is Generic and SC is Successful Completion.
     #[inline]
     pub const fn is_success(self) -> bool {
-        self.sct().0 == StatusCodeType::GENERIC.0 && self.sc().0 == generic::SUCCESS.0
+        // SC is bits 8:1 and SCT bits 11:9, both 0 (Generic, Successful
+        // Completion); a test checks this against the bitfield for every
+        // value. (Plain bit operations: the bitfield's accessors are not
+        // inlined across crates, and this runs once per completion.)
+        self.into_bits() & 0x0ffe == 0
+    }
+
+    /// DNR, Do Not Retry (bit 15), as [`dnr`](Self::dnr), inlined.
+    #[inline]
+    pub const fn do_not_retry(self) -> bool {
+        self.into_bits() & 0x8000 != 0
     }
 
     /// The command failed and the controller did not set DNR, so it may
     /// succeed if submitted again (after the CRD delay).
     #[inline]
     pub const fn is_retryable(self) -> bool {
-        !self.is_success() && !self.dnr()
+        !self.is_success() && !self.do_not_retry()
     }
 
     /// Lowercase description of the (SCT, SC) pair, or `"unknown status"` for
@@ -386,6 +397,17 @@ impl fmt::Debug for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bit_helpers_match_the_bitfield() {
+        for raw in 0..=u16::MAX {
+            let s = Status::from_bits(raw);
+            assert_eq!(s.is_success(), s.sct().0 == 0 && s.sc().0 == 0, "{raw:#06x}");
+            assert_eq!(s.do_not_retry(), s.dnr(), "{raw:#06x}");
+            assert_eq!(s.without_phase(), s.with_p(false), "{raw:#06x}");
+            assert_eq!(s.without_phase().into_bits(), s.with_p(false).into_bits(), "{raw:#06x}");
+        }
+    }
     use core::fmt::Write;
 
     /// Builds DW3 bits 31:16 from parts, with the phase bit set to check it is ignored.

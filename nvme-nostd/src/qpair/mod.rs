@@ -663,8 +663,12 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             unsafe { hand_to_device(hal, region, direction, &mut sink, self.max_transfer, layout.metadata) };
         // Metadata the HAL hands over in pieces: by an SGL where the
         // controller takes one for metadata (PSDT 10b).
-        let handed = match (handed, self.ctrlr.metadata_sgl()) {
-            (Err(Error::InvalidArgument(Argument::MetadataNotContiguous)), Some(dword)) => {
+        let metadata_sgl = |h: &crate::error::Result<_>| match h {
+            Err(Error::InvalidArgument(Argument::MetadataNotContiguous)) => self.ctrlr.metadata_sgl(),
+            _ => None,
+        };
+        let handed = match metadata_sgl(&handed) {
+            Some(dword) => {
                 // SAFETY: as above; the first attempt left nothing shared.
                 unsafe {
                     crate::buffer::hand_with_metadata_sgl(
@@ -678,11 +682,13 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
                 }
                 .map(|h| (h, 2))
             }
-            (handed, _) => handed.map(|h| (h, 0)),
+            None => handed.map(|h| (h, 0)),
         };
         let mapping = match handed {
             Ok(((p, mptr, mapping), psdt)) => {
-                cmd.cdw0.set_psdt(psdt);
+                if psdt != 0 {
+                    cmd.cdw0.set_psdt(psdt);
+                }
                 cmd.prp1 = p.prp1;
                 cmd.prp2 = p.prp2;
                 cmd.mptr = mptr;
@@ -786,7 +792,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     /// Writes the entry under `cid` and rings the doorbell as `path` and the
     /// doorbell mode say.
     fn push(&mut self, mut cmd: SubmissionEntry, cid: Cid, path: Path) {
-        cmd.cdw0.set_cid(cid.0);
+        cmd.set_cid(cid.0);
         // Cannot fail: `reserve` (or `retry`) checked that the ring has room
         // and nothing was pushed since.
         let _ = self.sq.push(&cmd);
@@ -859,5 +865,24 @@ mod threads {
         send::<IoQueuePair<'static, SharedHal, crate::DmaBuffer<'static, SharedHal>, u64, 8>>();
         #[cfg(feature = "alloc")]
         send::<IoQueuePair<'static, SharedHal, Vec<u8>, u64, 8>>();
+    }
+}
+
+#[cfg(test)]
+mod memory {
+    use super::IoQueuePair;
+    use crate::test_hal::TestHal;
+    use crate::DmaBuffer;
+
+    /// A request slot's driver state (beside the caller's buffer and
+    /// context) stays within one cache line for a HAL whose shares need no
+    /// record (bare metal, `Mapping = ()`); `cargo xtask instructions`
+    /// reports it for the simulator's HAL too.
+    #[test]
+    fn request_state_fits_a_cache_line() {
+        type Pair = IoQueuePair<'static, TestHal, DmaBuffer<'static, TestHal>, u64, 256>;
+        let bytes = Pair::REQUEST_STATE_BYTES;
+        std::println!("driver state per request slot: {bytes} bytes");
+        assert!(bytes <= 64, "{bytes} bytes of driver state per request slot");
     }
 }

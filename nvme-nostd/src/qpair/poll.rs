@@ -140,12 +140,23 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     where
         F: FnMut(&mut Resubmit<'_, 'c, H, B, C, N>, Completion<B, C>),
     {
-        self.finish_broken_split();
-        self.catch_up();
-        self.heal_if_due();
-        self.ring_doorbell();
         let max = limit.max();
-        let mut delivered = self.deliver_done(max, &mut on_complete);
+        let mut delivered = 0;
+        // Up, nothing to catch up with, heal, announce or deliver: straight
+        // to the completion queue.
+        let quiet = matches!(self.health, Health::Up)
+            && self.splitting.is_none()
+            && !self.sq_pending
+            && self.pending_done == 0
+            && self.ctrlr.epoch() == self.epoch
+            && !self.ctrlr.is_removed();
+        if !quiet {
+            self.finish_broken_split();
+            self.catch_up();
+            self.heal_if_due();
+            self.ring_doorbell();
+            delivered = self.deliver_done(max, &mut on_complete);
+        }
         let ctrlr = self.ctrlr;
         let hal = &ctrlr.hal;
         let retry_count = ctrlr.options().retry_count;
@@ -173,7 +184,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
                 continue;
             };
             let status = entry.status.without_phase();
-            if !status.is_success() && !status.dnr() && matches!(self.health, Health::Up) {
+            if !status.is_success() && !status.do_not_retry() && matches!(self.health, Health::Up) {
                 // Retryable. The controller may ask for a delay before the
                 // retry (CRD).
                 let delay = ctrlr.retry_delay(status);
