@@ -157,6 +157,13 @@ pub fn controller_options() -> ControllerOptions {
         .with_host_memory_buffer(HMB_LIMIT)
 }
 
+/// The options for the `index`-th controller of a run (from 0):
+/// [`controller_options`], with shadow doorbells asked for on every second
+/// controller (1, 3, ...), so that both doorbell paths meet the controller.
+pub fn controller_options_for(index: usize) -> ControllerOptions {
+    controller_options().with_shadow_doorbells(index % 2 == 1)
+}
+
 /// The most host memory buffer a controller is given.
 const HMB_LIMIT: usize = 4 << 20;
 
@@ -237,6 +244,8 @@ pub fn run_attached<H: Hal>(
     totals.record(out, format_args!("{label} keep alive as KAS offers it"), keep_alive.into());
     let hmb = check_hmb(&ctrlr, label, out);
     totals.record(out, format_args!("{label} host memory buffer as HMPRE asks"), hmb.into());
+    let shadow = check_shadow_doorbells(&ctrlr, label, out);
+    totals.record(out, format_args!("{label} shadow doorbells as asked and OACS offers them"), shadow.into());
     let cmb = check_cmb(&ctrlr, label, out);
     totals.record(out, format_args!("{label} submission queues in the CMB where it has one"), cmb.into());
     let events = check_events(&ctrlr, label, out);
@@ -282,6 +291,27 @@ pub fn run_attached<H: Hal>(
         (other, _) => Err(reason!("detach: {other:?}")),
     };
     totals.record(out, format_args!("{label} detach (CC.SHN, CSTS.SHST)"), detached.into());
+}
+
+/// Shadow doorbells are on exactly when the options asked for them and the
+/// controller offers Doorbell Buffer Config (OACS bit 8); with them on, the
+/// admin queue keeps working (it rings MMIO doorbells).
+fn check_shadow_doorbells<H: Hal>(
+    ctrlr: &Controller<Fh<H>>,
+    label: &str,
+    out: &mut dyn Report,
+) -> Result<(), Reason> {
+    let asked = ctrlr.options().shadow_doorbells;
+    let offered = ctrlr.identify().oacs.doorbell_buffer_config();
+    let on = ctrlr.shadow_doorbells();
+    out.line(format_args!(
+        "{label}: shadow doorbells {} (asked: {asked}, offered: {offered})",
+        if on { "on" } else { "off" }
+    ));
+    if on != (asked && offered) {
+        return Err(reason!("shadow doorbells {on} with asked {asked}, offered {offered}"));
+    }
+    check_admin_wrap(ctrlr).map_err(|e| reason!("admin commands after Doorbell Buffer Config: {e}"))
 }
 
 fn check_admin_wrap<H: Hal>(ctrlr: &Controller<Fh<H>>) -> Result<(), Reason> {

@@ -69,3 +69,26 @@ device_barrier! {
     /// entry and of the data the device wrote.
     after_phase, aarch64: "dmb oshld", riscv64: "fence ir, ir"
 }
+
+/// Orders earlier writes to DMA memory before later reads of DMA memory, as
+/// the device sees them (a store-load barrier): a shadow doorbell value
+/// (NVMe 1.4 section 7.13, Doorbell Buffer Config) must be visible to the
+/// device before the driver reads the EventIdx the device wrote, or both
+/// sides can miss each other's update. `mfence` on x86 (where stores may
+/// pass later loads), `dmb osh` on aarch64, `fence iorw, iorw` on riscv64,
+/// a sequentially consistent fence elsewhere.
+#[inline(always)]
+pub fn full() {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: a barrier instruction; it touches no memory and no registers.
+    unsafe {
+        core::arch::asm!("dmb osh", options(nostack, preserves_flags))
+    }
+    #[cfg(target_arch = "riscv64")]
+    // SAFETY: as above.
+    unsafe {
+        core::arch::asm!("fence iorw, iorw", options(nostack, preserves_flags))
+    }
+    #[cfg(not(any(target_arch = "aarch64", target_arch = "riscv64")))]
+    core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+}

@@ -226,6 +226,10 @@ unsafe impl<H: Hal> Hal for FaultyHal<H> {
         self.inner.barrier_after_phase()
     }
 
+    fn barrier_full(&self) {
+        self.inner.barrier_full()
+    }
+
     fn ticks(&self) -> u64 {
         self.inner.ticks()
     }

@@ -512,6 +512,13 @@ pub unsafe trait Hal {
         barrier::after_phase()
     }
 
+    /// Orders earlier writes to DMA memory before later reads of DMA memory
+    /// as the device sees them: a shadow doorbell write before the read of
+    /// its EventIdx. The default is [`barrier::full`].
+    fn barrier_full(&self) {
+        barrier::full()
+    }
+
     /// A monotonic tick count, cheap to read (a cycle counter, a timer
     /// register). The driver reads it at most once per `poll` pass and keeps
     /// its I/O deadlines in ticks, so it never divides on the hot path.

@@ -135,6 +135,17 @@ pub struct ControllerOptions {
     /// the controller is disabled; [`Controller::host_memory_buffer`] says
     /// what it holds. 0 (the default): none.
     pub host_memory_buffer: usize,
+    /// Shadow doorbells (Doorbell Buffer Config, NVMe 1.4 section 7.13),
+    /// where the controller offers them (OACS bit 8): queue pairs write each
+    /// new SQ tail and CQ head into a page the controller reads and ring the
+    /// MMIO doorbell only when the controller's EventIdx asks for it. Worth
+    /// it where an MMIO write is expensive (an emulated controller, where it
+    /// traps to the hypervisor); `BENCHMARKS.md` has the measurements. A
+    /// queue pair also rings its doorbells by MMIO after
+    /// [`SHADOW_WATCHDOG_PASSES`](crate::SHADOW_WATCHDOG_PASSES) poll passes
+    /// in a row that found nothing while requests were in flight, in case a
+    /// controller missed an update. Default false.
+    pub shadow_doorbells: bool,
 }
 
 impl Default for ControllerOptions {
@@ -153,6 +164,7 @@ impl Default for ControllerOptions {
             host_identifier: None,
             sq_in_cmb: false,
             host_memory_buffer: 0,
+            shadow_doorbells: false,
         }
     }
 }
@@ -167,6 +179,12 @@ impl ControllerOptions {
     /// Sets [`host_memory_buffer`](Self::host_memory_buffer).
     pub const fn with_host_memory_buffer(mut self, bytes: usize) -> Self {
         self.host_memory_buffer = bytes;
+        self
+    }
+
+    /// Sets [`shadow_doorbells`](Self::shadow_doorbells).
+    pub const fn with_shadow_doorbells(mut self, shadow_doorbells: bool) -> Self {
+        self.shadow_doorbells = shadow_doorbells;
         self
     }
 
@@ -255,6 +273,9 @@ impl fmt::Debug for ControllerOptions {
             .field("remove_callback", &self.remove_callback.is_some())
             .field("arbitration", &self.arbitration)
             .field("host_identifier", &self.host_identifier)
+            .field("sq_in_cmb", &self.sq_in_cmb)
+            .field("host_memory_buffer", &self.host_memory_buffer)
+            .field("shadow_doorbells", &self.shadow_doorbells)
             .finish()
     }
 }
@@ -392,6 +413,13 @@ pub struct Controller<H: Hal> {
     nvm_caps: AtomicU32,
     /// Identify Controller SGLS, likewise.
     sgls: AtomicU32,
+    /// The shadow doorbell page and the EventIdx page after it
+    /// ([`ControllerOptions::shadow_doorbells`]), allocated at attach where
+    /// the controller offers them; freed with the admin queue.
+    dbbuf: Option<DmaMemory>,
+    /// The controller took `dbbuf` (at attach, or again after the last
+    /// reset): queue pairs created (again) from now on use it.
+    dbbuf_on: AtomicBool,
 }
 
 /// ONCS and OCFS in one word, as `Controller::nvm_caps` keeps them.
@@ -546,6 +574,8 @@ impl<H: Hal> Controller<H> {
             tracker: Tracker::new(),
             nvm_caps: AtomicU32::new(0),
             sgls: AtomicU32::new(0),
+            dbbuf: None,
+            dbbuf_on: AtomicBool::new(false),
         };
         // From here on, Drop disables the controller before freeing memory.
         wait_ready(&ctrlr.hal, true, ready_timeout(cap))?;
@@ -564,6 +594,8 @@ impl<H: Hal> Controller<H> {
             ctrlr.enable_acre(&mut admin)?;
             ctrlr.give_host_identifier(&mut admin)?;
             ctrlr.give_host_memory(&mut admin)?;
+            ctrlr.dbbuf = ctrlr.allocate_dbbuf();
+            ctrlr.configure_dbbuf(&mut admin)?;
             let kas = ctrlr.identify.read().kas;
             if let (Some(timeout), kas @ 1..) = (options.keep_alive_timeout, kas) {
                 // KATO in ms, rounded up to KAS (100 ms units), at least one.
@@ -845,6 +877,76 @@ impl<H: Hal> Controller<H> {
             }
         }
         Ok(())
+    }
+
+    /// The shadow doorbell pages, where the options ask for them, the
+    /// controller offers Doorbell Buffer Config, the DMA memory is there,
+    /// and every I/O queue's doorbell fits one page.
+    fn allocate_dbbuf(&self) -> Option<DmaMemory> {
+        let offered = self.identify.read().oacs.doorbell_buffer_config();
+        let last = crate::spec::registers::doorbell_offset(MAX_IO_QUEUES, true, self.cap.dstrd());
+        let fits = last + 4 - crate::spec::registers::offset::DOORBELLS <= PAGE_SIZE;
+        if !(self.options.shadow_doorbells && offered && fits) {
+            return None;
+        }
+        DmaAlloc::new(&self.hal, 2).ok().map(DmaAlloc::lend)
+    }
+
+    /// Hands the shadow doorbell pages to the controller (Doorbell Buffer
+    /// Config: PRP1 the shadow doorbells, PRP2 the EventIdx page), at attach
+    /// and after each reset, with no I/O queue on the controller. Every slot
+    /// is zeroed first but the admin queue's, which get its tail and head
+    /// (a controller may not write the EventIdx page before it uses it).
+    /// The admin queue keeps ringing MMIO doorbells. A controller that
+    /// refuses the pages gets none (queue pairs then ring MMIO doorbells);
+    /// one that does not answer fails the attach or the reset.
+    fn configure_dbbuf(&self, admin: &mut AdminQueue) -> Result {
+        self.dbbuf_on.store(false, Ordering::Release);
+        let Some(mem) = &self.dbbuf else { return Ok(()) };
+        mem.zero();
+        // The Doorbell Buffer Config command itself is the next entry.
+        let tail = admin.sq.tail().wrapping_add(1) % admin.sq.size();
+        admin.sq.doorbell().seed_shadow(tail, mem);
+        admin.cq.doorbell().seed_shadow(admin.cq.head(), mem);
+        let mut cmd = SubmissionEntry::new(AdminOpcode::DOORBELL_BUFFER_CONFIG.0, 0);
+        cmd.prp1 = mem.daddr(0).0;
+        cmd.prp2 = mem.daddr(PAGE_SIZE).0;
+        match admin.execute(&self.hal, cmd, self.options.admin_timeout) {
+            Ok(_) => self.dbbuf_on.store(true, Ordering::Release),
+            Err(Error::Command(_)) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    /// The shadow doorbell pages, while the controller has them.
+    pub(crate) fn shadow(&self) -> Option<&DmaMemory> {
+        self.dbbuf.as_ref().filter(|_| self.dbbuf_on.load(Ordering::Acquire))
+    }
+
+    /// The shadow doorbell pages, whether or not the controller has them
+    /// now (a queue pair that used them keeps writing there until it sees
+    /// the reset that took them away).
+    pub(crate) fn shadow_memory(&self) -> Option<&DmaMemory> {
+        self.dbbuf.as_ref()
+    }
+
+    /// Zeroes the shadow doorbells and EventIdx slots of I/O queue `qid`,
+    /// about to be created, if the controller has the shadow pages; true
+    /// when it has (the queues then use them).
+    pub(crate) fn seed_queue_shadow(&self, qid: u16) -> bool {
+        let Some(mem) = self.shadow() else { return false };
+        for completion in [false, true] {
+            crate::queue::Doorbell::new(qid, completion, self.cap.dstrd()).seed_shadow(0, mem);
+        }
+        true
+    }
+
+    /// Whether queue pairs created now use shadow doorbells
+    /// ([`ControllerOptions::shadow_doorbells`], and the controller took
+    /// them).
+    pub fn shadow_doorbells(&self) -> bool {
+        self.shadow().is_some()
     }
 
     /// The host memory buffer the controller holds, if
@@ -1480,6 +1582,8 @@ impl<H: Hal> Controller<H> {
         // A reset cleared Host Behavior Support. A controller that refuses
         // it is used without; one that does not answer failed the reset.
         self.enable_acre(admin)?;
+        // Before any I/O queue is created again.
+        self.configure_dbbuf(admin)?;
         self.rearm_events(admin)
     }
 
@@ -1788,6 +1892,9 @@ impl<H: Hal> Controller<H> {
             unsafe {
                 let _ = self.quarantine.get_mut().release(&self.hal, u32::MAX);
                 self.admin.get_mut().free(&self.hal);
+                if let Some(mem) = &mut self.dbbuf {
+                    mem.free(&self.hal);
+                }
             }
         }
         // Otherwise the controller may still write the admin memory and what

@@ -78,7 +78,7 @@ pub use probe::{probe, Probed};
 pub use protection::{fill_protection_information, Protection};
 pub use qpair::{
     AbortOutcome, Completion, CopyRange, DoorbellMode, IoFlags, IoQueuePair, PollLimit, QpairOptions,
-    QueueStats, Resubmit, SubmitError, MAX_SHARED_PIECES,
+    QueueStats, Resubmit, SubmitError, MAX_SHARED_PIECES, SHADOW_WATCHDOG_PASSES,
 };
 pub use reservation::{
     AcquireAction, PtplChange, RegisterAction, Registrant, ReleaseAction, ReservationRegister,

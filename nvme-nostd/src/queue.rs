@@ -35,7 +35,62 @@ impl Doorbell {
         // buffers lent to the device) or a head it consumed.
         unsafe { hal.write32(self.offset, value as u32) };
     }
+
+    /// The doorbell's slot in the shadow doorbell page (and, one page
+    /// further, its EventIdx).
+    pub(crate) const fn shadow_offset(&self) -> usize {
+        self.offset - crate::spec::registers::offset::DOORBELLS
+    }
+
+    /// Publishes `value` through the shadow doorbell in `shadow` (the
+    /// shadow page, then the EventIdx page), ringing the MMIO doorbell only
+    /// when the controller's EventIdx asks for it. Returns true when it
+    /// rang.
+    #[inline]
+    pub(crate) fn ring_shadowed<H: Hal>(&self, hal: &H, value: u16, shadow: &DmaMemory) -> bool {
+        let slot = self.shadow_offset();
+        let old: u32 = shadow.read(slot);
+        // The entries (or the consumed completions) before the new value.
+        hal.barrier_before_doorbell();
+        shadow.write(slot, u32::from(value));
+        // The new value visible to the device before its EventIdx is read:
+        // otherwise the device may stop after reading the old value while
+        // the driver reads an EventIdx from before, and neither acts.
+        hal.barrier_full();
+        let event_idx: u32 = shadow.read(SHADOW_PAGE + slot);
+        if !need_event(event_idx as u16, value, old as u16) {
+            return false;
+        }
+        // SAFETY: as in `ring`.
+        unsafe { hal.write32(self.offset, u32::from(value)) };
+        true
+    }
+
+    /// Sets the shadow doorbell and its EventIdx to `value` (a queue about
+    /// to be created, or one in use when the shadow pages are handed over).
+    pub(crate) fn seed_shadow(&self, value: u16, shadow: &DmaMemory) {
+        shadow.write(self.shadow_offset(), u32::from(value));
+        shadow.write(SHADOW_PAGE + self.shadow_offset(), u32::from(value));
+    }
 }
+
+/// Shadow doorbells (NVMe 1.4 section 7.13, Doorbell Buffer Config): the
+/// driver writes each new SQ tail and CQ head into a shadow page the
+/// controller reads, and rings the MMIO doorbell only when the controller's
+/// EventIdx for that doorbell (in a second page, written by the controller)
+/// asks for it: when the EventIdx lies in `[old, new)`, in 16-bit
+/// arithmetic. Across a ring's wrap the interval is nearly everything, so
+/// the doorbell is rung: a wrap may ring once too often, never once too
+/// rarely.
+#[inline]
+pub(crate) const fn need_event(event_idx: u16, new: u16, old: u16) -> bool {
+    new.wrapping_sub(event_idx).wrapping_sub(1) < new.wrapping_sub(old)
+}
+
+/// Where the shadow doorbell and EventIdx of a doorbell live: its offset
+/// in the shadow doorbell page, the same in the EventIdx page (which
+/// follows it).
+pub(crate) const SHADOW_PAGE: usize = hal_traits::PAGE_SIZE;
 
 /// Ring arithmetic: the number of steps from `from` to `to` in a ring of
 /// `size` entries.
@@ -169,6 +224,22 @@ impl SubmissionQueue {
         self.doorbell.ring(hal, self.tail);
     }
 
+    /// As [`ring`](Self::ring), through the shadow doorbell in `shadow`;
+    /// true when the MMIO doorbell was rung.
+    pub(crate) fn ring_shadowed<H: Hal>(&self, hal: &H, shadow: &DmaMemory) -> bool {
+        self.doorbell.ring_shadowed(hal, self.tail, shadow)
+    }
+
+    /// The tail doorbell.
+    pub(crate) fn doorbell(&self) -> Doorbell {
+        self.doorbell
+    }
+
+    /// The tail, as last written (announced or not).
+    pub(crate) fn tail(&self) -> u16 {
+        self.tail
+    }
+
     /// Accepts a head reported by the controller (SQHD) if it lies between the
     /// known head and the tail, the only places it can be. Returns false, and
     /// changes nothing, for an impossible value.
@@ -265,6 +336,16 @@ impl CompletionQueue {
         self.doorbell.ring(hal, self.head);
     }
 
+    /// The head.
+    pub(crate) fn head(&self) -> u16 {
+        self.head
+    }
+
+    /// The head doorbell.
+    pub(crate) fn doorbell(&self) -> Doorbell {
+        self.doorbell
+    }
+
     /// The head doorbell and the head to write to it, for a caller that rings
     /// later (a guard that must ring even when a callback panics).
     pub(crate) fn pending_head(&self) -> (Doorbell, u16) {
@@ -290,6 +371,59 @@ mod tests {
         assert_eq!(ring_distance(2, 5, 8), 3);
         assert_eq!(ring_distance(6, 1, 8), 3);
         assert_eq!(ring_distance(7, 6, 8), 7);
+    }
+
+    /// The shadow doorbell rule never skips a doorbell the controller asked
+    /// for: whenever its EventIdx lies among the values the host's update
+    /// moved over (the ring interval `[old, new)`), the MMIO doorbell is
+    /// rung; without a wrap it is rung exactly then.
+    #[test]
+    fn need_event_never_misses_an_event_the_controller_asked_for() {
+        for size in [2u16, 3, 7, 64, 1024] {
+            let step = if size > 64 { 37 } else { 1 };
+            for old in (0..size).step_by(step) {
+                for new in (0..size).step_by(step) {
+                    for event in 0..size {
+                        let asked = ring_distance(old, event, size) < ring_distance(old, new, size);
+                        let rang = need_event(event, new, old);
+                        assert!(!asked || rang, "size {size} old {old} new {new} event {event}");
+                        if new >= old {
+                            assert_eq!(rang, asked, "size {size} old {old} new {new} event {event}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Through a shadow doorbell the new value always lands in the shadow
+    /// page, and the MMIO doorbell is written only when the EventIdx asks.
+    #[test]
+    fn shadowed_ring_writes_mmio_only_when_asked() {
+        let hal = TestHal::default();
+        let shadow = crate::dma::DmaAlloc::new(&hal, 2).unwrap().lend();
+        let db = Doorbell::new(1, false, 0);
+        db.seed_shadow(0, &shadow);
+        // The controller consumed up to 0 and asks to hear of anything past it.
+        assert!(db.ring_shadowed(&hal, 3, &shadow), "EventIdx 0 lies in [0, 3)");
+        assert_eq!(hal.writes.borrow().last(), Some(&(0x1000 + 8, 3)));
+        assert_eq!(shadow.read::<u32>(8), 3);
+        // It has not caught up (EventIdx still 0): no MMIO write for 3 -> 5.
+        let writes = hal.writes.borrow().len();
+        assert!(!db.ring_shadowed(&hal, 5, &shadow));
+        assert_eq!(hal.writes.borrow().len(), writes, "no MMIO write");
+        assert_eq!(shadow.read::<u32>(8), 5, "the shadow holds the new tail");
+        // It caught up to 5 and waits there: 5 -> 6 rings.
+        shadow.write(SHADOW_PAGE + 8, 5u32);
+        assert!(db.ring_shadowed(&hal, 6, &shadow));
+        assert_eq!(hal.writes.borrow().last(), Some(&(0x1000 + 8, 6)));
+        // SAFETY: nothing else uses the memory.
+        unsafe {
+            {
+                let mut shadow = shadow;
+                shadow.free(&hal)
+            }
+        };
     }
 
     fn post(cq: &CompletionQueue, index: u16, cid: u16, phase: bool) {

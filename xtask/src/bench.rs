@@ -92,6 +92,8 @@ struct Options {
     seconds: String,
     label: String,
     out: PathBuf,
+    /// The driver side with shadow doorbells (`--shadow`).
+    shadow: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -102,13 +104,15 @@ fn parse(args: &[String]) -> Result<Options, String> {
         label: String::new(),
         // A quick run is a smoke test: it stays out of BENCHMARKS.md unless asked.
         out: if quick { qemu::work_dir().join("bench-quick.md") } else { root().join("BENCHMARKS.md") },
+        shadow: false,
     };
     let mut i = 0;
     while i < args.len() {
         let value = args.get(i + 1).cloned();
         let need = || value.clone().ok_or(format!("{} needs a value", args[i]));
         match args[i].as_str() {
-            "--quick" => {
+            "--quick" | "--shadow" => {
+                options.shadow |= args[i] == "--shadow";
                 i += 1;
                 continue;
             }
@@ -175,7 +179,7 @@ pub fn bench(args: &[String]) -> bool {
         for &backing in &backings {
             for &pinning in &pinnings {
                 n += 1;
-                let boot = Boot { backing, pinning, rep, raw_first: rep % 2 == 0 };
+                let boot = Boot { backing, pinning, rep, raw_first: rep % 2 == 0, shadow: options.shadow };
                 eprintln!(
                     "xtask: bench boot {n}/{total}: backing {}, pinning {}, repetition {} ({} first)",
                     backing.name(),
@@ -257,6 +261,8 @@ struct Boot {
     pinning: Pinning,
     rep: u32,
     raw_first: bool,
+    /// The driver side with shadow doorbells.
+    shadow: bool,
 }
 
 /// The driver's and the raw loop's IOPS at one depth, from one boot.
@@ -289,8 +295,9 @@ impl Boot {
         let first = if self.raw_first { "raw" } else { "driver" };
         let qd = DEPTHS.map(|d| d.to_string()).join(",");
         cmd.arg("-append").arg(format!(
-            "bench backing={} seconds={seconds} warmup={WARMUP} qd={qd} first={first}",
-            self.backing.name()
+            "bench backing={} seconds={seconds} warmup={WARMUP} qd={qd} first={first} shadow={}",
+            self.backing.name(),
+            if self.shadow { "on" } else { "off" }
         ));
         let drive = match self.backing {
             Backing::File => format!("file={},if=none,id=bench0,format=raw", image.display()),
@@ -564,10 +571,11 @@ impl Meta {
         let _ = writeln!(s, "- Commit: {}", self.commit);
         let _ = writeln!(
             s,
-            "- Per boot: QD {} with driver and raw each ({WARMUP} s warm-up, then {} s measured), order alternated; {} boot(s) per backing and pinning",
+            "- Per boot: QD {} with driver and raw each ({WARMUP} s warm-up, then {} s measured), order alternated; {} boot(s) per backing and pinning; the driver with {} doorbells",
             DEPTHS.map(|d| d.to_string()).join(" and "),
             options.seconds,
-            options.reps
+            options.reps,
+            if options.shadow { "shadow (Doorbell Buffer Config)" } else { "MMIO" }
         );
         let _ = writeln!(
             s,

@@ -192,7 +192,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
             let f = found.function;
             let label = label_of(index.get(), f.address);
             let _ = writeln!(Console, "{label}: PCI {:04x}:{:04x}, {}", f.vendor_id, f.device_id, found.trid);
-            *wanted = nvme_conformance::controller_options();
+            *wanted = nvme_conformance::controller_options_for(index.get());
             true
         },
         |found, result| {

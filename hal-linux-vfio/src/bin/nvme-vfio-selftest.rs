@@ -9,6 +9,7 @@
 
 use hal_linux_vfio::{VfioHal, VfioOptions};
 use nvme_conformance::{Options, Outcome, Totals};
+use nvme_nostd::hal_traits::faulty::FaultyHal;
 use std::process::ExitCode;
 
 /// Lines of the suite go to standard output.
@@ -41,7 +42,10 @@ fn main() -> ExitCode {
         match VfioHal::open(address, VfioOptions::default()) {
             Ok(hal) => {
                 totals.record(&mut out, format_args!("{label} open through VFIO"), Outcome::Ok);
-                nvme_conformance::run_controller(hal, &label, &Options::default(), &mut out, &mut totals);
+                // Shadow doorbells on every second controller.
+                let options = nvme_conformance::controller_options_for(i);
+                let attach = nvme_nostd::Controller::new(FaultyHal::new(hal), options);
+                nvme_conformance::run_attached(attach, &label, &Options::default(), &mut out, &mut totals);
             }
             Err(e) => {
                 let why = nvme_conformance::reason!("{e}");

@@ -5,6 +5,7 @@
 use super::request::{finish, Request, Role, HOST_ABORTED, NOT_STAMPED, PARKED};
 use super::{Completion, Health, IoFlags, IoQueuePair, Path, PollLimit, SubmitError};
 use crate::buffer::IoBuffer;
+use crate::dma::DmaMemory;
 use crate::error::{Argument, Error, Result, Wait};
 use crate::namespace::Namespace;
 use crate::protection::Protection;
@@ -21,12 +22,17 @@ use hal_traits::{duration_to_ticks, Hal};
 struct CqHeadGuard<'h, H: Hal> {
     hal: &'h H,
     pending: Option<(Doorbell, u16)>,
+    /// The shadow doorbell pages, if the pair uses them.
+    shadow: Option<&'h DmaMemory>,
 }
 
 impl<H: Hal> Drop for CqHeadGuard<'_, H> {
     fn drop(&mut self) {
         if let Some((doorbell, head)) = self.pending.take() {
-            doorbell.ring(self.hal, head);
+            match self.shadow {
+                Some(mem) => drop(doorbell.ring_shadowed(self.hal, head, mem)),
+                None => doorbell.ring(self.hal, head),
+            }
         }
     }
 }
@@ -160,7 +166,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         let ctrlr = self.ctrlr;
         let hal = &ctrlr.hal;
         let retry_count = ctrlr.options().retry_count;
-        let mut guard = CqHeadGuard { hal, pending: None };
+        let mut guard = CqHeadGuard { hal, pending: None, shadow: self.shadow_memory() };
         let mut consumed: u32 = 0;
         while delivered < max && consumed < self.cq.size() as u32 {
             let Some(entry) = self.cq.peek(hal) else {
@@ -222,7 +228,21 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             delivered += 1;
             on_complete(&mut Resubmit { qp: self }, done);
         }
+        if let Some((doorbell, head)) = guard.pending.take() {
+            // Rung here rather than by the guard's drop, to count it.
+            match guard.shadow {
+                Some(mem) => {
+                    if !doorbell.ring_shadowed(hal, head, mem) {
+                        self.stats.doorbells_skipped += 1;
+                    }
+                }
+                None => doorbell.ring(hal, head),
+            }
+        }
         drop(guard);
+        if self.shadow {
+            self.watchdog(consumed);
+        }
         if !self.waiting.is_empty() {
             self.submit_waiting();
         }
@@ -241,6 +261,26 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             }
         }
         delivered
+    }
+
+    /// With shadow doorbells: after [`SHADOW_WATCHDOG_PASSES`] passes in a
+    /// row that consumed nothing while requests were in flight, rings both
+    /// doorbells by MMIO, in case the controller missed a shadow update.
+    #[inline]
+    fn watchdog(&mut self, consumed: u32) {
+        if consumed > 0 || self.slots.in_flight() == 0 {
+            self.empty_passes = 0;
+            return;
+        }
+        self.empty_passes += 1;
+        if self.empty_passes < super::SHADOW_WATCHDOG_PASSES {
+            return;
+        }
+        self.empty_passes = 0;
+        self.stats.watchdog_rings += 1;
+        let hal = &self.ctrlr.hal;
+        self.sq.doorbell().ring(hal, self.sq.tail());
+        self.cq.doorbell().ring(hal, self.cq.head());
     }
 
     /// Counts a completion entry that names no request in flight (or whose

@@ -49,6 +49,8 @@ pub(super) struct CreatedQueues {
     cq: CompletionQueue,
     prp: Option<DmaMemory>,
     epoch: u32,
+    /// The queues were created with shadow doorbells.
+    shadow: bool,
 }
 
 impl<H: Hal> Controller<H> {
@@ -81,7 +83,9 @@ impl<H: Hal> Controller<H> {
 
         let qid = self.alloc_qid()?;
         match self.create_queues::<N>(qid, entries, prp_pages_per_slot, options.priority) {
-            Ok(CreatedQueues { sq, cq, prp, epoch }) => Ok(IoQueuePair {
+            Ok(CreatedQueues { sq, cq, prp, epoch, shadow }) => Ok(IoQueuePair {
+                shadow,
+                empty_passes: 0,
                 epoch,
                 on_device: true,
                 health: Health::Up,
@@ -147,6 +151,7 @@ impl<H: Hal> Controller<H> {
             pages => Some(DmaAlloc::new(&self.hal, pages * N).map_err(|e| (e.into(), false))?),
         };
 
+        let shadow = self.seed_queue_shadow(qid);
         let mut cq_mem = cq.lend();
         let (created_cq, cq_epoch) =
             self.admin_exec_epoch(create_cq_command(qid, entries, cq_mem.daddr(0)), AdminData::None);
@@ -224,6 +229,7 @@ impl<H: Hal> Controller<H> {
             cq: CompletionQueue::new(cq_mem, entries, qid, dstrd),
             prp: prp.map(DmaAlloc::lend),
             epoch,
+            shadow,
         })
     }
 
@@ -306,6 +312,8 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         }
         self.sq.restart();
         self.cq.restart();
+        self.shadow = self.ctrlr.seed_queue_shadow(self.qid);
+        self.empty_passes = 0;
         let entries = self.sq.size();
         let cq = create_cq_command(self.qid, entries, self.cq.daddr());
         let sq = create_sq_command(self.qid, entries, self.sq.daddr(), self.priority);

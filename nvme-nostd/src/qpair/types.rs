@@ -110,6 +110,14 @@ pub struct QueueStats {
     pub sq_doorbells: u64,
     /// Requests that found the submission queue full and waited for room.
     pub waited: u64,
+    /// With shadow doorbells: SQ tail and CQ head updates that went to the
+    /// shadow doorbell only, the controller's EventIdx not asking for an
+    /// MMIO write.
+    pub doorbells_skipped: u64,
+    /// With shadow doorbells: MMIO doorbell writes after
+    /// [`SHADOW_WATCHDOG_PASSES`](crate::SHADOW_WATCHDOG_PASSES) empty poll
+    /// passes with requests in flight.
+    pub watchdog_rings: u64,
 }
 
 /// How much one [`IoQueuePair::poll`](crate::IoQueuePair::poll) call may deliver.

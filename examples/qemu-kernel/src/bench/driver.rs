@@ -15,7 +15,11 @@ pub fn measure(target: Target, qd: usize, plan: &Plan) -> Result<Count, Reason> 
     let claim =
         hal_baremetal::claim(target.function).ok_or(reason!("controller claimed by another driver"))?;
     let hal = crate::hal_for(claim, target.bar0, target.pool, target.clock);
-    let ctrlr = Controller::new(hal, ControllerOptions::default()).map_err(|e| reason!("attach: {e}"))?;
+    let options = ControllerOptions::default().with_shadow_doorbells(plan.shadow);
+    let ctrlr = Controller::new(hal, options).map_err(|e| reason!("attach: {e}"))?;
+    if plan.shadow && !ctrlr.shadow_doorbells() {
+        return Err(reason!("shadow doorbells asked for, but the controller did not take them"));
+    }
     let ns = ctrlr.namespace(1).map_err(|e| reason!("namespace 1: {e}"))?;
     let mut lbas = Lbas::new(plan.seed, ns.blocks(), ns.block_size())?;
     let mut qp = ctrlr

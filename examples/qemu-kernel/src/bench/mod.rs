@@ -53,6 +53,8 @@ pub struct Plan {
     depths: heapless::Vec<usize, MAX_DEPTHS>,
     raw_first: bool,
     seed: u64,
+    /// The driver side uses shadow doorbells (`shadow=on`).
+    pub(crate) shadow: bool,
 }
 
 impl Plan {
@@ -66,6 +68,7 @@ impl Plan {
             depths: heapless::Vec::new(),
             raw_first: true,
             seed: 0x6e76_6d65_2d62_656e,
+            shadow: false,
         };
         let _ = plan.depths.extend_from_slice(&[1, 32]);
         for word in cmdline.split_ascii_whitespace().filter(|w| *w != "bench") {
@@ -78,6 +81,7 @@ impl Plan {
                 "qd" => plan.depths = parse_depths(value).ok_or_else(bad)?,
                 "first" if value == "raw" || value == "driver" => plan.raw_first = value == "raw",
                 "seed" => plan.seed = value.parse().map_err(|_| bad())?,
+                "shadow" if value == "on" || value == "off" => plan.shadow = value == "on",
                 _ => return Err(bad()),
             }
         }
@@ -146,13 +150,14 @@ impl Mode {
 pub fn run(plan: &Plan, target: Target, out: &mut impl Write) -> bool {
     let _ = writeln!(
         out,
-        "bench: backing={} seconds={} warmup={} qd={} first={} seed={}",
+        "bench: backing={} seconds={} warmup={} qd={} first={} seed={} shadow={}",
         plan.backing,
         Secs(plan.measure),
         Secs(plan.warmup),
         Depths(&plan.depths),
         if plan.raw_first { "raw" } else { "driver" },
-        plan.seed
+        plan.seed,
+        if plan.shadow { "on" } else { "off" }
     );
     let mut failed = 0;
     let mut done = 0;
