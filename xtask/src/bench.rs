@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 
 /// The file-backed drive's size.
 const IMAGE_BYTES: u64 = 256 << 20;
-/// The queue depths every boot measures (the kernel's default too).
-const DEPTHS: [u32; 2] = [1, 32];
+/// The queue depths every boot measures.
+const DEPTHS: [u32; 4] = [1, 8, 32, 128];
+/// The operations every boot measures, at every depth.
+const OPS: [&str; 2] = ["read", "write"];
 /// Seconds of reads before each measurement starts (the kernel's default).
 const WARMUP: &str = "0.5";
 /// How long to look for QEMU's vCPU thread before giving up on pinning.
@@ -31,11 +33,13 @@ const HEADER: &str = "\
 # Benchmarks
 
 `cargo xtask bench` boots the bare-metal kernel (`examples/qemu-kernel`) in QEMU
-(TCG) and measures 4 KiB random reads on namespace 1 of QEMU's emulated NVMe
-controller, at queue depth 1 and 32: the driver through its public API, and a
-raw register loop that uses no driver code (`examples/qemu-kernel/src/bench/raw.rs`),
+(TCG) and measures 4 KiB random I/O on namespace 1 of QEMU's emulated NVMe
+controller (reads at queue depth 1 and 32 until the fast path; since then reads
+and writes at 1, 8, 32 and 128): the driver through its public API, and a raw
+register loop that uses no driver code (`examples/qemu-kernel/src/bench/raw.rs`),
 in the same boot. driver/raw is computed per boot; the table gives its median.
-Each run appends a section; earlier sections stay as they were.
+Each run appends a section (and, since the fast path, a plot in `bench-plots/`);
+earlier sections stay as they were.
 ";
 
 /// What backs the namespace.
@@ -202,7 +206,21 @@ pub fn bench(args: &[String]) -> bool {
         return false;
     }
     let rows = table_rows(&results, &backings, &pinnings);
-    let section = meta.section(&options, &pinnings, &rows, &failures);
+    // The plot goes beside the results file, named by the run's date.
+    let stamp: String = meta.date.chars().filter(|c| c.is_ascii_digit()).collect();
+    let plot_name = format!("bench-plots/{stamp}{}.svg", if options.shadow { "-shadow" } else { "" });
+    let plot_path = options.out.parent().unwrap_or(Path::new("")).join(&plot_name);
+    let plotted = fs::create_dir_all(plot_path.parent().unwrap_or(Path::new(".")))
+        .map_err(|e| e.to_string())
+        .and_then(|()| plot(&plot_path, &rows));
+    let plot_link = match plotted {
+        Ok(()) => Some(plot_name),
+        Err(e) => {
+            eprintln!("xtask: bench: no plot ({}): {e}", plot_path.display());
+            None
+        }
+    };
+    let section = meta.section(&options, &pinnings, &rows, &results, plot_link.as_deref(), &failures);
     println!("{section}");
     match append_section(&options.out, &section) {
         Ok(()) => eprintln!("xtask: bench: section \"{}\" added to {}", options.label, options.out.display()),
@@ -269,9 +287,13 @@ struct Boot {
 struct Pair {
     backing: Backing,
     pinning: Pinning,
+    rw: &'static str,
     qd: u32,
     driver: u64,
     raw: u64,
+    /// Microseconds from the start of bring-up to the first completed I/O:
+    /// the driver's (attach, queue pair, first I/O) and the raw loop's.
+    bringup: (u64, u64),
 }
 
 impl Boot {
@@ -294,8 +316,9 @@ impl Boot {
         cmd.arg("-kernel").arg(kernel);
         let first = if self.raw_first { "raw" } else { "driver" };
         let qd = DEPTHS.map(|d| d.to_string()).join(",");
+        let rw = OPS.join(",");
         cmd.arg("-append").arg(format!(
-            "bench backing={} seconds={seconds} warmup={WARMUP} qd={qd} first={first} shadow={}",
+            "bench backing={} seconds={seconds} warmup={WARMUP} qd={qd} rw={rw} first={first} shadow={}",
             self.backing.name(),
             if self.shadow { "on" } else { "off" }
         ));
@@ -354,22 +377,33 @@ impl Boot {
     /// both.
     fn pairs(&self, text: &str) -> Result<Vec<Pair>, String> {
         let mut pairs = Vec::new();
-        for qd in DEPTHS {
-            let iops = |mode: &str| {
-                results(text)
-                    .find(|r| r.qd == qd && r.mode == mode)
-                    .map(|r| r.iops)
-                    .ok_or(format!("no {mode} result at qd={qd}"))
-            };
-            let (driver, raw) = (iops("driver")?, iops("raw")?);
-            if raw == 0 {
-                return Err(format!("raw loop completed nothing at qd={qd}"));
+        for rw in OPS {
+            for qd in DEPTHS {
+                let result = |mode: &str| {
+                    results(text)
+                        .find(|r| r.rw == rw && r.qd == qd && r.mode == mode)
+                        .ok_or(format!("no {mode} result for {rw} at qd={qd}"))
+                };
+                let (driver, raw) = (result("driver")?, result("raw")?);
+                if raw.iops == 0 {
+                    return Err(format!("raw loop completed nothing for {rw} at qd={qd}"));
+                }
+                eprintln!(
+                    "    {rw:<5} qd={qd:<3} driver {:>7} IOPS  raw {:>7} IOPS  driver/raw {:.2}",
+                    driver.iops,
+                    raw.iops,
+                    driver.iops as f64 / raw.iops as f64
+                );
+                pairs.push(Pair {
+                    backing: self.backing,
+                    pinning: self.pinning,
+                    rw,
+                    qd,
+                    driver: driver.iops,
+                    raw: raw.iops,
+                    bringup: (driver.bringup_us, raw.bringup_us),
+                });
             }
-            eprintln!(
-                "    qd={qd:<2} driver {driver:>7} IOPS  raw {raw:>7} IOPS  driver/raw {:.2}",
-                driver as f64 / raw as f64
-            );
-            pairs.push(Pair { backing: self.backing, pinning: self.pinning, qd, driver, raw });
         }
         Ok(pairs)
     }
@@ -379,7 +413,7 @@ impl Boot {
 /// minute for booting, bring-up and draining.
 fn boot_timeout(seconds: &str) -> Duration {
     let per = seconds.parse::<f64>().unwrap_or(2.0) + WARMUP.parse::<f64>().unwrap_or(0.5);
-    Duration::from_secs(60) + Duration::from_secs_f64(per * 2.0 * DEPTHS.len() as f64)
+    Duration::from_secs(60) + Duration::from_secs_f64(per * 2.0 * (DEPTHS.len() * OPS.len()) as f64)
 }
 
 /// `taskset -c <cores> qemu-system-x86_64`.
@@ -391,9 +425,12 @@ fn taskset(cores: &str) -> Command {
 
 /// One `bench result` line of the kernel.
 struct Measured {
+    rw: String,
     qd: u32,
     mode: String,
     iops: u64,
+    /// From the start of bring-up to the first completed I/O.
+    bringup_us: u64,
 }
 
 fn results(text: &str) -> impl Iterator<Item = Measured> + '_ {
@@ -401,6 +438,8 @@ fn results(text: &str) -> impl Iterator<Item = Measured> + '_ {
         let rest = line.trim().strip_prefix("bench result ")?;
         let field = |key: &str| rest.split(' ').find_map(|w| w.strip_prefix(key)?.strip_prefix('='));
         Some(Measured {
+            rw: field("rw").unwrap_or("read").to_string(),
+            bringup_us: field("bringup_us").and_then(|v| v.parse().ok()).unwrap_or(0),
             qd: field("qd")?.parse().ok()?,
             mode: field("mode")?.to_string(),
             iops: field("iops")?.parse().ok()?,
@@ -487,6 +526,7 @@ fn check_pinning(pid: u32, pinning: Pinning) -> Result<(), String> {
 struct Row {
     backing: Backing,
     pinning: Pinning,
+    rw: &'static str,
     qd: u32,
     driver: Vec<u64>,
     raw: Vec<u64>,
@@ -497,23 +537,43 @@ fn table_rows(pairs: &[Pair], backings: &[Backing], pinnings: &[Pinning]) -> Vec
     let mut rows = Vec::new();
     for &backing in backings {
         for &pinning in pinnings {
-            for qd in DEPTHS {
-                let cell: Vec<&Pair> = pairs
-                    .iter()
-                    .filter(|p| p.backing == backing && p.pinning == pinning && p.qd == qd)
-                    .collect();
-                rows.push(Row {
-                    backing,
-                    pinning,
-                    qd,
-                    driver: cell.iter().map(|p| p.driver).collect(),
-                    raw: cell.iter().map(|p| p.raw).collect(),
-                    ratios: cell.iter().map(|p| p.driver as f64 / p.raw as f64).collect(),
-                });
+            for rw in OPS {
+                for qd in DEPTHS {
+                    let cell: Vec<&Pair> = pairs
+                        .iter()
+                        .filter(|p| p.backing == backing && p.pinning == pinning && p.rw == rw && p.qd == qd)
+                        .collect();
+                    rows.push(Row {
+                        backing,
+                        pinning,
+                        rw,
+                        qd,
+                        driver: cell.iter().map(|p| p.driver).collect(),
+                        raw: cell.iter().map(|p| p.raw).collect(),
+                        ratios: cell.iter().map(|p| p.driver as f64 / p.raw as f64).collect(),
+                    });
+                }
             }
         }
     }
     rows
+}
+
+/// Draws the rows' median IOPS against queue depth, one panel per backing,
+/// pinning and operation.
+fn plot(path: &Path, rows: &[Row]) -> Result<(), String> {
+    let mut panels: Vec<crate::plot::Panel> = Vec::new();
+    for r in rows {
+        let title = format!("{} backing, {} pinning, {}", r.backing.name(), r.pinning.name(), r.rw);
+        if panels.last().is_none_or(|p| p.title != title) {
+            panels.push(crate::plot::Panel { title, driver: Vec::new(), raw: Vec::new() });
+        }
+        let Some(panel) = panels.last_mut() else { continue };
+        let median_of = |v: &[u64]| (!v.is_empty()).then(|| median_u64(v));
+        panel.driver.push(median_of(&r.driver));
+        panel.raw.push(median_of(&r.raw));
+    }
+    crate::plot::draw(path, &DEPTHS, &panels, OPS.len() * 2)
 }
 
 /// The median (the mean of the middle two for an even count).
@@ -562,7 +622,15 @@ impl Meta {
         }
     }
 
-    fn section(&self, options: &Options, pinnings: &[Pinning], rows: &[Row], failures: &[String]) -> String {
+    fn section(
+        &self,
+        options: &Options,
+        pinnings: &[Pinning],
+        rows: &[Row],
+        pairs: &[Pair],
+        plot: Option<&str>,
+        failures: &[String],
+    ) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "## {}\n", options.label);
         let _ = writeln!(s, "- Command: `{}`", self.command);
@@ -571,8 +639,9 @@ impl Meta {
         let _ = writeln!(s, "- Commit: {}", self.commit);
         let _ = writeln!(
             s,
-            "- Per boot: QD {} with driver and raw each ({WARMUP} s warm-up, then {} s measured), order alternated; {} boot(s) per backing and pinning; the driver with {} doorbells",
-            DEPTHS.map(|d| d.to_string()).join(" and "),
+            "- Per boot: 4 KiB random {} at QD {}, driver and raw each ({WARMUP} s warm-up, then {} s measured), order alternated; {} boot(s) per backing and pinning; the driver with {} doorbells",
+            OPS.join(" and "),
+            DEPTHS.map(|d| d.to_string()).join(", "),
             options.seconds,
             options.reps,
             if options.shadow { "shadow (Doorbell Buffer Config)" } else { "MMIO" }
@@ -593,24 +662,55 @@ impl Meta {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "| backing | pinning | QD | driver IOPS (median) | raw IOPS (median) | driver/raw (median of same-boot ratios) | ratio min–max | boots |"
+            "| backing | pinning | op | QD | driver IOPS (median) | raw IOPS (median) | driver/raw (median of same-boot ratios) | ratio min–max | boots |"
         );
-        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|---:|---:|");
         for r in rows {
-            let (b, p, qd, n) = (r.backing.name(), r.pinning.name(), r.qd, r.ratios.len());
+            let (b, p, rw, qd, n) = (r.backing.name(), r.pinning.name(), r.rw, r.qd, r.ratios.len());
             if r.ratios.is_empty() {
-                let _ = writeln!(s, "| {b} | {p} | {qd} | – | – | – | – | 0 |");
+                let _ = writeln!(s, "| {b} | {p} | {rw} | {qd} | – | – | – | – | 0 |");
                 continue;
             }
             let lo = r.ratios.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = r.ratios.iter().copied().fold(0.0, f64::max);
             let _ = writeln!(
                 s,
-                "| {b} | {p} | {qd} | {:.0} | {:.0} | {:.2} | {lo:.2}–{hi:.2} | {n} |",
+                "| {b} | {p} | {rw} | {qd} | {:.0} | {:.0} | {:.2} | {lo:.2}–{hi:.2} | {n} |",
                 median_u64(&r.driver),
                 median_u64(&r.raw),
                 median(&r.ratios)
             );
+        }
+        // Bring-up: from the driver's attach (the raw loop's controller
+        // disable) to the first completed I/O, over every measurement.
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "| backing | pinning | bring-up to the first I/O, driver (median, µs) | raw loop (median, µs) | measurements |"
+        );
+        let _ = writeln!(s, "|---|---|---:|---:|---:|");
+        for backing in [Backing::File, Backing::Null] {
+            for &pinning in pinnings {
+                let cell: Vec<&Pair> =
+                    pairs.iter().filter(|p| p.backing == backing && p.pinning == pinning).collect();
+                if cell.is_empty() {
+                    continue;
+                }
+                let driver: Vec<u64> = cell.iter().map(|p| p.bringup.0).collect();
+                let raw: Vec<u64> = cell.iter().map(|p| p.bringup.1).collect();
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {:.0} | {:.0} | {} |",
+                    backing.name(),
+                    pinning.name(),
+                    median_u64(&driver),
+                    median_u64(&raw),
+                    cell.len()
+                );
+            }
+        }
+        if let Some(plot) = plot {
+            let _ = writeln!(s, "\nIOPS against queue depth (medians): [{plot}]({plot})");
         }
         s
     }
@@ -696,11 +796,12 @@ mod tests {
 
     #[test]
     fn result_lines_parse() {
-        let text = "noise\r\nbench result backing=null qd=32 mode=driver ios=10 seconds=2.000 iops=5\r\n\
-                    bench FAILED backing=null qd=1 mode=raw: why\n";
+        let text = "noise\r\nbench result backing=null rw=write qd=32 mode=driver ios=10 seconds=2.000 iops=5 bringup_us=77\r\n\
+                    bench FAILED backing=null rw=read qd=1 mode=raw: why\n";
         let r: Vec<Measured> = results(text).collect();
         assert_eq!(r.len(), 1);
-        assert_eq!((r[0].qd, r[0].mode.as_str(), r[0].iops), (32, "driver", 5));
+        assert_eq!((r[0].rw.as_str(), r[0].qd, r[0].mode.as_str(), r[0].iops), ("write", 32, "driver", 5));
+        assert_eq!(r[0].bringup_us, 77);
     }
 
     #[test]
@@ -736,12 +837,21 @@ mod tests {
 
     #[test]
     fn rows_pair_driver_and_raw_of_the_same_boot() {
-        let pair = |driver, raw| Pair { backing: Backing::Null, pinning: Pinning::Split, qd: 1, driver, raw };
+        let pair = |driver, raw| Pair {
+            backing: Backing::Null,
+            pinning: Pinning::Split,
+            rw: "read",
+            qd: 1,
+            driver,
+            raw,
+            bringup: (0, 0),
+        };
         let rows =
             table_rows(&[pair(90, 100), pair(50, 100), pair(80, 80)], &[Backing::Null], &[Pinning::Split]);
-        assert_eq!(rows.len(), DEPTHS.len());
+        assert_eq!(rows.len(), DEPTHS.len() * OPS.len());
         assert_eq!(rows[0].ratios, vec![0.9, 0.5, 1.0]);
         assert_eq!(median(&rows[0].ratios), 0.9);
-        assert!(rows[1].ratios.is_empty(), "no QD32 data");
+        assert!(rows[1].ratios.is_empty(), "no QD 8 data");
+        assert!(rows[DEPTHS.len()].ratios.is_empty(), "no write data");
     }
 }

@@ -4,6 +4,7 @@
 mod barriers;
 mod bench;
 mod instructions;
+mod plot;
 mod qemu;
 mod reliability;
 mod setup;
@@ -49,14 +50,16 @@ tasks:
   fuzz [--seconds N]
         each cargo-fuzz target for N seconds (default 60), two at a time
   bench [--reps N] [--seconds S] [--label TEXT] [--out FILE] [--quick] [--shadow]
-        4 KiB random reads at QD1 and QD32 in QEMU (TCG): the driver against
-        a raw register loop in the same boot, for each drive backing (file,
-        null-co) and CPU pinning (shared, split); N boots each (default 5),
-        S seconds per measurement (default 2). Appends a section titled TEXT
-        to FILE (default BENCHMARKS.md). --quick: 1 boot, 1 s, written to
+        4 KiB random reads and writes at QD 1, 8, 32 and 128 in QEMU (TCG):
+        the driver against a raw register loop in the same boot, for each
+        drive backing (file, null-co) and CPU pinning (shared, split); N
+        boots each (default 5), S seconds per measurement (default 2), and
+        the bring-up time to the first I/O. Appends a section titled TEXT to
+        FILE (default BENCHMARKS.md) and writes a plot of IOPS against queue
+        depth beside it (bench-plots/DATE.svg). --quick: 1 boot, 1 s, written to
         target/xtask/bench-quick.md unless --out says otherwise. --shadow:
         the driver with shadow doorbells (Doorbell Buffer Config). Takes a
-        few minutes; not part of 'test'
+        quarter of an hour (5 boots); not part of 'test'
   instructions [--label TEXT] [--out FILE]
         instructions per I/O in the driver (submission and completion apart,
         the simulator's share apart) counted by valgrind's callgrind against

@@ -11,7 +11,8 @@ const DRAIN: Duration = Duration::from_secs(10);
 
 /// Attaches the controller, keeps `qd` random 4 KiB reads in flight on one
 /// queue pair for the plan's warm-up and measured time, and detaches.
-pub fn measure(target: Target, qd: usize, plan: &Plan) -> Result<Count, Reason> {
+pub fn measure(target: Target, qd: usize, write: bool, plan: &Plan) -> Result<Count, Reason> {
+    let started = target.clock.now();
     let claim =
         hal_baremetal::claim(target.function).ok_or(reason!("controller claimed by another driver"))?;
     let hal = crate::hal_for(claim, target.bar0, target.pool, target.clock);
@@ -30,21 +31,29 @@ pub fn measure(target: Target, qd: usize, plan: &Plan) -> Result<Count, Reason> 
     // callback, and each poll pass rings the doorbell once for all of them.
     for _ in 0..qd {
         let buf = DmaBuffer::new(ctrlr.hal(), IO_BYTES).map_err(|e| reason!("buffer: {e}"))?;
-        qp.read(&ns, lbas.next_lba(), lbas.blocks_per_io(), buf, ())
-            .map_err(|e| reason!("read: {}", e.error))?;
+        let (lba, blocks) = (lbas.next_lba(), lbas.blocks_per_io());
+        let submitted =
+            if write { qp.write(&ns, lba, blocks, buf, ()) } else { qp.read(&ns, lba, blocks, buf, ()) };
+        submitted.map_err(|e| reason!("submit: {}", e.error))?;
     }
-    let mut meter = Meter::new(target.clock, plan);
+    let mut meter = Meter::new(target.clock, plan, started);
     let mut completed = 0u64;
     let mut failure: Option<Reason> = None;
     let result = loop {
         qp.poll(PollLimit::All, |resubmit, done| {
             completed += 1;
             if let Err(e) = done.result() {
-                failure.get_or_insert_with(|| reason!("read completed with {e}"));
+                failure.get_or_insert_with(|| reason!("I/O completed with {e}"));
             }
             if let Some(buf) = done.buffer {
-                if let Err(e) = resubmit.read(&ns, lbas.next_lba(), lbas.blocks_per_io(), buf, ()) {
-                    failure.get_or_insert_with(|| reason!("read: {}", e.error));
+                let (lba, blocks) = (lbas.next_lba(), lbas.blocks_per_io());
+                let again = if write {
+                    resubmit.write(&ns, lba, blocks, buf, ())
+                } else {
+                    resubmit.read(&ns, lba, blocks, buf, ())
+                };
+                if let Err(e) = again {
+                    failure.get_or_insert_with(|| reason!("resubmit: {}", e.error));
                 }
             }
         });
@@ -54,7 +63,7 @@ pub fn measure(target: Target, qd: usize, plan: &Plan) -> Result<Count, Reason> 
         match meter.tick(completed) {
             Tick::Run => {}
             Tick::Done(count) => break Ok(count),
-            Tick::Stalled => break Err(reason!("no read completed for {STALL:?}")),
+            Tick::Stalled => break Err(reason!("no I/O completed for {STALL:?}")),
         }
     };
     // Let the reads still in flight finish (not counted); dropping the queue

@@ -1,4 +1,4 @@
-//! Bench mode: 4 KiB random reads on namespace 1 of the first controller, at
+//! Bench mode: 4 KiB random reads (and writes) on namespace 1 of the first controller, at
 //! fixed queue depths, through the driver ([`driver`]) and through a raw
 //! register loop that uses no driver code ([`raw`]), in the same boot.
 //!
@@ -11,10 +11,14 @@
 //! - `qd=1,32`: the queue depths, 1 to [`MAX_QD`], in this order;
 //! - `first=raw|driver`: which mode runs first at the first queue depth; the
 //!   order alternates at each further depth (default `raw`);
-//! - `seed=N`: the PRNG seed of the LBA sequence, the same for both modes.
+//! - `seed=N`: the PRNG seed of the LBA sequence, the same for both modes;
+//! - `rw=read,write`: the operations, each at every depth (default `read`);
+//! - `shadow=on|off`: the driver with shadow doorbells (default `off`).
 //!
 //! Each measurement prints one line,
-//! `bench result backing=file qd=32 mode=driver ios=123456 seconds=2.000 iops=61728`,
+//! `bench result backing=file rw=read qd=32 mode=driver ios=123456 seconds=2.000 iops=61728 bringup_us=2345`,
+//! where `bringup_us` is the time from the start of bring-up (the driver's
+//! attach, the raw loop's controller disable) to the first completed I/O,
 //! or `bench FAILED backing=... qd=... mode=...: reason`, and the boot ends
 //! with `bench done: N measurements, N failed`.
 
@@ -30,7 +34,7 @@ use pci_types::PciAddress;
 
 /// The deepest queue depth either mode runs (request slots of the driver's
 /// queue pair, buffers of the raw loop).
-pub const MAX_QD: usize = 64;
+pub const MAX_QD: usize = 128;
 /// Bytes per read.
 pub const IO_BYTES: usize = 4096;
 /// A measurement with commands in flight and no completion for this long has
@@ -55,6 +59,8 @@ pub struct Plan {
     seed: u64,
     /// The driver side uses shadow doorbells (`shadow=on`).
     pub(crate) shadow: bool,
+    /// The operations: false reads, true writes (`rw=`).
+    ops: heapless::Vec<bool, 2>,
 }
 
 impl Plan {
@@ -69,8 +75,10 @@ impl Plan {
             raw_first: true,
             seed: 0x6e76_6d65_2d62_656e,
             shadow: false,
+            ops: heapless::Vec::new(),
         };
         let _ = plan.depths.extend_from_slice(&[1, 32]);
+        let _ = plan.ops.push(false);
         for word in cmdline.split_ascii_whitespace().filter(|w| *w != "bench") {
             let bad = || reason!("bad bench option \"{word}\"");
             let (key, value) = word.split_once('=').ok_or_else(bad)?;
@@ -82,6 +90,17 @@ impl Plan {
                 "first" if value == "raw" || value == "driver" => plan.raw_first = value == "raw",
                 "seed" => plan.seed = value.parse().map_err(|_| bad())?,
                 "shadow" if value == "on" || value == "off" => plan.shadow = value == "on",
+                "rw" => {
+                    plan.ops.clear();
+                    for op in value.split(',') {
+                        let write = match op {
+                            "read" => false,
+                            "write" => true,
+                            _ => return Err(bad()),
+                        };
+                        plan.ops.push(write).map_err(|_| bad())?;
+                    }
+                }
                 _ => return Err(bad()),
             }
         }
@@ -161,34 +180,41 @@ pub fn run(plan: &Plan, target: Target, out: &mut impl Write) -> bool {
     );
     let mut failed = 0;
     let mut done = 0;
-    for (i, &qd) in plan.depths.iter().enumerate() {
-        // Alternate the order so that neither mode always runs on a device
-        // (and a host page cache) the other one has just warmed.
-        let order = if plan.raw_first == (i % 2 == 0) {
-            [Mode::Raw, Mode::Driver]
-        } else {
-            [Mode::Driver, Mode::Raw]
-        };
-        for mode in order {
-            let result = match mode {
-                Mode::Driver => driver::measure(target, qd, plan),
-                Mode::Raw => raw::measure(target, qd, plan),
+    for &write in &plan.ops {
+        let rw = if write { "write" } else { "read" };
+        for (i, &qd) in plan.depths.iter().enumerate() {
+            // Alternate the order so that neither mode always runs on a device
+            // (and a host page cache) the other one has just warmed.
+            let order = if plan.raw_first == (i % 2 == 0) {
+                [Mode::Raw, Mode::Driver]
+            } else {
+                [Mode::Driver, Mode::Raw]
             };
-            done += 1;
-            let (backing, name) = (plan.backing, mode.name());
-            match result {
-                Ok(c) => {
-                    let _ = writeln!(
+            for mode in order {
+                let result = match mode {
+                    Mode::Driver => driver::measure(target, qd, write, plan),
+                    Mode::Raw => raw::measure(target, qd, write, plan),
+                };
+                done += 1;
+                let (backing, name) = (plan.backing, mode.name());
+                match result {
+                    Ok(c) => {
+                        let _ = writeln!(
                         out,
-                        "bench result backing={backing} qd={qd} mode={name} ios={} seconds={} iops={}",
+                        "bench result backing={backing} rw={rw} qd={qd} mode={name} ios={} seconds={} iops={} bringup_us={}",
                         c.ios,
                         Secs(c.elapsed),
-                        c.iops()
+                        c.iops(),
+                        c.bringup.as_micros()
                     );
-                }
-                Err(why) => {
-                    failed += 1;
-                    let _ = writeln!(out, "bench FAILED backing={backing} qd={qd} mode={name}: {why}");
+                    }
+                    Err(why) => {
+                        failed += 1;
+                        let _ = writeln!(
+                            out,
+                            "bench FAILED backing={backing} rw={rw} qd={qd} mode={name}: {why}"
+                        );
+                    }
                 }
             }
         }
@@ -224,6 +250,8 @@ impl core::fmt::Display for Depths<'_> {
 pub struct Count {
     ios: u64,
     elapsed: Duration,
+    /// From the start of bring-up to the first completed I/O.
+    bringup: Duration,
 }
 
 impl Count {
@@ -289,6 +317,10 @@ pub enum Tick {
 /// per pass with their running count of completed reads.
 pub struct Meter {
     clock: &'static TscClock,
+    /// When bring-up began.
+    started: Duration,
+    /// When the first I/O completed.
+    first: Option<Duration>,
     warmup_end: Duration,
     measure: Duration,
     /// Completions and time when the measured interval began.
@@ -298,11 +330,14 @@ pub struct Meter {
 }
 
 impl Meter {
-    /// A meter whose warm-up starts now.
-    pub fn new(clock: &'static TscClock, plan: &Plan) -> Self {
+    /// A meter whose warm-up starts now, for a loop whose bring-up began
+    /// at `started` (by `clock`).
+    pub fn new(clock: &'static TscClock, plan: &Plan, started: Duration) -> Self {
         let now = clock.now();
         Meter {
             clock,
+            started,
+            first: None,
             warmup_end: now + plan.warmup,
             measure: plan.measure,
             start: None,
@@ -314,6 +349,9 @@ impl Meter {
     /// Looks at the clock after a pass that brought the total to `completed`.
     pub fn tick(&mut self, completed: u64) -> Tick {
         let now = self.clock.now();
+        if completed > 0 && self.first.is_none() {
+            self.first = Some(now);
+        }
         if completed != self.last_count {
             self.last_count = completed;
             self.last_progress = now;
@@ -324,7 +362,8 @@ impl Meter {
             None if now >= self.warmup_end => self.start = Some((completed, now)),
             None => {}
             Some((count, at)) if now.saturating_sub(at) >= self.measure => {
-                return Tick::Done(Count { ios: completed - count, elapsed: now - at });
+                let bringup = self.first.unwrap_or(now).saturating_sub(self.started);
+                return Tick::Done(Count { ios: completed - count, elapsed: now - at, bringup });
             }
             Some(_) => {}
         }

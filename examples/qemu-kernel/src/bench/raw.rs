@@ -171,7 +171,8 @@ fn succeeded(entry: &CompletionEntry) -> bool {
 
 /// Brings the controller up, runs the I/O loop at depth `qd`, and disables the
 /// controller again.
-pub fn measure(target: Target, qd: usize, plan: &Plan) -> Result<Count, Reason> {
+pub fn measure(target: Target, qd: usize, write: bool, plan: &Plan) -> Result<Count, Reason> {
+    let started = target.clock.now();
     // The raw loop is a driver too: it holds the device's claim while it runs.
     let _claim =
         hal_baremetal::claim(target.function).ok_or(reason!("controller claimed by another driver"))?;
@@ -190,7 +191,7 @@ pub fn measure(target: Target, qd: usize, plan: &Plan) -> Result<Count, Reason> 
     let ready_timeout = Duration::from_millis(500 * cap.to().max(1) as u64);
     let mem = target.pool.alloc(FIRST_BUFFER_PAGE + qd).map_err(|e| reason!("DMA pool: {e}"))?;
     let result = disable(&regs, target, ready_timeout)
-        .and_then(|()| enabled(&regs, &mem, target, qd, plan, ready_timeout));
+        .and_then(|()| enabled(&regs, &mem, target, (qd, write, started), plan, ready_timeout));
     // Only a controller that is disabled is sure not to touch the memory.
     match disable(&regs, target, ready_timeout) {
         // SAFETY: the controller is disabled, so it no longer touches the
@@ -230,7 +231,7 @@ fn enabled(
     regs: &Regs,
     mem: &DmaRegion,
     target: Target,
-    qd: usize,
+    (qd, write, started): (usize, bool, Duration),
     plan: &Plan,
     ready_timeout: Duration,
 ) -> Result<Count, Reason> {
@@ -270,7 +271,7 @@ fn enabled(
     admin_command(regs, &mut admin, create_sq, target)?;
 
     let mut io = Queue::new(mem, IO_SQ_PAGE, IO_CQ_PAGE, IO_ENTRIES, QID, dstrd);
-    io_loop(regs, &mut io, mem, target, qd, plan, &mut lbas)
+    io_loop(regs, &mut io, mem, target, (qd, write, started), plan, &mut lbas)
 }
 
 /// Submits one admin command and polls for its completion.
@@ -323,20 +324,21 @@ fn io_loop(
     io: &mut Queue,
     mem: &DmaRegion,
     target: Target,
-    qd: usize,
+    (qd, write, started): (usize, bool, Duration),
     plan: &Plan,
     lbas: &mut Lbas,
 ) -> Result<Count, Reason> {
     // Command identifier = buffer index; these are the buffers not in flight.
     let mut idle: heapless::Vec<u16, MAX_QD> = (0..qd as u16).collect();
     let cdw12 = ReadWriteCdw12::new().with_nlb((lbas.blocks_per_io() - 1) as u16).into_bits();
-    let mut meter = Meter::new(target.clock, plan);
+    let mut meter = Meter::new(target.clock, plan, started);
+    let opcode = if write { IoOpcode::WRITE } else { IoOpcode::READ };
     let mut completed = 0u64;
     let result = loop {
         if !idle.is_empty() {
             while let Some(cid) = idle.pop() {
                 let lba = lbas.next_lba();
-                let mut cmd = SubmissionEntry::new(IoOpcode::READ.0, NSID);
+                let mut cmd = SubmissionEntry::new(opcode.0, NSID);
                 cmd.cdw0.set_cid(cid);
                 cmd.prp1 = page_daddr(mem, FIRST_BUFFER_PAGE + cid as usize);
                 cmd.cdw10 = lba as u32;
@@ -353,7 +355,7 @@ fn io_loop(
         match meter.tick(completed) {
             Tick::Run => {}
             Tick::Done(count) => break Ok(count),
-            Tick::Stalled => break Err(reason!("no read completed for {STALL:?}")),
+            Tick::Stalled => break Err(reason!("no I/O completed for {STALL:?}")),
         }
     };
     // Let the reads still in flight finish (not counted) before the
@@ -382,7 +384,7 @@ fn reap(
         if entry.cid as usize >= qd || idle.push(entry.cid).is_err() {
             bad.get_or_insert(reason!("completion for CID {} not in flight", entry.cid));
         } else if !succeeded(&entry) {
-            bad.get_or_insert(reason!("read failed: {}", entry.status.without_phase()));
+            bad.get_or_insert(reason!("I/O failed: {}", entry.status.without_phase()));
         }
     }
     if n > 0 {
