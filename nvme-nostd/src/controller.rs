@@ -417,9 +417,12 @@ pub struct Controller<H: Hal> {
     /// ([`ControllerOptions::shadow_doorbells`]), allocated at attach where
     /// the controller offers them; freed with the admin queue.
     dbbuf: Option<DmaMemory>,
-    /// The controller took `dbbuf` (at attach, or again after the last
-    /// reset): queue pairs created (again) from now on use it.
+    /// The controller took `dbbuf` in epoch `dbbuf_epoch` (at attach, or
+    /// again after a reset; cleared when a reset disables it): a queue pair
+    /// whose queues were created in that epoch uses it.
     dbbuf_on: AtomicBool,
+    /// See `dbbuf_on` (both written under the admin lock).
+    dbbuf_epoch: AtomicU32,
 }
 
 /// ONCS and OCFS in one word, as `Controller::nvm_caps` keeps them.
@@ -576,6 +579,7 @@ impl<H: Hal> Controller<H> {
             sgls: AtomicU32::new(0),
             dbbuf: None,
             dbbuf_on: AtomicBool::new(false),
+            dbbuf_epoch: AtomicU32::new(0),
         };
         // From here on, Drop disables the controller before freeing memory.
         wait_ready(&ctrlr.hal, true, ready_timeout(cap))?;
@@ -889,21 +893,24 @@ impl<H: Hal> Controller<H> {
         if !(self.options.shadow_doorbells && offered && fits) {
             return None;
         }
-        DmaAlloc::new(&self.hal, 2).ok().map(DmaAlloc::lend)
+        let mem = DmaAlloc::new(&self.hal, 2).ok().map(DmaAlloc::lend)?;
+        mem.zero();
+        Some(mem)
     }
 
     /// Hands the shadow doorbell pages to the controller (Doorbell Buffer
     /// Config: PRP1 the shadow doorbells, PRP2 the EventIdx page), at attach
-    /// and after each reset, with no I/O queue on the controller. Every slot
-    /// is zeroed first but the admin queue's, which get its tail and head
-    /// (a controller may not write the EventIdx page before it uses it).
-    /// The admin queue keeps ringing MMIO doorbells. A controller that
-    /// refuses the pages gets none (queue pairs then ring MMIO doorbells);
-    /// one that does not answer fails the attach or the reset.
+    /// and after each reset, with no I/O queue on the controller. The admin
+    /// queue's slots get its tail and head (a controller may not write the
+    /// EventIdx page before it uses it); each I/O queue's slots are zeroed
+    /// by its queue pair before it creates the queue (the only writer of
+    /// those slots, so no two threads write one). The admin queue keeps
+    /// ringing MMIO doorbells. A controller that refuses the pages gets none
+    /// (queue pairs then ring MMIO doorbells); one that does not answer
+    /// fails the attach or the reset.
     fn configure_dbbuf(&self, admin: &mut AdminQueue) -> Result {
         self.dbbuf_on.store(false, Ordering::Release);
         let Some(mem) = &self.dbbuf else { return Ok(()) };
-        mem.zero();
         // The Doorbell Buffer Config command itself is the next entry.
         let tail = admin.sq.tail().wrapping_add(1) % admin.sq.size();
         admin.sq.doorbell().seed_shadow(tail, mem);
@@ -912,11 +919,20 @@ impl<H: Hal> Controller<H> {
         cmd.prp1 = mem.daddr(0).0;
         cmd.prp2 = mem.daddr(PAGE_SIZE).0;
         match admin.execute(&self.hal, cmd, self.options.admin_timeout) {
-            Ok(_) => self.dbbuf_on.store(true, Ordering::Release),
+            Ok(_) => {
+                self.dbbuf_epoch.store(self.epoch(), Ordering::Release);
+                self.dbbuf_on.store(true, Ordering::Release);
+            }
             Err(Error::Command(_)) => {}
             Err(e) => return Err(e),
         }
         Ok(())
+    }
+
+    /// Whether the controller took the shadow pages in `epoch` (queues
+    /// created in that epoch then use them).
+    pub(crate) fn shadow_in(&self, epoch: u32) -> bool {
+        self.dbbuf_on.load(Ordering::Acquire) && self.dbbuf_epoch.load(Ordering::Acquire) == epoch
     }
 
     /// The shadow doorbell pages, while the controller has them.
@@ -932,14 +948,14 @@ impl<H: Hal> Controller<H> {
     }
 
     /// Zeroes the shadow doorbells and EventIdx slots of I/O queue `qid`,
-    /// about to be created, if the controller has the shadow pages; true
-    /// when it has (the queues then use them).
-    pub(crate) fn seed_queue_shadow(&self, qid: u16) -> bool {
-        let Some(mem) = self.shadow() else { return false };
+    /// about to be created (by its queue pair, their only writer), where
+    /// there are shadow pages. Whether the queues then use them depends on
+    /// the epoch they were created in ([`shadow_in`](Self::shadow_in)).
+    pub(crate) fn clear_queue_shadow(&self, qid: u16) {
+        let Some(mem) = &self.dbbuf else { return };
         for completion in [false, true] {
             crate::queue::Doorbell::new(qid, completion, self.cap.dstrd()).seed_shadow(0, mem);
         }
-        true
     }
 
     /// Whether queue pairs created now use shadow doorbells
@@ -1557,6 +1573,8 @@ impl<H: Hal> Controller<H> {
         if by_hand {
             self.resets_by_hand.fetch_add(1, Ordering::Release);
         }
+        // The disabled controller forgot the shadow pages.
+        self.dbbuf_on.store(false, Ordering::Release);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         // The memory space may have been turned off with the controller;
         // the queues re-created in their CMB slots need it.

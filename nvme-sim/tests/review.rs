@@ -656,6 +656,42 @@ fn a_panic_during_recovery_loses_no_request() {
     assert_eq!(qp.in_flight(), 0);
 }
 
+/// A HAL method that panics while a completed request is handed back (its
+/// `sync_for_cpu`) leaves no request stuck in its slot: the slot is free
+/// for the next request (the panicking one's buffer is leaked), and every
+/// other request completes normally, also with I/O timeouts off.
+#[test]
+fn a_panic_while_completing_leaves_no_request_stuck() {
+    let sim = Sim::new(SimConfig::default());
+    let ctrlr = Controller::new(Trap::new(sim.hal()), options().with_io_timeout(None)).unwrap();
+    let ns = ctrlr.namespace(1).unwrap();
+    let mut qp: IoQueuePair<'_, Trap<SimHal>, Vec<u8>, u32, 4> =
+        ctrlr.create_io_qpair(QpairOptions::default().with_entries(8)).unwrap();
+    for lba in 0..4 {
+        qp.read(&ns, lba, 1, aligned_vec(512, 0), lba as u32).map_err(|e| e.error).unwrap();
+    }
+    sim.advance(Duration::from_millis(1));
+    ctrlr.hal().sync_cpu_countdown.set(2);
+    let mut delivered = Vec::new();
+    let unwound = catch_unwind(AssertUnwindSafe(|| {
+        qp.poll(PollLimit::All, |_, c| delivered.push(c.context));
+    }));
+    assert!(unwound.is_err(), "sync_for_cpu panicked while completing the second read");
+    for _ in 0..100 {
+        qp.poll(PollLimit::All, |_, c| delivered.push(c.context));
+        if qp.in_flight() == 0 {
+            break;
+        }
+    }
+    assert_eq!(qp.in_flight(), 0, "no request left in a slot");
+    assert_eq!(delivered.len(), 3, "the other three delivered: {delivered:?}");
+    for lba in 0..4 {
+        qp.read(&ns, lba, 1, aligned_vec(512, 0), lba as u32)
+            .map_err(|e| e.error)
+            .expect("every slot is free");
+    }
+}
+
 /// A panic in the HAL while a submission is being prepared leaves no request
 /// slot taken by nothing.
 #[test]

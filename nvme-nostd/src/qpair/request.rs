@@ -87,6 +87,24 @@ pub(super) struct Cold<M> {
 }
 
 impl<M> Cold<M> {
+    /// Sets the DMA records of a new request in this slot, all four at
+    /// once: whatever an earlier request left there (its finish cut short
+    /// by a panic in the HAL) is forgotten, never undone (its buffer was
+    /// leaked with it) and never taken for this request's.
+    pub(super) fn set_dma(
+        &mut self,
+        meta_dma: Option<DmaUse<M>>,
+        scatter: Option<(hal_traits::Direction, usize)>,
+        shared: Shares<M>,
+        sync_shared: bool,
+    ) {
+        // A `ManuallyDrop` record is overwritten without being dropped.
+        self.meta_dma = meta_dma.map(ManuallyDrop::new);
+        self.scatter = scatter;
+        core::mem::forget(core::mem::replace(&mut *self.shared, shared));
+        self.sync_shared = sync_shared;
+    }
+
     /// An empty cold part (no records).
     pub(super) fn new() -> Self {
         Cold {
@@ -176,15 +194,48 @@ pub(super) unsafe fn finish<H: Hal, B: IoBuffer, C>(
     req: &mut Request<H::Mapping, B, C>,
     cold: &mut Cold<H::Mapping>,
 ) -> Option<B> {
-    if let Some(dma) = req.dma.take() {
+    // SAFETY: forwarded from the caller.
+    unsafe { finish_handed(hal, hand_back(req), cold) }
+}
+
+/// What of a request goes back to its owner once the device is done: its
+/// buffer and DMA record, taken out of the slot so that the slot can be
+/// freed before the HAL is called (a panic in the HAL then leaks them, and
+/// leaves no request stuck in its slot).
+pub(super) struct Handed<M, B> {
+    buffer: Option<ManuallyDrop<B>>,
+    dma: Option<ManuallyDrop<DmaUse<M>>>,
+    /// The slot's cold part holds records of this request.
+    cold_dma: bool,
+}
+
+/// Takes the buffer and the DMA records out of `req` (see [`Handed`]).
+#[inline]
+pub(super) fn hand_back<M, B, C>(req: &mut Request<M, B, C>) -> Handed<M, B> {
+    Handed { buffer: req.buffer.take(), dma: req.dma.take(), cold_dma: core::mem::take(&mut req.cold_dma) }
+}
+
+/// [`finish`] for what [`hand_back`] took.
+///
+/// # Safety
+///
+/// As for [`finish`].
+#[inline]
+pub(super) unsafe fn finish_handed<H: Hal, B: IoBuffer>(
+    hal: &H,
+    handed: Handed<H::Mapping, B>,
+    cold: &mut Cold<H::Mapping>,
+) -> Option<B> {
+    let Handed { mut buffer, dma, cold_dma } = handed;
+    if let Some(dma) = dma {
         // SAFETY: forwarded from the caller.
         unsafe { give_back(hal, ManuallyDrop::into_inner(dma)) };
     }
-    if core::mem::take(&mut req.cold_dma) {
+    if cold_dma {
         // SAFETY: forwarded from the caller.
-        unsafe { finish_cold(hal, req, cold) };
+        unsafe { finish_cold(hal, buffer.as_deref_mut(), cold) };
     }
-    req.buffer.take().map(ManuallyDrop::into_inner)
+    buffer.map(ManuallyDrop::into_inner)
 }
 
 /// Syncs one DMA record back for the CPU and undoes its share.
@@ -213,17 +264,12 @@ unsafe fn give_back<H: Hal>(hal: &H, dma: DmaUse<H::Mapping>) {
 ///
 /// As for [`finish`].
 #[cold]
-unsafe fn finish_cold<H: Hal, B: IoBuffer, C>(
-    hal: &H,
-    req: &mut Request<H::Mapping, B, C>,
-    cold: &mut Cold<H::Mapping>,
-) {
+unsafe fn finish_cold<H: Hal, B: IoBuffer>(hal: &H, buffer: Option<&mut B>, cold: &mut Cold<H::Mapping>) {
     if let Some(dma) = cold.meta_dma.take() {
         // SAFETY: forwarded from the caller.
         unsafe { give_back(hal, ManuallyDrop::into_inner(dma)) };
     }
-    if let (Some((direction, len)), Some(buffer)) = (cold.scatter.take(), req.buffer.as_mut()) {
-        let buffer: &mut B = buffer;
+    if let (Some((direction, len)), Some(buffer)) = (cold.scatter.take(), buffer) {
         // SAFETY: as above; each region was synced for the device with the
         // same direction at submission, and they are the same on every call
         // (`IoBuffer`'s contract).

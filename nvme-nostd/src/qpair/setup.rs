@@ -151,7 +151,7 @@ impl<H: Hal> Controller<H> {
             pages => Some(DmaAlloc::new(&self.hal, pages * N).map_err(|e| (e.into(), false))?),
         };
 
-        let shadow = self.seed_queue_shadow(qid);
+        self.clear_queue_shadow(qid);
         let mut cq_mem = cq.lend();
         let (created_cq, cq_epoch) =
             self.admin_exec_epoch(create_cq_command(qid, entries, cq_mem.daddr(0)), AdminData::None);
@@ -229,7 +229,7 @@ impl<H: Hal> Controller<H> {
             cq: CompletionQueue::new(cq_mem, entries, qid, dstrd),
             prp: prp.map(DmaAlloc::lend),
             epoch,
-            shadow,
+            shadow: self.shadow_in(epoch),
         })
     }
 
@@ -312,7 +312,8 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         }
         self.sq.restart();
         self.cq.restart();
-        self.shadow = self.ctrlr.seed_queue_shadow(self.qid);
+        self.ctrlr.clear_queue_shadow(self.qid);
+        self.shadow = false;
         self.empty_passes = 0;
         let entries = self.sq.size();
         let cq = create_cq_command(self.qid, entries, self.cq.daddr());
@@ -325,8 +326,13 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         let failed = match created_cq {
             Err(e) => (RecoveryStep::CreateIoCq, e),
             Ok(_) => match self.ctrlr.admin_exec_epoch(sq, AdminData::None) {
-                // Both ran in this epoch: the queues live until it moves.
-                (Ok(_), epoch) if epoch == sent_in => return Ok(()),
+                // Both ran in this epoch: the queues live until it moves,
+                // with shadow doorbells if the controller took the pages in
+                // it.
+                (Ok(_), epoch) if epoch == sent_in => {
+                    self.shadow = self.ctrlr.shadow_in(sent_in);
+                    return Ok(());
+                }
                 // A submission queue on a completion queue that a reset
                 // deleted: whatever the device made of it lives in the
                 // later epoch.

@@ -291,7 +291,9 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         let cold = &mut self.cold[slot.index()];
         cold.cmd = cmd;
         let cold_dma = meta_dma.is_some();
-        cold.meta_dma = meta_dma.map(ManuallyDrop::new);
+        if cold_dma {
+            cold.set_dma(meta_dma, None, super::scatter::Shares::new(), false);
+        }
         self.slots.fill(slot, |cid| {
             let mut r = request::with_role(cmd.cdw0.opc(), cid, None, Some(dma), Role::Child { parent });
             r.cold_dma = cold_dma;
@@ -455,8 +457,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         let cmd = cut.child_command(lba, blocks, ref_tag, prp);
         let cold = &mut self.cold[slot.index()];
         cold.cmd = cmd;
-        *cold.shared = records;
-        cold.sync_shared = true;
+        cold.set_dma(None, None, records, true);
         self.slots.fill(slot, |cid| {
             let mut r = request::with_role(cmd.cdw0.opc(), cid, None, None, Role::Child { parent });
             r.cold_dma = true;
