@@ -61,8 +61,11 @@ impl Doorbell {
         if !need_event(event_idx as u16, value, old as u16) {
             return false;
         }
-        // SAFETY: as in `ring`.
-        unsafe { hal.write32(self.offset, u32::from(value)) };
+        // The full barrier above orders the shadow store already; this one
+        // keeps the MMIO store in the shape every doorbell has (the barrier
+        // right before it, which `cargo xtask barriers` checks), and costs
+        // nothing on x86.
+        self.ring(hal, value);
         true
     }
 
@@ -379,7 +382,9 @@ mod tests {
     /// rung; without a wrap it is rung exactly then.
     #[test]
     fn need_event_never_misses_an_event_the_controller_asked_for() {
-        for size in [2u16, 3, 7, 64, 1024] {
+        // Miri runs the small rings only (the large ones take minutes there).
+        let sizes: &[u16] = if cfg!(miri) { &[2, 3, 7] } else { &[2, 3, 7, 64, 1024] };
+        for &size in sizes {
             let step = if size > 64 { 37 } else { 1 };
             for old in (0..size).step_by(step) {
                 for new in (0..size).step_by(step) {

@@ -294,6 +294,9 @@ struct Pair {
     /// Microseconds from the start of bring-up to the first completed I/O:
     /// the driver's (attach, queue pair, first I/O) and the raw loop's.
     bringup: (u64, u64),
+    /// At QD 1: (average, 99th percentile) latency in nanoseconds, the
+    /// driver's and the raw loop's.
+    latency: Option<((u64, u64), (u64, u64))>,
 }
 
 impl Boot {
@@ -402,6 +405,7 @@ impl Boot {
                     driver: driver.iops,
                     raw: raw.iops,
                     bringup: (driver.bringup_us, raw.bringup_us),
+                    latency: driver.latency.zip(raw.latency),
                 });
             }
         }
@@ -431,6 +435,8 @@ struct Measured {
     iops: u64,
     /// From the start of bring-up to the first completed I/O.
     bringup_us: u64,
+    /// At QD 1: average and 99th percentile latency, nanoseconds.
+    latency: Option<(u64, u64)>,
 }
 
 fn results(text: &str) -> impl Iterator<Item = Measured> + '_ {
@@ -440,6 +446,9 @@ fn results(text: &str) -> impl Iterator<Item = Measured> + '_ {
         Some(Measured {
             rw: field("rw").unwrap_or("read").to_string(),
             bringup_us: field("bringup_us").and_then(|v| v.parse().ok()).unwrap_or(0),
+            latency: field("lat_avg_ns")
+                .and_then(|v| v.parse().ok())
+                .zip(field("lat_p99_ns").and_then(|v| v.parse().ok())),
             qd: field("qd")?.parse().ok()?,
             mode: field("mode")?.to_string(),
             iops: field("iops")?.parse().ok()?,
@@ -709,6 +718,44 @@ impl Meta {
                 );
             }
         }
+        // QD 1 latency, submission to completion.
+        let timed: Vec<&Pair> = pairs.iter().filter(|p| p.latency.is_some()).collect();
+        if !timed.is_empty() {
+            let _ = writeln!(s);
+            let _ = writeln!(
+                s,
+                "| backing | pinning | op | QD 1 latency, driver: average / 99th percentile (median, µs) | raw loop (median, µs) | boots |"
+            );
+            let _ = writeln!(s, "|---|---|---|---:|---:|---:|");
+            for backing in [Backing::File, Backing::Null] {
+                for &pinning in pinnings {
+                    for rw in OPS {
+                        let cell: Vec<((u64, u64), (u64, u64))> = timed
+                            .iter()
+                            .filter(|p| p.backing == backing && p.pinning == pinning && p.rw == rw)
+                            .filter_map(|p| p.latency)
+                            .collect();
+                        if cell.is_empty() {
+                            continue;
+                        }
+                        let us = |f: &dyn Fn(&((u64, u64), (u64, u64))) -> u64| {
+                            median_u64(&cell.iter().map(f).collect::<Vec<_>>()) / 1000.0
+                        };
+                        let _ = writeln!(
+                            s,
+                            "| {} | {} | {rw} | {:.1} / {:.1} | {:.1} / {:.1} | {} |",
+                            backing.name(),
+                            pinning.name(),
+                            us(&|l| l.0 .0),
+                            us(&|l| l.0 .1),
+                            us(&|l| l.1 .0),
+                            us(&|l| l.1 .1),
+                            cell.len()
+                        );
+                    }
+                }
+            }
+        }
         if let Some(plot) = plot {
             let _ = writeln!(s, "\nIOPS against queue depth (medians): [{plot}]({plot})");
         }
@@ -796,12 +843,13 @@ mod tests {
 
     #[test]
     fn result_lines_parse() {
-        let text = "noise\r\nbench result backing=null rw=write qd=32 mode=driver ios=10 seconds=2.000 iops=5 bringup_us=77\r\n\
+        let text = "noise\r\nbench result backing=null rw=write qd=32 mode=driver ios=10 seconds=2.000 iops=5 bringup_us=77 lat_avg_ns=900 lat_p99_ns=1500\r\n\
                     bench FAILED backing=null rw=read qd=1 mode=raw: why\n";
         let r: Vec<Measured> = results(text).collect();
         assert_eq!(r.len(), 1);
         assert_eq!((r[0].rw.as_str(), r[0].qd, r[0].mode.as_str(), r[0].iops), ("write", 32, "driver", 5));
         assert_eq!(r[0].bringup_us, 77);
+        assert_eq!(r[0].latency, Some((900, 1500)));
     }
 
     #[test]
@@ -845,6 +893,7 @@ mod tests {
             driver,
             raw,
             bringup: (0, 0),
+            latency: None,
         };
         let rows =
             table_rows(&[pair(90, 100), pair(50, 100), pair(80, 80)], &[Backing::Null], &[Pinning::Split]);

@@ -819,6 +819,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
 
     /// Rings the submission queue doorbell for every entry written since the
     /// last ring (for [`DoorbellMode::Batched`]; `poll` does it too).
+    #[inline(always)]
     pub fn ring_doorbell(&mut self) {
         if self.sq_pending {
             self.sq_pending = false;

@@ -1,7 +1,7 @@
 //! The driver's side of the bench: the public API used as an application
 //! would use it, with default options.
 
-use super::{Count, Lbas, Meter, Plan, Target, Tick, IO_BYTES, MAX_QD, STALL};
+use super::{Count, Latency, Lbas, Meter, Plan, Target, Tick, IO_BYTES, MAX_QD, STALL};
 use core::time::Duration;
 use nvme_conformance::{reason, Reason};
 use nvme_nostd::{Controller, ControllerOptions, DmaBuffer, PollLimit, QpairOptions};
@@ -32,25 +32,35 @@ pub fn measure(target: Target, qd: usize, write: bool, plan: &Plan) -> Result<Co
     for _ in 0..qd {
         let buf = DmaBuffer::new(ctrlr.hal(), IO_BYTES).map_err(|e| reason!("buffer: {e}"))?;
         let (lba, blocks) = (lbas.next_lba(), lbas.blocks_per_io());
+        // The context: when it was submitted (ns), for the QD 1 latency.
+        let at = target.clock.ticks();
         let submitted =
-            if write { qp.write(&ns, lba, blocks, buf, ()) } else { qp.read(&ns, lba, blocks, buf, ()) };
+            if write { qp.write(&ns, lba, blocks, buf, at) } else { qp.read(&ns, lba, blocks, buf, at) };
         submitted.map_err(|e| reason!("submit: {}", e.error))?;
     }
     let mut meter = Meter::new(target.clock, plan, started);
     let mut completed = 0u64;
     let mut failure: Option<Reason> = None;
+    let mut latency = Latency::new();
+    let clock = target.clock;
+    let to_ns = |ticks: u64| (u128::from(ticks) * 1_000_000 / u128::from(clock.ticks_per_ms().max(1))) as u64;
     let result = loop {
+        let timed = qd == 1 && meter.measuring();
         qp.poll(PollLimit::All, |resubmit, done| {
             completed += 1;
+            let now = if timed || qd == 1 { clock.ticks() } else { 0 };
+            if timed {
+                latency.record(to_ns(now.saturating_sub(done.context)));
+            }
             if let Err(e) = done.result() {
                 failure.get_or_insert_with(|| reason!("I/O completed with {e}"));
             }
             if let Some(buf) = done.buffer {
                 let (lba, blocks) = (lbas.next_lba(), lbas.blocks_per_io());
                 let again = if write {
-                    resubmit.write(&ns, lba, blocks, buf, ())
+                    resubmit.write(&ns, lba, blocks, buf, now)
                 } else {
-                    resubmit.read(&ns, lba, blocks, buf, ())
+                    resubmit.read(&ns, lba, blocks, buf, now)
                 };
                 if let Err(e) = again {
                     failure.get_or_insert_with(|| reason!("resubmit: {}", e.error));
@@ -62,7 +72,7 @@ pub fn measure(target: Target, qd: usize, write: bool, plan: &Plan) -> Result<Co
         }
         match meter.tick(completed) {
             Tick::Run => {}
-            Tick::Done(count) => break Ok(count),
+            Tick::Done(count) => break Ok(Count { latency: latency.summary(), ..count }),
             Tick::Stalled => break Err(reason!("no I/O completed for {STALL:?}")),
         }
     };

@@ -18,7 +18,9 @@
 //! Each measurement prints one line,
 //! `bench result backing=file rw=read qd=32 mode=driver ios=123456 seconds=2.000 iops=61728 bringup_us=2345`,
 //! where `bringup_us` is the time from the start of bring-up (the driver's
-//! attach, the raw loop's controller disable) to the first completed I/O,
+//! attach, the raw loop's controller disable) to the first completed I/O;
+//! at QD 1 the line ends with ` lat_avg_ns=N lat_p99_ns=N`, the latency from
+//! submission to completion of the measured I/Os;
 //! or `bench FAILED backing=... qd=... mode=...: reason`, and the boot ends
 //! with `bench done: N measurements, N failed`.
 
@@ -199,7 +201,7 @@ pub fn run(plan: &Plan, target: Target, out: &mut impl Write) -> bool {
                 let (backing, name) = (plan.backing, mode.name());
                 match result {
                     Ok(c) => {
-                        let _ = writeln!(
+                        let _ = write!(
                         out,
                         "bench result backing={backing} rw={rw} qd={qd} mode={name} ios={} seconds={} iops={} bringup_us={}",
                         c.ios,
@@ -207,6 +209,10 @@ pub fn run(plan: &Plan, target: Target, out: &mut impl Write) -> bool {
                         c.iops(),
                         c.bringup.as_micros()
                     );
+                        if let Some(l) = c.latency {
+                            let _ = write!(out, " lat_avg_ns={} lat_p99_ns={}", l.avg_ns, l.p99_ns);
+                        }
+                        let _ = writeln!(out);
                     }
                     Err(why) => {
                         failed += 1;
@@ -252,6 +258,75 @@ pub struct Count {
     elapsed: Duration,
     /// From the start of bring-up to the first completed I/O.
     bringup: Duration,
+    /// At QD 1: the latency of the I/Os of the measured interval, from the
+    /// submission call to the completion's delivery.
+    latency: Option<LatencySummary>,
+}
+
+/// Average and 99th percentile of a [`Latency`] histogram, in nanoseconds.
+#[derive(Clone, Copy)]
+pub struct LatencySummary {
+    avg_ns: u64,
+    p99_ns: u64,
+}
+
+/// A histogram of latencies in nanoseconds: exact below 32 ns, then 16
+/// buckets per power of two (6 % resolution), on the stack (4 KiB).
+pub struct Latency {
+    counts: [u32; 1024],
+    total_ns: u128,
+    n: u64,
+}
+
+impl Latency {
+    /// An empty histogram.
+    pub fn new() -> Self {
+        Latency { counts: [0; 1024], total_ns: 0, n: 0 }
+    }
+
+    fn bucket(ns: u64) -> usize {
+        if ns < 32 {
+            return ns as usize;
+        }
+        let e = 63 - ns.leading_zeros() as usize - 4;
+        ((e + 1) * 16 + ((ns >> e) & 15) as usize).min(1023)
+    }
+
+    /// The smallest latency bucket `i` holds.
+    fn lower_bound(i: usize) -> u64 {
+        if i < 32 {
+            i as u64
+        } else {
+            (16 + (i % 16) as u64) << (i / 16 - 1)
+        }
+    }
+
+    /// Counts one I/O that took `ns`.
+    pub fn record(&mut self, ns: u64) {
+        let i = Self::bucket(ns);
+        self.counts[i] = self.counts[i].saturating_add(1);
+        self.total_ns += u128::from(ns);
+        self.n += 1;
+    }
+
+    /// Average and 99th percentile (the upper end of the bucket that holds
+    /// it), if anything was recorded.
+    pub fn summary(&self) -> Option<LatencySummary> {
+        if self.n == 0 {
+            return None;
+        }
+        let wanted = self.n - self.n / 100;
+        let mut seen = 0u64;
+        let mut p99 = 0;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += u64::from(c);
+            if seen >= wanted {
+                p99 = Self::lower_bound(i + 1);
+                break;
+            }
+        }
+        Some(LatencySummary { avg_ns: (self.total_ns / u128::from(self.n)) as u64, p99_ns: p99 })
+    }
 }
 
 impl Count {
@@ -346,6 +421,11 @@ impl Meter {
         }
     }
 
+    /// True once the warm-up is over (latencies are recorded from then on).
+    pub fn measuring(&self) -> bool {
+        self.start.is_some()
+    }
+
     /// Looks at the clock after a pass that brought the total to `completed`.
     pub fn tick(&mut self, completed: u64) -> Tick {
         let now = self.clock.now();
@@ -363,7 +443,12 @@ impl Meter {
             None => {}
             Some((count, at)) if now.saturating_sub(at) >= self.measure => {
                 let bringup = self.first.unwrap_or(now).saturating_sub(self.started);
-                return Tick::Done(Count { ios: completed - count, elapsed: now - at, bringup });
+                return Tick::Done(Count {
+                    ios: completed - count,
+                    elapsed: now - at,
+                    bringup,
+                    latency: None,
+                });
             }
             Some(_) => {}
         }

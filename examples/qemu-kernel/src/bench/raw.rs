@@ -16,9 +16,10 @@
 //! pages 2-5   I/O SQ (256 x 64) pages 8..  one read buffer per command slot
 //! ```
 
-use super::{Count, Lbas, Meter, Plan, Target, Tick, MAX_QD, STALL};
+use super::{Count, Latency, Lbas, Meter, Plan, Target, Tick, MAX_QD, STALL};
 use core::time::Duration;
 use hal_baremetal::pci::MemoryBar;
+use hal_baremetal::TscClock;
 use hal_traits::{DmaRegion, PAGE_SIZE};
 use nvme_conformance::{reason, Reason};
 use nvme_nostd::spec::command::{AdminOpcode, CompletionEntry, IoOpcode, SubmissionEntry};
@@ -334,9 +335,16 @@ fn io_loop(
     let mut meter = Meter::new(target.clock, plan, started);
     let opcode = if write { IoOpcode::WRITE } else { IoOpcode::READ };
     let mut completed = 0u64;
+    // At QD 1: when each command went out (TSC ticks), for its latency.
+    let mut sent = [0u64; MAX_QD];
+    let mut latency = Latency::new();
+    let clock = target.clock;
     let result = loop {
         if !idle.is_empty() {
             while let Some(cid) = idle.pop() {
+                if qd == 1 {
+                    sent[cid as usize] = clock.ticks();
+                }
                 let lba = lbas.next_lba();
                 let mut cmd = SubmissionEntry::new(opcode.0, NSID);
                 cmd.cdw0.set_cid(cid);
@@ -348,13 +356,14 @@ fn io_loop(
             }
             io.ring_sq(regs);
         }
-        match reap(regs, io, &mut idle, qd) {
+        let timed = (qd == 1 && meter.measuring()).then_some((&mut latency, &sent, clock));
+        match reap(regs, io, &mut idle, qd, timed) {
             Ok(n) => completed += n,
             Err(e) => break Err(e),
         }
         match meter.tick(completed) {
             Tick::Run => {}
-            Tick::Done(count) => break Ok(count),
+            Tick::Done(count) => break Ok(Count { latency: latency.summary(), ..count }),
             Tick::Stalled => break Err(reason!("no I/O completed for {STALL:?}")),
         }
     };
@@ -362,7 +371,7 @@ fn io_loop(
     // controller is disabled.
     let deadline = target.clock.now() + COMMAND_TIMEOUT;
     while idle.len() < qd {
-        if reap(regs, io, &mut idle, qd).is_err() || target.clock.now() > deadline {
+        if reap(regs, io, &mut idle, qd, None).is_err() || target.clock.now() > deadline {
             return result.and(Err(reason!("reads did not finish after the measurement")));
         }
     }
@@ -376,11 +385,17 @@ fn reap(
     io: &mut Queue,
     idle: &mut heapless::Vec<u16, MAX_QD>,
     qd: usize,
+    mut timed: Option<(&mut Latency, &[u64; MAX_QD], &TscClock)>,
 ) -> Result<u64, Reason> {
     let mut n = 0;
     let mut bad = None;
     while let Some(entry) = io.pop() {
         n += 1;
+        if let Some((latency, sent, clock)) = timed.as_mut() {
+            let at = sent.get(entry.cid as usize).copied().unwrap_or(0);
+            let ticks = clock.ticks().saturating_sub(at);
+            latency.record((u128::from(ticks) * 1_000_000 / u128::from(clock.ticks_per_ms().max(1))) as u64);
+        }
         if entry.cid as usize >= qd || idle.push(entry.cid).is_err() {
             bad.get_or_insert(reason!("completion for CID {} not in flight", entry.cid));
         } else if !succeeded(&entry) {
