@@ -296,8 +296,12 @@ struct Pair {
     bringup: (u64, u64),
     /// At QD 1: (average, 99th percentile) latency in nanoseconds, the
     /// driver's and the raw loop's.
-    latency: Option<((u64, u64), (u64, u64))>,
+    latency: Option<Latencies>,
 }
+
+/// QD 1 latency, (average, 99th percentile) in nanoseconds: the driver's,
+/// then the raw loop's.
+type Latencies = ((u64, u64), (u64, u64));
 
 impl Boot {
     fn name(&self) -> String {
@@ -730,7 +734,7 @@ impl Meta {
             for backing in [Backing::File, Backing::Null] {
                 for &pinning in pinnings {
                     for rw in OPS {
-                        let cell: Vec<((u64, u64), (u64, u64))> = timed
+                        let cell: Vec<Latencies> = timed
                             .iter()
                             .filter(|p| p.backing == backing && p.pinning == pinning && p.rw == rw)
                             .filter_map(|p| p.latency)
@@ -738,7 +742,7 @@ impl Meta {
                         if cell.is_empty() {
                             continue;
                         }
-                        let us = |f: &dyn Fn(&((u64, u64), (u64, u64))) -> u64| {
+                        let us = |f: &dyn Fn(&Latencies) -> u64| {
                             median_u64(&cell.iter().map(f).collect::<Vec<_>>()) / 1000.0
                         };
                         let _ = writeln!(

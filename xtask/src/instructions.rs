@@ -247,6 +247,9 @@ pub fn instructions(args: &[String]) -> bool {
 }
 
 fn run(args: &[String], label: &str, out: &Path) -> Result<String, String> {
+    if !crate::setup::ensure_packages(&[("/usr/bin/valgrind", "valgrind")]) {
+        return Err("valgrind is needed".into());
+    }
     let status = Command::new(env!("CARGO"))
         .args(["build", "--release", "-p", "nvme-sim", "--example", "instructions"])
         .current_dir(root())

@@ -60,6 +60,11 @@ tasks:
         target/xtask/bench-quick.md unless --out says otherwise. --shadow:
         the driver with shadow doorbells (Doorbell Buffer Config). Takes a
         quarter of an hour (5 boots); not part of 'test'
+  vfio-bench [--kvm] [--reps N] [--label TEXT] [--out FILE]
+        perf through VFIO in a Linux guest (the vfio-test rig) with 1 and 2
+        vCPUs, each with 1 and 2 queue pairs on their own threads, 4 KiB
+        random reads at QD 32 on a null-co controller; N boots each (default
+        3); appends a section to FILE (default BENCHMARKS.md)
   instructions [--label TEXT] [--out FILE]
         instructions per I/O in the driver (submission and completion apart,
         the simulator's share apart) counted by valgrind's callgrind against
@@ -115,6 +120,7 @@ fn main() -> ExitCode {
         Some("fuzz") => reliability::fuzz(number("--seconds", 60)),
         Some("bench") => bench::bench(&args[1..]),
         Some("instructions") => instructions::instructions(&args),
+        Some("vfio-bench") => vfio::vfio_bench(kvm, &args[..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -330,8 +330,16 @@ fn init_script(vfio_modules: &[String], nvme_modules: &[String]) -> String {
     s
 }
 
-/// Builds the initramfs; its path.
+/// Builds the initramfs of the test guest; its path.
 fn initramfs(guest: &Guest) -> Result<PathBuf, String> {
+    let names = |m: &[(String, PathBuf)]| m.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    let init = init_script(&names(&guest.vfio_modules), &names(&guest.nvme_modules));
+    initramfs_with(guest, &init, "vfio-initramfs.cpio")
+}
+
+/// Builds an initramfs with the guest's programs and `init`, as `file` in
+/// the work directory; its path.
+fn initramfs_with(guest: &Guest, init: &str, file: &str) -> Result<PathBuf, String> {
     let mut cpio = Cpio::default();
     for d in ["bin", "dev", "proc", "sys", "lib", "lib/modules", "lib/x86_64-linux-gnu", "lib64", "tmp"] {
         cpio.dir(d);
@@ -350,9 +358,8 @@ fn initramfs(guest: &Guest) -> Result<PathBuf, String> {
     for p in PROGRAMS.iter().map(|(p, _)| *p).chain(HELPERS) {
         cpio.file(&format!("bin/{p}"), true, &read(&bins.join(p))?);
     }
-    let names = |m: &[(String, PathBuf)]| m.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-    cpio.file("init", true, init_script(&names(&guest.vfio_modules), &names(&guest.nvme_modules)).as_bytes());
-    let out = work_dir().join("vfio-initramfs.cpio");
+    cpio.file("init", true, init.as_bytes());
+    let out = work_dir().join(file);
     fs::write(&out, cpio.finish()).map_err(|e| e.to_string())?;
     Ok(out)
 }
@@ -452,8 +459,13 @@ fn build_programs() -> bool {
 /// console on standard output, `isa-debug-exit` for the verdict, `kernel`
 /// and `initrd`, and `append` after the kernel options every guest has.
 fn qemu(kvm: bool, kernel: &Path, initrd: &Path, append: &str) -> Command {
+    qemu_with_cpus(kvm, kernel, initrd, append, 2)
+}
+
+/// As [`qemu`], with `cpus` vCPUs.
+fn qemu_with_cpus(kvm: bool, kernel: &Path, initrd: &Path, append: &str, cpus: u32) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-machine", "q35", "-m", "512M", "-smp", "2"]);
+    cmd.args(["-machine", "q35", "-m", "512M", "-smp", &cpus.to_string()]);
     cmd.args(["-nodefaults", "-display", "none", "-no-reboot", "-accel", if kvm { "kvm" } else { "tcg" }]);
     cmd.args(["-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
     cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd);
@@ -851,6 +863,186 @@ pub fn no_iommu_test(kvm: bool) -> bool {
     })
 }
 
+/// One `perf` run: total IOPS, and each thread's.
+type Run = (f64, Vec<f64>);
+
+/// Queue depth of the VFIO scaling bench.
+const SCALING_QD: u32 = 32;
+/// Seconds measured per run of the VFIO scaling bench (after half a second
+/// of warm-up).
+const SCALING_SECONDS: &str = "2";
+
+/// The init of the scaling guest: the controller at 00:04.0 to vfio-pci,
+/// then `perf` (4 KiB random reads at [`SCALING_QD`] per queue pair) with
+/// one and with two threads, each with its own queue pair, pinned to vCPUs
+/// `cores` (one list per thread count); each JSON report between markers.
+fn scaling_init(vfio_modules: &[String], cores: [&str; 2]) -> String {
+    let mut s = String::from(
+        "#!/bin/busybox sh\n\
+         /bin/busybox --install -s /bin\n\
+         mount -t proc proc /proc\n\
+         mount -t sysfs sysfs /sys\n\
+         mount -t devtmpfs devtmpfs /dev\n\
+         verdict() { printf \"$1\" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null; poweroff -f; }\n\
+         echo 32 > /proc/sys/vm/nr_hugepages\n",
+    );
+    for m in vfio_modules {
+        s.push_str(&format!("insmod /lib/modules/{m}.ko || verdict '\\021'\n"));
+    }
+    s.push_str(
+        "echo vfio-pci > /sys/bus/pci/devices/0000:00:04.0/driver_override\n\
+         echo 0000:00:04.0 > /sys/bus/pci/drivers_probe\n\
+         status=0\n",
+    );
+    for (threads, cores) in [(1, cores[0]), (2, cores[1])] {
+        s.push_str(&format!(
+            "echo \"== perf threads={threads}\"\n\
+             /bin/perf --device 0000:00:04.0 -w randread -q {SCALING_QD} -t {SCALING_SECONDS} -a 0.5 -j {threads} --cores {cores} --json || status=1\n\
+             echo \"== end\"\n"
+        ));
+    }
+    s.push_str("if [ $status = 0 ]; then verdict '\\020'; else verdict '\\021'; fi\n");
+    s
+}
+
+/// The total and per-thread IOPS of each `perf` report in a scaling
+/// guest's log: (threads, total, per thread).
+fn scaling_results(text: &str) -> Vec<(u32, f64, Vec<f64>)> {
+    let mut out = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let Some(threads) = line.trim().strip_prefix("== perf threads=").and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let mut iops = Vec::new();
+        for l in lines.by_ref() {
+            let l = l.trim();
+            if l == "== end" {
+                break;
+            }
+            if let Some(v) = l.strip_prefix("\"iops\":") {
+                if let Ok(v) = v.trim().trim_end_matches(',').parse::<f64>() {
+                    iops.push(v);
+                }
+            }
+        }
+        // The threads' reports come first, the total last.
+        if let Some(total) = iops.pop() {
+            out.push((threads, total, iops));
+        }
+    }
+    out
+}
+
+/// `cargo xtask vfio-bench [--reps N] [--label TEXT] [--out FILE]`: `perf`
+/// through VFIO in a Linux guest with 1 and 2 vCPUs, each with 1 and 2
+/// queue pairs (threads), on a `null-co` controller; appends a section.
+pub fn vfio_bench(kvm: bool, args: &[String]) -> bool {
+    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let reps: u32 = value("--reps").and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(3);
+    let label = value("--label").unwrap_or_else(|| "VFIO perf: vCPUs and queue pairs".into());
+    let out = value("--out").map(PathBuf::from).unwrap_or_else(|| root().join("BENCHMARKS.md"));
+    if !crate::setup::ensure_qemu() || !build_programs() {
+        return false;
+    }
+    let guest = match guest_inputs() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("xtask: guest inputs: {e}");
+            return false;
+        }
+    };
+    let modules: Vec<String> = guest.vfio_modules.iter().map(|(n, _)| n.clone()).collect();
+    let date = crate::bench::output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let commit = crate::bench::commit(&out);
+    // (vCPUs, cores for one thread, cores for two threads).
+    let shapes: [(u32, [&str; 2]); 2] = [(1, ["0", "0,0"]), (2, ["0", "0,1"])];
+    let mut cells: BTreeMap<(u32, u32), Vec<Run>> = BTreeMap::new();
+    let mut failures = Vec::new();
+    for rep in 0..reps {
+        for (cpus, cores) in shapes {
+            let initrd =
+                match initramfs_with(&guest, &scaling_init(&modules, cores), "vfio-bench-initramfs.cpio") {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("xtask: initramfs: {e}");
+                        return false;
+                    }
+                };
+            let name = format!("vfio bench {cpus} vCPU {}", rep + 1);
+            let mut cmd = qemu_with_cpus(kvm, &guest.kernel, &initrd, "intel_iommu=on iommu=pt", cpus);
+            cmd.args([
+                "-machine",
+                "kernel-irqchip=split",
+                "-device",
+                "intel-iommu,intremap=on,caching-mode=on",
+            ]);
+            cmd.args(["-drive", "driver=null-co,size=1G,read-zeroes=on,if=none,id=bench0"]);
+            cmd.args(["-device", "nvme,serial=bench,drive=bench0,bus=pcie.0,addr=0x4,max_ioqpairs=4"]);
+            let Some((status, text)) = boot(&name, cmd) else {
+                failures.push(format!("{name}: did not run"));
+                continue;
+            };
+            let results = scaling_results(&text);
+            if status != Some(PASS_STATUS) || results.len() != 2 {
+                failures.push(format!("{name}: exit status {status:?}, {} reports", results.len()));
+                continue;
+            }
+            for (threads, total, per) in results {
+                eprintln!("    {cpus} vCPU, {threads} queue pair(s): {total:.0} IOPS {per:?}");
+                cells.entry((cpus, threads)).or_default().push((total, per));
+            }
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n == 0 {
+            0.0
+        } else if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    use std::fmt::Write as _;
+    let mut section = String::new();
+    let quoted: Vec<String> = args.iter().map(|a| crate::bench::shell_quote(a)).collect();
+    let _ = writeln!(section, "## {label}\n");
+    let _ = writeln!(section, "- Command: `cargo xtask {}`", quoted.join(" "));
+    let _ = writeln!(section, "- Date: {date}");
+    let _ = writeln!(section, "- Commit: {commit}");
+    let _ = writeln!(
+        section,
+        "- Guest: Debian's kernel with intel-iommu (QEMU {}), `perf` through VFIO on a `null-co` controller (max_ioqpairs=4): 4 KiB random reads, QD {SCALING_QD} per queue pair, 0.5 s warm-up, {SCALING_SECONDS} s measured; each thread its own queue pair, pinned to vCPU 0 (and 1); {reps} boot(s) per vCPU count",
+        if kvm { "KVM" } else { "TCG" }
+    );
+    for f in &failures {
+        let _ = writeln!(section, "- Failed boot (left out): {f}");
+    }
+    let _ = writeln!(section);
+    let _ = writeln!(section, "| vCPUs | queue pairs | IOPS (median) | per queue pair (median) | boots |");
+    let _ = writeln!(section, "|---:|---:|---:|---|---:|");
+    for ((cpus, threads), runs) in &cells {
+        let total = median(runs.iter().map(|r| r.0).collect());
+        let per: Vec<String> = (0..*threads as usize)
+            .map(|t| format!("{:.0}", median(runs.iter().filter_map(|r| r.1.get(t).copied()).collect())))
+            .collect();
+        let _ =
+            writeln!(section, "| {cpus} | {threads} | {total:.0} | {} | {} |", per.join(" / "), runs.len());
+    }
+    print!("{section}");
+    if cells.is_empty() {
+        eprintln!("xtask: vfio-bench: no boot produced results");
+        return false;
+    }
+    if let Err(e) = crate::bench::append_section(&out, &section) {
+        eprintln!("xtask: vfio-bench: {}: {e}", out.display());
+        return false;
+    }
+    failures.is_empty()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -877,5 +1069,13 @@ mod tests {
         assert_eq!(data % 4, 0);
         assert_eq!(&out[second - 110..second - 104], b"070701");
         assert!(out.windows(10).any(|w| w == b"TRAILER!!!"));
+    }
+
+    #[test]
+    fn scaling_reports_parse() {
+        let text = "boot noise\n== perf threads=2\n{\n  \"threads\": [\n    {\n      \"iops\": 10.5,\n    },\n    {\n      \"iops\": 20.5,\n    }\n  ],\n  \"total\": {\n    \"iops\": 31.0,\n  }\n}\n== end\n== perf threads=1\n(crashed)\n== end\n";
+        let r = scaling_results(text);
+        assert_eq!(r.len(), 1, "a report without numbers is left out");
+        assert_eq!(r[0], (2, 31.0, vec![10.5, 20.5]));
     }
 }
