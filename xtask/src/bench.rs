@@ -38,8 +38,9 @@ controller (reads at queue depth 1 and 32 until the fast path; since then reads
 and writes at 1, 8, 32 and 128): the driver through its public API, and a raw
 register loop that uses no driver code (`examples/qemu-kernel/src/bench/raw.rs`),
 in the same boot. driver/raw is computed per boot; the table gives its median.
-Each run appends a section (and, since the fast path, a plot in `bench-plots/`);
-earlier sections stay as they were.
+Each run appends a section (and, since the fast path, a plot in `bench-plots/`
+and a section of instruction counts, as `cargo xtask instructions` writes
+it); earlier sections stay as they were.
 ";
 
 /// What backs the namespace.
@@ -232,7 +233,16 @@ pub fn bench(args: &[String]) -> bool {
     if !failures.is_empty() {
         eprintln!("xtask: bench: {} of {total} boots FAILED", failures.len());
     }
-    failures.is_empty()
+    // Instructions per I/O and memory, in the same run (a section of its
+    // own, as `cargo xtask instructions` writes it).
+    let counted = crate::instructions::instructions(&[
+        "instructions".to_string(),
+        "--label".to_string(),
+        format!("{}: instructions per I/O and memory", options.label),
+        "--out".to_string(),
+        options.out.display().to_string(),
+    ]);
+    failures.is_empty() && counted
 }
 
 /// The pinning modes this machine can run.

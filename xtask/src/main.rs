@@ -56,7 +56,8 @@ tasks:
         boots each (default 5), S seconds per measurement (default 2), and
         the bring-up time to the first I/O. Appends a section titled TEXT to
         FILE (default BENCHMARKS.md) and writes a plot of IOPS against queue
-        depth beside it (bench-plots/DATE.svg). --quick: 1 boot, 1 s, written to
+        depth beside it (bench-plots/DATE.svg); then appends the instruction
+        counts and memory of 'instructions'. --quick: 1 boot, 1 s, written to
         target/xtask/bench-quick.md unless --out says otherwise. --shadow:
         the driver with shadow doorbells (Doorbell Buffer Config). Takes a
         quarter of an hour (5 boots); not part of 'test'
