@@ -600,7 +600,7 @@ fn plot(path: &Path, rows: &[Row]) -> Result<(), String> {
 }
 
 /// The median (the mean of the middle two for an even count).
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     let mid = v.len() / 2;

@@ -268,27 +268,47 @@ impl Cpio {
     }
 }
 
+/// The start of every guest's `/init`: busybox's applets, `/proc`, `/sys`
+/// and `/dev`, a `verdict` function that reports through `isa-debug-exit`
+/// and powers off, and `hugepages` 2 MiB hugepages.
+fn init_preamble(hugepages: u32) -> String {
+    format!(
+        "#!/bin/busybox sh\n\
+         /bin/busybox --install -s /bin\n\
+         mount -t proc proc /proc\n\
+         mount -t sysfs sysfs /sys\n\
+         mount -t devtmpfs devtmpfs /dev\n\
+         verdict() {{ printf \"$1\" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null; poweroff -f; }}\n\
+         echo {hugepages} > /proc/sys/vm/nr_hugepages\n"
+    )
+}
+
+/// Lines of `/init` that load `modules` (dependencies first), failing the
+/// guest if one does not load.
+fn insmod(s: &mut String, modules: &[String]) {
+    for m in modules {
+        s.push_str(&format!(
+            "insmod /lib/modules/{m}.ko || {{ echo \"insmod {m} failed\"; verdict '\\021'; }}\n"
+        ));
+    }
+}
+
+/// QEMU for a guest with an emulated Intel IOMMU (interrupt remapping,
+/// caching mode for VFIO) and the kernel told to use it.
+fn qemu_with_iommu(kvm: bool, kernel: &Path, initrd: &Path, cpus: u32) -> Command {
+    let mut cmd = qemu_with_cpus(kvm, kernel, initrd, "intel_iommu=on iommu=pt", cpus);
+    cmd.args(["-machine", "kernel-irqchip=split", "-device", "intel-iommu,intremap=on,caching-mode=on"]);
+    cmd
+}
+
 /// The guest's `/init`: mounts, reserves hugepages, loads the VFIO
 /// modules, hands every NVMe controller to vfio-pci but the first one behind
 /// the bridge (which the kernel's nvme driver, loaded next, takes), runs the
 /// programs, and reports through `isa-debug-exit` (0x10: QEMU exits with 33,
 /// pass; 0x11: 35, fail).
 fn init_script(vfio_modules: &[String], nvme_modules: &[String]) -> String {
-    let mut s = String::from(
-        "#!/bin/busybox sh\n\
-         /bin/busybox --install -s /bin\n\
-         mount -t proc proc /proc\n\
-         mount -t sysfs sysfs /sys\n\
-         mount -t devtmpfs devtmpfs /dev\n\
-         verdict() { printf \"$1\" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null; poweroff -f; }\n\
-         echo 16 > /proc/sys/vm/nr_hugepages\n",
-    );
-    let insmod = |s: &mut String, m: &String| {
-        s.push_str(&format!(
-            "insmod /lib/modules/{m}.ko || {{ echo \"insmod {m} failed\"; verdict '\\021'; }}\n"
-        ))
-    };
-    vfio_modules.iter().for_each(|m| insmod(&mut s, m));
+    let mut s = init_preamble(16);
+    insmod(&mut s, vfio_modules);
     s.push_str(
         "SUITE=\n\
          for d in /sys/bus/pci/devices/*; do\n\
@@ -299,7 +319,7 @@ fn init_script(vfio_modules: &[String], nvme_modules: &[String]) -> String {
          \x20 echo $a > /sys/bus/pci/drivers_probe\n\
          done\n",
     );
-    nvme_modules.iter().for_each(|m| insmod(&mut s, m));
+    insmod(&mut s, nvme_modules);
     // A filesystem mounted on the kernel's controller: the bind tool must
     // refuse to take it.
     s.push_str(
@@ -605,8 +625,7 @@ pub fn vfio_test(kvm: bool) -> bool {
     };
     let name = "vfio conformance suite in a Linux guest";
     let tag = slug(name);
-    let mut cmd = qemu(kvm, &guest.kernel, &initrd, "intel_iommu=on iommu=pt");
-    cmd.args(["-machine", "kernel-irqchip=split", "-device", "intel-iommu,intremap=on,caching-mode=on"]);
+    let mut cmd = qemu_with_iommu(kvm, &guest.kernel, &initrd, 2);
     // On bus 0, for the suite: one controller with a 512-byte and a
     // 4096-byte namespace, one with a controller memory buffer and a
     // 4096-byte and a 512-byte namespace (a scratch one: perf writes to it). Behind a PCI bridge (one IOMMU
@@ -776,15 +795,9 @@ fn no_iommu_kernel() -> Result<PathBuf, String> {
 /// runs [`NO_IOMMU_PROGRAMS`] (the suite on all but 00:06.0, which is for
 /// the back-end's checks), and reports as [`init_script`]'s does.
 fn no_iommu_init() -> String {
-    let mut s = String::from(
-        "#!/bin/busybox sh\n\
-         /bin/busybox --install -s /bin\n\
-         mount -t proc proc /proc\n\
-         mount -t sysfs sysfs /sys\n\
-         mount -t devtmpfs devtmpfs /dev\n\
-         verdict() { printf \"$1\" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null; poweroff -f; }\n\
-         echo 64 > /proc/sys/vm/nr_hugepages\n\
-         SUITE=\n\
+    let mut s = init_preamble(64);
+    s.push_str(
+        "SUITE=\n\
          for d in /sys/bus/pci/devices/*; do\n\
          \x20 [ \"$(cat $d/class)\" = 0x010802 ] || continue\n\
          \x20 a=${d##*/}\n\
@@ -877,18 +890,8 @@ const SCALING_SECONDS: &str = "2";
 /// one and with two threads, each with its own queue pair, pinned to vCPUs
 /// `cores` (one list per thread count); each JSON report between markers.
 fn scaling_init(vfio_modules: &[String], cores: [&str; 2]) -> String {
-    let mut s = String::from(
-        "#!/bin/busybox sh\n\
-         /bin/busybox --install -s /bin\n\
-         mount -t proc proc /proc\n\
-         mount -t sysfs sysfs /sys\n\
-         mount -t devtmpfs devtmpfs /dev\n\
-         verdict() { printf \"$1\" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null; poweroff -f; }\n\
-         echo 32 > /proc/sys/vm/nr_hugepages\n",
-    );
-    for m in vfio_modules {
-        s.push_str(&format!("insmod /lib/modules/{m}.ko || verdict '\\021'\n"));
-    }
+    let mut s = init_preamble(32);
+    insmod(&mut s, vfio_modules);
     s.push_str(
         "echo vfio-pci > /sys/bus/pci/devices/0000:00:04.0/driver_override\n\
          echo 0000:00:04.0 > /sys/bus/pci/drivers_probe\n\
@@ -970,13 +973,7 @@ pub fn vfio_bench(kvm: bool, args: &[String]) -> bool {
                     }
                 };
             let name = format!("vfio bench {cpus} vCPU {}", rep + 1);
-            let mut cmd = qemu_with_cpus(kvm, &guest.kernel, &initrd, "intel_iommu=on iommu=pt", cpus);
-            cmd.args([
-                "-machine",
-                "kernel-irqchip=split",
-                "-device",
-                "intel-iommu,intremap=on,caching-mode=on",
-            ]);
+            let mut cmd = qemu_with_iommu(kvm, &guest.kernel, &initrd, cpus);
             cmd.args(["-drive", "driver=null-co,size=1G,read-zeroes=on,if=none,id=bench0"]);
             cmd.args(["-device", "nvme,serial=bench,drive=bench0,bus=pcie.0,addr=0x4,max_ioqpairs=4"]);
             let Some((status, text)) = boot(&name, cmd) else {
@@ -994,17 +991,7 @@ pub fn vfio_bench(kvm: bool, args: &[String]) -> bool {
             }
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        if n == 0 {
-            0.0
-        } else if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        }
-    };
+    let median = |v: Vec<f64>| if v.is_empty() { 0.0 } else { crate::bench::median(&v) };
     use std::fmt::Write as _;
     let mut section = String::new();
     let quoted: Vec<String> = args.iter().map(|a| crate::bench::shell_quote(a)).collect();
