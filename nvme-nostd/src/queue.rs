@@ -46,7 +46,7 @@ impl Doorbell {
     /// shadow page, then the EventIdx page), ringing the MMIO doorbell only
     /// when the controller's EventIdx asks for it. Returns true when it
     /// rang.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn ring_shadowed<H: Hal>(&self, hal: &H, value: u16, shadow: &DmaMemory) -> bool {
         let slot = self.shadow_offset();
         let old: u32 = shadow.read(slot);
@@ -229,6 +229,7 @@ impl SubmissionQueue {
 
     /// As [`ring`](Self::ring), through the shadow doorbell in `shadow`;
     /// true when the MMIO doorbell was rung.
+    #[inline(always)]
     pub(crate) fn ring_shadowed<H: Hal>(&self, hal: &H, shadow: &DmaMemory) -> bool {
         self.doorbell.ring_shadowed(hal, self.tail, shadow)
     }

@@ -217,6 +217,15 @@ impl<T, const N: usize> SlotPool<T, N> {
         self.check(cid)
     }
 
+    /// The slot index `cid` names and its request, if `cid` names the
+    /// request in that slot now (one check of index, generation and
+    /// occupancy).
+    #[inline]
+    pub(crate) fn lookup(&self, cid: Cid) -> Option<(usize, &T)> {
+        let index = self.check(cid)?;
+        Some((index, self.slots[index].as_ref()?))
+    }
+
     /// Frees slot `index`, dropping what is left of its value in place
     /// (nothing is moved out: the caller took what it needed through
     /// [`at_mut`](Self::at_mut) or [`get_mut`](Self::get_mut)).

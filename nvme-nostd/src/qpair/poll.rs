@@ -26,14 +26,25 @@ struct CqHeadGuard<'h, H: Hal> {
     shadow: Option<&'h DmaMemory>,
 }
 
+impl<H: Hal> CqHeadGuard<'_, H> {
+    /// Releases the consumed completions (if any are pending); true when
+    /// the new head went to the shadow doorbell only.
+    #[inline]
+    fn ring(&mut self) -> bool {
+        match (self.pending.take(), self.shadow) {
+            (Some((doorbell, head)), Some(mem)) => !doorbell.ring_shadowed(self.hal, head, mem),
+            (Some((doorbell, head)), None) => {
+                doorbell.ring(self.hal, head);
+                false
+            }
+            (None, _) => false,
+        }
+    }
+}
+
 impl<H: Hal> Drop for CqHeadGuard<'_, H> {
     fn drop(&mut self) {
-        if let Some((doorbell, head)) = self.pending.take() {
-            match self.shadow {
-                Some(mem) => drop(doorbell.ring_shadowed(self.hal, head, mem)),
-                None => doorbell.ring(self.hal, head),
-            }
-        }
+        self.ring();
     }
 }
 
@@ -179,10 +190,8 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             // The CID is checked once: its slot index, generation and
             // request. A split request's parent is never on the wire: a
             // completion naming it is as bogus as one naming a free slot.
-            let index = self
-                .slots
-                .index(cid)
-                .filter(|&i| self.slots.at(i).is_some_and(|(_, r)| !r.ended && !r.role.is_parent()));
+            let index =
+                self.slots.lookup(cid).filter(|(_, r)| !r.ended && !r.role.is_parent()).map(|(i, _)| i);
             // The SQ head moves only with an entry naming a request.
             let valid = index.is_some() && entry.sqid == self.qid && self.sq.update_head(entry.sqhd);
             let (Some(index), true) = (index, valid) else {
@@ -231,16 +240,9 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             delivered += 1;
             on_complete(&mut Resubmit { qp: self }, done);
         }
-        if let Some((doorbell, head)) = guard.pending.take() {
-            // Rung here rather than by the guard's drop, to count it.
-            match guard.shadow {
-                Some(mem) => {
-                    if !doorbell.ring_shadowed(hal, head, mem) {
-                        self.stats.doorbells_skipped += 1;
-                    }
-                }
-                None => doorbell.ring(hal, head),
-            }
+        // Rung here rather than by the guard's drop, to count it.
+        if guard.ring() {
+            self.stats.doorbells_skipped += 1;
         }
         drop(guard);
         if self.shadow {

@@ -43,14 +43,13 @@ pub fn measure(target: Target, qd: usize, write: bool, plan: &Plan) -> Result<Co
     let mut failure: Option<Reason> = None;
     let mut latency = Latency::new();
     let clock = target.clock;
-    let to_ns = |ticks: u64| (u128::from(ticks) * 1_000_000 / u128::from(clock.ticks_per_ms().max(1))) as u64;
     let result = loop {
         let timed = qd == 1 && meter.measuring();
         qp.poll(PollLimit::All, |resubmit, done| {
             completed += 1;
             let now = if timed || qd == 1 { clock.ticks() } else { 0 };
             if timed {
-                latency.record(to_ns(now.saturating_sub(done.context)));
+                latency.record_ticks(clock, now.saturating_sub(done.context));
             }
             if let Err(e) = done.result() {
                 failure.get_or_insert_with(|| reason!("I/O completed with {e}"));

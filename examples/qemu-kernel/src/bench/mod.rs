@@ -301,6 +301,12 @@ impl Latency {
         }
     }
 
+    /// Counts one I/O that took `ticks` of `clock`.
+    pub fn record_ticks(&mut self, clock: &TscClock, ticks: u64) {
+        let ns = hal_traits::ticks_to_duration(ticks, clock.ticks_per_second()).as_nanos();
+        self.record(u64::try_from(ns).unwrap_or(u64::MAX));
+    }
+
     /// Counts one I/O that took `ns`.
     pub fn record(&mut self, ns: u64) {
         let i = Self::bucket(ns);

@@ -393,8 +393,7 @@ fn reap(
         n += 1;
         if let Some((latency, sent, clock)) = timed.as_mut() {
             let at = sent.get(entry.cid as usize).copied().unwrap_or(0);
-            let ticks = clock.ticks().saturating_sub(at);
-            latency.record((u128::from(ticks) * 1_000_000 / u128::from(clock.ticks_per_ms().max(1))) as u64);
+            latency.record_ticks(clock, clock.ticks().saturating_sub(at));
         }
         if entry.cid as usize >= qd || idle.push(entry.cid).is_err() {
             bad.get_or_insert(reason!("completion for CID {} not in flight", entry.cid));
