@@ -211,11 +211,15 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         N
     }
 
-    /// Bytes of driver state in one request slot, beside the caller's buffer
+    /// Bytes of driver state in the hot part of one request slot (what
+    /// submission writes and completion reads), beside the caller's buffer
     /// `B` and context `C` that the slot also holds while the request is in
     /// flight (`cargo xtask instructions` reports it in `BENCHMARKS.md`).
-    /// The pair's other per-slot memory: its CID generation, free list and
-    /// wait queue (6 bytes), and the slot's PRP list pages in DMA memory.
+    /// The pair's other per-slot memory: the slot's cold part (the retry
+    /// copy of the command, scatter-list and split records: a few hundred
+    /// bytes, touched only by retries, waits, splits and scatter lists), its
+    /// CID generation, free list and wait queue (6 bytes), and the slot's PRP
+    /// list pages in DMA memory.
     pub const REQUEST_STATE_BYTES: usize = core::mem::size_of::<Option<Request<H::Mapping, B, C>>>()
         .saturating_sub(core::mem::size_of::<B>() + core::mem::size_of::<C>());
 
