@@ -158,10 +158,18 @@ pub fn controller_options() -> ControllerOptions {
 }
 
 /// The options for the `index`-th controller of a run (from 0):
-/// [`controller_options`], with shadow doorbells asked for on every second
-/// controller (1, 3, ...), so that both doorbell paths meet the controller.
-pub fn controller_options_for(index: usize) -> ControllerOptions {
-    controller_options().with_shadow_doorbells(index % 2 == 1)
+/// [`controller_options`], and shadow doorbells where `shadow` asks for
+/// them, on every second controller (1, 3, ...), so that both doorbell
+/// paths meet the controller.
+///
+/// The test runs pass `false`: with shadow doorbells on every second
+/// controller, QEMU 7.2 itself crashed (a segfault reading a field at
+/// offset 10 of a null queue pointer) in one of three runs of the
+/// four-controller configuration, during the shadow-doorbell long run.
+/// Until that is understood, shadow doorbells meet QEMU in `cargo xtask
+/// bench --shadow` and by hand, not in every CI run.
+pub fn controller_options_for(index: usize, shadow: bool) -> ControllerOptions {
+    controller_options().with_shadow_doorbells(shadow && index % 2 == 1)
 }
 
 /// The most host memory buffer a controller is given.

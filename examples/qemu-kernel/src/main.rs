@@ -4,6 +4,8 @@
 //!
 //! Booted with `qemu-system-x86_64 -kernel <this ELF>` (PVH entry, see
 //! `boot.rs`). Kernel command line switches (`-append`):
+//! - `shadow-doorbells`: every second controller with shadow doorbells
+//!   (the test configurations leave them off: QEMU 7.2 crashed once with them);
 //! - `plant-mismatch`: corrupt the first read-back, to prove a failure fails;
 //! - `dump-identify`: print the first controller's Identify Controller and
 //!   Identify Namespace (NSID 1) data in hex, for test fixtures;
@@ -146,6 +148,9 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     // `smart-warning`: the first controller waits for a SMART critical
     // warning that `cargo xtask` raises over QMP.
     let smart_warning = cmdline.split(' ').any(|w| w == "smart-warning");
+    // `shadow-doorbells`: every second controller with shadow doorbells
+    // (not in the test configurations: see `controller_options_for`).
+    let shadow = cmdline.split(' ').any(|w| w == "shadow-doorbells");
     let options = Options::default()
         .with_plant_mismatch(plant_mismatch)
         .with_skip_restore(skip_restore)
@@ -192,7 +197,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
             let f = found.function;
             let label = label_of(index.get(), f.address);
             let _ = writeln!(Console, "{label}: PCI {:04x}:{:04x}, {}", f.vendor_id, f.device_id, found.trid);
-            *wanted = nvme_conformance::controller_options_for(index.get());
+            *wanted = nvme_conformance::controller_options_for(index.get(), shadow);
             true
         },
         |found, result| {

@@ -25,9 +25,12 @@ impl core::fmt::Write for Stdout {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("usage: nvme-vfio-selftest [PCI-ADDRESS...]\n\nRuns the conformance suite on each controller (default: every NVMe controller bound to vfio-pci). It overwrites and then restores blocks of every namespace: use scratch devices.");
+        println!("usage: nvme-vfio-selftest [--shadow-doorbells] [PCI-ADDRESS...]\n\nRuns the conformance suite on each controller (default: every NVMe controller bound to vfio-pci); --shadow-doorbells: every second controller with shadow doorbells. It overwrites and then restores blocks of every namespace: use scratch devices.");
         return ExitCode::SUCCESS;
     }
+    // --shadow-doorbells: every second controller with shadow doorbells.
+    let shadow = args.iter().any(|a| a == "--shadow-doorbells");
+    let args: Vec<String> = args.into_iter().filter(|a| a != "--shadow-doorbells").collect();
     let addresses = if args.is_empty() { hal_linux_vfio::tool::vfio_controllers() } else { args };
     let mut out = Stdout;
     let mut totals = Totals::default();
@@ -42,8 +45,8 @@ fn main() -> ExitCode {
         match VfioHal::open(address, VfioOptions::default()) {
             Ok(hal) => {
                 totals.record(&mut out, format_args!("{label} open through VFIO"), Outcome::Ok);
-                // Shadow doorbells on every second controller.
-                let options = nvme_conformance::controller_options_for(i);
+                // Shadow doorbells on every second controller, if asked.
+                let options = nvme_conformance::controller_options_for(i, shadow);
                 let attach = nvme_nostd::Controller::new(FaultyHal::new(hal), options);
                 nvme_conformance::run_attached(attach, &label, &Options::default(), &mut out, &mut totals);
             }
