@@ -63,7 +63,7 @@ impl Backing {
 
 /// Where QEMU's threads may run.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Pinning {
+pub(crate) enum Pinning {
     /// The whole process on core 0: the vCPU and the main loop (which runs the
     /// device model) take turns.
     Shared,
@@ -74,7 +74,7 @@ enum Pinning {
 }
 
 impl Pinning {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Pinning::Shared => "shared",
             Pinning::Split => "split",
@@ -82,7 +82,7 @@ impl Pinning {
         }
     }
 
-    fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Pinning::Shared => "shared = all of QEMU on core 0",
             Pinning::Split => "split = vCPU thread on core 0, all other threads on core 1",
@@ -99,6 +99,8 @@ struct Options {
     out: PathBuf,
     /// The driver side with shadow doorbells (`--shadow`).
     shadow: bool,
+    /// Without the comparison with the Linux kernel driver (`--no-vfio`).
+    no_vfio: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -110,14 +112,16 @@ fn parse(args: &[String]) -> Result<Options, String> {
         // A quick run is a smoke test: it stays out of BENCHMARKS.md unless asked.
         out: if quick { qemu::work_dir().join("bench-quick.md") } else { root().join("BENCHMARKS.md") },
         shadow: false,
+        no_vfio: false,
     };
     let mut i = 0;
     while i < args.len() {
         let value = args.get(i + 1).cloned();
         let need = || value.clone().ok_or(format!("{} needs a value", args[i]));
         match args[i].as_str() {
-            "--quick" | "--shadow" => {
+            "--quick" | "--shadow" | "--no-vfio" => {
                 options.shadow |= args[i] == "--shadow";
+                options.no_vfio |= args[i] == "--no-vfio";
                 i += 1;
                 continue;
             }
@@ -242,11 +246,29 @@ pub fn bench(args: &[String]) -> bool {
         "--out".to_string(),
         options.out.display().to_string(),
     ]);
-    failures.is_empty() && counted
+    // The VFIO back-end's perf beside the Linux kernel driver with fio, in
+    // a Linux guest (a section of its own, as `cargo xtask vfio-compare`
+    // writes it).
+    let compared = options.no_vfio
+        || crate::compare::vfio_compare(
+            false,
+            &[
+                "vfio-compare".to_string(),
+                "--reps".to_string(),
+                options.reps.min(3).to_string(),
+                "--seconds".to_string(),
+                options.seconds.clone(),
+                "--label".to_string(),
+                format!("{}: VFIO perf beside the Linux kernel driver with fio", options.label),
+                "--out".to_string(),
+                options.out.display().to_string(),
+            ],
+        );
+    failures.is_empty() && counted && compared
 }
 
 /// The pinning modes this machine can run.
-fn pinnings() -> Vec<Pinning> {
+pub(crate) fn pinnings() -> Vec<Pinning> {
     let taskset =
         Command::new("taskset").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
     if !taskset {
@@ -435,7 +457,7 @@ fn boot_timeout(seconds: &str) -> Duration {
 }
 
 /// `taskset -c <cores> qemu-system-x86_64`.
-fn taskset(cores: &str) -> Command {
+pub(crate) fn taskset(cores: &str) -> Command {
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", cores, "qemu-system-x86_64"]);
     cmd
@@ -490,7 +512,7 @@ fn is_vcpu(name: &str) -> bool {
 
 /// Moves the vCPU thread(s) of the QEMU process `pid`, started on core 1, to
 /// core 0 as soon as they exist.
-fn split(pid: u32) -> Result<(), String> {
+pub(crate) fn split(pid: u32) -> Result<(), String> {
     let start = Instant::now();
     loop {
         let vcpus: Vec<u32> =
@@ -517,7 +539,7 @@ fn split(pid: u32) -> Result<(), String> {
 
 /// Checks, once the kernel is running, that every thread of `pid` is where
 /// `pinning` wants it; prints what it found.
-fn check_pinning(pid: u32, pinning: Pinning) -> Result<(), String> {
+pub(crate) fn check_pinning(pid: u32, pinning: Pinning) -> Result<(), String> {
     if pinning == Pinning::Unpinned {
         return Ok(());
     }

@@ -3,6 +3,7 @@
 
 mod barriers;
 mod bench;
+mod compare;
 mod instructions;
 mod plot;
 mod qemu;
@@ -49,7 +50,7 @@ tasks:
   miri  the core's unit tests and a simulator subset under Miri (nightly)
   fuzz [--seconds N]
         each cargo-fuzz target for N seconds (default 60), two at a time
-  bench [--reps N] [--seconds S] [--label TEXT] [--out FILE] [--quick] [--shadow]
+  bench [--reps N] [--seconds S] [--label TEXT] [--out FILE] [--quick] [--shadow] [--no-vfio]
         4 KiB random reads and writes at QD 1, 8, 32 and 128 in QEMU (TCG):
         the driver against a raw register loop in the same boot, for each
         drive backing (file, null-co) and CPU pinning (shared, split); N
@@ -59,13 +60,25 @@ tasks:
         depth beside it (bench-plots/DATE.svg); then appends the instruction
         counts and memory of 'instructions'. --quick: 1 boot, 1 s, written to
         target/xtask/bench-quick.md unless --out says otherwise. --shadow:
-        the driver with shadow doorbells (Doorbell Buffer Config). Takes a
-        quarter of an hour (5 boots); not part of 'test'
+        the driver with shadow doorbells (Doorbell Buffer Config). Then
+        'vfio-compare' with min(N, 3) boots (--no-vfio: not). Takes about
+        half an hour; not part of 'test'
   vfio-bench [--kvm] [--reps N] [--label TEXT] [--out FILE]
         perf through VFIO in a Linux guest (the vfio-test rig) with 1 and 2
         vCPUs, each with 1 and 2 queue pairs on their own threads, 4 KiB
         random reads at QD 32 on a null-co controller; N boots each (default
         3); appends a section to FILE (default BENCHMARKS.md)
+  vfio-compare [--kvm] [--reps N] [--seconds S] [--label TEXT] [--out FILE]
+               [--pinning shared|split]
+        perf through VFIO beside the Linux kernel's nvme driver driven by fio
+        (io_uring, with interrupts and polled), in the same Linux guest boot:
+        4 KiB random reads and writes at QD 1, 8, 32 and 128 on a null-co
+        controller, 1 vCPU, each CPU pinning (shared, split); N boots each
+        (default 3), S seconds per measurement (default 2). A kernel-side
+        run that stalls (QEMU 7.2 does that to the kernel driver) ends its
+        boot and is measured again in a fresh one, twice at most per side.
+        fio is built static from Debian's source package (once, cached).
+        Appends a section to FILE (default BENCHMARKS.md)
   instructions [--label TEXT] [--out FILE]
         instructions per I/O in the driver (submission and completion apart,
         the simulator's share apart) counted by valgrind's callgrind against
@@ -122,6 +135,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::bench(&args[1..]),
         Some("instructions") => instructions::instructions(&args),
         Some("vfio-bench") => vfio::vfio_bench(kvm, &args[..]),
+        Some("vfio-compare") => compare::vfio_compare(kvm, &args[..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

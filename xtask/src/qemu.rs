@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 /// QEMU's exit status when the kernel reports success (`isa-debug-exit`, value 0x10).
 pub const PASS_STATUS: i32 = 33;
 /// QEMU's exit status when the kernel reports failure or panics (value 0x11).
-const FAIL_STATUS: i32 = 35;
+pub const FAIL_STATUS: i32 = 35;
 /// The longest one boot may take.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 const QBOOT: &str = "/usr/share/qemu/qboot.rom";

@@ -63,7 +63,7 @@ fn cache_dir() -> PathBuf {
     cache_subdir("vfio")
 }
 
-fn cache_subdir(name: &str) -> PathBuf {
+pub(crate) fn cache_subdir(name: &str) -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
@@ -73,7 +73,7 @@ fn cache_subdir(name: &str) -> PathBuf {
     dir
 }
 
-fn output(cmd: &mut Command) -> Option<String> {
+pub(crate) fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -271,7 +271,7 @@ impl Cpio {
 /// The start of every guest's `/init`: busybox's applets, `/proc`, `/sys`
 /// and `/dev`, a `verdict` function that reports through `isa-debug-exit`
 /// and powers off, and `hugepages` 2 MiB hugepages.
-fn init_preamble(hugepages: u32) -> String {
+pub(crate) fn init_preamble(hugepages: u32) -> String {
     format!(
         "#!/bin/busybox sh\n\
          /bin/busybox --install -s /bin\n\
@@ -285,7 +285,7 @@ fn init_preamble(hugepages: u32) -> String {
 
 /// Lines of `/init` that load `modules` (dependencies first), failing the
 /// guest if one does not load.
-fn insmod(s: &mut String, modules: &[String]) {
+pub(crate) fn insmod(s: &mut String, modules: &[String]) {
     for m in modules {
         s.push_str(&format!(
             "insmod /lib/modules/{m}.ko || {{ echo \"insmod {m} failed\"; verdict '\\021'; }}\n"
@@ -296,7 +296,19 @@ fn insmod(s: &mut String, modules: &[String]) {
 /// QEMU for a guest with an emulated Intel IOMMU (interrupt remapping,
 /// caching mode for VFIO) and the kernel told to use it.
 fn qemu_with_iommu(kvm: bool, kernel: &Path, initrd: &Path, cpus: u32) -> Command {
-    let mut cmd = qemu_with_cpus(kvm, kernel, initrd, "intel_iommu=on iommu=pt", cpus);
+    qemu_with_iommu_in(Command::new("qemu-system-x86_64"), kvm, kernel, initrd, cpus)
+}
+
+/// As [`qemu_with_iommu`], with `cmd` as the start of the command line (for
+/// example `taskset -c 0 qemu-system-x86_64`).
+pub(crate) fn qemu_with_iommu_in(
+    cmd: Command,
+    kvm: bool,
+    kernel: &Path,
+    initrd: &Path,
+    cpus: u32,
+) -> Command {
+    let mut cmd = qemu_in(cmd, kvm, kernel, initrd, "intel_iommu=on iommu=pt", cpus);
     cmd.args(["-machine", "kernel-irqchip=split", "-device", "intel-iommu,intremap=on,caching-mode=on"]);
     cmd
 }
@@ -359,7 +371,18 @@ fn initramfs(guest: &Guest) -> Result<PathBuf, String> {
 
 /// Builds an initramfs with the guest's programs and `init`, as `file` in
 /// the work directory; its path.
-fn initramfs_with(guest: &Guest, init: &str, file: &str) -> Result<PathBuf, String> {
+pub(crate) fn initramfs_with(guest: &Guest, init: &str, file: &str) -> Result<PathBuf, String> {
+    initramfs_with_extra(guest, init, file, &[])
+}
+
+/// As [`initramfs_with`], with `extra` files too (where they go, where they
+/// are; executable).
+pub(crate) fn initramfs_with_extra(
+    guest: &Guest,
+    init: &str,
+    file: &str,
+    extra: &[(&str, &Path)],
+) -> Result<PathBuf, String> {
     let mut cpio = Cpio::default();
     for d in ["bin", "dev", "proc", "sys", "lib", "lib/modules", "lib/x86_64-linux-gnu", "lib64", "tmp"] {
         cpio.dir(d);
@@ -378,6 +401,9 @@ fn initramfs_with(guest: &Guest, init: &str, file: &str) -> Result<PathBuf, Stri
     for p in PROGRAMS.iter().map(|(p, _)| *p).chain(HELPERS) {
         cpio.file(&format!("bin/{p}"), true, &read(&bins.join(p))?);
     }
+    for (at, path) in extra {
+        cpio.file(at, true, &read(path)?);
+    }
     cpio.file("init", true, init.as_bytes());
     let out = work_dir().join(file);
     fs::write(&out, cpio.finish()).map_err(|e| e.to_string())?;
@@ -385,12 +411,12 @@ fn initramfs_with(guest: &Guest, init: &str, file: &str) -> Result<PathBuf, Stri
 }
 
 /// What the guest is made of, from the cache.
-struct Guest {
-    kernel: PathBuf,
+pub(crate) struct Guest {
+    pub(crate) kernel: PathBuf,
     /// VFIO's module names and files, dependencies first.
-    vfio_modules: Vec<(String, PathBuf)>,
+    pub(crate) vfio_modules: Vec<(String, PathBuf)>,
     /// The kernel NVMe driver's, after what VFIO's already load.
-    nvme_modules: Vec<(String, PathBuf)>,
+    pub(crate) nvme_modules: Vec<(String, PathBuf)>,
     busybox: PathBuf,
     /// nvme-cli and its libraries: where they go in the initramfs, and
     /// where they are.
@@ -435,7 +461,7 @@ fn nvme_cli(cache: &Path) -> Result<Vec<(String, PathBuf)>, String> {
 }
 
 /// The kernel and the modules and busybox of the guest, from the cache.
-fn guest_inputs() -> Result<Guest, String> {
+pub(crate) fn guest_inputs() -> Result<Guest, String> {
     let cache = cache_dir();
     let package =
         kernel_package().ok_or("apt-cache knows no linux-image-amd64, even after apt-get update")?;
@@ -457,7 +483,7 @@ fn guest_inputs() -> Result<Guest, String> {
 }
 
 /// The musl target and the static programs.
-fn build_programs() -> bool {
+pub(crate) fn build_programs() -> bool {
     let installed =
         output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
     if !installed.lines().any(|l| l.trim() == TARGET)
@@ -484,7 +510,11 @@ fn qemu(kvm: bool, kernel: &Path, initrd: &Path, append: &str) -> Command {
 
 /// As [`qemu`], with `cpus` vCPUs.
 fn qemu_with_cpus(kvm: bool, kernel: &Path, initrd: &Path, append: &str, cpus: u32) -> Command {
-    let mut cmd = Command::new("qemu-system-x86_64");
+    qemu_in(Command::new("qemu-system-x86_64"), kvm, kernel, initrd, append, cpus)
+}
+
+/// QEMU's options for a guest, after `cmd` (QEMU itself, or a wrapper of it).
+fn qemu_in(mut cmd: Command, kvm: bool, kernel: &Path, initrd: &Path, append: &str, cpus: u32) -> Command {
     cmd.args(["-machine", "q35", "-m", "512M", "-smp", &cpus.to_string()]);
     cmd.args(["-nodefaults", "-display", "none", "-no-reboot", "-accel", if kvm { "kvm" } else { "tcg" }]);
     cmd.args(["-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
