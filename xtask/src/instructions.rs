@@ -10,7 +10,10 @@
 //! Every call into the simulator goes through one never-inlined `Hal` impl
 //! (`SimEntry`): the inclusive cost of its calls is the simulator's share,
 //! reported apart, as are the example's own source lines (its closure and
-//! LBA walk, wherever inlined); the rest is the driver's. A second run of each
+//! LBA walk, wherever inlined); the rest is the driver's. The driver's own
+//! code that the simulator calls back (the `SegmentSink` a buffer's device
+//! segments go to, which builds the PRPs) is the driver's, not the
+//! simulator's. A second run of each
 //! case collects only inside the submission (`IoQueuePair::read_write`),
 //! which splits the driver's count into submission and completion.
 
@@ -36,6 +39,15 @@ const APP_SOURCE: &str = "nvme-sim/examples/instructions.rs";
 /// The never-inlined door into the simulator (see the example).
 const SIM_DOOR: &str = "<instructions::SimEntry as hal_traits::Hal>::";
 
+/// Whether `callee`, called from `caller`, is the driver's code called back
+/// by the HAL: a driver type's `SegmentSink::push` called from outside the
+/// driver.
+fn is_callback(caller: &str, callee: &str) -> bool {
+    callee.contains("nvme_nostd::")
+        && callee.ends_with("as hal_traits::SegmentSink>::push")
+        && !caller.contains("nvme_nostd::")
+}
+
 /// One measured case.
 struct Case {
     bytes: u64,
@@ -56,6 +68,9 @@ struct Counts {
     total: u64,
     /// Inclusive instructions of calls into the simulator's door.
     sim: u64,
+    /// Inclusive instructions of the driver's code the simulator called
+    /// back ([`is_callback`]): inside `sim`, but the driver's.
+    callback: u64,
     /// Calls into the door, by method.
     calls: HashMap<String, u64>,
     /// Instructions of the example's own source lines (its loop, closure and
@@ -76,6 +91,7 @@ fn parse(text: &str) -> Counts {
     let mut in_app = false;
     // Inside the door: its own lines are in the simulator's inclusive cost.
     let mut in_door = false;
+    let mut function = "";
     for line in text.lines() {
         if let Some(file) =
             line.strip_prefix("fl=").or_else(|| line.strip_prefix("fi=")).or_else(|| line.strip_prefix("fe="))
@@ -84,7 +100,8 @@ fn parse(text: &str) -> Counts {
         } else if let Some(rest) = line.strip_prefix("summary:").or_else(|| line.strip_prefix("totals:")) {
             counts.total = rest.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
         } else if let Some(name) = line.strip_prefix("fn=") {
-            in_door = name.trim().starts_with(SIM_DOOR);
+            function = name.trim();
+            in_door = function.starts_with(SIM_DOOR);
         } else if let Some(name) = line.strip_prefix("cfn=") {
             callee = name.trim();
         } else if let Some(rest) = line.strip_prefix("calls=") {
@@ -94,6 +111,8 @@ fn parse(text: &str) -> Counts {
             if let Some(method) = callee.strip_prefix(SIM_DOOR) {
                 counts.sim += inclusive;
                 *counts.calls.entry(method.to_string()).or_default() += n;
+            } else if is_callback(function, callee) {
+                counts.callback += inclusive;
             }
         } else if in_app
             && !in_door
@@ -152,11 +171,11 @@ fn measure(binary: &Path, dir: &Path, case: &Case) -> Result<PerIo, String> {
     let short_submit = callgrind(binary, dir, case, SHORT, Some(SUBMIT_FN))?;
     let long_submit = callgrind(binary, dir, case, LONG, Some(SUBMIT_FN))?;
     let per = |a: u64, b: u64| (b as f64 - a as f64) / n;
-    let driver = per(short.total - short.sim - short.app, long.total - long.sim - long.app);
-    let submit = per(
-        short_submit.total - short_submit.sim - short_submit.app,
-        long_submit.total - long_submit.sim - long_submit.app,
-    );
+    // The simulator's share without the driver code it called back.
+    let sim = |c: &Counts| c.sim.saturating_sub(c.callback);
+    let mine = |c: &Counts| c.total - sim(c) - c.app;
+    let driver = per(mine(&short), mine(&long));
+    let submit = per(mine(&short_submit), mine(&long_submit));
     if submit <= 0.0 {
         return Err(format!("no instructions inside {SUBMIT_FN}: was it inlined or renamed?"));
     }
@@ -171,7 +190,7 @@ fn measure(binary: &Path, dir: &Path, case: &Case) -> Result<PerIo, String> {
         driver,
         submit,
         complete: driver - submit,
-        sim: per(short.sim, long.sim),
+        sim: per(sim(&short), sim(&long)),
         app: per(short.app, long.app),
         calls,
     })
@@ -325,6 +344,18 @@ calls=1 0
 0 7
 fn=<instructions::SimEntry as hal_traits::Hal>::write32
 0 5
+fl=/w/nvme-sim/src/hal.rs
+fn=<nvme_sim::hal::SimHal as hal_traits::Hal>::translate
+0 9
+cfn=<nvme_nostd::prp::PrpRuns<S> as hal_traits::SegmentSink>::push
+calls=1 0
+0 40
+fl=/w/nvme-nostd/src/prp.rs
+fn=<nvme_nostd::prp::PrpRuns<S> as hal_traits::SegmentSink>::push
+0 30
+cfn=<nvme_nostd::prp::PrpBuilder<S> as hal_traits::SegmentSink>::push
+calls=1 0
+0 10
 totals: 1234
 ";
         let c = parse(text);
@@ -333,5 +364,9 @@ totals: 1234
         assert_eq!(c.calls.get("write32"), Some(&3));
         assert_eq!(c.calls.len(), 1);
         assert_eq!(c.app, 16, "the example's own lines, not the inlined driver line nor calls");
+        assert_eq!(
+            c.callback, 40,
+            "the driver's sink called back from the simulator, once (not its own calls)"
+        );
     }
 }
