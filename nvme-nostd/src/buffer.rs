@@ -383,7 +383,8 @@ pub(crate) unsafe fn hand_to_device<H: Hal, S: crate::prp::PrpListSink>(
 }
 
 /// [`hand_to_device`] for data alone (no separate metadata): the HAL's
-/// segments go straight into the PRP builder.
+/// segments go straight to the PRPs ([`PrpRuns`](crate::prp::PrpRuns): one
+/// run of up to two pages without the builder).
 ///
 /// # Safety
 ///
@@ -398,7 +399,7 @@ unsafe fn hand_data_to_device<H: Hal, S: crate::prp::PrpListSink>(
 ) -> crate::error::Result<(crate::prp::Prp, u64, Option<H::Mapping>)> {
     use crate::error::{Error, PrpShape};
     let data = region.len();
-    let mut prp = crate::prp::PrpBuilder::new(sink, data);
+    let mut prp = crate::prp::PrpRuns::new(sink, data);
     let mapping = if hal.translate(region, &mut prp) {
         None
     } else {

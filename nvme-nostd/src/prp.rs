@@ -184,10 +184,141 @@ impl<S: PrpListSink> SegmentSink for PrpBuilder<'_, S> {
             if self.error.is_some() {
                 return;
             }
-            page += PAGE;
+            // Past the top of the address space is past `end` too.
+            let Some(next) = page.checked_add(PAGE) else { break };
+            page = next;
         }
         self.seen += segment.len;
         self.previous_ends_on_page = end.is_multiple_of(PAGE);
+    }
+}
+
+/// PRP1 and PRP2 for `len` bytes contiguous in device space at `addr`, when
+/// they touch one or two memory pages and `addr` is dword-aligned (section
+/// 4.3): no PRP list, so nothing but arithmetic. `None` for every other
+/// shape, which [`PrpBuilder`] then takes (or refuses); where this answers,
+/// it answers as the builder would.
+#[inline]
+pub fn direct(addr: u64, len: usize) -> Option<Prp> {
+    let end = addr.checked_add(len as u64)?;
+    if len == 0 || !addr.is_multiple_of(4) {
+        return None;
+    }
+    let first_page = addr & !(PAGE - 1);
+    // `end - first_page` cannot underflow: `end >= addr >= first_page`.
+    let span = end - first_page;
+    if span <= PAGE {
+        Some(Prp { prp1: addr, prp2: 0 })
+    } else if span <= 2 * PAGE {
+        Some(Prp { prp1: addr, prp2: first_page.checked_add(PAGE)? })
+    } else {
+        None
+    }
+}
+
+/// PRP1 and a PRP list in `list` for `len` bytes contiguous in device
+/// space at `addr` touching more than two pages: the entries are the pages
+/// after the first, in order, the last slot of each full list page chaining
+/// to the next. `None` (nothing written) for any shape [`direct`] takes or
+/// the builder would refuse; otherwise what the builder writes and returns.
+fn one_run_list<S: PrpListSink>(list: &mut S, addr: u64, len: usize) -> Option<Prp> {
+    addr.checked_add(len as u64)?;
+    if !addr.is_multiple_of(4) {
+        return None;
+    }
+    let touched = pages_touched(addr, len, PAGE_SIZE);
+    if touched <= 2 || list_pages_for(touched, PER_PAGE) > list.pages() {
+        return None;
+    }
+    // The end fits in 64 bits, so every page before it does too.
+    let mut page = (addr & !(PAGE - 1)) + PAGE;
+    let (mut list_page, mut index) = (0, 0);
+    for k in 1..touched {
+        if index == PER_PAGE - 1 && touched - k > 1 {
+            list.write(list_page, index, list.page_addr(list_page + 1));
+            list_page += 1;
+            index = 0;
+        }
+        list.write(list_page, index, page);
+        index += 1;
+        page += PAGE;
+    }
+    Some(Prp { prp1: addr, prp2: list.page_addr(0) })
+}
+
+/// The [`SegmentSink`] a transfer's buffer is handed to: it keeps the first
+/// segment and starts a [`PrpBuilder`] only when a second one arrives, so a
+/// buffer that is one run in device space and touches at most two pages
+/// (most I/O) gets its PRPs from [`direct`] in [`finish`](PrpRuns::finish).
+/// Every other shape goes through the builder, with its checks and errors.
+pub struct PrpRuns<'a, S: PrpListSink> {
+    len: usize,
+    first: Option<DeviceSegment>,
+    /// The list pages, until a builder takes them.
+    list: Option<&'a mut S>,
+    builder: Option<PrpBuilder<'a, S>>,
+}
+
+impl<'a, S: PrpListSink> PrpRuns<'a, S> {
+    /// PRPs for a transfer of `len` bytes, any list going into `list`.
+    #[inline]
+    pub fn new(list: &'a mut S, len: usize) -> Self {
+        PrpRuns { len, first: None, list: Some(list), builder: None }
+    }
+
+    /// The PRPs, or why the segments cannot be described by them (as
+    /// [`PrpBuilder::finish`]).
+    #[inline]
+    pub fn finish(self) -> Result<Prp> {
+        if let Some(builder) = self.builder {
+            return builder.finish();
+        }
+        let Some(list) = self.list else {
+            // Not reached: the list leaves only for a builder.
+            return Err(Error::NotPrpShaped(PrpShape::LengthMismatch));
+        };
+        if let Some(run) = self.first.filter(|run| run.len == self.len) {
+            if let Some(prp) = direct(run.addr.0, run.len) {
+                return Ok(prp);
+            }
+            if let Some(prp) = one_run_list(list, run.addr.0, run.len) {
+                return Ok(prp);
+            }
+        }
+        // One run that is misshapen or too long, or none at all: the builder
+        // says which.
+        let mut builder = PrpBuilder::new(list, self.len);
+        if let Some(run) = self.first {
+            builder.push(run);
+        }
+        builder.finish()
+    }
+}
+
+impl<S: PrpListSink> SegmentSink for PrpRuns<'_, S> {
+    #[inline]
+    fn push(&mut self, segment: DeviceSegment) {
+        if let Some(builder) = &mut self.builder {
+            return builder.push(segment);
+        }
+        // The builder skips empty segments too.
+        if segment.len == 0 {
+            return;
+        }
+        match (self.first, self.list.take()) {
+            (None, list) => {
+                self.first = Some(segment);
+                self.list = list;
+            }
+            (Some(first), Some(list)) => {
+                let mut builder = PrpBuilder::new(list, self.len);
+                builder.push(first);
+                builder.push(segment);
+                self.builder = Some(builder);
+            }
+            // Not reached: the list leaves only for a builder.
+            (Some(_), None) => {}
+        }
     }
 }
 
@@ -408,6 +539,86 @@ mod tests {
         assert!(build_from(&[], 512, &mut sink).is_err(), "no segment at all");
         let overflow = [seg(u64::MAX - 8, 4096)];
         assert!(build_from(&overflow, 4096, &mut sink).is_err(), "address overflow");
+    }
+
+    fn runs_from(segments: &[DeviceSegment], len: usize, sink: &mut VecSink) -> Result<Prp> {
+        let mut r = PrpRuns::new(sink, len);
+        for s in segments {
+            r.push(*s);
+        }
+        r.finish()
+    }
+
+    /// `PrpRuns` (the direct path for one run of up to two pages, the
+    /// builder for the rest) gives what the builder alone gives, list pages
+    /// included, for every shape: one run, several, empty ones between,
+    /// misaligned, too long, too short, at the top of the address space.
+    #[test]
+    fn runs_answer_as_the_builder_does() {
+        let seg = |addr: u64, len: usize| DeviceSegment { addr: DeviceAddr(addr), len };
+        let mut cases: Vec<(Vec<DeviceSegment>, usize)> = vec![
+            (vec![], 512),
+            (vec![seg(0x1000, 0)], 512),
+            (vec![seg(0x1000, 0), seg(0x2000, 4096)], 4096),
+            (vec![seg(0x1000, 4096), seg(0x9000, 0)], 4096),
+            (vec![seg(0x1ffc, 8)], 8),
+            (vec![seg(0x1ffe, 8)], 8),
+            (vec![seg(0x1000, 8192)], 8192),
+            (vec![seg(0x1004, 8192)], 8192),
+            (vec![seg(0x1000, 4096)], 8192),
+            (vec![seg(u64::MAX - 3, 4)], 4),
+            (vec![seg(u64::MAX - 4095, 4096)], 4096),
+            (vec![seg(!0xfff, 4096)], 4096),
+            (vec![seg(!0xfff - 4, 8)], 8),
+            (vec![seg(0x1000, 600 * PAGE)], 600 * PAGE),
+            // The last entry exactly in the last slot of a list page (no
+            // chain), one past it (a chain), and two full list pages.
+            (vec![seg(0x1000, 513 * PAGE)], 513 * PAGE),
+            (vec![seg(0x1000, 514 * PAGE)], 514 * PAGE),
+            (vec![seg(0x1008, 1024 * PAGE - 8)], 1024 * PAGE - 8),
+            (vec![seg(0x1000, 1024 * PAGE)], 1024 * PAGE),
+            (vec![seg(0x1000, 2000 * PAGE)], 2000 * PAGE),
+        ];
+        // And pseudo-random ones: up to three runs, addresses near page
+        // boundaries, lengths around page multiples.
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let runs = (next() % 3 + 1) as usize;
+            let mut segments = Vec::new();
+            for _ in 0..runs {
+                let page = (next() % 64) << 12;
+                let offset = [0, 4, 8, 512, 4092, 4094, 2][(next() % 7) as usize];
+                let len = [4, 512, 4096, 4092, 8192, 8188, 12288, 0, 4100][(next() % 9) as usize];
+                segments.push(seg(page + offset, len));
+            }
+            let total: usize = segments.iter().map(|s| s.len).sum();
+            let len = if next() % 8 == 0 { total + 4 } else { total };
+            cases.push((segments, len));
+        }
+        for (segments, len) in cases {
+            let (mut a, mut b) = (VecSink::new(2), VecSink::new(2));
+            let built = build_from(&segments, len, &mut a);
+            let runs = runs_from(&segments, len, &mut b);
+            assert_eq!(runs, built, "{segments:?} len {len}");
+            assert_eq!(a.pages, b.pages, "list pages of {segments:?} len {len}");
+        }
+    }
+
+    #[test]
+    fn direct_is_only_for_one_or_two_pages() {
+        assert_eq!(direct(0x1000, 4096), Some(Prp { prp1: 0x1000, prp2: 0 }));
+        assert_eq!(direct(0x1200, 4096), Some(Prp { prp1: 0x1200, prp2: 0x2000 }));
+        assert_eq!(direct(0x1000, 8192), Some(Prp { prp1: 0x1000, prp2: 0x2000 }));
+        assert_eq!(direct(0x1004, 8192), None, "three pages");
+        assert_eq!(direct(0x1002, 16), None, "not dword-aligned");
+        assert_eq!(direct(0x1000, 0), None);
+        assert_eq!(direct(u64::MAX - 3, 8), None, "past the top");
     }
 
     #[test]
