@@ -117,6 +117,10 @@ pub struct SimConfig {
     /// OACS bit 0: Security Send and Receive (see the `maintenance`
     /// module). Default false, as QEMU 7.2.
     pub security: bool,
+    /// OACS bit 8: Doorbell Buffer Config (shadow doorbells, NVMe 1.4
+    /// section 5.8). Default [`DoorbellBuffer::Off`], which QEMU 7.2 is not
+    /// (it offers them): most tests keep MMIO doorbells.
+    pub doorbell_buffer: DoorbellBuffer,
     /// ONCS bit 8 and OCFS bit 0: Copy with source range descriptors of
     /// format 0h. Default true (QEMU 7.2 has it).
     pub copy: bool,
@@ -223,6 +227,7 @@ impl Default for SimConfig {
             hmmaxd: 0,
             sanicap: 0,
             security: false,
+            doorbell_buffer: DoorbellBuffer::Off,
             copy: true,
             copy_limits: CopyLimits { mssrl: 128, mcl: 128, msrc: 127 },
             metadata: Vec::new(),
@@ -272,4 +277,26 @@ pub struct IdentifyLies {
     /// RESCAP (Identify Namespace byte 31) of every namespace, where
     /// reservations are configured.
     pub rescap: Option<u8>,
+}
+
+/// How the simulated controller treats shadow doorbells (Doorbell Buffer
+/// Config, NVMe 1.4 section 5.8).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DoorbellBuffer {
+    /// Not offered (OACS bit 8 clear): the command is refused.
+    #[default]
+    Off,
+    /// Offered, as QEMU 7.2 does it: the command writes nothing into the
+    /// pages (the host seeds them); after an MMIO doorbell on an I/O SQ the
+    /// controller also takes the SQ's shadow tail and sets its EventIdx to
+    /// the tail it then has; before posting completions it takes the CQ's
+    /// shadow head (a CQ's EventIdx it never writes); an MMIO doorbell on
+    /// the admin queue is copied into its shadow slot. A host that skips an
+    /// MMIO doorbell it needed stalls here as on QEMU.
+    On,
+    /// Offered, but the controller never reads the shadow doorbells of I/O
+    /// queues nor writes their EventIdx: only MMIO doorbells move it, and a
+    /// host that trusts a stale EventIdx waits for ever. For the host's
+    /// watchdog.
+    Deaf,
 }

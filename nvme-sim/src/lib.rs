@@ -52,7 +52,7 @@ mod hal;
 mod memory;
 
 pub use bus::SimBus;
-pub use config::{CopyLimits, IdentifyLies, SimConfig, SimMetadata, SimNamespace, SimZoned};
+pub use config::{CopyLimits, DoorbellBuffer, IdentifyLies, SimConfig, SimMetadata, SimNamespace, SimZoned};
 pub use device::cmb::{CMB_BAR, CMB_BUS_ADDRESS};
 pub use device::reservations::OTHER_HOST_ID;
 pub use device::SimStats;

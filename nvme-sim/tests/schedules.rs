@@ -32,7 +32,7 @@ use nvme_nostd::{
     Controller, ControllerOptions, Error, IoBuffer, IoQueuePair, Namespace, PollLimit, QpairOptions,
     ScatterList,
 };
-use nvme_sim::{Fault, FaultKind, FaultRule, Sim, SimConfig, SimHal, SimNamespace};
+use nvme_sim::{DoorbellBuffer, Fault, FaultKind, FaultRule, Sim, SimConfig, SimHal, SimNamespace};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -133,6 +133,9 @@ struct Schedule {
     /// The namespace's optimal I/O boundary is 3 blocks, so most requests of
     /// 2 to 4 blocks are split into two commands (see `split.rs`).
     split: bool,
+    /// The controller offers shadow doorbells and reads them as QEMU 7.2
+    /// does (`DoorbellBuffer::On`), and the driver uses them.
+    shadow: bool,
 }
 
 /// The admin commands that recovery sends.
@@ -195,12 +198,17 @@ fn schedule() -> impl Strategy<Value = Schedule> {
     )
         .prop_map(
             |(ops, nths, kinds, removal, admin, retry_delay, small_queues, events, cmb, hmb, split)| {
+                // A third of the schedules, drawn from the length of the
+                // operation list so that the random stream (and so every
+                // schedule's other choices) stays what it was before shadow
+                // doorbells joined.
+                let shadow = ops.len() % 3 == 1;
                 let mut faults: Vec<Injection> =
                     nths.into_iter().zip(kinds).map(|(nth, (q, kind))| Injection { q, nth, kind }).collect();
                 if let Some((q, nth)) = removal {
                     faults.push(Injection { q, nth, kind: FaultKind::Removal });
                 }
-                Schedule { ops, faults, admin, retry_delay, small_queues, events, cmb, hmb, split }
+                Schedule { ops, faults, admin, retry_delay, small_queues, events, cmb, hmb, split, shadow }
             },
         )
 }
@@ -530,9 +538,11 @@ fn run(s: &Schedule, totals: &mut Totals, canary: bool) -> Result<Outcome, Strin
         // in the schedules with NOIOB: there the lists are split where
         // PRPs break, a command a block.
         sgls: if s.split { 0 } else { 1 },
+        doorbell_buffer: if s.shadow { DoorbellBuffer::On } else { DoorbellBuffer::Off },
         ..SimConfig::default()
     });
     ENTRIES.set(if s.small_queues { 4 } else { 16 });
+    SHADOW.set(s.shadow);
     CMB.set(s.cmb);
     HMB.set(s.hmb);
     let ctrlr = Controller::new(sim.hal(), options()).map_err(|e| format!("attach: {e}"))?;
@@ -899,6 +909,7 @@ fn options() -> ControllerOptions {
         .with_io_timeout(Some(IO_TIMEOUT))
         .with_admin_timeout(IO_TIMEOUT * 4)
         .with_recovery(8, Duration::from_millis(1))
+        .with_shadow_doorbells(SHADOW.get())
 }
 
 thread_local! {
@@ -907,6 +918,8 @@ thread_local! {
     static ENTRIES: std::cell::Cell<u16> = const { std::cell::Cell::new(16) };
     /// Submission queues in the CMB (see `Schedule::cmb`).
     static CMB: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Shadow doorbells (see `Schedule::shadow`).
+    static SHADOW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// A host memory buffer (see `Schedule::hmb`).
     static HMB: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }

@@ -13,6 +13,7 @@ use super::status::{
     INVALID_QSIZE, INVALID_QUEUE_DELETION, NOT_SAVEABLE, PRP_OFFSET_INVALID, SUCCESS,
 };
 use super::{State, AER_LIMIT, CQ_ENTRY, PAGE, SQ_ENTRY, VERSION};
+use crate::config::DoorbellBuffer;
 use core::time::Duration;
 use hal_traits::PAGE_SIZE;
 use nvme_spec::command::{AdminOpcode, SubmissionEntry};
@@ -87,6 +88,9 @@ impl State {
             return (INVALID_FIELD, 0);
         }
         match AdminOpcode(cmd.cdw0.opc()) {
+            AdminOpcode::DOORBELL_BUFFER_CONFIG if self.cfg.doorbell_buffer != DoorbellBuffer::Off => {
+                (self.doorbell_buffer_config(cmd), 0)
+            }
             AdminOpcode::DELETE_IO_SQ => (self.delete_sq(cmd), 0),
             AdminOpcode::CREATE_IO_SQ => (self.create_sq(cmd), 0),
             AdminOpcode::GET_LOG_PAGE => (self.get_log_page(cmd), 0),
@@ -554,7 +558,8 @@ impl State {
                     // OACS: Format NVM, Firmware, Namespace Management, Device
                     // Self-test.
         let security = u16::from(self.cfg.security); // OACS bit 0
-        put(b, 256, &lies.oacs.unwrap_or(0x001e | security).to_le_bytes());
+        let dbbuf = if self.cfg.doorbell_buffer == DoorbellBuffer::Off { 0 } else { 0x0100 }; // OACS bit 8
+        put(b, 256, &lies.oacs.unwrap_or(0x001e | security | dbbuf).to_le_bytes());
         b[524] = lies.fna.unwrap_or(0); // FNA
         put(b, 328, &self.cfg.sanicap.to_le_bytes()); // SANICAP
         b[259] = (AER_LIMIT - 1) as u8; // AERL

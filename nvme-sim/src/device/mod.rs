@@ -147,6 +147,9 @@ pub(crate) struct State {
     pub(crate) claimed: bool,
     /// A babbling completion queue and the entries it has left to write.
     babble: Option<(u16, u64)>,
+    /// The shadow doorbell page and the EventIdx page the host gave with
+    /// Doorbell Buffer Config, until the next controller reset.
+    dbbuf: Option<(u64, u64)>,
     /// Buffers synced for the device, by (address, length).
     syncs: BTreeMap<(usize, usize), hal_traits::Direction>,
     // Faults.
@@ -263,6 +266,7 @@ impl State {
             claimed: false,
             recent_io: std::collections::VecDeque::with_capacity(RECENT_IO),
             babble: None,
+            dbbuf: None,
             syncs: BTreeMap::new(),
             rules: Vec::new(),
             random: None,

@@ -5,7 +5,9 @@
 //! Also the test-driven misbehaviour of a completion queue: babbling and
 //! scribbling.
 
+use super::status::{INVALID_FIELD, SUCCESS};
 use super::{State, CQ_ENTRY, SQ_ENTRY};
+use crate::config::DoorbellBuffer;
 use nvme_spec::command::{CompletionEntry, SubmissionEntry};
 use nvme_spec::status::Status;
 use std::collections::{BTreeSet, VecDeque};
@@ -148,18 +150,107 @@ impl State {
             self.stats.ignored_doorbells += 1;
             return;
         };
-        if index.is_multiple_of(2) {
-            self.sq_doorbell(qid, value);
-        } else {
+        let completion = !index.is_multiple_of(2);
+        if completion {
             self.cq_doorbell(qid, value);
+        } else {
+            self.sq_doorbell(qid, value, true);
+            self.follow_shadow_tail(qid);
         }
-        // Zero latency: what is due now completes now.
+        if qid == 0 {
+            self.mirror_admin_doorbell(completion);
+        }
+        // Zero latency: what is due now completes now (and the shadow
+        // doorbells are read, `run_until`).
         let now = self.now;
         self.run_until(now);
     }
 
-    /// SQ tail doorbell: fetches every entry from the head to the new tail.
-    fn sq_doorbell(&mut self, qid: u16, value: u32) {
+    // ----- shadow doorbells (Doorbell Buffer Config, section 5.8) -----
+
+    /// Doorbell Buffer Config: PRP1 names the shadow doorbell page, PRP2 the
+    /// EventIdx page, both page-aligned (else Invalid Field). As QEMU 7.2,
+    /// nothing is written into either: the host seeds them.
+    pub(super) fn doorbell_buffer_config(&mut self, cmd: &SubmissionEntry) -> u16 {
+        let page = hal_traits::PAGE_SIZE as u64;
+        if cmd.prp1 == 0 || cmd.prp2 == 0 || !cmd.prp1.is_multiple_of(page) || !cmd.prp2.is_multiple_of(page)
+        {
+            return INVALID_FIELD;
+        }
+        self.dbbuf = Some((cmd.prp1, cmd.prp2));
+        SUCCESS
+    }
+
+    /// Where queue `qid`'s SQ tail (`completion`: CQ head) sits in the
+    /// shadow doorbell page, and its EventIdx in the EventIdx page: the
+    /// doorbell register layout (section 3.1.24).
+    fn shadow_offset(&self, qid: u16, completion: bool) -> u64 {
+        (2 * u64::from(qid) + u64::from(completion)) * (4u64 << self.cfg.dstrd)
+    }
+
+    /// The admin queue's tail (`completion`: head) after an MMIO doorbell,
+    /// copied into its shadow slot while there are shadow pages (QEMU 7.2
+    /// does so).
+    fn mirror_admin_doorbell(&mut self, completion: bool) {
+        let Some((shadow, _)) = self.dbbuf else { return };
+        let value =
+            if completion { self.cqs.get(&0).map(|cq| cq.head) } else { self.sqs.get(&0).map(|sq| sq.tail) };
+        let Some(value) = value.map(u32::from) else { return };
+        let at = shadow + self.shadow_offset(0, completion);
+        if !self.mem.device_write(at, &value.to_le_bytes()) {
+            self.dma_fault();
+        }
+    }
+
+    /// The value in queue `qid`'s shadow doorbell slot, when the controller
+    /// reads shadow doorbells ([`DoorbellBuffer::On`]) and `qid` is an I/O
+    /// queue. A slot it cannot read is a DMA fault.
+    fn shadow_value(&mut self, qid: u16, completion: bool) -> Option<u32> {
+        if self.cfg.doorbell_buffer != DoorbellBuffer::On || qid == 0 {
+            return None;
+        }
+        let (shadow, _) = self.dbbuf?;
+        let mut raw = [0u8; 4];
+        if !self.mem.device_read(shadow + self.shadow_offset(qid, completion), &mut raw) {
+            self.dma_fault();
+            return None;
+        }
+        Some(u32::from_le_bytes(raw))
+    }
+
+    /// After an MMIO doorbell on I/O SQ `qid`, as QEMU 7.2 processes a
+    /// queue with shadow doorbells: takes the shadow tail where it moved on,
+    /// then sets the SQ's EventIdx to the tail it has now (the host rings by
+    /// MMIO again when it moves past that).
+    fn follow_shadow_tail(&mut self, qid: u16) {
+        let Some(value) = self.shadow_value(qid, false) else { return };
+        if self.sqs.get(&qid).is_some_and(|sq| u32::from(sq.tail) != value) {
+            self.stats.shadow_doorbells += 1;
+            self.sq_doorbell(qid, value, false);
+        }
+        let (Some((_, eventidx)), Some(tail)) = (self.dbbuf, self.sqs.get(&qid).map(|sq| sq.tail)) else {
+            return;
+        };
+        if !self.mem.device_write(eventidx + self.shadow_offset(qid, false), &u32::from(tail).to_le_bytes()) {
+            self.dma_fault();
+        }
+    }
+
+    /// Before posting completions on I/O CQ `cqid`, as QEMU 7.2 does with
+    /// shadow doorbells: takes the head from the shadow doorbell where it
+    /// moved. (Like QEMU 7.2, it never writes a CQ's EventIdx: the host's
+    /// seed stays, so the host rings a CQ head by MMIO only when it passes
+    /// that.)
+    fn follow_shadow_head(&mut self, cqid: u16) {
+        let Some(value) = self.shadow_value(cqid, true) else { return };
+        if self.cqs.get(&cqid).is_some_and(|cq| u32::from(cq.head) != value) && self.release_cq(cqid, value) {
+            self.stats.shadow_doorbells += 1;
+        }
+    }
+
+    /// SQ tail doorbell (`mmio`: a register write, else a shadow doorbell):
+    /// fetches every entry from the head to the new tail.
+    fn sq_doorbell(&mut self, qid: u16, value: u32, mmio: bool) {
         let Some(sq) = self.sqs.get_mut(&qid) else {
             self.stats.ignored_doorbells += 1;
             return;
@@ -169,7 +260,9 @@ impl State {
             return;
         }
         sq.tail = value as u16;
-        self.stats.sq_doorbells += 1;
+        if mmio {
+            self.stats.sq_doorbells += 1;
+        }
         // Under weighted round robin, the arbiter fetches when time moves.
         if self.arbitrated(qid) {
             return;
@@ -179,16 +272,24 @@ impl State {
 
     /// CQ head doorbell: the host released entries up to `value`.
     fn cq_doorbell(&mut self, qid: u16, value: u32) {
+        if self.release_cq(qid, value) {
+            self.flush_cq(qid);
+        }
+    }
+
+    /// Moves CQ `qid`'s head to `value` (from a doorbell, MMIO or shadow):
+    /// false, counted as an ignored doorbell, when there is no such queue or
+    /// the head would not lie between the old head and the tail.
+    fn release_cq(&mut self, qid: u16, value: u32) -> bool {
         let Some(cq) = self.cqs.get_mut(&qid) else {
             self.stats.ignored_doorbells += 1;
-            return;
+            return false;
         };
-        // The new head must lie between the old head and the tail.
         if value >= cq.size as u32
             || ring_distance(cq.head, value as u16, cq.size) > ring_distance(cq.head, cq.tail, cq.size)
         {
             self.stats.ignored_doorbells += 1;
-            return;
+            return false;
         }
         let mut released = Vec::new();
         while cq.head != value as u16 {
@@ -202,7 +303,7 @@ impl State {
                 sq.consumed_head = sqhd;
             }
         }
-        self.flush_cq(qid);
+        true
     }
 
     pub(super) fn dma_fault(&mut self) {
@@ -232,6 +333,9 @@ impl State {
 
     /// Writes waiting completions into the CQ while it has a free slot.
     fn flush_cq(&mut self, cqid: u16) {
+        if self.cqs.get(&cqid).is_some_and(|cq| !cq.waiting.is_empty()) {
+            self.follow_shadow_head(cqid);
+        }
         loop {
             let Some(cq) = self.cqs.get_mut(&cqid) else { return };
             if cq.waiting.is_empty() || (cq.tail + 1) % cq.size == cq.head {

@@ -205,6 +205,7 @@ impl State {
         self.cqs.clear();
         self.pending.clear();
         self.stuck.clear();
+        self.dbbuf = None;
         self.enabled = false;
         self.cfs = false;
         self.shst = 0;

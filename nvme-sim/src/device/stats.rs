@@ -41,6 +41,9 @@ pub struct SimStats {
     pub dma_faults: u64,
     /// CC.EN 1 -> 0 transitions.
     pub resets: u64,
+    /// I/O queue tails and heads the controller took from shadow doorbells
+    /// (not from MMIO doorbell writes).
+    pub shadow_doorbells: u64,
     /// Reads, writes, compares, write zeroes, verifies and copies with FUA
     /// set (CDW12 bit 30).
     pub fua_commands: u64,
