@@ -230,8 +230,9 @@ fn one_run_list<S: PrpListSink>(list: &mut S, addr: u64, len: usize) -> Option<P
     if touched <= 2 || list_pages_for(touched, PER_PAGE) > list.pages() {
         return None;
     }
-    // The end fits in 64 bits, so every page before it does too.
-    let mut page = (addr & !(PAGE - 1)) + PAGE;
+    // The end fits in 64 bits, so every page named here does too (page `k`
+    // starts below the end); only the step past the last one may not.
+    let first_page = addr & !(PAGE - 1);
     let (mut list_page, mut index) = (0, 0);
     for k in 1..touched {
         if index == PER_PAGE - 1 && touched - k > 1 {
@@ -239,9 +240,8 @@ fn one_run_list<S: PrpListSink>(list: &mut S, addr: u64, len: usize) -> Option<P
             list_page += 1;
             index = 0;
         }
-        list.write(list_page, index, page);
+        list.write(list_page, index, first_page + k as u64 * PAGE);
         index += 1;
-        page += PAGE;
     }
     Some(Prp { prp1: addr, prp2: list.page_addr(0) })
 }
@@ -570,6 +570,11 @@ mod tests {
             (vec![seg(u64::MAX - 4095, 4096)], 4096),
             (vec![seg(!0xfff, 4096)], 4096),
             (vec![seg(!0xfff - 4, 8)], 8),
+            // Three pages and more, the last one at the top of the address
+            // space (a PRP list; no step past the end).
+            (vec![seg(!0xfff - 0x2000, 0x2800)], 0x2800),
+            (vec![seg(!0xfff - 0x2000 + 4, 0x2ff8)], 0x2ff8),
+            (vec![seg(!0xfff - 0x2000, 0x3000)], 0x3000),
             (vec![seg(0x1000, 600 * PAGE)], 600 * PAGE),
             // The last entry exactly in the last slot of a list page (no
             // chain), one past it (a chain), and two full list pages.
