@@ -286,8 +286,9 @@ pub enum DoorbellBuffer {
     /// Not offered (OACS bit 8 clear): the command is refused.
     #[default]
     Off,
-    /// Offered, as QEMU 7.2 does it: the command writes nothing into the
-    /// pages (the host seeds them); after an MMIO doorbell on an I/O SQ the
+    /// Offered, as QEMU 7.2 does it: the command writes the current tail
+    /// and head of the queues that exist into their shadow slots and nothing
+    /// into the EventIdx page (the host seeds that); after an MMIO doorbell on an I/O SQ the
     /// controller also takes the SQ's shadow tail and sets its EventIdx to
     /// the tail it then has; before posting completions it takes the CQ's
     /// shadow head (a CQ's EventIdx it never writes); an MMIO doorbell on

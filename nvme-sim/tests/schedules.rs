@@ -870,6 +870,12 @@ fn run(s: &Schedule, totals: &mut Totals, canary: bool) -> Result<Outcome, Strin
     if s.hmb_corrupted != 0 || s.hmb_lost != 0 {
         return Err(format!("host memory buffer: {} corrupted, {} lost", s.hmb_corrupted, s.hmb_lost));
     }
+    if s.stale_shadow_doorbells != 0 {
+        return Err(format!(
+            "{} shadow doorbell values the controller could not take",
+            s.stale_shadow_doorbells
+        ));
+    }
     // Every queue fits its CMB slot: every I/O command came from there.
     let io_fetched = s.commands_fetched - s.admin_commands;
     if CMB.get() && s.cmb_fetches != io_fetched {

@@ -153,8 +153,7 @@ impl State {
         let completion = !index.is_multiple_of(2);
         if completion {
             self.cq_doorbell(qid, value);
-        } else {
-            self.sq_doorbell(qid, value, true);
+        } else if self.sq_doorbell(qid, value, true) {
             self.follow_shadow_tail(qid);
         }
         if qid == 0 {
@@ -170,7 +169,9 @@ impl State {
 
     /// Doorbell Buffer Config: PRP1 names the shadow doorbell page, PRP2 the
     /// EventIdx page, both page-aligned (else Invalid Field). As QEMU 7.2,
-    /// nothing is written into either: the host seeds them.
+    /// the current tail and head of every queue that exists (the admin
+    /// queue, at least) go into their shadow slots, and nothing into the
+    /// EventIdx page: the host seeds that.
     pub(super) fn doorbell_buffer_config(&mut self, cmd: &SubmissionEntry) -> u16 {
         let page = hal_traits::PAGE_SIZE as u64;
         if cmd.prp1 == 0 || cmd.prp2 == 0 || !cmd.prp1.is_multiple_of(page) || !cmd.prp2.is_multiple_of(page)
@@ -178,6 +179,18 @@ impl State {
             return INVALID_FIELD;
         }
         self.dbbuf = Some((cmd.prp1, cmd.prp2));
+        let slots: Vec<(u64, u16)> = self
+            .sqs
+            .iter()
+            .map(|(&q, sq)| (self.shadow_offset(q, false), sq.tail))
+            .chain(self.cqs.iter().map(|(&q, cq)| (self.shadow_offset(q, true), cq.head)))
+            .collect();
+        for (off, value) in slots {
+            if !self.mem.device_write(cmd.prp1 + off, &u32::from(value).to_le_bytes()) {
+                self.dma_fault();
+                break;
+            }
+        }
         SUCCESS
     }
 
@@ -225,8 +238,11 @@ impl State {
     fn follow_shadow_tail(&mut self, qid: u16) {
         let Some(value) = self.shadow_value(qid, false) else { return };
         if self.sqs.get(&qid).is_some_and(|sq| u32::from(sq.tail) != value) {
-            self.stats.shadow_doorbells += 1;
-            self.sq_doorbell(qid, value, false);
+            if self.sq_doorbell(qid, value, false) {
+                self.stats.shadow_doorbells += 1;
+            } else {
+                self.stats.stale_shadow_doorbells += 1;
+            }
         }
         let (Some((_, eventidx)), Some(tail)) = (self.dbbuf, self.sqs.get(&qid).map(|sq| sq.tail)) else {
             return;
@@ -243,31 +259,39 @@ impl State {
     /// that.)
     fn follow_shadow_head(&mut self, cqid: u16) {
         let Some(value) = self.shadow_value(cqid, true) else { return };
-        if self.cqs.get(&cqid).is_some_and(|cq| u32::from(cq.head) != value) && self.release_cq(cqid, value) {
-            self.stats.shadow_doorbells += 1;
+        if self.cqs.get(&cqid).is_some_and(|cq| u32::from(cq.head) != value) {
+            // QEMU 7.2 takes any value, and a head behind the real one
+            // wedges its queue; here it is refused and counted.
+            if self.release_cq(cqid, value) {
+                self.stats.shadow_doorbells += 1;
+            } else {
+                self.stats.stale_shadow_doorbells += 1;
+            }
         }
     }
 
     /// SQ tail doorbell (`mmio`: a register write, else a shadow doorbell):
     /// fetches every entry from the head to the new tail.
-    fn sq_doorbell(&mut self, qid: u16, value: u32, mmio: bool) {
+    /// False (counted as ignored) when there is no such queue or the value
+    /// lies outside it.
+    fn sq_doorbell(&mut self, qid: u16, value: u32, mmio: bool) -> bool {
         let Some(sq) = self.sqs.get_mut(&qid) else {
             self.stats.ignored_doorbells += 1;
-            return;
+            return false;
         };
         if value >= sq.size as u32 {
             self.stats.ignored_doorbells += 1;
-            return;
+            return false;
         }
         sq.tail = value as u16;
         if mmio {
             self.stats.sq_doorbells += 1;
         }
         // Under weighted round robin, the arbiter fetches when time moves.
-        if self.arbitrated(qid) {
-            return;
+        if !self.arbitrated(qid) {
+            while self.fetch_one(qid) {}
         }
-        while self.fetch_one(qid) {}
+        true
     }
 
     /// CQ head doorbell: the host released entries up to `value`.

@@ -44,6 +44,10 @@ pub struct SimStats {
     /// I/O queue tails and heads the controller took from shadow doorbells
     /// (not from MMIO doorbell writes).
     pub shadow_doorbells: u64,
+    /// Shadow doorbell values it could not take: a tail outside the queue,
+    /// a head not between the old head and the tail (QEMU 7.2 would take
+    /// such a head and wedge the queue). A host bug.
+    pub stale_shadow_doorbells: u64,
     /// Reads, writes, compares, write zeroes, verifies and copies with FUA
     /// set (CDW12 bit 30).
     pub fua_commands: u64,

@@ -68,6 +68,7 @@ pub fn assert_clean(sim: &Sim) {
     assert_eq!(s.dma_faults, 0, "{s:?}");
     assert_eq!(s.open_syncs, 0, "every buffer synced for the device came back: {s:?}");
     assert_eq!(s.bad_syncs, 0, "{s:?}");
+    assert_eq!(s.stale_shadow_doorbells, 0, "{s:?}");
 }
 
 /// What must hold whatever the driver does after a fault.
