@@ -179,6 +179,15 @@ fn measure(binary: &Path, dir: &Path, case: &Case) -> Result<PerIo, String> {
     if submit <= 0.0 {
         return Err(format!("no instructions inside {SUBMIT_FN}: was it inlined or renamed?"));
     }
+    // Every case hands a buffer to the simulator's `translate`, which calls
+    // the driver's sink back: none found means the names changed, and the
+    // driver's PRP work would pass for the simulator's.
+    if long.callback == 0 {
+        return Err(format!(
+            "{}: no driver SegmentSink::push called back from the simulator: renamed? (see is_callback)",
+            case.what
+        ));
+    }
     let mut calls: Vec<(String, f64)> = long
         .calls
         .iter()
