@@ -40,7 +40,10 @@ register loop that uses no driver code (`examples/qemu-kernel/src/bench/raw.rs`)
 in the same boot. driver/raw is computed per boot; the table gives its median.
 Each run appends a section (and, since the fast path, a plot in `bench-plots/`
 and a section of instruction counts, as `cargo xtask instructions` writes
-it); earlier sections stay as they were.
+it; since the comparison with the Linux kernel driver, a section as `cargo
+xtask vfio-compare` writes it: the VFIO back-end's `perf` and fio on the
+kernel's `nvme` driver in the same Linux guest boot); earlier sections stay
+as they were.
 ";
 
 /// What backs the namespace.
