@@ -139,7 +139,7 @@ struct Schedule {
 }
 
 /// The admin commands that recovery sends.
-const RECOVERY_OPCODES: [AdminOpcode; 8] = [
+const RECOVERY_OPCODES: [AdminOpcode; 9] = [
     AdminOpcode::ABORT,
     AdminOpcode::CREATE_IO_CQ,
     AdminOpcode::CREATE_IO_SQ,
@@ -148,6 +148,9 @@ const RECOVERY_OPCODES: [AdminOpcode; 8] = [
     AdminOpcode::SET_FEATURES,
     AdminOpcode::IDENTIFY,
     AdminOpcode::ASYNC_EVENT_REQUEST,
+    // A reset hands the shadow doorbell pages over again (the schedules
+    // with shadow doorbells).
+    AdminOpcode::DOORBELL_BUFFER_CONFIG,
 ];
 
 fn admin_injection() -> impl Strategy<Value = AdminInjection> {
