@@ -777,13 +777,11 @@ pub fn vfio_compare(kvm: bool, args: &[String]) -> bool {
             return false;
         }
     };
-    if !crate::setup::ensure_qemu() || !vfio::build_programs() {
-        return false;
-    }
-    let (guest, fio) = match vfio::guest_inputs().and_then(|g| Ok((g, fio()?))) {
-        Ok(x) => x,
+    let Some(guest) = vfio::ready_guest() else { return false };
+    let fio = match fio() {
+        Ok(fio) => fio,
         Err(e) => {
-            eprintln!("xtask: vfio-compare: {e}");
+            eprintln!("xtask: vfio-compare: fio: {e}");
             return false;
         }
     };

@@ -371,7 +371,7 @@ fn initramfs(guest: &Guest) -> Result<PathBuf, String> {
 
 /// Builds an initramfs with the guest's programs and `init`, as `file` in
 /// the work directory; its path.
-pub(crate) fn initramfs_with(guest: &Guest, init: &str, file: &str) -> Result<PathBuf, String> {
+fn initramfs_with(guest: &Guest, init: &str, file: &str) -> Result<PathBuf, String> {
     initramfs_with_extra(guest, init, file, &[])
 }
 
@@ -461,7 +461,7 @@ fn nvme_cli(cache: &Path) -> Result<Vec<(String, PathBuf)>, String> {
 }
 
 /// The kernel and the modules and busybox of the guest, from the cache.
-pub(crate) fn guest_inputs() -> Result<Guest, String> {
+fn guest_inputs() -> Result<Guest, String> {
     let cache = cache_dir();
     let package =
         kernel_package().ok_or("apt-cache knows no linux-image-amd64, even after apt-get update")?;
@@ -482,8 +482,17 @@ pub(crate) fn guest_inputs() -> Result<Guest, String> {
     Ok(Guest { kernel, vfio_modules, nvme_modules, busybox: bb_tree.join("bin/busybox"), nvme_cli })
 }
 
+/// QEMU, the guest's programs built, and its kernel, modules and busybox;
+/// `None`, said why, when one of them cannot be had.
+pub(crate) fn ready_guest() -> Option<Guest> {
+    if !crate::setup::ensure_qemu() || !build_programs() {
+        return None;
+    }
+    guest_inputs().map_err(|e| eprintln!("xtask: guest inputs: {e}")).ok()
+}
+
 /// The musl target and the static programs.
-pub(crate) fn build_programs() -> bool {
+fn build_programs() -> bool {
     let installed =
         output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
     if !installed.lines().any(|l| l.trim() == TARGET)
@@ -636,16 +645,7 @@ fn images_unchanged(images: &[(PathBuf, u64)]) -> bool {
 /// `cargo xtask vfio-test`: true when the guest reported a pass and every
 /// disk image is as it was.
 pub fn vfio_test(kvm: bool) -> bool {
-    if !crate::setup::ensure_qemu() || !build_programs() {
-        return false;
-    }
-    let guest = match guest_inputs() {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("xtask: guest inputs: {e}");
-            return false;
-        }
-    };
+    let Some(guest) = ready_guest() else { return false };
     let initrd = match initramfs(&guest) {
         Ok(p) => p,
         Err(e) => {
@@ -975,16 +975,7 @@ pub fn vfio_bench(kvm: bool, args: &[String]) -> bool {
     let reps: u32 = value("--reps").and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(3);
     let label = value("--label").unwrap_or_else(|| "VFIO perf: vCPUs and queue pairs".into());
     let out = value("--out").map(PathBuf::from).unwrap_or_else(|| root().join("BENCHMARKS.md"));
-    if !crate::setup::ensure_qemu() || !build_programs() {
-        return false;
-    }
-    let guest = match guest_inputs() {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("xtask: guest inputs: {e}");
-            return false;
-        }
-    };
+    let Some(guest) = ready_guest() else { return false };
     let modules: Vec<String> = guest.vfio_modules.iter().map(|(n, _)| n.clone()).collect();
     let date = crate::bench::output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     let commit = crate::bench::commit(&out);
