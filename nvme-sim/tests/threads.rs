@@ -63,7 +63,10 @@ use nvme_nostd::{
     Cid, Completion, Controller, ControllerOptions, Error, IoQueuePair, Namespace, PollLimit, QpairOptions,
     QueueStats,
 };
-use nvme_sim::{Fault, FaultKind, FaultRule, QueueFilter, RandomFaults, Sim, SimConfig, SimHal, SplitMix64};
+use nvme_sim::{
+    DoorbellBuffer, Fault, FaultKind, FaultRule, QueueFilter, RandomFaults, Sim, SimConfig, SimHal,
+    SplitMix64,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::SeqCst};
@@ -323,6 +326,9 @@ struct RunConfig {
     /// Every `CHURN_EVERY` operations, workers drop their queue pair (half
     /// the time with requests still in flight) and create a new one.
     churn: bool,
+    /// The controller offers shadow doorbells (read as QEMU 7.2 does) and
+    /// the driver uses them: every second run.
+    shadow: bool,
 }
 
 /// One worker's account.
@@ -953,8 +959,10 @@ fn env_u64(name: &str) -> Option<u64> {
 
 fn run(cfg: RunConfig) -> (Sim, RunReport) {
     let began = Instant::now();
-    let sim = Sim::new(SimConfig::default());
+    let doorbell_buffer = if cfg.shadow { DoorbellBuffer::On } else { DoorbellBuffer::Off };
+    let sim = Sim::new(SimConfig { doorbell_buffer, ..SimConfig::default() });
     let options = ControllerOptions::default()
+        .with_shadow_doorbells(cfg.shadow)
         .with_io_timeout(Some(IO_TIMEOUT))
         .with_admin_timeout(ADMIN_TIMEOUT)
         // Backoff from 1 ms: at most 8 attempts, about 0.2 s in all.
@@ -1121,7 +1129,7 @@ fn config(canary: bool, churn: bool) -> RunConfig {
     let rounds =
         env_u64("NVME_THREADS_ROUNDS").filter(|_| !canary).unwrap_or((ops * WORKERS as u64 / 40).max(10));
     let seed = env_u64("NVME_THREADS_SEED").unwrap_or(0x7468_7265_6164_7321);
-    RunConfig { ops, rounds, seed, canary, churn }
+    RunConfig { ops, rounds, seed, canary, churn, shadow: false }
 }
 
 /// Writes to the real standard error, past the test harness's capture, so
@@ -1141,10 +1149,13 @@ fn stress(churn: bool) {
     let began = Instant::now();
     let mut by_hand = 0;
     for i in 0..runs {
-        let cfg = RunConfig { seed: base.seed.wrapping_add(i), ..base };
+        let cfg = RunConfig { seed: base.seed.wrapping_add(i), shadow: i % 2 == 1, ..base };
         let (sim, report) = run(cfg);
         println!("run {i}: {}", report.summary);
         check_invariants(&report, false);
+        let stats = sim.stats();
+        assert_eq!(stats.stale_shadow_doorbells, 0, "run {i}: {stats:?}");
+        assert_eq!(cfg.shadow, stats.shadow_doorbells > 0, "run {i}: shadow doorbells used iff offered: {stats:?}");
         if let Some(u) = heal_failures(&report).first() {
             panic!(
                 "a queue pair did not heal once the faults stopped (run {i}, NVME_THREADS_SEED={} \
