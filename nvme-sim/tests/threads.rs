@@ -1155,7 +1155,11 @@ fn stress(churn: bool) {
         check_invariants(&report, false);
         let stats = sim.stats();
         assert_eq!(stats.stale_shadow_doorbells, 0, "run {i}: {stats:?}");
-        assert_eq!(cfg.shadow, stats.shadow_doorbells > 0, "run {i}: shadow doorbells used iff offered: {stats:?}");
+        assert_eq!(
+            cfg.shadow,
+            stats.shadow_doorbells > 0,
+            "run {i}: shadow doorbells used iff offered: {stats:?}"
+        );
         if let Some(u) = heal_failures(&report).first() {
             panic!(
                 "a queue pair did not heal once the faults stopped (run {i}, NVME_THREADS_SEED={} \
