@@ -65,6 +65,159 @@ pub unsafe trait IoBuffer {
             NonNull::slice_from_raw_parts(NonNull::dangling(), 0)
         }
     }
+
+    /// The device address a controller's HAL gave for these bytes once:
+    /// only [`Registered`] has one (its parameter type cannot be named
+    /// outside this crate, so no other implementation can claim one).
+    #[doc(hidden)]
+    fn registration(&self, _: sealed::Token) -> Option<sealed::Registration> {
+        None
+    }
+}
+
+/// What only this crate can name: the parameter that keeps
+/// [`IoBuffer::registration`] from being overridden elsewhere, and the
+/// record it returns.
+pub(crate) mod sealed {
+    use core::ptr::NonNull;
+
+    /// Passed to [`IoBuffer::registration`](super::IoBuffer::registration):
+    /// outside this crate the method cannot be written, so it keeps its
+    /// default.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Token;
+
+    /// Where a [`Registered`](super::Registered) buffer's bytes are and
+    /// where its controller's HAL said the device reaches them.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Registration {
+        /// The bytes (as `as_dma_slice` gave them at registration).
+        pub(crate) region: NonNull<[u8]>,
+        /// Where the device reaches the first of them: the bytes are one
+        /// run in device space.
+        pub(crate) daddr: u64,
+        /// `Controller::id` of the controller whose HAL translated them.
+        pub(crate) controller: u32,
+    }
+}
+
+/// A buffer whose device address a controller's HAL translated once, at
+/// [`Controller::register`](crate::Controller::register), instead of at
+/// every submission: the fast path for memory the HAL reaches ahead of
+/// time (a [`DmaBuffer`], a VFIO back-end's hugepages), as SPDK's perf and
+/// io_uring's fixed buffers use it.
+///
+/// A queue pair of that controller builds the PRPs of a request on it from
+/// the kept address (no call into the HAL but the cache maintenance of
+/// `sync_for_device` and `sync_for_cpu`); any other controller's queue pair
+/// ignores the registration and hands the bytes over as it would the
+/// bare buffer. The bytes are reachable through `Deref` and `DerefMut`
+/// (the buffer itself only through [`into_inner`](Registered::into_inner),
+/// so nothing can move or free them while they are registered). The
+/// translation stays good for as long as the HAL lives, which the
+/// controller outlives no handle of ([`Hal::translate`]'s contract).
+pub struct Registered<B> {
+    buffer: B,
+    registration: sealed::Registration,
+}
+
+// SAFETY: the registration describes the buffer's own bytes, which move
+// with it; it gives no access to anything else.
+unsafe impl<B: Send> Send for Registered<B> {}
+// SAFETY: shared access reaches the bytes only through `&self` (`Deref`),
+// as `&B` would.
+unsafe impl<B: Sync> Sync for Registered<B> {}
+
+impl<B: IoBuffer> Registered<B> {
+    /// Registers `buffer` with the controller whose HAL (`hal`, with id
+    /// `controller`) reaches its bytes ahead of time, as one run in device
+    /// space. For `Controller::register`.
+    pub(crate) fn new<H: Hal>(hal: &H, controller: u32, mut buffer: B) -> Result<Self, (crate::Error, B)> {
+        use crate::error::{Argument, Error};
+        let refused = Error::InvalidArgument(Argument::NotRegistrable);
+        if buffer.pieces() != 1 {
+            return Err((refused, buffer));
+        }
+        let region = buffer.as_dma_slice();
+        if region.is_empty() {
+            return Err((refused, buffer));
+        }
+        let mut run = OneRun { len: region.len(), addr: None, broken: false };
+        if !hal.translate(region, &mut run) || run.broken {
+            return Err((refused, buffer));
+        }
+        match run.addr {
+            Some(daddr) => {
+                Ok(Registered { buffer, registration: sealed::Registration { region, daddr, controller } })
+            }
+            None => Err((refused, buffer)),
+        }
+    }
+
+    /// Where the device reaches the first byte, as the controller's HAL
+    /// translated it.
+    pub fn device_address(&self) -> hal_traits::DeviceAddr {
+        hal_traits::DeviceAddr(self.registration.daddr)
+    }
+
+    /// The buffer, unregistered.
+    pub fn into_inner(self) -> B {
+        self.buffer
+    }
+}
+
+impl<B> Deref for Registered<B> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let region = self.registration.region;
+        // SAFETY: `region` is what the buffer's `as_dma_slice` returned:
+        // valid for reads and writes, reachable only through the buffer, and
+        // the same as long as the buffer is not mutated through its own API,
+        // which this wrapper never does (it hands the buffer out only by
+        // value). A request that owns the value has it moved in, so no
+        // reference made here lives while the device may write the bytes.
+        unsafe { core::slice::from_raw_parts(region.cast::<u8>().as_ptr(), region.len()) }
+    }
+}
+
+impl<B> DerefMut for Registered<B> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let region = self.registration.region;
+        // SAFETY: as in `deref`; `&mut self` makes the access exclusive.
+        unsafe { core::slice::from_raw_parts_mut(region.cast::<u8>().as_ptr(), region.len()) }
+    }
+}
+
+// SAFETY: the bytes are the wrapped buffer's, as its `as_dma_slice`
+// returned them at registration; the wrapper never mutates the buffer
+// through its API (it is only moved, then handed back by value), so they
+// stay valid, exclusive and in place (the wrapped buffer's contract). The
+// registration is the controller's HAL's own answer for these bytes.
+unsafe impl<B: IoBuffer> IoBuffer for Registered<B> {
+    fn as_dma_slice(&mut self) -> NonNull<[u8]> {
+        self.registration.region
+    }
+
+    fn registration(&self, _: sealed::Token) -> Option<sealed::Registration> {
+        Some(self.registration)
+    }
+}
+
+/// The [`SegmentSink`](hal_traits::SegmentSink) of a registration: one run
+/// of `len` bytes in device space, or `broken`.
+struct OneRun {
+    len: usize,
+    addr: Option<u64>,
+    broken: bool,
+}
+
+impl hal_traits::SegmentSink for OneRun {
+    fn push(&mut self, segment: hal_traits::DeviceSegment) {
+        match self.addr {
+            None if segment.len == self.len => self.addr = Some(segment.addr.0),
+            _ => self.broken = true,
+        }
+    }
 }
 
 /// A scatter list: up to `S` buffers that one read or write fills or

@@ -2,6 +2,7 @@
 //! Specification 1.4, section 7.6.1 "Initialization" and 7.6.2 "Shutdown").
 
 use crate::admin::{retry_wait, AdminQueue, AsyncKind, AsyncResult, Ticket, ADMIN_QUEUE_ENTRIES, MAX_ABORTS};
+use crate::buffer::{IoBuffer, Registered};
 use crate::cmb::{Cmb, CmbInfo, DeviceRing};
 use crate::dma::{DmaAlloc, DmaMemory};
 use crate::error::{Argument, Error, Feature, Malformed, Result, Wait};
@@ -615,6 +616,26 @@ impl<H: Hal> Controller<H> {
             }
         }
         Ok(ctrlr)
+    }
+
+    /// Registers `buffer` with this controller: its HAL translates the
+    /// bytes once, here, and this controller's queue pairs build the PRPs
+    /// of every request on it from that address instead of asking the HAL
+    /// each time ([`Registered`]). For memory the HAL
+    /// reaches ahead of time as one run in device space (a
+    /// [`DmaBuffer`](crate::DmaBuffer), a VFIO back-end's hugepages); any
+    /// other buffer comes back with
+    /// [`Argument::NotRegistrable`](crate::Argument::NotRegistrable) and is
+    /// best used unregistered (shared per request).
+    pub fn register<B: IoBuffer>(&self, buffer: B) -> core::result::Result<Registered<B>, (Error, B)> {
+        Registered::new(&self.hal, self.id, buffer)
+    }
+
+    /// This controller's identity, which namespace handles and registered
+    /// buffers carry.
+    #[inline]
+    pub(crate) fn id(&self) -> u32 {
+        self.id
     }
 
     /// The HAL this controller was attached with.

@@ -115,6 +115,12 @@ pub enum Argument {
     /// translate and has to share (translated pieces, its DMA memory or
     /// memory registered up front, do not count).
     ScatterTooManyShared,
+    /// A buffer [`Controller::register`](crate::Controller::register)
+    /// cannot keep a device address for: empty, a scatter list, or bytes
+    /// the controller's HAL does not reach ahead of time as one run in
+    /// device space (it does not translate them: such a buffer is shared
+    /// per request instead, unregistered).
+    NotRegistrable,
     /// A temperature sensor above 8.
     TemperatureSensor,
     /// Admin command data above 4 KiB (one page, through PRP1).
@@ -181,6 +187,9 @@ impl Argument {
             Argument::ScatterTooManyShared => {
                 "more scatter list pieces than MAX_SHARED_PIECES that the HAL has to share (use DMA memory or \
                  register it)"
+            }
+            Argument::NotRegistrable => {
+                "not registrable: empty, a scatter list, or not one run of memory the HAL reaches ahead of time"
             }
             Argument::TemperatureSensor => "temperature sensor above 8",
             Argument::AdminDataTooLarge => "admin command data above 4 KiB",

@@ -53,7 +53,7 @@ mod trid;
 mod zones;
 
 pub use admin_requests::{AdminCompletion, AdminRequests};
-pub use buffer::{DmaBuffer, IoBuffer, ScatterList};
+pub use buffer::{DmaBuffer, IoBuffer, Registered, ScatterList};
 pub use cmb::CmbInfo;
 pub use controller::{
     ArbitrationMechanism, Controller, ControllerOptions, NamespaceIds, RemoveCallback, TimeoutCallback,

@@ -221,7 +221,7 @@ pub fn direct(addr: u64, len: usize) -> Option<Prp> {
 /// after the first, in order, the last slot of each full list page chaining
 /// to the next. `None` (nothing written) for any shape [`direct`] takes or
 /// the builder would refuse; otherwise what the builder writes and returns.
-fn one_run_list<S: PrpListSink>(list: &mut S, addr: u64, len: usize) -> Option<Prp> {
+pub(crate) fn one_run_list<S: PrpListSink>(list: &mut S, addr: u64, len: usize) -> Option<Prp> {
     addr.checked_add(len as u64)?;
     if !addr.is_multiple_of(4) {
         return None;

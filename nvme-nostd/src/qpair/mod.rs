@@ -40,6 +40,7 @@ pub use types::{
 use request::{Cold, DmaUse, Request};
 
 use crate::admin::{Ticket, MAX_ABORTS};
+use crate::buffer::sealed::{Registration, Token};
 use crate::buffer::{check_transfer, hand_to_device, IoBuffer};
 use crate::controller::Controller;
 use crate::dma::DmaMemory;
@@ -648,6 +649,11 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         if buf.pieces() > 1 {
             return self.submit_scatter(cmd, buf, layout, direction, context, path);
         }
+        if let Some(registration) = buf.registration(Token) {
+            if registration.controller == self.ctrlr.id() && layout.metadata == 0 {
+                return self.submit_registered(cmd, buf, registration, layout.data, direction, context, path);
+            }
+        }
         let slice = buf.as_dma_slice();
         let align = H::DMA_ALIGNMENT.max(4);
         let len = layout.data.saturating_add(layout.metadata);
@@ -730,6 +736,76 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             return Err(SubmitError { error: Error::QueueFull, buffer: buf, context });
         };
         let dma = DmaUse { region, direction, mapping };
+        let opcode = cmd.cdw0.opc();
+        let cid = self.slots.fill(slot, |cid| request::request(opcode, cid, Some(buf), Some(dma), context));
+        self.push_or_wait(cmd, cid, path);
+        Ok(cid)
+    }
+
+    /// [`submit_transfer`](Self::submit_transfer) for data alone (no
+    /// separate metadata) in a buffer registered with this pair's
+    /// controller: the PRPs come from the address its HAL gave at
+    /// registration, with no call into the HAL but `sync_for_device`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn submit_registered(
+        &mut self,
+        mut cmd: SubmissionEntry,
+        buf: B,
+        registration: Registration,
+        len: usize,
+        direction: Direction,
+        context: C,
+        path: Path,
+    ) -> Result<Cid, SubmitError<B, C>> {
+        let align = H::DMA_ALIGNMENT.max(4);
+        let check = self.usable(path).and_then(|()| {
+            if len > self.max_transfer {
+                Err(Error::TransferTooLarge { requested: len, max: self.max_transfer })
+            } else {
+                check_transfer(registration.region, len, usize::MAX, direction, align)
+            }
+        });
+        if let Err(error) = check {
+            return Err(SubmitError { error, buffer: buf, context });
+        }
+        // As in `submit_transfer`: the slot's PRP list pages are written
+        // before it is taken.
+        let Some(index) = self.free_slot() else {
+            return Err(SubmitError { error: Error::QueueFull, buffer: buf, context });
+        };
+        // `check_transfer` saw `len` within the registered bytes, which are
+        // one run in device space from `daddr`.
+        let prp = match crate::prp::direct(registration.daddr, len) {
+            Some(prp) => prp,
+            None => {
+                let mut sink = SlotPrpSink {
+                    mem: self.prp.as_ref(),
+                    first: index * self.prp_pages_per_slot,
+                    pages: self.prp_pages_per_slot,
+                };
+                match crate::prp::one_run_list(&mut sink, registration.daddr, len) {
+                    Some(prp) => prp,
+                    None => {
+                        let error = Error::TransferTooLarge { requested: len, max: self.max_transfer };
+                        return Err(SubmitError { error, buffer: buf, context });
+                    }
+                }
+            }
+        };
+        cmd.prp1 = prp.prp1;
+        cmd.prp2 = prp.prp2;
+        let region = NonNull::slice_from_raw_parts(registration.region.cast::<u8>(), len);
+        let hal = &self.ctrlr.hal;
+        // SAFETY: the region is the request's buffer, which the CPU does not
+        // touch until `finish` calls `sync_for_cpu` for it.
+        unsafe { hal.sync_for_device(region, direction) };
+        let Some(slot) = self.reserve().filter(|s| s.index() == index) else {
+            // SAFETY: nothing was submitted: the device never saw the buffer.
+            unsafe { hal.sync_for_cpu(region, direction) };
+            return Err(SubmitError { error: Error::QueueFull, buffer: buf, context });
+        };
+        let dma = DmaUse { region, direction, mapping: None };
         let opcode = cmd.cdw0.opc();
         let cid = self.slots.fill(slot, |cid| request::request(opcode, cid, Some(buf), Some(dma), context));
         self.push_or_wait(cmd, cid, path);
