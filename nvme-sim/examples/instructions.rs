@@ -4,9 +4,11 @@
 //! simulated controller with zero command latency, each completed buffer
 //! resubmitted from the poll callback, as an application would.
 //!
-//! `instructions <bytes> <depth> <ios>`: `ios` reads of `bytes` (4096: PRP1
-//! only; 131072: a PRP list) at queue depth `depth`, into the driver's own
-//! DMA memory (`DmaBuffer`, translated, never shared). xtask runs it twice
+//! `instructions <bytes> <depth> <ios> [registered]`: `ios` reads of
+//! `bytes` (4096: PRP1 only; 131072: a PRP list) at queue depth `depth`,
+//! into the driver's own DMA memory (`DmaBuffer`, translated per request,
+//! never shared; with `registered`, translated once by
+//! `Controller::register`). xtask runs it twice
 //! with different `ios` and divides the difference, so that setup cancels
 //! out; the simulator's share is what callgrind counts inside its `Hal`
 //! methods.
@@ -15,7 +17,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use core::time::Duration;
 use hal_traits::{Direction, DmaRegion, Hal, HalError, MemoryBar, SegmentSink};
-use nvme_nostd::{Controller, ControllerOptions, DmaBuffer, IoQueuePair, PollLimit, QpairOptions};
+use nvme_nostd::{Controller, ControllerOptions, DmaBuffer, IoBuffer, IoQueuePair, PollLimit, QpairOptions};
 use nvme_sim::{Mapping, Sim, SimConfig, SimHal, SimNamespace};
 
 /// The simulator's HAL behind one door: every call into the simulator goes
@@ -126,11 +128,14 @@ fn main() {
         memory::<1024>();
         return;
     }
-    let args: Vec<usize> =
-        std::env::args().skip(1).map(|a| a.parse().expect("arguments: <bytes> <depth> <ios>")).collect();
-    let [bytes, depth, ios] = args[..] else {
-        panic!("arguments: <bytes> <depth> <ios>");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "arguments: <bytes> <depth> <ios> [registered]";
+    let (bytes, depth, ios, registered) = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [b, d, i] => (b, d, i, false),
+        [b, d, i, "registered"] => (b, d, i, true),
+        _ => panic!("{usage}"),
     };
+    let [bytes, depth, ios]: [usize; 3] = [bytes, depth, ios].map(|a| a.parse().expect(usage));
     assert!((1..=SLOTS).contains(&depth), "depth 1 to {SLOTS}");
     let sim = Sim::new(SimConfig {
         latency: Duration::ZERO,
@@ -141,11 +146,31 @@ fn main() {
     });
     let ctrlr = Controller::new(SimEntry(sim.hal(), AtomicUsize::new(0)), ControllerOptions::default())
         .expect("attach");
+    let new_buffer = || DmaBuffer::new(ctrlr.hal(), bytes).expect("buffer");
+    if registered {
+        // Translated once, here: the submissions take the kept address.
+        reads(&ctrlr, bytes, depth, ios, || {
+            ctrlr.register(new_buffer()).map_err(|(e, _)| e).expect("register")
+        });
+    } else {
+        reads(&ctrlr, bytes, depth, ios, new_buffer);
+    }
+    println!("{ios} reads of {bytes} bytes at depth {depth}{}", if registered { ", registered" } else { "" });
+}
+
+/// `ios` reads of `bytes` at queue depth `depth` into buffers `new_buffer`
+/// makes, each completed buffer resubmitted from the poll callback.
+fn reads<B: IoBuffer>(
+    ctrlr: &Controller<SimEntry>,
+    bytes: usize,
+    depth: usize,
+    ios: usize,
+    new_buffer: impl Fn() -> B,
+) {
     let ns = ctrlr.namespace(1).expect("namespace 1");
     let blocks = (bytes / ns.block_size() as usize) as u32;
     let span = ns.blocks() / u64::from(blocks);
-    let mut qp =
-        ctrlr.create_io_qpair::<DmaBuffer<_>, u64, SLOTS>(QpairOptions::default()).expect("create_io_qpair");
+    let mut qp = ctrlr.create_io_qpair::<B, u64, SLOTS>(QpairOptions::default()).expect("create_io_qpair");
     // A fixed walk over the namespace (a multiplicative step, so the LBAs
     // are neither sequential nor random: the same on every run).
     let mut next = 0u64;
@@ -155,8 +180,7 @@ fn main() {
     };
     let mut submitted = 0usize;
     for _ in 0..depth.min(ios) {
-        let buf = DmaBuffer::new(ctrlr.hal(), bytes).expect("buffer");
-        qp.read(&ns, lba(), blocks, buf, 0).map_err(|e| e.error).expect("read");
+        qp.read(&ns, lba(), blocks, new_buffer(), 0).map_err(|e| e.error).expect("read");
         submitted += 1;
     }
     let mut completed = 0usize;
@@ -172,7 +196,6 @@ fn main() {
         });
     }
     assert_eq!(qp.in_flight(), 0);
-    println!("{ios} reads of {bytes} bytes at depth {depth}");
 }
 
 /// Prints a queue pair's memory with `N` slots and as many entries: its

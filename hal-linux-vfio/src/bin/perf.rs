@@ -8,7 +8,9 @@
 use clap::{Parser, ValueEnum};
 use hal_linux_vfio::{VfioHal, VfioOptions};
 use hdrhistogram::Histogram;
-use nvme_nostd::{Controller, ControllerOptions, DmaBuffer, IoQueuePair, Namespace, PollLimit, QpairOptions};
+use nvme_nostd::{
+    Controller, ControllerOptions, DmaBuffer, IoQueuePair, Namespace, PollLimit, QpairOptions, Registered,
+};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -110,7 +112,10 @@ struct Shared {
     go: AtomicBool,
 }
 
-type Qp<'a> = IoQueuePair<'a, VfioHal, DmaBuffer<'a, VfioHal>, u64, MAX_DEPTH>;
+/// Buffers in the back-end's DMA memory, registered with the controller
+/// (translated once, not per I/O), as SPDK's perf uses its own memory.
+type Buf<'a> = Registered<DmaBuffer<'a, VfioHal>>;
+type Qp<'a> = IoQueuePair<'a, VfioHal, Buf<'a>, u64, MAX_DEPTH>;
 
 /// A xorshift generator per thread.
 struct Rng(u64);
@@ -153,9 +158,9 @@ fn submit<'a>(
     qp: &mut Qp<'a>,
     ns: &Namespace,
     pattern: &mut Pattern,
-    buf: DmaBuffer<'a, VfioHal>,
+    buf: Buf<'a>,
     at: u64,
-) -> Result<nvme_nostd::Cid, (nvme_nostd::Error, DmaBuffer<'a, VfioHal>)> {
+) -> Result<nvme_nostd::Cid, (nvme_nostd::Error, Buf<'a>)> {
     let (lba, read) = pattern.next();
     let blocks = pattern.per_io as u32;
     if read { qp.read(ns, lba, blocks, buf, at) } else { qp.write(ns, lba, blocks, buf, at) }
@@ -199,11 +204,11 @@ fn worker(
     let (mut ios, mut errors) = (0u64, 0u64);
     let mut measuring = false;
     // Buffers that could not go out yet (a full queue): sent on the next pass.
-    let mut idle: Vec<DmaBuffer<'_, VfioHal>> = Vec::new();
+    let mut idle: Vec<Buf<'_>> = Vec::new();
     for _ in 0..args.queue_depth {
-        idle.push(
-            DmaBuffer::new(ctrlr.hal(), args.io_size).map_err(|e| format!("thread {t}: DMA memory: {e}"))?,
-        );
+        let buf =
+            DmaBuffer::new(ctrlr.hal(), args.io_size).map_err(|e| format!("thread {t}: DMA memory: {e}"))?;
+        idle.push(ctrlr.register(buf).map_err(|(e, _)| format!("thread {t}: register: {e}"))?);
     }
     // Everyone starts together, once every queue pair exists.
     shared.ready.fetch_add(1, Ordering::SeqCst);

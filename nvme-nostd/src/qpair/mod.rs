@@ -287,17 +287,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         buffer: B,
         context: C,
     ) -> Result<Cid, SubmitError<B, C>> {
-        self.read_write(
-            IoOpcode::READ,
-            ns,
-            lba,
-            blocks,
-            flags,
-            Protection::none(),
-            buffer,
-            context,
-            Path::Direct,
-        )
+        self.read_write_plain(IoOpcode::READ, ns, lba, blocks, flags, buffer, context, Path::Direct)
     }
 
     /// [`read_with`](Self::read_with) on a namespace with protection
@@ -366,17 +356,63 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         buffer: B,
         context: C,
     ) -> Result<Cid, SubmitError<B, C>> {
-        self.read_write(
-            IoOpcode::WRITE,
-            ns,
-            lba,
-            blocks,
-            flags,
-            Protection::none(),
-            buffer,
-            context,
-            Path::Direct,
-        )
+        self.read_write_plain(IoOpcode::WRITE, ns, lba, blocks, flags, buffer, context, Path::Direct)
+    }
+
+    /// Read or Write without protection information: the common case (one
+    /// piece of whole blocks within the transfer limit, on a plain
+    /// namespace) submitted here with everything on its way inlined, a
+    /// buffer registered with this controller without a call into the HAL
+    /// but `sync_for_device`; any other shape goes to
+    /// [`read_write`](Self::read_write).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn read_write_plain(
+        &mut self,
+        opcode: IoOpcode,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        flags: IoFlags,
+        mut buffer: B,
+        context: C,
+        path: Path,
+    ) -> Result<Cid, SubmitError<B, C>> {
+        if let Some(shift) = ns.plain_shift() {
+            let bytes = u64::from(blocks) << shift;
+            if blocks.wrapping_sub(1) < 0x1_0000 && bytes <= self.max_transfer as u64 && buffer.pieces() == 1
+            {
+                if let Err(error) =
+                    self.ctrlr.check_binding(ns.binding()).and_then(|()| ns.check_span(lba, blocks))
+                {
+                    return Err(SubmitError { error, buffer, context });
+                }
+                let mut cmd = SubmissionEntry::new(opcode.0, ns.id());
+                // SLBA in CDW10 (low) and CDW11 (high); NLB, 0-based, in
+                // CDW12 bits 15:0 beside the flags.
+                cmd.cdw10 = lba as u32;
+                cmd.cdw11 = (lba >> 32) as u32;
+                cmd.cdw12 = flags.cdw12() | (blocks - 1);
+                let direction =
+                    if opcode == IoOpcode::READ { Direction::FromDevice } else { Direction::ToDevice };
+                if let Some(registration) = buffer.registration(Token) {
+                    if registration.controller == self.ctrlr.id() {
+                        return self.submit_registered(
+                            cmd,
+                            buffer,
+                            registration,
+                            bytes as usize,
+                            direction,
+                            context,
+                            path,
+                        );
+                    }
+                }
+                let layout = Layout { data: bytes as usize, metadata: 0 };
+                return self.submit_transfer(cmd, buffer, layout, direction, context, path);
+            }
+        }
+        self.read_write(opcode, ns, lba, blocks, flags, Protection::none(), buffer, context, path)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -747,7 +783,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     /// controller: the PRPs come from the address its HAL gave at
     /// registration, with no call into the HAL but `sync_for_device`.
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     fn submit_registered(
         &mut self,
         mut cmd: SubmissionEntry,
@@ -841,6 +877,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     /// or older requests wait already, makes it wait (in order) for `poll`
     /// to submit it. A waiting request is not on the device: it cannot time
     /// out, and a reset or removal ends it like the others.
+    #[inline(always)]
     fn push_or_wait(&mut self, cmd: SubmissionEntry, cid: Cid, path: Path) {
         let index = SlotPool::<Request<H::Mapping, B, C>, N>::index_of(cid);
         if self.waiting.is_empty() && !self.sq.is_full() {
@@ -885,6 +922,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
 
     /// Writes the entry under `cid` and rings the doorbell as `path` and the
     /// doorbell mode say.
+    #[inline]
     fn push(&mut self, mut cmd: SubmissionEntry, cid: Cid, path: Path) {
         cmd.set_cid(cid.0);
         // Cannot fail: `reserve` (or `retry`) checked that the ring has room

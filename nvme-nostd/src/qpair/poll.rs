@@ -8,7 +8,6 @@ use crate::buffer::IoBuffer;
 use crate::dma::DmaMemory;
 use crate::error::{Argument, Error, Result, Wait};
 use crate::namespace::Namespace;
-use crate::protection::Protection;
 use crate::queue::Doorbell;
 use crate::slots::{Cid, SlotPool};
 use crate::spec::command::{IoOpcode, SubmissionEntry};
@@ -69,14 +68,12 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> Resubmit<'_, '_, H, B, C, N> {
         buffer: B,
         context: C,
     ) -> Result<Cid, SubmitError<B, C>> {
-        let none = Protection::none();
-        self.qp.read_write(
+        self.qp.read_write_plain(
             IoOpcode::READ,
             ns,
             lba,
             blocks,
             IoFlags::default(),
-            none,
             buffer,
             context,
             Path::InPoll,
@@ -92,13 +89,12 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> Resubmit<'_, '_, H, B, C, N> {
         buffer: B,
         context: C,
     ) -> Result<Cid, SubmitError<B, C>> {
-        self.qp.read_write(
+        self.qp.read_write_plain(
             IoOpcode::WRITE,
             ns,
             lba,
             blocks,
             IoFlags::default(),
-            Protection::none(),
             buffer,
             context,
             Path::InPoll,

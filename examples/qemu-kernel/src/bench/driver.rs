@@ -4,7 +4,7 @@
 use super::{Count, Latency, Lbas, Meter, Plan, Target, Tick, IO_BYTES, MAX_QD, STALL};
 use core::time::Duration;
 use nvme_conformance::{reason, Reason};
-use nvme_nostd::{Controller, ControllerOptions, DmaBuffer, PollLimit, QpairOptions};
+use nvme_nostd::{Controller, ControllerOptions, DmaBuffer, PollLimit, QpairOptions, Registered};
 
 /// How long to wait for the last reads after the measurement.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -24,13 +24,15 @@ pub fn measure(target: Target, qd: usize, write: bool, plan: &Plan) -> Result<Co
     let ns = ctrlr.namespace(1).map_err(|e| reason!("namespace 1: {e}"))?;
     let mut lbas = Lbas::new(plan.seed, ns.blocks(), ns.block_size())?;
     let mut qp = ctrlr
-        .create_io_qpair::<DmaBuffer<_>, _, MAX_QD>(QpairOptions::default())
+        .create_io_qpair::<Registered<DmaBuffer<_>>, _, MAX_QD>(QpairOptions::default())
         .map_err(|e| reason!("create_io_qpair: {e}"))?;
     // The first `qd` reads go out one by one (one doorbell each); after that
     // every completion's buffer is resubmitted from inside the poll
     // callback, and each poll pass rings the doorbell once for all of them.
     for _ in 0..qd {
+        // Registered: translated once, here, not per I/O.
         let buf = DmaBuffer::new(ctrlr.hal(), IO_BYTES).map_err(|e| reason!("buffer: {e}"))?;
+        let buf = ctrlr.register(buf).map_err(|(e, _)| reason!("register: {e}"))?;
         let (lba, blocks) = (lbas.next_lba(), lbas.blocks_per_io());
         // The context: when it was submitted (ns), for the QD 1 latency.
         let at = target.clock.ticks();
