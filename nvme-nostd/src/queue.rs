@@ -208,7 +208,7 @@ impl SubmissionQueue {
 
     /// Writes `entry` at the tail and advances it; the doorbell is rung
     /// separately so that a batch costs one MMIO write. Returns false when full.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push(&mut self, entry: &SubmissionEntry) -> bool {
         if self.is_full() {
             return false;

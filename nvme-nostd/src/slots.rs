@@ -125,6 +125,7 @@ impl<T, const N: usize> SlotPool<T, N> {
 
     /// Fills a reserved slot with the value `make` builds for the CID that
     /// names the slot now, and returns that CID.
+    #[inline(always)]
     pub(crate) fn fill(&mut self, reserved: Reserved, make: impl FnOnce(Cid) -> T) -> Cid {
         let index = reserved.0;
         let i = index as usize;

@@ -922,7 +922,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
 
     /// Writes the entry under `cid` and rings the doorbell as `path` and the
     /// doorbell mode say.
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, mut cmd: SubmissionEntry, cid: Cid, path: Path) {
         cmd.set_cid(cid.0);
         // Cannot fail: `reserve` (or `retry`) checked that the ring has room

@@ -2,7 +2,7 @@
 //! to its callback, and the guard that releases consumed completions to the
 //! device even when the callback panics.
 
-use super::request::{finish_handed, hand_back, Request, Role, HOST_ABORTED, NOT_STAMPED, PARKED};
+use super::request::{finish_records, Request, Role, HOST_ABORTED, NOT_STAMPED, PARKED};
 use super::{Completion, Health, IoFlags, IoQueuePair, Path, PollLimit, SubmitError};
 use crate::buffer::IoBuffer;
 use crate::dma::DmaMemory;
@@ -213,14 +213,16 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             let Some((_, req)) = self.slots.at_mut(index) else { continue };
             // The slot is freed before the HAL is called: a panic there
             // leaks the buffer rather than leave a request stuck.
-            let handed = hand_back(req);
+            let (dma, cold_dma) = (req.dma.take(), core::mem::take(&mut req.cold_dma));
+            let mut buffer = req.buffer.take();
             let error = (req.timed_out && !status.is_success()).then_some(Error::Timeout(Wait::IoCommand));
             let given = req.given;
             let role = core::mem::replace(&mut req.role, Role::Taken);
             self.slots.vacate(index);
             // SAFETY: the command completed, so the device is done with the
             // buffer.
-            let buffer = unsafe { finish_handed(hal, handed, &mut self.cold[index]) };
+            unsafe { finish_records(hal, dma, cold_dma, buffer.as_deref_mut(), &mut self.cold[index]) };
+            let buffer = buffer.map(ManuallyDrop::into_inner);
             let done = match role {
                 Role::Own { context, .. } => {
                     Completion { cid: given, status, error, dw0: entry.dw0, dw1: entry.dw1, buffer, context }

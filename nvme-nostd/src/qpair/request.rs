@@ -227,15 +227,34 @@ pub(super) unsafe fn finish_handed<H: Hal, B: IoBuffer>(
     cold: &mut Cold<H::Mapping>,
 ) -> Option<B> {
     let Handed { mut buffer, dma, cold_dma } = handed;
+    // SAFETY: forwarded from the caller.
+    unsafe { finish_records(hal, dma, cold_dma, buffer.as_deref_mut(), cold) };
+    buffer.map(ManuallyDrop::into_inner)
+}
+
+/// [`finish_handed`] for the DMA records alone, the buffer left where the
+/// caller keeps it (so that it moves once, into the completion).
+///
+/// # Safety
+///
+/// As for [`finish`]; `dma` and `cold_dma` were taken out of the request
+/// whose buffer `buffer` is.
+#[inline(always)]
+pub(super) unsafe fn finish_records<H: Hal, B: IoBuffer>(
+    hal: &H,
+    dma: Option<ManuallyDrop<DmaUse<H::Mapping>>>,
+    cold_dma: bool,
+    buffer: Option<&mut B>,
+    cold: &mut Cold<H::Mapping>,
+) {
     if let Some(dma) = dma {
         // SAFETY: forwarded from the caller.
         unsafe { give_back(hal, ManuallyDrop::into_inner(dma)) };
     }
     if cold_dma {
         // SAFETY: forwarded from the caller.
-        unsafe { finish_cold(hal, buffer.as_deref_mut(), cold) };
+        unsafe { finish_cold(hal, buffer, cold) };
     }
-    buffer.map(ManuallyDrop::into_inner)
 }
 
 /// Syncs one DMA record back for the CPU and undoes its share.
