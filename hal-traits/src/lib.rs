@@ -162,6 +162,11 @@ pub enum HalErrorKind {
     /// The device cannot be used: its BAR0 is missing, unmapped or too
     /// small, or it does not answer.
     Unusable,
+    /// A back-end method panicked: the driver did not catch the panic, but
+    /// reports it to a request it could not finish because of it (its
+    /// buffer was leaked, never handed back, since the panicking call was
+    /// to give it back).
+    Panicked,
 }
 
 /// An error from a back-end. Back-ends with richer errors keep them to themselves

@@ -12,7 +12,7 @@ use core::cell::Cell;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use core::time::Duration;
-use nvme_nostd::hal_traits::{Direction, DmaRegion, Hal, HalError, SegmentSink};
+use nvme_nostd::hal_traits::{Direction, DmaRegion, Hal, HalError, HalErrorKind, SegmentSink};
 use nvme_nostd::spec::command::{AdminOpcode, IoOpcode};
 use nvme_nostd::{
     AbortOutcome, Argument, Completion, Controller, ControllerOptions, DoorbellMode, Error, IoBuffer,
@@ -689,6 +689,63 @@ fn a_panic_while_completing_leaves_no_request_stuck() {
         qp.read(&ns, lba, 1, aligned_vec(512, 0), lba as u32)
             .map_err(|e| e.error)
             .expect("every slot is free");
+    }
+}
+
+/// A HAL method that panics while one part of a split request is handed
+/// back (its `sync_for_cpu`) leaves no parent waiting for a child that is
+/// gone: the request is still delivered exactly once, with
+/// `HalErrorKind::Panicked` and without its buffer (leaked: part of it was
+/// not handed back), whether the panicking part was the last or not; every
+/// slot is free again.
+#[test]
+fn a_panic_while_a_split_part_completes_still_delivers_the_request_once() {
+    // 64 blocks of 512 bytes, 4 KiB per command: eight parts. The panic
+    // comes with the second part's sync (others still out) or the eighth's
+    // (the last).
+    for (panic_at, name) in [(2u32, "a middle part"), (8, "the last part")] {
+        let sim = Sim::new(SimConfig::default());
+        let ctrlr = Controller::new(Trap::new(sim.hal()), options().with_io_timeout(None)).unwrap();
+        let ns = ctrlr.namespace(1).unwrap();
+        let mut qp: IoQueuePair<'_, Trap<SimHal>, Vec<u8>, u32, 16> = ctrlr
+            .create_io_qpair(QpairOptions::default().with_entries(32).with_max_transfer_bytes(4096))
+            .unwrap();
+        qp.read(&ns, 0, 64, aligned_vec(64 * 512, 0), 7).map_err(|e| e.error).unwrap();
+        assert_eq!(qp.in_flight(), 9, "a parent and eight parts");
+        sim.advance(Duration::from_millis(1));
+        ctrlr.hal().sync_cpu_countdown.set(panic_at);
+        let mut delivered = Vec::new();
+        let unwound = catch_unwind(AssertUnwindSafe(|| {
+            qp.poll(PollLimit::All, |_, c| delivered.push((c.context, c.error, c.buffer.is_some())));
+        }));
+        assert!(unwound.is_err(), "{name}: sync_for_cpu panicked");
+        for _ in 0..100 {
+            qp.poll(PollLimit::All, |_, c| delivered.push((c.context, c.error, c.buffer.is_some())));
+            if qp.in_flight() == 0 {
+                break;
+            }
+            sim.advance(Duration::from_micros(100));
+        }
+        assert_eq!(qp.in_flight(), 0, "{name}: nothing left in a slot");
+        assert_eq!(delivered.len(), 1, "{name}: delivered once: {delivered:?}");
+        let (context, error, has_buffer) = delivered[0];
+        assert_eq!(context, 7);
+        assert!(
+            matches!(error, Some(Error::Hal(h)) if h.kind() == HalErrorKind::Panicked),
+            "{name}: {error:?}"
+        );
+        assert!(!has_buffer, "{name}: the buffer is leaked, not handed back");
+        // Every slot is free: a request as large goes out and completes.
+        qp.read(&ns, 0, 64, aligned_vec(64 * 512, 0), 8).map_err(|e| e.error).expect("slots free");
+        let mut again = Vec::new();
+        for _ in 0..100 {
+            qp.poll(PollLimit::All, |_, c| again.push(c.result().is_ok()));
+            if qp.in_flight() == 0 {
+                break;
+            }
+            sim.advance(Duration::from_micros(100));
+        }
+        assert_eq!(again, [true], "{name}");
     }
 }
 

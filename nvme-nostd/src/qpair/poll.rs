@@ -219,6 +219,12 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             let given = req.given;
             let role = core::mem::replace(&mut req.role, Role::Taken);
             self.slots.vacate(index);
+            // A child's parent counts it before the HAL is called, as if the
+            // call panicked (see `child_counted`).
+            let settling = match role {
+                Role::Child { parent } => self.child_counted(parent, status, error),
+                Role::Own { .. } | Role::Taken => None,
+            };
             // SAFETY: the command completed, so the device is done with the
             // buffer.
             unsafe { finish_records(hal, dma, cold_dma, buffer.as_deref_mut(), &mut self.cold[index]) };
@@ -228,7 +234,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
                     Completion { cid: given, status, error, dw0: entry.dw0, dw1: entry.dw1, buffer, context }
                 }
                 // A child: its parent completes with the last of them.
-                Role::Child { parent } => match self.child_done(parent, status, error) {
+                Role::Child { parent } => match settling.and_then(|s| self.child_settled(parent, s)) {
                     Some(done) => done,
                     None => continue,
                 },

@@ -41,6 +41,25 @@ pub fn chunks(lba: u64, blocks: u32, max: u32, boundary: u32) -> impl Iterator<I
     })
 }
 
+/// What [`IoQueuePair::child_counted`] set up for a panic in the HAL, for
+/// [`IoQueuePair::child_settled`] to undo.
+pub(super) struct Settling<B> {
+    /// The parent's buffer, out of its slot while the HAL is called (leaked
+    /// if the call panics).
+    buffer: Option<ManuallyDrop<B>>,
+    /// The parent's failure is the one set up for a panic.
+    provisional: bool,
+    /// The child was the parent's last.
+    last: bool,
+}
+
+/// The error a split request gets when a HAL call that gives the device's
+/// access to one of its parts back panics.
+const PANICKED: hal_traits::HalError = hal_traits::HalError::new(
+    hal_traits::HalErrorKind::Panicked,
+    "a HAL call panicked while handing part of it back",
+);
+
 /// How a split request's children are cut and encoded.
 #[derive(Clone, Copy)]
 pub(super) struct Cut {
@@ -495,28 +514,68 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
     /// A child of the request in slot `parent` completed with `status`
     /// (and the driver's `error`): the parent's completion, when it was the
     /// last.
-    pub(super) fn child_done(
+    /// A child of the split request in slot `parent` completed (with
+    /// `status`, and `error` if the driver says more). Done before the HAL
+    /// gives the device's access to the child's part back: the parent
+    /// (in slot `parent`) counts the child and takes its failure, then is
+    /// set up as if that HAL call panicked (its buffer taken out of its slot
+    /// into the returned record, a failure that says so, and, for its last
+    /// child, ended and counted for delivery), so that a panic there leaks
+    /// the buffer (part of it was not handed back) and the parent is still
+    /// delivered once, never left waiting for a child that is gone.
+    /// [`child_settled`](Self::child_settled) undoes the setup once the HAL
+    /// call returned. `None` when the slot holds no parent.
+    pub(super) fn child_counted(
         &mut self,
         parent: u16,
         status: Status,
         error: Option<Error>,
-    ) -> Option<Completion<B, C>> {
+    ) -> Option<Settling<B>> {
         let index = usize::from(parent);
-        let (cid, req) = self.slots.at_mut(index)?;
+        let (_, req) = self.slots.at_mut(index)?;
         let Role::Own { children, .. } = &mut req.role else { return None };
         *children = children.saturating_sub(1);
+        let last = *children == 0;
         let failure = &mut self.cold.get_mut(index)?.failure;
         if failure.is_none() && (error.is_some() || !status.is_success()) {
             *failure = Some(Failure { status, error });
         }
-        if *children > 0 {
+        let provisional = failure.is_none();
+        if provisional {
+            *failure = Some(Failure { status: HOST_ABORTED, error: Some(Error::Hal(PANICKED)) });
+        }
+        let buffer = req.buffer.take();
+        if last {
+            req.ended = true;
+            self.pending_done += 1;
+        }
+        Some(Settling { buffer, provisional, last })
+    }
+
+    /// The second half of [`child_counted`](Self::child_counted), once the
+    /// HAL call between the halves returned: undoes what
+    /// [`child_counted`](Self::child_counted) set up for a panic, and for
+    /// the last child takes the parent out of its slot and returns its
+    /// completion.
+    pub(super) fn child_settled(&mut self, parent: u16, settling: Settling<B>) -> Option<Completion<B, C>> {
+        let Settling { buffer, provisional, last } = settling;
+        let index = usize::from(parent);
+        let (cid, req) = self.slots.at_mut(index)?;
+        let cold = self.cold.get_mut(index)?;
+        if provisional {
+            cold.failure = None;
+        }
+        if !last {
+            req.buffer = buffer;
             return None;
         }
-        let failure = failure.take();
-        let mut req = self.slots.remove(cid)?;
-        let buffer = req.buffer.take().map(ManuallyDrop::into_inner);
+        req.ended = false;
+        self.pending_done -= 1;
+        let failure = cold.failure.take();
+        let req = self.slots.remove(cid)?;
         let Role::Own { context, .. } = req.role else { return None };
         let (status, error) = failure.map_or((Status::SUCCESS, None), |f| (f.status, f.error));
+        let buffer = buffer.map(ManuallyDrop::into_inner);
         Some(Completion { cid: req.given, status, error, dw0: 0, dw1: 0, buffer, context })
     }
 
