@@ -351,8 +351,15 @@ impl<H: Hal> Drop for WaitGuard<'_, H> {
     }
 }
 
-/// Identities for `Controller::id`.
+/// Identities for `Controller::id`: never handed out twice (namespace
+/// handles and registered buffers rely on it), so they run out after
+/// `u32::MAX - 1` controllers in one program, rather than wrap.
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+
+/// A new controller identity, or `None` once they ran out.
+fn next_id() -> Option<u32> {
+    NEXT_ID.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| id.checked_add(1)).ok()
+}
 
 /// The highest I/O queue identifier the driver hands out.
 pub const MAX_IO_QUEUES: u16 = 64;
@@ -539,6 +546,10 @@ impl<H: Hal> Controller<H> {
         if options.arbitration == ArbitrationMechanism::WeightedRoundRobin && cap.ams() & 1 == 0 {
             return Err(Error::Unsupported(Feature::WeightedRoundRobin));
         }
+        let id = next_id().ok_or(Error::Hal(hal_traits::HalError::new(
+            hal_traits::HalErrorKind::Unsupported,
+            "controller identities ran out (u32::MAX - 1 attaches in one program)",
+        )))?;
 
         disable(&hal, cap)?;
         let cmb = if options.sq_in_cmb { Cmb::find(&hal, cap) } else { None };
@@ -569,7 +580,7 @@ impl<H: Hal> Controller<H> {
             removal_reported: AtomicBool::new(false),
             host_id_granted: AtomicBool::new(false),
             acre: AtomicBool::new(false),
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id,
             qids: spin::Mutex::new(0),
             quarantine: spin::Mutex::new(Quarantine::new()),
             detached: false,
