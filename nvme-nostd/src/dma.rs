@@ -112,6 +112,33 @@ impl DmaMemory {
         }
     }
 
+    /// Volatile writes of `count` `u64`s from `offset` on: `first`, then
+    /// each `step` above the one before (a PRP list's entries for a run
+    /// contiguous in device space), bounds checked once. Out of bounds or
+    /// misaligned is a driver bug, ignored in release builds.
+    pub(crate) fn write_u64_run(&self, offset: usize, first: u64, step: u64, count: usize) {
+        let Some(bytes) = count.checked_mul(8) else {
+            debug_assert!(false, "DMA write run out of bounds");
+            return;
+        };
+        if count == 0
+            || self.ptr::<u64>(offset).is_none()
+            || offset.checked_add(bytes).is_none_or(|end| end > self.len())
+        {
+            debug_assert!(count == 0, "DMA write run out of bounds");
+            return;
+        }
+        // SAFETY: offset + 8 * count <= len (checked above): inside the
+        // allocation.
+        let base = unsafe { self.region.vaddr.add(offset) }.cast::<u64>();
+        for k in 0..count {
+            // SAFETY: `base` is aligned (checked by `ptr`) and entry `k` lies
+            // inside the checked range of valid DMA memory owned by `self`;
+            // volatile because the device reads it concurrently.
+            unsafe { base.add(k).as_ptr().write_volatile(first.wrapping_add(step * k as u64)) };
+        }
+    }
+
     /// Volatile read of a `T` at `offset` (a completion entry). `T` must be
     /// valid for every bit pattern (plain integers and structs of them).
     pub(crate) fn read<T: Copy + Default>(&self, offset: usize) -> T {

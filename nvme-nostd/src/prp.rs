@@ -24,6 +24,15 @@ pub trait PrpListSink {
     fn page_addr(&self, page: usize) -> u64;
     /// Writes `entry` at index `index` of list page `page`.
     fn write(&mut self, page: usize, index: usize, entry: u64);
+    /// Writes `count` entries from index `index` of list page `page` on:
+    /// `first`, then each a page (4 KiB) above the one before, as a run
+    /// contiguous in device space gives them. The default writes them one
+    /// by one; a sink over one piece of memory checks the bounds once.
+    fn write_run(&mut self, page: usize, index: usize, first: u64, count: usize) {
+        for k in 0..count {
+            self.write(page, index + k, first + (k as u64) * PAGE);
+        }
+    }
 }
 
 /// PRP1 and PRP2 of a command.
@@ -233,15 +242,19 @@ pub(crate) fn one_run_list<S: PrpListSink>(list: &mut S, addr: u64, len: usize) 
     // The end fits in 64 bits, so every page named here does too (page `k`
     // starts below the end); only the step past the last one may not.
     let first_page = addr & !(PAGE - 1);
-    let (mut list_page, mut index) = (0, 0);
-    for k in 1..touched {
-        if index == PER_PAGE - 1 && touched - k > 1 {
-            list.write(list_page, index, list.page_addr(list_page + 1));
-            list_page += 1;
-            index = 0;
+    // Entries for pages 1 to touched - 1, list page by list page: all but
+    // the last list page hold PER_PAGE - 1 entries and the chain pointer.
+    let (mut list_page, mut k) = (0, 1);
+    loop {
+        let left = touched - k;
+        if left <= PER_PAGE {
+            list.write_run(list_page, 0, first_page + k as u64 * PAGE, left);
+            break;
         }
-        list.write(list_page, index, first_page + k as u64 * PAGE);
-        index += 1;
+        list.write_run(list_page, 0, first_page + k as u64 * PAGE, PER_PAGE - 1);
+        list.write(list_page, PER_PAGE - 1, list.page_addr(list_page + 1));
+        k += PER_PAGE - 1;
+        list_page += 1;
     }
     Some(Prp { prp1: addr, prp2: list.page_addr(0) })
 }

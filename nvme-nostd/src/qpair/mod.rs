@@ -188,6 +188,16 @@ impl PrpListSink for SlotPrpSink<'_> {
             m.write((self.first + page) * PAGE_SIZE + index * 8, entry);
         }
     }
+    fn write_run(&mut self, page: usize, index: usize, first: u64, count: usize) {
+        // Never into another slot's pages, whose request may be in flight.
+        if page >= self.pages || index.checked_add(count).is_none_or(|end| end > PAGE_SIZE / 8) {
+            debug_assert!(false, "PRP list entries beyond the slot's pages");
+            return;
+        }
+        if let Some(m) = self.mem {
+            m.write_u64_run((self.first + page) * PAGE_SIZE + index * 8, first, PAGE_SIZE as u64, count);
+        }
+    }
 }
 
 impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
