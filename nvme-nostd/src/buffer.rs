@@ -113,9 +113,11 @@ pub(crate) mod sealed {
 /// ignores the registration and hands the bytes over as it would the
 /// bare buffer. The bytes are reachable through `Deref` and `DerefMut`
 /// (the buffer itself only through [`into_inner`](Registered::into_inner),
-/// so nothing can move or free them while they are registered). The
-/// translation stays good for as long as the HAL lives, which the
-/// controller outlives no handle of ([`Hal::translate`]'s contract).
+/// so nothing can move or free them while they are registered). The kept
+/// address is good while the controller lives: its HAL cannot withdraw a
+/// translation while it lives ([`Hal::translate`]'s contract), and
+/// controller identities are never reused, so a registration that outlives
+/// its controller matches no other.
 pub struct Registered<B> {
     buffer: B,
     registration: sealed::Registration,
