@@ -292,13 +292,6 @@ impl CompletionQueue {
         self.phase = true;
     }
 
-    /// No entry posted at the head (its phase tag is the last pass's).
-    #[inline]
-    pub(crate) fn is_empty(&self) -> bool {
-        let status: u16 = self.mem.read(self.head as usize * CQ_ENTRY_SIZE + COMPLETION_STATUS_OFFSET);
-        (status & 1 == 1) != self.phase
-    }
-
     /// The entry at the head, if the controller has posted one there.
     pub(crate) fn peek<H: Hal>(&self, hal: &H) -> Option<CompletionEntry> {
         let offset = self.head as usize * CQ_ENTRY_SIZE;

@@ -149,10 +149,6 @@ pub struct IoQueuePair<'c, H: Hal, B: IoBuffer, C, const N: usize> {
     parked: usize,
     /// Requests waiting for room in the submission queue, oldest first.
     waiting: heapless::Deque<Cid, N>,
-    /// `waiting` may hold requests: set with each one it takes, cleared
-    /// once it is seen empty (one load on the hot path instead of the
-    /// deque's three).
-    maybe_waiting: bool,
     /// The queues were created with shadow doorbells (the controller's
     /// Doorbell Buffer Config pages): tails and heads go there, and MMIO
     /// doorbells are rung only when the controller's EventIdx asks.
@@ -894,7 +890,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     #[inline(always)]
     fn push_or_wait(&mut self, cmd: SubmissionEntry, cid: Cid, path: Path) {
         let index = SlotPool::<Request<H::Mapping, B, C>, N>::index_of(cid);
-        if !self.maybe_waiting && !self.sq.is_full() {
+        if self.waiting.is_empty() && !self.sq.is_full() {
             if self.keep_commands {
                 if let Some(cold) = self.cold.get_mut(index) {
                     cold.cmd = cmd;
@@ -909,7 +905,6 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         }
         // The deque holds N, one per slot: a slot waits at most once.
         if self.waiting.push_back(cid).is_ok() {
-            self.maybe_waiting = true;
             if let Some(req) = self.slots.get_mut(cid) {
                 req.queued = true;
                 req.deadline = request::PARKED;
@@ -922,10 +917,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     /// has room.
     pub(super) fn submit_waiting(&mut self) {
         while !self.sq.is_full() {
-            let Some(cid) = self.waiting.pop_front() else {
-                self.maybe_waiting = false;
-                return;
-            };
+            let Some(cid) = self.waiting.pop_front() else { return };
             let Some(index) = self.slots.index(cid) else { continue };
             let Some(req) = self.slots.get_mut(cid) else { continue };
             if !req.queued || req.ended {

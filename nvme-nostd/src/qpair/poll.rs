@@ -163,19 +163,6 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             && self.pending_done == 0
             && self.ctrlr.epoch() == self.epoch
             && !self.ctrlr.is_removed();
-        // Quiet and nothing posted (a caller spinning on `poll`): only the
-        // timeout scan is due, as at the end of a full pass.
-        if quiet && !self.shadow && !self.maybe_waiting && self.parked == 0 && self.cq.is_empty() {
-            if self.timeout.is_some() {
-                self.check_timeouts();
-                if self.pending_done > 0 {
-                    delivered = self.deliver_done(max, &mut on_complete);
-                    // What those callbacks resubmitted.
-                    self.ring_doorbell();
-                }
-            }
-            return delivered;
-        }
         if !quiet {
             self.finish_broken_split();
             self.catch_up();
@@ -241,16 +228,11 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             // SAFETY: the command completed, so the device is done with the
             // buffer.
             unsafe { finish_records(hal, dma, cold_dma, buffer.as_deref_mut(), &mut self.cold[index]) };
+            let buffer = buffer.map(ManuallyDrop::into_inner);
             let done = match role {
-                Role::Own { context, .. } => Completion {
-                    cid: given,
-                    status,
-                    error,
-                    dw0: entry.dw0,
-                    dw1: entry.dw1,
-                    buffer: buffer.map(ManuallyDrop::into_inner),
-                    context,
-                },
+                Role::Own { context, .. } => {
+                    Completion { cid: given, status, error, dw0: entry.dw0, dw1: entry.dw1, buffer, context }
+                }
                 // A child: its parent completes with the last of them.
                 Role::Child { parent } => match settling.and_then(|s| self.child_settled(parent, s)) {
                     Some(done) => done,
@@ -270,7 +252,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         if self.shadow {
             self.watchdog(consumed);
         }
-        if self.maybe_waiting {
+        if !self.waiting.is_empty() {
             self.submit_waiting();
         }
         if self.parked > 0 {

@@ -169,7 +169,6 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         // Parked retries and waiting requests end with the rest.
         self.parked = 0;
         self.waiting.clear();
-        self.maybe_waiting = false;
         let hal = &self.ctrlr.hal;
         for (i, cold) in self.cold.iter_mut().enumerate() {
             let Some((_, req)) = self.slots.at_mut(i) else { continue };

@@ -98,7 +98,6 @@ impl<H: Hal> Controller<H> {
                 aborts: heapless::Vec::new(),
                 parked: 0,
                 waiting: heapless::Deque::new(),
-                maybe_waiting: false,
                 splitting: None,
                 ctrlr: self,
                 qid,
