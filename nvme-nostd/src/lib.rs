@@ -7,6 +7,7 @@
 //! ```text
 //! Controller::new(hal, options)        bring-up: disable, admin queue, enable, identify
 //!   .namespaces() / .namespace(nsid)   checked Namespace handles
+//!   .register(buffer)                  a Registered buffer: translated once, not per I/O
 //!   .create_io_qpair::<B, C, N>(opts)  an IoQueuePair with N request slots
 //!       .read / .write / .flush / .submit_raw (buffer, context)  -> Cid
 //!       .poll(limit, |resubmit, completion| ...)  hands buffer and context back
