@@ -438,33 +438,8 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
         context: C,
         path: Path,
     ) -> Result<Cid, SubmitError<B, C>> {
-        // The common case: one piece of whole blocks within the transfer
-        // limit, on a plain namespace, without protection information. It
-        // needs none of the shapes below (split, scatter, metadata, tags).
-        if let Some(shift) = ns.plain_shift() {
-            let bytes = u64::from(blocks) << shift;
-            if protection == Protection::none()
-                && blocks.wrapping_sub(1) < 0x1_0000
-                && bytes <= self.max_transfer as u64
-                && buffer.pieces() == 1
-            {
-                if let Err(error) =
-                    self.ctrlr.check_binding(ns.binding()).and_then(|()| ns.check_span(lba, blocks))
-                {
-                    return Err(SubmitError { error, buffer, context });
-                }
-                let mut cmd = SubmissionEntry::new(opcode.0, ns.id());
-                // SLBA in CDW10 (low) and CDW11 (high); NLB, 0-based, in
-                // CDW12 bits 15:0 beside the flags.
-                cmd.cdw10 = lba as u32;
-                cmd.cdw11 = (lba >> 32) as u32;
-                cmd.cdw12 = flags.cdw12() | (blocks - 1);
-                let direction =
-                    if opcode == IoOpcode::READ { Direction::FromDevice } else { Direction::ToDevice };
-                let layout = Layout { data: bytes as usize, metadata: 0 };
-                return self.submit_transfer(cmd, buffer, layout, direction, context, path);
-            }
-        }
+        // Plain reads and writes without protection information start in
+        // `read_write_plain`, which sends what it cannot take here.
         let checked = self.ctrlr.check_binding(ns.binding()).and_then(|()| match ns.unsupported_reason() {
             Some(why) => Err(Error::Unsupported(why)),
             None => ns.check_span(lba, blocks).and_then(|()| protection.check(ns)),
