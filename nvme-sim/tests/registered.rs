@@ -9,11 +9,9 @@
 
 mod common;
 
+use common::trap::Trap;
 use common::{assert_clean, options, pattern};
-use core::cell::Cell;
-use core::ptr::NonNull;
 use core::time::Duration;
-use nvme_nostd::hal_traits::{Direction, DmaRegion, Hal, HalError, SegmentSink};
 use nvme_nostd::{
     Argument, Controller, DmaBuffer, Error, IoBuffer, IoQueuePair, Namespace, PollLimit, QpairOptions,
     Registered, ScatterList,
@@ -21,75 +19,13 @@ use nvme_nostd::{
 use nvme_sim::{Sim, SimConfig, SimHal};
 
 /// The simulator's HAL, counting the calls that hand a buffer to the
-/// device.
-struct Counting {
-    inner: SimHal,
-    translates: Cell<u32>,
-    shares: Cell<u32>,
-}
-
-// SAFETY: forwards every call to the simulator's HAL unchanged; it only
-// counts two of them.
-unsafe impl Hal for Counting {
-    type Mapping = <SimHal as Hal>::Mapping;
-    fn read32(&self, offset: usize) -> u32 {
-        self.inner.read32(offset)
-    }
-    unsafe fn write32(&self, offset: usize, value: u32) {
-        // SAFETY: forwarded.
-        unsafe { self.inner.write32(offset, value) }
-    }
-    fn dma_alloc(&self, pages: usize) -> Result<DmaRegion, HalError> {
-        self.inner.dma_alloc(pages)
-    }
-    unsafe fn dma_free(&self, region: DmaRegion) {
-        // SAFETY: forwarded.
-        unsafe { self.inner.dma_free(region) }
-    }
-    fn translate(&self, buffer: NonNull<[u8]>, sink: &mut dyn SegmentSink) -> bool {
-        self.translates.set(self.translates.get() + 1);
-        self.inner.translate(buffer, sink)
-    }
-    unsafe fn share(
-        &self,
-        buffer: NonNull<[u8]>,
-        direction: Direction,
-        sink: &mut dyn SegmentSink,
-    ) -> Result<Self::Mapping, HalError> {
-        self.shares.set(self.shares.get() + 1);
-        // SAFETY: forwarded.
-        unsafe { self.inner.share(buffer, direction, sink) }
-    }
-    unsafe fn unshare(&self, buffer: NonNull<[u8]>, direction: Direction, mapping: Self::Mapping) {
-        // SAFETY: forwarded.
-        unsafe { self.inner.unshare(buffer, direction, mapping) }
-    }
-    unsafe fn sync_for_device(&self, buffer: NonNull<[u8]>, direction: Direction) {
-        // SAFETY: forwarded.
-        unsafe { self.inner.sync_for_device(buffer, direction) }
-    }
-    unsafe fn sync_for_cpu(&self, buffer: NonNull<[u8]>, direction: Direction) {
-        // SAFETY: forwarded.
-        unsafe { self.inner.sync_for_cpu(buffer, direction) }
-    }
-    fn barrier_after_phase(&self) {
-        self.inner.barrier_after_phase()
-    }
-    fn ticks(&self) -> u64 {
-        self.inner.ticks()
-    }
-    fn ticks_per_second(&self) -> u64 {
-        self.inner.ticks_per_second()
-    }
-    fn delay(&self, d: Duration) {
-        self.inner.delay(d)
-    }
-}
+/// device (`Trap::handed`).
+type Counting = Trap<SimHal>;
 
 impl Counting {
     /// Calls that handed a buffer over (`translate` and `share`).
-    fn handed(&self) -> u32 {
-        self.translates.get() + self.shares.get()
+    fn handed_over(&self) -> u32 {
+        self.handed.get()
     }
 }
 
@@ -98,8 +34,7 @@ type Buf<'h> = Registered<DmaBuffer<'h, Counting>>;
 type Qp<'c, 'h> = IoQueuePair<'c, Counting, Buf<'h>, u32, 16>;
 
 fn attach(sim: &Sim) -> Ctrlr {
-    let hal = Counting { inner: sim.hal(), translates: Cell::new(0), shares: Cell::new(0) };
-    Controller::new(hal, options()).expect("attach")
+    Controller::new(Trap::new(sim.hal()), options()).expect("attach")
 }
 
 fn qpair<'c, 'h>(ctrlr: &'c Ctrlr) -> Qp<'c, 'h> {
@@ -142,12 +77,12 @@ fn registered_buffers_take_their_prps_from_the_kept_address() {
         for (bytes, offset) in [(4096usize, 0usize), (8192, 512), (128 << 10, 0)] {
             let mut raw = DmaBuffer::new(hal, bytes + offset).expect("DMA memory");
             assert!(raw.set_window(offset, bytes));
-            let before = hal.handed();
+            let before = hal.handed_over();
             let mut buf = ctrlr.register(raw).map_err(|(e, _)| e).expect("registered");
-            assert_eq!(hal.handed(), before + 1, "one translation, at registration");
+            assert_eq!(hal.handed_over(), before + 1, "one translation, at registration");
             let blocks = (bytes / bs) as u64;
             let lba = 3;
-            let handed = hal.handed();
+            let handed = hal.handed_over();
             for round in 0..4u8 {
                 buf.copy_from_slice(&blocks_of(lba, blocks, bs, round));
                 qp.write(&ns, lba, blocks as u32, buf, 1).map_err(|e| e.error).expect("write submitted");
@@ -168,7 +103,7 @@ fn registered_buffers_take_their_prps_from_the_kept_address() {
                 buf = c.buffer.expect("the buffer comes back");
                 assert_eq!(&buf[..], &blocks_of(lba, blocks, bs, round)[..], "{bytes} bytes, round {round}");
             }
-            assert_eq!(hal.handed(), handed, "no translation or share per request");
+            assert_eq!(hal.handed_over(), handed, "no translation or share per request");
             let raw = buf.into_inner();
             assert_eq!(raw.len(), bytes, "the window as registered");
         }
@@ -190,11 +125,11 @@ fn a_buffer_registered_with_another_controller_is_handed_over_as_usual() {
         let mut buf =
             a.register(DmaBuffer::new(a.hal(), 8192).expect("DMA memory")).map_err(|(e, _)| e).unwrap();
         buf.copy_from_slice(&blocks_of(0, 16, bs, 9));
-        let handed = b.hal().handed();
+        let handed = b.hal().handed_over();
         qp.write(&ns, 0, 16, buf, 1).map_err(|e| e.error).expect("write submitted");
         let c = drain(&sim_b, &mut qp).pop().unwrap();
         assert!(c.result().is_ok(), "{:?}", c.result());
-        assert!(b.hal().handed() > handed, "B's HAL handed the bytes over");
+        assert!(b.hal().handed_over() > handed, "B's HAL handed the bytes over");
         assert_ne!(
             sim_b.recent_io_commands().last().unwrap().prp1,
             c.buffer.as_ref().unwrap().device_address().0,
@@ -310,7 +245,7 @@ fn registered_buffers_in_flight_across_a_reset_come_back_and_stay_registered() {
         assert_eq!(contexts, (0..8).collect::<Vec<_>>());
         // The buffers came back registered, and the address still holds
         // after the reset: the same buffers carry new I/O.
-        let handed = hal.handed();
+        let handed = hal.handed_over();
         for (i, c) in back.into_iter().enumerate() {
             let mut buf = c.buffer.expect("the buffer comes back");
             buf.copy_from_slice(&blocks_of(i as u64 * 8, (4096 / bs) as u64, bs, 3));
@@ -319,7 +254,7 @@ fn registered_buffers_in_flight_across_a_reset_come_back_and_stay_registered() {
         let done = drain(&sim, &mut qp);
         assert_eq!(done.len(), 8);
         assert!(done.iter().all(|c| c.result().is_ok()));
-        assert_eq!(hal.handed(), handed, "the kept addresses were used");
+        assert_eq!(hal.handed_over(), handed, "the kept addresses were used");
         for i in 0..8u64 {
             assert_eq!(
                 sim.read_blocks(1, i * 8, (4096 / bs) as u64),

@@ -540,6 +540,7 @@ fn buffers_the_device_writes_meet_the_dma_alignment() {
         share_countdown: Cell::new(0),
         share_fail_countdown: Cell::new(0),
         sync_cpu_countdown: Cell::new(0),
+        handed: Cell::new(0),
     };
     let ctrlr = Controller::new(hal, options()).unwrap();
     let ns = ctrlr.namespace(1).unwrap();

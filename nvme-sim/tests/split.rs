@@ -548,6 +548,7 @@ fn separate_metadata_parts_keep_to_cache_lines() {
         share_countdown: Default::default(),
         share_fail_countdown: Default::default(),
         sync_cpu_countdown: Default::default(),
+        handed: Default::default(),
     };
     let ctrlr = Controller::new(hal, options()).unwrap();
     let ns = ctrlr.namespace(1).unwrap();

@@ -20,6 +20,9 @@ pub struct Trap<H, const ALIGN: usize = 4> {
     pub share_fail_countdown: Cell<u32>,
     /// Counts down on each `sync_for_cpu`; panics at 1.
     pub sync_cpu_countdown: Cell<u32>,
+    /// `translate` and `share` calls so far (the calls that hand a buffer
+    /// to the device).
+    pub handed: Cell<u32>,
 }
 
 impl<H> Trap<H> {
@@ -31,6 +34,7 @@ impl<H> Trap<H> {
             share_countdown: Cell::new(0),
             share_fail_countdown: Cell::new(0),
             sync_cpu_countdown: Cell::new(0),
+            handed: Cell::new(0),
         }
     }
 }
@@ -74,6 +78,7 @@ unsafe impl<H: Hal, const ALIGN: usize> Hal for Trap<H, ALIGN> {
         unsafe { self.inner.dma_free(region) }
     }
     fn translate(&self, buffer: NonNull<[u8]>, sink: &mut dyn SegmentSink) -> bool {
+        self.handed.set(self.handed.get() + 1);
         self.inner.translate(buffer, sink)
     }
     unsafe fn share(
@@ -82,6 +87,7 @@ unsafe impl<H: Hal, const ALIGN: usize> Hal for Trap<H, ALIGN> {
         direction: Direction,
         sink: &mut dyn SegmentSink,
     ) -> Result<H::Mapping, HalError> {
+        self.handed.set(self.handed.get() + 1);
         if fires(&self.share_countdown) {
             panic!("share panics");
         }
