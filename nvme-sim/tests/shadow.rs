@@ -151,3 +151,68 @@ fn the_admin_queue_goes_on_by_mmio_with_its_shadow_mirrored() {
     }
     assert!(sim.stats().admin_commands >= before + 20);
 }
+
+/// A queue pair that gave up (its request needs a reset the driver no
+/// longer tries: the controller cannot even be disabled) has no queues to
+/// wake: the watchdog leaves the device alone however long the owner keeps
+/// polling, and starts again once a reset by hand heals the pair.
+#[test]
+fn the_watchdog_leaves_a_pair_that_gave_up_alone() {
+    use core::time::Duration;
+    use nvme_nostd::{ControllerOptions, Error, SHADOW_WATCHDOG_PASSES};
+    use nvme_sim::{Fault, FaultRule};
+    let sim = Sim::new(SimConfig {
+        doorbell_buffer: DoorbellBuffer::Deaf,
+        timeout_500ms: 1,
+        ..SimConfig::default()
+    });
+    let options = ControllerOptions::default()
+        .with_admin_timeout(Duration::from_millis(50))
+        .with_io_timeout(Some(Duration::from_millis(20)))
+        .with_recovery(2, Duration::from_millis(1))
+        .with_shadow_doorbells(true);
+    let ctrlr = Controller::new(sim.hal(), options).expect("attach");
+    assert!(ctrlr.shadow_doorbells());
+    let ns = ctrlr.namespace(1).expect("namespace 1");
+    let mut qp = qpair(&ctrlr);
+    sim.inject(FaultRule::once(Some(qp.qid()), None, Fault::Drop));
+    sim.set_abort_works(false);
+    qp.read(&ns, 0, 1, vec![0; 512], 7).map_err(|e| e.error).expect("submitted");
+    sim.set_disable_never(true);
+    let mut done = Vec::new();
+    for _ in 0..20_000 {
+        qp.poll(PollLimit::All, |_, c| done.push(c.result()));
+        if qp.failure().is_some() {
+            break;
+        }
+        sim.advance(Duration::from_millis(1));
+    }
+    assert!(
+        matches!(qp.failure(), Some(Error::QueuePairBroken(b)) if b.terminal),
+        "gave up: {:?}",
+        qp.failure()
+    );
+    assert!(done.is_empty(), "the request is still the device's: {done:?}");
+    assert_eq!(qp.in_flight(), 1);
+    let rings = qp.stats().watchdog_rings;
+    for _ in 0..3 * SHADOW_WATCHDOG_PASSES {
+        qp.poll(PollLimit::All, |_, c| done.push(c.result()));
+    }
+    assert_eq!(qp.stats().watchdog_rings, rings, "no doorbell of a pair that gave up is rung");
+    assert!(done.is_empty(), "{done:?}");
+    // A reset by hand ends the request and heals the pair; the watchdog
+    // carries its I/O on the deaf controller again.
+    sim.set_disable_never(false);
+    ctrlr.reset().expect("reset by hand");
+    for _ in 0..1000 {
+        qp.poll(PollLimit::All, |_, c| done.push(c.result()));
+        if qp.failure().is_none() && !done.is_empty() {
+            break;
+        }
+        sim.advance(Duration::from_millis(1));
+    }
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(qp.failure().is_none(), "{:?}", qp.failure());
+    write_then_read(&mut qp, &ns, 8, 2, 9, 2_000_000);
+    assert!(qp.stats().watchdog_rings > rings, "{:?}", qp.stats());
+}

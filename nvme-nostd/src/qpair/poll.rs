@@ -275,6 +275,9 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     /// With shadow doorbells: after [`SHADOW_WATCHDOG_PASSES`] passes in a
     /// row that consumed nothing while requests were in flight, rings both
     /// doorbells by MMIO, in case the controller missed a shadow update.
+    /// Only while the pair is up and has seen the last reset: a pair whose
+    /// queues a reset deleted, or that gave up, has nothing on the
+    /// controller to wake.
     #[inline]
     fn watchdog(&mut self, consumed: u32) {
         if consumed > 0 || self.slots.in_flight() == 0 {
@@ -286,6 +289,9 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             return;
         }
         self.empty_passes = 0;
+        if !matches!(self.health, Health::Up) || self.ctrlr.epoch() != self.epoch {
+            return;
+        }
         self.stats.watchdog_rings += 1;
         let hal = &self.ctrlr.hal;
         self.sq.doorbell().ring(hal, self.sq.tail());
