@@ -4,11 +4,14 @@
 //! simulated controller with zero command latency, each completed buffer
 //! resubmitted from the poll callback, as an application would.
 //!
-//! `instructions <bytes> <depth> <ios> [registered]`: `ios` reads of
-//! `bytes` (4096: PRP1 only; 131072: a PRP list) at queue depth `depth`,
-//! into the driver's own DMA memory (`DmaBuffer`, translated per request,
-//! never shared; with `registered`, translated once by
-//! `Controller::register`). xtask runs it twice
+//! `instructions <bytes> <depth> <ios> [registered | handle] [lean]`: `ios`
+//! reads of `bytes` (4096: PRP1 only; 131072: a PRP list) at queue depth
+//! `depth`, into the driver's own DMA memory (`DmaBuffer`, translated per
+//! request, never shared; with `registered`, translated once by
+//! `Controller::register`; with `handle`, the same memory named by a
+//! 16-byte handle, which is what the driver moves in and out instead of the
+//! `DmaBuffer`). `lean`: no I/O timeout and no retries (default options
+//! otherwise). xtask runs it twice
 //! with different `ios` and divides the difference, so that setup cancels
 //! out; the simulator's share is what callgrind counts inside its `Hal`
 //! methods.
@@ -119,6 +122,20 @@ unsafe impl Hal for SimEntry {
     }
 }
 
+/// A buffer named by 16 bytes: the bytes of a `DmaBuffer` that `main` keeps
+/// and does not touch while the handle lives (one handle per buffer).
+struct Handle(NonNull<[u8]>);
+
+// SAFETY: the pointer and length never change; the bytes are a `DmaBuffer`'s
+// pages, which do not move and are reached by nothing but this handle until
+// it is dropped (the `DmaBuffer` is only kept alive meanwhile); moving a raw
+// pointer asserts no uniqueness.
+unsafe impl IoBuffer for Handle {
+    fn as_dma_slice(&mut self) -> NonNull<[u8]> {
+        self.0
+    }
+}
+
 /// Request slots of the queue pair (the largest depth this program takes).
 const SLOTS: usize = 128;
 
@@ -129,13 +146,20 @@ fn main() {
         return;
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "arguments: <bytes> <depth> <ios> [registered]";
-    let (bytes, depth, ios, registered) = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        [b, d, i] => (b, d, i, false),
-        [b, d, i, "registered"] => (b, d, i, true),
+    let usage = "arguments: <bytes> <depth> <ios> [registered | handle] [lean]";
+    let (counts, words) = args.split_at(args.len().min(3));
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let (buffers, lean) = match words[..] {
+        [] => ("plain", false),
+        ["lean"] => ("plain", true),
+        [b @ ("registered" | "handle")] => (b, false),
+        [b @ ("registered" | "handle"), "lean"] => (b, true),
         _ => panic!("{usage}"),
     };
-    let [bytes, depth, ios]: [usize; 3] = [bytes, depth, ios].map(|a| a.parse().expect(usage));
+    let [bytes, depth, ios]: [usize; 3] = match counts {
+        [b, d, i] => [b, d, i].map(|a| a.parse().expect(usage)),
+        _ => panic!("{usage}"),
+    };
     assert!((1..=SLOTS).contains(&depth), "depth 1 to {SLOTS}");
     let sim = Sim::new(SimConfig {
         latency: Duration::ZERO,
@@ -144,18 +168,32 @@ fn main() {
         memory_bytes: 64 << 20,
         ..SimConfig::default()
     });
-    let ctrlr = Controller::new(SimEntry(sim.hal(), AtomicUsize::new(0)), ControllerOptions::default())
-        .expect("attach");
-    let new_buffer = || DmaBuffer::new(ctrlr.hal(), bytes).expect("buffer");
-    if registered {
-        // Translated once, here: the submissions take the kept address.
-        reads(&ctrlr, bytes, depth, ios, || {
-            ctrlr.register(new_buffer()).map_err(|(e, _)| e).expect("register")
-        });
-    } else {
-        reads(&ctrlr, bytes, depth, ios, new_buffer);
+    let mut options = ControllerOptions::default();
+    if lean {
+        options.io_timeout = None;
+        options.retry_count = 0;
     }
-    println!("{ios} reads of {bytes} bytes at depth {depth}{}", if registered { ", registered" } else { "" });
+    let ctrlr = Controller::new(SimEntry(sim.hal(), AtomicUsize::new(0)), options).expect("attach");
+    let new_buffer = || DmaBuffer::new(ctrlr.hal(), bytes).expect("buffer");
+    match buffers {
+        // Translated once, here: the submissions take the kept address.
+        "registered" => reads(&ctrlr, bytes, depth, ios, || {
+            ctrlr.register(new_buffer()).map_err(|(e, _)| e).expect("register")
+        }),
+        "handle" => {
+            // The buffers stay here, untouched, until every handle is gone
+            // (the queue pair is dropped inside `reads`).
+            let keep = std::cell::RefCell::new(Vec::new());
+            reads(&ctrlr, bytes, depth, ios, || {
+                let mut buffer = new_buffer();
+                let handle = Handle(buffer.as_dma_slice());
+                keep.borrow_mut().push(buffer);
+                handle
+            });
+        }
+        _ => reads(&ctrlr, bytes, depth, ios, new_buffer),
+    }
+    println!("{ios} reads of {bytes} bytes at depth {depth}, {buffers} buffers{}", if lean { ", lean" } else { "" });
 }
 
 /// `ios` reads of `bytes` at queue depth `depth` into buffers `new_buffer`
