@@ -114,7 +114,7 @@ pub struct IoQueuePair<'c, H: Hal, B: IoBuffer, C, const N: usize> {
     qid: u16,
     sq: SubmissionQueue,
     cq: CompletionQueue,
-    slots: SlotPool<Request<H::Mapping, B, C>, N>,
+    slots: SlotPool<Request<B, C>, N>,
     /// The cold part of each slot (see [`Cold`]), by slot index.
     cold: [Cold<H::Mapping>; N],
     /// Retries are on: each command is kept in its slot's cold part.
@@ -226,12 +226,14 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     /// submission writes and completion reads), beside the caller's buffer
     /// `B` and context `C` that the slot also holds while the request is in
     /// flight (`cargo xtask instructions` reports it in `BENCHMARKS.md`).
-    /// The pair's other per-slot memory: the slot's cold part (the retry
-    /// copy of the command, scatter-list and split records: a few hundred
-    /// bytes, touched only by retries, waits, splits and scatter lists), its
+    /// It does not depend on the HAL: a buffer the HAL shared keeps its
+    /// mapping in the cold part. The pair's other per-slot memory: the
+    /// slot's cold part (the retry copy of the command, a shared buffer's
+    /// record, scatter-list and split records: a few hundred bytes, touched
+    /// only by retries, waits, shared buffers, splits and scatter lists), its
     /// CID generation, free list and wait queue (6 bytes), and the slot's PRP
     /// list pages in DMA memory.
-    pub const REQUEST_STATE_BYTES: usize = core::mem::size_of::<Option<Request<H::Mapping, B, C>>>()
+    pub const REQUEST_STATE_BYTES: usize = core::mem::size_of::<Option<Request<B, C>>>()
         .saturating_sub(core::mem::size_of::<B>() + core::mem::size_of::<C>());
 
     /// Slots taken by requests submitted and not yet completed: one per
@@ -756,9 +758,18 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             }
             return Err(SubmitError { error: Error::QueueFull, buffer: buf, context });
         };
-        let dma = DmaUse { region, direction, mapping };
+        // A shared buffer's record (its mapping) goes in the cold part.
+        let (hot, shared) = request::place(DmaUse { region, direction, mapping });
+        let cold_dma = shared.is_some();
+        if cold_dma {
+            self.cold[index].set_dma(shared, None, None, scatter::Shares::new(), false);
+        }
         let opcode = cmd.cdw0.opc();
-        let cid = self.slots.fill(slot, |cid| request::request(opcode, cid, Some(buf), Some(dma), context));
+        let cid = self.slots.fill(slot, |cid| {
+            let mut r = request::request(opcode, cid, Some(buf), hot, context);
+            r.cold_dma = cold_dma;
+            r
+        });
         self.push_or_wait(cmd, cid, path);
         Ok(cid)
     }
@@ -826,7 +837,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
             unsafe { hal.sync_for_cpu(region, direction) };
             return Err(SubmitError { error: Error::QueueFull, buffer: buf, context });
         };
-        let dma = DmaUse { region, direction, mapping: None };
+        let dma = request::Synced { region, direction };
         let opcode = cmd.cdw0.opc();
         let cid = self.slots.fill(slot, |cid| request::request(opcode, cid, Some(buf), Some(dma), context));
         self.push_or_wait(cmd, cid, path);
@@ -864,7 +875,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     /// out, and a reset or removal ends it like the others.
     #[inline(always)]
     fn push_or_wait(&mut self, cmd: SubmissionEntry, cid: Cid, path: Path) {
-        let index = SlotPool::<Request<H::Mapping, B, C>, N>::index_of(cid);
+        let index = SlotPool::<Request<B, C>, N>::index_of(cid);
         if self.waiting.is_empty() && !self.sq.is_full() {
             if self.keep_commands {
                 if let Some(cold) = self.cold.get_mut(index) {
@@ -1015,9 +1026,9 @@ mod memory {
     use crate::DmaBuffer;
 
     /// A request slot's driver state (beside the caller's buffer and
-    /// context) stays within one cache line for a HAL whose shares need no
-    /// record (bare metal, `Mapping = ()`); `cargo xtask instructions`
-    /// reports it for the simulator's HAL too.
+    /// context) stays within one cache line, whatever the HAL's mapping
+    /// type (it lives in the cold part); `cargo xtask instructions` reports
+    /// it for the simulator's HAL too.
     #[test]
     fn request_state_fits_a_cache_line() {
         type Pair = IoQueuePair<'static, TestHal, DmaBuffer<'static, TestHal>, u64, 256>;

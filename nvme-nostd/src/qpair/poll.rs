@@ -361,7 +361,7 @@ impl<'c, H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'c, H, B, C, N> {
     /// `given` (they differ once the request was retried), if it is in
     /// flight.
     pub(super) fn given(&self, given: Cid) -> Option<Cid> {
-        let index = SlotPool::<Request<H::Mapping, B, C>, N>::index_of(given);
+        let index = SlotPool::<Request<B, C>, N>::index_of(given);
         self.slots.at(index).filter(|(_, req)| req.given == given).map(|(wire, _)| wire)
     }
 

@@ -8,22 +8,53 @@ use crate::slots::Cid;
 use crate::spec::command::SubmissionEntry;
 use crate::spec::status::{path, Status, StatusCodeType};
 use core::mem::ManuallyDrop;
-use hal_traits::Hal;
+use core::ptr::NonNull;
+use hal_traits::{Direction, Hal};
 
 pub(crate) use crate::quarantine::DmaUse;
 
+/// The hot part's record of a buffer handed to the device without a share
+/// (memory the HAL translated, a registered buffer, the controller's own DMA
+/// memory): synced back for the CPU when the device is done. A buffer the
+/// HAL shared has its record, mapping and all, in the slot's cold part
+/// instead ([`Cold::dma`]), so that a HAL's mapping type does not grow
+/// every slot.
+#[derive(Clone, Copy)]
+pub(super) struct Synced {
+    pub(super) region: NonNull<[u8]>,
+    pub(super) direction: Direction,
+}
+
+// SAFETY: as for `DmaUse`: the record names the request's own buffer, which
+// moves with the request.
+unsafe impl Send for Synced {}
+
+/// Where a request's DMA record goes: the hot part when there is no mapping
+/// to undo, else the cold part (see [`Synced`]).
+#[inline(always)]
+pub(super) fn place<M>(dma: DmaUse<M>) -> (Option<Synced>, Option<DmaUse<M>>) {
+    match dma.mapping {
+        None => (Some(Synced { region: dma.region, direction: dma.direction }), None),
+        Some(_) => (None, Some(dma)),
+    }
+}
+
 /// One request in flight: the slot's hot part, which submission writes and
 /// completion reads (a few dozen bytes beside the caller's buffer and
-/// context). What only retries, split requests, scatter lists and recovery
-/// need is in the slot's [`Cold`] part, which the common path does not touch.
+/// context). What only retries, split requests, scatter lists, shared
+/// buffers and recovery need is in the slot's [`Cold`] part, which the
+/// common path does not touch.
 ///
-/// The buffer and its DMA record are in `ManuallyDrop`: they leave the
-/// request only through [`finish`] (device done) or a deliberate leak, never
-/// by unwinding or an implicit drop, because the device may still be writing
-/// them.
-pub(super) struct Request<M, B, C> {
+/// The buffer is in `ManuallyDrop` (and a shared buffer's record, in the
+/// cold part): they leave the request only through [`finish`] (device done)
+/// or a deliberate leak, never by unwinding or an implicit drop, because the
+/// device may still be writing them. The hot record ([`Synced`]) has nothing
+/// to undo or drop.
+pub(super) struct Request<B, C> {
     pub(super) buffer: Option<ManuallyDrop<B>>,
-    pub(super) dma: Option<ManuallyDrop<DmaUse<M>>>,
+    /// The buffer's record when the HAL shared nothing (else it is
+    /// [`Cold::dma`]).
+    pub(super) dma: Option<Synced>,
     /// The caller's request (with its context), or a child of a split one.
     pub(super) role: Role<C>,
     /// When it times out, in HAL ticks; [`NOT_STAMPED`] until the next timeout
@@ -62,6 +93,9 @@ pub(super) struct Cold<M> {
     /// request waiting for room in the submission queue, and a split
     /// request's child until it goes out.
     pub(super) cmd: SubmissionEntry,
+    /// The DMA record of a buffer the HAL shared, with the mapping to undo
+    /// ([`Request::cold_dma`]; see [`Synced`]).
+    pub(super) dma: Option<ManuallyDrop<DmaUse<M>>>,
     /// Why the driver ended the request ([`Request::ended`]).
     pub(super) done: Option<Error>,
     /// A parked retry goes out at the first `poll` at or after this tick
@@ -87,18 +121,20 @@ pub(super) struct Cold<M> {
 }
 
 impl<M> Cold<M> {
-    /// Sets the DMA records of a new request in this slot, all four at
+    /// Sets the DMA records of a new request in this slot, all five at
     /// once: whatever an earlier request left there (its finish cut short
     /// by a panic in the HAL) is forgotten, never undone (its buffer was
     /// leaked with it) and never taken for this request's.
     pub(super) fn set_dma(
         &mut self,
+        dma: Option<DmaUse<M>>,
         meta_dma: Option<DmaUse<M>>,
         scatter: Option<(hal_traits::Direction, usize)>,
         shared: Shares<M>,
         sync_shared: bool,
     ) {
         // A `ManuallyDrop` record is overwritten without being dropped.
+        self.dma = dma.map(ManuallyDrop::new);
         self.meta_dma = meta_dma.map(ManuallyDrop::new);
         self.scatter = scatter;
         core::mem::forget(core::mem::replace(&mut *self.shared, shared));
@@ -112,6 +148,7 @@ impl<M> Cold<M> {
             done: None,
             retry_at: 0,
             failure: None,
+            dma: None,
             meta_dma: None,
             scatter: None,
             shared: ManuallyDrop::new(Shares::new()),
@@ -191,7 +228,7 @@ pub(super) const HOST_ABORTED: Status =
 #[inline]
 pub(super) unsafe fn finish<H: Hal, B: IoBuffer, C>(
     hal: &H,
-    req: &mut Request<H::Mapping, B, C>,
+    req: &mut Request<B, C>,
     cold: &mut Cold<H::Mapping>,
 ) -> Option<B> {
     // SAFETY: forwarded from the caller.
@@ -202,16 +239,16 @@ pub(super) unsafe fn finish<H: Hal, B: IoBuffer, C>(
 /// buffer and DMA record, taken out of the slot so that the slot can be
 /// freed before the HAL is called (a panic in the HAL then leaks them, and
 /// leaves no request stuck in its slot).
-pub(super) struct Handed<M, B> {
+pub(super) struct Handed<B> {
     buffer: Option<ManuallyDrop<B>>,
-    dma: Option<ManuallyDrop<DmaUse<M>>>,
+    dma: Option<Synced>,
     /// The slot's cold part holds records of this request.
     cold_dma: bool,
 }
 
 /// Takes the buffer and the DMA records out of `req` (see [`Handed`]).
 #[inline]
-pub(super) fn hand_back<M, B, C>(req: &mut Request<M, B, C>) -> Handed<M, B> {
+pub(super) fn hand_back<B, C>(req: &mut Request<B, C>) -> Handed<B> {
     Handed { buffer: req.buffer.take(), dma: req.dma.take(), cold_dma: core::mem::take(&mut req.cold_dma) }
 }
 
@@ -223,7 +260,7 @@ pub(super) fn hand_back<M, B, C>(req: &mut Request<M, B, C>) -> Handed<M, B> {
 #[inline]
 pub(super) unsafe fn finish_handed<H: Hal, B: IoBuffer>(
     hal: &H,
-    handed: Handed<H::Mapping, B>,
+    handed: Handed<B>,
     cold: &mut Cold<H::Mapping>,
 ) -> Option<B> {
     let Handed { mut buffer, dma, cold_dma } = handed;
@@ -242,14 +279,15 @@ pub(super) unsafe fn finish_handed<H: Hal, B: IoBuffer>(
 #[inline(always)]
 pub(super) unsafe fn finish_records<H: Hal, B: IoBuffer>(
     hal: &H,
-    dma: Option<ManuallyDrop<DmaUse<H::Mapping>>>,
+    dma: Option<Synced>,
     cold_dma: bool,
     buffer: Option<&mut B>,
     cold: &mut Cold<H::Mapping>,
 ) {
     if let Some(dma) = dma {
-        // SAFETY: forwarded from the caller.
-        unsafe { give_back(hal, ManuallyDrop::into_inner(dma)) };
+        // SAFETY: the caller guarantees the device is done; this region was
+        // synced for the device in this direction at submission.
+        unsafe { hal.sync_for_cpu(dma.region, dma.direction) };
     }
     if cold_dma {
         // SAFETY: forwarded from the caller.
@@ -284,6 +322,10 @@ unsafe fn give_back<H: Hal>(hal: &H, dma: DmaUse<H::Mapping>) {
 /// As for [`finish`].
 #[cold]
 unsafe fn finish_cold<H: Hal, B: IoBuffer>(hal: &H, buffer: Option<&mut B>, cold: &mut Cold<H::Mapping>) {
+    if let Some(dma) = cold.dma.take() {
+        // SAFETY: forwarded from the caller.
+        unsafe { give_back(hal, ManuallyDrop::into_inner(dma)) };
+    }
     if let Some(dma) = cold.meta_dma.take() {
         // SAFETY: forwarded from the caller.
         unsafe { give_back(hal, ManuallyDrop::into_inner(dma)) };
@@ -308,11 +350,16 @@ unsafe fn finish_cold<H: Hal, B: IoBuffer>(hal: &H, buffer: Option<&mut B>, cold
 
 /// Leaks `req`'s buffer and mappings: the device may still write them, and
 /// nothing can prove otherwise (a removed device).
-pub(super) fn leak<M, B, C>(req: &mut Request<M, B, C>, cold: &mut Cold<M>) {
+pub(super) fn leak<M, B, C>(req: &mut Request<B, C>, cold: &mut Cold<M>) {
     // Dropping a `ManuallyDrop` never drops its content.
     let _leaked = (req.buffer.take(), req.dma.take());
     if core::mem::take(&mut req.cold_dma) {
-        let _leaked = (cold.meta_dma.take(), cold.scatter.take(), core::mem::take(&mut cold.sync_shared));
+        let _leaked = (
+            cold.dma.take(),
+            cold.meta_dma.take(),
+            cold.scatter.take(),
+            core::mem::take(&mut cold.sync_shared),
+        );
         // The share records go with the buffer: forgotten (never undone,
         // their mappings never dropped).
         core::mem::forget(core::mem::take(&mut *cold.shared));
@@ -321,28 +368,28 @@ pub(super) fn leak<M, B, C>(req: &mut Request<M, B, C>, cold: &mut Cold<M>) {
 
 /// A new request, submitted under `cid` (which its caller is given).
 #[inline]
-pub(super) fn request<M, B, C>(
+pub(super) fn request<B, C>(
     opcode: u8,
     cid: Cid,
     buffer: Option<B>,
-    dma: Option<DmaUse<M>>,
+    dma: Option<Synced>,
     context: C,
-) -> Request<M, B, C> {
+) -> Request<B, C> {
     with_role(opcode, cid, buffer, dma, Role::Own { context, children: 0 })
 }
 
 /// A new request of any role.
 #[inline]
-pub(super) fn with_role<M, B, C>(
+pub(super) fn with_role<B, C>(
     opcode: u8,
     cid: Cid,
     buffer: Option<B>,
-    dma: Option<DmaUse<M>>,
+    dma: Option<Synced>,
     role: Role<C>,
-) -> Request<M, B, C> {
+) -> Request<B, C> {
     Request {
         buffer: buffer.map(ManuallyDrop::new),
-        dma: dma.map(ManuallyDrop::new),
+        dma,
         role,
         deadline: NOT_STAMPED,
         given: cid,

@@ -286,7 +286,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         let shares = core::mem::take(&mut pending.shares);
         let index = slot.index();
         let opcode = cmd.cdw0.opc();
-        self.cold[index].set_dma(None, Some((direction, len)), shares, false);
+        self.cold[index].set_dma(None, None, Some((direction, len)), shares, false);
         let cid = self.slots.fill(slot, |cid| {
             let mut r = super::request::request(opcode, cid, Some(buf), None, context);
             r.cold_dma = true;

@@ -397,8 +397,11 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> Drop for IoQueuePair<'_, H, B, C, N
             let epoch = self.ctrlr.epoch();
             while let Some((i, _, mut req)) = self.slots.take_next(0, |_| true) {
                 let cold = &mut self.cold[i];
-                let meta_dma = if req.cold_dma { cold.meta_dma.take() } else { None };
-                for record in [req.dma.take(), meta_dma] {
+                // The hot record names no mapping: its buffer is leaked
+                // below, with nothing to undo.
+                let (shared, meta_dma) =
+                    if req.cold_dma { (cold.dma.take(), cold.meta_dma.take()) } else { (None, None) };
+                for record in [shared, meta_dma] {
                     if let (false, Some(dma)) = (removed, record) {
                         self.ctrlr.quarantine.lock().buffer(core::mem::ManuallyDrop::into_inner(dma), epoch);
                     }

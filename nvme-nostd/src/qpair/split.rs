@@ -305,16 +305,17 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         if let Some((_, mptr, _)) = &meta {
             cmd.mptr = *mptr;
         }
-        let dma = DmaUse { region: part, direction, mapping };
+        // A shared part's record (its mapping) goes in the cold part.
+        let (hot, shared) = request::place(DmaUse { region: part, direction, mapping });
         let meta_dma = meta.map(|(region, _, mapping)| DmaUse { region, direction, mapping });
         let cold = &mut self.cold[slot.index()];
         cold.cmd = cmd;
-        let cold_dma = meta_dma.is_some();
+        let cold_dma = shared.is_some() || meta_dma.is_some();
         if cold_dma {
-            cold.set_dma(meta_dma, None, super::scatter::Shares::new(), false);
+            cold.set_dma(shared, meta_dma, None, super::scatter::Shares::new(), false);
         }
         self.slots.fill(slot, |cid| {
-            let mut r = request::with_role(cmd.cdw0.opc(), cid, None, Some(dma), Role::Child { parent });
+            let mut r = request::with_role(cmd.cdw0.opc(), cid, None, hot, Role::Child { parent });
             r.cold_dma = cold_dma;
             r
         });
@@ -476,7 +477,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
         let cmd = cut.child_command(lba, blocks, ref_tag, prp);
         let cold = &mut self.cold[slot.index()];
         cold.cmd = cmd;
-        cold.set_dma(None, None, records, true);
+        cold.set_dma(None, None, None, records, true);
         self.slots.fill(slot, |cid| {
             let mut r = request::with_role(cmd.cdw0.opc(), cid, None, None, Role::Child { parent });
             r.cold_dma = true;
@@ -615,8 +616,7 @@ impl<H: Hal, B: IoBuffer, C, const N: usize> IoQueuePair<'_, H, B, C, N> {
     /// then completes with that failure), else the first error, else
     /// `NotAborted`.
     pub(super) fn abort_children(&mut self, parent: Cid) -> Result<AbortOutcome> {
-        let index =
-            crate::slots::SlotPool::<super::request::Request<H::Mapping, B, C>, N>::index_of(parent) as u16;
+        let index = crate::slots::SlotPool::<super::request::Request<B, C>, N>::index_of(parent) as u16;
         let mut outcome = AbortOutcome::NotAborted;
         let mut first_error = None;
         for i in 0..N {
