@@ -193,7 +193,10 @@ fn main() {
         }
         _ => reads(&ctrlr, bytes, depth, ios, new_buffer),
     }
-    println!("{ios} reads of {bytes} bytes at depth {depth}, {buffers} buffers{}", if lean { ", lean" } else { "" });
+    println!(
+        "{ios} reads of {bytes} bytes at depth {depth}, {buffers} buffers{}",
+        if lean { ", lean" } else { "" }
+    );
 }
 
 /// `ios` reads of `bytes` at queue depth `depth` into buffers `new_buffer`

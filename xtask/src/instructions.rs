@@ -66,7 +66,12 @@ const CASES: [Case; 8] = [
     Case { bytes: 131072, depth: 1, mode: &[], what: "128 KiB read, QD 1 (PRP list)" },
     Case { bytes: 4096, depth: 1, mode: &["registered"], what: "registered: 4 KiB read, QD 1 (PRP1 only)" },
     Case { bytes: 4096, depth: 32, mode: &["registered"], what: "registered: 4 KiB read, QD 32 (PRP1 only)" },
-    Case { bytes: 131072, depth: 1, mode: &["registered"], what: "registered: 128 KiB read, QD 1 (PRP list)" },
+    Case {
+        bytes: 131072,
+        depth: 1,
+        mode: &["registered"],
+        what: "registered: 128 KiB read, QD 1 (PRP list)",
+    },
     Case {
         bytes: 4096,
         depth: 32,
